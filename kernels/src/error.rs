@@ -1,0 +1,47 @@
+//! The errors a caller can get back instead of a panic deep inside a kernel.
+
+use crate::formats::Format;
+use std::fmt;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A row length that is not a whole number of blocks of the format.
+    NotBlockMultiple { format: Format, len: usize },
+    /// Two buffers that must describe the same number of values do not.
+    LengthMismatch {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// Raw bytes that are not aligned for the block type.
+    Misaligned { format: Format, align: usize },
+    /// An operation that does not exist for this format.
+    Unsupported { format: Format, what: &'static str },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotBlockMultiple { format, len } => write!(
+                f,
+                "{format}: a row of {len} values is not a multiple of the block size {}",
+                format.block_len()
+            ),
+            Error::LengthMismatch {
+                what,
+                expected,
+                got,
+            } => {
+                write!(f, "{what}: expected {expected}, got {got}")
+            }
+            Error::Misaligned { format, align } => {
+                write!(f, "{format}: block data is not {align}-byte aligned")
+            }
+            Error::Unsupported { format, what } => write!(f, "{format}: no {what} for this format"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,248 @@
+//! GGUF block formats: `#[repr(C)]` structs laid out exactly as ggml's
+//! (`ggml-common.h`), with one scalar reference per (op, format).
+//!
+//! The references mirror ggml's own C code operation for operation, so that
+//! dequantization is bit-identical with ggml's `dequantize_row_*` (ggml-base is
+//! compiled without FMA, and Rust never contracts a*b-c into an FMA), and dot
+//! products sum the same exact integers before the final float scaling.
+
+mod q2_k;
+mod q3_k;
+mod q4_0;
+mod q4_k;
+mod q8_0;
+mod q8_k;
+
+pub use q2_k::{dequantize_row_q2_k, vec_dot_q2_k_q8_k, BlockQ2K};
+pub use q3_k::{dequantize_row_q3_k, vec_dot_q3_k_q8_k, BlockQ3K};
+pub use q4_0::{dequantize_row_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0};
+pub use q4_k::{dequantize_row_q4_k, scale_min_k4, vec_dot_q4_k_q8_k, BlockQ4K};
+pub use q8_0::{
+    dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_ref, vec_dot_q8_0_q8_0, BlockQ8_0,
+};
+pub use q8_k::{dequantize_row_q8_k, quantize_row_q8_k, BlockQ8K};
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// Values per super-block of the k-quants.
+pub const QK_K: usize = 256;
+
+/// The formats llmkernel knows, named as ggml names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
+pub enum Format {
+    Q4_0,
+    Q8_0,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q8K,
+}
+
+impl Format {
+    /// The weight formats (Q8_K exists only as the activation side of k-quant dots).
+    pub const WEIGHTS: [Format; 5] = [
+        Format::Q4K,
+        Format::Q3K,
+        Format::Q2K,
+        Format::Q4_0,
+        Format::Q8_0,
+    ];
+
+    /// ggml's name, as the CLI takes it (`q4_k`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Q4_0 => "q4_0",
+            Format::Q8_0 => "q8_0",
+            Format::Q2K => "q2_k",
+            Format::Q3K => "q3_k",
+            Format::Q4K => "q4_k",
+            Format::Q8K => "q8_k",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Format> {
+        [
+            Format::Q4_0,
+            Format::Q8_0,
+            Format::Q2K,
+            Format::Q3K,
+            Format::Q4K,
+            Format::Q8K,
+        ]
+        .into_iter()
+        .find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Values per block.
+    pub fn block_len(self) -> usize {
+        match self {
+            Format::Q4_0 | Format::Q8_0 => 32,
+            _ => QK_K,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Format::Q4_0 => std::mem::size_of::<BlockQ4_0>(),
+            Format::Q8_0 => std::mem::size_of::<BlockQ8_0>(),
+            Format::Q2K => std::mem::size_of::<BlockQ2K>(),
+            Format::Q3K => std::mem::size_of::<BlockQ3K>(),
+            Format::Q4K => std::mem::size_of::<BlockQ4K>(),
+            Format::Q8K => std::mem::size_of::<BlockQ8K>(),
+        }
+    }
+
+    /// The `ggml_type` number of this format in GGUF files.
+    pub fn ggml_type(self) -> u32 {
+        match self {
+            Format::Q4_0 => 2,
+            Format::Q8_0 => 8,
+            Format::Q2K => 10,
+            Format::Q3K => 11,
+            Format::Q4K => 12,
+            Format::Q8K => 15,
+        }
+    }
+
+    /// The activation format a dot product with these weights takes (ggml's `vec_dot_type`).
+    pub fn activation(self) -> Format {
+        match self {
+            Format::Q4_0 | Format::Q8_0 => Format::Q8_0,
+            _ => Format::Q8K,
+        }
+    }
+
+    /// Bits per weight, scales included.
+    pub fn bits_per_weight(self) -> f64 {
+        self.block_bytes() as f64 * 8.0 / self.block_len() as f64
+    }
+
+    /// Number of blocks in a row of `len` values; an error unless `len` is a whole number of blocks.
+    pub fn blocks_in(self, len: usize) -> Result<usize> {
+        if len % self.block_len() != 0 {
+            return Err(Error::NotBlockMultiple { format: self, len });
+        }
+        Ok(len / self.block_len())
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A block type with ggml's memory layout.
+pub trait QuantBlock: bytemuck::Pod + Send + Sync + 'static {
+    const FORMAT: Format;
+
+    /// Views raw bytes holding a row of `len` values as blocks, with the checks a
+    /// caller handing us foreign data (a GGUF tensor, a ggml buffer) needs.
+    fn row_from_bytes(bytes: &[u8], len: usize) -> Result<&[Self]> {
+        let n = Self::FORMAT.blocks_in(len)?;
+        let want = n * std::mem::size_of::<Self>();
+        if bytes.len() != want {
+            return Err(Error::LengthMismatch {
+                what: "row bytes",
+                expected: want,
+                got: bytes.len(),
+            });
+        }
+        bytemuck::try_cast_slice(bytes).map_err(|_| Error::Misaligned {
+            format: Self::FORMAT,
+            align: std::mem::align_of::<Self>(),
+        })
+    }
+}
+
+/// A weight format: dequantization and the dot product with its activation blocks.
+pub trait WeightBlock: QuantBlock {
+    type Act: QuantBlock;
+    /// Scalar reference dequantization (bit-identical with ggml's `dequantize_row_*`).
+    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<()>;
+    /// Scalar reference dot product with activations of the same length.
+    fn vec_dot(x: &[Self], y: &[Self::Act]) -> Result<f32> {
+        Ok(dot_terms(x, y, Self::block_terms)?.0)
+    }
+    /// The magnitude of what a dot product adds up, `sum |scale term| + |min term|`
+    /// over blocks: the scale of float rounding for any summation order, and so
+    /// the yardstick of every dot-product error bound.
+    fn dot_magnitude(x: &[Self], y: &[Self::Act]) -> Result<f32> {
+        Ok(dot_terms(x, y, Self::block_terms)?.1)
+    }
+    /// One block's dot product as `(scale term, min term)`; the dot is their
+    /// difference. Each term is an exact integer sum times one float scale.
+    fn block_terms(x: &Self, y: &Self::Act) -> (f32, f32);
+}
+
+/// Sums block terms in block order: `(sum of s - m, sum of |s| + |m|)`.
+fn dot_terms<W, A>(x: &[W], y: &[A], terms: impl Fn(&W, &A) -> (f32, f32)) -> Result<(f32, f32)> {
+    check_dot(x.len(), y.len())?;
+    Ok(x.iter()
+        .zip(y)
+        .fold((0.0f32, 0.0f32), |(sum, mag), (a, b)| {
+            let (s, m) = terms(a, b);
+            (sum + (s - m), mag + s.abs() + m.abs())
+        }))
+}
+
+/// Checks that `out` holds exactly the values of `blocks` blocks of `format`.
+fn check_out(format: Format, blocks: usize, out: usize) -> Result<()> {
+    let expected = blocks * format.block_len();
+    if out != expected {
+        return Err(Error::LengthMismatch {
+            what: "dequantized row length",
+            expected,
+            got: out,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that weights and activations of a dot product cover the same length.
+fn check_dot(x: usize, y: usize) -> Result<()> {
+    if x != y {
+        return Err(Error::LengthMismatch {
+            what: "activation blocks",
+            expected: x,
+            got: y,
+        });
+    }
+    Ok(())
+}
+
+macro_rules! weight_block {
+    ($block:ty, $format:expr, $act:ty, $deq:path, $terms:path) => {
+        impl crate::formats::QuantBlock for $block {
+            const FORMAT: crate::formats::Format = $format;
+        }
+        impl crate::formats::WeightBlock for $block {
+            type Act = $act;
+            fn dequantize_row(x: &[Self], y: &mut [f32]) -> crate::Result<()> {
+                $deq(x, y)
+            }
+            fn block_terms(x: &Self, y: &$act) -> (f32, f32) {
+                $terms(x, y)
+            }
+        }
+        const _: () = assert!(std::mem::size_of::<$block>() == $format.block_bytes_const());
+    };
+}
+pub(crate) use weight_block;
+
+impl Format {
+    /// ggml's `sizeof(block_*)`, written out so the struct sizes are checked at compile time.
+    pub(crate) const fn block_bytes_const(self) -> usize {
+        match self {
+            Format::Q4_0 => 2 + 16,
+            Format::Q8_0 => 2 + 32,
+            Format::Q2K => 16 + 64 + 2 + 2,
+            Format::Q3K => 32 + 64 + 12 + 2,
+            Format::Q4K => 2 + 2 + 12 + 128,
+            Format::Q8K => 4 + 256 + 2 * 16,
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Q3_K: 256 values in 16 sub-blocks of 16; each sub-block has a signed 6-bit
+//! scale (stored +32), scaled by the block's f16 `d`; 3-bit codes split into
+//! 2 low bits (`qs`) and a high bit (`hmask`), centred by subtracting 4.
+
+use super::{check_out, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
+use crate::Result;
+use half::f16;
+
+/// ggml's `block_q3_K`. Value i (0..256) has low bits laid out as in Q2_K and
+/// its high bit in `hmask[i % 32]` at bit `i / 32`; a clear high bit means -4.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ3K {
+    pub hmask: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 4],
+    /// Sixteen 6-bit scales, packed as [`scales_q3_k`] unpacks them.
+    pub scales: [u8; 12],
+    pub d: f16,
+}
+
+weight_block!(
+    BlockQ3K,
+    Format::Q3K,
+    BlockQ8K,
+    dequantize_row_q3_k,
+    block_terms
+);
+
+/// The sixteen signed scales (stored value - 32): the low 4 bits of scale i are
+/// nibble i/8 of byte i%8; the high 2 bits are bit pair i/4 of byte 8 + i%4.
+#[inline]
+pub fn scales_q3_k(s: &[u8; 12]) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        let low = (s[i % 8] >> (4 * (i / 8))) & 0x0F;
+        let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+        *o = (low | (high << 4)) as i8 - 32;
+    }
+    out
+}
+
+/// The signed 3-bit code (-4..=3) of value `i` of a block, and its sub-block.
+#[inline]
+fn code(b: &BlockQ3K, i: usize) -> (i8, usize) {
+    let (h, s, l) = (i / 128, (i % 128) / 32, i % 32);
+    let low = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i8;
+    let high = b.hmask[l] & (1 << (i / 32)) != 0;
+    (low - if high { 0 } else { 4 }, i / 16)
+}
+
+/// Mirrors ggml's `dequantize_row_q3_K`.
+pub fn dequantize_row_q3_k(x: &[BlockQ3K], y: &mut [f32]) -> Result<()> {
+    check_out(Format::Q3K, x.len(), y.len())?;
+    for (b, out) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        let d_all = b.d.to_f32();
+        let scales = scales_q3_k(&b.scales);
+        for (sub, out) in out.chunks_exact_mut(16).enumerate() {
+            let dl = d_all * scales[sub] as f32;
+            for (l, o) in out.iter_mut().enumerate() {
+                *o = dl * code(b, 16 * sub + l).0 as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per block: `d*dy * sum_i scale[i] * (q . q8)_i`, the sums exact.
+pub fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> Result<f32> {
+    BlockQ3K::vec_dot(x, y)
+}
+
+fn block_terms(a: &BlockQ3K, b: &BlockQ8K) -> (f32, f32) {
+    let scales = scales_q3_k(&a.scales);
+    let mut dots = [0i32; 16];
+    for (i, &q8) in b.qs.iter().enumerate() {
+        let (q, sub) = code(a, i);
+        dots[sub] += q as i32 * q8 as i32;
+    }
+    let isum: i32 = (0..16).map(|s| scales[s] as i32 * dots[s]).sum();
+    (a.d.to_f32() * b.d * isum as f32, 0.0)
+}

@@ -1,0 +1,89 @@
+//! Q4_K: 256 values in 8 sub-blocks of 32; each sub-block has a 6-bit scale and
+//! a 6-bit min, scaled by the block's f16 `d` and `dmin`; 4-bit codes.
+
+use super::{check_out, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
+use crate::Result;
+use half::f16;
+
+/// ggml's `block_q4_K`: value `32*j + l` is `d * sc[j] * q - dmin * m[j]`, where
+/// q is the low nibble of `qs[32*(j/2) + l]` for even j and the high nibble for odd j.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ4K {
+    pub d: f16,
+    pub dmin: f16,
+    /// Eight 6-bit scales and eight 6-bit mins, packed as [`scale_min_k4`] reads them.
+    pub scales: [u8; 12],
+    pub qs: [u8; QK_K / 2],
+}
+
+weight_block!(
+    BlockQ4K,
+    Format::Q4K,
+    BlockQ8K,
+    dequantize_row_q4_k,
+    block_terms
+);
+
+/// The 6-bit (scale, min) of sub-block `j` (ggml's `get_scale_min_k4`), also used by Q5_K.
+#[inline]
+pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Mirrors ggml's `dequantize_row_q4_K`.
+pub fn dequantize_row_q4_k(x: &[BlockQ4K], y: &mut [f32]) -> Result<()> {
+    check_out(Format::Q4K, x.len(), y.len())?;
+    for (b, out) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        let d = b.d.to_f32();
+        let min = b.dmin.to_f32();
+        for (pair, (q, out)) in
+            b.qs.chunks_exact(32)
+                .zip(out.chunks_exact_mut(64))
+                .enumerate()
+        {
+            let (sc1, m1) = scale_min_k4(2 * pair, &b.scales);
+            let (sc2, m2) = scale_min_k4(2 * pair + 1, &b.scales);
+            let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
+            let (d2, m2) = (d * sc2 as f32, min * m2 as f32);
+            for l in 0..32 {
+                out[l] = d1 * (q[l] & 0x0F) as f32 - m1;
+                out[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per block: `d*dy * sum_j sc[j] * (q . q8)_j  -  dmin*dy * sum_j m[j] * bsum_j`,
+/// with both sums over sub-blocks exact integers.
+pub fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> Result<f32> {
+    BlockQ4K::vec_dot(x, y)
+}
+
+fn block_terms(a: &BlockQ4K, b: &BlockQ8K) -> (f32, f32) {
+    let (mut isum, mut summs) = (0i32, 0i32);
+    for (pair, q) in a.qs.chunks_exact(32).enumerate() {
+        for half in 0..2 {
+            let j = 2 * pair + half;
+            let (sc, m) = scale_min_k4(j, &a.scales);
+            let q8 = &b.qs[32 * j..32 * j + 32];
+            let dot: i32 = (0..32)
+                .map(|l| ((q[l] >> (4 * half)) & 0x0F) as i32 * q8[l] as i32)
+                .sum();
+            isum += sc as i32 * dot;
+            summs += m as i32 * (b.bsums[2 * j] as i32 + b.bsums[2 * j + 1] as i32);
+        }
+    }
+    (
+        a.d.to_f32() * b.d * isum as f32,
+        a.dmin.to_f32() * b.d * summs as f32,
+    )
+}

@@ -1,0 +1,118 @@
+//! Q8_0: 32 values per block, one f16 scale, 8-bit codes. Both a weight format
+//! and the activation format of Q4_0 / Q8_0 dot products.
+
+use super::{check_out, weight_block, Format, WeightBlock};
+use crate::error::Error;
+use crate::Result;
+use half::f16;
+
+/// ggml's `block_q8_0`: value j is `d * qs[j]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; 32],
+}
+
+weight_block!(
+    BlockQ8_0,
+    Format::Q8_0,
+    BlockQ8_0,
+    dequantize_row_q8_0,
+    block_terms
+);
+
+/// Mirrors ggml's `dequantize_row_q8_0`.
+pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) -> Result<()> {
+    check_out(Format::Q8_0, x.len(), y.len())?;
+    for (b, out) in x.iter().zip(y.chunks_exact_mut(32)) {
+        let d = b.d.to_f32();
+        for (o, &q) in out.iter_mut().zip(&b.qs) {
+            *o = q as f32 * d;
+        }
+    }
+    Ok(())
+}
+
+fn check_quant(x: &[f32], y: &[BlockQ8_0]) -> Result<()> {
+    let n = Format::Q8_0.blocks_in(x.len())?;
+    if y.len() != n {
+        return Err(Error::LengthMismatch {
+            what: "q8_0 output blocks",
+            expected: n,
+            got: y.len(),
+        });
+    }
+    Ok(())
+}
+
+/// ggml's `MAX(a, b)` macro, whose NaN behaviour (`a > b ? a : b`) we keep.
+#[inline]
+fn c_max(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Mirrors ggml's `quantize_row_q8_0_ref` (how model files are made):
+/// `d = amax / 127`, codes `roundf(x / d)` (ties away from zero).
+pub fn quantize_row_q8_0_ref(x: &[f32], y: &mut [BlockQ8_0]) -> Result<()> {
+    check_quant(x, y)?;
+    for (xb, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let amax = xb.iter().fold(0.0f32, |m, v| c_max(m, v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f16::from_f32(d);
+        for (q, &v) in b.qs.iter_mut().zip(xb) {
+            *q = (v * id).round() as i8;
+        }
+    }
+    Ok(())
+}
+
+/// Mirrors ggml-cpu's `quantize_row_q8_0` for the target architecture, the
+/// function that quantizes activations in ggml's matmuls. It differs from the
+/// reference only in the reciprocal and in rounding ties to even:
+/// x86 computes `127 / amax` (AVX2 path), ARM `1 / (amax / 127)` (NEON path).
+pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) -> Result<()> {
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        return quantize_row_q8_0_ref(x, y);
+    }
+    check_quant(x, y)?;
+    for (xb, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if cfg!(target_arch = "x86_64") {
+            if amax != 0.0 {
+                127.0 / amax
+            } else {
+                0.0
+            }
+        } else if d != 0.0 {
+            1.0 / d
+        } else {
+            0.0
+        };
+        b.d = f16::from_f32(d);
+        for (q, &v) in b.qs.iter_mut().zip(xb) {
+            *q = (v * id).round_ties_even() as i8;
+        }
+    }
+    Ok(())
+}
+
+/// Sum over blocks of `d_x * d_y * sum_j q_x[j] * q_y[j]`, the integer sums exact.
+pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> Result<f32> {
+    BlockQ8_0::vec_dot(x, y)
+}
+
+fn block_terms(a: &BlockQ8_0, b: &BlockQ8_0) -> (f32, f32) {
+    let isum: i32 =
+        a.qs.iter()
+            .zip(&b.qs)
+            .map(|(&p, &q)| p as i32 * q as i32)
+            .sum();
+    (isum as f32 * (a.d.to_f32() * b.d.to_f32()), 0.0)
+}

@@ -1,0 +1,14 @@
+//! llmkernel's kernels: the GGUF block formats, their scalar references (the
+//! spec, the fallback and the test oracle), CPU feature detection and kernel
+//! selection. Pure Rust: no C, no FFI.
+
+pub mod cpu;
+pub mod error;
+pub mod formats;
+pub mod registry;
+
+pub use error::{Error, Result};
+pub use formats::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8K, BlockQ8_0, Format, QuantBlock, WeightBlock,
+    QK_K,
+};

@@ -1,0 +1,136 @@
+//! Safe entry points into the vendored ggml: the reference every llmkernel
+//! kernel is checked against. Every size is checked here, before the C code
+//! sees a pointer.
+
+use crate::ffi;
+use llmkernel_kernels::{Error, Format, Result};
+use std::ffi::{c_void, CStr};
+use std::sync::Once;
+
+/// Initializes ggml-cpu's tables (f16 conversion, feature detection); idempotent.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    // SAFETY: ggml_cpu_init takes no arguments and is safe to call once per process.
+    ONCE.call_once(|| unsafe { ffi::ggml_cpu_init() });
+}
+
+/// `ggml_version()` of the linked ggml.
+pub fn version() -> String {
+    // SAFETY: returns a pointer to a static NUL-terminated string.
+    unsafe { CStr::from_ptr(ffi::ggml_version()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `ggml_commit()` of the linked ggml.
+pub fn commit() -> String {
+    // SAFETY: returns a pointer to a static NUL-terminated string.
+    unsafe { CStr::from_ptr(ffi::ggml_commit()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Checks that `bytes` holds exactly a row of `len` values of `format`.
+fn check_row(format: Format, len: usize, bytes: usize) -> Result<()> {
+    let expected = format.blocks_in(len)? * format.block_bytes();
+    if bytes != expected {
+        return Err(Error::LengthMismatch {
+            what: "row bytes",
+            expected,
+            got: bytes,
+        });
+    }
+    Ok(())
+}
+
+fn traits(format: Format) -> &'static ffi::ggml_type_traits {
+    // SAFETY: ggml returns a pointer into its static type-traits table for every valid type.
+    unsafe { &*ffi::ggml_get_type_traits(format.ggml_type()) }
+}
+
+fn cpu_traits(format: Format) -> &'static ffi::ggml_type_traits_cpu {
+    init();
+    // SAFETY: as above, for ggml-cpu's table.
+    unsafe { &*ffi::ggml_get_type_traits_cpu(format.ggml_type()) }
+}
+
+/// ggml's `dequantize_row_*` (ggml-base, `type_traits.to_float`).
+pub fn dequantize_row(format: Format, x: &[u8], y: &mut [f32]) -> Result<()> {
+    check_row(format, y.len(), x.len())?;
+    let f = traits(format).to_float.ok_or(Error::Unsupported {
+        format,
+        what: "ggml dequantize",
+    })?;
+    // SAFETY: x holds exactly y.len() / block_len blocks; y has y.len() floats.
+    unsafe { f(x.as_ptr().cast(), y.as_mut_ptr(), y.len() as i64) };
+    Ok(())
+}
+
+fn quantize_with(f: ffi::ggml_from_float_t, format: Format, x: &[f32], y: &mut [u8]) -> Result<()> {
+    check_row(format, x.len(), y.len())?;
+    let f = f.ok_or(Error::Unsupported {
+        format,
+        what: "ggml quantizer",
+    })?;
+    // SAFETY: y holds exactly the blocks of x.len() values.
+    unsafe { f(x.as_ptr(), y.as_mut_ptr().cast::<c_void>(), x.len() as i64) };
+    Ok(())
+}
+
+/// ggml's reference quantizer (`type_traits.from_float_ref`, e.g. `quantize_row_q8_0_ref`).
+pub fn quantize_row_ref(format: Format, x: &[f32], y: &mut [u8]) -> Result<()> {
+    match format {
+        // ggml's type table has no from_float_ref for Q8_K; its reference is exported directly.
+        Format::Q8K => quantize_with(Some(q8_k_ref), format, x, y),
+        _ => quantize_with(traits(format).from_float_ref, format, x, y),
+    }
+}
+
+unsafe extern "C" fn q8_k_ref(x: *const f32, y: *mut c_void, k: i64) {
+    // SAFETY: the caller (quantize_with) checked that y holds the blocks of k values.
+    unsafe { ffi::quantize_row_q8_K_ref(x, y.cast(), k) }
+}
+
+/// ggml-cpu's quantizer (`type_traits_cpu.from_float`): how ggml quantizes
+/// activations in its matmuls on this architecture.
+pub fn quantize_row_cpu(format: Format, x: &[f32], y: &mut [u8]) -> Result<()> {
+    quantize_with(cpu_traits(format).from_float, format, x, y)
+}
+
+/// The format ggml-cpu quantizes activations to for a dot product with `format`.
+pub fn vec_dot_type(format: Format) -> u32 {
+    cpu_traits(format).vec_dot_type
+}
+
+/// ggml-cpu's `vec_dot` of a row of `len` weights of `format` with activations
+/// already quantized to its `vec_dot_type`.
+pub fn vec_dot(format: Format, len: usize, x: &[u8], y: &[u8]) -> Result<f32> {
+    check_row(format, len, x.len())?;
+    check_row(format.activation(), len, y.len())?;
+    if len > i32::MAX as usize {
+        return Err(Error::LengthMismatch {
+            what: "row length (ggml takes an int)",
+            expected: i32::MAX as usize,
+            got: len,
+        });
+    }
+    let f = cpu_traits(format).vec_dot.ok_or(Error::Unsupported {
+        format,
+        what: "ggml-cpu vec_dot",
+    })?;
+    let mut s = 0.0f32;
+    // SAFETY: x and y hold exactly the blocks of len values; nrc = 1 writes one float to s.
+    unsafe {
+        f(
+            len as i32,
+            &mut s,
+            0,
+            x.as_ptr().cast(),
+            0,
+            y.as_ptr().cast(),
+            0,
+            1,
+        )
+    };
+    Ok(s)
+}

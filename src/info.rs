@@ -1,0 +1,121 @@
+//! `llmkernel info`: this machine, the vendored llama.cpp, and which kernel set
+//! each format runs on.
+
+use crate::ggml;
+use llmkernel_kernels::cpu::CpuFeatures;
+use llmkernel_kernels::registry;
+use llmkernel_kernels::Format;
+use std::fmt::Write;
+use std::process::Command;
+
+/// The vendored llama.cpp commit (see vendor/llama.cpp/VENDORED.md).
+pub const UPSTREAM_COMMIT: &str = env!("LLMKERNEL_UPSTREAM_COMMIT");
+/// The compiler flags ggml-cpu was built with (`LLMKERNEL_GGML_CPU`).
+pub const GGML_CPU_FLAGS: &str = env!("LLMKERNEL_GGML_CPU_FLAGS");
+
+/// The CPU's marketing name, from /proc/cpuinfo where there is one.
+pub fn cpu_name() -> String {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    field("model name")
+        .or_else(|| field("Model"))
+        .or_else(|| field("CPU part").map(|p| format!("ARM CPU part {p}")))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// llmkernel's own git commit when run from a checkout, with `-dirty` for local changes.
+pub fn llmkernel_commit() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(hash) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{hash}-dirty")
+            } else {
+                hash
+            }
+        }
+        None => "unknown (not run from a git checkout)".into(),
+    }
+}
+
+/// The text `llmkernel info` prints.
+pub fn report() -> String {
+    let cpu = CpuFeatures::get();
+    let mut s = String::new();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    writeln!(
+        s,
+        "llmkernel {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        llmkernel_commit()
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "cpu:       {} ({}, {threads} hardware threads)",
+        cpu_name(),
+        std::env::consts::ARCH
+    )
+    .unwrap();
+    let feats: Vec<String> = cpu
+        .list()
+        .iter()
+        .map(|(name, on)| format!("{name} {}", if *on { "yes" } else { "no" }))
+        .collect();
+    writeln!(s, "features:  {}", feats.join(", ")).unwrap();
+    writeln!(
+        s,
+        "llama.cpp: vendored ggml-org/llama.cpp@{UPSTREAM_COMMIT}, ggml {} (commit {})",
+        ggml::version(),
+        ggml::commit()
+    )
+    .unwrap();
+    let flags = if GGML_CPU_FLAGS.is_empty() {
+        "(target baseline)"
+    } else {
+        GGML_CPU_FLAGS
+    };
+    writeln!(
+        s,
+        "ggml-cpu:  built with {flags}, OpenMP, llamafile sgemm, repack buffer types"
+    )
+    .unwrap();
+    let bindings = match (crate::ffi::BINDINGS_SOURCE, crate::ffi::BINDINGS_MATCH_COMMITTED) {
+        ("generated", "true") => "generated from the vendored headers, identical to src/ffi/bindings.rs",
+        ("generated", _) => "generated from the vendored headers, DIFFERENT from src/ffi/bindings.rs (run scripts/update-bindings.sh)",
+        _ => "committed copy src/ffi/bindings.rs (libclang not found at build time)",
+    };
+    writeln!(s, "bindings:  {bindings}").unwrap();
+    writeln!(s, "kernels (format: kernel set on this CPU):").unwrap();
+    for f in Format::WEIGHTS {
+        let isa = registry::select(f, &cpu);
+        writeln!(
+            s,
+            "  {:<5} {isa:<8} ({:.4} bits/weight, {} values per block)",
+            f.name(),
+            f.bits_per_weight(),
+            f.block_len()
+        )
+        .unwrap();
+    }
+    s
+}

@@ -1,0 +1,154 @@
+//! Shared test data: random and extreme blocks of every format.
+#![allow(dead_code)]
+
+use half::f16;
+use llmkernel::kernels::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0, QuantBlock};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// A finite f16 scale of random sign and magnitude between 2^-14 and 2^4.
+pub fn random_scale(r: &mut StdRng) -> f16 {
+    let mag = 2f32.powf(r.gen_range(-14.0..4.0));
+    f16::from_f32(if r.gen_bool(0.5) { mag } else { -mag })
+}
+
+/// f16 scales at the edges: zeros, subnormals, the largest finite, negatives, Inf and NaN.
+pub const EDGE_SCALES: [u16; 12] = [
+    0x0000, 0x8000, 0x0001, 0x03FF, 0x0400, 0x3C00, 0x7BFF, 0xFBFF, 0xBC00, 0x7C00, 0xFC00, 0x7E00,
+];
+
+/// A block format whose blocks a test can make at random and at the edges.
+pub trait TestBlock: QuantBlock {
+    /// Random codes and random finite scales.
+    fn random(r: &mut StdRng) -> Self;
+    /// Every byte of codes (and packed sub-block scales) set to `fill`, with the given f16 scales.
+    fn filled(fill: u8, d: u16, dmin: u16) -> Self;
+}
+
+fn bytes<const N: usize>(r: &mut StdRng) -> [u8; N] {
+    let mut b = [0u8; N];
+    r.fill(&mut b[..]);
+    b
+}
+
+impl TestBlock for BlockQ4_0 {
+    fn random(r: &mut StdRng) -> Self {
+        BlockQ4_0 {
+            d: random_scale(r),
+            qs: bytes(r),
+        }
+    }
+    fn filled(fill: u8, d: u16, _: u16) -> Self {
+        BlockQ4_0 {
+            d: f16::from_bits(d),
+            qs: [fill; 16],
+        }
+    }
+}
+
+impl TestBlock for BlockQ8_0 {
+    fn random(r: &mut StdRng) -> Self {
+        BlockQ8_0 {
+            d: random_scale(r),
+            qs: bytemuck::cast(bytes::<32>(r)),
+        }
+    }
+    fn filled(fill: u8, d: u16, _: u16) -> Self {
+        BlockQ8_0 {
+            d: f16::from_bits(d),
+            qs: [fill as i8; 32],
+        }
+    }
+}
+
+impl TestBlock for BlockQ2K {
+    fn random(r: &mut StdRng) -> Self {
+        BlockQ2K {
+            scales: bytes(r),
+            qs: bytes(r),
+            d: random_scale(r),
+            dmin: random_scale(r),
+        }
+    }
+    fn filled(fill: u8, d: u16, dmin: u16) -> Self {
+        BlockQ2K {
+            scales: [fill; 16],
+            qs: [fill; 64],
+            d: f16::from_bits(d),
+            dmin: f16::from_bits(dmin),
+        }
+    }
+}
+
+impl TestBlock for BlockQ3K {
+    fn random(r: &mut StdRng) -> Self {
+        BlockQ3K {
+            hmask: bytes(r),
+            qs: bytes(r),
+            scales: bytes(r),
+            d: random_scale(r),
+        }
+    }
+    fn filled(fill: u8, d: u16, _: u16) -> Self {
+        BlockQ3K {
+            hmask: [fill; 32],
+            qs: [fill; 64],
+            scales: [fill; 12],
+            d: f16::from_bits(d),
+        }
+    }
+}
+
+impl TestBlock for BlockQ4K {
+    fn random(r: &mut StdRng) -> Self {
+        BlockQ4K {
+            d: random_scale(r),
+            dmin: random_scale(r),
+            scales: bytes(r),
+            qs: bytes(r),
+        }
+    }
+    fn filled(fill: u8, d: u16, dmin: u16) -> Self {
+        BlockQ4K {
+            d: f16::from_bits(d),
+            dmin: f16::from_bits(dmin),
+            scales: [fill; 12],
+            qs: [fill; 128],
+        }
+    }
+}
+
+/// `n` random blocks.
+pub fn random_blocks<B: TestBlock>(r: &mut StdRng, n: usize) -> Vec<B> {
+    (0..n).map(|_| B::random(r)).collect()
+}
+
+/// Every combination of code fill (all zero, all max, alternating) and edge scales.
+pub fn edge_blocks<B: TestBlock>() -> Vec<B> {
+    let mut v = Vec::new();
+    for fill in [0x00u8, 0xFF, 0x55, 0xAA, 0x0F, 0xF0] {
+        for &d in &EDGE_SCALES {
+            for &dmin in &EDGE_SCALES {
+                v.push(B::filled(fill, d, dmin));
+            }
+        }
+    }
+    v
+}
+
+/// Activations of assorted magnitudes: Gaussian-like, with outliers, zeros, and tiny values.
+pub fn random_activations(r: &mut StdRng, n: usize) -> Vec<f32> {
+    let scale = 10f32.powf(r.gen_range(-3.0..2.0));
+    (0..n)
+        .map(|i| match r.gen_range(0..100) {
+            0 => 0.0,
+            1 => scale * r.gen_range(-50.0..50.0),
+            2 if i % 7 == 0 => f32::MIN_POSITIVE * r.gen_range(-4.0..4.0),
+            _ => scale * (r.gen::<f32>() + r.gen::<f32>() + r.gen::<f32>() - 1.5),
+        })
+        .collect()
+}
