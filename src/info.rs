@@ -3,7 +3,7 @@
 
 use crate::ggml;
 use llmkernel_kernels::cpu::CpuFeatures;
-use llmkernel_kernels::registry;
+use llmkernel_kernels::registry::{self, Isa};
 use llmkernel_kernels::Format;
 use std::fmt::Write;
 use std::process::Command;
@@ -105,12 +105,26 @@ pub fn report() -> String {
         _ => "committed copy src/ffi/bindings.rs (libclang not found at build time)",
     };
     writeln!(s, "bindings:  {bindings}").unwrap();
-    writeln!(s, "kernels (format: kernel set on this CPU):").unwrap();
+    match Isa::ceiling() {
+        Ok(ceiling) => writeln!(
+            s,
+            "kernels (ISA ceiling {ceiling}{}):",
+            if std::env::var_os("LLMKERNEL_ISA").is_some() {
+                ", from LLMKERNEL_ISA"
+            } else {
+                ""
+            }
+        )
+        .unwrap(),
+        Err(e) => writeln!(s, "kernels: {e}").unwrap(),
+    }
     for f in Format::WEIGHTS {
-        let isa = registry::select(f, &cpu);
+        let chosen = registry::select(f)
+            .map(|isa| isa.to_string())
+            .unwrap_or_else(|e| format!("error: {e}"));
         writeln!(
             s,
-            "  {:<5} {isa:<8} ({:.4} bits/weight, {} values per block)",
+            "  {:<5} {chosen:<8} ({:.4} bits/weight, {} values per block)",
             f.name(),
             f.bits_per_weight(),
             f.block_len()

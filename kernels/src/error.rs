@@ -17,6 +17,8 @@ pub enum Error {
     },
     /// Raw bytes that are not aligned for the block type.
     Misaligned { format: Format, align: usize },
+    /// `LLMKERNEL_ISA` names no ISA llmkernel knows.
+    UnknownIsa(String),
     /// An operation that does not exist for this format.
     Unsupported { format: Format, what: &'static str },
 }
@@ -39,6 +41,10 @@ impl fmt::Display for Error {
             Error::Misaligned { format, align } => {
                 write!(f, "{format}: block data is not {align}-byte aligned")
             }
+            Error::UnknownIsa(name) => write!(
+                f,
+                "LLMKERNEL_ISA={name:?}: expected one of scalar, avx2, avx512, neon, dotprod, i8mm"
+            ),
             Error::Unsupported { format, what } => write!(f, "{format}: no {what} for this format"),
         }
     }

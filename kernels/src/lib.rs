@@ -5,7 +5,12 @@
 pub mod cpu;
 pub mod error;
 pub mod formats;
+pub mod matmul;
 pub mod registry;
+pub mod scalar;
+pub mod testdata;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_avx2;
 
 pub use error::{Error, Result};
 pub use formats::{

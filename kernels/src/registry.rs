@@ -1,31 +1,88 @@
-//! Which kernel set serves each format on this CPU.
-//!
-//! Today only the scalar references exist; the SIMD kernel sets join this
-//! registry with their ISA requirement, and dispatch, tests, benches and
-//! `llmkernel info` all read it from here.
+//! The one list of kernels. Dispatch, the test harness, the benches and
+//! `llmkernel bench` / `info` all read it, so no kernel exists untested or
+//! unbenchmarked. A kernel carries the ISA it needs; dispatch picks the best
+//! supported one once, and `LLMKERNEL_ISA` can force a lower level.
 
 use crate::cpu::CpuFeatures;
-use crate::formats::Format;
+use crate::formats::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0, Format, WeightBlock};
+use crate::{scalar, Error, Result};
 use std::fmt;
+use std::sync::OnceLock;
 
-/// An instruction-set level a kernel set is written for.
+/// An instruction-set level kernels are written for, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
     Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL + VNNI.
+    Avx512,
+    Neon,
+    /// NEON + the SDOT/UDOT instructions.
+    Dotprod,
+    /// NEON + dotprod + the SMMLA instructions.
+    I8mm,
 }
 
 impl Isa {
+    pub const ALL: [Isa; 6] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Neon,
+        Isa::Dotprod,
+        Isa::I8mm,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+            Isa::Dotprod => "dotprod",
+            Isa::I8mm => "i8mm",
         }
     }
 
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name().eq_ignore_ascii_case(name.trim()))
+    }
+
     /// Whether this CPU can run kernels written for this ISA.
-    pub fn supported(self, _cpu: &CpuFeatures) -> bool {
+    pub fn supported(self, cpu: &CpuFeatures) -> bool {
         match self {
             Isa::Scalar => true,
+            Isa::Avx2 => cfg!(target_arch = "x86_64") && cpu.avx2 && cpu.fma && cpu.f16c,
+            Isa::Avx512 => {
+                Isa::Avx2.supported(cpu)
+                    && cpu.avx512f
+                    && cpu.avx512bw
+                    && cpu.avx512vl
+                    && cpu.avx512vnni
+            }
+            Isa::Neon => cfg!(target_arch = "aarch64") && cpu.neon,
+            Isa::Dotprod => Isa::Neon.supported(cpu) && cpu.dotprod,
+            Isa::I8mm => Isa::Dotprod.supported(cpu) && cpu.i8mm,
         }
+    }
+
+    /// The highest ISA dispatch may use: this CPU's best, or lower when
+    /// `LLMKERNEL_ISA` says so. Read once per process.
+    pub fn ceiling() -> Result<Isa> {
+        static CEILING: OnceLock<Result<Isa>> = OnceLock::new();
+        CEILING
+            .get_or_init(|| match std::env::var("LLMKERNEL_ISA") {
+                Ok(name) => Isa::from_name(&name).ok_or(Error::UnknownIsa(name)),
+                Err(_) => Ok(*Isa::ALL
+                    .iter()
+                    .rev()
+                    .find(|i| i.supported(&CpuFeatures::get()))
+                    .unwrap()),
+            })
+            .clone()
     }
 }
 
@@ -35,16 +92,109 @@ impl fmt::Display for Isa {
     }
 }
 
-/// Every ISA that has kernels for `format`, best first.
-pub fn isas_for(_format: Format) -> &'static [Isa] {
-    &[Isa::Scalar]
+/// One row of weights against up to `cols` activation columns:
+/// `out[j] = dot(row, acts[j])`.
+pub type RowDotFn<B> = unsafe fn(row: &[B], acts: &[&[<B as WeightBlock>::Act]], out: &mut [f32]);
+
+/// A dot-product kernel: one function per (op, format, ISA).
+pub struct RowKernel<B: WeightBlock> {
+    /// Named by op, weight and activation types and ISA, e.g. `gemv_q4_k_q8_k_x4` in `avx2`.
+    pub name: &'static str,
+    pub isa: Isa,
+    /// How many activation columns one call takes (each unpacked weight block is reused across them).
+    pub cols: usize,
+    /// # Safety
+    /// The CPU must support `isa`; `acts.len() <= cols == out.len()`, every act row as long as `row`.
+    pub f: RowDotFn<B>,
 }
 
-/// The kernel set `format` runs on with this CPU.
-pub fn select(format: Format, cpu: &CpuFeatures) -> Isa {
-    isas_for(format)
-        .iter()
-        .copied()
-        .find(|isa| isa.supported(cpu))
-        .unwrap_or(Isa::Scalar)
+impl<B: WeightBlock> Clone for RowKernel<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: WeightBlock> Copy for RowKernel<B> {}
+
+impl<B: WeightBlock> RowKernel<B> {
+    /// Runs the kernel after checking every precondition but the ISA, which
+    /// [`Kernels::select`] and the test harness check.
+    pub(crate) fn run(&self, row: &[B], acts: &[&[B::Act]], out: &mut [f32]) {
+        assert!(acts.len() <= self.cols && acts.len() == out.len());
+        assert!(acts.iter().all(|a| a.len() == row.len()));
+        assert!(
+            self.isa.supported(&CpuFeatures::get()),
+            "{} needs {}",
+            self.name,
+            self.isa
+        );
+        // SAFETY: the ISA is supported (asserted) and the shapes are as `f` requires.
+        unsafe { (self.f)(row, acts, out) }
+    }
+}
+
+/// The kernels of one weight format.
+pub trait Kernels: WeightBlock {
+    /// Every dot-product kernel for this format, best ISA last.
+    fn row_kernels() -> Vec<RowKernel<Self>>;
+
+    /// The best kernel this CPU supports under the `LLMKERNEL_ISA` ceiling.
+    fn select() -> Result<RowKernel<Self>> {
+        let ceiling = Isa::ceiling()?;
+        let cpu = CpuFeatures::get();
+        Ok(Self::row_kernels()
+            .into_iter()
+            .filter(|k| k.isa <= ceiling && k.isa.supported(&cpu))
+            .next_back()
+            .expect("every format has a scalar kernel"))
+    }
+}
+
+macro_rules! scalar_only {
+    ($block:ty, $name:expr) => {
+        impl Kernels for $block {
+            fn row_kernels() -> Vec<RowKernel<Self>> {
+                vec![RowKernel {
+                    name: $name,
+                    isa: Isa::Scalar,
+                    cols: 1,
+                    f: scalar::row_dot::<$block>,
+                }]
+            }
+        }
+    };
+}
+
+impl Kernels for BlockQ4K {
+    fn row_kernels() -> Vec<RowKernel<Self>> {
+        #[allow(unused_mut)]
+        let mut v = vec![RowKernel {
+            name: "gemv_q4_k_q8_k",
+            isa: Isa::Scalar,
+            cols: 1,
+            f: scalar::row_dot::<BlockQ4K>,
+        }];
+        #[cfg(target_arch = "x86_64")]
+        v.push(RowKernel {
+            name: "gemv_q4_k_q8_k_x4",
+            isa: Isa::Avx2,
+            cols: crate::x86_avx2::q4_k::COLS,
+            f: crate::x86_avx2::q4_k::gemv_q4_k_q8_k_x4,
+        });
+        v
+    }
+}
+scalar_only!(BlockQ3K, "gemv_q3_k_q8_k");
+scalar_only!(BlockQ2K, "gemv_q2_k_q8_k");
+scalar_only!(BlockQ4_0, "gemv_q4_0_q8_0");
+scalar_only!(BlockQ8_0, "gemv_q8_0_q8_0");
+
+/// The ISA of the kernel `format` runs on here (for `llmkernel info`).
+pub fn select(format: Format) -> Result<Isa> {
+    Ok(match format {
+        Format::Q4K => BlockQ4K::select()?.isa,
+        Format::Q3K => BlockQ3K::select()?.isa,
+        Format::Q2K => BlockQ2K::select()?.isa,
+        Format::Q4_0 => BlockQ4_0::select()?.isa,
+        Format::Q8_0 | Format::Q8K => BlockQ8_0::select()?.isa,
+    })
 }

@@ -4,71 +4,9 @@
 //! activation quantization stays within half a step.
 
 use bytemuck::Zeroable;
-use half::f16;
 use llmkernel_kernels::formats::*;
+use llmkernel_kernels::testdata::{RandomBlock, Rng};
 use llmkernel_kernels::{Error, Format, QuantBlock, WeightBlock, QK_K};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-fn random_bytes<const N: usize>(r: &mut StdRng) -> [u8; N] {
-    let mut b = [0u8; N];
-    r.fill(&mut b[..]);
-    b
-}
-
-fn scale(r: &mut StdRng) -> f16 {
-    f16::from_f32(r.gen_range(-2.0f32..2.0) * 2f32.powi(r.gen_range(-8..2)))
-}
-
-trait Random: Sized {
-    fn random(r: &mut StdRng) -> Self;
-}
-impl Random for BlockQ4_0 {
-    fn random(r: &mut StdRng) -> Self {
-        BlockQ4_0 {
-            d: scale(r),
-            qs: random_bytes(r),
-        }
-    }
-}
-impl Random for BlockQ8_0 {
-    fn random(r: &mut StdRng) -> Self {
-        BlockQ8_0 {
-            d: scale(r),
-            qs: bytemuck::cast(random_bytes::<32>(r)),
-        }
-    }
-}
-impl Random for BlockQ2K {
-    fn random(r: &mut StdRng) -> Self {
-        BlockQ2K {
-            scales: random_bytes(r),
-            qs: random_bytes(r),
-            d: scale(r),
-            dmin: scale(r),
-        }
-    }
-}
-impl Random for BlockQ3K {
-    fn random(r: &mut StdRng) -> Self {
-        BlockQ3K {
-            hmask: random_bytes(r),
-            qs: random_bytes(r),
-            scales: random_bytes(r),
-            d: scale(r),
-        }
-    }
-}
-impl Random for BlockQ4K {
-    fn random(r: &mut StdRng) -> Self {
-        BlockQ4K {
-            d: scale(r),
-            dmin: scale(r),
-            scales: random_bytes(r),
-            qs: random_bytes(r),
-        }
-    }
-}
 
 fn quantize_acts<A: QuantBlock>(x: &[f32]) -> Vec<A> {
     let mut y = vec![A::zeroed(); A::FORMAT.blocks_in(x.len()).unwrap()];
@@ -93,13 +31,13 @@ fn dequantize_acts<A: QuantBlock>(y: &[A]) -> Vec<f32> {
 /// `vec_dot(x, y)` against `sum deq(x) * deq(y)` in f64. Each block's integer sum is
 /// exact in both; the f32 products and sums differ by a few ulps of each block's
 /// terms, so the bound is 1e-5 of the sum of |terms|.
-fn dot_matches_dequantized<B: WeightBlock + Random>(seed: u64) {
-    let mut r = StdRng::seed_from_u64(seed);
+fn dot_matches_dequantized<B: WeightBlock + RandomBlock>(seed: u64) {
+    let mut r = Rng::new(seed);
     for nblocks in [1usize, 2, 5, 16] {
         for _ in 0..50 {
-            let x: Vec<B> = (0..nblocks).map(|_| B::random(&mut r)).collect();
+            let x = B::random_vec(&mut r, nblocks);
             let n = nblocks * B::FORMAT.block_len();
-            let acts: Vec<f32> = (0..n).map(|_| r.gen_range(-1.0f32..1.0)).collect();
+            let acts = r.activations(n);
             let y: Vec<B::Act> = quantize_acts(&acts);
             let mut wx = vec![0f32; n];
             B::dequantize_row(&x, &mut wx).unwrap();
@@ -131,8 +69,8 @@ fn dot_products_match_dequantized_rows() {
 
 #[test]
 fn activation_quantization_within_half_a_step() {
-    let mut r = StdRng::seed_from_u64(9);
-    let x: Vec<f32> = (0..64 * QK_K).map(|_| r.gen_range(-3.0f32..3.0)).collect();
+    let mut r = Rng::new(9);
+    let x: Vec<f32> = (0..64 * QK_K).map(|_| r.uniform(-3.0, 3.0)).collect();
     for (format, back) in [
         (Format::Q8K, dequantize_acts(&quantize_acts::<BlockQ8K>(&x))),
         (
@@ -161,8 +99,8 @@ fn activation_quantization_within_half_a_step() {
 
 #[test]
 fn q8_k_block_sums_are_sums_of_codes() {
-    let mut r = StdRng::seed_from_u64(10);
-    let x: Vec<f32> = (0..8 * QK_K).map(|_| r.gen_range(-1.0f32..1.0)).collect();
+    let mut r = Rng::new(10);
+    let x = r.activations(8 * QK_K);
     for b in quantize_acts::<BlockQ8K>(&x) {
         for (i, s) in b.bsums.iter().enumerate() {
             assert_eq!(

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use half::f16;
+use llmkernel::kernels::testdata::{self, RandomBlock};
 use llmkernel::kernels::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0, QuantBlock};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -10,38 +11,18 @@ pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
 
-/// A finite f16 scale of random sign and magnitude between 2^-14 and 2^4.
-pub fn random_scale(r: &mut StdRng) -> f16 {
-    let mag = 2f32.powf(r.gen_range(-14.0..4.0));
-    f16::from_f32(if r.gen_bool(0.5) { mag } else { -mag })
-}
-
 /// f16 scales at the edges: zeros, subnormals, the largest finite, negatives, Inf and NaN.
 pub const EDGE_SCALES: [u16; 12] = [
     0x0000, 0x8000, 0x0001, 0x03FF, 0x0400, 0x3C00, 0x7BFF, 0xFBFF, 0xBC00, 0x7C00, 0xFC00, 0x7E00,
 ];
 
-/// A block format whose blocks a test can make at random and at the edges.
-pub trait TestBlock: QuantBlock {
-    /// Random codes and random finite scales.
-    fn random(r: &mut StdRng) -> Self;
+/// A block format whose blocks a test can make at random (`RandomBlock`) and at the edges.
+pub trait TestBlock: QuantBlock + RandomBlock {
     /// Every byte of codes (and packed sub-block scales) set to `fill`, with the given f16 scales.
     fn filled(fill: u8, d: u16, dmin: u16) -> Self;
 }
 
-fn bytes<const N: usize>(r: &mut StdRng) -> [u8; N] {
-    let mut b = [0u8; N];
-    r.fill(&mut b[..]);
-    b
-}
-
 impl TestBlock for BlockQ4_0 {
-    fn random(r: &mut StdRng) -> Self {
-        BlockQ4_0 {
-            d: random_scale(r),
-            qs: bytes(r),
-        }
-    }
     fn filled(fill: u8, d: u16, _: u16) -> Self {
         BlockQ4_0 {
             d: f16::from_bits(d),
@@ -51,12 +32,6 @@ impl TestBlock for BlockQ4_0 {
 }
 
 impl TestBlock for BlockQ8_0 {
-    fn random(r: &mut StdRng) -> Self {
-        BlockQ8_0 {
-            d: random_scale(r),
-            qs: bytemuck::cast(bytes::<32>(r)),
-        }
-    }
     fn filled(fill: u8, d: u16, _: u16) -> Self {
         BlockQ8_0 {
             d: f16::from_bits(d),
@@ -66,14 +41,6 @@ impl TestBlock for BlockQ8_0 {
 }
 
 impl TestBlock for BlockQ2K {
-    fn random(r: &mut StdRng) -> Self {
-        BlockQ2K {
-            scales: bytes(r),
-            qs: bytes(r),
-            d: random_scale(r),
-            dmin: random_scale(r),
-        }
-    }
     fn filled(fill: u8, d: u16, dmin: u16) -> Self {
         BlockQ2K {
             scales: [fill; 16],
@@ -85,14 +52,6 @@ impl TestBlock for BlockQ2K {
 }
 
 impl TestBlock for BlockQ3K {
-    fn random(r: &mut StdRng) -> Self {
-        BlockQ3K {
-            hmask: bytes(r),
-            qs: bytes(r),
-            scales: bytes(r),
-            d: random_scale(r),
-        }
-    }
     fn filled(fill: u8, d: u16, _: u16) -> Self {
         BlockQ3K {
             hmask: [fill; 32],
@@ -104,14 +63,6 @@ impl TestBlock for BlockQ3K {
 }
 
 impl TestBlock for BlockQ4K {
-    fn random(r: &mut StdRng) -> Self {
-        BlockQ4K {
-            d: random_scale(r),
-            dmin: random_scale(r),
-            scales: bytes(r),
-            qs: bytes(r),
-        }
-    }
     fn filled(fill: u8, d: u16, dmin: u16) -> Self {
         BlockQ4K {
             d: f16::from_bits(d),
@@ -122,9 +73,9 @@ impl TestBlock for BlockQ4K {
     }
 }
 
-/// `n` random blocks.
-pub fn random_blocks<B: TestBlock>(r: &mut StdRng, n: usize) -> Vec<B> {
-    (0..n).map(|_| B::random(r)).collect()
+/// `n` random blocks (random codes, finite scales between 2^-14 and 2^4).
+pub fn random_blocks<B: TestBlock>(seed: u64, n: usize) -> Vec<B> {
+    B::random_vec(&mut testdata::Rng::new(seed), n)
 }
 
 /// Every combination of code fill (all zero, all max, alternating) and edge scales.

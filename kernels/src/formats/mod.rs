@@ -173,6 +173,9 @@ pub trait WeightBlock: QuantBlock {
     fn dot_magnitude(x: &[Self], y: &[Self::Act]) -> Result<f32> {
         Ok(dot_terms(x, y, Self::block_terms)?.1)
     }
+    /// Quantizes f32 activations to `Act` exactly as ggml-cpu does for this
+    /// weight type (`quantize_row_q8_K`, or ggml-cpu's `quantize_row_q8_0`).
+    fn quantize_activations(x: &[f32], y: &mut [Self::Act]) -> Result<()>;
     /// One block's dot product as `(scale term, min term)`; the dot is their
     /// difference. Each term is an exact integer sum times one float scale.
     fn block_terms(x: &Self, y: &Self::Act) -> (f32, f32);
@@ -215,7 +218,7 @@ fn check_dot(x: usize, y: usize) -> Result<()> {
 }
 
 macro_rules! weight_block {
-    ($block:ty, $format:expr, $act:ty, $deq:path, $terms:path) => {
+    ($block:ty, $format:expr, $act:ty, $deq:path, $terms:path, $quant:path) => {
         impl crate::formats::QuantBlock for $block {
             const FORMAT: crate::formats::Format = $format;
         }
@@ -226,6 +229,9 @@ macro_rules! weight_block {
             }
             fn block_terms(x: &Self, y: &$act) -> (f32, f32) {
                 $terms(x, y)
+            }
+            fn quantize_activations(x: &[f32], y: &mut [$act]) -> crate::Result<()> {
+                $quant(x, y)
             }
         }
         const _: () = assert!(std::mem::size_of::<$block>() == $format.block_bytes_const());

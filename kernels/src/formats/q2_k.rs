@@ -22,7 +22,8 @@ weight_block!(
     Format::Q2K,
     BlockQ8K,
     dequantize_row_q2_k,
-    block_terms
+    block_terms,
+    super::quantize_row_q8_k
 );
 
 /// The 2-bit code of value `i` of a block (0..256) and its sub-block (0..16).

@@ -23,7 +23,8 @@ weight_block!(
     Format::Q3K,
     BlockQ8K,
     dequantize_row_q3_k,
-    block_terms
+    block_terms,
+    super::quantize_row_q8_k
 );
 
 /// The sixteen signed scales (stored value - 32): the low 4 bits of scale i are

@@ -17,7 +17,8 @@ weight_block!(
     Format::Q4_0,
     BlockQ8_0,
     dequantize_row_q4_0,
-    block_terms
+    block_terms,
+    super::quantize_row_q8_0
 );
 
 /// Mirrors ggml's `dequantize_row_q4_0`.

@@ -22,7 +22,8 @@ weight_block!(
     Format::Q4K,
     BlockQ8K,
     dequantize_row_q4_k,
-    block_terms
+    block_terms,
+    super::quantize_row_q8_k
 );
 
 /// The 6-bit (scale, min) of sub-block `j` (ggml's `get_scale_min_k4`), also used by Q5_K.

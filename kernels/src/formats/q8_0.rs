@@ -19,7 +19,8 @@ weight_block!(
     Format::Q8_0,
     BlockQ8_0,
     dequantize_row_q8_0,
-    block_terms
+    block_terms,
+    quantize_row_q8_0
 );
 
 /// Mirrors ggml's `dequantize_row_q8_0`.

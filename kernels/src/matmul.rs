@@ -1,0 +1,174 @@
+//! A quantized weight matrix times f32 activations, threaded over output rows
+//! with rayon. Weights stay in the GGUF layout (row-major blocks, one row per
+//! output feature); activations are quantized once, as ggml does.
+
+use crate::error::Error;
+use crate::formats::{QuantBlock, WeightBlock};
+use crate::registry::{Kernels, RowKernel};
+use crate::Result;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// `rows` rows of `k` values of format `B`, row after row (ggml's layout of a weight tensor).
+#[derive(Clone, Copy)]
+pub struct QMatrix<'a, B> {
+    blocks: &'a [B],
+    rows: usize,
+    k: usize,
+}
+
+impl<'a, B: QuantBlock> QMatrix<'a, B> {
+    pub fn new(blocks: &'a [B], rows: usize, k: usize) -> Result<Self> {
+        let per_row = B::FORMAT.blocks_in(k)?;
+        if blocks.len() != rows * per_row {
+            return Err(Error::LengthMismatch {
+                what: "weight blocks (rows * k / block)",
+                expected: rows * per_row,
+                got: blocks.len(),
+            });
+        }
+        Ok(QMatrix { blocks, rows, k })
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    fn row(&self, m: usize) -> &'a [B] {
+        let per_row = self.k / B::FORMAT.block_len();
+        &self.blocks[m * per_row..(m + 1) * per_row]
+    }
+}
+
+/// A rayon pool of exactly `threads` threads, made once per count and kept.
+pub fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let threads = threads.max(1);
+    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap();
+    pools
+        .entry(threads)
+        .or_insert_with(|| {
+            Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("llmkernel-{i}"))
+                    .build()
+                    .expect("rayon pool"),
+            )
+        })
+        .clone()
+}
+
+/// Quantizes `n` rows of `k` activations for a dot product with `B` weights.
+pub fn quantize_activations<B: WeightBlock>(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    threads: usize,
+) -> Result<Vec<B::Act>> {
+    let per_row = B::Act::FORMAT.blocks_in(k)?;
+    if x.len() != n * k {
+        return Err(Error::LengthMismatch {
+            what: "activations (n * k)",
+            expected: n * k,
+            got: x.len(),
+        });
+    }
+    let mut q = vec![<B::Act as bytemuck::Zeroable>::zeroed(); n * per_row];
+    if per_row == 0 {
+        return Ok(q);
+    }
+    pool(threads).install(|| {
+        x.par_chunks(k)
+            .zip(q.par_chunks_mut(per_row))
+            .try_for_each(|(xr, qr)| B::quantize_activations(xr, qr))
+    })?;
+    Ok(q)
+}
+
+/// `y = x · wᵀ`: `x` is `n` rows of `k` f32, `y` is `n` rows of `w.rows()` f32
+/// (ggml's MUL_MAT with `w` as src0, `x` as src1, `y` as dst).
+pub fn matmul<B: Kernels>(
+    w: &QMatrix<B>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    kernel: &RowKernel<B>,
+    threads: usize,
+) -> Result<()> {
+    let m = w.rows();
+    if y.len() != n * m {
+        return Err(Error::LengthMismatch {
+            what: "output (n * rows)",
+            expected: n * m,
+            got: y.len(),
+        });
+    }
+    let acts = quantize_activations::<B>(x, n, w.k(), threads)?;
+    matmul_quantized(w, &acts, n, y, kernel, threads)
+}
+
+/// [`matmul`] with activations already quantized (`n` rows of `k / block` blocks).
+pub fn matmul_quantized<B: Kernels>(
+    w: &QMatrix<B>,
+    acts: &[B::Act],
+    n: usize,
+    y: &mut [f32],
+    kernel: &RowKernel<B>,
+    threads: usize,
+) -> Result<()> {
+    let (m, per_row) = (w.rows(), w.k() / B::FORMAT.block_len());
+    if acts.len() != n * per_row {
+        return Err(Error::LengthMismatch {
+            what: "activation blocks",
+            expected: n * per_row,
+            got: acts.len(),
+        });
+    }
+    if y.len() != n * m {
+        return Err(Error::LengthMismatch {
+            what: "output (n * rows)",
+            expected: n * m,
+            got: y.len(),
+        });
+    }
+    if n == 0 || m == 0 {
+        return Ok(());
+    }
+    let cols: Vec<&[B::Act]> = if per_row == 0 {
+        vec![&[]; n]
+    } else {
+        acts.chunks(per_row).collect()
+    };
+    // Each task owns a run of weight rows and writes their outputs for all n
+    // columns into its own slice of `t` (rows × n), transposed into y at the end.
+    let rows_per_task = m.div_ceil(threads.max(1) * 8).clamp(1, 64);
+    let mut t = vec![0f32; m * n];
+    pool(threads).install(|| {
+        t.par_chunks_mut(rows_per_task * n)
+            .enumerate()
+            .for_each(|(task, out)| {
+                for (r, out_row) in out.chunks_mut(n).enumerate() {
+                    let row = w.row(task * rows_per_task + r);
+                    for (c, o) in cols
+                        .chunks(kernel.cols)
+                        .zip(out_row.chunks_mut(kernel.cols))
+                    {
+                        kernel.run(row, c, o);
+                    }
+                }
+            })
+    });
+    if n == 1 {
+        y.copy_from_slice(&t);
+    } else {
+        for (r, tr) in t.chunks(n).enumerate() {
+            for (c, &v) in tr.iter().enumerate() {
+                y[c * m + r] = v;
+            }
+        }
+    }
+    Ok(())
+}

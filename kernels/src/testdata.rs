@@ -1,0 +1,100 @@
+//! Deterministic random blocks and activations for tests and benchmarks
+//! (shared so that every harness draws the same kind of data).
+
+use crate::formats::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0};
+use half::f16;
+
+/// A small deterministic generator (splitmix64): no dependency, same data on every machine.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub fn fill(&mut self, b: &mut [u8]) {
+        for chunk in b.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut b = [0u8; N];
+        self.fill(&mut b);
+        b
+    }
+    /// A finite f16 scale of random sign and magnitude between 2^-14 and 2^4.
+    pub fn scale(&mut self) -> f16 {
+        let mag = 2f32.powf(self.uniform(-14.0, 4.0));
+        f16::from_f32(if self.next_u64() & 1 == 0 { mag } else { -mag })
+    }
+    /// `n` activations in [-1, 1).
+    pub fn activations(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(-1.0, 1.0)).collect()
+    }
+}
+
+/// A block with random codes and random finite scales.
+pub trait RandomBlock: Sized {
+    fn random(r: &mut Rng) -> Self;
+    fn random_vec(r: &mut Rng, n: usize) -> Vec<Self> {
+        (0..n).map(|_| Self::random(r)).collect()
+    }
+}
+
+impl RandomBlock for BlockQ4_0 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4_0 {
+            d: r.scale(),
+            qs: r.bytes(),
+        }
+    }
+}
+impl RandomBlock for BlockQ8_0 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ8_0 {
+            d: r.scale(),
+            qs: bytemuck::cast(r.bytes::<32>()),
+        }
+    }
+}
+impl RandomBlock for BlockQ2K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ2K {
+            scales: r.bytes(),
+            qs: r.bytes(),
+            d: r.scale(),
+            dmin: r.scale(),
+        }
+    }
+}
+impl RandomBlock for BlockQ3K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ3K {
+            hmask: r.bytes(),
+            qs: r.bytes(),
+            scales: r.bytes(),
+            d: r.scale(),
+        }
+    }
+}
+impl RandomBlock for BlockQ4K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4K {
+            d: r.scale(),
+            dmin: r.scale(),
+            scales: r.bytes(),
+            qs: r.bytes(),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Q4_K x Q8_K on AVX2: one weight row against up to [`COLS`] activation
+//! columns. Each weight block is unpacked once (nibbles to bytes, scales and
+//! mins to i16) and reused for every column, the idea behind ik_llama.cpp's
+//! multi-column kernels, so a GEMM reads and unpacks each weight 1/COLS times.
+//!
+//! Layout: GGUF's, as is (no repacking). Integer sums are exact (maddubs of
+//! u4 x i8 pairs fits i16; per-block sums fit i32), reduced to one integer
+//! per block before the float scaling, so the rounding is that of the scalar
+//! reference up to summation order.
+
+use super::hsum2_epi32;
+use crate::formats::{BlockQ4K, BlockQ8K};
+use std::arch::x86_64::*;
+
+/// Activation columns per call.
+pub const COLS: usize = 4;
+
+/// The 8 sub-block scales (bytes 0..8) and 8 mins (bytes 8..16) of a block,
+/// decoded four at a time from the 12 packed bytes (what [`crate::formats::scale_min_k4`]
+/// does one at a time).
+#[inline(always)]
+pub(crate) fn scales_mins(s: &[u8; 12]) -> [u8; 16] {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (u0, u1, u2) = (w(0), w(4), w(8));
+    let scales_lo = u0 & K1;
+    let scales_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
+    let mins_lo = u1 & K1;
+    let mins_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
+    let mut out = [0u8; 16];
+    for (i, v) in [scales_lo, scales_hi, mins_lo, mins_hi]
+        .into_iter()
+        .enumerate()
+    {
+        out[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `out.len() == acts.len() <= COLS`, and
+/// every `acts[c]` has `row.len()` blocks.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn gemv_q4_k_q8_k_x4(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+    let ncols = acts.len();
+    debug_assert!(ncols <= COLS && out.len() == ncols);
+    let mut acc = [0f32; COLS];
+    let low4 = _mm256_set1_epi8(0x0F);
+    // Duplicates each min so that it lines up with the two 16-value bsums of its sub-block.
+    let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    for (i, b) in row.iter().enumerate() {
+        let sm = scales_mins(&b.scales);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for p in 0..4 {
+            // SAFETY: qs has 128 bytes; p*32 + 32 <= 128.
+            let v = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * p).cast()) };
+            q[2 * p] = _mm256_and_si256(v, low4);
+            q[2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
+        }
+        let sc: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi16(sm[j] as i16));
+        // SAFETY: sm has 16 bytes; the mins are bytes 8..16.
+        let mins8 = unsafe { _mm_loadl_epi64(sm.as_ptr().add(8).cast()) };
+        let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(mins8, dup));
+        let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+        for c in 0..ncols {
+            // SAFETY: the caller guarantees acts[c] has row.len() blocks.
+            let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
+            let mut isum = _mm256_setzero_si256();
+            for (j, qj) in q.iter().enumerate() {
+                // SAFETY: a.qs has 256 bytes; j*32 + 32 <= 256.
+                let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(32 * j).cast()) };
+                isum =
+                    _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(*qj, y), sc[j]));
+            }
+            // SAFETY: bsums is 16 i16 = 32 bytes.
+            let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+            let (s, m) = hsum2_epi32(isum, _mm256_madd_epi16(bsums, mins));
+            acc[c] += d * a.d * s as f32 - dmin * a.d * m as f32;
+        }
+    }
+    out.copy_from_slice(&acc[..ncols]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::scale_min_k4;
+
+    #[test]
+    fn scales_mins_matches_scale_min_k4() {
+        let mut s = [0u8; 12];
+        for seed in 0u32..2000 {
+            for (i, b) in s.iter_mut().enumerate() {
+                *b = (seed.wrapping_mul(2654435761).rotate_left(i as u32 * 5) >> 7) as u8
+                    ^ (i as u8 * 37);
+            }
+            let sm = scales_mins(&s);
+            for j in 0..8 {
+                assert_eq!(
+                    (sm[j], sm[8 + j]),
+                    scale_min_k4(j, &s),
+                    "bytes {s:?}, sub-block {j}"
+                );
+            }
+        }
+    }
+}

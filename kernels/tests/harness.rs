@@ -1,0 +1,149 @@
+//! One harness for every kernel in the registry: each kernel this CPU can run
+//! is checked against the scalar reference on awkward shapes and thread
+//! counts; kernels it cannot run are reported as skipped, never as passed.
+//!
+//! Bound: |kernel - reference| <= 1e-5 * dot_magnitude + 1e-30 per output,
+//! where dot_magnitude is the sum over blocks of |scale term| + |min term|:
+//! integer block sums are exact, only float scaling and summation order may differ.
+
+use bytemuck::Zeroable;
+use llmkernel_kernels::cpu::CpuFeatures;
+use llmkernel_kernels::formats::*;
+use llmkernel_kernels::matmul::{matmul, quantize_activations, QMatrix};
+use llmkernel_kernels::registry::{Isa, Kernels};
+use llmkernel_kernels::testdata::{RandomBlock, Rng};
+use llmkernel_kernels::Error;
+
+/// (rows, blocks per row, batch): one block, odd block counts, rows not a
+/// multiple of any tile, batch 1, 2, 3, 7, 16, 33, 512, and empty.
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (3, 1, 2),
+    (17, 3, 1),
+    (5, 7, 3),
+    (33, 2, 7),
+    (8, 16, 16),
+    (9, 5, 33),
+    (4, 2, 512),
+    (64, 16, 1),
+    (0, 4, 3),
+    (6, 4, 0),
+    (5, 0, 2),
+];
+
+/// Runs every registered kernel of `B` that this CPU supports; returns (ran, skipped) names.
+fn check_format<B: Kernels + RandomBlock>(seed: u64) -> (Vec<String>, Vec<String>) {
+    let cpu = CpuFeatures::get();
+    let (mut ran, mut skipped) = (vec![], vec![]);
+    for kernel in B::row_kernels() {
+        if !kernel.isa.supported(&cpu) {
+            skipped.push(format!("{} ({}: not on this CPU)", kernel.name, kernel.isa));
+            continue;
+        }
+        let mut r = Rng::new(seed);
+        for &(rows, nblk, batch) in SHAPES {
+            let k = nblk * B::FORMAT.block_len();
+            let w = B::random_vec(&mut r, rows * nblk);
+            let x = r.activations(batch * k);
+            let qm = QMatrix::new(&w, rows, k).unwrap();
+            let acts = quantize_activations::<B>(&x, batch, k, 1).unwrap();
+            for threads in [1, 2, 3] {
+                let mut y = vec![f32::NAN; batch * rows];
+                matmul(&qm, &x, batch, &mut y, &kernel, threads).unwrap();
+                for n in 0..batch {
+                    let a = &acts[n * nblk..(n + 1) * nblk];
+                    for m in 0..rows {
+                        let row = &w[m * nblk..(m + 1) * nblk];
+                        let want = B::vec_dot(row, a).unwrap();
+                        let bound = 1e-5 * B::dot_magnitude(row, a).unwrap() + 1e-30;
+                        let got = y[n * rows + m];
+                        assert!(
+                            (got - want).abs() <= bound,
+                            "{} ({}): rows {rows}, k {k}, batch {batch}, threads {threads}: y[{n}][{m}] = {got:e}, reference {want:e}",
+                            kernel.name,
+                            kernel.isa
+                        );
+                    }
+                }
+            }
+        }
+        ran.push(format!("{} ({})", kernel.name, kernel.isa));
+    }
+    (ran, skipped)
+}
+
+#[test]
+fn every_kernel_matches_the_scalar_reference() {
+    let mut ran = vec![];
+    let mut skipped = vec![];
+    for (r, s) in [
+        check_format::<BlockQ4K>(1),
+        check_format::<BlockQ3K>(2),
+        check_format::<BlockQ2K>(3),
+        check_format::<BlockQ4_0>(4),
+        check_format::<BlockQ8_0>(5),
+    ] {
+        ran.extend(r);
+        skipped.extend(s);
+    }
+    eprintln!("kernels checked: {}", ran.join(", "));
+    eprintln!(
+        "kernels skipped: {}",
+        if skipped.is_empty() {
+            "none".into()
+        } else {
+            skipped.join(", ")
+        }
+    );
+    assert_eq!(ran.len() + skipped.len(), registered_kernels());
+    let cpu = CpuFeatures::get();
+    if Isa::Avx2.supported(&cpu) || Isa::Neon.supported(&cpu) {
+        assert!(
+            ran.iter().any(|k| !k.contains("(scalar)")),
+            "this CPU has SIMD: at least one SIMD kernel must have run"
+        );
+    }
+}
+
+fn registered_kernels() -> usize {
+    BlockQ4K::row_kernels().len()
+        + BlockQ3K::row_kernels().len()
+        + BlockQ2K::row_kernels().len()
+        + BlockQ4_0::row_kernels().len()
+        + BlockQ8_0::row_kernels().len()
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let w = vec![BlockQ4K::zeroed(); 4];
+    assert!(matches!(
+        QMatrix::new(&w, 2, 300),
+        Err(Error::NotBlockMultiple { .. })
+    ));
+    assert!(matches!(
+        QMatrix::new(&w, 3, 512),
+        Err(Error::LengthMismatch { .. })
+    ));
+    let qm = QMatrix::new(&w, 2, 512).unwrap();
+    let kernel = BlockQ4K::select().unwrap();
+    let mut y = vec![0f32; 2];
+    assert!(matches!(
+        matmul(&qm, &[0.0; 511], 1, &mut y, &kernel, 1),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        matmul(&qm, &[0.0; 512], 1, &mut y[..1], &kernel, 1),
+        Err(Error::LengthMismatch { .. })
+    ));
+    matmul(&qm, &[0.5; 512], 1, &mut y, &kernel, 1).unwrap();
+    assert_eq!(y, [0.0, 0.0]);
+}
+
+#[test]
+fn isa_names_round_trip() {
+    for isa in Isa::ALL {
+        assert_eq!(Isa::from_name(isa.name()), Some(isa));
+    }
+    assert_eq!(Isa::from_name("AVX2"), Some(Isa::Avx2));
+    assert_eq!(Isa::from_name("sse9"), None);
+}
