@@ -1,0 +1,89 @@
+//! Kernel micro-benchmarks, driven by the registry: for each format, the scalar
+//! reference dequantization and every dot-product kernel this CPU supports, as
+//! GEMV (batch 1) and GEMM (batch 64), single-threaded; beside GEMV, ggml-cpu's
+//! `vec_dot` kernel for the same format on the same data.
+//!
+//! Units: weight bytes per second for dequant and GEMV; for GEMM, "elements"
+//! are the 2*M*N*K operations (so criterion's elem/s reads as FLOP/s).
+//! The 4096 x 4096 weights (up to 17 MB) may sit in the last-level cache: these
+//! numbers compare kernels with each other; `llmkernel bench` measures against
+//! ggml from DRAM.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use llmkernel::kernels::cpu::CpuFeatures;
+use llmkernel::kernels::formats::*;
+use llmkernel::kernels::matmul::{matmul_quantized, quantize_activations, QMatrix};
+use llmkernel::kernels::registry::Kernels;
+use llmkernel::kernels::testdata::{RandomBlock, Rng};
+use std::time::Duration;
+
+const M: usize = 4096;
+const K: usize = 4096;
+
+fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
+    let name = B::FORMAT.name();
+    let mut r = Rng::new(1);
+    let w = B::random_vec(&mut r, M * K / B::FORMAT.block_len());
+    let bytes = (w.len() * B::FORMAT.block_bytes()) as u64;
+    let qm = QMatrix::new(&w, M, K).unwrap();
+
+    let mut g = c.benchmark_group(format!("{name}/dequant"));
+    g.throughput(Throughput::Bytes(bytes));
+    let mut out = vec![0f32; M * K];
+    g.bench_function("scalar", |b| {
+        b.iter(|| B::dequantize_row(&w, &mut out).unwrap())
+    });
+    g.finish();
+
+    let cpu = CpuFeatures::get();
+    for (op, n) in [("gemv", 1usize), ("gemm", 64)] {
+        let x = r.activations(n * K);
+        let acts = quantize_activations::<B>(&x, n, K, 1).unwrap();
+        let mut y = vec![0f32; n * M];
+        let mut g = c.benchmark_group(format!("{name}/{op}"));
+        g.throughput(if n == 1 {
+            Throughput::Bytes(bytes)
+        } else {
+            Throughput::Elements((2 * M * n * K) as u64)
+        });
+        if n == 1 {
+            // ggml-cpu's own vec_dot kernel on the same rows and activations, one
+            // row at a time (not ggml's repacked GEMV: `llmkernel bench` compares
+            // against ggml's best path, a MUL_MAT graph).
+            let wb: &[u8] = bytemuck::cast_slice(&w);
+            let ab: &[u8] = bytemuck::cast_slice(&acts);
+            let row_bytes = wb.len() / M;
+            g.bench_function("ggml_vec_dot", |b| {
+                b.iter(|| {
+                    for (o, row) in y.iter_mut().zip(wb.chunks(row_bytes)) {
+                        *o = llmkernel::ggml::vec_dot(B::FORMAT, K, row, ab).unwrap();
+                    }
+                })
+            });
+        }
+        for kernel in B::row_kernels()
+            .into_iter()
+            .filter(|k| k.isa.supported(&cpu))
+        {
+            g.bench_function(BenchmarkId::new(kernel.name, kernel.isa), |b| {
+                b.iter(|| matmul_quantized(&qm, &acts, n, &mut y, &kernel, 1).unwrap())
+            });
+        }
+        g.finish();
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    bench_format::<BlockQ4K>(c);
+    bench_format::<BlockQ3K>(c);
+    bench_format::<BlockQ2K>(c);
+    bench_format::<BlockQ4_0>(c);
+    bench_format::<BlockQ8_0>(c);
+}
+
+criterion_group! {
+    name = kernels;
+    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+criterion_main!(kernels);
