@@ -42,9 +42,9 @@ pub(crate) fn scales_mins(s: &[u8; 12]) -> [u8; 16] {
 /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `out.len() == acts.len() <= COLS`, and
+/// The CPU must have AVX2, FMA and F16C; `out.len() == acts.len() <= COLS`, and
 /// every `acts[c]` has `row.len()` blocks.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemv_q4_k_q8_k_x4(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
     let ncols = acts.len();
     debug_assert!(ncols <= COLS && out.len() == ncols);
@@ -65,7 +65,11 @@ pub unsafe fn gemv_q4_k_q8_k_x4(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mu
         // SAFETY: sm has 16 bytes; the mins are bytes 8..16.
         let mins8 = unsafe { _mm_loadl_epi64(sm.as_ptr().add(8).cast()) };
         let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(mins8, dup));
-        let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+        // d and dmin are adjacent f16s: one hardware conversion for both (exact, like to_f32).
+        let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(
+            (b.d.to_bits() as u32 | (b.dmin.to_bits() as u32) << 16) as i32,
+        ));
+        let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
         for c in 0..ncols {
             // SAFETY: the caller guarantees acts[c] has row.len() blocks.
             let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
