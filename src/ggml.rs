@@ -30,19 +30,6 @@ pub fn commit() -> String {
         .into_owned()
 }
 
-/// Checks that `bytes` holds exactly a row of `len` values of `format`.
-fn check_row(format: Format, len: usize, bytes: usize) -> Result<()> {
-    let expected = format.blocks_in(len)? * format.block_bytes();
-    if bytes != expected {
-        return Err(Error::LengthMismatch {
-            what: "row bytes",
-            expected,
-            got: bytes,
-        });
-    }
-    Ok(())
-}
-
 fn traits(format: Format) -> &'static ffi::ggml_type_traits {
     // SAFETY: ggml returns a pointer into its static type-traits table for every valid type.
     unsafe { &*ffi::ggml_get_type_traits(format.ggml_type()) }
@@ -56,7 +43,7 @@ fn cpu_traits(format: Format) -> &'static ffi::ggml_type_traits_cpu {
 
 /// ggml's `dequantize_row_*` (ggml-base, `type_traits.to_float`).
 pub fn dequantize_row(format: Format, x: &[u8], y: &mut [f32]) -> Result<()> {
-    check_row(format, y.len(), x.len())?;
+    format.check_row_bytes(y.len(), x.len())?;
     let f = traits(format).to_float.ok_or(Error::Unsupported {
         format,
         what: "ggml dequantize",
@@ -67,7 +54,7 @@ pub fn dequantize_row(format: Format, x: &[u8], y: &mut [f32]) -> Result<()> {
 }
 
 fn quantize_with(f: ffi::ggml_from_float_t, format: Format, x: &[f32], y: &mut [u8]) -> Result<()> {
-    check_row(format, x.len(), y.len())?;
+    format.check_row_bytes(x.len(), y.len())?;
     let f = f.ok_or(Error::Unsupported {
         format,
         what: "ggml quantizer",
@@ -105,8 +92,8 @@ pub fn vec_dot_type(format: Format) -> u32 {
 /// ggml-cpu's `vec_dot` of a row of `len` weights of `format` with activations
 /// already quantized to its `vec_dot_type`.
 pub fn vec_dot(format: Format, len: usize, x: &[u8], y: &[u8]) -> Result<f32> {
-    check_row(format, len, x.len())?;
-    check_row(format.activation(), len, y.len())?;
+    format.check_row_bytes(len, x.len())?;
+    format.activation().check_row_bytes(len, y.len())?;
     if len > i32::MAX as usize {
         return Err(Error::LengthMismatch {
             what: "row length (ggml takes an int)",

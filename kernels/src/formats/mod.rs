@@ -120,6 +120,32 @@ impl Format {
         self.block_bytes() as f64 * 8.0 / self.block_len() as f64
     }
 
+    /// Checks that `bytes` bytes hold exactly a row of `len` values of this format.
+    pub fn check_row_bytes(self, len: usize, bytes: usize) -> Result<()> {
+        let expected = self.blocks_in(len)? * self.block_bytes();
+        if bytes != expected {
+            return Err(Error::LengthMismatch {
+                what: "row bytes",
+                expected,
+                got: bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that `blocks` blocks hold exactly a row of `len` values (quantizer outputs).
+    pub(crate) fn check_row_blocks(self, len: usize, blocks: usize) -> Result<()> {
+        let expected = self.blocks_in(len)?;
+        if blocks != expected {
+            return Err(Error::LengthMismatch {
+                what: "output blocks",
+                expected,
+                got: blocks,
+            });
+        }
+        Ok(())
+    }
+
     /// Number of blocks in a row of `len` values; an error unless `len` is a whole number of blocks.
     pub fn blocks_in(self, len: usize) -> Result<usize> {
         if len % self.block_len() != 0 {
@@ -142,15 +168,7 @@ pub trait QuantBlock: bytemuck::Pod + Send + Sync + 'static {
     /// Views raw bytes holding a row of `len` values as blocks, with the checks a
     /// caller handing us foreign data (a GGUF tensor, a ggml buffer) needs.
     fn row_from_bytes(bytes: &[u8], len: usize) -> Result<&[Self]> {
-        let n = Self::FORMAT.blocks_in(len)?;
-        let want = n * std::mem::size_of::<Self>();
-        if bytes.len() != want {
-            return Err(Error::LengthMismatch {
-                what: "row bytes",
-                expected: want,
-                got: bytes.len(),
-            });
-        }
+        Self::FORMAT.check_row_bytes(len, bytes.len())?;
         bytemuck::try_cast_slice(bytes).map_err(|_| Error::Misaligned {
             format: Self::FORMAT,
             align: std::mem::align_of::<Self>(),

@@ -2,7 +2,6 @@
 //! and the activation format of Q4_0 / Q8_0 dot products.
 
 use super::{check_out, weight_block, Format, WeightBlock};
-use crate::error::Error;
 use crate::Result;
 use half::f16;
 
@@ -35,18 +34,6 @@ pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-fn check_quant(x: &[f32], y: &[BlockQ8_0]) -> Result<()> {
-    let n = Format::Q8_0.blocks_in(x.len())?;
-    if y.len() != n {
-        return Err(Error::LengthMismatch {
-            what: "q8_0 output blocks",
-            expected: n,
-            got: y.len(),
-        });
-    }
-    Ok(())
-}
-
 /// ggml's `MAX(a, b)` macro, whose NaN behaviour (`a > b ? a : b`) we keep.
 #[inline]
 fn c_max(a: f32, b: f32) -> f32 {
@@ -60,7 +47,7 @@ fn c_max(a: f32, b: f32) -> f32 {
 /// Mirrors ggml's `quantize_row_q8_0_ref` (how model files are made):
 /// `d = amax / 127`, codes `roundf(x / d)` (ties away from zero).
 pub fn quantize_row_q8_0_ref(x: &[f32], y: &mut [BlockQ8_0]) -> Result<()> {
-    check_quant(x, y)?;
+    Format::Q8_0.check_row_blocks(x.len(), y.len())?;
     for (xb, b) in x.chunks_exact(32).zip(y.iter_mut()) {
         let amax = xb.iter().fold(0.0f32, |m, v| c_max(m, v.abs()));
         let d = amax / 127.0;
@@ -81,7 +68,7 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) -> Result<()> {
     if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
         return quantize_row_q8_0_ref(x, y);
     }
-    check_quant(x, y)?;
+    Format::Q8_0.check_row_blocks(x.len(), y.len())?;
     for (xb, b) in x.chunks_exact(32).zip(y.iter_mut()) {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;

@@ -2,7 +2,6 @@
 //! scale, 8-bit codes and the sums of each 16 codes (used for the min terms).
 
 use super::{check_out, Format, QuantBlock, QK_K};
-use crate::error::Error;
 use crate::Result;
 
 /// ggml's `block_q8_K`: value j is `d * qs[j]`; `bsums[i]` is the sum of `qs[16i..16i+16]`.
@@ -30,14 +29,7 @@ fn nearest_int(x: f32) -> i32 {
 /// activations on x86 and ARM: the code of the largest-magnitude value is -127
 /// or 127 (`iscale = -127 / max`), codes round half to even.
 pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) -> Result<()> {
-    let n = Format::Q8K.blocks_in(x.len())?;
-    if y.len() != n {
-        return Err(Error::LengthMismatch {
-            what: "q8_K output blocks",
-            expected: n,
-            got: y.len(),
-        });
-    }
+    Format::Q8K.check_row_blocks(x.len(), y.len())?;
     for (xb, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
         let (mut max, mut amax) = (0.0f32, 0.0f32);
         for &v in xb {
