@@ -96,11 +96,23 @@ fn every_kernel_matches_the_scalar_reference() {
         }
     );
     assert_eq!(ran.len() + skipped.len(), registered_kernels());
-    let cpu = CpuFeatures::get();
-    if Isa::Avx2.supported(&cpu) || Isa::Neon.supported(&cpu) {
+    // Where this architecture has SIMD kernels and the CPU runs them, they must have run.
+    let simd_here = ran.iter().chain(&skipped).any(|k| !k.contains("(scalar)"));
+    if simd_here {
         assert!(
             ran.iter().any(|k| !k.contains("(scalar)")),
-            "this CPU has SIMD: at least one SIMD kernel must have run"
+            "this CPU has SIMD kernels registered: at least one must have run"
+        );
+    } else {
+        eprintln!(
+            "no SIMD kernels are registered for {} yet: only the scalar references ran",
+            std::env::consts::ARCH
+        );
+    }
+    if cfg!(target_arch = "x86_64") && Isa::Avx2.supported(&CpuFeatures::get()) {
+        assert!(
+            ran.iter().any(|k| k.contains("(avx2)")),
+            "an AVX2 CPU must run the AVX2 kernels"
         );
     }
 }
