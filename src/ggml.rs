@@ -7,11 +7,35 @@ use llmkernel_kernels::{Error, Format, Result};
 use std::ffi::{c_void, CStr};
 use std::sync::Once;
 
-/// Initializes ggml-cpu's tables (f16 conversion, feature detection); idempotent.
+/// Initializes ggml-cpu's tables (f16 conversion, feature detection) and routes
+/// ggml's log to stderr, warnings and errors only; idempotent.
 pub fn init() {
     static ONCE: Once = Once::new();
-    // SAFETY: ggml_cpu_init takes no arguments and is safe to call once per process.
-    ONCE.call_once(|| unsafe { ffi::ggml_cpu_init() });
+    // SAFETY: ggml_cpu_init takes no arguments; the log callback is a plain function.
+    ONCE.call_once(|| unsafe {
+        ffi::ggml_log_set(Some(log_warnings), std::ptr::null_mut());
+        ffi::ggml_cpu_init();
+    });
+}
+
+/// ggml's log callback: warnings and errors (and their continuations) to stderr.
+unsafe extern "C" fn log_warnings(
+    level: ffi::ggml_log_level,
+    text: *const std::ffi::c_char,
+    _: *mut c_void,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SHOWING: AtomicBool = AtomicBool::new(false);
+    let show = if level == ffi::GGML_LOG_LEVEL_CONT {
+        SHOWING.load(Ordering::Relaxed)
+    } else {
+        level >= ffi::GGML_LOG_LEVEL_WARN
+    };
+    SHOWING.store(show, Ordering::Relaxed);
+    if show && !text.is_null() {
+        // SAFETY: ggml passes a NUL-terminated message.
+        eprint!("{}", unsafe { CStr::from_ptr(text) }.to_string_lossy());
+    }
 }
 
 /// `ggml_version()` of the linked ggml.

@@ -1,6 +1,10 @@
 //! The `llmkernel` command line.
 
 use clap::{Parser, Subcommand};
+use llmkernel::bench;
+use llmkernel::kernels::registry::Isa;
+use llmkernel::kernels::Format;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -17,10 +21,88 @@ struct Cli {
 enum Command {
     /// CPU features, the vendored llama.cpp, and the kernel set each format uses here.
     Info,
+    /// llmkernel's kernels against ggml's on the same matrices and threads.
+    Bench {
+        /// Weight formats: q4_k, q3_k, q2_k, q4_0, q8_0 (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "q4_k", value_parser = parse_format)]
+        format: Vec<Format>,
+        /// Weight shape MxK (rows x columns); repeat for several. Default: Llama-3-8B's
+        /// 4096x4096, 1024x4096, 14336x4096, 4096x14336.
+        #[arg(long = "shape", value_parser = bench::parse_shape)]
+        shapes: Vec<(usize, usize)>,
+        /// Batch sizes (activation rows): 1 is decode, >= 32 prompt processing.
+        #[arg(long, value_delimiter = ',', default_value = "1,512")]
+        batch: Vec<usize>,
+        /// Thread counts, for ggml and llmkernel alike. Default: all hardware threads.
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
+        /// Highest ISA for llmkernel's kernels: scalar, avx2, avx512, neon, dotprod, i8mm.
+        #[arg(long, value_parser = parse_isa)]
+        isa: Option<Isa>,
+        /// Interleaved repetitions per case (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// One JSON object per case per line instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-fn main() {
+fn parse_format(s: &str) -> Result<Format, String> {
+    Format::from_name(s)
+        .filter(|f| Format::WEIGHTS.contains(f))
+        .ok_or_else(|| {
+            format!("unknown weight format {s:?}: expected q4_k, q3_k, q2_k, q4_0 or q8_0")
+        })
+}
+
+fn parse_isa(s: &str) -> Result<Isa, String> {
+    Isa::from_name(s).ok_or_else(|| {
+        format!("unknown ISA {s:?}: expected scalar, avx2, avx512, neon, dotprod or i8mm")
+    })
+}
+
+fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Info => print!("{}", llmkernel::info::report()),
+        Command::Bench {
+            format,
+            shapes,
+            batch,
+            threads,
+            isa,
+            reps,
+            json,
+        } => {
+            let threads = if threads.is_empty() {
+                vec![std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)]
+            } else {
+                threads
+            };
+            if threads.contains(&0) || batch.contains(&0) {
+                eprintln!("error: thread counts and batch sizes must be positive");
+                return ExitCode::from(2);
+            }
+            let opts = bench::Options {
+                formats: format,
+                shapes: if shapes.is_empty() {
+                    bench::LLAMA3_8B_SHAPES.to_vec()
+                } else {
+                    shapes
+                },
+                batches: batch,
+                threads,
+                isa,
+                reps,
+                json,
+            };
+            if let Err(e) = bench::run(&opts) {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
+    ExitCode::SUCCESS
 }

@@ -139,13 +139,17 @@ pub trait Kernels: WeightBlock {
 
     /// The best kernel this CPU supports under the `LLMKERNEL_ISA` ceiling.
     fn select() -> Result<RowKernel<Self>> {
-        let ceiling = Isa::ceiling()?;
+        Ok(Self::select_at(Isa::ceiling()?))
+    }
+
+    /// The best kernel this CPU supports at or below `ceiling`.
+    fn select_at(ceiling: Isa) -> RowKernel<Self> {
         let cpu = CpuFeatures::get();
-        Ok(Self::row_kernels()
+        Self::row_kernels()
             .into_iter()
             .filter(|k| k.isa <= ceiling && k.isa.supported(&cpu))
             .next_back()
-            .expect("every format has a scalar kernel"))
+            .expect("every format has a scalar kernel")
     }
 }
 

@@ -1,0 +1,307 @@
+//! `llmkernel bench`: llmkernel's kernels against ggml's best CPU path on the
+//! same weights, the same activations and the same thread count, interleaved
+//! (ggml, ours, ggml, ours, ...), medians of several repetitions.
+
+pub mod bandwidth;
+
+use crate::ggml_mm::{self, GgmlMatMul};
+use crate::info;
+use llmkernel_kernels::formats::*;
+use llmkernel_kernels::matmul::{matmul, QMatrix};
+use llmkernel_kernels::registry::{Isa, Kernels, RowKernel};
+use llmkernel_kernels::testdata::Rng;
+use llmkernel_kernels::Format;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+/// Llama-3-8B's projection shapes (rows M x columns K): q/o, k/v, gate/up, down.
+pub const LLAMA3_8B_SHAPES: [(usize, usize); 4] =
+    [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)];
+
+pub struct Options {
+    pub formats: Vec<Format>,
+    pub shapes: Vec<(usize, usize)>,
+    pub batches: Vec<usize>,
+    pub threads: Vec<usize>,
+    /// Highest ISA for llmkernel's kernels (default: the best this CPU runs).
+    pub isa: Option<Isa>,
+    pub reps: usize,
+    pub json: bool,
+}
+
+/// One measured case.
+pub struct Case {
+    pub format: Format,
+    pub m: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub threads: usize,
+    pub kernel: String,
+    pub isa: Isa,
+    pub ggml_buffer: String,
+    pub copies: usize,
+    pub ggml_ms: f64,
+    pub ours_ms: f64,
+    pub gbps: f64,
+    pub bw_frac: f64,
+    pub gflops: f64,
+    pub nmse: f64,
+}
+
+impl Case {
+    pub fn speedup(&self) -> f64 {
+        self.ggml_ms / self.ours_ms
+    }
+
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"format\":\"{}\",\"m\":{},\"k\":{},\"batch\":{},\"threads\":{},\"isa\":\"{}\",\"kernel\":\"{}\",\"ggml_buffer\":\"{}\",\"ggml_ms\":{:.6},\"ours_ms\":{:.6},\"speedup\":{:.4},\"gbps\":{:.3},\"bw_frac\":{:.4},\"gflops\":{:.3},\"nmse\":{:e}}}",
+            self.format, self.m, self.k, self.batch, self.threads, self.isa, self.kernel, self.ggml_buffer,
+            self.ggml_ms, self.ours_ms, self.speedup(), self.gbps, self.bw_frac, self.gflops, self.nmse
+        )
+    }
+}
+
+/// The last-level cache size in bytes (Linux sysfs), or 32 MiB if unknown.
+fn llc_bytes() -> usize {
+    (0..8)
+        .rev()
+        .filter_map(|i| {
+            std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size"))
+                .ok()
+        })
+        .find_map(|s| {
+            let s = s.trim();
+            let (num, mult) = match s.strip_suffix('K') {
+                Some(n) => (n, 1024),
+                None => s.strip_suffix('M').map(|n| (n, 1 << 20)).unwrap_or((s, 1)),
+            };
+            num.parse::<usize>().ok().map(|v| v * mult)
+        })
+        .unwrap_or(32 << 20)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs every case and prints the table (or JSON lines) on stdout, progress on stderr.
+pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
+    for &format in &opts.formats {
+        if !Format::WEIGHTS.contains(&format) {
+            return Err(format!("{format} is not a weight format"));
+        }
+        for &(m, k) in &opts.shapes {
+            format
+                .blocks_in(k)
+                .map_err(|e| format!("shape {m}x{k}: {e}"))?;
+        }
+    }
+    let max_threads = opts.threads.iter().copied().max().unwrap_or(1);
+    eprintln!("measuring read bandwidth (1 GiB streaming read)...");
+    let bw = bandwidth::measure(max_threads);
+    if !opts.json {
+        println!("llmkernel bench — commit {}", info::llmkernel_commit());
+        println!(
+            "cpu: {} ({}); llc {} MiB",
+            info::cpu_name(),
+            std::env::consts::ARCH,
+            llc_bytes() >> 20
+        );
+        println!(
+            "ggml: vendored llama.cpp {} built with {}",
+            info::UPSTREAM_COMMIT,
+            ggml_cpu_flags()
+        );
+        println!("read bandwidth: {:.1} GB/s ({})", bw.gbps, bw.how);
+        println!(
+            "batch 1 runs over weight copies totalling >= 4x the LLC (read from DRAM); medians of {} interleaved reps",
+            opts.reps
+        );
+        println!();
+        println!(
+            "{:<5} {:>6} {:>6} {:>5} {:>3} {:<28} {:<10} {:>9} {:>9} {:>7} {:>7} {:>6} {:>8} {:>9}",
+            "fmt",
+            "M",
+            "K",
+            "batch",
+            "thr",
+            "ours (kernel/isa)",
+            "ggml buf",
+            "ggml ms",
+            "ours ms",
+            "speedup",
+            "GB/s",
+            "bw%",
+            "GFLOP/s",
+            "NMSE"
+        );
+    }
+    let mut cases = Vec::new();
+    for &format in &opts.formats {
+        let run = match format {
+            Format::Q4K => run_format::<BlockQ4K>,
+            Format::Q3K => run_format::<BlockQ3K>,
+            Format::Q2K => run_format::<BlockQ2K>,
+            Format::Q4_0 => run_format::<BlockQ4_0>,
+            Format::Q8_0 => run_format::<BlockQ8_0>,
+            Format::Q8K => unreachable!("checked above"),
+        };
+        run(format, opts, bw.gbps, &mut cases)?;
+    }
+    Ok(cases)
+}
+
+fn ggml_cpu_flags() -> &'static str {
+    if info::GGML_CPU_FLAGS.is_empty() {
+        "the target's baseline ISA"
+    } else {
+        info::GGML_CPU_FLAGS
+    }
+}
+
+fn run_format<B: Kernels>(
+    format: Format,
+    opts: &Options,
+    bw_gbps: f64,
+    cases: &mut Vec<Case>,
+) -> Result<(), String> {
+    let kernel: RowKernel<B> = match opts.isa {
+        Some(isa) => B::select_at(isa),
+        None => B::select().map_err(|e| e.to_string())?,
+    };
+    let max_threads = opts.threads.iter().copied().max().unwrap_or(1);
+    let mut rng = Rng::new(42);
+    for &(m, k) in &opts.shapes {
+        eprintln!("{format} {m}x{k}: quantizing random weights with ggml's quantizer...");
+        let wq = {
+            let w = rng.activations(m * k);
+            ggml_mm::quantize(format, &w, m, k, max_threads)?
+        };
+        for &n in &opts.batches {
+            let copies = if n == 1 {
+                (4 * llc_bytes()).div_ceil(wq.len()).max(1)
+            } else {
+                1
+            };
+            let ours_w: Vec<Vec<B>> = (0..copies)
+                .map(|_| {
+                    let mut v = vec![B::zeroed(); wq.len() / std::mem::size_of::<B>()];
+                    bytemuck::cast_slice_mut::<B, u8>(&mut v).copy_from_slice(&wq);
+                    v
+                })
+                .collect();
+            let ggml_w: Vec<&[u8]> = ours_w.iter().map(|v| bytemuck::cast_slice(v)).collect();
+            let qms: Vec<QMatrix<B>> = ours_w
+                .iter()
+                .map(|v| QMatrix::new(v, m, k))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            let x = rng.activations(n * k);
+            for &t in &opts.threads {
+                eprint!(
+                    "\r{format} {m}x{k} batch {n} threads {t}: {copies} weight cop{}...   ",
+                    if copies > 1 { "ies" } else { "y" }
+                );
+                let mut g = GgmlMatMul::new(format, m, k, n, &ggml_w, t)?;
+                g.set_input(&x);
+                let mut y = vec![0f32; n * m];
+                let ours = |y: &mut [f32]| -> Result<(), String> {
+                    for qm in &qms {
+                        matmul(qm, &x, n, y, &kernel, t).map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                };
+                // Warm-up: page in, build ggml's work buffer and threads.
+                g.compute()?;
+                ours(&mut y)?;
+                let (mut tg, mut to) = (Vec::new(), Vec::new());
+                for _ in 0..opts.reps.max(1) {
+                    let s = Instant::now();
+                    g.compute()?;
+                    tg.push(s.elapsed().as_secs_f64() / copies as f64);
+                    let s = Instant::now();
+                    ours(&mut y)?;
+                    to.push(s.elapsed().as_secs_f64() / copies as f64);
+                }
+                let reference = g.output(0);
+                matmul(&qms[0], &x, n, &mut y, &kernel, t).map_err(|e| e.to_string())?;
+                let (num, den) = reference
+                    .iter()
+                    .zip(&y)
+                    .fold((0f64, 0f64), |(a, b), (&r, &o)| {
+                        (a + (o as f64 - r as f64).powi(2), b + (r as f64).powi(2))
+                    });
+                let (ggml_s, ours_s) = (median(tg), median(to));
+                let bytes = wq.len() as f64;
+                let case = Case {
+                    format,
+                    m,
+                    k,
+                    batch: n,
+                    threads: t,
+                    kernel: kernel.name.to_string(),
+                    isa: kernel.isa,
+                    ggml_buffer: g.weight_buffer.clone(),
+                    copies,
+                    ggml_ms: ggml_s * 1e3,
+                    ours_ms: ours_s * 1e3,
+                    gbps: bytes / ours_s / 1e9,
+                    bw_frac: bytes / ours_s / 1e9 / bw_gbps,
+                    gflops: 2.0 * (m * n * k) as f64 / ours_s / 1e9,
+                    nmse: if den > 0.0 { num / den } else { num },
+                };
+                eprint!("\r{:70}\r", "");
+                if opts.json {
+                    println!("{}", case.json());
+                } else {
+                    println!("{}", row(&case));
+                }
+                cases.push(case);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn row(c: &Case) -> String {
+    let mut s = String::new();
+    write!(
+        s,
+        "{:<5} {:>6} {:>6} {:>5} {:>3} {:<28} {:<10} {:>9.3} {:>9.3} {:>6.2}x {:>7.1} {:>5.0}% {:>8.1} {:>9.2e}",
+        c.format.name(),
+        c.m,
+        c.k,
+        c.batch,
+        c.threads,
+        format!("{}/{}", c.kernel, c.isa),
+        c.ggml_buffer,
+        c.ggml_ms,
+        c.ours_ms,
+        c.speedup(),
+        c.gbps,
+        100.0 * c.bw_frac,
+        c.gflops,
+        c.nmse
+    )
+    .unwrap();
+    s
+}
+
+/// Parses `MxK` (e.g. `4096x14336`).
+pub fn parse_shape(s: &str) -> Result<(usize, usize), String> {
+    let (m, k) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("shape {s:?}: expected MxK, e.g. 4096x4096"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("shape {s:?}: {v:?} is not a number"))
+    };
+    let (m, k) = (p(m)?, p(k)?);
+    if m == 0 || k == 0 {
+        return Err(format!("shape {s:?}: dimensions must be positive"));
+    }
+    Ok((m, k))
+}
