@@ -62,11 +62,11 @@ fn dequant_edges<B: WeightBlock + TestBlock>() {
 
 /// ggml's own dot product against ours, both on activations we quantized
 /// (bit-identical with ggml's, see below). The bound: 1e-5 relative to the
-/// magnitude of the terms summed (`dot_magnitude`: per block |scale term| +
-/// |min term|), since the integer sums are exact and only the float scaling
-/// and accumulation order differ. (Relative to the result itself would not do:
-/// a block whose scale and min terms cancel has a true dot of 0 that no float
-/// implementation computes exactly.)
+/// magnitude of the products (`dot_magnitude`: per block |d*dy| * sum|sc*q*q8|
+/// + |dmin*dy| * sum|m*bsum|), since the integer sums are exact and only the
+/// float scaling and summation order differ. (Relative to the result itself
+/// would not do: a block whose scale and min terms cancel has a true dot of 0
+/// that no float implementation computes exactly.)
 fn dot_parity<B>(blocks: &[B], acts: &[f32], what: &str)
 where
     B: WeightBlock,

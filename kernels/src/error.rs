@@ -17,6 +17,11 @@ pub enum Error {
     },
     /// Raw bytes that are not aligned for the block type.
     Misaligned { format: Format, align: usize },
+    /// A kernel for an instruction set this CPU lacks.
+    IsaNotSupported {
+        kernel: &'static str,
+        isa: &'static str,
+    },
     /// `LLMKERNEL_ISA` names no ISA llmkernel knows.
     UnknownIsa(String),
     /// An operation that does not exist for this format.
@@ -40,6 +45,9 @@ impl fmt::Display for Error {
             }
             Error::Misaligned { format, align } => {
                 write!(f, "{format}: block data is not {align}-byte aligned")
+            }
+            Error::IsaNotSupported { kernel, isa } => {
+                write!(f, "kernel {kernel} needs {isa}, which this CPU lacks")
             }
             Error::UnknownIsa(name) => write!(
                 f,

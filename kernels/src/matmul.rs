@@ -80,11 +80,18 @@ pub fn quantize_activations<B: WeightBlock>(
     if per_row == 0 {
         return Ok(q);
     }
-    pool(threads).install(|| {
-        x.par_chunks(k)
-            .zip(q.par_chunks_mut(per_row))
-            .try_for_each(|(xr, qr)| B::quantize_activations(xr, qr))
-    })?;
+    if n < 8 {
+        // A few rows (decode): cheaper here than waking the pool.
+        for (xr, qr) in x.chunks(k).zip(q.chunks_mut(per_row)) {
+            B::quantize_activations(xr, qr)?;
+        }
+    } else {
+        pool(threads).install(|| {
+            x.par_chunks(k)
+                .zip(q.par_chunks_mut(per_row))
+                .try_for_each(|(xr, qr)| B::quantize_activations(xr, qr))
+        })?;
+    }
     Ok(q)
 }
 
@@ -137,6 +144,12 @@ pub fn matmul_quantized<B: Kernels>(
     if n == 0 || m == 0 {
         return Ok(());
     }
+    if !kernel.isa.supported(&crate::cpu::CpuFeatures::get()) {
+        return Err(Error::IsaNotSupported {
+            kernel: kernel.name,
+            isa: kernel.isa.name(),
+        });
+    }
     let cols: Vec<&[B::Act]> = if per_row == 0 {
         vec![&[]; n]
     } else {
@@ -144,7 +157,9 @@ pub fn matmul_quantized<B: Kernels>(
     };
     // Each task owns a run of weight rows and writes their outputs for all n
     // columns into its own slice of `t` (rows × n), transposed into y at the end.
-    let rows_per_task = m.div_ceil(threads.max(1) * 8).clamp(1, 64);
+    // One contiguous run of rows per thread (as ggml splits a matmul): each thread
+    // streams its own part of the weights; more, smaller tasks only add scheduling.
+    let rows_per_task = m.div_ceil(threads.max(1)).max(1);
     let mut t = vec![0f32; m * n];
     pool(threads).install(|| {
         t.par_chunks_mut(rows_per_task * n)
@@ -156,7 +171,9 @@ pub fn matmul_quantized<B: Kernels>(
                         .chunks(kernel.cols)
                         .zip(out_row.chunks_mut(kernel.cols))
                     {
-                        kernel.run(row, c, o);
+                        // SAFETY: ISA support checked above; c.len() == o.len() <= kernel.cols,
+                        // and every column has the row's block count (acts checked above).
+                        unsafe { (kernel.f)(row, c, o) };
                     }
                 }
             })

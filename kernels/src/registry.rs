@@ -115,23 +115,6 @@ impl<B: WeightBlock> Clone for RowKernel<B> {
 }
 impl<B: WeightBlock> Copy for RowKernel<B> {}
 
-impl<B: WeightBlock> RowKernel<B> {
-    /// Runs the kernel after checking every precondition but the ISA, which
-    /// [`Kernels::select`] and the test harness check.
-    pub(crate) fn run(&self, row: &[B], acts: &[&[B::Act]], out: &mut [f32]) {
-        assert!(acts.len() <= self.cols && acts.len() == out.len());
-        assert!(acts.iter().all(|a| a.len() == row.len()));
-        assert!(
-            self.isa.supported(&CpuFeatures::get()),
-            "{} needs {}",
-            self.name,
-            self.isa
-        );
-        // SAFETY: the ISA is supported (asserted) and the shapes are as `f` requires.
-        unsafe { (self.f)(row, acts, out) }
-    }
-}
-
 /// The kernels of one weight format.
 pub trait Kernels: WeightBlock {
     /// Every dot-product kernel for this format, best ISA last.

@@ -14,6 +14,10 @@ use llmkernel_kernels::Format;
 use std::fmt::Write as _;
 use std::time::Instant;
 
+/// Pause before each timed run, longer than libgomp's default spin-wait (300,000
+/// spins, a few ms) so no thread of the other side is still spinning.
+const SETTLE_MS: u64 = 20;
+
 /// Llama-3-8B's projection shapes (rows M x columns K): q/o, k/v, gate/up, down.
 pub const LLAMA3_8B_SHAPES: [(usize, usize); 4] =
     [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)];
@@ -217,10 +221,20 @@ fn run_format<B: Kernels>(
                 g.compute()?;
                 ours(&mut y)?;
                 let (mut tg, mut to) = (Vec::new(), Vec::new());
+                // Each side's idle worker threads spin for a while after a run (libgomp
+                // for ggml, rayon for us), stealing cores from the other side's next run:
+                // let them settle first.
+                let settle_ms = std::env::var("LLMKERNEL_BENCH_SETTLE_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(SETTLE_MS);
+                let settle = || std::thread::sleep(std::time::Duration::from_millis(settle_ms));
                 for _ in 0..opts.reps.max(1) {
+                    settle();
                     let s = Instant::now();
                     g.compute()?;
                     tg.push(s.elapsed().as_secs_f64() / copies as f64);
+                    settle();
                     let s = Instant::now();
                     ours(&mut y)?;
                     to.push(s.elapsed().as_secs_f64() / copies as f64);

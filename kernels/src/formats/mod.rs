@@ -183,14 +183,22 @@ pub trait WeightBlock: QuantBlock {
     fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<()>;
     /// Scalar reference dot product with activations of the same length.
     fn vec_dot(x: &[Self], y: &[Self::Act]) -> Result<f32> {
-        Ok(dot_terms(x, y, Self::block_terms)?.0)
+        dot_terms(x, y, Self::block_terms)
     }
-    /// The magnitude of what a dot product adds up, `sum |scale term| + |min term|`
-    /// over blocks: the scale of float rounding for any summation order, and so
-    /// the yardstick of every dot-product error bound.
+    /// The magnitude of the products a dot product adds up: per block,
+    /// `|d*dy| * sum |sc*q*q8| + |dmin*dy| * sum |m*bsum|` over its values. Float
+    /// rounding in any summation order (kernels split sums into SIMD lanes)
+    /// stays within a few ulps of this, so it is the yardstick of every
+    /// dot-product error bound. (Test and bench use; not a hot path.)
     fn dot_magnitude(x: &[Self], y: &[Self::Act]) -> Result<f32> {
-        Ok(dot_terms(x, y, Self::block_terms)?.1)
+        check_dot(x.len(), y.len())?;
+        Ok(x.iter()
+            .zip(y)
+            .map(|(a, b)| Self::block_magnitude(a, b))
+            .sum())
     }
+    /// One block's share of [`WeightBlock::dot_magnitude`].
+    fn block_magnitude(x: &Self, y: &Self::Act) -> f32;
     /// Quantizes f32 activations to `Act` exactly as ggml-cpu does for this
     /// weight type (`quantize_row_q8_K`, or ggml-cpu's `quantize_row_q8_0`).
     fn quantize_activations(x: &[f32], y: &mut [Self::Act]) -> Result<()>;
@@ -199,15 +207,19 @@ pub trait WeightBlock: QuantBlock {
     fn block_terms(x: &Self, y: &Self::Act) -> (f32, f32);
 }
 
-/// Sums block terms in block order: `(sum of s - m, sum of |s| + |m|)`.
-fn dot_terms<W, A>(x: &[W], y: &[A], terms: impl Fn(&W, &A) -> (f32, f32)) -> Result<(f32, f32)> {
+/// Sums block terms in block order: the sum of `scale - min`.
+fn dot_terms<W, A>(x: &[W], y: &[A], terms: impl Fn(&W, &A) -> (f32, f32)) -> Result<f32> {
     check_dot(x.len(), y.len())?;
-    Ok(x.iter()
-        .zip(y)
-        .fold((0.0f32, 0.0f32), |(sum, mag), (a, b)| {
-            let (s, m) = terms(a, b);
-            (sum + (s - m), mag + s.abs() + m.abs())
-        }))
+    Ok(x.iter().zip(y).fold(0.0f32, |sum, (a, b)| {
+        let (s, m) = terms(a, b);
+        sum + (s - m)
+    }))
+}
+
+/// `|d| * iabs + |dmin| * mabs`: a block's magnitude from its sums of absolute products.
+#[inline]
+fn magnitude(d: f32, iabs: i32, dmin: f32, mabs: i32) -> f32 {
+    d.abs() * iabs as f32 + dmin.abs() * mabs as f32
 }
 
 /// Checks that `out` holds exactly the values of `blocks` blocks of `format`.
@@ -236,7 +248,7 @@ fn check_dot(x: usize, y: usize) -> Result<()> {
 }
 
 macro_rules! weight_block {
-    ($block:ty, $format:expr, $act:ty, $deq:path, $terms:path, $quant:path) => {
+    ($block:ty, $format:expr, $act:ty, $deq:path, $terms:path, $mag:path, $quant:path) => {
         impl crate::formats::QuantBlock for $block {
             const FORMAT: crate::formats::Format = $format;
         }
@@ -247,6 +259,9 @@ macro_rules! weight_block {
             }
             fn block_terms(x: &Self, y: &$act) -> (f32, f32) {
                 $terms(x, y)
+            }
+            fn block_magnitude(x: &Self, y: &$act) -> f32 {
+                $mag(x, y)
             }
             fn quantize_activations(x: &[f32], y: &mut [$act]) -> crate::Result<()> {
                 $quant(x, y)

@@ -1,7 +1,7 @@
 //! Q2_K: 256 values in 16 sub-blocks of 16; each sub-block has a 4-bit scale
 //! and a 4-bit min, scaled by the block's f16 `d` and `dmin`; 2-bit codes.
 
-use super::{check_out, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
+use super::{check_out, magnitude, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
 use crate::Result;
 use half::f16;
 
@@ -23,6 +23,7 @@ weight_block!(
     BlockQ8K,
     dequantize_row_q2_k,
     block_terms,
+    block_magnitude,
     super::quantize_row_q8_k
 );
 
@@ -70,4 +71,17 @@ fn block_terms(a: &BlockQ2K, b: &BlockQ8K) -> (f32, f32) {
         b.d * a.d.to_f32() * isum as f32,
         b.d * a.dmin.to_f32() * summs as f32,
     )
+}
+
+fn block_magnitude(a: &BlockQ2K, b: &BlockQ8K) -> f32 {
+    let mut abs = [0i32; 16];
+    for (i, &q8) in b.qs.iter().enumerate() {
+        let (q, sub) = code(&a.qs, i);
+        abs[sub] += (q as i32 * q8 as i32).abs();
+    }
+    let iabs = (0..16).map(|s| (a.scales[s] & 0x0F) as i32 * abs[s]).sum();
+    let mabs = (0..16)
+        .map(|s| (a.scales[s] >> 4) as i32 * (b.bsums[s] as i32).abs())
+        .sum();
+    magnitude(b.d * a.d.to_f32(), iabs, b.d * a.dmin.to_f32(), mabs)
 }

@@ -2,7 +2,7 @@
 //! scale (stored +32), scaled by the block's f16 `d`; 3-bit codes split into
 //! 2 low bits (`qs`) and a high bit (`hmask`), centred by subtracting 4.
 
-use super::{check_out, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
+use super::{check_out, magnitude, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
 use crate::Result;
 use half::f16;
 
@@ -24,6 +24,7 @@ weight_block!(
     BlockQ8K,
     dequantize_row_q3_k,
     block_terms,
+    block_magnitude,
     super::quantize_row_q8_k
 );
 
@@ -79,4 +80,15 @@ fn block_terms(a: &BlockQ3K, b: &BlockQ8K) -> (f32, f32) {
     }
     let isum: i32 = (0..16).map(|s| scales[s] as i32 * dots[s]).sum();
     (a.d.to_f32() * b.d * isum as f32, 0.0)
+}
+
+fn block_magnitude(a: &BlockQ3K, b: &BlockQ8K) -> f32 {
+    let scales = scales_q3_k(&a.scales);
+    let mut abs = [0i32; 16];
+    for (i, &q8) in b.qs.iter().enumerate() {
+        let (q, sub) = code(a, i);
+        abs[sub] += (q as i32 * q8 as i32).abs();
+    }
+    let iabs = (0..16).map(|s| (scales[s] as i32).abs() * abs[s]).sum();
+    magnitude(a.d.to_f32() * b.d, iabs, 0.0, 0)
 }

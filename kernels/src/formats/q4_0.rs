@@ -1,6 +1,6 @@
 //! Q4_0: 32 values per block, one f16 scale, 4-bit codes offset by 8.
 
-use super::{check_out, weight_block, BlockQ8_0, Format, WeightBlock};
+use super::{check_out, magnitude, weight_block, BlockQ8_0, Format, WeightBlock};
 use crate::Result;
 use half::f16;
 
@@ -18,6 +18,7 @@ weight_block!(
     BlockQ8_0,
     dequantize_row_q4_0,
     block_terms,
+    block_magnitude,
     super::quantize_row_q8_0
 );
 
@@ -46,4 +47,13 @@ fn block_terms(a: &BlockQ4_0, b: &BlockQ8_0) -> (f32, f32) {
         isum += ((a.qs[j] >> 4) as i32 - 8) * b.qs[j + 16] as i32;
     }
     (isum as f32 * (a.d.to_f32() * b.d.to_f32()), 0.0)
+}
+
+fn block_magnitude(a: &BlockQ4_0, b: &BlockQ8_0) -> f32 {
+    let mut iabs = 0i32;
+    for j in 0..16 {
+        iabs += (((a.qs[j] & 0x0F) as i32 - 8) * b.qs[j] as i32).abs();
+        iabs += (((a.qs[j] >> 4) as i32 - 8) * b.qs[j + 16] as i32).abs();
+    }
+    magnitude(a.d.to_f32() * b.d.to_f32(), iabs, 0.0, 0)
 }

@@ -1,7 +1,7 @@
 //! Q4_K: 256 values in 8 sub-blocks of 32; each sub-block has a 6-bit scale and
 //! a 6-bit min, scaled by the block's f16 `d` and `dmin`; 4-bit codes.
 
-use super::{check_out, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
+use super::{check_out, magnitude, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
 use crate::Result;
 use half::f16;
 
@@ -23,6 +23,7 @@ weight_block!(
     BlockQ8K,
     dequantize_row_q4_k,
     block_terms,
+    block_magnitude,
     super::quantize_row_q8_k
 );
 
@@ -87,4 +88,19 @@ fn block_terms(a: &BlockQ4K, b: &BlockQ8K) -> (f32, f32) {
         a.d.to_f32() * b.d * isum as f32,
         a.dmin.to_f32() * b.d * summs as f32,
     )
+}
+
+fn block_magnitude(a: &BlockQ4K, b: &BlockQ8K) -> f32 {
+    let (mut iabs, mut mabs) = (0i32, 0i32);
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &a.scales);
+        let q = &a.qs[32 * (j / 2)..32 * (j / 2) + 32];
+        let q8 = &b.qs[32 * j..32 * j + 32];
+        iabs += sc as i32
+            * (0..32)
+                .map(|l| (((q[l] >> (4 * (j % 2))) & 0x0F) as i32 * q8[l] as i32).abs())
+                .sum::<i32>();
+        mabs += m as i32 * ((b.bsums[2 * j] as i32).abs() + (b.bsums[2 * j + 1] as i32).abs());
+    }
+    magnitude(a.d.to_f32() * b.d, iabs, a.dmin.to_f32() * b.d, mabs)
 }

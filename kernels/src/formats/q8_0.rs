@@ -1,7 +1,7 @@
 //! Q8_0: 32 values per block, one f16 scale, 8-bit codes. Both a weight format
 //! and the activation format of Q4_0 / Q8_0 dot products.
 
-use super::{check_out, weight_block, Format, WeightBlock};
+use super::{check_out, magnitude, weight_block, Format, WeightBlock};
 use crate::Result;
 use half::f16;
 
@@ -19,6 +19,7 @@ weight_block!(
     BlockQ8_0,
     dequantize_row_q8_0,
     block_terms,
+    block_magnitude,
     quantize_row_q8_0
 );
 
@@ -103,4 +104,13 @@ fn block_terms(a: &BlockQ8_0, b: &BlockQ8_0) -> (f32, f32) {
             .map(|(&p, &q)| p as i32 * q as i32)
             .sum();
     (isum as f32 * (a.d.to_f32() * b.d.to_f32()), 0.0)
+}
+
+fn block_magnitude(a: &BlockQ8_0, b: &BlockQ8_0) -> f32 {
+    let iabs: i32 =
+        a.qs.iter()
+            .zip(&b.qs)
+            .map(|(&p, &q)| (p as i32 * q as i32).abs())
+            .sum();
+    magnitude(a.d.to_f32() * b.d.to_f32(), iabs, 0.0, 0)
 }

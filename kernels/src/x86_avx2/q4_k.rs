@@ -4,11 +4,11 @@
 //! multi-column kernels, so a GEMM reads and unpacks each weight 1/COLS times.
 //!
 //! Layout: GGUF's, as is (no repacking). Integer sums are exact (maddubs of
-//! u4 x i8 pairs fits i16; per-block sums fit i32), reduced to one integer
-//! per block before the float scaling, so the rounding is that of the scalar
-//! reference up to summation order.
+//! u4 x i8 pairs fits i16; per-block lane sums fit i32); the float scaling is
+//! done per SIMD lane, so results differ from the scalar reference only in
+//! float summation order (bounded by `dot_magnitude`).
 
-use super::hsum2_epi32;
+use super::hsum_ps;
 use crate::formats::{BlockQ4K, BlockQ8K};
 use std::arch::x86_64::*;
 
@@ -46,47 +46,86 @@ pub(crate) fn scales_mins(s: &[u8; 12]) -> [u8; 16] {
 /// every `acts[c]` has `row.len()` blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemv_q4_k_q8_k_x4(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
-    let ncols = acts.len();
-    debug_assert!(ncols <= COLS && out.len() == ncols);
-    let mut acc = [0f32; COLS];
+    debug_assert!(acts.len() <= COLS && out.len() == acts.len());
+    // SAFETY: forwarded contract; each arm passes exactly C columns.
+    unsafe {
+        match acts.len() {
+            1 => cols::<1>(row, acts, out),
+            2 => cols::<2>(row, acts, out),
+            3 => cols::<3>(row, acts, out),
+            4 => cols::<4>(row, acts, out),
+            _ => {}
+        }
+    }
+}
+
+/// The kernel for exactly `C` columns: per-column state in fixed-size arrays the
+/// compiler keeps in registers. Sub-blocks are the outer loop so that only one
+/// unpacked 32-byte weight vector and its scale are live at a time.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); C];
     let low4 = _mm256_set1_epi8(0x0F);
     // Duplicates each min so that it lines up with the two 16-value bsums of its sub-block.
     let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     for (i, b) in row.iter().enumerate() {
+        // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+        let a: [&BlockQ8K; C] =
+            std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
         let sm = scales_mins(&b.scales);
-        let mut q = [_mm256_setzero_si256(); 8];
+        // SAFETY: sm has 16 bytes: scales in 0..8, mins in 8..16.
+        let sm128 = unsafe { _mm_loadu_si128(sm.as_ptr().cast()) };
+        let scales16 = _mm_cvtepu8_epi16(sm128);
+        let scales = _mm256_set_m128i(scales16, scales16);
+        let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_unpackhi_epi64(sm128, sm128), dup));
+        let mut isum = [_mm256_setzero_si256(); C];
         for p in 0..4 {
             // SAFETY: qs has 128 bytes; p*32 + 32 <= 128.
             let v = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * p).cast()) };
-            q[2 * p] = _mm256_and_si256(v, low4);
-            q[2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
+            for h in 0..2 {
+                let j = 2 * p + h;
+                let q = if h == 0 {
+                    _mm256_and_si256(v, low4)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4)
+                };
+                // Broadcast i16 scale j to every i16 of both lanes.
+                let sc = _mm256_shuffle_epi8(
+                    scales,
+                    _mm256_set1_epi16((2 * j as i16) | ((2 * j as i16 + 1) << 8)),
+                );
+                for c in 0..C {
+                    // SAFETY: a[c].qs has 256 bytes; j*32 + 32 <= 256.
+                    let y = unsafe { _mm256_loadu_si256(a[c].qs.as_ptr().add(32 * j).cast()) };
+                    isum[c] = _mm256_add_epi32(
+                        isum[c],
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), sc),
+                    );
+                }
+            }
         }
-        let sc: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi16(sm[j] as i16));
-        // SAFETY: sm has 16 bytes; the mins are bytes 8..16.
-        let mins8 = unsafe { _mm_loadl_epi64(sm.as_ptr().add(8).cast()) };
-        let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(mins8, dup));
         // d and dmin are adjacent f16s: one hardware conversion for both (exact, like to_f32).
         let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(
             (b.d.to_bits() as u32 | (b.dmin.to_bits() as u32) << 16) as i32,
         ));
         let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
-        for c in 0..ncols {
-            // SAFETY: the caller guarantees acts[c] has row.len() blocks.
-            let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
-            let mut isum = _mm256_setzero_si256();
-            for (j, qj) in q.iter().enumerate() {
-                // SAFETY: a.qs has 256 bytes; j*32 + 32 <= 256.
-                let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(32 * j).cast()) };
-                isum =
-                    _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(*qj, y), sc[j]));
-            }
+        for c in 0..C {
             // SAFETY: bsums is 16 i16 = 32 bytes.
-            let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-            let (s, m) = hsum2_epi32(isum, _mm256_madd_epi16(bsums, mins));
-            acc[c] += d * a.d * s as f32 - dmin * a.d * m as f32;
+            let bsums = unsafe { _mm256_loadu_si256(a[c].bsums.as_ptr().cast()) };
+            let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+            // Lanes hold exact integer sums; scale and min terms go into one float lane sum.
+            acc[c] = _mm256_fmadd_ps(
+                _mm256_set1_ps(d * a[c].d),
+                _mm256_cvtepi32_ps(isum[c]),
+                acc[c],
+            );
+            acc[c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * a[c].d), msum, acc[c]);
         }
     }
-    out.copy_from_slice(&acc[..ncols]);
+    for c in 0..C {
+        out[c] = hsum_ps(acc[c]);
+    }
 }
 
 #[cfg(test)]
