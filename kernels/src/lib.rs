@@ -11,6 +11,8 @@ pub mod scalar;
 pub mod testdata;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_avx512;
 
 pub use error::{Error, Result};
 pub use formats::{

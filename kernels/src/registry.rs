@@ -161,12 +161,20 @@ impl Kernels for BlockQ4K {
             f: scalar::row_dot::<BlockQ4K>,
         }];
         #[cfg(target_arch = "x86_64")]
-        v.push(RowKernel {
-            name: "gemv_q4_k_q8_k_x4",
-            isa: Isa::Avx2,
-            cols: crate::x86_avx2::q4_k::COLS,
-            f: crate::x86_avx2::q4_k::gemv_q4_k_q8_k_x4,
-        });
+        v.extend([
+            RowKernel {
+                name: "gemv_q4_k_q8_k_x4",
+                isa: Isa::Avx2,
+                cols: crate::x86_avx2::q4_k::COLS,
+                f: crate::x86_avx2::q4_k::gemv_q4_k_q8_k_x4,
+            },
+            RowKernel {
+                name: "gemv_q4_k_q8_k_x4",
+                isa: Isa::Avx512,
+                cols: crate::x86_avx512::q4_k::COLS,
+                f: crate::x86_avx512::q4_k::gemv_q4_k_q8_k_x4,
+            },
+        ]);
         v
     }
 }

@@ -203,7 +203,12 @@ fn run_format<B: Kernels>(
                 .collect::<Result<_, _>>()
                 .map_err(|e| e.to_string())?;
             let x = rng.activations(n * k);
-            for &t in &opts.threads {
+            // Highest thread count first: after a 1-thread ggml backend, a 2-thread one
+            // in the same process ran up to 2x slower here (libgomp team change; see
+            // docs/BENCHMARKS.md), which a llama.cpp process with a fixed count never sees.
+            let mut threads = opts.threads.clone();
+            threads.sort_unstable_by(|a, b| b.cmp(a));
+            for &t in &threads {
                 eprint!(
                     "\r{format} {m}x{k} batch {n} threads {t}: {copies} weight cop{}...   ",
                     if copies > 1 { "ies" } else { "y" }

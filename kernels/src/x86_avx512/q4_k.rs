@@ -1,0 +1,95 @@
+//! Q4_K x Q8_K with AVX-512 VNNI: one weight row against up to [`COLS`]
+//! activation columns, each unpacked weight block reused for every column.
+//!
+//! Per 64 values (two sub-blocks of 32) one `vpdpbusd` replaces AVX2's
+//! `vpmaddubsw` + `vpmaddwd` + `vpaddd` on two 32-byte halves: the nibbles of
+//! 32 bytes of `qs` become one 64-byte vector (low nibbles = sub-block 2p,
+//! high = 2p+1) that lines up with 64 contiguous activation bytes. The
+//! sub-block scales are applied to the exact i32 lane sums with `vpmulld`, so
+//! each block still reduces to exact integers before its one float scaling.
+
+use crate::formats::{BlockQ4K, BlockQ8K};
+use crate::x86_avx2::q4_k::scales_mins;
+use std::arch::x86_64::*;
+
+/// Activation columns per call.
+pub const COLS: usize = 4;
+
+/// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C;
+/// `out.len() == acts.len() <= COLS`, and every `acts[c]` has `row.len()` blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn gemv_q4_k_q8_k_x4(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+    debug_assert!(acts.len() <= COLS && out.len() == acts.len());
+    // SAFETY: forwarded contract; each arm passes exactly C columns.
+    unsafe {
+        match acts.len() {
+            1 => cols::<1>(row, acts, out),
+            2 => cols::<2>(row, acts, out),
+            3 => cols::<3>(row, acts, out),
+            4 => cols::<4>(row, acts, out),
+            _ => {}
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    let mut acc_min = [_mm256_setzero_ps(); C];
+    let low4 = _mm256_set1_epi8(0x0F);
+    let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    // Lane pattern of pair p: sub-block 2p in lanes 0..8, 2p+1 in lanes 8..16.
+    let pair_idx: [__m512i; 4] = std::array::from_fn(|p| {
+        let (a, b) = (2 * p as i32, 2 * p as i32 + 1);
+        _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
+    });
+    for (i, blk) in row.iter().enumerate() {
+        // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+        let a: [&BlockQ8K; C] =
+            std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
+        let sm = scales_mins(&blk.scales);
+        // SAFETY: sm has 16 bytes: scales in 0..8, mins in 8..16.
+        let sm128 = unsafe { _mm_loadu_si128(sm.as_ptr().cast()) };
+        let scales32 = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(sm128));
+        let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_unpackhi_epi64(sm128, sm128), dup));
+        let mut w = [_mm512_setzero_si512(); 4];
+        let mut sc = [_mm512_setzero_si512(); 4];
+        for p in 0..4 {
+            // SAFETY: qs has 128 bytes; p*32 + 32 <= 128.
+            let v = unsafe { _mm256_loadu_si256(blk.qs.as_ptr().add(32 * p).cast()) };
+            let lo = _mm256_and_si256(v, low4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
+            w[p] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            sc[p] = _mm512_permutexvar_epi32(pair_idx[p], scales32);
+        }
+        let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(
+            (blk.d.to_bits() as u32 | (blk.dmin.to_bits() as u32) << 16) as i32,
+        ));
+        let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
+        for c in 0..C {
+            let mut isum = _mm512_setzero_si512();
+            for p in 0..4 {
+                // SAFETY: a[c].qs has 256 bytes; p*64 + 64 <= 256.
+                let y = unsafe { _mm512_loadu_si512(a[c].qs.as_ptr().add(64 * p).cast()) };
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], y);
+                isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot, sc[p]));
+            }
+            // SAFETY: bsums is 16 i16 = 32 bytes.
+            let bsums = unsafe { _mm256_loadu_si256(a[c].bsums.as_ptr().cast()) };
+            let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+            acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(d * a[c].d), _mm512_cvtepi32_ps(isum), acc[c]);
+            acc_min[c] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a[c].d), msum, acc_min[c]);
+        }
+    }
+    for c in 0..C {
+        let m = acc_min[c];
+        let s = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let min_sum = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+        out[c] = _mm512_reduce_add_ps(acc[c]) - min_sum;
+    }
+}
