@@ -180,8 +180,46 @@ impl Kernels for BlockQ4K {
 }
 scalar_only!(BlockQ3K, "gemv_q3_k_q8_k");
 scalar_only!(BlockQ2K, "gemv_q2_k_q8_k");
-scalar_only!(BlockQ4_0, "gemv_q4_0_q8_0");
-scalar_only!(BlockQ8_0, "gemv_q8_0_q8_0");
+
+impl Kernels for BlockQ4_0 {
+    fn row_kernels() -> Vec<RowKernel<Self>> {
+        #[allow(unused_mut)]
+        let mut v = vec![RowKernel {
+            name: "gemv_q4_0_q8_0",
+            isa: Isa::Scalar,
+            cols: 1,
+            f: scalar::row_dot::<BlockQ4_0>,
+        }];
+        #[cfg(target_arch = "x86_64")]
+        v.push(RowKernel {
+            name: "gemv_q4_0_q8_0_x4",
+            isa: Isa::Avx2,
+            cols: crate::x86_avx2::q8_0::COLS,
+            f: crate::x86_avx2::q8_0::gemv_q4_0_q8_0_x4,
+        });
+        v
+    }
+}
+
+impl Kernels for BlockQ8_0 {
+    fn row_kernels() -> Vec<RowKernel<Self>> {
+        #[allow(unused_mut)]
+        let mut v = vec![RowKernel {
+            name: "gemv_q8_0_q8_0",
+            isa: Isa::Scalar,
+            cols: 1,
+            f: scalar::row_dot::<BlockQ8_0>,
+        }];
+        #[cfg(target_arch = "x86_64")]
+        v.push(RowKernel {
+            name: "gemv_q8_0_q8_0_x4",
+            isa: Isa::Avx2,
+            cols: crate::x86_avx2::q8_0::COLS,
+            f: crate::x86_avx2::q8_0::gemv_q8_0_q8_0_x4,
+        });
+        v
+    }
+}
 
 /// The ISA of the kernel `format` runs on here (for `llmkernel info`).
 pub fn select(format: Format) -> Result<Isa> {

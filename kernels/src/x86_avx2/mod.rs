@@ -2,6 +2,7 @@
 //! functions reached only through the registry, which checks the CPU first.
 
 pub mod q4_k;
+pub mod q8_0;
 
 use std::arch::x86_64::*;
 

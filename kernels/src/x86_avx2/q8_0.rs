@@ -1,0 +1,117 @@
+//! Q4_0 x Q8_0 and Q8_0 x Q8_0 on AVX2: one weight row against up to [`COLS`]
+//! activation columns. Blocks are 32 values with one f16 scale each.
+//!
+//! Signed x signed bytes through `vpmaddubsw` (unsigned x signed): multiply
+//! |w| by y with w's sign moved onto y (`vpsignb`), as ggml does. Each block's
+//! products reduce exactly into 8 i32 lanes; lanes are scaled by `d_w * d_y`
+//! and accumulated in f32, summed once per row.
+
+use super::hsum_ps;
+use crate::formats::{BlockQ4_0, BlockQ8_0};
+use std::arch::x86_64::*;
+
+/// Activation columns per call.
+pub const COLS: usize = 4;
+
+/// A 32-value block with an f16 scale: its code bytes, packed as nibbles or not.
+/// (Plain data access: the intrinsics stay inside the `#[target_feature]` kernel,
+/// where they inline.)
+trait Block32 {
+    /// 4-bit codes offset by 8 (Q4_0), or signed bytes (Q8_0).
+    const NIBBLES: bool;
+    fn codes(&self) -> *const u8;
+    fn d_bits(&self) -> u16;
+}
+
+impl Block32 for BlockQ8_0 {
+    const NIBBLES: bool = false;
+    fn codes(&self) -> *const u8 {
+        self.qs.as_ptr().cast()
+    }
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+}
+
+impl Block32 for BlockQ4_0 {
+    const NIBBLES: bool = true;
+    fn codes(&self) -> *const u8 {
+        self.qs.as_ptr()
+    }
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+}
+
+/// An f16 scale broadcast to eight f32 lanes by F16C. (Converting a single
+/// value instead, LLVM inserts it into whatever zeroed register is at hand,
+/// the accumulator here, and chains every block on the previous FMA.)
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_splat(bits: u16) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(bits as i16))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn cols<W: Block32, const C: usize>(row: &[W], acts: &[&[BlockQ8_0]], out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let ones = _mm256_set1_epi16(1);
+    let low4 = _mm256_set1_epi8(0x0F);
+    let eight = _mm256_set1_epi8(8);
+    for (i, b) in row.iter().enumerate() {
+        let w = if W::NIBBLES {
+            // SAFETY: Q4_0 has 16 code bytes. Low nibbles are values 0..16, high 16..32.
+            let v = unsafe { _mm_loadu_si128(b.codes().cast()) };
+            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
+            _mm256_sub_epi8(_mm256_and_si256(both, low4), eight)
+        } else {
+            // SAFETY: Q8_0 has 32 code bytes.
+            unsafe { _mm256_loadu_si256(b.codes().cast()) }
+        };
+        let aw = _mm256_sign_epi8(w, w);
+        let dw = f16_splat(b.d_bits());
+        for c in 0..C {
+            // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+            let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
+            // SAFETY: a.qs is 32 bytes.
+            let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+            let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w)), ones);
+            acc[c] = _mm256_fmadd_ps(
+                _mm256_mul_ps(dw, f16_splat(a.d.to_bits())),
+                _mm256_cvtepi32_ps(dot),
+                acc[c],
+            );
+        }
+    }
+    for c in 0..C {
+        out[c] = hsum_ps(acc[c]);
+    }
+}
+
+macro_rules! entry {
+    ($name:ident, $w:ty) => {
+        /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
+        ///
+        /// # Safety
+        /// The CPU must have AVX2, FMA and F16C; `out.len() == acts.len() <= COLS`,
+        /// and every `acts[c]` has `row.len()` blocks.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $name(row: &[$w], acts: &[&[BlockQ8_0]], out: &mut [f32]) {
+            debug_assert!(acts.len() <= COLS && out.len() == acts.len());
+            // SAFETY: forwarded contract; each arm passes exactly C columns.
+            unsafe {
+                match acts.len() {
+                    1 => cols::<$w, 1>(row, acts, out),
+                    2 => cols::<$w, 2>(row, acts, out),
+                    3 => cols::<$w, 3>(row, acts, out),
+                    4 => cols::<$w, 4>(row, acts, out),
+                    _ => {}
+                }
+            }
+        }
+    };
+}
+
+entry!(gemv_q8_0_q8_0_x4, BlockQ8_0);
+entry!(gemv_q4_0_q8_0_x4, BlockQ4_0);
