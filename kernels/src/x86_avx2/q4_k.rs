@@ -105,22 +105,20 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
                 }
             }
         }
-        // d and dmin are adjacent f16s: one hardware conversion for both (exact, like to_f32).
-        let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(
+        // d and dmin are adjacent f16s: one conversion of both, broadcast to all
+        // lanes (a single-lane conversion lands on the accumulator's dependency chain).
+        let dd = _mm256_cvtph_ps(_mm_set1_epi32(
             (b.d.to_bits() as u32 | (b.dmin.to_bits() as u32) << 16) as i32,
         ));
-        let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
+        let (d, dmin) = (_mm256_moveldup_ps(dd), _mm256_movehdup_ps(dd));
         for c in 0..C {
             // SAFETY: bsums is 16 i16 = 32 bytes.
             let bsums = unsafe { _mm256_loadu_si256(a[c].bsums.as_ptr().cast()) };
             let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
+            let dy = _mm256_set1_ps(a[c].d);
             // Lanes hold exact integer sums; scale and min terms go into one float lane sum.
-            acc[c] = _mm256_fmadd_ps(
-                _mm256_set1_ps(d * a[c].d),
-                _mm256_cvtepi32_ps(isum[c]),
-                acc[c],
-            );
-            acc[c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * a[c].d), msum, acc[c]);
+            acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum[c]), acc[c]);
+            acc[c] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), msum, acc[c]);
         }
     }
     for c in 0..C {

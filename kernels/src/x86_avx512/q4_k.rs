@@ -66,10 +66,13 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
             w[p] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
             sc[p] = _mm512_permutexvar_epi32(pair_idx[p], scales32);
         }
-        let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(
+        // d and dmin, converted together and broadcast (see the AVX2 kernel).
+        let dd = _mm256_cvtph_ps(_mm_set1_epi32(
             (blk.d.to_bits() as u32 | (blk.dmin.to_bits() as u32) << 16) as i32,
         ));
-        let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
+        let (d8, dmin) = (_mm256_moveldup_ps(dd), _mm256_movehdup_ps(dd));
+        let d = _mm512_castps256_ps512(d8);
+        let d = _mm512_shuffle_f32x4::<0b01_00_01_00>(d, d);
         for c in 0..C {
             let mut isum = _mm512_setzero_si512();
             for p in 0..4 {
@@ -81,8 +84,16 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
             // SAFETY: bsums is 16 i16 = 32 bytes.
             let bsums = unsafe { _mm256_loadu_si256(a[c].bsums.as_ptr().cast()) };
             let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins));
-            acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(d * a[c].d), _mm512_cvtepi32_ps(isum), acc[c]);
-            acc_min[c] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a[c].d), msum, acc_min[c]);
+            acc[c] = _mm512_fmadd_ps(
+                _mm512_mul_ps(d, _mm512_set1_ps(a[c].d)),
+                _mm512_cvtepi32_ps(isum),
+                acc[c],
+            );
+            acc_min[c] = _mm256_fmadd_ps(
+                _mm256_mul_ps(dmin, _mm256_set1_ps(a[c].d)),
+                msum,
+                acc_min[c],
+            );
         }
     }
     for c in 0..C {
