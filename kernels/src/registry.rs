@@ -136,90 +136,35 @@ pub trait Kernels: WeightBlock {
     }
 }
 
-macro_rules! scalar_only {
-    ($block:ty, $name:expr) => {
+/// Registers a format's kernels: its scalar reference, then SIMD kernels per
+/// architecture, lowest ISA first.
+macro_rules! register {
+    ($block:ty, $scalar:literal, x86_64: [$(($isa:ident, $name:literal, $module:ident :: $file:ident :: $f:ident)),* $(,)?]) => {
         impl Kernels for $block {
             fn row_kernels() -> Vec<RowKernel<Self>> {
-                vec![RowKernel {
+                #[allow(unused_mut)]
+                let mut v = vec![RowKernel { name: $scalar, isa: Isa::Scalar, cols: 1, f: scalar::row_dot::<$block> }];
+                #[cfg(target_arch = "x86_64")]
+                v.extend([$(RowKernel {
                     name: $name,
-                    isa: Isa::Scalar,
-                    cols: 1,
-                    f: scalar::row_dot::<$block>,
-                }]
+                    isa: Isa::$isa,
+                    cols: crate::$module::$file::COLS,
+                    f: crate::$module::$file::$f,
+                }),*]);
+                v
             }
         }
     };
 }
 
-impl Kernels for BlockQ4K {
-    fn row_kernels() -> Vec<RowKernel<Self>> {
-        #[allow(unused_mut)]
-        let mut v = vec![RowKernel {
-            name: "gemv_q4_k_q8_k",
-            isa: Isa::Scalar,
-            cols: 1,
-            f: scalar::row_dot::<BlockQ4K>,
-        }];
-        #[cfg(target_arch = "x86_64")]
-        v.extend([
-            RowKernel {
-                name: "gemv_q4_k_q8_k_x4",
-                isa: Isa::Avx2,
-                cols: crate::x86_avx2::q4_k::COLS,
-                f: crate::x86_avx2::q4_k::gemv_q4_k_q8_k_x4,
-            },
-            RowKernel {
-                name: "gemv_q4_k_q8_k_x4",
-                isa: Isa::Avx512,
-                cols: crate::x86_avx512::q4_k::COLS,
-                f: crate::x86_avx512::q4_k::gemv_q4_k_q8_k_x4,
-            },
-        ]);
-        v
-    }
-}
-scalar_only!(BlockQ3K, "gemv_q3_k_q8_k");
-scalar_only!(BlockQ2K, "gemv_q2_k_q8_k");
-
-impl Kernels for BlockQ4_0 {
-    fn row_kernels() -> Vec<RowKernel<Self>> {
-        #[allow(unused_mut)]
-        let mut v = vec![RowKernel {
-            name: "gemv_q4_0_q8_0",
-            isa: Isa::Scalar,
-            cols: 1,
-            f: scalar::row_dot::<BlockQ4_0>,
-        }];
-        #[cfg(target_arch = "x86_64")]
-        v.push(RowKernel {
-            name: "gemv_q4_0_q8_0_x4",
-            isa: Isa::Avx2,
-            cols: crate::x86_avx2::q8_0::COLS,
-            f: crate::x86_avx2::q8_0::gemv_q4_0_q8_0_x4,
-        });
-        v
-    }
-}
-
-impl Kernels for BlockQ8_0 {
-    fn row_kernels() -> Vec<RowKernel<Self>> {
-        #[allow(unused_mut)]
-        let mut v = vec![RowKernel {
-            name: "gemv_q8_0_q8_0",
-            isa: Isa::Scalar,
-            cols: 1,
-            f: scalar::row_dot::<BlockQ8_0>,
-        }];
-        #[cfg(target_arch = "x86_64")]
-        v.push(RowKernel {
-            name: "gemv_q8_0_q8_0_x4",
-            isa: Isa::Avx2,
-            cols: crate::x86_avx2::q8_0::COLS,
-            f: crate::x86_avx2::q8_0::gemv_q8_0_q8_0_x4,
-        });
-        v
-    }
-}
+register!(BlockQ4K, "gemv_q4_k_q8_k", x86_64: [
+    (Avx2, "gemv_q4_k_q8_k_x4", x86_avx2::q4_k::gemv_q4_k_q8_k_x4),
+    (Avx512, "gemv_q4_k_q8_k_x4", x86_avx512::q4_k::gemv_q4_k_q8_k_x4),
+]);
+register!(BlockQ3K, "gemv_q3_k_q8_k", x86_64: [(Avx2, "gemv_q3_k_q8_k_x4", x86_avx2::q2_k::gemv_q3_k_q8_k_x4)]);
+register!(BlockQ2K, "gemv_q2_k_q8_k", x86_64: [(Avx2, "gemv_q2_k_q8_k_x4", x86_avx2::q2_k::gemv_q2_k_q8_k_x4)]);
+register!(BlockQ4_0, "gemv_q4_0_q8_0", x86_64: [(Avx2, "gemv_q4_0_q8_0_x4", x86_avx2::q8_0::gemv_q4_0_q8_0_x4)]);
+register!(BlockQ8_0, "gemv_q8_0_q8_0", x86_64: [(Avx2, "gemv_q8_0_q8_0_x4", x86_avx2::q8_0::gemv_q8_0_q8_0_x4)]);
 
 /// The ISA of the kernel `format` runs on here (for `llmkernel info`).
 pub fn select(format: Format) -> Result<Isa> {

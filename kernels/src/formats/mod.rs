@@ -14,7 +14,7 @@ mod q8_0;
 mod q8_k;
 
 pub use q2_k::{dequantize_row_q2_k, vec_dot_q2_k_q8_k, BlockQ2K};
-pub use q3_k::{dequantize_row_q3_k, vec_dot_q3_k_q8_k, BlockQ3K};
+pub use q3_k::{dequantize_row_q3_k, scales_q3_k, vec_dot_q3_k_q8_k, BlockQ3K};
 pub use q4_0::{dequantize_row_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0};
 pub use q4_k::{dequantize_row_q4_k, scale_min_k4, vec_dot_q4_k_q8_k, BlockQ4K};
 pub use q8_0::{
