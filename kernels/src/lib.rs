@@ -2,6 +2,8 @@
 //! spec, the fallback and the test oracle), CPU feature detection and kernel
 //! selection. Pure Rust: no C, no FFI.
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64_neon;
 pub mod cpu;
 pub mod error;
 pub mod formats;

@@ -109,10 +109,17 @@ fn every_kernel_matches_the_scalar_reference() {
             std::env::consts::ARCH
         );
     }
-    if cfg!(target_arch = "x86_64") && Isa::Avx2.supported(&CpuFeatures::get()) {
+    let cpu = CpuFeatures::get();
+    if cfg!(target_arch = "x86_64") && Isa::Avx2.supported(&cpu) {
         assert!(
             ran.iter().any(|k| k.contains("(avx2)")),
             "an AVX2 CPU must run the AVX2 kernels"
+        );
+    }
+    if cfg!(target_arch = "aarch64") && Isa::Neon.supported(&cpu) {
+        assert!(
+            ran.iter().any(|k| k.contains("(neon)")),
+            "a NEON CPU must run the NEON kernels"
         );
     }
 }

@@ -9,7 +9,7 @@
 mod q2_k;
 mod q3_k;
 mod q4_0;
-mod q4_k;
+pub mod q4_k;
 mod q8_0;
 mod q8_k;
 

@@ -40,6 +40,30 @@ pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     }
 }
 
+/// The 8 sub-block scales (bytes 0..8) and 8 mins (bytes 8..16) of a block,
+/// decoded four at a time from the 12 packed bytes (what [`crate::formats::scale_min_k4`]
+/// does one at a time; the SIMD kernels' form).
+#[inline(always)]
+pub fn scales_mins(s: &[u8; 12]) -> [u8; 16] {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (u0, u1, u2) = (w(0), w(4), w(8));
+    let scales_lo = u0 & K1;
+    let scales_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
+    let mins_lo = u1 & K1;
+    let mins_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
+    let mut out = [0u8; 16];
+    for (i, v) in [scales_lo, scales_hi, mins_lo, mins_hi]
+        .into_iter()
+        .enumerate()
+    {
+        out[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 /// Mirrors ggml's `dequantize_row_q4_K`.
 pub fn dequantize_row_q4_k(x: &[BlockQ4K], y: &mut [f32]) -> Result<()> {
     check_out(Format::Q4K, x.len(), y.len())?;
@@ -103,4 +127,28 @@ fn block_magnitude(a: &BlockQ4K, b: &BlockQ8K) -> f32 {
         mabs += m as i32 * ((b.bsums[2 * j] as i32).abs() + (b.bsums[2 * j + 1] as i32).abs());
     }
     magnitude(a.d.to_f32() * b.d, iabs, a.dmin.to_f32() * b.d, mabs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_mins_matches_scale_min_k4() {
+        let mut s = [0u8; 12];
+        for seed in 0u32..2000 {
+            for (i, b) in s.iter_mut().enumerate() {
+                *b = (seed.wrapping_mul(2654435761).rotate_left(i as u32 * 5) >> 7) as u8
+                    ^ (i as u8 * 37);
+            }
+            let sm = scales_mins(&s);
+            for j in 0..8 {
+                assert_eq!(
+                    (sm[j], sm[8 + j]),
+                    scale_min_k4(j, &s),
+                    "bytes {s:?}, sub-block {j}"
+                );
+            }
+        }
+    }
 }

@@ -9,35 +9,12 @@
 //! float summation order (bounded by `dot_magnitude`).
 
 use super::hsum_ps;
+use crate::formats::q4_k::scales_mins;
 use crate::formats::{BlockQ4K, BlockQ8K};
 use std::arch::x86_64::*;
 
 /// Activation columns per call.
 pub const COLS: usize = 4;
-
-/// The 8 sub-block scales (bytes 0..8) and 8 mins (bytes 8..16) of a block,
-/// decoded four at a time from the 12 packed bytes (what [`crate::formats::scale_min_k4`]
-/// does one at a time).
-#[inline(always)]
-pub(crate) fn scales_mins(s: &[u8; 12]) -> [u8; 16] {
-    const K1: u32 = 0x3f3f_3f3f;
-    const K2: u32 = 0x0f0f_0f0f;
-    const K3: u32 = 0x0303_0303;
-    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
-    let (u0, u1, u2) = (w(0), w(4), w(8));
-    let scales_lo = u0 & K1;
-    let scales_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
-    let mins_lo = u1 & K1;
-    let mins_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
-    let mut out = [0u8; 16];
-    for (i, v) in [scales_lo, scales_hi, mins_lo, mins_hi]
-        .into_iter()
-        .enumerate()
-    {
-        out[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
-    }
-    out
-}
 
 /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
 ///
@@ -123,30 +100,5 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
     }
     for c in 0..C {
         out[c] = hsum_ps(acc[c]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::formats::scale_min_k4;
-
-    #[test]
-    fn scales_mins_matches_scale_min_k4() {
-        let mut s = [0u8; 12];
-        for seed in 0u32..2000 {
-            for (i, b) in s.iter_mut().enumerate() {
-                *b = (seed.wrapping_mul(2654435761).rotate_left(i as u32 * 5) >> 7) as u8
-                    ^ (i as u8 * 37);
-            }
-            let sm = scales_mins(&s);
-            for j in 0..8 {
-                assert_eq!(
-                    (sm[j], sm[8 + j]),
-                    scale_min_k4(j, &s),
-                    "bytes {s:?}, sub-block {j}"
-                );
-            }
-        }
     }
 }

@@ -8,8 +8,8 @@
 //! sub-block scales are applied to the exact i32 lane sums with `vpmulld`, so
 //! each block still reduces to exact integers before its one float scaling.
 
+use crate::formats::q4_k::scales_mins;
 use crate::formats::{BlockQ4K, BlockQ8K};
-use crate::x86_avx2::q4_k::scales_mins;
 use std::arch::x86_64::*;
 
 /// Activation columns per call.
