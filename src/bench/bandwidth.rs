@@ -6,8 +6,15 @@
 
 use std::time::Instant;
 
-/// Bytes read per measurement: far beyond any last-level cache.
-const BYTES: usize = 1 << 30;
+/// Bytes read per measurement: far beyond any last-level cache. Tests shrink it
+/// with `LLMKERNEL_BANDWIDTH_BYTES` (the figure is then not a DRAM ceiling).
+pub fn probe_bytes() -> usize {
+    std::env::var("LLMKERNEL_BANDWIDTH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30)
+        .max(1 << 16)
+}
 
 pub struct Bandwidth {
     /// Best read rate in GB/s (1e9 bytes per second).
@@ -62,7 +69,8 @@ fn variants() -> Vec<(&'static str, fn(&[u64]) -> u64)> {
 /// Measures the best streaming-read rate with 1..=`threads` threads.
 pub fn measure(threads: usize) -> Bandwidth {
     use rayon::prelude::*;
-    let data: Vec<u64> = (0..BYTES / 8).map(|i| i as u64 | 1).collect();
+    let bytes = probe_bytes();
+    let data: Vec<u64> = (0..bytes / 8).map(|i| i as u64 | 1).collect();
     let mut best = Bandwidth {
         gbps: 0.0,
         how: String::new(),
@@ -83,7 +91,7 @@ pub fn measure(threads: usize) -> Bandwidth {
                 });
                 let secs = start.elapsed().as_secs_f64();
                 std::hint::black_box(s);
-                let gbps = BYTES as f64 / secs / 1e9;
+                let gbps = (data.len() * 8) as f64 / secs / 1e9;
                 if gbps > best.gbps {
                     best = Bandwidth {
                         gbps,

@@ -103,7 +103,10 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
         }
     }
     let max_threads = opts.threads.iter().copied().max().unwrap_or(1);
-    eprintln!("measuring read bandwidth (1 GiB streaming read)...");
+    eprintln!(
+        "measuring read bandwidth (streaming read of {} MiB)...",
+        bandwidth::probe_bytes() >> 20
+    );
     let bw = bandwidth::measure(max_threads);
     if !opts.json {
         println!("llmkernel bench — commit {}", info::llmkernel_commit());

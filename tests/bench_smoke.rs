@@ -1,0 +1,136 @@
+//! `llmkernel bench` end to end, bounded for CI. In process (so it also runs on
+//! aarch64 under qemu): every format on small shapes, each case's output within
+//! llama.cpp's MUL_MAT bound (NMSE 5e-4) of ggml's, in fact within 1e-6 since
+//! activations are quantized exactly as ggml quantizes them, and each case's
+//! JSON well formed. Through the built binary, where this host can run it: the
+//! JSON lines and the errors for bad arguments. Speed is never asserted.
+
+use llmkernel::bench::{self, Options};
+use llmkernel::kernels::Format;
+use std::process::Command;
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len()
+        + 3;
+    let rest = &line[start..];
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end].trim_matches('"')
+}
+
+const KEYS: [&str; 13] = [
+    "format", "m", "k", "batch", "threads", "isa", "ggml_ms", "ours_ms", "speedup", "gbps",
+    "bw_frac", "gflops", "nmse",
+];
+
+fn check_json_line(line: &str) {
+    assert!(
+        line.starts_with('{') && line.ends_with('}'),
+        "not a JSON object: {line}"
+    );
+    for key in KEYS {
+        field(line, key);
+    }
+    let nmse: f64 = field(line, "nmse").parse().unwrap();
+    assert!(nmse < 1e-6, "NMSE {nmse} against ggml: {line}");
+    let ms: f64 = field(line, "ours_ms").parse().unwrap();
+    assert!(ms > 0.0 && ms.is_finite(), "{line}");
+}
+
+#[test]
+fn every_format_agrees_with_ggml_in_process() {
+    std::env::set_var("LLMKERNEL_BANDWIDTH_BYTES", "16777216");
+    let opts = Options {
+        formats: Format::WEIGHTS.to_vec(),
+        shapes: vec![(256, 512), (96, 1024)],
+        batches: vec![1, 3, 17],
+        threads: vec![1, 2],
+        isa: None,
+        reps: 1,
+        json: true,
+    };
+    let cases = bench::run(&opts).unwrap();
+    assert_eq!(cases.len(), 5 * 2 * 3 * 2);
+    for c in &cases {
+        check_json_line(&c.json());
+    }
+}
+
+/// The built binary, if this host can execute it (not an aarch64 binary on x86
+/// without binfmt_misc, as when the tests themselves run under qemu-user).
+fn binary() -> Option<Command> {
+    let bin = env!("CARGO_BIN_EXE_llmkernel");
+    match Command::new(bin).arg("--version").output() {
+        Ok(o) if o.status.success() => Some(Command::new(bin)),
+        _ => {
+            eprintln!("note: {bin} cannot be executed on this host; the CLI checks run in the native test run");
+            None
+        }
+    }
+}
+
+#[test]
+fn cli_json_lines() {
+    let Some(mut cmd) = binary() else { return };
+    let out = cmd
+        .env("LLMKERNEL_BANDWIDTH_BYTES", "16777216")
+        .args([
+            "bench",
+            "--format",
+            "q4_k,q8_0",
+            "--shape",
+            "64x512",
+            "--batch",
+            "1,5",
+            "--threads",
+            "2",
+            "--reps",
+            "1",
+        ])
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        2 * 2,
+        "one JSON line per case:\n{stdout}"
+    );
+    stdout.lines().for_each(check_json_line);
+}
+
+#[test]
+fn cli_rejects_bad_arguments_with_a_clear_error() {
+    if binary().is_none() {
+        return;
+    }
+    for (args, want) in [
+        (vec!["bench", "--format", "q5_k"], "unknown weight format"),
+        (
+            vec!["bench", "--shape", "256x300", "--batch", "1"],
+            "not a multiple of the block size",
+        ),
+        (vec!["bench", "--shape", "4096"], "expected MxK"),
+        (vec!["bench", "--isa", "sse9"], "unknown ISA"),
+        (vec!["bench", "--batch", "0"], "must be positive"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_llmkernel"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            stderr.contains(want),
+            "{args:?}: expected {want:?} in: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    }
+}
