@@ -141,7 +141,7 @@ pub trait Kernels: WeightBlock {
 macro_rules! register {
     ($block:ty, $scalar:literal,
      x86_64: [$(($isa:ident, $name:literal, $module:ident :: $file:ident :: $f:ident)),* $(,)?],
-     aarch64: [$(($aisa:ident, $aname:literal, $amodule:ident :: $afile:ident :: $af:ident)),* $(,)?]) => {
+     aarch64: [$(($aisa:ident, $aname:literal, $amodule:ident :: $afile:ident :: $aset:ident :: $af:ident)),* $(,)?]) => {
         impl Kernels for $block {
             fn row_kernels() -> Vec<RowKernel<Self>> {
                 #[allow(unused_mut)]
@@ -158,7 +158,7 @@ macro_rules! register {
                     name: $aname,
                     isa: Isa::$aisa,
                     cols: crate::$amodule::$afile::COLS,
-                    f: crate::$amodule::$afile::$af,
+                    f: crate::$amodule::$afile::$aset::$af,
                 }),*]);
                 v
             }
@@ -167,11 +167,14 @@ macro_rules! register {
 }
 
 register!(BlockQ4K, "gemv_q4_k_q8_k",
-    x86_64: [
-        (Avx2, "gemv_q4_k_q8_k_x4", x86_avx2::q4_k::gemv_q4_k_q8_k_x4),
-        (Avx512, "gemv_q4_k_q8_k_x4", x86_avx512::q4_k::gemv_q4_k_q8_k_x4),
-    ],
-    aarch64: [(Neon, "gemv_q4_k_q8_k_x4", aarch64_neon::q4_k::gemv_q4_k_q8_k_x4)]);
+x86_64: [
+    (Avx2, "gemv_q4_k_q8_k_x4", x86_avx2::q4_k::gemv_q4_k_q8_k_x4),
+    (Avx512, "gemv_q4_k_q8_k_x4", x86_avx512::q4_k::gemv_q4_k_q8_k_x4),
+],
+aarch64: [
+    (Neon, "gemv_q4_k_q8_k_x4", aarch64_neon::q4_k::neon::gemv_q4_k_q8_k_x4),
+    (Dotprod, "gemv_q4_k_q8_k_x4", aarch64_neon::q4_k::dotprod::gemv_q4_k_q8_k_x4),
+]);
 register!(BlockQ3K, "gemv_q3_k_q8_k",
     x86_64: [(Avx2, "gemv_q3_k_q8_k_x4", x86_avx2::q2_k::gemv_q3_k_q8_k_x4)],
     aarch64: []);
@@ -179,11 +182,17 @@ register!(BlockQ2K, "gemv_q2_k_q8_k",
     x86_64: [(Avx2, "gemv_q2_k_q8_k_x4", x86_avx2::q2_k::gemv_q2_k_q8_k_x4)],
     aarch64: []);
 register!(BlockQ4_0, "gemv_q4_0_q8_0",
-    x86_64: [(Avx2, "gemv_q4_0_q8_0_x4", x86_avx2::q8_0::gemv_q4_0_q8_0_x4)],
-    aarch64: [(Neon, "gemv_q4_0_q8_0_x4", aarch64_neon::q8_0::gemv_q4_0_q8_0_x4)]);
+x86_64: [(Avx2, "gemv_q4_0_q8_0_x4", x86_avx2::q8_0::gemv_q4_0_q8_0_x4)],
+aarch64: [
+    (Neon, "gemv_q4_0_q8_0_x4", aarch64_neon::q8_0::neon::gemv_q4_0_q8_0_x4),
+    (Dotprod, "gemv_q4_0_q8_0_x4", aarch64_neon::q8_0::dotprod::gemv_q4_0_q8_0_x4),
+]);
 register!(BlockQ8_0, "gemv_q8_0_q8_0",
-    x86_64: [(Avx2, "gemv_q8_0_q8_0_x4", x86_avx2::q8_0::gemv_q8_0_q8_0_x4)],
-    aarch64: [(Neon, "gemv_q8_0_q8_0_x4", aarch64_neon::q8_0::gemv_q8_0_q8_0_x4)]);
+x86_64: [(Avx2, "gemv_q8_0_q8_0_x4", x86_avx2::q8_0::gemv_q8_0_q8_0_x4)],
+aarch64: [
+    (Neon, "gemv_q8_0_q8_0_x4", aarch64_neon::q8_0::neon::gemv_q8_0_q8_0_x4),
+    (Dotprod, "gemv_q8_0_q8_0_x4", aarch64_neon::q8_0::dotprod::gemv_q8_0_q8_0_x4),
+]);
 
 /// The ISA of the kernel `format` runs on here (for `llmkernel info`).
 pub fn select(format: Format) -> Result<Isa> {
