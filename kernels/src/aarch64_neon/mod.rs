@@ -4,6 +4,7 @@
 //! four products into each i32 lane). Integer sums are exact either way. Entry
 //! points are `#[target_feature]` functions reached only through the registry.
 
+pub mod q2_k;
 pub mod q4_k;
 pub mod q8_0;
 
@@ -32,24 +33,35 @@ unsafe fn load32(p: *const i8) -> [int8x16_t; 2] {
     unsafe { [vld1q_s8(p), vld1q_s8(p.add(16))] }
 }
 
-/// [`dot32`] with `sdot` (ARMv8.2 dotprod). Inline assembly, because the
-/// `vdotq_s32` intrinsic is not stable in Rust yet.
+/// [`dot32`] with `sdot` (ARMv8.2 dotprod).
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
 fn sdot32(acc: int32x4_t, a: [int8x16_t; 2], b: [int8x16_t; 2]) -> int32x4_t {
+    sdot16(sdot16(acc, a[0], b[0]), a[1], b[1])
+}
+
+/// Adds the 16 products of `a` and `b` to four i32 lanes (baseline NEON).
+#[inline]
+#[target_feature(enable = "neon")]
+fn dot16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    vpadalq_s16(acc, vmull_high_s8(a, b))
+}
+
+/// [`dot16`] with `sdot` (ARMv8.2 dotprod), through inline assembly.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn sdot16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     let mut r = acc;
-    for h in 0..2 {
-        // SAFETY: sdot only reads a and b and accumulates into r; the dotprod
-        // feature is enabled for this function.
-        unsafe {
-            std::arch::asm!(
-                "sdot {r:v}.4s, {a:v}.16b, {b:v}.16b",
-                r = inout(vreg) r,
-                a = in(vreg) a[h],
-                b = in(vreg) b[h],
-                options(pure, nomem, nostack, preserves_flags)
-            )
-        };
-    }
+    // SAFETY: sdot only reads a and b and accumulates into r; dotprod is enabled.
+    unsafe {
+        std::arch::asm!(
+            "sdot {r:v}.4s, {a:v}.16b, {b:v}.16b",
+            r = inout(vreg) r,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
     r
 }

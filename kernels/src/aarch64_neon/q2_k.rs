@@ -1,0 +1,173 @@
+//! Q2_K and Q3_K x Q8_K on NEON (and NEON + dotprod): one weight row against
+//! up to [`COLS`] activation columns. As on x86 (see `x86_avx2::q2_k`): one
+//! shift-and-mask of 32 `qs` bytes gives the codes of 32 contiguous values,
+//! 16 of one sub-block and 16 of the next; Q3_K's codes are taken as
+//! `q + 4` (0..8) and centred afterwards with the activation block sums.
+
+use super::{dot16, sdot16};
+use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ8K};
+use std::arch::aarch64::*;
+
+/// Activation columns per call.
+pub const COLS: usize = 4;
+
+/// The kernels for one feature set (`$feat`) and its 16-byte dot product (`$dot`).
+macro_rules! kernels {
+    ($feat:literal, $dot:ident) => {
+        /// Adds `sum over the 8 (half, quarter) code vectors of sc * (codes . y)`
+        /// for each column; `codes[hs]` holds values `32 hs .. 32 hs + 32`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn block_dot<const C: usize>(
+            codes: &[[int8x16_t; 2]; 8],
+            scales: &[i8; 16],
+            a: &[&BlockQ8K; C],
+            isum: &mut [int32x4_t; C],
+        ) {
+            for (hs, q) in codes.iter().enumerate() {
+                for c in 0..C {
+                    for half in 0..2 {
+                        // SAFETY: a[c].qs has 256 bytes; 32 hs + 16 half + 16 <= 256.
+                        let y = unsafe { vld1q_s8(a[c].qs.as_ptr().add(32 * hs + 16 * half)) };
+                        let sub = 2 * hs + half;
+                        isum[c] = vmlaq_n_s32(
+                            isum[c],
+                            $dot(vdupq_n_s32(0), q[half], y),
+                            scales[sub] as i32,
+                        );
+                    }
+                }
+            }
+        }
+
+        /// The 2-bit codes of a block, per (half, quarter).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn low_codes(qs: &[u8; 64]) -> [[uint8x16_t; 2]; 8] {
+            let m3 = vdupq_n_u8(3);
+            let mut out = [[vdupq_n_u8(0); 2]; 8];
+            for h in 0..2 {
+                for half in 0..2 {
+                    // SAFETY: qs has 64 bytes; 32h + 16 half + 16 <= 64.
+                    let v = unsafe { vld1q_u8(qs.as_ptr().add(32 * h + 16 * half)) };
+                    out[4 * h][half] = vandq_u8(v, m3);
+                    out[4 * h + 1][half] = vandq_u8(vshrq_n_u8::<2>(v), m3);
+                    out[4 * h + 2][half] = vandq_u8(vshrq_n_u8::<4>(v), m3);
+                    out[4 * h + 3][half] = vshrq_n_u8::<6>(v);
+                }
+            }
+            out
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+            let mut acc = [vdupq_n_f32(0.0); C];
+            let mut acc_min = [0f32; C];
+            for (i, b) in row.iter().enumerate() {
+                // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+                let a: [&BlockQ8K; C] =
+                    std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
+                let scales: [i8; 16] = std::array::from_fn(|s| (b.scales[s] & 0x0F) as i8);
+                let codes = low_codes(&b.qs).map(|q| q.map(|v| vreinterpretq_s8_u8(v)));
+                let mut isum = [vdupq_n_s32(0); C];
+                // SAFETY: the feature is enabled here; shapes as documented.
+                unsafe { block_dot(&codes, &scales, &a, &mut isum) };
+                let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+                for c in 0..C {
+                    let msum: i32 = (0..16)
+                        .map(|s| (b.scales[s] >> 4) as i32 * a[c].bsums[s] as i32)
+                        .sum();
+                    acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum[c]), d * a[c].d);
+                    acc_min[c] += dmin * a[c].d * msum as f32;
+                }
+            }
+            for c in 0..C {
+                out[c] = vaddvq_f32(acc[c]) - acc_min[c];
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+            let mut acc = [vdupq_n_f32(0.0); C];
+            let four = vdupq_n_u8(4);
+            for (i, b) in row.iter().enumerate() {
+                // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+                let a: [&BlockQ8K; C] =
+                    std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
+                let scales = scales_q3_k(&b.scales);
+                // SAFETY: hmask has 32 bytes.
+                let hm = unsafe {
+                    [
+                        vld1q_u8(b.hmask.as_ptr()),
+                        vld1q_u8(b.hmask.as_ptr().add(16)),
+                    ]
+                };
+                let mut codes = [[vdupq_n_s8(0); 2]; 8];
+                for (hs, low) in low_codes(&b.qs).into_iter().enumerate() {
+                    // q' = low + 4 * (bit hs of hmask[l]) for value 32 hs + l.
+                    let bit = vdupq_n_u8(1 << hs);
+                    for half in 0..2 {
+                        let high = vandq_u8(vtstq_u8(hm[half], bit), four);
+                        codes[hs][half] = vreinterpretq_s8_u8(vaddq_u8(low[half], high));
+                    }
+                }
+                let mut isum = [vdupq_n_s32(0); C];
+                // SAFETY: the feature is enabled here; shapes as documented.
+                unsafe { block_dot(&codes, &scales, &a, &mut isum) };
+                let d = b.d.to_f32();
+                for c in 0..C {
+                    // The -4 centring: 4 * sum over sub-blocks of scale * bsum.
+                    let corr: i32 = (0..16)
+                        .map(|s| scales[s] as i32 * a[c].bsums[s] as i32)
+                        .sum();
+                    let exact = vsubq_s32(isum[c], vsetq_lane_s32::<0>(4 * corr, vdupq_n_s32(0)));
+                    acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(exact), d * a[c].d);
+                }
+            }
+            for c in 0..C {
+                out[c] = vaddvq_f32(acc[c]);
+            }
+        }
+
+        entry!(gemv_q2_k_q8_k_x4, BlockQ2K, q2_cols, $feat);
+        entry!(gemv_q3_k_q8_k_x4, BlockQ3K, q3_cols, $feat);
+    };
+}
+
+macro_rules! entry {
+    ($name:ident, $w:ty, $body:ident, $feat:literal) => {
+        /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
+        ///
+        /// # Safety
+        /// The CPU must have the features this module is built for;
+        /// `out.len() == acts.len() <= COLS`, and every `acts[c]` has `row.len()` blocks.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $name(row: &[$w], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+            debug_assert!(acts.len() <= COLS && out.len() == acts.len());
+            // SAFETY: forwarded contract; each arm passes exactly C columns.
+            unsafe {
+                match acts.len() {
+                    1 => $body::<1>(row, acts, out),
+                    2 => $body::<2>(row, acts, out),
+                    3 => $body::<3>(row, acts, out),
+                    4 => $body::<4>(row, acts, out),
+                    _ => {}
+                }
+            }
+        }
+    };
+}
+
+/// Baseline NEON.
+pub mod neon {
+    use super::*;
+    kernels!("neon", dot16);
+}
+
+/// NEON + dotprod (`sdot`).
+pub mod dotprod {
+    use super::*;
+    kernels!("neon,dotprod", sdot16);
+}
