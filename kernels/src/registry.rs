@@ -169,7 +169,7 @@ macro_rules! register {
 register!(BlockQ4K, "gemv_q4_k_q8_k",
 x86_64: [
     (Avx2, "gemv_q4_k_q8_k_x4", x86_avx2::q4_k::gemv_q4_k_q8_k_x4),
-    (Avx512, "gemv_q4_k_q8_k_x4", x86_avx512::q4_k::gemv_q4_k_q8_k_x4),
+    (Avx512, "gemv_q4_k_q8_k_x8", x86_avx512::q4_k::gemv_q4_k_q8_k_x8),
 ],
 aarch64: [
     (Neon, "gemv_q4_k_q8_k_x4", aarch64_neon::q4_k::neon::gemv_q4_k_q8_k_x4),

@@ -12,8 +12,9 @@ use crate::formats::q4_k::scales_mins;
 use crate::formats::{BlockQ4K, BlockQ8K};
 use std::arch::x86_64::*;
 
-/// Activation columns per call.
-pub const COLS: usize = 4;
+/// Activation columns per call: 32 vector registers hold the unpacked block
+/// (8) and two accumulators per column (16) with room for temporaries.
+pub const COLS: usize = 8;
 
 /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
 ///
@@ -21,7 +22,7 @@ pub const COLS: usize = 4;
 /// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C;
 /// `out.len() == acts.len() <= COLS`, and every `acts[c]` has `row.len()` blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn gemv_q4_k_q8_k_x4(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+pub unsafe fn gemv_q4_k_q8_k_x8(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
     debug_assert!(acts.len() <= COLS && out.len() == acts.len());
     // SAFETY: forwarded contract; each arm passes exactly C columns.
     unsafe {
@@ -30,6 +31,10 @@ pub unsafe fn gemv_q4_k_q8_k_x4(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mu
             2 => cols::<2>(row, acts, out),
             3 => cols::<3>(row, acts, out),
             4 => cols::<4>(row, acts, out),
+            5 => cols::<5>(row, acts, out),
+            6 => cols::<6>(row, acts, out),
+            7 => cols::<7>(row, acts, out),
+            8 => cols::<8>(row, acts, out),
             _ => {}
         }
     }
