@@ -188,13 +188,19 @@ aarch64: [
     (Dotprod, "gemv_q2_k_q8_k_x4", aarch64_neon::q2_k::dotprod::gemv_q2_k_q8_k_x4),
 ]);
 register!(BlockQ4_0, "gemv_q4_0_q8_0",
-x86_64: [(Avx2, "gemv_q4_0_q8_0_x4", x86_avx2::q8_0::gemv_q4_0_q8_0_x4)],
+x86_64: [
+        (Avx2, "gemv_q4_0_q8_0_x4", x86_avx2::q8_0::gemv_q4_0_q8_0_x4),
+        (Avx512, "gemv_q4_0_q8_0_x4", x86_avx512::q8_0::gemv_q4_0_q8_0_x4),
+    ],
 aarch64: [
     (Neon, "gemv_q4_0_q8_0_x4", aarch64_neon::q8_0::neon::gemv_q4_0_q8_0_x4),
     (Dotprod, "gemv_q4_0_q8_0_x4", aarch64_neon::q8_0::dotprod::gemv_q4_0_q8_0_x4),
 ]);
 register!(BlockQ8_0, "gemv_q8_0_q8_0",
-x86_64: [(Avx2, "gemv_q8_0_q8_0_x4", x86_avx2::q8_0::gemv_q8_0_q8_0_x4)],
+x86_64: [
+        (Avx2, "gemv_q8_0_q8_0_x4", x86_avx2::q8_0::gemv_q8_0_q8_0_x4),
+        (Avx512, "gemv_q8_0_q8_0_x4", x86_avx512::q8_0::gemv_q8_0_q8_0_x4),
+    ],
 aarch64: [
     (Neon, "gemv_q8_0_q8_0_x4", aarch64_neon::q8_0::neon::gemv_q8_0_q8_0_x4),
     (Dotprod, "gemv_q8_0_q8_0_x4", aarch64_neon::q8_0::dotprod::gemv_q8_0_q8_0_x4),

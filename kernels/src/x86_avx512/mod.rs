@@ -4,3 +4,4 @@
 //! checks the CPU first.
 
 pub mod q4_k;
+pub mod q8_0;

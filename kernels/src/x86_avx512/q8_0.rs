@@ -1,0 +1,170 @@
+//! Q4_0 x Q8_0 and Q8_0 x Q8_0 with AVX-512 VNNI: two 32-value blocks per
+//! 512-bit vector, one weight row against up to [`COLS`] activation columns.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes. The activations are made
+//! unsigned by adding 128 (`y ^ 0x80`); the excess `128 * sum(w)` depends on
+//! the weights only, so it is computed once per block pair (`vpdpbusd` of ones
+//! and w) and subtracted from every column's lanes: exact i32 block sums with
+//! one `vpdpbusd` per 64 products, and no per-column sign juggling.
+
+use crate::formats::{BlockQ4_0, BlockQ8_0};
+use std::arch::x86_64::*;
+
+/// Activation columns per call.
+pub const COLS: usize = 4;
+
+/// A 32-value block with an f16 scale: its code bytes, packed as nibbles or not.
+trait Block32 {
+    /// 4-bit codes offset by 8 (Q4_0), or signed bytes (Q8_0).
+    const NIBBLES: bool;
+    fn codes(&self) -> *const u8;
+    fn d_bits(&self) -> u16;
+}
+
+impl Block32 for BlockQ8_0 {
+    const NIBBLES: bool = false;
+    fn codes(&self) -> *const u8 {
+        self.qs.as_ptr().cast()
+    }
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+}
+
+impl Block32 for BlockQ4_0 {
+    const NIBBLES: bool = true;
+    fn codes(&self) -> *const u8 {
+        self.qs.as_ptr()
+    }
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+}
+
+/// The 32 signed codes of a block.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn weights<W: Block32>(b: &W) -> __m256i {
+    if W::NIBBLES {
+        // SAFETY: Q4_0 has 16 code bytes. Low nibbles are values 0..16, high 16..32.
+        let v = unsafe { _mm_loadu_si128(b.codes().cast()) };
+        let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
+        _mm256_sub_epi8(
+            _mm256_and_si256(both, _mm256_set1_epi8(0x0F)),
+            _mm256_set1_epi8(8),
+        )
+    } else {
+        // SAFETY: Q8_0 has 32 code bytes.
+        unsafe { _mm256_loadu_si256(b.codes().cast()) }
+    }
+}
+
+/// Two f16 scales as 16 f32 lanes: `a` in lanes 0..8, `b` in 8..16.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn scale_pair(a: u16, b: u16) -> __m512 {
+    _mm512_cvtph_ps(_mm256_set_m128i(
+        _mm_set1_epi16(b as i16),
+        _mm_set1_epi16(a as i16),
+    ))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn cols<W: Block32, const C: usize>(row: &[W], acts: &[&[BlockQ8_0]], out: &mut [f32]) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    let ones = _mm512_set1_epi8(1);
+    let flip = _mm512_set1_epi8(-128);
+    let pairs = row.len() / 2;
+    for p in 0..pairs {
+        let (b0, b1) = (&row[2 * p], &row[2 * p + 1]);
+        // SAFETY: AVX-512 is enabled here.
+        let w =
+            unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(weights(b0)), weights(b1)) };
+        // 128 * sum(w) per lane: what the +128 on the activations adds.
+        let excess = _mm512_slli_epi32::<7>(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w));
+        let dw = scale_pair(b0.d_bits(), b1.d_bits());
+        for c in 0..C {
+            // SAFETY: the caller guarantees every acts[c] has row.len() blocks; qs are 32 bytes.
+            let (a0, a1) = unsafe {
+                (
+                    acts.get_unchecked(c).get_unchecked(2 * p),
+                    acts.get_unchecked(c).get_unchecked(2 * p + 1),
+                )
+            };
+            let y = unsafe {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(a0.qs.as_ptr().cast())),
+                    _mm256_loadu_si256(a1.qs.as_ptr().cast()),
+                )
+            };
+            let dot = _mm512_sub_epi32(
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(y, flip), w),
+                excess,
+            );
+            let scale = _mm512_mul_ps(dw, scale_pair(a0.d.to_bits(), a1.d.to_bits()));
+            acc[c] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), acc[c]);
+        }
+    }
+    let mut tail = [0f32; C];
+    if row.len() % 2 == 1 {
+        // The odd last block: the same arithmetic on its 32 values.
+        let i = row.len() - 1;
+        // SAFETY: AVX-512 is enabled here.
+        let w = unsafe { weights(&row[i]) };
+        let excess = _mm256_slli_epi32::<7>(_mm256_dpbusd_epi32(
+            _mm256_setzero_si256(),
+            _mm256_set1_epi8(1),
+            w,
+        ));
+        for (c, t) in tail.iter_mut().enumerate() {
+            // SAFETY: as above.
+            let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
+            let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+            let dot = _mm256_sub_epi32(
+                _mm256_dpbusd_epi32(
+                    _mm256_setzero_si256(),
+                    _mm256_xor_si256(y, _mm256_set1_epi8(-128)),
+                    w,
+                ),
+                excess,
+            );
+            let v = _mm256_cvtepi32_ps(dot);
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            *t = half::f16::from_bits(row[i].d_bits()).to_f32()
+                * a.d.to_f32()
+                * _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+        }
+    }
+    for c in 0..C {
+        out[c] = _mm512_reduce_add_ps(acc[c]) + tail[c];
+    }
+}
+
+macro_rules! entry {
+    ($name:ident, $w:ty) => {
+        /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
+        ///
+        /// # Safety
+        /// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C;
+        /// `out.len() == acts.len() <= COLS`, and every `acts[c]` has `row.len()` blocks.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub unsafe fn $name(row: &[$w], acts: &[&[BlockQ8_0]], out: &mut [f32]) {
+            debug_assert!(acts.len() <= COLS && out.len() == acts.len());
+            // SAFETY: forwarded contract; each arm passes exactly C columns.
+            unsafe {
+                match acts.len() {
+                    1 => cols::<$w, 1>(row, acts, out),
+                    2 => cols::<$w, 2>(row, acts, out),
+                    3 => cols::<$w, 3>(row, acts, out),
+                    4 => cols::<$w, 4>(row, acts, out),
+                    _ => {}
+                }
+            }
+        }
+    };
+}
+
+entry!(gemv_q8_0_q8_0_x4, BlockQ8_0);
+entry!(gemv_q4_0_q8_0_x4, BlockQ4_0);
