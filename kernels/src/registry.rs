@@ -176,13 +176,19 @@ aarch64: [
     (Dotprod, "gemv_q4_k_q8_k_x4", aarch64_neon::q4_k::dotprod::gemv_q4_k_q8_k_x4),
 ]);
 register!(BlockQ3K, "gemv_q3_k_q8_k",
-x86_64: [(Avx2, "gemv_q3_k_q8_k_x4", x86_avx2::q2_k::gemv_q3_k_q8_k_x4)],
+x86_64: [
+        (Avx2, "gemv_q3_k_q8_k_x4", x86_avx2::q2_k::gemv_q3_k_q8_k_x4),
+        (Avx512, "gemv_q3_k_q8_k_x4", x86_avx512::q2_k::gemv_q3_k_q8_k_x4),
+    ],
 aarch64: [
     (Neon, "gemv_q3_k_q8_k_x4", aarch64_neon::q2_k::neon::gemv_q3_k_q8_k_x4),
     (Dotprod, "gemv_q3_k_q8_k_x4", aarch64_neon::q2_k::dotprod::gemv_q3_k_q8_k_x4),
 ]);
 register!(BlockQ2K, "gemv_q2_k_q8_k",
-x86_64: [(Avx2, "gemv_q2_k_q8_k_x4", x86_avx2::q2_k::gemv_q2_k_q8_k_x4)],
+x86_64: [
+        (Avx2, "gemv_q2_k_q8_k_x4", x86_avx2::q2_k::gemv_q2_k_q8_k_x4),
+        (Avx512, "gemv_q2_k_q8_k_x4", x86_avx512::q2_k::gemv_q2_k_q8_k_x4),
+    ],
 aarch64: [
     (Neon, "gemv_q2_k_q8_k_x4", aarch64_neon::q2_k::neon::gemv_q2_k_q8_k_x4),
     (Dotprod, "gemv_q2_k_q8_k_x4", aarch64_neon::q2_k::dotprod::gemv_q2_k_q8_k_x4),

@@ -3,5 +3,6 @@
 //! `#[target_feature]` functions reached only through the registry, which
 //! checks the CPU first.
 
+pub mod q2_k;
 pub mod q4_k;
 pub mod q8_0;

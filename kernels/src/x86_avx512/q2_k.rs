@@ -1,0 +1,183 @@
+//! Q2_K and Q3_K x Q8_K with AVX-512 BW: the AVX2 kernels' scheme (see
+//! `x86_avx2::q2_k`) on 64-byte vectors. Two adjacent quarters of a half
+//! (values `32 hs .. 32 hs + 64`) fill one vector whose four 128-bit lanes are
+//! four consecutive sub-blocks, each scaled by its own i16 scale in
+//! `vpmaddwd`: half the instructions per block of the AVX2 kernels.
+
+use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ8K};
+use std::arch::x86_64::*;
+
+/// Activation columns per call.
+pub const COLS: usize = 4;
+
+/// `vpermw` indices that broadcast i16 scales `4q .. 4q + 4` to the four
+/// 128-bit lanes of a vector, one per lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn lane_scales(scales16: __m512i, quad: usize) -> __m512i {
+    let idx: [i16; 32] = std::array::from_fn(|i| (4 * quad + i / 8) as i16);
+    // SAFETY: idx is 64 bytes.
+    _mm512_permutexvar_epi16(unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) }, scales16)
+}
+
+/// Adds `sum sc * (codes . y)` over a block's four 64-value quads for each column.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn block_dot<const C: usize>(
+    codes: &[__m512i; 4],
+    sc: &[__m512i; 4],
+    a: &[&BlockQ8K; C],
+    isum: &mut [__m512i; C],
+) {
+    for (qd, (q, s)) in codes.iter().zip(sc).enumerate() {
+        for c in 0..C {
+            // SAFETY: a[c].qs has 256 bytes; 64 qd + 64 <= 256.
+            let y = unsafe { _mm512_loadu_si512(a[c].qs.as_ptr().add(64 * qd).cast()) };
+            isum[c] = _mm512_add_epi32(isum[c], _mm512_madd_epi16(_mm512_maddubs_epi16(*q, y), *s));
+        }
+    }
+}
+
+/// The 2-bit codes of a block as four 64-value quads (quarters 2k, 2k+1 of each half).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn low_codes(qs: &[u8; 64]) -> [__m512i; 4] {
+    let m3 = _mm256_set1_epi8(3);
+    let mut out = [_mm512_setzero_si512(); 4];
+    for h in 0..2 {
+        // SAFETY: qs has 64 bytes; 32h + 32 <= 64.
+        let v = unsafe { _mm256_loadu_si256(qs.as_ptr().add(32 * h).cast()) };
+        let q = [
+            _mm256_and_si256(v, m3),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(v), m3),
+            _mm256_and_si256(_mm256_srli_epi16::<6>(v), m3),
+        ];
+        out[2 * h] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
+        out[2 * h + 1] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[2]), q[3]);
+    }
+    out
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn hsum8(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    let mut acc_min = [_mm256_setzero_ps(); C];
+    let m4 = _mm_set1_epi8(0x0F);
+    for (i, b) in row.iter().enumerate() {
+        // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+        let a: [&BlockQ8K; C] =
+            std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
+        // SAFETY: scales is 16 bytes.
+        let packed = unsafe { _mm_loadu_si128(b.scales.as_ptr().cast()) };
+        let scales16 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, m4));
+        let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), m4));
+        let s512 = _mm512_castsi256_si512(scales16);
+        let sc: [__m512i; 4] = std::array::from_fn(|qd| lane_scales(s512, qd));
+        let codes = low_codes(&b.qs);
+        let mut isum = [_mm512_setzero_si512(); C];
+        // SAFETY: AVX-512 is enabled here; shapes as documented.
+        unsafe { block_dot(&codes, &sc, &a, &mut isum) };
+        let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+        for c in 0..C {
+            // SAFETY: bsums is 16 i16 = 32 bytes.
+            let bsums = unsafe { _mm256_loadu_si256(a[c].bsums.as_ptr().cast()) };
+            let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins16));
+            acc[c] = _mm512_fmadd_ps(
+                _mm512_set1_ps(d * a[c].d),
+                _mm512_cvtepi32_ps(isum[c]),
+                acc[c],
+            );
+            acc_min[c] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a[c].d), msum, acc_min[c]);
+        }
+    }
+    for c in 0..C {
+        out[c] = _mm512_reduce_add_ps(acc[c]) - hsum8(acc_min[c]);
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    let four = _mm512_set1_epi8(4);
+    for (i, b) in row.iter().enumerate() {
+        // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+        let a: [&BlockQ8K; C] =
+            std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
+        let s8 = scales_q3_k(&b.scales);
+        // SAFETY: s8 is 16 bytes.
+        let scales16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(s8.as_ptr().cast()) });
+        let s512 = _mm512_castsi256_si512(scales16);
+        let sc: [__m512i; 4] = std::array::from_fn(|qd| lane_scales(s512, qd));
+        // SAFETY: hmask is 32 bytes; both halves of the vector see the same 32 bytes.
+        let hm = unsafe { _mm512_broadcast_i64x4(_mm256_loadu_si256(b.hmask.as_ptr().cast())) };
+        let mut codes = low_codes(&b.qs);
+        for (qd, q) in codes.iter_mut().enumerate() {
+            // Quad qd holds quarters hs = 2qd (low 32 bytes) and 2qd + 1 (high): their
+            // high bits are bits 2qd and 2qd + 1 of hmask[l].
+            let bits = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_set1_epi8(1 << (2 * qd))),
+                _mm256_set1_epi8(1 << (2 * qd + 1)),
+            );
+            let set = _mm512_test_epi8_mask(hm, bits);
+            *q = _mm512_mask_add_epi8(*q, set, *q, four);
+        }
+        let mut isum = [_mm512_setzero_si512(); C];
+        // SAFETY: AVX-512 is enabled here; shapes as documented.
+        unsafe { block_dot(&codes, &sc, &a, &mut isum) };
+        let d = b.d.to_f32();
+        for c in 0..C {
+            // SAFETY: bsums is 16 i16 = 32 bytes.
+            let bsums = unsafe { _mm256_loadu_si256(a[c].bsums.as_ptr().cast()) };
+            // The -4 centring: 4 * sum over sub-blocks of scale * bsum.
+            let corr = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums, scales16));
+            // (Subtracted from the low 8 lanes: only the sum over all lanes matters.)
+            let exact = _mm512_sub_epi32(isum[c], _mm512_zextsi256_si512(corr));
+            acc[c] = _mm512_fmadd_ps(
+                _mm512_set1_ps(d * a[c].d),
+                _mm512_cvtepi32_ps(exact),
+                acc[c],
+            );
+        }
+    }
+    for c in 0..C {
+        out[c] = _mm512_reduce_add_ps(acc[c]);
+    }
+}
+
+macro_rules! entry {
+    ($name:ident, $w:ty, $body:ident) => {
+        /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
+        ///
+        /// # Safety
+        /// The CPU must have AVX-512 F/BW/VL, AVX2, FMA and F16C;
+        /// `out.len() == acts.len() <= COLS`, and every `acts[c]` has `row.len()` blocks.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+        pub unsafe fn $name(row: &[$w], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+            debug_assert!(acts.len() <= COLS && out.len() == acts.len());
+            // SAFETY: forwarded contract; each arm passes exactly C columns.
+            unsafe {
+                match acts.len() {
+                    1 => $body::<1>(row, acts, out),
+                    2 => $body::<2>(row, acts, out),
+                    3 => $body::<3>(row, acts, out),
+                    4 => $body::<4>(row, acts, out),
+                    _ => {}
+                }
+            }
+        }
+    };
+}
+
+entry!(gemv_q2_k_q8_k_x4, BlockQ2K, q2_cols);
+entry!(gemv_q3_k_q8_k_x4, BlockQ3K, q3_cols);
