@@ -32,11 +32,23 @@ weight_block!(
 /// nibble i/8 of byte i%8; the high 2 bits are bit pair i/4 of byte 8 + i%4.
 #[inline]
 pub fn scales_q3_k(s: &[u8; 12]) -> [i8; 16] {
+    // Four scales per 32-bit word (the form ggml's kernels use): low nibbles
+    // from words 0/1, high nibbles shifted down, the 2-bit tops from word 2.
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (a, b, top) = (w(0), w(4), w(8));
+    let words = [
+        (a & LOW4) | ((top & LOW2) << 4),
+        (b & LOW4) | (((top >> 2) & LOW2) << 4),
+        ((a >> 4) & LOW4) | (((top >> 4) & LOW2) << 4),
+        ((b >> 4) & LOW4) | (((top >> 6) & LOW2) << 4),
+    ];
     let mut out = [0i8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        let low = (s[i % 8] >> (4 * (i / 8))) & 0x0F;
-        let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
-        *o = (low | (high << 4)) as i8 - 32;
+    for (i, word) in words.iter().enumerate() {
+        for (j, byte) in word.to_le_bytes().iter().enumerate() {
+            out[4 * i + j] = *byte as i8 - 32;
+        }
     }
     out
 }
@@ -91,4 +103,32 @@ fn block_magnitude(a: &BlockQ3K, b: &BlockQ8K) -> f32 {
     }
     let iabs = (0..16).map(|s| (scales[s] as i32).abs() * abs[s]).sum();
     magnitude(a.d.to_f32() * b.d, iabs, 0.0, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packing, one scale at a time: low 4 bits are nibble i/8 of byte i%8,
+    /// high 2 bits are bit pair i/4 of byte 8 + i%4.
+    fn scale(s: &[u8; 12], i: usize) -> i8 {
+        let low = (s[i % 8] >> (4 * (i / 8))) & 0x0F;
+        let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+        (low | (high << 4)) as i8 - 32
+    }
+
+    #[test]
+    fn scales_q3_k_matches_the_packing() {
+        let mut s = [0u8; 12];
+        for seed in 0u32..3000 {
+            for (i, b) in s.iter_mut().enumerate() {
+                *b = (seed.wrapping_mul(2654435761).rotate_left(3 * i as u32) >> 11) as u8
+                    ^ (i as u8).wrapping_mul(97);
+            }
+            let got = scales_q3_k(&s);
+            for i in 0..16 {
+                assert_eq!(got[i], scale(&s, i), "bytes {s:?}, scale {i}");
+            }
+        }
+    }
 }
