@@ -131,32 +131,22 @@ macro_rules! kernels {
             }
         }
 
-        entry!(gemv_q2_k_q8_k_x4, BlockQ2K, q2_cols, $feat);
-        entry!(gemv_q3_k_q8_k_x4, BlockQ3K, q3_cols, $feat);
-    };
-}
-
-macro_rules! entry {
-    ($name:ident, $w:ty, $body:ident, $feat:literal) => {
-        /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
-        ///
-        /// # Safety
-        /// The CPU must have the features this module is built for;
-        /// `out.len() == acts.len() <= COLS`, and every `acts[c]` has `row.len()` blocks.
-        #[target_feature(enable = $feat)]
-        pub unsafe fn $name(row: &[$w], acts: &[&[BlockQ8K]], out: &mut [f32]) {
-            debug_assert!(acts.len() <= COLS && out.len() == acts.len());
-            // SAFETY: forwarded contract; each arm passes exactly C columns.
-            unsafe {
-                match acts.len() {
-                    1 => $body::<1>(row, acts, out),
-                    2 => $body::<2>(row, acts, out),
-                    3 => $body::<3>(row, acts, out),
-                    4 => $body::<4>(row, acts, out),
-                    _ => {}
-                }
-            }
-        }
+        row_kernel!(
+            gemv_q2_k_q8_k_x4,
+            $feat,
+            BlockQ2K,
+            BlockQ8K,
+            q2_cols,
+            [1, 2, 3, 4]
+        );
+        row_kernel!(
+            gemv_q3_k_q8_k_x4,
+            $feat,
+            BlockQ3K,
+            BlockQ8K,
+            q3_cols,
+            [1, 2, 3, 4]
+        );
     };
 }
 

@@ -55,25 +55,14 @@ macro_rules! kernels {
             }
         }
 
-        /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
-        ///
-        /// # Safety
-        /// The CPU must have $feat; `out.len() == acts.len() <= COLS`, and every
-        /// `acts[c]` has `row.len()` blocks.
-        #[target_feature(enable = $feat)]
-        pub unsafe fn gemv_q4_k_q8_k_x4(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
-            debug_assert!(acts.len() <= COLS && out.len() == acts.len());
-            // SAFETY: forwarded contract; each arm passes exactly C columns.
-            unsafe {
-                match acts.len() {
-                    1 => cols::<1>(row, acts, out),
-                    2 => cols::<2>(row, acts, out),
-                    3 => cols::<3>(row, acts, out),
-                    4 => cols::<4>(row, acts, out),
-                    _ => {}
-                }
-            }
-        }
+        row_kernel!(
+            gemv_q4_k_q8_k_x4,
+            $feat,
+            BlockQ4K,
+            BlockQ8K,
+            cols,
+            [1, 2, 3, 4]
+        );
     };
 }
 

@@ -2,47 +2,31 @@
 //! [`COLS`] activation columns, each weight block loaded once for all of them.
 
 use super::{dot32, load32, sdot32};
-use crate::formats::{BlockQ4_0, BlockQ8_0};
+use crate::formats::{Block32, BlockQ4_0, BlockQ8_0};
 use std::arch::aarch64::*;
 
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
-/// A 32-value block with an f16 scale: its codes as signed bytes.
-trait Block32 {
-    /// # Safety
-    /// NEON must be available.
-    unsafe fn codes(&self) -> [int8x16_t; 2];
-    fn d(&self) -> f32;
-}
-
-impl Block32 for BlockQ8_0 {
-    #[inline(always)]
-    unsafe fn codes(&self) -> [int8x16_t; 2] {
-        // SAFETY: qs is 32 bytes; NEON is available (caller).
-        unsafe { load32(self.qs.as_ptr()) }
-    }
-    fn d(&self) -> f32 {
-        self.d.to_f32()
-    }
-}
-
-impl Block32 for BlockQ4_0 {
-    #[inline(always)]
-    unsafe fn codes(&self) -> [int8x16_t; 2] {
-        // SAFETY: qs is 16 bytes; NEON is available (caller). Low nibbles are
-        // values 0..16, high nibbles 16..32, both offset by 8.
-        unsafe {
-            let v = vld1q_u8(self.qs.as_ptr());
+/// The 32 signed codes of a block.
+///
+/// # Safety
+/// NEON must be available.
+#[inline(always)]
+unsafe fn codes<W: Block32>(b: &W) -> [int8x16_t; 2] {
+    // SAFETY: Q8_0 has 32 code bytes, Q4_0 16 (low nibbles are values 0..16,
+    // high nibbles 16..32, both offset by 8); NEON is available (caller).
+    unsafe {
+        if W::NIBBLES {
+            let v = vld1q_u8(b.codes());
             let eight = vdupq_n_s8(8);
             [
                 vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), eight),
                 vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), eight),
             ]
+        } else {
+            load32(b.codes().cast())
         }
-    }
-    fn d(&self) -> f32 {
-        self.d.to_f32()
     }
 }
 
@@ -59,8 +43,8 @@ macro_rules! kernels {
             let mut acc = [vdupq_n_f32(0.0); C];
             for (i, b) in row.iter().enumerate() {
                 // SAFETY: NEON is enabled here.
-                let w = unsafe { b.codes() };
-                let dw = b.d();
+                let w = unsafe { codes(b) };
+                let dw = half::f16::from_bits(b.d_bits()).to_f32();
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks; qs is 32 bytes.
                     let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
@@ -74,32 +58,22 @@ macro_rules! kernels {
             }
         }
 
-        macro_rules! entry {
-            ($name:ident, $w:ty) => {
-                /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
-                ///
-                /// # Safety
-                /// The CPU must have $feat; `out.len() == acts.len() <= COLS`, and every
-                /// `acts[c]` has `row.len()` blocks.
-                #[target_feature(enable = $feat)]
-                pub unsafe fn $name(row: &[$w], acts: &[&[BlockQ8_0]], out: &mut [f32]) {
-                    debug_assert!(acts.len() <= COLS && out.len() == acts.len());
-                    // SAFETY: forwarded contract; each arm passes exactly C columns.
-                    unsafe {
-                        match acts.len() {
-                            1 => cols::<$w, 1>(row, acts, out),
-                            2 => cols::<$w, 2>(row, acts, out),
-                            3 => cols::<$w, 3>(row, acts, out),
-                            4 => cols::<$w, 4>(row, acts, out),
-                            _ => {}
-                        }
-                    }
-                }
-            };
-        }
-
-        entry!(gemv_q8_0_q8_0_x4, BlockQ8_0);
-        entry!(gemv_q4_0_q8_0_x4, BlockQ4_0);
+        row_kernel!(
+            gemv_q8_0_q8_0_x4,
+            $feat,
+            BlockQ8_0,
+            BlockQ8_0,
+            cols<BlockQ8_0>,
+            [1, 2, 3, 4]
+        );
+        row_kernel!(
+            gemv_q4_0_q8_0_x4,
+            $feat,
+            BlockQ4_0,
+            BlockQ8_0,
+            cols<BlockQ4_0>,
+            [1, 2, 3, 4]
+        );
     };
 }
 

@@ -222,6 +222,37 @@ fn magnitude(d: f32, iabs: i32, dmin: f32, mabs: i32) -> f32 {
     d.abs() * iabs as f32 + dmin.abs() * mabs as f32
 }
 
+/// A 32-value block with an f16 scale (Q4_0, Q8_0), as the SIMD kernels read
+/// it: plain data access, so that the intrinsics stay inside the kernels'
+/// `#[target_feature]` functions, where they inline.
+#[allow(dead_code)] // not every architecture has kernels that use it
+pub(crate) trait Block32 {
+    /// 4-bit codes offset by 8 (Q4_0, 16 bytes), or signed bytes (Q8_0, 32 bytes).
+    const NIBBLES: bool;
+    fn codes(&self) -> *const u8;
+    fn d_bits(&self) -> u16;
+}
+
+impl Block32 for BlockQ8_0 {
+    const NIBBLES: bool = false;
+    fn codes(&self) -> *const u8 {
+        self.qs.as_ptr().cast()
+    }
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+}
+
+impl Block32 for BlockQ4_0 {
+    const NIBBLES: bool = true;
+    fn codes(&self) -> *const u8 {
+        self.qs.as_ptr()
+    }
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+}
+
 /// Checks that `out` holds exactly the values of `blocks` blocks of `format`.
 fn check_out(format: Format, blocks: usize, out: usize) -> Result<()> {
     let expected = blocks * format.block_len();

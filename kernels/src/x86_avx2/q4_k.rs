@@ -16,25 +16,14 @@ use std::arch::x86_64::*;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
-/// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C; `out.len() == acts.len() <= COLS`, and
-/// every `acts[c]` has `row.len()` blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q4_k_q8_k_x4(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
-    debug_assert!(acts.len() <= COLS && out.len() == acts.len());
-    // SAFETY: forwarded contract; each arm passes exactly C columns.
-    unsafe {
-        match acts.len() {
-            1 => cols::<1>(row, acts, out),
-            2 => cols::<2>(row, acts, out),
-            3 => cols::<3>(row, acts, out),
-            4 => cols::<4>(row, acts, out),
-            _ => {}
-        }
-    }
-}
+row_kernel!(
+    gemv_q4_k_q8_k_x4,
+    "avx2,fma,f16c",
+    BlockQ4K,
+    BlockQ8K,
+    cols,
+    [1, 2, 3, 4]
+);
 
 /// The kernel for exactly `C` columns: per-column state in fixed-size arrays the
 /// compiler keeps in registers. Sub-blocks are the outer loop so that only one

@@ -155,29 +155,19 @@ unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &
     }
 }
 
-macro_rules! entry {
-    ($name:ident, $w:ty, $body:ident) => {
-        /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
-        ///
-        /// # Safety
-        /// The CPU must have AVX-512 F/BW/VL, AVX2, FMA and F16C;
-        /// `out.len() == acts.len() <= COLS`, and every `acts[c]` has `row.len()` blocks.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-        pub unsafe fn $name(row: &[$w], acts: &[&[BlockQ8K]], out: &mut [f32]) {
-            debug_assert!(acts.len() <= COLS && out.len() == acts.len());
-            // SAFETY: forwarded contract; each arm passes exactly C columns.
-            unsafe {
-                match acts.len() {
-                    1 => $body::<1>(row, acts, out),
-                    2 => $body::<2>(row, acts, out),
-                    3 => $body::<3>(row, acts, out),
-                    4 => $body::<4>(row, acts, out),
-                    _ => {}
-                }
-            }
-        }
-    };
-}
-
-entry!(gemv_q2_k_q8_k_x4, BlockQ2K, q2_cols);
-entry!(gemv_q3_k_q8_k_x4, BlockQ3K, q3_cols);
+row_kernel!(
+    gemv_q2_k_q8_k_x4,
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
+    BlockQ2K,
+    BlockQ8K,
+    q2_cols,
+    [1, 2, 3, 4]
+);
+row_kernel!(
+    gemv_q3_k_q8_k_x4,
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
+    BlockQ3K,
+    BlockQ8K,
+    q3_cols,
+    [1, 2, 3, 4]
+);

@@ -16,29 +16,14 @@ use std::arch::x86_64::*;
 /// (8) and two accumulators per column (16) with room for temporaries.
 pub const COLS: usize = 8;
 
-/// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
-///
-/// # Safety
-/// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C;
-/// `out.len() == acts.len() <= COLS`, and every `acts[c]` has `row.len()` blocks.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn gemv_q4_k_q8_k_x8(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
-    debug_assert!(acts.len() <= COLS && out.len() == acts.len());
-    // SAFETY: forwarded contract; each arm passes exactly C columns.
-    unsafe {
-        match acts.len() {
-            1 => cols::<1>(row, acts, out),
-            2 => cols::<2>(row, acts, out),
-            3 => cols::<3>(row, acts, out),
-            4 => cols::<4>(row, acts, out),
-            5 => cols::<5>(row, acts, out),
-            6 => cols::<6>(row, acts, out),
-            7 => cols::<7>(row, acts, out),
-            8 => cols::<8>(row, acts, out),
-            _ => {}
-        }
-    }
-}
+row_kernel!(
+    gemv_q4_k_q8_k_x8,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    BlockQ4K,
+    BlockQ8K,
+    cols,
+    [1, 2, 3, 4, 5, 6, 7, 8]
+);
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]

@@ -7,39 +7,11 @@
 //! and w) and subtracted from every column's lanes: exact i32 block sums with
 //! one `vpdpbusd` per 64 products, and no per-column sign juggling.
 
-use crate::formats::{BlockQ4_0, BlockQ8_0};
+use crate::formats::{Block32, BlockQ4_0, BlockQ8_0};
 use std::arch::x86_64::*;
 
 /// Activation columns per call.
 pub const COLS: usize = 4;
-
-/// A 32-value block with an f16 scale: its code bytes, packed as nibbles or not.
-trait Block32 {
-    /// 4-bit codes offset by 8 (Q4_0), or signed bytes (Q8_0).
-    const NIBBLES: bool;
-    fn codes(&self) -> *const u8;
-    fn d_bits(&self) -> u16;
-}
-
-impl Block32 for BlockQ8_0 {
-    const NIBBLES: bool = false;
-    fn codes(&self) -> *const u8 {
-        self.qs.as_ptr().cast()
-    }
-    fn d_bits(&self) -> u16 {
-        self.d.to_bits()
-    }
-}
-
-impl Block32 for BlockQ4_0 {
-    const NIBBLES: bool = true;
-    fn codes(&self) -> *const u8 {
-        self.qs.as_ptr()
-    }
-    fn d_bits(&self) -> u16 {
-        self.d.to_bits()
-    }
-}
 
 /// The 32 signed codes of a block.
 #[inline]
@@ -142,29 +114,19 @@ unsafe fn cols<W: Block32, const C: usize>(row: &[W], acts: &[&[BlockQ8_0]], out
     }
 }
 
-macro_rules! entry {
-    ($name:ident, $w:ty) => {
-        /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
-        ///
-        /// # Safety
-        /// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C;
-        /// `out.len() == acts.len() <= COLS`, and every `acts[c]` has `row.len()` blocks.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        pub unsafe fn $name(row: &[$w], acts: &[&[BlockQ8_0]], out: &mut [f32]) {
-            debug_assert!(acts.len() <= COLS && out.len() == acts.len());
-            // SAFETY: forwarded contract; each arm passes exactly C columns.
-            unsafe {
-                match acts.len() {
-                    1 => cols::<$w, 1>(row, acts, out),
-                    2 => cols::<$w, 2>(row, acts, out),
-                    3 => cols::<$w, 3>(row, acts, out),
-                    4 => cols::<$w, 4>(row, acts, out),
-                    _ => {}
-                }
-            }
-        }
-    };
-}
-
-entry!(gemv_q8_0_q8_0_x4, BlockQ8_0);
-entry!(gemv_q4_0_q8_0_x4, BlockQ4_0);
+row_kernel!(
+    gemv_q8_0_q8_0_x4,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    BlockQ8_0,
+    BlockQ8_0,
+    cols<BlockQ8_0>,
+    [1, 2, 3, 4]
+);
+row_kernel!(
+    gemv_q4_0_q8_0_x4,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    BlockQ4_0,
+    BlockQ8_0,
+    cols<BlockQ4_0>,
+    [1, 2, 3, 4]
+);
