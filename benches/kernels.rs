@@ -1,5 +1,5 @@
-//! Kernel micro-benchmarks, driven by the registry: for each format, the scalar
-//! reference dequantization and every dot-product kernel this CPU supports, as
+//! Kernel micro-benchmarks, driven by the registry: for each format, every
+//! dequantization and dot-product kernel this CPU supports, the latter as
 //! GEMV (batch 1) and GEMM (batch 64), single-threaded; beside GEMV, ggml-cpu's
 //! `vec_dot` kernel for the same format on the same data.
 //!
@@ -30,12 +30,17 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("{name}/dequant"));
     g.throughput(Throughput::Bytes(bytes));
     let mut out = vec![0f32; M * K];
-    g.bench_function("scalar", |b| {
-        b.iter(|| B::dequantize_row(&w, &mut out).unwrap())
-    });
+    let cpu = CpuFeatures::get();
+    for kernel in B::dequant_kernels()
+        .into_iter()
+        .filter(|k| k.isa.supported(&cpu))
+    {
+        g.bench_function(BenchmarkId::new(kernel.name, kernel.isa), |b| {
+            b.iter(|| kernel.run(&w, &mut out).unwrap())
+        });
+    }
     g.finish();
 
-    let cpu = CpuFeatures::get();
     for (op, n) in [("gemv", 1usize), ("gemm", 64)] {
         let x = r.activations(n * K);
         let acts = quantize_activations::<B>(&x, n, K, 1).unwrap();

@@ -115,8 +115,54 @@ impl<B: WeightBlock> Clone for RowKernel<B> {
 }
 impl<B: WeightBlock> Copy for RowKernel<B> {}
 
+/// Dequantization of a row of blocks to f32: one function per (format, ISA).
+pub type DequantFn<B> = unsafe fn(x: &[B], y: &mut [f32]);
+
+/// A dequantization kernel. Every one is bit-identical with the scalar reference.
+pub struct DequantKernel<B: WeightBlock> {
+    pub name: &'static str,
+    pub isa: Isa,
+    /// # Safety
+    /// The CPU must support `isa`; `y.len() == x.len() * block length`.
+    pub f: DequantFn<B>,
+}
+
+impl<B: WeightBlock> DequantKernel<B> {
+    /// Dequantizes `x` into `y` after checking the lengths and the CPU.
+    pub fn run(&self, x: &[B], y: &mut [f32]) -> Result<()> {
+        let expected = x.len() * B::FORMAT.block_len();
+        if y.len() != expected {
+            return Err(Error::LengthMismatch {
+                what: "dequantized row length",
+                expected,
+                got: y.len(),
+            });
+        }
+        if !self.isa.supported(&CpuFeatures::get()) {
+            return Err(Error::IsaNotSupported {
+                kernel: self.name,
+                isa: self.isa.name(),
+            });
+        }
+        // SAFETY: ISA and lengths checked above.
+        unsafe { (self.f)(x, y) };
+        Ok(())
+    }
+}
+
+/// The scalar reference as a dequantization kernel.
+///
+/// # Safety
+/// None beyond the length contract (checked by [`DequantKernel::run`]).
+unsafe fn scalar_dequant<B: WeightBlock>(x: &[B], y: &mut [f32]) {
+    B::dequantize_row(x, y).expect("lengths checked by the caller");
+}
+
 /// The kernels of one weight format.
 pub trait Kernels: WeightBlock {
+    /// Every dequantization kernel for this format, best ISA last.
+    fn dequant_kernels() -> Vec<DequantKernel<Self>>;
+
     /// Every dot-product kernel for this format, best ISA last.
     fn row_kernels() -> Vec<RowKernel<Self>>;
 
@@ -139,10 +185,17 @@ pub trait Kernels: WeightBlock {
 /// Registers a format's kernels: its scalar reference, then SIMD kernels per
 /// architecture, lowest ISA first.
 macro_rules! register {
-    ($block:ty, $scalar:literal,
+    ($block:ty, $scalar:literal, dequant: $dq:ident,
      x86_64: [$(($isa:ident, $name:literal, $module:ident :: $file:ident :: $f:ident)),* $(,)?],
      aarch64: [$(($aisa:ident, $aname:literal, $amodule:ident :: $afile:ident :: $aset:ident :: $af:ident)),* $(,)?]) => {
         impl Kernels for $block {
+            fn dequant_kernels() -> Vec<DequantKernel<Self>> {
+                #[allow(unused_mut)]
+                let mut v = vec![DequantKernel { name: stringify!($dq), isa: Isa::Scalar, f: scalar_dequant::<$block> }];
+                #[cfg(target_arch = "x86_64")]
+                v.push(DequantKernel { name: stringify!($dq), isa: Isa::Avx2, f: crate::x86_avx2::dequant::$dq });
+                v
+            }
             fn row_kernels() -> Vec<RowKernel<Self>> {
                 #[allow(unused_mut)]
                 let mut v = vec![RowKernel { name: $scalar, isa: Isa::Scalar, cols: 1, f: scalar::row_dot::<$block> }];
@@ -166,7 +219,10 @@ macro_rules! register {
     };
 }
 
-register!(BlockQ4K, "gemv_q4_k_q8_k",
+register!(
+    BlockQ4K,
+    "gemv_q4_k_q8_k",
+    dequant: dequantize_q4_k,
 x86_64: [
     (Avx2, "gemv_q4_k_q8_k_x4", x86_avx2::q4_k::gemv_q4_k_q8_k_x4),
     (Avx512, "gemv_q4_k_q8_k_x8", x86_avx512::q4_k::gemv_q4_k_q8_k_x8),
@@ -175,7 +231,10 @@ aarch64: [
     (Neon, "gemv_q4_k_q8_k_x4", aarch64_neon::q4_k::neon::gemv_q4_k_q8_k_x4),
     (Dotprod, "gemv_q4_k_q8_k_x4", aarch64_neon::q4_k::dotprod::gemv_q4_k_q8_k_x4),
 ]);
-register!(BlockQ3K, "gemv_q3_k_q8_k",
+register!(
+    BlockQ3K,
+    "gemv_q3_k_q8_k",
+    dequant: dequantize_q3_k,
 x86_64: [
         (Avx2, "gemv_q3_k_q8_k_x4", x86_avx2::q2_k::gemv_q3_k_q8_k_x4),
         (Avx512, "gemv_q3_k_q8_k_x4", x86_avx512::q2_k::gemv_q3_k_q8_k_x4),
@@ -184,7 +243,10 @@ aarch64: [
     (Neon, "gemv_q3_k_q8_k_x4", aarch64_neon::q2_k::neon::gemv_q3_k_q8_k_x4),
     (Dotprod, "gemv_q3_k_q8_k_x4", aarch64_neon::q2_k::dotprod::gemv_q3_k_q8_k_x4),
 ]);
-register!(BlockQ2K, "gemv_q2_k_q8_k",
+register!(
+    BlockQ2K,
+    "gemv_q2_k_q8_k",
+    dequant: dequantize_q2_k,
 x86_64: [
         (Avx2, "gemv_q2_k_q8_k_x4", x86_avx2::q2_k::gemv_q2_k_q8_k_x4),
         (Avx512, "gemv_q2_k_q8_k_x4", x86_avx512::q2_k::gemv_q2_k_q8_k_x4),
@@ -193,7 +255,10 @@ aarch64: [
     (Neon, "gemv_q2_k_q8_k_x4", aarch64_neon::q2_k::neon::gemv_q2_k_q8_k_x4),
     (Dotprod, "gemv_q2_k_q8_k_x4", aarch64_neon::q2_k::dotprod::gemv_q2_k_q8_k_x4),
 ]);
-register!(BlockQ4_0, "gemv_q4_0_q8_0",
+register!(
+    BlockQ4_0,
+    "gemv_q4_0_q8_0",
+    dequant: dequantize_q4_0,
 x86_64: [
         (Avx2, "gemv_q4_0_q8_0_x4", x86_avx2::q8_0::gemv_q4_0_q8_0_x4),
         (Avx512, "gemv_q4_0_q8_0_x4", x86_avx512::q8_0::gemv_q4_0_q8_0_x4),
@@ -202,7 +267,10 @@ aarch64: [
     (Neon, "gemv_q4_0_q8_0_x4", aarch64_neon::q8_0::neon::gemv_q4_0_q8_0_x4),
     (Dotprod, "gemv_q4_0_q8_0_x4", aarch64_neon::q8_0::dotprod::gemv_q4_0_q8_0_x4),
 ]);
-register!(BlockQ8_0, "gemv_q8_0_q8_0",
+register!(
+    BlockQ8_0,
+    "gemv_q8_0_q8_0",
+    dequant: dequantize_q8_0,
 x86_64: [
         (Avx2, "gemv_q8_0_q8_0_x4", x86_avx2::q8_0::gemv_q8_0_q8_0_x4),
         (Avx512, "gemv_q8_0_q8_0_x4", x86_avx512::q8_0::gemv_q8_0_q8_0_x4),

@@ -12,7 +12,7 @@ use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul, quantize_activations, QMatrix};
 use llmkernel_kernels::registry::{Isa, Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
-use llmkernel_kernels::Error;
+use llmkernel_kernels::{Error, Format};
 
 /// (rows, blocks per row, batch): one block, odd block counts, rows not a
 /// multiple of any tile, batch 1, 2, 3, 7, 16, 33, 512, and empty.
@@ -165,4 +165,94 @@ fn isa_names_round_trip() {
     }
     assert_eq!(Isa::from_name("AVX2"), Some(Isa::Avx2));
     assert_eq!(Isa::from_name("sse9"), None);
+}
+
+/// Byte offsets of the f16 scales (d, and dmin where there is one) in a block.
+fn scale_offsets(format: Format) -> &'static [usize] {
+    match format {
+        Format::Q4_0 | Format::Q8_0 => &[0],
+        Format::Q4K => &[0, 2],
+        Format::Q2K => &[80, 82],
+        Format::Q3K => &[108],
+        Format::Q8K => &[],
+    }
+}
+
+/// Every dequantization kernel this CPU runs against the scalar reference,
+/// bit for bit (NaN where the reference gives NaN), on random blocks and on
+/// blocks whose scales are zero, subnormal, huge, negative, Inf or NaN.
+fn check_dequant<B: Kernels + RandomBlock>(seed: u64) -> usize {
+    let cpu = CpuFeatures::get();
+    let mut r = Rng::new(seed);
+    let mut blocks = B::random_vec(&mut r, 2000);
+    let size = std::mem::size_of::<B>();
+    let specials: [u16; 9] = [
+        0x0000, 0x8000, 0x0001, 0x03FF, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00, 0x7E00,
+    ];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut blocks);
+    for i in 0..specials.len() {
+        for (j, &off) in scale_offsets(B::FORMAT).iter().enumerate() {
+            let at = (i * 7 + j) * size + off;
+            bytes[at..at + 2].copy_from_slice(&specials[(i + j) % specials.len()].to_le_bytes());
+        }
+    }
+    let n = blocks.len() * B::FORMAT.block_len();
+    let mut want = vec![0f32; n];
+    B::dequantize_row(&blocks, &mut want).unwrap();
+    let mut ran = 0;
+    for k in B::dequant_kernels()
+        .into_iter()
+        .filter(|k| k.isa.supported(&cpu))
+    {
+        for len in [0, 1, 3, blocks.len()] {
+            let mut got = vec![f32::NAN; len * B::FORMAT.block_len()];
+            k.run(&blocks[..len], &mut got).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                if w.is_nan() {
+                    assert!(
+                        g.is_nan(),
+                        "{} ({}): value {i}: {g} where the reference gives NaN",
+                        k.name,
+                        k.isa
+                    );
+                } else {
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "{} ({}): value {i}: {g:e} vs {w:e}",
+                        k.name,
+                        k.isa
+                    );
+                }
+            }
+        }
+        assert!(matches!(
+            k.run(&blocks[..2], &mut [0.0; 3]),
+            Err(Error::LengthMismatch { .. })
+        ));
+        ran += 1;
+    }
+    ran
+}
+
+#[test]
+fn every_dequant_kernel_is_bit_identical_with_the_reference() {
+    let ran = check_dequant::<BlockQ4K>(11)
+        + check_dequant::<BlockQ3K>(12)
+        + check_dequant::<BlockQ2K>(13)
+        + check_dequant::<BlockQ4_0>(14)
+        + check_dequant::<BlockQ8_0>(15);
+    let registered = BlockQ4K::dequant_kernels().len()
+        + BlockQ3K::dequant_kernels().len()
+        + BlockQ2K::dequant_kernels().len()
+        + BlockQ4_0::dequant_kernels().len()
+        + BlockQ8_0::dequant_kernels().len();
+    eprintln!("dequant kernels checked: {ran} of {registered} registered");
+    if cfg!(target_arch = "x86_64") && Isa::Avx2.supported(&CpuFeatures::get()) {
+        assert_eq!(
+            ran, registered,
+            "an AVX2 CPU runs every registered dequant kernel"
+        );
+    }
+    assert!(ran >= 5);
 }

@@ -1,6 +1,7 @@
 //! x86-64 kernels for AVX2 + FMA + F16C. Entry points are `#[target_feature]`
 //! functions reached only through the registry, which checks the CPU first.
 
+pub mod dequant;
 pub mod q2_k;
 pub mod q4_k;
 pub mod q8_0;
