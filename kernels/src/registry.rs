@@ -194,6 +194,8 @@ macro_rules! register {
                 let mut v = vec![DequantKernel { name: stringify!($dq), isa: Isa::Scalar, f: scalar_dequant::<$block> }];
                 #[cfg(target_arch = "x86_64")]
                 v.push(DequantKernel { name: stringify!($dq), isa: Isa::Avx2, f: crate::x86_avx2::dequant::$dq });
+                #[cfg(target_arch = "aarch64")]
+                v.push(DequantKernel { name: stringify!($dq), isa: Isa::Neon, f: crate::aarch64_neon::dequant::$dq });
                 v
             }
             fn row_kernels() -> Vec<RowKernel<Self>> {

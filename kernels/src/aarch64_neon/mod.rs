@@ -4,6 +4,7 @@
 //! four products into each i32 lane). Integer sums are exact either way. Entry
 //! points are `#[target_feature]` functions reached only through the registry.
 
+pub mod dequant;
 pub mod q2_k;
 pub mod q4_k;
 pub mod q8_0;
