@@ -239,7 +239,7 @@ register!(
     dequant: dequantize_q3_k,
 x86_64: [
         (Avx2, "gemv_q3_k_q8_k_x4", x86_avx2::q2_k::gemv_q3_k_q8_k_x4),
-        (Avx512, "gemv_q3_k_q8_k_x4", x86_avx512::q2_k::gemv_q3_k_q8_k_x4),
+        (Avx512, "gemv_q3_k_q8_k_x8", x86_avx512::q2_k::gemv_q3_k_q8_k_x8),
     ],
 aarch64: [
     (Neon, "gemv_q3_k_q8_k_x4", aarch64_neon::q2_k::neon::gemv_q3_k_q8_k_x4),
@@ -251,7 +251,7 @@ register!(
     dequant: dequantize_q2_k,
 x86_64: [
         (Avx2, "gemv_q2_k_q8_k_x4", x86_avx2::q2_k::gemv_q2_k_q8_k_x4),
-        (Avx512, "gemv_q2_k_q8_k_x4", x86_avx512::q2_k::gemv_q2_k_q8_k_x4),
+        (Avx512, "gemv_q2_k_q8_k_x8", x86_avx512::q2_k::gemv_q2_k_q8_k_x8),
     ],
 aarch64: [
     (Neon, "gemv_q2_k_q8_k_x4", aarch64_neon::q2_k::neon::gemv_q2_k_q8_k_x4),

@@ -7,8 +7,9 @@
 use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ8K};
 use std::arch::x86_64::*;
 
-/// Activation columns per call.
-pub const COLS: usize = 4;
+/// Activation columns per call: the unpacked block (8 vectors) and one
+/// accumulator pair per column fit the 32 vector registers.
+pub const COLS: usize = 8;
 
 /// `vpermw` indices that broadcast i16 scales `4q .. 4q + 4` to the four
 /// 128-bit lanes of a vector, one per lane.
@@ -61,17 +62,8 @@ fn low_codes(qs: &[u8; 64]) -> [__m512i; 4] {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-fn hsum8(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
     let mut acc = [_mm512_setzero_ps(); C];
-    let mut acc_min = [_mm256_setzero_ps(); C];
     let m4 = _mm_set1_epi8(0x0F);
     for (i, b) in row.iter().enumerate() {
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
@@ -97,11 +89,16 @@ unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &
                 _mm512_cvtepi32_ps(isum[c]),
                 acc[c],
             );
-            acc_min[c] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * a[c].d), msum, acc_min[c]);
+            // The min term into the same lanes (zero-extended: only the lane sum matters).
+            acc[c] = _mm512_fnmadd_ps(
+                _mm512_set1_ps(dmin * a[c].d),
+                _mm512_zextps256_ps512(msum),
+                acc[c],
+            );
         }
     }
     for c in 0..C {
-        out[c] = _mm512_reduce_add_ps(acc[c]) - hsum8(acc_min[c]);
+        out[c] = _mm512_reduce_add_ps(acc[c]);
     }
 }
 
@@ -156,18 +153,18 @@ unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &
 }
 
 row_kernel!(
-    gemv_q2_k_q8_k_x4,
+    gemv_q2_k_q8_k_x8,
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
     BlockQ2K,
     BlockQ8K,
     q2_cols,
-    [1, 2, 3, 4]
+    [1, 2, 3, 4, 5, 6, 7, 8]
 );
 row_kernel!(
-    gemv_q3_k_q8_k_x4,
+    gemv_q3_k_q8_k_x8,
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
     BlockQ3K,
     BlockQ8K,
     q3_cols,
-    [1, 2, 3, 4]
+    [1, 2, 3, 4, 5, 6, 7, 8]
 );
