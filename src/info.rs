@@ -13,6 +13,15 @@ pub const UPSTREAM_COMMIT: &str = env!("LLMKERNEL_UPSTREAM_COMMIT");
 /// The compiler flags ggml-cpu was built with (`LLMKERNEL_GGML_CPU`).
 pub const GGML_CPU_FLAGS: &str = env!("LLMKERNEL_GGML_CPU_FLAGS");
 
+/// The compiler flags ggml-cpu was built with, for people: the flags, or the baseline.
+pub fn ggml_cpu_flags() -> &'static str {
+    if GGML_CPU_FLAGS.is_empty() {
+        "(the target's baseline ISA)"
+    } else {
+        GGML_CPU_FLAGS
+    }
+}
+
 /// The CPU's marketing name, from /proc/cpuinfo where there is one.
 pub fn cpu_name() -> String {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -89,11 +98,7 @@ pub fn report() -> String {
         ggml::commit()
     )
     .unwrap();
-    let flags = if GGML_CPU_FLAGS.is_empty() {
-        "(target baseline)"
-    } else {
-        GGML_CPU_FLAGS
-    };
+    let flags = ggml_cpu_flags();
     writeln!(
         s,
         "ggml-cpu:  built with {flags}, OpenMP, llamafile sgemm, repack buffer types"

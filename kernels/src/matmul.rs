@@ -163,7 +163,14 @@ pub fn matmul_quantized<B: Kernels>(
     // One contiguous run of rows per thread (as ggml splits a matmul): each thread
     // streams its own part of the weights; more, smaller tasks only add scheduling.
     let rows_per_task = m.div_ceil(threads.max(1)).max(1);
-    let mut t = vec![0f32; m * n];
+    // With one column, rows × n is y's own layout: write there, no copy.
+    let mut transposed = Vec::new();
+    let t: &mut [f32] = if n == 1 {
+        y
+    } else {
+        transposed.resize(m * n, 0f32);
+        &mut transposed
+    };
     pool(threads).install(|| {
         t.par_chunks_mut(rows_per_task * n)
             .enumerate()
@@ -184,10 +191,8 @@ pub fn matmul_quantized<B: Kernels>(
                 }
             })
     });
-    if n == 1 {
-        y.copy_from_slice(&t);
-    } else {
-        for (r, tr) in t.chunks(n).enumerate() {
+    if n > 1 {
+        for (r, tr) in transposed.chunks(n).enumerate() {
             for (c, &v) in tr.iter().enumerate() {
                 y[c * m + r] = v;
             }

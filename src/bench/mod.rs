@@ -119,7 +119,7 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
         println!(
             "ggml: vendored llama.cpp {} built with {}",
             info::UPSTREAM_COMMIT,
-            ggml_cpu_flags()
+            info::ggml_cpu_flags()
         );
         println!("read bandwidth: {:.1} GB/s ({})", bw.gbps, bw.how);
         println!(
@@ -158,14 +158,6 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
         run(format, opts, bw.gbps, &mut cases)?;
     }
     Ok(cases)
-}
-
-fn ggml_cpu_flags() -> &'static str {
-    if info::GGML_CPU_FLAGS.is_empty() {
-        "the target's baseline ISA"
-    } else {
-        info::GGML_CPU_FLAGS
-    }
 }
 
 fn run_format<B: Kernels>(

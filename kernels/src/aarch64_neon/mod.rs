@@ -15,12 +15,7 @@ use std::arch::aarch64::*;
 #[inline]
 #[target_feature(enable = "neon")]
 fn dot32(acc: int32x4_t, a: [int8x16_t; 2], b: [int8x16_t; 2]) -> int32x4_t {
-    let mut acc = acc;
-    for h in 0..2 {
-        acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a[h]), vget_low_s8(b[h])));
-        acc = vpadalq_s16(acc, vmull_high_s8(a[h], b[h]));
-    }
-    acc
+    dot16(dot16(acc, a[0], b[0]), a[1], b[1])
 }
 
 /// Loads 32 signed bytes.

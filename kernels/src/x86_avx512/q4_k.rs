@@ -10,6 +10,7 @@
 
 use crate::formats::q4_k::scales_mins;
 use crate::formats::{BlockQ4K, BlockQ8K};
+use crate::x86_avx2::hsum_ps;
 use std::arch::x86_64::*;
 
 /// Activation columns per call: 32 vector registers hold the unpacked block
@@ -87,10 +88,6 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
         }
     }
     for c in 0..C {
-        let m = acc_min[c];
-        let s = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let min_sum = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-        out[c] = _mm512_reduce_add_ps(acc[c]) - min_sum;
+        out[c] = _mm512_reduce_add_ps(acc[c]) - hsum_ps(acc_min[c]);
     }
 }

@@ -8,6 +8,7 @@
 //! one `vpdpbusd` per 64 products, and no per-column sign juggling.
 
 use crate::formats::{Block32, BlockQ4_0, BlockQ8_0};
+use crate::x86_avx2::hsum_ps;
 use std::arch::x86_64::*;
 
 /// Activation columns per call.
@@ -101,12 +102,9 @@ unsafe fn cols<W: Block32, const C: usize>(row: &[W], acts: &[&[BlockQ8_0]], out
                 ),
                 excess,
             );
-            let v = _mm256_cvtepi32_ps(dot);
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             *t = half::f16::from_bits(row[i].d_bits()).to_f32()
                 * a.d.to_f32()
-                * _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+                * hsum_ps(_mm256_cvtepi32_ps(dot));
         }
     }
     for c in 0..C {
