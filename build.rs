@@ -165,6 +165,9 @@ fn main() {
     for lib in ["gomp", "pthread", "dl", "m"] {
         println!("cargo:rustc-link-lib={lib}");
     }
+    // Executables export ggml's functions, so a libllmkernel.so loaded into them
+    // (the plugin tests, `llmkernel --plugin`) finds its host as it would in llama.cpp.
+    println!("cargo:rustc-link-arg=-Wl,--export-dynamic");
 
     bindings(&out);
 }

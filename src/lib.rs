@@ -1,10 +1,13 @@
 //! llmkernel: fast CPU kernels for llama.cpp's low-bit formats, checked
 //! against the vendored ggml; a ggml backend plugin; and the CLI.
 
+pub mod backend;
 pub mod bench;
 pub mod ffi;
 pub mod ggml;
 pub mod ggml_mm;
 pub mod info;
+pub mod llama;
+pub mod synthetic;
 
 pub use llmkernel_kernels as kernels;

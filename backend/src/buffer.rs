@@ -1,0 +1,218 @@
+//! The LLMK buffer type: plain host memory (weights keep the GGUF layout), so
+//! the loader can map a model file straight into it and the CPU backend can
+//! read whatever lands here.
+
+use crate::ffi;
+use std::alloc::Layout;
+use std::ffi::{c_char, c_void};
+
+/// Tensor data alignment (ggml's CPU buffers use 32; one cache line here).
+pub const ALIGNMENT: usize = 64;
+
+/// What a buffer's `context` points to.
+struct Memory {
+    base: *mut u8,
+    size: usize,
+    /// `Some` when we allocated `base` (and free it), `None` for host memory
+    /// we were handed (a mapped model file).
+    owned: Option<Layout>,
+}
+
+pub(crate) fn buffer_type() -> ffi::ggml_backend_buffer_type {
+    ffi::ggml_backend_buffer_type {
+        iface: ffi::ggml_backend_buffer_type_i {
+            get_name: Some(buft_get_name),
+            alloc_buffer: Some(buft_alloc_buffer),
+            get_alignment: Some(buft_get_alignment),
+            get_max_size: None,
+            get_alloc_size: None,
+            is_host: Some(buft_is_host),
+        },
+        device: std::ptr::null_mut(), // set by init()
+        context: std::ptr::null_mut(),
+    }
+}
+
+fn interface() -> ffi::ggml_backend_buffer_i {
+    ffi::ggml_backend_buffer_i {
+        free_buffer: Some(free_buffer),
+        get_base: Some(get_base),
+        init_tensor: None,
+        memset_tensor: Some(memset_tensor),
+        set_tensor: Some(set_tensor),
+        get_tensor: Some(get_tensor),
+        set_tensor_2d: None,
+        get_tensor_2d: None,
+        cpy_tensor: Some(cpy_tensor),
+        clear: Some(clear),
+        reset: None,
+    }
+}
+
+fn new_buffer(memory: Memory) -> ffi::ggml_backend_buffer_t {
+    let size = memory.size;
+    let ctx = Box::into_raw(Box::new(memory));
+    // SAFETY: ggml_backend_buffer_init copies the interface and keeps ctx; our
+    // free_buffer takes ctx back.
+    let buf =
+        unsafe { (crate::host().buffer_init)(crate::our_buft(), interface(), ctx.cast(), size) };
+    if buf.is_null() {
+        // SAFETY: not handed to ggml after all.
+        unsafe { drop_memory(Box::from_raw(ctx)) };
+    }
+    buf
+}
+
+fn drop_memory(m: Box<Memory>) {
+    if let Some(layout) = m.owned {
+        // SAFETY: allocated in buft_alloc_buffer with this layout.
+        unsafe { std::alloc::dealloc(m.base, layout) };
+    }
+}
+
+/// Wraps host memory (a mapped model file) as an LLMK buffer without copying.
+pub(crate) fn from_host_ptr(ptr: *mut c_void, size: usize) -> ffi::ggml_backend_buffer_t {
+    if ptr.is_null() {
+        return std::ptr::null_mut();
+    }
+    new_buffer(Memory {
+        base: ptr.cast(),
+        size,
+        owned: None,
+    })
+}
+
+unsafe extern "C" fn buft_get_name(_: ffi::ggml_backend_buffer_type_t) -> *const c_char {
+    crate::NAME.as_ptr()
+}
+
+unsafe extern "C" fn buft_alloc_buffer(
+    _: ffi::ggml_backend_buffer_type_t,
+    size: usize,
+) -> ffi::ggml_backend_buffer_t {
+    // Size 0 is legal (llama.cpp's supports_op probes allocate dummy buffers).
+    let Ok(layout) = Layout::from_size_align(size.max(ALIGNMENT), ALIGNMENT) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: non-zero size.
+    let base = unsafe { std::alloc::alloc(layout) };
+    if base.is_null() {
+        crate::log(
+            ffi::GGML_LOG_LEVEL_ERROR,
+            &format!("cannot allocate a buffer of {size} bytes"),
+        );
+        return std::ptr::null_mut();
+    }
+    new_buffer(Memory {
+        base,
+        size,
+        owned: Some(layout),
+    })
+}
+
+unsafe extern "C" fn buft_get_alignment(_: ffi::ggml_backend_buffer_type_t) -> usize {
+    ALIGNMENT
+}
+
+unsafe extern "C" fn buft_is_host(_: ffi::ggml_backend_buffer_type_t) -> bool {
+    true
+}
+
+/// SAFETY (all below): ggml calls these with a buffer made by new_buffer, whose
+/// context is a live Memory, and with tensors whose data lies inside it
+/// (ggml-backend.cpp checks offset + size against the tensor's bytes).
+unsafe fn memory<'a>(buffer: ffi::ggml_backend_buffer_t) -> &'a Memory {
+    unsafe { &*((*buffer).context as *const Memory) }
+}
+
+unsafe extern "C" fn free_buffer(buffer: ffi::ggml_backend_buffer_t) {
+    // SAFETY: see memory(); ggml frees the buffer struct itself afterwards.
+    unsafe { drop_memory(Box::from_raw((*buffer).context as *mut Memory)) };
+}
+
+unsafe extern "C" fn get_base(buffer: ffi::ggml_backend_buffer_t) -> *mut c_void {
+    // SAFETY: see memory().
+    unsafe { memory(buffer).base.cast() }
+}
+
+unsafe extern "C" fn memset_tensor(
+    _: ffi::ggml_backend_buffer_t,
+    tensor: *mut ffi::ggml_tensor,
+    value: u8,
+    offset: usize,
+    size: usize,
+) {
+    // SAFETY: see memory().
+    unsafe { std::ptr::write_bytes(((*tensor).data as *mut u8).add(offset), value, size) };
+}
+
+unsafe extern "C" fn set_tensor(
+    _: ffi::ggml_backend_buffer_t,
+    tensor: *mut ffi::ggml_tensor,
+    data: *const c_void,
+    offset: usize,
+    size: usize,
+) {
+    // SAFETY: see memory(); data holds size bytes (ggml's contract).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            data as *const u8,
+            ((*tensor).data as *mut u8).add(offset),
+            size,
+        )
+    };
+}
+
+unsafe extern "C" fn get_tensor(
+    _: ffi::ggml_backend_buffer_t,
+    tensor: *const ffi::ggml_tensor,
+    data: *mut c_void,
+    offset: usize,
+    size: usize,
+) {
+    // SAFETY: see memory(); data has room for size bytes (ggml's contract).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            ((*tensor).data as *const u8).add(offset),
+            data as *mut u8,
+            size,
+        )
+    };
+}
+
+unsafe extern "C" fn cpy_tensor(
+    _: ffi::ggml_backend_buffer_t,
+    src: *const ffi::ggml_tensor,
+    dst: *mut ffi::ggml_tensor,
+) -> bool {
+    // SAFETY: ggml passes live tensors of equal byte size; a host source is plain memory.
+    unsafe {
+        let sbuf = (*src).buffer;
+        if sbuf.is_null() || !is_host((*sbuf).buft) {
+            return false;
+        }
+        std::ptr::copy_nonoverlapping(
+            (*src).data as *const u8,
+            (*dst).data as *mut u8,
+            crate::ops::nbytes(&*src),
+        );
+    }
+    true
+}
+
+unsafe extern "C" fn clear(buffer: ffi::ggml_backend_buffer_t, value: u8) {
+    // SAFETY: see memory().
+    unsafe {
+        let m = memory(buffer);
+        std::ptr::write_bytes(m.base, value, m.size);
+    }
+}
+
+/// Whether `buft` is host memory (its own `is_host`, as ggml_backend_buft_is_host).
+///
+/// # Safety
+/// `buft` is null or a live buffer type.
+pub(crate) unsafe fn is_host(buft: ffi::ggml_backend_buffer_type_t) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { !buft.is_null() && (*buft).iface.is_host.is_some_and(|f| f(buft)) }
+}

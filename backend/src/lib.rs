@@ -1,0 +1,331 @@
+//! llmkernel's kernels as a ggml backend: one ACCEL device named `LLMK`, its
+//! buffer type, and a backend that computes MUL_MAT and MUL_MAT_ID for weights
+//! in Q2_K, Q3_K, Q4_K, Q4_0 and Q8_0 with F32 activations. Every other op stays
+//! on the host's CPU backend.
+//!
+//! The same code is reached two ways: `libllmkernel.so` (the `plugin/` crate)
+//! hands [`init`] the host's ggml-base functions found with `dlsym` in the
+//! process that loaded it, and the `llmkernel` CLI hands it the functions of
+//! the ggml it links statically. Either way this crate calls ggml only through
+//! [`Host`]: it contains no ggml and links none. It reads ggml's structures
+//! (tensors, the backend interface tables) by their layout in the vendored
+//! headers, which is why [`init`] refuses a host whose ggml version differs
+//! from [`BUILT_GGML_VERSION`] in major or minor.
+//!
+//! Weights keep the GGUF layout: the buffer type is a host buffer, so the
+//! loader may map the model file straight into it (`buffer_from_host_ptr`) and
+//! the CPU backend can still read any tensor placed there.
+
+pub mod buffer;
+pub mod ops;
+
+/// Raw bindings of the vendored ggml headers (the committed copy; the root
+/// crate's build checks it equals what bindgen makes of the vendored headers).
+/// Only the types and constants are used here; functions go through [`Host`].
+#[allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code,
+    clippy::all
+)]
+pub mod ffi {
+    include!("../../src/ffi/bindings.rs");
+}
+
+use llmkernel_kernels::registry::Isa;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The ggml version this backend was built against (vendor/llama.cpp/VENDORED.md).
+pub const BUILT_GGML_VERSION: &str = "0.25.3";
+/// The vendored upstream commit.
+pub const BUILT_UPSTREAM_COMMIT: &str = "0c1e570";
+/// The device's and the registry's name.
+pub const NAME: &CStr = c"LLMK";
+
+/// `ggml_log_internal(level, format, ...)`.
+pub type LogFn = unsafe extern "C" fn(ffi::ggml_log_level, *const c_char, ...);
+
+/// The ggml-base functions the backend calls, taken from the host process.
+#[derive(Clone, Copy)]
+pub struct Host {
+    pub version: unsafe extern "C" fn() -> *const c_char,
+    pub buffer_init: unsafe extern "C" fn(
+        ffi::ggml_backend_buffer_type_t,
+        ffi::ggml_backend_buffer_i,
+        *mut c_void,
+        usize,
+    ) -> ffi::ggml_backend_buffer_t,
+    pub graph_n_nodes: unsafe extern "C" fn(*mut ffi::ggml_cgraph) -> c_int,
+    pub graph_node: unsafe extern "C" fn(*mut ffi::ggml_cgraph, c_int) -> *mut ffi::ggml_tensor,
+    pub nbytes: unsafe extern "C" fn(*const ffi::ggml_tensor) -> usize,
+    /// Optional: without it, messages go to stderr.
+    pub log: Option<LogFn>,
+}
+
+/// The symbol names of [`Host`]'s functions, for a loader that looks them up.
+pub const HOST_SYMBOLS: [&str; 6] = [
+    "ggml_version",
+    "ggml_backend_buffer_init",
+    "ggml_graph_n_nodes",
+    "ggml_graph_node",
+    "ggml_nbytes",
+    "ggml_log_internal",
+];
+
+static HOST: OnceLock<Host> = OnceLock::new();
+static LOGGER: OnceLock<Option<LogFn>> = OnceLock::new();
+
+pub(crate) fn host() -> &'static Host {
+    HOST.get()
+        .expect("the backend is used only after init() succeeded")
+}
+
+/// Logs one line through the host's ggml logger (so llama.cpp's log settings
+/// apply), or to stderr before a host is known.
+pub fn log(level: ffi::ggml_log_level, msg: &str) {
+    let line = CString::new(format!("llmkernel: {msg}\n").replace('\0', " ")).unwrap();
+    match LOGGER.get().copied().flatten() {
+        // SAFETY: ggml_log_internal is printf-like; "%s" with a NUL-terminated string.
+        Some(f) => unsafe { f(level, c"%s".as_ptr(), line.as_ptr()) },
+        None => eprint!("{}", line.to_string_lossy()),
+    }
+}
+
+/// Sets where [`log`] goes before [`init`] (the plugin's score function logs too).
+pub fn set_logger(f: Option<LogFn>) {
+    let _ = LOGGER.set(f);
+}
+
+/// Whether a host ggml of version `host` lays out the structures this backend
+/// reads as the vendored headers do: same major and minor version.
+pub fn check_host_version(host: &str) -> Result<(), String> {
+    let major_minor = |v: &str| -> Option<(u32, u32)> {
+        let mut it = v.trim().split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (major_minor(host), major_minor(BUILT_GGML_VERSION)) {
+        (Some(h), Some(b)) if h == b => Ok(()),
+        _ => Err(format!(
+            "host ggml {host} is not ggml {}.{}.x, which this plugin was built against \
+             (llama.cpp {BUILT_UPSTREAM_COMMIT}): not registering; every op stays on llama.cpp's own backends",
+            BUILT_GGML_VERSION.split('.').next().unwrap_or("?"),
+            BUILT_GGML_VERSION.split('.').nth(1).unwrap_or("?"),
+        )),
+    }
+}
+
+/// The ISA the kernels would run on, or why the backend should not run:
+/// `LLMKERNEL_ISA` unknown, or it (or this CPU) leaves only the scalar
+/// reference, which is slower than ggml's own kernels.
+pub fn usable_isa() -> Result<Isa, String> {
+    let isa = Isa::ceiling().map_err(|e| e.to_string())?;
+    let best = Isa::ALL
+        .into_iter()
+        .filter(|i| *i <= isa && i.supported(&llmkernel_kernels::cpu::CpuFeatures::get()))
+        .next_back()
+        .unwrap_or(Isa::Scalar);
+    if best == Isa::Scalar {
+        Err(format!(
+            "no SIMD kernels usable here (ISA ceiling {isa}): not registering; every op stays on llama.cpp's CPU backend"
+        ))
+    } else {
+        Ok(best)
+    }
+}
+
+/// `ggml_backend_score`: 0 when the backend should not run on this machine.
+pub fn score() -> c_int {
+    match usable_isa() {
+        Ok(isa) => 10 + isa as c_int,
+        Err(e) => {
+            log(ffi::GGML_LOG_LEVEL_WARN, &e);
+            0
+        }
+    }
+}
+
+/// Counters a test reads to know the backend computed (not a silent fallback).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// MUL_MAT nodes computed.
+    pub mul_mat: u64,
+    /// MUL_MAT_ID nodes computed.
+    pub mul_mat_id: u64,
+    /// Weight bytes multiplied (each weight matrix once per node).
+    pub weight_bytes: u64,
+    /// Nodes that failed (bad shape or data found at compute time).
+    pub failed: u64,
+}
+
+pub(crate) static MUL_MAT: AtomicU64 = AtomicU64::new(0);
+pub(crate) static MUL_MAT_ID: AtomicU64 = AtomicU64::new(0);
+pub(crate) static WEIGHT_BYTES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// The counters so far (also reachable from C: `get_proc_address("llmkernel_get_stats")`).
+pub fn stats() -> Stats {
+    Stats {
+        mul_mat: MUL_MAT.load(Ordering::Relaxed),
+        mul_mat_id: MUL_MAT_ID.load(Ordering::Relaxed),
+        weight_bytes: WEIGHT_BYTES.load(Ordering::Relaxed),
+        failed: FAILED.load(Ordering::Relaxed),
+    }
+}
+
+/// `void llmkernel_get_stats(struct Stats *)`.
+pub type GetStatsFn = unsafe extern "C" fn(*mut Stats);
+unsafe extern "C" fn get_stats(out: *mut Stats) {
+    if !out.is_null() {
+        // SAFETY: the caller passes a valid Stats to write.
+        unsafe { *out = stats() };
+    }
+}
+
+/// `void ggml_backend_set_n_threads(ggml_backend_t, int)`, as the CPU backend's.
+unsafe extern "C" fn set_n_threads(backend: ffi::ggml_backend_t, n: c_int) {
+    if let Some(ctx) = ops::context(backend) {
+        ctx.set_threads(n.max(1) as usize);
+    }
+}
+
+/// The registry, device and buffer type, made once and never freed (ggml keeps
+/// pointers to them for the life of the process).
+struct Objects {
+    reg: ffi::ggml_backend_reg,
+    dev: ffi::ggml_backend_device,
+    buft: ffi::ggml_backend_buffer_type,
+    description: CString,
+    isa: Isa,
+}
+struct Shared(*mut Objects);
+// SAFETY: the objects are written once in init() and only read afterwards.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+static OBJECTS: OnceLock<Shared> = OnceLock::new();
+
+fn objects() -> &'static Objects {
+    // SAFETY: set once in init() to a leaked Box, never freed.
+    unsafe { &*OBJECTS.get().expect("init() ran").0 }
+}
+
+pub(crate) fn our_buft() -> ffi::ggml_backend_buffer_type_t {
+    &objects().buft as *const _ as *mut _
+}
+pub(crate) fn our_dev() -> ffi::ggml_backend_dev_t {
+    &objects().dev as *const _ as *mut _
+}
+pub(crate) fn isa() -> Isa {
+    objects().isa
+}
+
+/// Checks the host and the CPU and returns the registry to hand to ggml, or
+/// null (after one log line saying why) when the backend must not be used.
+/// Idempotent: later calls return the same registry.
+pub fn init(h: Host) -> ffi::ggml_backend_reg_t {
+    set_logger(h.log);
+    if let Some(o) = OBJECTS.get() {
+        // SAFETY: see objects().
+        return unsafe { &mut (*o.0).reg };
+    }
+    // SAFETY: ggml_version returns a static NUL-terminated string.
+    let version = unsafe { CStr::from_ptr((h.version)()) }
+        .to_string_lossy()
+        .into_owned();
+    if let Err(e) = check_host_version(&version) {
+        log(ffi::GGML_LOG_LEVEL_ERROR, &e);
+        return std::ptr::null_mut();
+    }
+    let isa = match usable_isa() {
+        Ok(isa) => isa,
+        Err(e) => {
+            log(ffi::GGML_LOG_LEVEL_WARN, &e);
+            return std::ptr::null_mut();
+        }
+    };
+    let _ = HOST.set(h);
+    let o = Box::leak(Box::new(Objects {
+        reg: ffi::ggml_backend_reg {
+            api_version: ffi::GGML_BACKEND_API_VERSION as c_int,
+            iface: ffi::ggml_backend_reg_i {
+                get_name: Some(reg_get_name),
+                get_device_count: Some(reg_get_device_count),
+                get_device: Some(reg_get_device),
+                get_proc_address: Some(reg_get_proc_address),
+            },
+            context: std::ptr::null_mut(),
+        },
+        dev: ops::device(),
+        buft: buffer::buffer_type(),
+        description: CString::new(format!(
+            "llmkernel {} kernels ({isa}) for Q2_K Q3_K Q4_K Q4_0 Q8_0",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .unwrap(),
+        isa,
+    }));
+    o.dev.reg = &mut o.reg;
+    o.buft.device = &mut o.dev;
+    let ptr: *mut Objects = o;
+    let _ = OBJECTS.set(Shared(ptr));
+    log(
+        ffi::GGML_LOG_LEVEL_INFO,
+        &format!("device LLMK registered, {isa} kernels, host ggml {version}"),
+    );
+    // SAFETY: just leaked, lives forever.
+    unsafe { &mut (*ptr).reg }
+}
+
+unsafe extern "C" fn reg_get_name(_: ffi::ggml_backend_reg_t) -> *const c_char {
+    NAME.as_ptr()
+}
+unsafe extern "C" fn reg_get_device_count(_: ffi::ggml_backend_reg_t) -> usize {
+    1
+}
+unsafe extern "C" fn reg_get_device(
+    _: ffi::ggml_backend_reg_t,
+    i: usize,
+) -> ffi::ggml_backend_dev_t {
+    if i == 0 {
+        our_dev()
+    } else {
+        std::ptr::null_mut()
+    }
+}
+unsafe extern "C" fn reg_get_proc_address(
+    _: ffi::ggml_backend_reg_t,
+    name: *const c_char,
+) -> *mut c_void {
+    if name.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: ggml passes a NUL-terminated name.
+    match unsafe { CStr::from_ptr(name) }.to_bytes() {
+        b"ggml_backend_set_n_threads" => set_n_threads as *mut c_void,
+        b"llmkernel_get_stats" => get_stats as *mut c_void,
+        _ => std::ptr::null_mut(),
+    }
+}
+
+pub(crate) fn description() -> *const c_char {
+    objects().description.as_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_versions() {
+        assert!(check_host_version("0.25.3").is_ok());
+        assert!(check_host_version("0.25.9").is_ok());
+        let e = check_host_version("0.26.0").unwrap_err();
+        assert!(e.contains("host ggml 0.26.0 is not ggml 0.25.x"), "{e}");
+        assert!(check_host_version("1.25.3").is_err());
+        assert!(check_host_version("garbage").is_err());
+        assert!(check_host_version("").is_err());
+    }
+}

@@ -1,0 +1,588 @@
+//! The LLMK device and backend: which ops it takes (`supports_op`) and how it
+//! computes them.
+
+use crate::{buffer, ffi, log};
+use llmkernel_kernels::formats::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0, QuantBlock};
+use llmkernel_kernels::matmul::{matmul, QMatrix};
+use llmkernel_kernels::registry::{Kernels, RowKernel};
+use std::borrow::Cow;
+use std::ffi::c_char;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+pub(crate) fn device() -> ffi::ggml_backend_device {
+    ffi::ggml_backend_device {
+        iface: ffi::ggml_backend_device_i {
+            get_name: Some(dev_get_name),
+            get_description: Some(dev_get_description),
+            get_memory: Some(dev_get_memory),
+            get_type: Some(dev_get_type),
+            get_props: Some(dev_get_props),
+            init_backend: Some(dev_init_backend),
+            get_buffer_type: Some(dev_get_buffer_type),
+            get_host_buffer_type: None,
+            buffer_from_host_ptr: Some(dev_buffer_from_host_ptr),
+            supports_op: Some(dev_supports_op),
+            supports_buft: Some(dev_supports_buft),
+            offload_op: None,
+            event_new: None,
+            event_free: None,
+            event_synchronize: None,
+        },
+        reg: std::ptr::null_mut(), // set by init()
+        context: std::ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn dev_get_name(_: ffi::ggml_backend_dev_t) -> *const c_char {
+    crate::NAME.as_ptr()
+}
+unsafe extern "C" fn dev_get_description(_: ffi::ggml_backend_dev_t) -> *const c_char {
+    crate::description()
+}
+
+/// (free, total) bytes of system memory, from /proc/meminfo (0, 0 elsewhere).
+fn system_memory() -> (usize, usize) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> usize {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("MemAvailable:"), field("MemTotal:"))
+}
+
+unsafe extern "C" fn dev_get_memory(
+    _: ffi::ggml_backend_dev_t,
+    free: *mut usize,
+    total: *mut usize,
+) {
+    let (f, t) = system_memory();
+    // SAFETY: ggml passes two writable size_t.
+    unsafe {
+        *free = f;
+        *total = t;
+    }
+}
+unsafe extern "C" fn dev_get_type(_: ffi::ggml_backend_dev_t) -> ffi::ggml_backend_dev_type {
+    ffi::GGML_BACKEND_DEVICE_TYPE_ACCEL
+}
+unsafe extern "C" fn dev_get_props(
+    dev: ffi::ggml_backend_dev_t,
+    props: *mut ffi::ggml_backend_dev_props,
+) {
+    let (free, total) = system_memory();
+    // SAFETY: ggml passes a writable props struct.
+    unsafe {
+        *props = ffi::ggml_backend_dev_props {
+            name: dev_get_name(dev),
+            description: dev_get_description(dev),
+            memory_free: free,
+            memory_total: total,
+            type_: ffi::GGML_BACKEND_DEVICE_TYPE_ACCEL,
+            device_id: std::ptr::null(),
+            caps: ffi::ggml_backend_dev_caps {
+                async_: false,
+                host_buffer: false,
+                buffer_from_host_ptr: true,
+                events: false,
+                mmap_support: true,
+            },
+        }
+    };
+}
+unsafe extern "C" fn dev_get_buffer_type(
+    _: ffi::ggml_backend_dev_t,
+) -> ffi::ggml_backend_buffer_type_t {
+    crate::our_buft()
+}
+unsafe extern "C" fn dev_buffer_from_host_ptr(
+    _: ffi::ggml_backend_dev_t,
+    ptr: *mut std::ffi::c_void,
+    size: usize,
+    _max_tensor_size: usize,
+) -> ffi::ggml_backend_buffer_t {
+    buffer::from_host_ptr(ptr, size)
+}
+unsafe extern "C" fn dev_supports_buft(
+    _: ffi::ggml_backend_dev_t,
+    buft: ffi::ggml_backend_buffer_type_t,
+) -> bool {
+    // Our own buffers, and any host buffer: activations in the CPU backend's
+    // buffers are read in place, not copied.
+    // SAFETY: ggml passes a live buffer type.
+    buft == crate::our_buft() || unsafe { buffer::is_host(buft) }
+}
+
+unsafe extern "C" fn dev_supports_op(
+    _: ffi::ggml_backend_dev_t,
+    op: *const ffi::ggml_tensor,
+) -> bool {
+    // SAFETY: ggml passes a live op tensor whose sources are live.
+    std::panic::catch_unwind(|| unsafe { supports(&*op) }).unwrap_or(false)
+}
+
+/// Block length and block bytes of the weight types the kernels take.
+fn weight_type(t: ffi::ggml_type) -> Option<(usize, usize)> {
+    fn of<B: QuantBlock>() -> Option<(usize, usize)> {
+        Some((B::FORMAT.block_len(), std::mem::size_of::<B>()))
+    }
+    match t {
+        ffi::GGML_TYPE_Q4_K => of::<BlockQ4K>(),
+        ffi::GGML_TYPE_Q3_K => of::<BlockQ3K>(),
+        ffi::GGML_TYPE_Q2_K => of::<BlockQ2K>(),
+        ffi::GGML_TYPE_Q4_0 => of::<BlockQ4_0>(),
+        ffi::GGML_TYPE_Q8_0 => of::<BlockQ8_0>(),
+        _ => None,
+    }
+}
+
+/// Exactly what the kernels handle:
+/// - MUL_MAT: weight (src0) Q2_K/Q3_K/Q4_K/Q4_0/Q8_0 with rows of whole blocks
+///   stored contiguously (any stride between matrices), in an LLMK buffer (or
+///   not yet allocated); activations (src1) and output F32 with any strides;
+///   src0 broadcast over dims 2 and 3 as ggml does (ne12 % ne02 == 0, ...).
+/// - MUL_MAT_ID: the same weights as a stack of experts, I32 ids.
+/// - and the no-ops (NONE, RESHAPE, VIEW, PERMUTE, TRANSPOSE), as every ggml
+///   backend does: they compute nothing.
+///
+/// # Safety
+/// `op` and its sources are live tensors.
+unsafe fn supports(op: &ffi::ggml_tensor) -> bool {
+    match op.op {
+        ffi::GGML_OP_NONE
+        | ffi::GGML_OP_RESHAPE
+        | ffi::GGML_OP_VIEW
+        | ffi::GGML_OP_PERMUTE
+        | ffi::GGML_OP_TRANSPOSE => return true,
+        ffi::GGML_OP_MUL_MAT | ffi::GGML_OP_MUL_MAT_ID => {}
+        _ => return false,
+    }
+    let (w, x) = (op.src[0], op.src[1]);
+    if w.is_null() || x.is_null() {
+        return false;
+    }
+    // SAFETY: non-null sources of a live op.
+    let (w, x) = unsafe { (&*w, &*x) };
+    let Some((blk, bytes)) = weight_type(w.type_) else {
+        return false;
+    };
+    // SAFETY: a weight's buffer, when set, is live.
+    if !w.buffer.is_null() && unsafe { (*w.buffer).buft } != crate::our_buft() {
+        return false;
+    }
+    let k = w.ne[0];
+    let row_ok = k > 0
+        && k % blk as i64 == 0
+        && w.nb[0] == bytes
+        && w.nb[1] == k as usize / blk * bytes
+        && x.type_ == ffi::GGML_TYPE_F32
+        && x.ne[0] == k
+        && op.type_ == ffi::GGML_TYPE_F32
+        && op.nb[0] == 4
+        && x.nb[0] == 4;
+    if !row_ok {
+        return false;
+    }
+    if op.op == ffi::GGML_OP_MUL_MAT {
+        w.ne[2] > 0
+            && w.ne[3] > 0
+            && x.ne[2] % w.ne[2] == 0
+            && x.ne[3] % w.ne[3] == 0
+            && op.ne == [w.ne[1], x.ne[1], x.ne[2], x.ne[3]]
+    } else {
+        let ids = op.src[2];
+        if ids.is_null() {
+            return false;
+        }
+        // SAFETY: non-null source of a live op.
+        let ids = unsafe { &*ids };
+        ids.type_ == ffi::GGML_TYPE_I32
+            && ids.nb[0] == 4
+            && w.ne[3] == 1
+            && x.ne[3] == 1
+            && x.ne[1] > 0
+            && ids.ne[1] == x.ne[2]
+            && ids.ne[0] % x.ne[1] == 0
+            && op.ne == [w.ne[1], ids.ne[0], x.ne[2], 1]
+    }
+}
+
+/// Per-backend state.
+pub(crate) struct Context {
+    threads: AtomicUsize,
+}
+impl Context {
+    pub(crate) fn set_threads(&self, n: usize) {
+        self.threads.store(n, Ordering::Relaxed);
+    }
+    fn threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+}
+
+static GUID: ffi::ggml_guid = *b"llmkernel-LLMK-1";
+
+/// The Context of `backend` if it is one of ours.
+pub(crate) fn context<'a>(backend: ffi::ggml_backend_t) -> Option<&'a Context> {
+    // SAFETY: ggml passes a live backend; ours carry a Context.
+    unsafe {
+        (!backend.is_null() && (*backend).device == crate::our_dev())
+            .then(|| &*((*backend).context as *const Context))
+    }
+}
+
+unsafe extern "C" fn dev_init_backend(
+    dev: ffi::ggml_backend_dev_t,
+    _params: *const c_char,
+) -> ffi::ggml_backend_t {
+    let ctx = Box::new(Context {
+        // The CPU backend's default; llama.cpp sets its n_threads on both.
+        threads: AtomicUsize::new(ffi::GGML_DEFAULT_N_THREADS as usize),
+    });
+    Box::into_raw(Box::new(ffi::ggml_backend {
+        guid: &GUID as *const _ as *mut _,
+        iface: ffi::ggml_backend_i {
+            get_name: Some(backend_get_name),
+            free: Some(backend_free),
+            set_tensor_async: None,
+            get_tensor_async: None,
+            set_tensor_2d_async: None,
+            get_tensor_2d_async: None,
+            cpy_tensor_async: None,
+            synchronize: None,
+            graph_plan_create: None,
+            graph_plan_free: None,
+            graph_plan_update: None,
+            graph_plan_compute: None,
+            graph_compute: Some(backend_graph_compute),
+            event_record: None,
+            event_wait: None,
+            graph_optimize: None,
+        },
+        device: dev,
+        context: Box::into_raw(ctx).cast(),
+    }))
+}
+
+unsafe extern "C" fn backend_get_name(_: ffi::ggml_backend_t) -> *const c_char {
+    crate::NAME.as_ptr()
+}
+unsafe extern "C" fn backend_free(backend: ffi::ggml_backend_t) {
+    // SAFETY: made by dev_init_backend; ggml frees a backend once.
+    unsafe {
+        drop(Box::from_raw((*backend).context as *mut Context));
+        drop(Box::from_raw(backend));
+    }
+}
+
+unsafe extern "C" fn backend_graph_compute(
+    backend: ffi::ggml_backend_t,
+    graph: *mut ffi::ggml_cgraph,
+) -> ffi::ggml_status {
+    let Some(ctx) = context(backend) else {
+        return ffi::GGML_STATUS_FAILED;
+    };
+    let threads = ctx.threads();
+    let h = crate::host();
+    // SAFETY: ggml passes a live graph.
+    let n = unsafe { (h.graph_n_nodes)(graph) };
+    for i in 0..n {
+        // SAFETY: i < n_nodes.
+        let node = unsafe { (h.graph_node)(graph, i) };
+        // SAFETY: graph nodes are live tensors; the scheduler gives us only ops
+        // supports() accepted (and views), with their data allocated.
+        let result = std::panic::catch_unwind(|| unsafe { compute(&*node, threads) })
+            .unwrap_or_else(|_| Err("panic in a kernel".into()));
+        if let Err(e) = result {
+            crate::FAILED.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: as above.
+            let name = unsafe { std::ffi::CStr::from_ptr((*node).name.as_ptr()) };
+            log(
+                ffi::GGML_LOG_LEVEL_ERROR,
+                &format!("node {i} ({}): {e}", name.to_string_lossy()),
+            );
+            return ffi::GGML_STATUS_FAILED;
+        }
+    }
+    ffi::GGML_STATUS_SUCCESS
+}
+
+/// The kernel of each format, chosen once.
+struct Chosen {
+    q4k: RowKernel<BlockQ4K>,
+    q3k: RowKernel<BlockQ3K>,
+    q2k: RowKernel<BlockQ2K>,
+    q4_0: RowKernel<BlockQ4_0>,
+    q8_0: RowKernel<BlockQ8_0>,
+}
+fn chosen() -> &'static Chosen {
+    static CHOSEN: OnceLock<Chosen> = OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        let isa = crate::isa();
+        Chosen {
+            q4k: BlockQ4K::select_at(isa),
+            q3k: BlockQ3K::select_at(isa),
+            q2k: BlockQ2K::select_at(isa),
+            q4_0: BlockQ4_0::select_at(isa),
+            q8_0: BlockQ8_0::select_at(isa),
+        }
+    })
+}
+
+/// Runs `$body` with `$B` the block type of weight type `$t` and `$k` its kernel.
+macro_rules! by_weight_type {
+    ($t:expr, |$B:ident, $k:ident| $body:expr) => {{
+        let c = chosen();
+        match $t {
+            ffi::GGML_TYPE_Q4_K => {
+                type $B = BlockQ4K;
+                let $k = &c.q4k;
+                $body
+            }
+            ffi::GGML_TYPE_Q3_K => {
+                type $B = BlockQ3K;
+                let $k = &c.q3k;
+                $body
+            }
+            ffi::GGML_TYPE_Q2_K => {
+                type $B = BlockQ2K;
+                let $k = &c.q2k;
+                $body
+            }
+            ffi::GGML_TYPE_Q4_0 => {
+                type $B = BlockQ4_0;
+                let $k = &c.q4_0;
+                $body
+            }
+            ffi::GGML_TYPE_Q8_0 => {
+                type $B = BlockQ8_0;
+                let $k = &c.q8_0;
+                $body
+            }
+            t => Err(format!("weight type {t} is not one the kernels take")),
+        }
+    }};
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+/// # Safety
+/// `node` is a live tensor whose sources are live and allocated.
+unsafe fn compute(node: &ffi::ggml_tensor, threads: usize) -> Result<()> {
+    match node.op {
+        ffi::GGML_OP_NONE
+        | ffi::GGML_OP_RESHAPE
+        | ffi::GGML_OP_VIEW
+        | ffi::GGML_OP_PERMUTE
+        | ffi::GGML_OP_TRANSPOSE => Ok(()),
+        ffi::GGML_OP_MUL_MAT | ffi::GGML_OP_MUL_MAT_ID => {
+            // SAFETY: forwarded contract.
+            if !unsafe { supports(node) } {
+                return Err("shape or type the kernels do not take".into());
+            }
+            // SAFETY: supports() checked the sources exist.
+            let w = unsafe { &*node.src[0] };
+            if node.op == ffi::GGML_OP_MUL_MAT {
+                crate::MUL_MAT.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: forwarded contract; supports() checked the shapes.
+                by_weight_type!(w.type_, |B, k| unsafe { mul_mat::<B>(node, k, threads) })
+            } else {
+                crate::MUL_MAT_ID.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: as above.
+                by_weight_type!(w.type_, |B, k| unsafe { mul_mat_id::<B>(node, k, threads) })
+            }
+        }
+        op => Err(format!("op {op} is not one this backend computes")),
+    }
+}
+
+/// The bytes a tensor spans (ggml_nbytes).
+pub(crate) fn nbytes(t: &ffi::ggml_tensor) -> usize {
+    // SAFETY: host function on a live tensor.
+    unsafe { (crate::host().nbytes)(t) }
+}
+
+/// `count` blocks at `ptr`, borrowed when aligned, else copied.
+///
+/// # Safety
+/// `ptr` points to `count` blocks' bytes that stay valid for `'a`.
+unsafe fn blocks<'a, B: QuantBlock>(ptr: *const u8, count: usize) -> Cow<'a, [B]> {
+    if ptr as usize % std::mem::align_of::<B>() == 0 {
+        // SAFETY: aligned, in bounds (forwarded contract); B is Pod.
+        Cow::Borrowed(unsafe { std::slice::from_raw_parts(ptr as *const B, count) })
+    } else {
+        let mut v = vec![<B as bytemuck::Zeroable>::zeroed(); count];
+        // SAFETY: v has room for count blocks; the source holds as many bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                ptr,
+                v.as_mut_ptr() as *mut u8,
+                count * std::mem::size_of::<B>(),
+            )
+        };
+        Cow::Owned(v)
+    }
+}
+
+/// Gathers rows of `k` f32 at byte offsets `rows` from `base` (element stride `nb0`).
+///
+/// # Safety
+/// Every row lies inside the tensor at `base`.
+unsafe fn gather(
+    base: *const u8,
+    k: usize,
+    nb0: usize,
+    rows: impl Iterator<Item = usize>,
+) -> Vec<f32> {
+    let mut v = Vec::new();
+    for off in rows {
+        // SAFETY: forwarded contract.
+        unsafe {
+            let r = base.add(off);
+            if nb0 == 4 && r as usize % 4 == 0 {
+                v.extend_from_slice(std::slice::from_raw_parts(r as *const f32, k));
+            } else {
+                v.extend((0..k).map(|i| (r.add(i * nb0) as *const f32).read_unaligned()));
+            }
+        }
+    }
+    v
+}
+
+/// ggml's MUL_MAT: `dst[i3][i2][i1][i0] = dot(src0[i3/r3][i2/r2][i0], src1[i3][i2][i1])`.
+///
+/// # Safety
+/// As [`compute`], and [`supports`] accepted `dst`.
+unsafe fn mul_mat<B: Kernels>(
+    dst: &ffi::ggml_tensor,
+    kernel: &RowKernel<B>,
+    threads: usize,
+) -> Result<()> {
+    // SAFETY: supports() checked the sources.
+    let (w, x) = unsafe { (&*dst.src[0], &*dst.src[1]) };
+    let (k, m, n) = (w.ne[0] as usize, w.ne[1] as usize, x.ne[1] as usize);
+    let per_row = k / B::FORMAT.block_len();
+    let (r2, r3) = (x.ne[2] / w.ne[2], x.ne[3] / w.ne[3]);
+    let contiguous_y = dst.nb[1] == 4 * m;
+    for i3 in 0..x.ne[3] {
+        for i2 in 0..x.ne[2] {
+            let (w3, w2) = ((i3 / r3) as usize, (i2 / r2) as usize);
+            // SAFETY: the plane lies inside src0 (ggml's shape/stride contract).
+            let wb = unsafe {
+                blocks::<B>(
+                    (w.data as *const u8).add(w3 * w.nb[3] + w2 * w.nb[2]),
+                    m * per_row,
+                )
+            };
+            let qm = QMatrix::new(&wb, m, k).map_err(|e| e.to_string())?;
+            let xoff = i3 as usize * x.nb[3] + i2 as usize * x.nb[2];
+            // SAFETY: rows of the plane lie inside src1.
+            let xs = unsafe {
+                gather(
+                    x.data as *const u8,
+                    k,
+                    x.nb[0],
+                    (0..n).map(|i1| xoff + i1 * x.nb[1]),
+                )
+            };
+            let yoff = i3 as usize * dst.nb[3] + i2 as usize * dst.nb[2];
+            let ybase = unsafe { (dst.data as *mut u8).add(yoff) };
+            if contiguous_y && ybase as usize % 4 == 0 {
+                // SAFETY: the plane's n rows of m f32 are contiguous inside dst.
+                let y = unsafe { std::slice::from_raw_parts_mut(ybase as *mut f32, n * m) };
+                matmul(&qm, &xs, n, y, kernel, threads).map_err(|e| e.to_string())?;
+            } else {
+                let mut y = vec![0f32; n * m];
+                matmul(&qm, &xs, n, &mut y, kernel, threads).map_err(|e| e.to_string())?;
+                for (i1, row) in y.chunks(m.max(1)).enumerate() {
+                    for (i0, v) in row.iter().enumerate() {
+                        // SAFETY: inside dst by its strides.
+                        unsafe {
+                            (ybase.add(i1 * dst.nb[1] + i0 * dst.nb[0]) as *mut f32)
+                                .write_unaligned(*v)
+                        };
+                    }
+                }
+            }
+            crate::WEIGHT_BYTES.fetch_add(
+                (m * per_row * std::mem::size_of::<B>()) as u64,
+                Ordering::Relaxed,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// ggml's MUL_MAT_ID: for token t and slot i, expert e = ids[t][i],
+/// `dst[t][i] = src0[e] · src1[t][i % ne11]`. Tokens are grouped by expert so
+/// each expert's weights are read once per node.
+///
+/// # Safety
+/// As [`mul_mat`].
+unsafe fn mul_mat_id<B: Kernels>(
+    dst: &ffi::ggml_tensor,
+    kernel: &RowKernel<B>,
+    threads: usize,
+) -> Result<()> {
+    // SAFETY: supports() checked the sources.
+    let (w, x, ids) = unsafe { (&*dst.src[0], &*dst.src[1], &*dst.src[2]) };
+    let (k, m, n_as) = (w.ne[0] as usize, w.ne[1] as usize, w.ne[2] as usize);
+    let per_row = k / B::FORMAT.block_len();
+    let (n_used, n_tok, ne11) = (ids.ne[0] as usize, ids.ne[1] as usize, x.ne[1] as usize);
+    let mut by_expert: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_as];
+    for t in 0..n_tok {
+        for i in 0..n_used {
+            // SAFETY: inside ids by its strides.
+            let e = unsafe {
+                ((ids.data as *const u8).add(t * ids.nb[1] + i * ids.nb[0]) as *const i32)
+                    .read_unaligned()
+            };
+            let e = usize::try_from(e)
+                .ok()
+                .filter(|&e| e < n_as)
+                .ok_or_else(|| format!("expert id {e} out of range 0..{n_as}"))?;
+            by_expert[e].push((i, t));
+        }
+    }
+    for (e, pairs) in by_expert.iter().enumerate() {
+        if pairs.is_empty() {
+            continue;
+        }
+        // SAFETY: expert e's matrix lies inside src0.
+        let wb = unsafe { blocks::<B>((w.data as *const u8).add(e * w.nb[2]), m * per_row) };
+        let qm = QMatrix::new(&wb, m, k).map_err(|e| e.to_string())?;
+        // SAFETY: rows inside src1 (i % ne11 < ne11, t < ne12).
+        let xs = unsafe {
+            gather(
+                x.data as *const u8,
+                k,
+                x.nb[0],
+                pairs
+                    .iter()
+                    .map(|&(i, t)| (i % ne11) * x.nb[1] + t * x.nb[2]),
+            )
+        };
+        let mut y = vec![0f32; pairs.len() * m];
+        matmul(&qm, &xs, pairs.len(), &mut y, kernel, threads).map_err(|e| e.to_string())?;
+        for (&(i, t), row) in pairs.iter().zip(y.chunks(m.max(1))) {
+            // SAFETY: dst row (i, t) holds m f32 at stride nb0.
+            unsafe {
+                let base = (dst.data as *mut u8).add(i * dst.nb[1] + t * dst.nb[2]);
+                if dst.nb[0] == 4 && base as usize % 4 == 0 {
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), base as *mut f32, m);
+                } else {
+                    for (i0, v) in row.iter().enumerate() {
+                        (base.add(i0 * dst.nb[0]) as *mut f32).write_unaligned(*v);
+                    }
+                }
+            }
+        }
+        crate::WEIGHT_BYTES.fetch_add(
+            (m * per_row * std::mem::size_of::<B>()) as u64,
+            Ordering::Relaxed,
+        );
+    }
+    Ok(())
+}

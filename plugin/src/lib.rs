@@ -1,0 +1,75 @@
+//! `libllmkernel.so`: the llmkernel ggml backend as a library a stock llama.cpp
+//! loads (`GGML_BACKEND_PATH=/path/libllmkernel.so`), the way it loads its own
+//! `GGML_BACKEND_DL` backends: it exports `ggml_backend_init` and
+//! `ggml_backend_score` (see `GGML_BACKEND_DL_IMPL` in the vendored
+//! `ggml-backend-impl.h`).
+//!
+//! It carries no copy of ggml. The few ggml-base functions the backend calls
+//! are looked up in the process that loaded it (libggml-base.so, or an
+//! executable that exports them); a host without them gets one log line and no
+//! LLMK device, never a crash.
+
+use llmkernel_backend::{ffi, Host, LogFn, HOST_SYMBOLS};
+use std::ffi::c_int;
+use std::sync::OnceLock;
+
+/// The host's functions, looked up once in the loading process.
+fn host() -> &'static Result<Host, String> {
+    static HOST: OnceLock<Result<Host, String>> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let this = libloading::os::unix::Library::this();
+        // SAFETY (each lookup): the types are the vendored headers' signatures of
+        // these ggml-base functions; the host's match where check_host_version
+        // (in init) passes, and ggml_version's has not changed since ggml 0.9.
+        let log = unsafe { this.get::<LogFn>(b"ggml_log_internal\0") }
+            .ok()
+            .map(|s| *s);
+        llmkernel_backend::set_logger(log);
+        macro_rules! sym {
+            ($name:literal) => {
+                *unsafe { this.get(concat!($name, "\0").as_bytes()) }.map_err(|_| {
+                    format!(
+                        "the host process has no ggml-base function {} (of {HOST_SYMBOLS:?}): \
+                         not registering",
+                        $name
+                    )
+                })?
+            };
+        }
+        Ok(Host {
+            version: sym!("ggml_version"),
+            buffer_init: sym!("ggml_backend_buffer_init"),
+            graph_n_nodes: sym!("ggml_graph_n_nodes"),
+            graph_node: sym!("ggml_graph_node"),
+            nbytes: sym!("ggml_nbytes"),
+            log,
+        })
+    })
+}
+
+/// Called by ggml's loader after `ggml_backend_score`; null means "no device".
+#[no_mangle]
+pub extern "C" fn ggml_backend_init() -> ffi::ggml_backend_reg_t {
+    std::panic::catch_unwind(|| match host() {
+        Ok(h) => llmkernel_backend::init(*h),
+        Err(e) => {
+            llmkernel_backend::log(ffi::GGML_LOG_LEVEL_ERROR, e);
+            std::ptr::null_mut()
+        }
+    })
+    .unwrap_or(std::ptr::null_mut())
+}
+
+/// 0 when this CPU (or `LLMKERNEL_ISA`) leaves no SIMD kernel to run, or the
+/// host lacks the functions the backend needs; the loader then skips the plugin.
+#[no_mangle]
+pub extern "C" fn ggml_backend_score() -> c_int {
+    std::panic::catch_unwind(|| match host() {
+        Ok(_) => llmkernel_backend::score(),
+        Err(e) => {
+            llmkernel_backend::log(ffi::GGML_LOG_LEVEL_ERROR, e);
+            0
+        }
+    })
+    .unwrap_or(0)
+}

@@ -1,0 +1,88 @@
+//! The LLMK backend inside this process's statically linked llama.cpp, two
+//! ways in, one code path (`llmkernel-backend`): registered in-process with
+//! this process's own ggml functions, or the built `libllmkernel.so` loaded
+//! exactly as a stock llama.cpp loads it (`ggml_backend_load`).
+
+use crate::ffi;
+use llmkernel_backend::Stats;
+use std::ffi::{c_char, CStr, CString};
+use std::path::Path;
+
+extern "C" {
+    // ggml-impl.h (not in the bindings): ggml's printf-like logger.
+    fn ggml_log_internal(level: ffi::ggml_log_level, format: *const c_char, ...);
+}
+
+/// Registers the LLMK device with this process's ggml (once; later calls
+/// return the same registry). Errors say why the backend may not run here.
+pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
+    use llmkernel_backend::ffi as b;
+    crate::ggml::init();
+    static REG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(&r) = REG.get() {
+        return Ok(r as ffi::ggml_backend_reg_t);
+    }
+    llmkernel_backend::usable_isa()?;
+    let reg = llmkernel_backend::init(llmkernel_backend::Host {
+        version: b::ggml_version,
+        buffer_init: b::ggml_backend_buffer_init,
+        graph_n_nodes: b::ggml_graph_n_nodes,
+        graph_node: b::ggml_graph_node,
+        nbytes: b::ggml_nbytes,
+        log: Some(ggml_log_internal),
+    });
+    if reg.is_null() {
+        return Err("the LLMK backend refused to register (see the log line above)".into());
+    }
+    // The backend crate's bindings and ours are the same headers' types.
+    let reg = reg as ffi::ggml_backend_reg_t;
+    // SAFETY: a valid registry that lives for the whole process.
+    unsafe { ffi::ggml_backend_register(reg) };
+    let _ = REG.set(reg as usize);
+    Ok(reg)
+}
+
+/// Loads a built `libllmkernel.so` through ggml's own loader, as llama.cpp
+/// does for `GGML_BACKEND_PATH`. The plugin finds this process's ggml
+/// functions because the executable exports them (build.rs links with
+/// `--export-dynamic`).
+pub fn load_plugin(path: &Path) -> Result<ffi::ggml_backend_reg_t, String> {
+    crate::ggml::init();
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: a NUL-terminated path; ggml logs and returns null on failure.
+    let reg = unsafe { ffi::ggml_backend_load(c.as_ptr()) };
+    if reg.is_null() {
+        Err(format!(
+            "ggml could not load {} as a backend (see the log)",
+            path.display()
+        ))
+    } else {
+        Ok(reg)
+    }
+}
+
+/// The LLMK device's counters, read through its registry's `get_proc_address`
+/// (so they come from whichever copy of the backend the registry belongs to).
+pub fn stats(reg: ffi::ggml_backend_reg_t) -> Option<Stats> {
+    // SAFETY: a live registry; the name is NUL-terminated.
+    let f = unsafe { ffi::ggml_backend_reg_get_proc_address(reg, c"llmkernel_get_stats".as_ptr()) };
+    if f.is_null() {
+        return None;
+    }
+    // SAFETY: the backend publishes this name with this signature.
+    let f: llmkernel_backend::GetStatsFn = unsafe { std::mem::transmute(f) };
+    let mut s = Stats::default();
+    // SAFETY: writes one Stats.
+    unsafe { f(&mut s) };
+    Some(s)
+}
+
+/// The registered device named LLMK, if any.
+pub fn device() -> Option<ffi::ggml_backend_dev_t> {
+    // SAFETY: ggml's device list; names are NUL-terminated.
+    unsafe {
+        (0..ffi::ggml_backend_dev_count())
+            .map(|i| ffi::ggml_backend_dev_get(i))
+            .find(|&d| CStr::from_ptr(ffi::ggml_backend_dev_name(d)).to_bytes() == b"LLMK")
+    }
+}

@@ -1,0 +1,179 @@
+//! A thin safe layer over the vendored libllama: load a GGUF model, evaluate
+//! tokens, read logits. Whatever backends are registered when a model loads
+//! (the CPU backend, and LLMK if registered) take its weights, as in llama.cpp.
+
+use crate::ffi;
+use std::ffi::{c_char, c_void, CString};
+use std::path::Path;
+use std::sync::Once;
+
+/// Initializes llama.cpp once; its log goes through [`crate::ggml`]'s filter
+/// (warnings and errors to stderr) unless `LLMKERNEL_LLAMA_LOG=1`.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    crate::ggml::init();
+    ONCE.call_once(|| {
+        // SAFETY: plain initialisation calls; the callback is a plain function.
+        unsafe {
+            ffi::llama_backend_init();
+            if std::env::var_os("LLMKERNEL_LLAMA_LOG").is_none_or(|v| v != "1") {
+                ffi::llama_log_set(Some(log_quiet), std::ptr::null_mut());
+            }
+        }
+    });
+}
+
+unsafe extern "C" fn log_quiet(level: ffi::ggml_log_level, text: *const c_char, _: *mut c_void) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SHOWING: AtomicBool = AtomicBool::new(false);
+    let show = if level == ffi::GGML_LOG_LEVEL_CONT {
+        SHOWING.load(Ordering::Relaxed)
+    } else {
+        level >= ffi::GGML_LOG_LEVEL_WARN
+            // The LLMK device says once where it registered or why it did not.
+            || (!text.is_null()
+                && unsafe { std::ffi::CStr::from_ptr(text) }
+                    .to_bytes()
+                    .starts_with(b"llmkernel:"))
+    };
+    SHOWING.store(show, Ordering::Relaxed);
+    if show && !text.is_null() {
+        // SAFETY: NUL-terminated message.
+        eprint!(
+            "{}",
+            unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy()
+        );
+    }
+}
+
+/// A loaded model.
+pub struct Model {
+    ptr: *mut ffi::llama_model,
+}
+// SAFETY: llama_model is immutable after loading and used from one thread at a time here.
+unsafe impl Send for Model {}
+
+impl Model {
+    /// Loads `path` (memory-mapped, as llama.cpp does by default).
+    pub fn load(path: &Path) -> Result<Model, String> {
+        init();
+        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: default params; a NUL-terminated path; null on failure.
+        let ptr = unsafe {
+            let mut p = ffi::llama_model_default_params();
+            p.n_gpu_layers = 0;
+            ffi::llama_model_load_from_file(c.as_ptr(), p)
+        };
+        if ptr.is_null() {
+            return Err(format!("llama.cpp could not load {}", path.display()));
+        }
+        Ok(Model { ptr })
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        // SAFETY: a live model.
+        unsafe { ffi::llama_vocab_n_tokens(ffi::llama_model_get_vocab(self.ptr)) as usize }
+    }
+
+    /// A context of `n_ctx` tokens evaluating `n_batch` at a time on `threads` threads.
+    pub fn context(
+        &self,
+        n_ctx: usize,
+        n_batch: usize,
+        threads: usize,
+    ) -> Result<Context<'_>, String> {
+        // SAFETY: a live model; null on failure.
+        let ptr = unsafe {
+            let mut p = ffi::llama_context_default_params();
+            p.n_ctx = n_ctx as u32;
+            p.n_batch = n_batch as u32;
+            p.n_ubatch = n_batch as u32;
+            p.n_threads = threads as i32;
+            p.n_threads_batch = threads as i32;
+            p.no_perf = true;
+            ffi::llama_init_from_model(self.ptr, p)
+        };
+        if ptr.is_null() {
+            return Err("llama.cpp could not create a context".into());
+        }
+        Ok(Context {
+            ptr,
+            model: self,
+            n_pos: 0,
+        })
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        // SAFETY: made by llama_model_load_from_file; contexts borrow the model, so are gone.
+        unsafe { ffi::llama_model_free(self.ptr) };
+    }
+}
+
+/// An evaluation context of one sequence.
+pub struct Context<'m> {
+    ptr: *mut ffi::llama_context,
+    model: &'m Model,
+    n_pos: usize,
+}
+
+impl Context<'_> {
+    /// Forgets all evaluated tokens (the next token is at position 0).
+    pub fn clear(&mut self) {
+        // SAFETY: a live context.
+        unsafe { ffi::llama_memory_clear(ffi::llama_get_memory(self.ptr), true) };
+        self.n_pos = 0;
+    }
+
+    /// Evaluates `tokens` as one batch after those already evaluated and
+    /// returns the logits of every one of them (`tokens.len()` rows of n_vocab).
+    pub fn eval(&mut self, tokens: &[i32]) -> Result<Vec<f32>, String> {
+        let n_vocab = self.model.n_vocab();
+        if let Some(&t) = tokens.iter().find(|&&t| t < 0 || t as usize >= n_vocab) {
+            return Err(format!(
+                "token {t} is outside the vocabulary (0..{n_vocab})"
+            ));
+        }
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        // SAFETY: the batch holds tokens.len() entries, each written below before llama_decode.
+        unsafe {
+            let batch = ffi::llama_batch_init(tokens.len() as i32, 0, 1);
+            for (i, &t) in tokens.iter().enumerate() {
+                *batch.token.add(i) = t;
+                *batch.pos.add(i) = (self.n_pos + i) as i32;
+                *batch.n_seq_id.add(i) = 1;
+                **batch.seq_id.add(i) = 0;
+                *batch.logits.add(i) = 1;
+            }
+            let mut b = batch;
+            b.n_tokens = tokens.len() as i32;
+            let rc = ffi::llama_decode(self.ptr, b);
+            if rc != 0 {
+                ffi::llama_batch_free(batch);
+                return Err(format!("llama_decode failed ({rc})"));
+            }
+            let mut out = Vec::with_capacity(tokens.len() * n_vocab);
+            for i in 0..tokens.len() {
+                let l = ffi::llama_get_logits_ith(self.ptr, i as i32);
+                if l.is_null() {
+                    ffi::llama_batch_free(batch);
+                    return Err(format!("no logits for batch position {i}"));
+                }
+                out.extend_from_slice(std::slice::from_raw_parts(l, n_vocab));
+            }
+            ffi::llama_batch_free(batch);
+            self.n_pos += tokens.len();
+            Ok(out)
+        }
+    }
+}
+
+impl Drop for Context<'_> {
+    fn drop(&mut self) {
+        // SAFETY: made by llama_init_from_model.
+        unsafe { ffi::llama_free(self.ptr) };
+    }
+}
