@@ -10,6 +10,10 @@
 # into target/llama-tools/bin (override with LLMKERNEL_TOOLS_DIR). Arguments
 # name a subset of the programs, e.g. `scripts/build-llama-tools.sh test-backend-ops`.
 # Incremental: objects newer than their source and flags are kept.
+# LLMKERNEL_GGML_CPU=<compiler flags> builds ggml-cpu for another ISA than this
+# machine's best (default -march=native / -mcpu=native, as GGML_NATIVE), e.g.
+# "-mavx2 -mfma -mf16c" for ggml's AVX2 code paths; use another
+# LLMKERNEL_TOOLS_DIR for such a build.
 #
 # These are the hosts for checking libllmkernel.so inside unmodified llama.cpp:
 #   GGML_BACKEND_PATH=$PWD/target/release/libllmkernel.so target/llama-tools/bin/test-backend-ops -o MUL_MAT
@@ -36,8 +40,8 @@ LLAMA_VERSION=$(sed -n 's/^const LLAMA_VERSION: &str = "\(.*\)";/\1/p' build.rs)
 COMMIT=$(sed -n 's/^const UPSTREAM_COMMIT: &str = "\(.*\)";/\1/p' build.rs)
 ARCH=$(uname -m)
 case "$ARCH" in
-  x86_64) ARCH_DIR=x86; NATIVE=-march=native ;;
-  aarch64) ARCH_DIR=arm; NATIVE=-mcpu=native ;;
+  x86_64) ARCH_DIR=x86; NATIVE=${LLMKERNEL_GGML_CPU:--march=native} ;;
+  aarch64) ARCH_DIR=arm; NATIVE=${LLMKERNEL_GGML_CPU:--mcpu=native} ;;
   *) echo "unsupported architecture $ARCH" >&2; exit 1 ;;
 esac
 
@@ -64,7 +68,7 @@ BASE="-O3 -DNDEBUG -fPIC -pthread -w -D_GNU_SOURCE -D_XOPEN_SOURCE=600 -DGGML_SC
  -I$OUT/gen -I$L/ggml/include -I$L/ggml/src -DGGML_SHARED -DLLAMA_SHARED"
 CPU="-I$L/ggml/src/ggml-cpu $NATIVE -fopenmp -DGGML_USE_OPENMP -DGGML_USE_LLAMAFILE -DGGML_USE_CPU_REPACK -DGGML_BACKEND_SHARED -DGGML_BACKEND_BUILD"
 LLAMA_INC="-I$L/include -I$L/src"
-COMMON_INC="$LLAMA_INC -I$L/common -I$L/vendor -DLLAMA_SUBPROCESS"
+COMMON_INC="-I$L/include -I$L/common -I$L/vendor -DLLAMA_SUBPROCESS"
 
 JOBFILE=$(mktemp); trap 'rm -f "$JOBFILE"' EXIT
 declare -A OBJS
@@ -94,6 +98,10 @@ if $needs_llama; then
   obj llama "$CXX" "$BASE $LLAMA_INC -std=gnu++17 -DLLAMA_BUILD" "$L"/src/*.cpp "$OUT"/gen/models-unity-*.cpp
   obj common "$CXX" "$BASE $COMMON_INC -std=gnu++17" "$L"/common/*.cpp "$L"/common/jinja/*.cpp \
     "$L"/common/parsers/*.cpp "$OUT/gen/build-info.cpp"
+  # cpp-httplib (model downloads in common; built without OpenSSL, as when none is found)
+  obj httplib "$CXX" "$BASE -std=gnu++17 -DCPPHTTPLIB_FORM_URL_ENCODED_PAYLOAD_MAX_LENGTH=1048576 \
+ -DCPPHTTPLIB_LISTEN_BACKLOG=512 -DCPPHTTPLIB_REQUEST_URI_MAX_LENGTH=32768 -DCPPHTTPLIB_TCP_NODELAY=1" \
+    "$L/vendor/cpp-httplib/httplib.cpp"
 fi
 declare -A TOOL_SRC=(
   [test-backend-ops]="$L/tests/test-backend-ops.cpp"
@@ -127,7 +135,7 @@ link_so ggml-cpu "cpu-c cpu-cxx" "-lggml-base -fopenmp -lm"
 link_so ggml "reg" "-lggml-cpu -lggml-base -ldl"
 if $needs_llama; then
   link_so llama "llama" "-lggml -lggml-cpu -lggml-base"
-  link_so llama-common "common" "-lllama -lggml -lggml-base"
+  link_so llama-common "common httplib" "-lllama -lggml -lggml-base"
 fi
 for t in $TOOLS; do
   libs="-lggml -lggml-cpu -lggml-base"

@@ -5,12 +5,16 @@
 
 use crate::ffi;
 use llmkernel_backend::Stats;
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::Path;
 
 extern "C" {
     // ggml-impl.h (not in the bindings): ggml's printf-like logger.
     fn ggml_log_internal(level: ffi::ggml_log_level, format: *const c_char, ...);
+    // libgomp, which the vendored ggml-cpu uses (build.rs links it).
+    fn GOMP_parallel(f: unsafe extern "C" fn(*mut c_void), data: *mut c_void, n: u32, flags: u32);
+    fn omp_get_thread_num() -> c_int;
+    fn omp_get_num_threads() -> c_int;
 }
 
 /// Registers the LLMK device with this process's ggml (once; later calls
@@ -30,6 +34,11 @@ pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
         graph_node: b::ggml_graph_node,
         nbytes: b::ggml_nbytes,
         log: Some(ggml_log_internal),
+        omp: Some(llmkernel_backend::Omp {
+            parallel: GOMP_parallel,
+            thread_num: omp_get_thread_num,
+            num_threads: omp_get_num_threads,
+        }),
     });
     if reg.is_null() {
         return Err("the LLMK backend refused to register (see the log line above)".into());

@@ -8,6 +8,7 @@ pub mod ggml;
 pub mod ggml_mm;
 pub mod info;
 pub mod llama;
+pub mod perplexity;
 pub mod synthetic;
 
 pub use llmkernel_kernels as kernels;

@@ -70,6 +70,73 @@ impl Model {
         Ok(Model { ptr })
     }
 
+    /// Tokenizes `text` as llama.cpp's tools do (`common_tokenize(ctx, text,
+    /// add_special = true, parse_special = false)`): BOS first if the vocabulary
+    /// asks for it.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<i32>, String> {
+        let len = i32::try_from(text.len()).map_err(|_| "text longer than 2 GiB".to_string())?;
+        // SAFETY: a live model; text is len bytes; tokens has the room we pass.
+        unsafe {
+            let vocab = ffi::llama_model_get_vocab(self.ptr);
+            let mut tokens = vec![0i32; text.len() + 2];
+            let mut n = ffi::llama_tokenize(
+                vocab,
+                text.as_ptr().cast(),
+                len,
+                tokens.as_mut_ptr(),
+                tokens.len() as i32,
+                true,
+                false,
+            );
+            if n < 0 {
+                tokens.resize((-n) as usize, 0);
+                n = ffi::llama_tokenize(
+                    vocab,
+                    text.as_ptr().cast(),
+                    len,
+                    tokens.as_mut_ptr(),
+                    tokens.len() as i32,
+                    true,
+                    false,
+                );
+            }
+            if n < 0 {
+                return Err("tokenization failed".into());
+            }
+            tokens.truncate(n as usize);
+            Ok(tokens)
+        }
+    }
+
+    /// The BOS token when the vocabulary wants one at the start of a sequence.
+    pub fn bos(&self) -> Option<i32> {
+        // SAFETY: a live model.
+        unsafe {
+            let vocab = ffi::llama_model_get_vocab(self.ptr);
+            ffi::llama_vocab_get_add_bos(vocab).then(|| ffi::llama_vocab_bos(vocab))
+        }
+    }
+
+    /// llama.cpp's one-line description (architecture, size, type).
+    pub fn description(&self) -> String {
+        let mut buf = [0u8; 256];
+        // SAFETY: writes at most buf.len() bytes, NUL-terminated.
+        unsafe { ffi::llama_model_desc(self.ptr, buf.as_mut_ptr().cast(), buf.len()) };
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    }
+
+    /// Bytes of weights and parameters.
+    pub fn size_and_params(&self) -> (u64, u64) {
+        // SAFETY: a live model.
+        unsafe {
+            (
+                ffi::llama_model_size(self.ptr),
+                ffi::llama_model_n_params(self.ptr),
+            )
+        }
+    }
+
     pub fn n_vocab(&self) -> usize {
         // SAFETY: a live model.
         unsafe { ffi::llama_vocab_n_tokens(ffi::llama_model_get_vocab(self.ptr)) as usize }
@@ -129,6 +196,12 @@ impl Context<'_> {
     /// Evaluates `tokens` as one batch after those already evaluated and
     /// returns the logits of every one of them (`tokens.len()` rows of n_vocab).
     pub fn eval(&mut self, tokens: &[i32]) -> Result<Vec<f32>, String> {
+        self.eval_from(tokens, 0)
+    }
+
+    /// [`Context::eval`], returning logits only for `tokens[from..]` (llama.cpp
+    /// computes the output layer only for those).
+    pub fn eval_from(&mut self, tokens: &[i32], from: usize) -> Result<Vec<f32>, String> {
         let n_vocab = self.model.n_vocab();
         if let Some(&t) = tokens.iter().find(|&&t| t < 0 || t as usize >= n_vocab) {
             return Err(format!(
@@ -146,7 +219,7 @@ impl Context<'_> {
                 *batch.pos.add(i) = (self.n_pos + i) as i32;
                 *batch.n_seq_id.add(i) = 1;
                 **batch.seq_id.add(i) = 0;
-                *batch.logits.add(i) = 1;
+                *batch.logits.add(i) = (i >= from) as i8;
             }
             let mut b = batch;
             b.n_tokens = tokens.len() as i32;
@@ -155,8 +228,8 @@ impl Context<'_> {
                 ffi::llama_batch_free(batch);
                 return Err(format!("llama_decode failed ({rc})"));
             }
-            let mut out = Vec::with_capacity(tokens.len() * n_vocab);
-            for i in 0..tokens.len() {
+            let mut out = Vec::with_capacity(tokens.len().saturating_sub(from) * n_vocab);
+            for i in from..tokens.len() {
                 let l = ffi::llama_get_logits_ith(self.ptr, i as i32);
                 if l.is_null() {
                     ffi::llama_batch_free(batch);

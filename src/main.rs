@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use llmkernel::bench;
 use llmkernel::kernels::registry::Isa;
 use llmkernel::kernels::Format;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -46,6 +47,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Perplexity of a model on a text, computed as llama-perplexity computes it, with
+    /// ggml's kernels, llmkernel's, or both in one run (plus the KL-divergence between them).
+    Perplexity {
+        /// The model (GGUF).
+        #[arg(short = 'm', long)]
+        model: PathBuf,
+        /// The text file to score.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Tokens per chunk: the first half is context, the second half is scored.
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// At most this many chunks (default: all the text holds).
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// Whose kernels compute the weight matmuls: ggml, llmkernel, or both.
+        #[arg(long, default_value = "llmkernel", value_parser = llmkernel::perplexity::Kernels::parse)]
+        kernels: llmkernel::perplexity::Kernels,
+        /// Threads (default: all hardware threads).
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+        /// A teacher model (e.g. the uncompressed one), run alongside with ggml's kernels:
+        /// KL-divergence of each run's token distribution from the teacher's.
+        #[arg(long)]
+        teacher: Option<PathBuf>,
+        /// One JSON object on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -62,8 +92,43 @@ fn parse_isa(s: &str) -> Result<Isa, String> {
     })
 }
 
+fn hardware_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Perplexity {
+            model,
+            file,
+            ctx,
+            chunks,
+            kernels,
+            threads,
+            teacher,
+            json,
+        } => {
+            let opts = llmkernel::perplexity::Options {
+                model,
+                text: file,
+                ctx,
+                chunks,
+                threads: threads.unwrap_or_else(hardware_threads).max(1),
+                kernels,
+                teacher,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            match llmkernel::perplexity::run(&opts) {
+                Ok(r) if json => println!("{}", r.json()),
+                Ok(r) => print!("{}", r.text()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         Command::Info => print!("{}", llmkernel::info::report()),
         Command::Bench {
             format,
@@ -75,9 +140,7 @@ fn main() -> ExitCode {
             json,
         } => {
             let threads = if threads.is_empty() {
-                vec![std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)]
+                vec![hardware_threads()]
             } else {
                 threads
             };

@@ -18,6 +18,7 @@
 
 pub mod buffer;
 pub mod ops;
+pub mod team;
 
 /// Raw bindings of the vendored ggml headers (the committed copy; the root
 /// crate's build checks it equals what bindgen makes of the vendored headers).
@@ -63,7 +64,25 @@ pub struct Host {
     pub nbytes: unsafe extern "C" fn(*const ffi::ggml_tensor) -> usize,
     /// Optional: without it, messages go to stderr.
     pub log: Option<LogFn>,
+    /// The host's OpenMP runtime, when its CPU backend uses one (optional).
+    pub omp: Option<Omp>,
 }
+
+/// libgomp's entry points, to run the backend's parallel work on the OpenMP
+/// team that llama.cpp's CPU backend uses. Between the CPU backend's graph
+/// splits that team's threads spin for a while; threads of our own would
+/// fight them for the cores (on 2 cores, 2 + 1 spinning threads), so running
+/// on the same team is what keeps the two backends from oversubscribing.
+#[derive(Clone, Copy)]
+pub struct Omp {
+    /// `void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags)`
+    pub parallel: unsafe extern "C" fn(unsafe extern "C" fn(*mut c_void), *mut c_void, u32, u32),
+    pub thread_num: unsafe extern "C" fn() -> c_int,
+    pub num_threads: unsafe extern "C" fn() -> c_int,
+}
+
+/// The symbol names of [`Omp`]'s functions.
+pub const OMP_SYMBOLS: [&str; 3] = ["GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"];
 
 /// The symbol names of [`Host`]'s functions, for a loader that looks them up.
 pub const HOST_SYMBOLS: [&str; 6] = [
@@ -327,5 +346,42 @@ mod tests {
         assert!(check_host_version("1.25.3").is_err());
         assert!(check_host_version("garbage").is_err());
         assert!(check_host_version("").is_err());
+    }
+
+    /// A host whose ggml is another minor version gets no registry (and none
+    /// of the other host functions is ever called).
+    #[test]
+    fn init_refuses_another_ggml() {
+        unsafe extern "C" fn version() -> *const c_char {
+            c"0.26.1".as_ptr()
+        }
+        unsafe extern "C" fn buffer_init(
+            _: ffi::ggml_backend_buffer_type_t,
+            _: ffi::ggml_backend_buffer_i,
+            _: *mut c_void,
+            _: usize,
+        ) -> ffi::ggml_backend_buffer_t {
+            panic!("called")
+        }
+        unsafe extern "C" fn n_nodes(_: *mut ffi::ggml_cgraph) -> c_int {
+            panic!("called")
+        }
+        unsafe extern "C" fn node(_: *mut ffi::ggml_cgraph, _: c_int) -> *mut ffi::ggml_tensor {
+            panic!("called")
+        }
+        unsafe extern "C" fn nbytes(_: *const ffi::ggml_tensor) -> usize {
+            panic!("called")
+        }
+        let reg = init(Host {
+            version,
+            buffer_init,
+            graph_n_nodes: n_nodes,
+            graph_node: node,
+            nbytes,
+            log: None,
+            omp: None,
+        });
+        assert!(reg.is_null());
+        assert!(OBJECTS.get().is_none());
     }
 }

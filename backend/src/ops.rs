@@ -3,7 +3,7 @@
 
 use crate::{buffer, ffi, log};
 use llmkernel_kernels::formats::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0, QuantBlock};
-use llmkernel_kernels::matmul::{matmul, QMatrix};
+use llmkernel_kernels::matmul::{matmul_on, QMatrix};
 use llmkernel_kernels::registry::{Kernels, RowKernel};
 use std::borrow::Cow;
 use std::ffi::c_char;
@@ -492,10 +492,12 @@ unsafe fn mul_mat<B: Kernels>(
             if contiguous_y && ybase as usize % 4 == 0 {
                 // SAFETY: the plane's n rows of m f32 are contiguous inside dst.
                 let y = unsafe { std::slice::from_raw_parts_mut(ybase as *mut f32, n * m) };
-                matmul(&qm, &xs, n, y, kernel, threads).map_err(|e| e.to_string())?;
+                matmul_on(&qm, &xs, n, y, kernel, &*crate::team::runner(threads))
+                    .map_err(|e| e.to_string())?;
             } else {
                 let mut y = vec![0f32; n * m];
-                matmul(&qm, &xs, n, &mut y, kernel, threads).map_err(|e| e.to_string())?;
+                matmul_on(&qm, &xs, n, &mut y, kernel, &*crate::team::runner(threads))
+                    .map_err(|e| e.to_string())?;
                 for (i1, row) in y.chunks(m.max(1)).enumerate() {
                     for (i0, v) in row.iter().enumerate() {
                         // SAFETY: inside dst by its strides.
@@ -565,7 +567,15 @@ unsafe fn mul_mat_id<B: Kernels>(
             )
         };
         let mut y = vec![0f32; pairs.len() * m];
-        matmul(&qm, &xs, pairs.len(), &mut y, kernel, threads).map_err(|e| e.to_string())?;
+        matmul_on(
+            &qm,
+            &xs,
+            pairs.len(),
+            &mut y,
+            kernel,
+            &*crate::team::runner(threads),
+        )
+        .map_err(|e| e.to_string())?;
         for (&(i, t), row) in pairs.iter().zip(y.chunks(m.max(1))) {
             // SAFETY: dst row (i, t) holds m f32 at stride nb0.
             unsafe {

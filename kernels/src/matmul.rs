@@ -64,12 +64,60 @@ pub fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
         .clone()
 }
 
+/// Who runs a matmul's parallel tasks: `run(tasks, f)` calls `f(0)` ..
+/// `f(tasks - 1)`, each exactly once, spread over up to `threads()` threads,
+/// and returns when all are done. [`Rayon`] is the default; the ggml backend
+/// hands in the host's OpenMP team, so its matmuls run on the threads
+/// llama.cpp's CPU backend already keeps hot instead of waking more.
+pub trait Parallel: Sync {
+    fn threads(&self) -> usize;
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync));
+}
+
+/// A rayon pool of this many threads ([`pool`]); one thread runs inline on the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Rayon(pub usize);
+
+impl Parallel for Rayon {
+    fn threads(&self) -> usize {
+        self.0.max(1)
+    }
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if self.0 <= 1 || tasks <= 1 {
+            (0..tasks).for_each(f);
+        } else {
+            pool(self.0).install(|| (0..tasks).into_par_iter().for_each(f));
+        }
+    }
+}
+
+/// Splits `data` into chunks of `len` and runs `f(index, chunk)` for each on `par`.
+fn for_each_chunk<T: Send>(
+    par: &dyn Parallel,
+    data: &mut [T],
+    len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let chunks: Vec<Mutex<&mut [T]>> = data.chunks_mut(len.max(1)).map(Mutex::new).collect();
+    par.run(chunks.len(), &|i| f(i, &mut chunks[i].lock().unwrap()));
+}
+
 /// Quantizes `n` rows of `k` activations for a dot product with `B` weights.
 pub fn quantize_activations<B: WeightBlock>(
     x: &[f32],
     n: usize,
     k: usize,
     threads: usize,
+) -> Result<Vec<B::Act>> {
+    quantize_activations_on::<B>(x, n, k, &Rayon(threads))
+}
+
+/// [`quantize_activations`] on `par`.
+pub fn quantize_activations_on<B: WeightBlock>(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    par: &dyn Parallel,
 ) -> Result<Vec<B::Act>> {
     let per_row = B::Act::FORMAT.blocks_in(k)?;
     if x.len() != n * k {
@@ -89,11 +137,19 @@ pub fn quantize_activations<B: WeightBlock>(
             B::quantize_activations(xr, qr)?;
         }
     } else {
-        pool(threads).install(|| {
-            x.par_chunks(k)
-                .zip(q.par_chunks_mut(per_row))
-                .try_for_each(|(xr, qr)| B::quantize_activations(xr, qr))
-        })?;
+        let rows = n.div_ceil(par.threads());
+        let error = Mutex::new(None);
+        for_each_chunk(par, &mut q, rows * per_row, |i, qc| {
+            let xs = &x[i * rows * k..][..qc.len() / per_row * k];
+            for (xr, qr) in xs.chunks(k).zip(qc.chunks_mut(per_row)) {
+                if let Err(e) = B::quantize_activations(xr, qr) {
+                    *error.lock().unwrap() = Some(e);
+                }
+            }
+        });
+        if let Some(e) = error.into_inner().unwrap() {
+            return Err(e);
+        }
     }
     Ok(q)
 }
@@ -108,6 +164,18 @@ pub fn matmul<B: Kernels>(
     kernel: &RowKernel<B>,
     threads: usize,
 ) -> Result<()> {
+    matmul_on(w, x, n, y, kernel, &Rayon(threads))
+}
+
+/// [`matmul`] with its tasks run by `par`.
+pub fn matmul_on<B: Kernels>(
+    w: &QMatrix<B>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    kernel: &RowKernel<B>,
+    par: &dyn Parallel,
+) -> Result<()> {
     let m = w.rows();
     if y.len() != n * m {
         return Err(Error::LengthMismatch {
@@ -116,8 +184,8 @@ pub fn matmul<B: Kernels>(
             got: y.len(),
         });
     }
-    let acts = quantize_activations::<B>(x, n, w.k(), threads)?;
-    matmul_quantized(w, &acts, n, y, kernel, threads)
+    let acts = quantize_activations_on::<B>(x, n, w.k(), par)?;
+    matmul_quantized_on(w, &acts, n, y, kernel, par)
 }
 
 /// [`matmul`] with activations already quantized (`n` rows of `k / block` blocks).
@@ -128,6 +196,18 @@ pub fn matmul_quantized<B: Kernels>(
     y: &mut [f32],
     kernel: &RowKernel<B>,
     threads: usize,
+) -> Result<()> {
+    matmul_quantized_on(w, acts, n, y, kernel, &Rayon(threads))
+}
+
+/// [`matmul_quantized`] with its tasks run by `par`.
+pub fn matmul_quantized_on<B: Kernels>(
+    w: &QMatrix<B>,
+    acts: &[B::Act],
+    n: usize,
+    y: &mut [f32],
+    kernel: &RowKernel<B>,
+    par: &dyn Parallel,
 ) -> Result<()> {
     let (m, per_row) = (w.rows(), w.k() / B::FORMAT.block_len());
     if acts.len() != n * per_row {
@@ -162,7 +242,7 @@ pub fn matmul_quantized<B: Kernels>(
     // columns into its own slice of `t` (rows × n), transposed into y at the end.
     // One contiguous run of rows per thread (as ggml splits a matmul): each thread
     // streams its own part of the weights; more, smaller tasks only add scheduling.
-    let rows_per_task = m.div_ceil(threads.max(1)).max(1);
+    let rows_per_task = m.div_ceil(par.threads()).max(1);
     // With one column, rows × n is y's own layout: write there, no copy.
     let mut transposed = Vec::new();
     let t: &mut [f32] = if n == 1 {
@@ -171,25 +251,21 @@ pub fn matmul_quantized<B: Kernels>(
         transposed.resize(m * n, 0f32);
         &mut transposed
     };
-    pool(threads).install(|| {
-        t.par_chunks_mut(rows_per_task * n)
-            .enumerate()
-            .for_each(|(task, out)| {
-                // Tiles of TILE_ROWS weight rows (kept in L2) against every column
-                // group (kept in L1 while the tile's rows pass), so a GEMM reads each
-                // activation column once per tile rather than once per row.
-                for (tile, out_tile) in out.chunks_mut(TILE_ROWS * n).enumerate() {
-                    let first = task * rows_per_task + tile * TILE_ROWS;
-                    for (g, c) in cols.chunks(kernel.cols).enumerate() {
-                        for (r, out_row) in out_tile.chunks_mut(n).enumerate() {
-                            let o = &mut out_row[g * kernel.cols..g * kernel.cols + c.len()];
-                            // SAFETY: ISA support checked above; c.len() == o.len() <= kernel.cols,
-                            // and every column has the row's block count (acts checked above).
-                            unsafe { (kernel.f)(w.row(first + r), c, o) };
-                        }
-                    }
+    for_each_chunk(par, t, rows_per_task * n, |task, out| {
+        // Tiles of TILE_ROWS weight rows (kept in L2) against every column
+        // group (kept in L1 while the tile's rows pass), so a GEMM reads each
+        // activation column once per tile rather than once per row.
+        for (tile, out_tile) in out.chunks_mut(TILE_ROWS * n).enumerate() {
+            let first = task * rows_per_task + tile * TILE_ROWS;
+            for (g, c) in cols.chunks(kernel.cols).enumerate() {
+                for (r, out_row) in out_tile.chunks_mut(n).enumerate() {
+                    let o = &mut out_row[g * kernel.cols..g * kernel.cols + c.len()];
+                    // SAFETY: ISA support checked above; c.len() == o.len() <= kernel.cols,
+                    // and every column has the row's block count (acts checked above).
+                    unsafe { (kernel.f)(w.row(first + r), c, o) };
                 }
-            })
+            }
+        }
     });
     if n > 1 {
         for (r, tr) in transposed.chunks(n).enumerate() {

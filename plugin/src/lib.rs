@@ -43,6 +43,21 @@ fn host() -> &'static Result<Host, String> {
             graph_node: sym!("ggml_graph_node"),
             nbytes: sym!("ggml_nbytes"),
             log,
+            // SAFETY: libgomp's documented ABI, unchanged since GCC 4.9.
+            omp: unsafe {
+                match (
+                    this.get(b"GOMP_parallel\0"),
+                    this.get(b"omp_get_thread_num\0"),
+                    this.get(b"omp_get_num_threads\0"),
+                ) {
+                    (Ok(p), Ok(t), Ok(n)) => Some(llmkernel_backend::Omp {
+                        parallel: *p,
+                        thread_num: *t,
+                        num_threads: *n,
+                    }),
+                    _ => None,
+                }
+            },
         })
     })
 }

