@@ -9,6 +9,7 @@ pub mod ggml_mm;
 pub mod info;
 pub mod llama;
 pub mod perplexity;
+pub mod quantize;
 pub mod synthetic;
 
 pub use llmkernel_kernels as kernels;

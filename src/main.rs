@@ -76,6 +76,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Quantizes a GGUF model through the vendored llama_model_quantize.
+    Quantize {
+        /// The model to quantize (F32/F16/BF16, or quantized: then it is requantized).
+        input: PathBuf,
+        /// Where to write the quantized model.
+        output: PathBuf,
+        /// q2_k, q3_k, q4_k (llama.cpp's Q2_K, Q3_K_M, Q4_K_M mixes), q4_0 or q8_0.
+        #[arg(long, value_parser = parse_format)]
+        format: Format,
+        /// Every matrix in the format (no mixes; token embedding and output included).
+        #[arg(long)]
+        pure: bool,
+        /// Threads (default: all hardware threads).
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+    },
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -100,6 +116,20 @@ fn hardware_threads() -> usize {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Quantize {
+            input,
+            output,
+            format,
+            pure,
+            threads,
+        } => {
+            let t = threads.unwrap_or_else(hardware_threads).max(1);
+            if let Err(e) = llmkernel::quantize::quantize(&input, &output, format, pure, t) {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", output.display());
+        }
         Command::Perplexity {
             model,
             file,
