@@ -95,3 +95,12 @@ pub fn device() -> Option<ffi::ggml_backend_dev_t> {
             .find(|&d| CStr::from_ptr(ffi::ggml_backend_dev_name(d)).to_bytes() == b"LLMK")
     }
 }
+
+/// Runs `f` (a model load) with the in-process LLMK device taking no weights,
+/// so the model gets ggml's buffer types and kernels though LLMK is registered.
+pub fn without_llmk<T>(f: impl FnOnce() -> T) -> T {
+    llmkernel_backend::ops::set_accepting(false);
+    let r = f();
+    llmkernel_backend::ops::set_accepting(true);
+    r
+}

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod compare;
 pub mod ffi;
 pub mod ggml;
 pub mod ggml_mm;

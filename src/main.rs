@@ -72,9 +72,43 @@ enum Command {
         /// KL-divergence of each run's token distribution from the teacher's.
         #[arg(long)]
         teacher: Option<PathBuf>,
+        /// Also time this many single-token evaluations per kernel set (text generation speed).
+        #[arg(long, default_value_t = 0)]
+        decode: usize,
         /// One JSON object on stdout instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Makes each compressed variant of a base model and measures each with ggml's and
+    /// llmkernel's kernels: one table (markdown, JSON) and one picture (SVG, PNG).
+    Compare {
+        /// The base model (GGUF): the variants are made from it and measured against it.
+        #[arg(short = 'm', long)]
+        model: PathBuf,
+        /// The text file to score.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Variant formats (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "q4_k,q3_k,q2_k", value_parser = parse_format)]
+        formats: Vec<Format>,
+        /// Tokens per chunk.
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// At most this many chunks.
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// Single-token evaluations timed per variant and kernel set (tg).
+        #[arg(long, default_value_t = 128)]
+        decode: usize,
+        /// Every matrix in the format (`quantize --pure`).
+        #[arg(long)]
+        pure: bool,
+        /// Threads (default: all hardware threads).
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+        /// Where the variants, compare.md, compare.json, compare.svg and compare.png go.
+        #[arg(long, default_value = "compare-out")]
+        out: PathBuf,
     },
     /// Quantizes a GGUF model through the vendored llama_model_quantize.
     Quantize {
@@ -116,6 +150,60 @@ fn hardware_threads() -> usize {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Compare {
+            model,
+            file,
+            formats,
+            ctx,
+            chunks,
+            decode,
+            pure,
+            threads,
+            out,
+        } => {
+            let o = llmkernel::compare::Options {
+                base: model,
+                text: file,
+                formats,
+                ctx,
+                chunks,
+                threads: threads.unwrap_or_else(hardware_threads).max(1),
+                out_dir: out,
+                pure,
+                decode,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let rows = match llmkernel::compare::run(&o) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let md = llmkernel::compare::markdown(&rows, &o);
+            let title = format!(
+                "{}: size vs KL-divergence (colour: llmkernel speed, blue slow, red fast)",
+                o.base
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("model")
+            );
+            let write = |name: &str, text: &str| std::fs::write(o.out_dir.join(name), text);
+            let (svg, png) = (o.out_dir.join("compare.svg"), o.out_dir.join("compare.png"));
+            let r = write("compare.md", &md)
+                .and_then(|_| write("compare.json", &llmkernel::compare::json(&rows)))
+                .map_err(|e| e.to_string())
+                .and_then(|_| llmkernel::compare::plot(&rows, &title, &svg, &png));
+            if let Err(e) = r {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            print!("{md}");
+            println!(
+                "\nwritten: {}/compare.{{md,json,svg,png}}",
+                o.out_dir.display()
+            );
+        }
         Command::Quantize {
             input,
             output,
@@ -138,6 +226,7 @@ fn main() -> ExitCode {
             kernels,
             threads,
             teacher,
+            decode,
             json,
         } => {
             let opts = llmkernel::perplexity::Options {
@@ -149,6 +238,7 @@ fn main() -> ExitCode {
                 kernels,
                 teacher,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                decode,
             };
             match llmkernel::perplexity::run(&opts) {
                 Ok(r) if json => println!("{}", r.json()),

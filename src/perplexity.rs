@@ -37,6 +37,9 @@ pub struct Options {
     pub kernels: Kernels,
     pub teacher: Option<PathBuf>,
     pub progress: bool,
+    /// After scoring, time this many single-token evaluations (text generation
+    /// speed, as llama-bench's tg) per kernel set; 0 skips it.
+    pub decode: usize,
 }
 
 /// Negative log-likelihood sums of one model instance.
@@ -51,6 +54,8 @@ pub struct Score {
     pub eval_tokens: usize,
     /// Matmuls the LLMK device computed for this instance (None: ggml's kernels).
     pub llmk_matmuls: Option<u64>,
+    /// Single-token evaluations per second (None: not measured).
+    pub decode_tokens_per_s: Option<f64>,
 }
 
 impl Score {
@@ -162,9 +167,13 @@ pub fn run(o: &Options) -> Result<Report, String> {
     llama::init();
     // Order matters: models loaded before LLMK is registered keep ggml's
     // buffer types (and kernels); models loaded after it get LLMK's.
-    let teacher = o.teacher.as_deref().map(load).transpose()?;
+    let teacher = o
+        .teacher
+        .as_deref()
+        .map(|p| backend::without_llmk(|| load(p)))
+        .transpose()?;
     let ggml = matches!(o.kernels, Kernels::Ggml | Kernels::Both)
-        .then(|| load(&o.model))
+        .then(|| backend::without_llmk(|| load(&o.model)))
         .transpose()?;
     let reg = if matches!(o.kernels, Kernels::Llmkernel | Kernels::Both) {
         Some(backend::register_in_process()?)
@@ -315,6 +324,22 @@ pub fn run(o: &Options) -> Result<Report, String> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    if o.decode > 0 {
+        for inst in instances.iter_mut().filter(|i| i.score.label != "teacher") {
+            inst.ctx.clear();
+            let mut t = bos.unwrap_or(tokens[0]);
+            inst.ctx.eval_from(&[t], 0)?; // warm-up, as llama-bench
+                                          // Positions 1..=n after the warm-up token; the context holds ctx.
+            let n = o.decode.min(o.ctx - 1);
+            let t0 = Instant::now();
+            for _ in 0..n {
+                let logits = inst.ctx.eval_from(&[t], 0)?;
+                // Greedy next token keeps the sequence a model's own.
+                t = log_softmax(&logits).1 as i32;
+            }
+            inst.score.decode_tokens_per_s = Some(n as f64 / t0.elapsed().as_secs_f64());
+        }
+    }
     let mut scores = Vec::new();
     for inst in instances {
         let mut s = inst.score;
@@ -407,7 +432,8 @@ impl Report {
                 let (p, e) = x.ppl();
                 serde_json::json!({
                     "kernels": x.label, "ppl": p, "ppl_err": e, "tokens_scored": x.count,
-                    "pp_tokens_per_s": x.tokens_per_s(), "llmk_matmuls": x.llmk_matmuls,
+                    "pp_tokens_per_s": x.tokens_per_s(), "tg_tokens_per_s": x.decode_tokens_per_s,
+                    "llmk_matmuls": x.llmk_matmuls,
                 })
             })
             .collect();

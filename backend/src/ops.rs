@@ -150,6 +150,9 @@ fn weight_type(t: ffi::ggml_type) -> Option<(usize, usize)> {
 /// # Safety
 /// `op` and its sources are live tensors.
 unsafe fn supports(op: &ffi::ggml_tensor) -> bool {
+    if !ACCEPTING.load(Ordering::Relaxed) {
+        return false;
+    }
     match op.op {
         ffi::GGML_OP_NONE
         | ffi::GGML_OP_RESHAPE
@@ -207,6 +210,16 @@ unsafe fn supports(op: &ffi::ggml_tensor) -> bool {
             && ids.ne[0] % x.ne[1] == 0
             && op.ne == [w.ne[1], ids.ne[0], x.ne[2], 1]
     }
+}
+
+static ACCEPTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// While `false`, the device takes no op: a model loaded meanwhile keeps
+/// ggml's own buffer types (and kernels) although LLMK is registered. The CLI
+/// uses it to run ggml's kernels and llmkernel's on the same model in one
+/// process. Default `true`.
+pub fn set_accepting(on: bool) {
+    ACCEPTING.store(on, Ordering::Relaxed);
 }
 
 /// Per-backend state.

@@ -1,0 +1,304 @@
+//! `llmkernel compare`: makes each compressed variant of a base model, measures
+//! each with ggml's kernels and llmkernel's (perplexity, KL-divergence from the
+//! base, prompt and generation speed), and writes one table (markdown, JSON)
+//! and one picture (SVG, PNG): file size against KL-divergence, one point per
+//! variant, coloured by llmkernel's generation speed.
+
+use crate::perplexity::{self, Kernels, Report};
+use crate::quantize;
+use llmkernel_kernels::Format;
+use std::path::{Path, PathBuf};
+
+pub struct Options {
+    pub base: PathBuf,
+    pub text: PathBuf,
+    pub formats: Vec<Format>,
+    pub ctx: usize,
+    pub chunks: Option<usize>,
+    pub threads: usize,
+    pub out_dir: PathBuf,
+    pub pure: bool,
+    pub decode: usize,
+    pub progress: bool,
+}
+
+/// One line of the table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub file: PathBuf,
+    pub size_bytes: u64,
+    pub bpw: f64,
+    pub ppl: f64,
+    pub ppl_err: f64,
+    pub ppl_llmk: f64,
+    pub dppl: f64,
+    /// Mean KLD of the variant (ggml's kernels) from the base, and its error.
+    pub kld: Option<(f64, f64)>,
+    pub same_top1: Option<f64>,
+    pub pp: (f64, f64),
+    pub tg: (Option<f64>, Option<f64>),
+    pub llmk_matmuls: u64,
+    pub chunks: usize,
+}
+
+fn row(name: &str, file: &Path, r: &Report, base_ppl: f64) -> Row {
+    let by = |l: &str| r.scores.iter().find(|s| s.label == l);
+    let (g, l) = (by("ggml").unwrap(), by("llmkernel").unwrap());
+    let (ppl, ppl_err) = g.ppl();
+    let div = r
+        .divergences
+        .iter()
+        .find(|d| d.of == "ggml" && d.base == "teacher")
+        .map(|d| d.stats());
+    Row {
+        name: name.into(),
+        file: file.into(),
+        size_bytes: r.size_bytes,
+        bpw: r.size_bytes as f64 * 8.0 / r.params as f64,
+        ppl,
+        ppl_err,
+        ppl_llmk: l.ppl().0,
+        dppl: ppl - base_ppl,
+        kld: div.map(|k| (k.mean, k.mean_err)),
+        same_top1: div.map(|k| k.same_top1),
+        pp: (g.tokens_per_s(), l.tokens_per_s()),
+        tg: (g.decode_tokens_per_s, l.decode_tokens_per_s),
+        llmk_matmuls: l.llmk_matmuls.unwrap_or(0),
+        chunks: r.chunks,
+    }
+}
+
+pub fn run(o: &Options) -> Result<Vec<Row>, String> {
+    std::fs::create_dir_all(&o.out_dir).map_err(|e| format!("{}: {e}", o.out_dir.display()))?;
+    let stem = o
+        .base
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_string();
+    let ppl_opts = |model: &Path, teacher: Option<&Path>| perplexity::Options {
+        model: model.into(),
+        text: o.text.clone(),
+        ctx: o.ctx,
+        chunks: o.chunks,
+        threads: o.threads,
+        kernels: Kernels::Both,
+        teacher: teacher.map(Into::into),
+        progress: o.progress,
+        decode: o.decode,
+    };
+    eprintln!("compare: base {}", o.base.display());
+    let base = perplexity::run(&ppl_opts(&o.base, None))?;
+    let base_ppl = base
+        .scores
+        .iter()
+        .find(|s| s.label == "ggml")
+        .unwrap()
+        .ppl()
+        .0;
+    let mut rows = vec![row("base", &o.base, &base, base_ppl)];
+    for &f in &o.formats {
+        let path = o.out_dir.join(format!(
+            "{stem}-{}{}.gguf",
+            f.name(),
+            if o.pure { "-pure" } else { "" }
+        ));
+        if !path.exists() {
+            eprintln!("compare: quantizing to {}", path.display());
+            quantize::quantize(&o.base, &path, f, o.pure, o.threads)?;
+        }
+        eprintln!("compare: measuring {}", path.display());
+        let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
+        rows.push(row(f.name(), &path, &r, base_ppl));
+    }
+    Ok(rows)
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(g), Some(l)) => format!("{:.2}×", l / g),
+        _ => "-".into(),
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The table in markdown.
+pub fn markdown(rows: &[Row], o: &Options) -> String {
+    let chunks = rows.first().map_or(0, |r| r.chunks);
+    let mut s = format!(
+        "Base: `{}`; text `{}`; ctx {}, {} chunks; {} threads; variants made from the base with \
+         `llmkernel quantize{}`; commit {}.\n\n",
+        o.base.display(),
+        o.text.display(),
+        o.ctx,
+        chunks,
+        o.threads,
+        if o.pure { " --pure" } else { "" },
+        crate::info::llmkernel_commit()
+    );
+    s += "| variant | bits/weight | size MiB | PPL (ggml) | ΔPPL | PPL (llmkernel) | mean KLD vs base | same top-1 | pp{ctx} ggml t/s | pp llmkernel t/s | pp ratio | tg ggml t/s | tg llmkernel t/s | tg ratio |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for r in rows {
+        s += &format!(
+            "| {} | {:.2} | {:.1} | {:.4} ± {:.4} | {:+.4} | {:.4} | {} | {} | {:.1} | {:.1} | {:.2}× | {} | {} | {} |\n",
+            r.name,
+            r.bpw,
+            r.size_bytes as f64 / (1 << 20) as f64,
+            r.ppl,
+            r.ppl_err,
+            r.dppl,
+            r.ppl_llmk,
+            r.kld.map_or("-".into(), |(m, e)| format!("{m:.5} ± {e:.5}")),
+            r.same_top1.map_or("-".into(), |p| format!("{:.2} %", p * 100.0)),
+            r.pp.0,
+            r.pp.1,
+            r.pp.1 / r.pp.0,
+            opt(r.tg.0, 1),
+            opt(r.tg.1, 1),
+            ratio(r.tg.0, r.tg.1),
+        );
+    }
+    s.replace("pp{ctx}", &format!("pp{}", o.ctx))
+}
+
+pub fn json(rows: &[Row]) -> String {
+    let v: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "variant": r.name, "file": r.file, "size_bytes": r.size_bytes, "bits_per_weight": r.bpw,
+                "ppl": r.ppl, "ppl_err": r.ppl_err, "ppl_llmkernel": r.ppl_llmk, "delta_ppl": r.dppl,
+                "kld_mean": r.kld.map(|k| k.0), "kld_mean_err": r.kld.map(|k| k.1),
+                "same_top1": r.same_top1, "pp_ggml": r.pp.0, "pp_llmkernel": r.pp.1,
+                "tg_ggml": r.tg.0, "tg_llmkernel": r.tg.1, "llmk_matmuls": r.llmk_matmuls,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&v).unwrap()
+}
+
+/// Draws size against KLD into `svg` and `png`.
+pub fn plot(rows: &[Row], title: &str, svg: &Path, png: &Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    static FONT: std::sync::Once = std::sync::Once::new();
+    // The bitmap backend draws text with this font (no system fonts needed).
+    FONT.call_once(|| {
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            epaint_default_fonts::UBUNTU_LIGHT,
+        );
+    });
+    let pts: Vec<&Row> = rows.iter().filter(|r| r.kld.is_some()).collect();
+    if pts.is_empty() {
+        return Err("no variant to plot".into());
+    }
+    let mib = |r: &Row| r.size_bytes as f64 / (1 << 20) as f64;
+    let xmax = rows.iter().map(mib).fold(0.0, f64::max) * 1.45; // room for the labels
+    let (ymin, ymax) = pts
+        .iter()
+        .map(|r| r.kld.unwrap().0)
+        .fold((f64::MAX, 0f64), |(a, b), k| (a.min(k), b.max(k)));
+    let (ymin, ymax) = (ymin / 2.0, ymax * 2.0);
+    let tg = |r: &Row| r.tg.1.unwrap_or(r.pp.1);
+    let (tmin, tmax) = pts
+        .iter()
+        .map(|r| tg(r))
+        .fold((f64::MAX, 0f64), |(a, b), t| (a.min(t), b.max(t)));
+    fn draw<DB: DrawingBackend>(
+        root: DrawingArea<DB, plotters::coord::Shift>,
+        rows: &[Row],
+        pts: &[&Row],
+        title: &str,
+        (xmax, ymin, ymax, tmin, tmax): (f64, f64, f64, f64, f64),
+    ) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(20)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..xmax, (ymin..ymax).log_scale())
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("file size (MiB)")
+            .y_desc("mean KL-divergence from the base (log)")
+            .axis_desc_style(("sans-serif", 15))
+            .draw()
+            .map_err(e)?;
+        let mib = |r: &Row| r.size_bytes as f64 / (1 << 20) as f64;
+        for r in pts {
+            let (x, y) = (mib(r), r.kld.unwrap().0);
+            let t = r.tg.1.unwrap_or(r.pp.1);
+            let f = if tmax > tmin {
+                (t - tmin) / (tmax - tmin)
+            } else {
+                1.0
+            };
+            // slow = blue, fast = red
+            let colour = RGBColor((40.0 + 200.0 * f) as u8, 60, (220.0 - 180.0 * f) as u8);
+            chart
+                .draw_series(std::iter::once(Circle::new((x, y), 9, colour.filled())))
+                .map_err(e)?;
+            let speed = match (r.tg.0, r.tg.1) {
+                (Some(g), Some(l)) => format!("{} — tg {l:.0} t/s ({:.2}× ggml)", r.name, l / g),
+                _ => format!(
+                    "{} — pp {:.0} t/s ({:.2}× ggml)",
+                    r.name,
+                    r.pp.1,
+                    r.pp.1 / r.pp.0
+                ),
+            };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    speed,
+                    (x + xmax * 0.015, y),
+                    ("sans-serif", 14),
+                )))
+                .map_err(e)?;
+        }
+        if let Some(b) = rows.iter().find(|r| r.kld.is_none()) {
+            let x = mib(b);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x, ymin), (x, ymax)],
+                    BLACK.stroke_width(1),
+                )))
+                .map_err(e)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("base ({:.0} MiB)", x),
+                    (x + xmax * 0.01, ymax / 1.3),
+                    ("sans-serif", 14),
+                )))
+                .map_err(e)?;
+        }
+        root.present().map_err(e)?;
+        Ok(())
+    }
+    let bounds = (xmax, ymin, ymax, tmin, tmax);
+    draw(
+        SVGBackend::new(svg, (900, 560)).into_drawing_area(),
+        rows,
+        &pts,
+        title,
+        bounds,
+    )?;
+    draw(
+        BitMapBackend::new(png, (900, 560)).into_drawing_area(),
+        rows,
+        &pts,
+        title,
+        bounds,
+    )?;
+    Ok(())
+}
