@@ -5,7 +5,7 @@
 # repack), libggml.so (backend registry, CPU backend compiled in, GGML_BACKEND_DL
 # off), libllama.so, libllama-common.so, and the programs
 #
-#   test-backend-ops llama-bench llama-perplexity llama-quantize llama-completion
+#   test-backend-ops llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion
 #
 # into target/llama-tools/bin (override with LLMKERNEL_TOOLS_DIR). Arguments
 # name a subset of the programs, e.g. `scripts/build-llama-tools.sh test-backend-ops`.
@@ -29,7 +29,7 @@ OUT=${LLMKERNEL_TOOLS_DIR:-$ROOT/target/llama-tools}
 JOBS=${JOBS:-$(nproc)}
 CC=${CC:-gcc}
 CXX=${CXX:-g++}
-ALL_TOOLS="test-backend-ops llama-bench llama-perplexity llama-quantize llama-completion"
+ALL_TOOLS="test-backend-ops llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion"
 TOOLS=${*:-$ALL_TOOLS}
 for t in $TOOLS; do
   case " $ALL_TOOLS " in *" $t "*) ;; *) echo "unknown program: $t (one of: $ALL_TOOLS)" >&2; exit 2 ;; esac
@@ -109,6 +109,7 @@ declare -A TOOL_SRC=(
   [llama-perplexity]="$L/tools/perplexity/perplexity.cpp $L/tools/perplexity/main.cpp"
   [llama-quantize]="$L/tools/quantize/quantize.cpp $L/tools/quantize/main.cpp"
   [llama-completion]="$L/tools/completion/completion.cpp $L/tools/completion/main.cpp"
+  [llama-imatrix]="$L/tools/imatrix/imatrix.cpp"
 )
 for t in $TOOLS; do
   # shellcheck disable=SC2086

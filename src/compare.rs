@@ -20,6 +20,7 @@ pub struct Options {
     pub pure: bool,
     pub decode: usize,
     pub progress: bool,
+    pub imatrix: Option<PathBuf>,
 }
 
 /// One line of the table.
@@ -106,7 +107,7 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         ));
         if !path.exists() {
             eprintln!("compare: quantizing to {}", path.display());
-            quantize::quantize(&o.base, &path, f, o.pure, o.threads)?;
+            quantize::quantize(&o.base, &path, f, o.pure, o.threads, o.imatrix.as_deref())?;
         }
         eprintln!("compare: measuring {}", path.display());
         let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
@@ -129,15 +130,17 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// The table in markdown.
 pub fn markdown(rows: &[Row], o: &Options) -> String {
     let chunks = rows.first().map_or(0, |r| r.chunks);
-    let mut s = format!(
+    let mut s =
+        format!(
         "Base: `{}`; text `{}`; ctx {}, {} chunks; {} threads; variants made from the base with \
-         `llmkernel quantize{}`; commit {}.\n\n",
+         `llmkernel quantize{}{}`; commit {}.\n\n",
         o.base.display(),
         o.text.display(),
         o.ctx,
         chunks,
         o.threads,
         if o.pure { " --pure" } else { "" },
+        o.imatrix.as_ref().map_or(String::new(), |p| format!(" --imatrix {}", p.display())),
         crate::info::llmkernel_commit()
     );
     s += "| variant | bits/weight | size MiB | PPL (ggml) | ΔPPL | PPL (llmkernel) | mean KLD vs base | same top-1 | pp{ctx} ggml t/s | pp llmkernel t/s | pp ratio | tg ggml t/s | tg llmkernel t/s | tg ratio |\n";

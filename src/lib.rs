@@ -7,6 +7,7 @@ pub mod compare;
 pub mod ffi;
 pub mod ggml;
 pub mod ggml_mm;
+pub mod imatrix;
 pub mod info;
 pub mod llama;
 pub mod perplexity;

@@ -149,6 +149,20 @@ impl Model {
         n_batch: usize,
         threads: usize,
     ) -> Result<Context<'_>, String> {
+        self.context_with_callback(n_ctx, n_batch, threads, None, std::ptr::null_mut())
+    }
+
+    /// [`Model::context`] with libllama's eval callback (`cb_eval`): it is
+    /// asked about every graph node and sees the data of those it wants.
+    /// `user_data` must outlive the context.
+    pub fn context_with_callback(
+        &self,
+        n_ctx: usize,
+        n_batch: usize,
+        threads: usize,
+        cb: ffi::ggml_backend_sched_eval_callback,
+        user_data: *mut c_void,
+    ) -> Result<Context<'_>, String> {
         // SAFETY: a live model; null on failure.
         let ptr = unsafe {
             let mut p = ffi::llama_context_default_params();
@@ -158,6 +172,8 @@ impl Model {
             p.n_threads = threads as i32;
             p.n_threads_batch = threads as i32;
             p.no_perf = true;
+            p.cb_eval = cb;
+            p.cb_eval_user_data = user_data;
             ffi::llama_init_from_model(self.ptr, p)
         };
         if ptr.is_null() {

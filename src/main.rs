@@ -109,6 +109,30 @@ enum Command {
         /// Where the variants, compare.md, compare.json, compare.svg and compare.png go.
         #[arg(long, default_value = "compare-out")]
         out: PathBuf,
+        /// An importance matrix (llama.cpp's imatrix GGUF) for quantizing the variants.
+        #[arg(long)]
+        imatrix: Option<PathBuf>,
+    },
+    /// Collects an importance matrix (llama.cpp's imatrix GGUF format) over calibration text.
+    Imatrix {
+        /// The model (GGUF), ideally the one the variants are made from.
+        #[arg(short = 'm', long)]
+        model: PathBuf,
+        /// Calibration text.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Output file.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// Tokens per chunk.
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// At most this many chunks.
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// Threads (default: all hardware threads).
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
     },
     /// Quantizes a GGUF model through the vendored llama_model_quantize.
     Quantize {
@@ -122,6 +146,9 @@ enum Command {
         /// Every matrix in the format (no mixes; token embedding and output included).
         #[arg(long)]
         pure: bool,
+        /// An importance matrix (llama.cpp's imatrix GGUF, from `llmkernel imatrix` or llama-imatrix).
+        #[arg(long)]
+        imatrix: Option<PathBuf>,
         /// Threads (default: all hardware threads).
         #[arg(short = 't', long)]
         threads: Option<usize>,
@@ -150,6 +177,23 @@ fn hardware_threads() -> usize {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Imatrix {
+            model,
+            file,
+            output,
+            ctx,
+            chunks,
+            threads,
+        } => {
+            let t = threads.unwrap_or_else(hardware_threads).max(1);
+            match llmkernel::imatrix::collect_to_file(&model, &file, &output, ctx, chunks, t) {
+                Ok(n) => println!("{}: {n} weight matrices", output.display()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         Command::Compare {
             model,
             file,
@@ -160,6 +204,7 @@ fn main() -> ExitCode {
             pure,
             threads,
             out,
+            imatrix,
         } => {
             let o = llmkernel::compare::Options {
                 base: model,
@@ -172,6 +217,7 @@ fn main() -> ExitCode {
                 pure,
                 decode,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                imatrix,
             };
             let rows = match llmkernel::compare::run(&o) {
                 Ok(r) => r,
@@ -209,10 +255,13 @@ fn main() -> ExitCode {
             output,
             format,
             pure,
+            imatrix,
             threads,
         } => {
             let t = threads.unwrap_or_else(hardware_threads).max(1);
-            if let Err(e) = llmkernel::quantize::quantize(&input, &output, format, pure, t) {
+            if let Err(e) =
+                llmkernel::quantize::quantize(&input, &output, format, pure, t, imatrix.as_deref())
+            {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }

@@ -29,6 +29,7 @@ pub fn quantize(
     format: Format,
     pure: bool,
     threads: usize,
+    imatrix: Option<&Path>,
 ) -> Result<(), String> {
     if input == output {
         return Err("the output must be another file than the input".into());
@@ -37,6 +38,30 @@ pub fn quantize(
         return Err(format!("{}: no such file", input.display()));
     }
     llama::init();
+    // The importance matrix as llama-quantize passes it: one entry per weight,
+    // then a null-name terminator.
+    let im = imatrix
+        .map(crate::imatrix::load)
+        .transpose()?
+        .unwrap_or_default();
+    let names: Vec<CString> = im
+        .iter()
+        .map(|(n, _)| CString::new(n.as_str()).unwrap())
+        .collect();
+    let mut entries: Vec<ffi::llama_model_imatrix_data> = im
+        .iter()
+        .zip(&names)
+        .map(|((_, v), n)| ffi::llama_model_imatrix_data {
+            name: n.as_ptr(),
+            data: v.as_ptr(),
+            size: v.len(),
+        })
+        .collect();
+    entries.push(ffi::llama_model_imatrix_data {
+        name: std::ptr::null(),
+        data: std::ptr::null(),
+        size: 0,
+    });
     let i = CString::new(input.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     let o = CString::new(output.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: default params with plain fields set; NUL-terminated paths; returns 0 on success.
@@ -46,6 +71,9 @@ pub fn quantize(
         p.nthread = threads as i32;
         p.allow_requantize = true;
         p.pure_ = pure;
+        if imatrix.is_some() {
+            p.imatrix = entries.as_ptr();
+        }
         ffi::llama_model_quantize(i.as_ptr(), o.as_ptr(), &p)
     };
     if rc == 0 {

@@ -53,6 +53,7 @@ fn picture_and_table() {
         pure: true,
         decode: 128,
         progress: false,
+        imatrix: None,
     };
     let md = compare::markdown(&rows, &o);
     assert_eq!(md.lines().filter(|l| l.starts_with("| q")).count(), 3);
