@@ -88,6 +88,8 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         teacher: teacher.map(Into::into),
         progress: o.progress,
         decode: o.decode,
+        save_logits: None,
+        kl_base: None,
     };
     eprintln!("compare: base {}", o.base.display());
     let base = perplexity::run(&ppl_opts(&o.base, None))?;

@@ -10,6 +10,7 @@ pub mod ggml_mm;
 pub mod imatrix;
 pub mod info;
 pub mod llama;
+pub mod logits_file;
 pub mod perplexity;
 pub mod quantize;
 pub mod synthetic;

@@ -75,6 +75,14 @@ enum Command {
         /// Also time this many single-token evaluations per kernel set (text generation speed).
         #[arg(long, default_value_t = 0)]
         decode: usize,
+        /// Save the scored logits (of ggml's run with --kernels both) for later --kl-base
+        /// runs, in llama-perplexity's --kl-divergence-base format.
+        #[arg(long)]
+        save_logits: Option<PathBuf>,
+        /// KL-divergence against logits saved by --save-logits or by
+        /// llama-perplexity --kl-divergence-base (same text, ctx and vocabulary).
+        #[arg(long)]
+        kl_base: Option<PathBuf>,
         /// One JSON object on stdout instead of the table.
         #[arg(long)]
         json: bool,
@@ -276,6 +284,8 @@ fn main() -> ExitCode {
             threads,
             teacher,
             decode,
+            save_logits,
+            kl_base,
             json,
         } => {
             let opts = llmkernel::perplexity::Options {
@@ -288,6 +298,8 @@ fn main() -> ExitCode {
                 teacher,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 decode,
+                save_logits,
+                kl_base,
             };
             match llmkernel::perplexity::run(&opts) {
                 Ok(r) if json => println!("{}", r.json()),

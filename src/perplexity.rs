@@ -40,6 +40,12 @@ pub struct Options {
     /// After scoring, time this many single-token evaluations (text generation
     /// speed, as llama-bench's tg) per kernel set; 0 skips it.
     pub decode: usize,
+    /// Save the (first non-teacher) run's scored logits here, in
+    /// llama-perplexity's `--kl-divergence-base` format.
+    pub save_logits: Option<PathBuf>,
+    /// Measure KL-divergence against logits saved earlier (by this tool or by
+    /// llama-perplexity) instead of a teacher run alongside.
+    pub kl_base: Option<PathBuf>,
 }
 
 /// Negative log-likelihood sums of one model instance.
@@ -203,9 +209,45 @@ pub fn run(o: &Options) -> Result<Report, String> {
         ));
     }
     let chunks_available = tokens.len() / o.ctx;
-    let chunks = o
+    let mut chunks = o
         .chunks
         .map_or(chunks_available, |c| c.min(chunks_available));
+    if o.teacher.is_some() && o.kl_base.is_some() {
+        return Err("give --teacher or --kl-base, not both".into());
+    }
+    let mut saved_base = match &o.kl_base {
+        Some(p) => {
+            let r = crate::logits_file::Reader::open(p)?;
+            if r.n_ctx != o.ctx || r.n_vocab != n_vocab {
+                return Err(format!(
+                    "{}: saved with ctx {} and {} tokens in the vocabulary; this run has ctx {} and {n_vocab}",
+                    p.display(),
+                    r.n_ctx,
+                    r.n_vocab,
+                    o.ctx
+                ));
+            }
+            let n = r.tokens.len().min(tokens.len());
+            if tokens[..n] != r.tokens[..n] {
+                return Err(format!(
+                    "{}: saved for another text or tokenizer (the tokens differ)",
+                    p.display()
+                ));
+            }
+            chunks = chunks.min(r.n_chunk);
+            Some(r)
+        }
+        None => None,
+    };
+    let mut saver = match &o.save_logits {
+        Some(p) => Some(crate::logits_file::Writer::create(
+            p,
+            o.ctx,
+            n_vocab,
+            &tokens[..chunks * o.ctx],
+        )?),
+        None => None,
+    };
 
     let mut instances: Vec<Instance> = Vec::new();
     fn new<'m>(
@@ -234,23 +276,33 @@ pub fn run(o: &Options) -> Result<Report, String> {
         instances.push(new(m, o, reg, "llmkernel", true)?);
     }
     // The base of the divergences: the teacher, else ggml's kernels when both run.
-    let base = if teacher.is_some() {
-        Some(0)
-    } else if o.kernels == Kernels::Both {
+    // The base of the divergences: the teacher, else saved logits, else ggml's
+    // kernels when both run. `base` indexes instances; None with saved logits.
+    let base = if teacher.is_some() || (saved_base.is_none() && o.kernels == Kernels::Both) {
         Some(0)
     } else {
         None
     };
-    let mut divergences: Vec<Divergence> = instances
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != base && base.is_some())
-        .map(|(_, inst)| Divergence {
-            base: instances[base.unwrap()].score.label.clone(),
-            of: inst.score.label.clone(),
-            ..Default::default()
-        })
-        .collect();
+    let base_label = match (&saved_base, base) {
+        (Some(_), _) => Some("kl-base".to_string()),
+        (None, Some(b)) => Some(instances[b].score.label.clone()),
+        _ => None,
+    };
+    let mut divergences: Vec<Divergence> = match &base_label {
+        Some(l) => instances
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != base)
+            .map(|(_, inst)| Divergence {
+                base: l.clone(),
+                of: inst.score.label.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    // Whose logits --save-logits writes: the first run that is not the teacher.
+    let saving = instances.iter().position(|i| i.score.label != "teacher");
 
     let first = o.ctx / 2;
     let bar = o.progress.then(|| {
@@ -272,12 +324,17 @@ pub fn run(o: &Options) -> Result<Report, String> {
         }
         // Log-probs of the scored positions, per instance (kept only when a divergence needs them).
         let mut lps: Vec<Vec<(Vec<f32>, usize)>> = Vec::new();
-        for inst in instances.iter_mut() {
+        for (k, inst) in instances.iter_mut().enumerate() {
             inst.ctx.clear();
             let t0 = Instant::now();
             let logits = inst.ctx.eval_from(&chunk, first)?;
             inst.score.eval_secs += t0.elapsed().as_secs_f64();
             inst.score.eval_tokens += chunk.len();
+            if let (Some(w), Some(s)) = (saver.as_mut(), saving) {
+                if s == k {
+                    w.rows(&logits[..(o.ctx - 1 - first) * n_vocab])?;
+                }
+            }
             let mut rows = Vec::new();
             // Position first + i predicts token first + i + 1.
             for (i, row) in logits.chunks(n_vocab).take(o.ctx - 1 - first).enumerate() {
@@ -286,7 +343,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
                 inst.score.nll += v;
                 inst.score.nll2 += v * v;
                 inst.score.count += 1;
-                if base.is_some() {
+                if base_label.is_some() {
                     rows.push((lp, arg));
                 }
             }
@@ -295,17 +352,24 @@ pub fn run(o: &Options) -> Result<Report, String> {
                 b.inc(1);
             }
         }
-        if let Some(b) = base {
+        if base_label.is_some() {
+            // Saved logits hold log-probs only down to 16 below the top; like
+            // llama-perplexity, the divergence then sums over those.
+            let (base_rows, floor) = match saved_base.as_mut() {
+                Some(r) => (r.chunk()?, -16.0f32),
+                None => (lps[base.unwrap()].clone(), f32::NEG_INFINITY),
+            };
             let mut d = divergences.iter_mut();
             for (i, rows) in lps.iter().enumerate() {
-                if i == b {
+                if Some(i) == base {
                     continue;
                 }
                 let div = d.next().unwrap();
-                for ((lb, ab), (lq, aq)) in lps[b].iter().zip(rows) {
+                for ((lb, ab), (lq, aq)) in base_rows.iter().zip(rows) {
                     let kld: f64 = lb
                         .iter()
                         .zip(lq)
+                        .filter(|(&p, _)| p > floor)
                         .map(|(&p, &q)| (p as f64).exp() * (p as f64 - q as f64))
                         .sum();
                     div.kld.push(kld.max(0.0));
@@ -323,6 +387,9 @@ pub fn run(o: &Options) -> Result<Report, String> {
     }
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    if let Some(w) = saver {
+        w.finish()?;
     }
     if o.decode > 0 {
         for inst in instances.iter_mut().filter(|i| i.score.label != "teacher") {
