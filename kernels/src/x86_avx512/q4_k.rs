@@ -1,12 +1,14 @@
 //! Q4_K x Q8_K with AVX-512 VNNI: one weight row against up to [`COLS`]
 //! activation columns, each unpacked weight block reused for every column.
 //!
-//! Per 64 values (two sub-blocks of 32) one `vpdpbusd` replaces AVX2's
-//! `vpmaddubsw` + `vpmaddwd` + `vpaddd` on two 32-byte halves: the nibbles of
-//! 32 bytes of `qs` become one 64-byte vector (low nibbles = sub-block 2p,
-//! high = 2p+1) that lines up with 64 contiguous activation bytes. The
-//! sub-block scales are applied to the exact i32 lane sums with `vpmulld`, so
-//! each block still reduces to exact integers before its one float scaling.
+//! Per 64 values (two sub-blocks of 32): the nibbles of 32 bytes of `qs`
+//! become one 64-byte vector (low nibbles = sub-block 2p, high = 2p+1) that
+//! lines up with 64 contiguous activation bytes. `vpmaddubsw` multiplies and
+//! adds neighbouring pairs into i16 (at most 2·15·128, no saturation), and
+//! `vpdpwssd` multiplies those by the sub-block's scale and adds pairs into
+//! the i32 accumulator: two instructions per 64 values, the scales applied
+//! without a `vpmulld`, and each block still reduces to exact integers before
+//! its one float scaling.
 
 use crate::formats::q4_k::scales_mins;
 use crate::formats::{BlockQ4K, BlockQ8K};
@@ -33,11 +35,6 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
     let mut acc_min = [_mm256_setzero_ps(); C];
     let low4 = _mm256_set1_epi8(0x0F);
     let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    // Lane pattern of pair p: sub-block 2p in lanes 0..8, 2p+1 in lanes 8..16.
-    let pair_idx: [__m512i; 4] = std::array::from_fn(|p| {
-        let (a, b) = (2 * p as i32, 2 * p as i32 + 1);
-        _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
-    });
     for (i, blk) in row.iter().enumerate() {
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =
@@ -45,7 +42,6 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
         let sm = scales_mins(&blk.scales);
         // SAFETY: sm has 16 bytes: scales in 0..8, mins in 8..16.
         let sm128 = unsafe { _mm_loadu_si128(sm.as_ptr().cast()) };
-        let scales32 = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(sm128));
         let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_unpackhi_epi64(sm128, sm128), dup));
         let mut w = [_mm512_setzero_si512(); 4];
         let mut sc = [_mm512_setzero_si512(); 4];
@@ -55,7 +51,11 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
             let lo = _mm256_and_si256(v, low4);
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
             w[p] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-            sc[p] = _mm512_permutexvar_epi32(pair_idx[p], scales32);
+            // i16 scale of sub-block 2p in the low half, of 2p+1 in the high half.
+            sc[p] = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_set1_epi16(sm[2 * p] as i16)),
+                _mm256_set1_epi16(sm[2 * p + 1] as i16),
+            );
         }
         // d and dmin, converted together and broadcast (see the AVX2 kernel).
         let dd = _mm256_cvtph_ps(_mm_set1_epi32(
@@ -69,8 +69,7 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
             for p in 0..4 {
                 // SAFETY: a[c].qs has 256 bytes; p*64 + 64 <= 256.
                 let y = unsafe { _mm512_loadu_si512(a[c].qs.as_ptr().add(64 * p).cast()) };
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], y);
-                isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot, sc[p]));
+                isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(w[p], y), sc[p]);
             }
             // SAFETY: bsums is 16 i16 = 32 bytes.
             let bsums = unsafe { _mm256_loadu_si256(a[c].bsums.as_ptr().cast()) };
