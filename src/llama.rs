@@ -76,36 +76,29 @@ impl Model {
     pub fn tokenize(&self, text: &str) -> Result<Vec<i32>, String> {
         let len = i32::try_from(text.len()).map_err(|_| "text longer than 2 GiB".to_string())?;
         // SAFETY: a live model; text is len bytes; tokens has the room we pass.
-        unsafe {
-            let vocab = ffi::llama_model_get_vocab(self.ptr);
-            let mut tokens = vec![0i32; text.len() + 2];
-            let mut n = ffi::llama_tokenize(
-                vocab,
+        let run = |tokens: &mut [i32]| unsafe {
+            ffi::llama_tokenize(
+                ffi::llama_model_get_vocab(self.ptr),
                 text.as_ptr().cast(),
                 len,
                 tokens.as_mut_ptr(),
                 tokens.len() as i32,
                 true,
                 false,
-            );
-            if n < 0 {
-                tokens.resize((-n) as usize, 0);
-                n = ffi::llama_tokenize(
-                    vocab,
-                    text.as_ptr().cast(),
-                    len,
-                    tokens.as_mut_ptr(),
-                    tokens.len() as i32,
-                    true,
-                    false,
-                );
-            }
-            if n < 0 {
-                return Err("tokenization failed".into());
-            }
-            tokens.truncate(n as usize);
-            Ok(tokens)
+            )
+        };
+        let mut tokens = vec![0i32; text.len() + 2];
+        let mut n = run(&mut tokens);
+        if n < 0 {
+            // Too small: llama_tokenize says how many it needs.
+            tokens.resize((-n) as usize, 0);
+            n = run(&mut tokens);
         }
+        if n < 0 {
+            return Err("tokenization failed".into());
+        }
+        tokens.truncate(n as usize);
+        Ok(tokens)
     }
 
     /// The BOS token when the vocabulary wants one at the start of a sequence.

@@ -464,6 +464,23 @@ unsafe fn gather(
     v
 }
 
+/// Writes `row` to f32 elements `nb0` bytes apart from `base`.
+///
+/// # Safety
+/// `row.len()` elements at that stride lie inside a writable tensor.
+unsafe fn write_row(base: *mut u8, nb0: usize, row: &[f32]) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if nb0 == 4 && base as usize % 4 == 0 {
+            std::ptr::copy_nonoverlapping(row.as_ptr(), base as *mut f32, row.len());
+        } else {
+            for (i0, v) in row.iter().enumerate() {
+                (base.add(i0 * nb0) as *mut f32).write_unaligned(*v);
+            }
+        }
+    }
+}
+
 /// ggml's MUL_MAT: `dst[i3][i2][i1][i0] = dot(src0[i3/r3][i2/r2][i0], src1[i3][i2][i1])`.
 ///
 /// # Safety
@@ -512,13 +529,8 @@ unsafe fn mul_mat<B: Kernels>(
                 matmul_on(&qm, &xs, n, &mut y, kernel, &*crate::team::runner(threads))
                     .map_err(|e| e.to_string())?;
                 for (i1, row) in y.chunks(m.max(1)).enumerate() {
-                    for (i0, v) in row.iter().enumerate() {
-                        // SAFETY: inside dst by its strides.
-                        unsafe {
-                            (ybase.add(i1 * dst.nb[1] + i0 * dst.nb[0]) as *mut f32)
-                                .write_unaligned(*v)
-                        };
-                    }
+                    // SAFETY: dst row i1 of the plane holds m f32 at stride nb0.
+                    unsafe { write_row(ybase.add(i1 * dst.nb[1]), dst.nb[0], row) };
                 }
             }
             crate::WEIGHT_BYTES.fetch_add(
@@ -592,15 +604,12 @@ unsafe fn mul_mat_id<B: Kernels>(
         for (&(i, t), row) in pairs.iter().zip(y.chunks(m.max(1))) {
             // SAFETY: dst row (i, t) holds m f32 at stride nb0.
             unsafe {
-                let base = (dst.data as *mut u8).add(i * dst.nb[1] + t * dst.nb[2]);
-                if dst.nb[0] == 4 && base as usize % 4 == 0 {
-                    std::ptr::copy_nonoverlapping(row.as_ptr(), base as *mut f32, m);
-                } else {
-                    for (i0, v) in row.iter().enumerate() {
-                        (base.add(i0 * dst.nb[0]) as *mut f32).write_unaligned(*v);
-                    }
-                }
-            }
+                write_row(
+                    (dst.data as *mut u8).add(i * dst.nb[1] + t * dst.nb[2]),
+                    dst.nb[0],
+                    row,
+                )
+            };
         }
         crate::WEIGHT_BYTES.fetch_add(
             (m * per_row * std::mem::size_of::<B>()) as u64,
