@@ -141,7 +141,8 @@ fn weight_type(t: ffi::ggml_type) -> Option<(usize, usize)> {
 /// Exactly what the kernels handle:
 /// - MUL_MAT: weight (src0) Q2_K/Q3_K/Q4_K/Q4_0/Q8_0 with rows of whole blocks
 ///   stored contiguously (any stride between matrices), in an LLMK buffer (or
-///   not yet allocated); activations (src1) and output F32 with any strides;
+///   not yet allocated); activations (src1) and output F32, each row's
+///   elements contiguous, rows and planes at any strides;
 ///   src0 broadcast over dims 2 and 3 as ggml does (ne12 % ne02 == 0, ...).
 /// - MUL_MAT_ID: the same weights as a stack of experts, I32 ids.
 /// - and the no-ops (NONE, RESHAPE, VIEW, PERMUTE, TRANSPOSE), as every ggml

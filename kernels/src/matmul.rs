@@ -243,36 +243,39 @@ pub fn matmul_quantized_on<B: Kernels>(
     // One contiguous run of rows per thread (as ggml splits a matmul): each thread
     // streams its own part of the weights; more, smaller tasks only add scheduling.
     let rows_per_task = m.div_ceil(par.threads()).max(1);
-    // With one column, rows × n is y's own layout: write there, no copy.
-    let mut transposed = Vec::new();
-    let t: &mut [f32] = if n == 1 {
-        y
-    } else {
-        transposed.resize(m * n, 0f32);
-        &mut transposed
-    };
-    for_each_chunk(par, t, rows_per_task * n, |task, out| {
+    // Each task owns a run of weight rows (one contiguous run per thread, as
+    // ggml splits a matmul: each thread streams its own part of the weights)
+    // and writes their outputs for every column straight into y, where
+    // column c's output for row r is y[c * m + r]: the tasks' rows are
+    // disjoint, so are the elements they write.
+    struct Out(*mut f32);
+    // SAFETY: tasks write disjoint elements of y, which outlives par.run.
+    unsafe impl Sync for Out {}
+    let out = Out(y.as_mut_ptr());
+    let tasks = m.div_ceil(rows_per_task);
+    par.run(tasks, &|task| {
+        let out = &out;
+        let rows = task * rows_per_task..((task + 1) * rows_per_task).min(m);
+        let mut o = vec![0f32; kernel.cols];
         // Tiles of TILE_ROWS weight rows (kept in L2) against every column
         // group (kept in L1 while the tile's rows pass), so a GEMM reads each
         // activation column once per tile rather than once per row.
-        for (tile, out_tile) in out.chunks_mut(TILE_ROWS * n).enumerate() {
-            let first = task * rows_per_task + tile * TILE_ROWS;
+        for tile in rows.clone().step_by(TILE_ROWS) {
+            let tile_rows = tile..(tile + TILE_ROWS).min(rows.end);
             for (g, c) in cols.chunks(kernel.cols).enumerate() {
-                for (r, out_row) in out_tile.chunks_mut(n).enumerate() {
-                    let o = &mut out_row[g * kernel.cols..g * kernel.cols + c.len()];
+                let o = &mut o[..c.len()];
+                for r in tile_rows.clone() {
                     // SAFETY: ISA support checked above; c.len() == o.len() <= kernel.cols,
                     // and every column has the row's block count (acts checked above).
-                    unsafe { (kernel.f)(w.row(first + r), c, o) };
+                    unsafe { (kernel.f)(w.row(r), c, o) };
+                    for (j, &v) in o.iter().enumerate() {
+                        // SAFETY: column g * cols + j < n and r < m, so inside y
+                        // (y.len() == n * m, checked above); row r is this task's only.
+                        unsafe { *out.0.add((g * kernel.cols + j) * m + r) = v };
+                    }
                 }
             }
         }
     });
-    if n > 1 {
-        for (r, tr) in transposed.chunks(n).enumerate() {
-            for (c, &v) in tr.iter().enumerate() {
-                y[c * m + r] = v;
-            }
-        }
-    }
     Ok(())
 }
