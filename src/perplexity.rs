@@ -6,7 +6,7 @@
 //! ggml's, or any from a teacher model's).
 
 use crate::{backend, llama};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Which kernels compute the weight matmuls.
@@ -176,17 +176,17 @@ pub fn run(o: &Options) -> Result<Report, String> {
     let teacher = o
         .teacher
         .as_deref()
-        .map(|p| backend::without_llmk(|| load(p)))
+        .map(|p| backend::without_llmk(|| llama::Model::load(p)))
         .transpose()?;
     let ggml = matches!(o.kernels, Kernels::Ggml | Kernels::Both)
-        .then(|| backend::without_llmk(|| load(&o.model)))
+        .then(|| backend::without_llmk(|| llama::Model::load(&o.model)))
         .transpose()?;
     let reg = if matches!(o.kernels, Kernels::Llmkernel | Kernels::Both) {
         Some(backend::register_in_process()?)
     } else {
         None
     };
-    let ours = reg.map(|_| load(&o.model)).transpose()?;
+    let ours = reg.map(|_| llama::Model::load(&o.model)).transpose()?;
     let first_model = ggml.as_ref().or(ours.as_ref()).unwrap();
     let tokens = first_model.tokenize(&text)?;
     let bos = first_model.bos();
@@ -355,9 +355,13 @@ pub fn run(o: &Options) -> Result<Report, String> {
         if base_label.is_some() {
             // Saved logits hold log-probs only down to 16 below the top; like
             // llama-perplexity, the divergence then sums over those.
+            let from_file;
             let (base_rows, floor) = match saved_base.as_mut() {
-                Some(r) => (r.chunk()?, -16.0f32),
-                None => (lps[base.unwrap()].clone(), f32::NEG_INFINITY),
+                Some(r) => {
+                    from_file = r.chunk()?;
+                    (&from_file, -16.0f32)
+                }
+                None => (&lps[base.unwrap()], f32::NEG_INFINITY),
             };
             let mut d = divergences.iter_mut();
             for (i, rows) in lps.iter().enumerate() {
@@ -430,10 +434,6 @@ pub fn run(o: &Options) -> Result<Report, String> {
         scores,
         divergences,
     })
-}
-
-fn load(p: &Path) -> Result<llama::Model, String> {
-    llama::Model::load(p)
 }
 
 impl Report {

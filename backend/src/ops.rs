@@ -3,7 +3,7 @@
 
 use crate::{buffer, ffi, log};
 use llmkernel_kernels::formats::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0, QuantBlock};
-use llmkernel_kernels::matmul::{matmul_on, QMatrix};
+use llmkernel_kernels::matmul::{matmul_on, Parallel, QMatrix};
 use llmkernel_kernels::registry::{Kernels, RowKernel};
 use std::borrow::Cow;
 use std::ffi::c_char;
@@ -298,7 +298,8 @@ unsafe extern "C" fn backend_graph_compute(
     let Some(ctx) = context(backend) else {
         return ffi::GGML_STATUS_FAILED;
     };
-    let threads = ctx.threads();
+    // One runner for the whole graph (every matmul of it uses the same threads).
+    let par = crate::team::runner(ctx.threads());
     let h = crate::host();
     // SAFETY: ggml passes a live graph.
     let n = unsafe { (h.graph_n_nodes)(graph) };
@@ -307,8 +308,10 @@ unsafe extern "C" fn backend_graph_compute(
         let node = unsafe { (h.graph_node)(graph, i) };
         // SAFETY: graph nodes are live tensors; the scheduler gives us only ops
         // supports() accepted (and views), with their data allocated.
-        let result = std::panic::catch_unwind(|| unsafe { compute(&*node, threads) })
-            .unwrap_or_else(|_| Err("panic in a kernel".into()));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+            compute(&*node, &*par)
+        }))
+        .unwrap_or_else(|_| Err("panic in a kernel".into()));
         if let Err(e) = result {
             crate::FAILED.fetch_add(1, Ordering::Relaxed);
             // SAFETY: as above.
@@ -384,7 +387,7 @@ type Result<T> = std::result::Result<T, String>;
 
 /// # Safety
 /// `node` is a live tensor whose sources are live and allocated.
-unsafe fn compute(node: &ffi::ggml_tensor, threads: usize) -> Result<()> {
+unsafe fn compute(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Result<()> {
     match node.op {
         ffi::GGML_OP_NONE
         | ffi::GGML_OP_RESHAPE
@@ -401,11 +404,11 @@ unsafe fn compute(node: &ffi::ggml_tensor, threads: usize) -> Result<()> {
             if node.op == ffi::GGML_OP_MUL_MAT {
                 crate::MUL_MAT.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: forwarded contract; supports() checked the shapes.
-                by_weight_type!(w.type_, |B, k| unsafe { mul_mat::<B>(node, k, threads) })
+                by_weight_type!(w.type_, |B, k| unsafe { mul_mat::<B>(node, k, par) })
             } else {
                 crate::MUL_MAT_ID.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: as above.
-                by_weight_type!(w.type_, |B, k| unsafe { mul_mat_id::<B>(node, k, threads) })
+                by_weight_type!(w.type_, |B, k| unsafe { mul_mat_id::<B>(node, k, par) })
             }
         }
         op => Err(format!("op {op} is not one this backend computes")),
@@ -440,46 +443,31 @@ unsafe fn blocks<'a, B: QuantBlock>(ptr: *const u8, count: usize) -> Cow<'a, [B]
     }
 }
 
-/// Gathers rows of `k` f32 at byte offsets `rows` from `base` (element stride `nb0`).
+/// Gathers rows of `k` f32 at byte offsets `rows` from `base` (each row's
+/// elements contiguous, as [`supports`] requires; rows need not be aligned).
 ///
 /// # Safety
 /// Every row lies inside the tensor at `base`.
-unsafe fn gather(
-    base: *const u8,
-    k: usize,
-    nb0: usize,
-    rows: impl Iterator<Item = usize>,
-) -> Vec<f32> {
-    let mut v = Vec::new();
+unsafe fn gather(base: *const u8, k: usize, rows: impl Iterator<Item = usize>) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::new();
     for off in rows {
-        // SAFETY: forwarded contract.
+        let at = v.len();
+        v.resize(at + k, 0.0);
+        // SAFETY: forwarded contract; a byte copy needs no alignment.
         unsafe {
-            let r = base.add(off);
-            if nb0 == 4 && r as usize % 4 == 0 {
-                v.extend_from_slice(std::slice::from_raw_parts(r as *const f32, k));
-            } else {
-                v.extend((0..k).map(|i| (r.add(i * nb0) as *const f32).read_unaligned()));
-            }
-        }
+            std::ptr::copy_nonoverlapping(base.add(off), v[at..].as_mut_ptr() as *mut u8, 4 * k)
+        };
     }
     v
 }
 
-/// Writes `row` to f32 elements `nb0` bytes apart from `base`.
+/// Writes `row` to the f32 row at `base` (elements contiguous).
 ///
 /// # Safety
-/// `row.len()` elements at that stride lie inside a writable tensor.
-unsafe fn write_row(base: *mut u8, nb0: usize, row: &[f32]) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        if nb0 == 4 && base as usize % 4 == 0 {
-            std::ptr::copy_nonoverlapping(row.as_ptr(), base as *mut f32, row.len());
-        } else {
-            for (i0, v) in row.iter().enumerate() {
-                (base.add(i0 * nb0) as *mut f32).write_unaligned(*v);
-            }
-        }
-    }
+/// `row.len()` f32 at `base` lie inside a writable tensor.
+unsafe fn write_row(base: *mut u8, row: &[f32]) {
+    // SAFETY: forwarded contract; a byte copy needs no alignment.
+    unsafe { std::ptr::copy_nonoverlapping(row.as_ptr() as *const u8, base, 4 * row.len()) };
 }
 
 /// ggml's MUL_MAT: `dst[i3][i2][i1][i0] = dot(src0[i3/r3][i2/r2][i0], src1[i3][i2][i1])`.
@@ -489,7 +477,7 @@ unsafe fn write_row(base: *mut u8, nb0: usize, row: &[f32]) {
 unsafe fn mul_mat<B: Kernels>(
     dst: &ffi::ggml_tensor,
     kernel: &RowKernel<B>,
-    threads: usize,
+    par: &dyn Parallel,
 ) -> Result<()> {
     // SAFETY: supports() checked the sources.
     let (w, x) = unsafe { (&*dst.src[0], &*dst.src[1]) };
@@ -510,28 +498,20 @@ unsafe fn mul_mat<B: Kernels>(
             let qm = QMatrix::new(&wb, m, k).map_err(|e| e.to_string())?;
             let xoff = i3 as usize * x.nb[3] + i2 as usize * x.nb[2];
             // SAFETY: rows of the plane lie inside src1.
-            let xs = unsafe {
-                gather(
-                    x.data as *const u8,
-                    k,
-                    x.nb[0],
-                    (0..n).map(|i1| xoff + i1 * x.nb[1]),
-                )
-            };
+            let xs =
+                unsafe { gather(x.data as *const u8, k, (0..n).map(|i1| xoff + i1 * x.nb[1])) };
             let yoff = i3 as usize * dst.nb[3] + i2 as usize * dst.nb[2];
             let ybase = unsafe { (dst.data as *mut u8).add(yoff) };
             if contiguous_y && ybase as usize % 4 == 0 {
                 // SAFETY: the plane's n rows of m f32 are contiguous inside dst.
                 let y = unsafe { std::slice::from_raw_parts_mut(ybase as *mut f32, n * m) };
-                matmul_on(&qm, &xs, n, y, kernel, &*crate::team::runner(threads))
-                    .map_err(|e| e.to_string())?;
+                matmul_on(&qm, &xs, n, y, kernel, par).map_err(|e| e.to_string())?;
             } else {
                 let mut y = vec![0f32; n * m];
-                matmul_on(&qm, &xs, n, &mut y, kernel, &*crate::team::runner(threads))
-                    .map_err(|e| e.to_string())?;
+                matmul_on(&qm, &xs, n, &mut y, kernel, par).map_err(|e| e.to_string())?;
                 for (i1, row) in y.chunks(m.max(1)).enumerate() {
-                    // SAFETY: dst row i1 of the plane holds m f32 at stride nb0.
-                    unsafe { write_row(ybase.add(i1 * dst.nb[1]), dst.nb[0], row) };
+                    // SAFETY: dst row i1 of the plane holds m contiguous f32.
+                    unsafe { write_row(ybase.add(i1 * dst.nb[1]), row) };
                 }
             }
             crate::WEIGHT_BYTES.fetch_add(
@@ -552,7 +532,7 @@ unsafe fn mul_mat<B: Kernels>(
 unsafe fn mul_mat_id<B: Kernels>(
     dst: &ffi::ggml_tensor,
     kernel: &RowKernel<B>,
-    threads: usize,
+    par: &dyn Parallel,
 ) -> Result<()> {
     // SAFETY: supports() checked the sources.
     let (w, x, ids) = unsafe { (&*dst.src[0], &*dst.src[1], &*dst.src[2]) };
@@ -586,28 +566,18 @@ unsafe fn mul_mat_id<B: Kernels>(
             gather(
                 x.data as *const u8,
                 k,
-                x.nb[0],
                 pairs
                     .iter()
                     .map(|&(i, t)| (i % ne11) * x.nb[1] + t * x.nb[2]),
             )
         };
         let mut y = vec![0f32; pairs.len() * m];
-        matmul_on(
-            &qm,
-            &xs,
-            pairs.len(),
-            &mut y,
-            kernel,
-            &*crate::team::runner(threads),
-        )
-        .map_err(|e| e.to_string())?;
+        matmul_on(&qm, &xs, pairs.len(), &mut y, kernel, par).map_err(|e| e.to_string())?;
         for (&(i, t), row) in pairs.iter().zip(y.chunks(m.max(1))) {
-            // SAFETY: dst row (i, t) holds m f32 at stride nb0.
+            // SAFETY: dst row (i, t) holds m contiguous f32.
             unsafe {
                 write_row(
                     (dst.data as *mut u8).add(i * dst.nb[1] + t * dst.nb[2]),
-                    dst.nb[0],
                     row,
                 )
             };

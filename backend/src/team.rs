@@ -70,10 +70,10 @@ impl Parallel for OmpTeam {
 /// The runner for `threads` threads: the host's OpenMP team if it has one
 /// (unless `LLMKERNEL_OMP=0`), else a rayon pool.
 pub fn runner(threads: usize) -> Box<dyn Parallel> {
-    let omp = crate::host()
-        .omp
-        .filter(|_| std::env::var_os("LLMKERNEL_OMP").is_none_or(|v| v != "0"));
-    match omp {
+    static OMP_ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let allowed =
+        *OMP_ALLOWED.get_or_init(|| std::env::var_os("LLMKERNEL_OMP").is_none_or(|v| v != "0"));
+    match crate::host().omp.filter(|_| allowed) {
         Some(omp) => Box::new(OmpTeam { omp, threads }),
         None => Box::new(Rayon(threads)),
     }
