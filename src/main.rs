@@ -46,6 +46,10 @@ enum Command {
         /// One JSON object per case per line instead of the table.
         #[arg(long)]
         json: bool,
+        /// `2:4`: bench the 2:4 sparse kernels (q4_0, q8_0) on weights pruned 2:4,
+        /// against our dense kernel and ggml's on the same blocks.
+        #[arg(long, value_parser = parse_sparse)]
+        sparse: Option<Sparse>,
     },
     /// Perplexity of a model on a text, computed as llama-perplexity computes it, with
     /// ggml's kernels, llmkernel's, or both in one run (plus the KL-divergence between them).
@@ -169,6 +173,17 @@ fn parse_format(s: &str) -> Result<Format, String> {
         .ok_or_else(|| {
             format!("unknown weight format {s:?}: expected q4_k, q3_k, q2_k, q4_0 or q8_0")
         })
+}
+
+/// A sparsity pattern; 2:4 is the one llmkernel has kernels for.
+#[derive(Clone, Copy, Debug)]
+struct Sparse;
+
+fn parse_sparse(s: &str) -> Result<Sparse, String> {
+    match s.trim() {
+        "2:4" => Ok(Sparse),
+        other => Err(format!("sparsity {other:?}: only 2:4 is supported")),
+    }
 }
 
 fn parse_isa(s: &str) -> Result<Isa, String> {
@@ -319,6 +334,7 @@ fn main() -> ExitCode {
             isa,
             reps,
             json,
+            sparse,
         } => {
             let threads = if threads.is_empty() {
                 vec![hardware_threads()]
@@ -341,6 +357,7 @@ fn main() -> ExitCode {
                 isa,
                 reps,
                 json,
+                sparse: sparse.is_some(),
             };
             if let Err(e) = bench::run(&opts) {
                 eprintln!("error: {e}");

@@ -17,6 +17,12 @@ fn ftype(format: Format) -> Result<ffi::llama_ftype, String> {
         Format::Q4_0 => ffi::LLAMA_FTYPE_MOSTLY_Q4_0,
         Format::Q8_0 => ffi::LLAMA_FTYPE_MOSTLY_Q8_0,
         Format::Q8K => return Err("q8_k is an activation format, not a weight format".into()),
+        Format::Q4_0S | Format::Q8_0S => {
+            return Err(format!(
+                "{format} is made by `llmkernel prune --pattern 2:4 --format {}`",
+                format.dense()
+            ))
+        }
     })
 }
 

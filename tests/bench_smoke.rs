@@ -50,12 +50,48 @@ fn every_format_agrees_with_ggml_in_process() {
         isa: None,
         reps: 1,
         json: true,
+        sparse: false,
     };
     let cases = bench::run(&opts).unwrap();
     assert_eq!(cases.len(), 5 * 2 * 3 * 2);
     for c in &cases {
         check_json_line(&c.json());
+        assert!(!c.json().contains("sparse"));
     }
+}
+
+/// `--sparse 2:4`: the packed blocks' outputs equal the dense blocks' bit for
+/// bit (bench::run checks that and fails otherwise), agree with ggml, and the
+/// rows carry the sparse keys.
+#[test]
+fn sparse_2_4_cases_agree_with_dense_and_ggml() {
+    std::env::set_var("LLMKERNEL_BANDWIDTH_BYTES", "16777216");
+    let opts = Options {
+        formats: vec![Format::Q4_0, Format::Q8_0],
+        shapes: vec![(256, 512), (33, 1024)],
+        batches: vec![1, 3, 17],
+        threads: vec![1, 2],
+        isa: None,
+        reps: 1,
+        json: true,
+        sparse: true,
+    };
+    let cases = bench::run(&opts).unwrap();
+    assert_eq!(cases.len(), 2 * 2 * 3 * 2);
+    for c in &cases {
+        let line = c.json();
+        check_json_line(&line);
+        assert_eq!(field(&line, "sparse"), "2:4");
+        let r: f64 = field(&line, "speedup_vs_dense").parse().unwrap();
+        assert!(r > 0.0 && r.is_finite(), "{line}");
+        assert!(c.kernel.contains("0s_"), "{line}");
+    }
+    let opts = Options {
+        formats: vec![Format::Q4K],
+        ..opts
+    };
+    let err = bench::run(&opts).err().unwrap();
+    assert!(err.contains("2:4 kernels for q4_0 and q8_0"), "{err}");
 }
 
 /// The built binary, if this host can execute it (not an aarch64 binary on x86
@@ -120,6 +156,7 @@ fn cli_rejects_bad_arguments_with_a_clear_error() {
         (vec!["bench", "--shape", "4096"], "expected MxK"),
         (vec!["bench", "--isa", "sse9"], "unknown ISA"),
         (vec!["bench", "--batch", "0"], "must be positive"),
+        (vec!["bench", "--sparse", "1:4"], "only 2:4"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_llmkernel"))
             .args(&args)

@@ -26,6 +26,10 @@ pub enum Error {
     UnknownIsa(String),
     /// An operation that does not exist for this format.
     Unsupported { format: Format, what: &'static str },
+    /// A block that is not 2:4 sparse: more than two non-zero values in a
+    /// group of four (dense data to pack), or a mask without exactly two kept
+    /// positions per group (sparse data to read).
+    NotSparse24 { block: usize, group: usize },
 }
 
 impl fmt::Display for Error {
@@ -54,6 +58,10 @@ impl fmt::Display for Error {
                 "LLMKERNEL_ISA={name:?}: expected one of scalar, avx2, avx512, neon, dotprod, i8mm"
             ),
             Error::Unsupported { format, what } => write!(f, "{format}: no {what} for this format"),
+            Error::NotSparse24 { block, group } => write!(
+                f,
+                "block {block}, group {group}: not 2:4 sparse (more than two non-zero values of four, or a bad kept-position mask)"
+            ),
         }
     }
 }

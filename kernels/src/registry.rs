@@ -4,7 +4,9 @@
 //! supported one once, and `LLMKERNEL_ISA` can force a lower level.
 
 use crate::cpu::CpuFeatures;
-use crate::formats::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0, Format, WeightBlock};
+use crate::formats::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Format, WeightBlock,
+};
 use crate::{scalar, Error, Result};
 use std::fmt;
 use std::sync::OnceLock;
@@ -282,6 +284,31 @@ aarch64: [
     (Dotprod, "gemv_q8_0_q8_0_x4", aarch64_neon::q8_0::dotprod::gemv_q8_0_q8_0_x4),
 ]);
 
+register!(
+    BlockQ4_0S,
+    "gemv_q4_0s_q8_0",
+    dequant: dequantize_q4_0s,
+x86_64: [
+        (Avx2, "gemv_q4_0s_q8_0_x4", x86_avx2::q8_0::gemv_q4_0s_q8_0_x4),
+        (Avx512, "gemv_q4_0s_q8_0_x4", x86_avx512::q8_0::gemv_q4_0s_q8_0_x4),
+    ],
+aarch64: [
+    (Neon, "gemv_q4_0s_q8_0_x4", aarch64_neon::q8_0::neon::gemv_q4_0s_q8_0_x4),
+    (Dotprod, "gemv_q4_0s_q8_0_x4", aarch64_neon::q8_0::dotprod::gemv_q4_0s_q8_0_x4),
+]);
+register!(
+    BlockQ8_0S,
+    "gemv_q8_0s_q8_0",
+    dequant: dequantize_q8_0s,
+x86_64: [
+        (Avx2, "gemv_q8_0s_q8_0_x4", x86_avx2::q8_0::gemv_q8_0s_q8_0_x4),
+        (Avx512, "gemv_q8_0s_q8_0_x4", x86_avx512::q8_0::gemv_q8_0s_q8_0_x4),
+    ],
+aarch64: [
+    (Neon, "gemv_q8_0s_q8_0_x4", aarch64_neon::q8_0::neon::gemv_q8_0s_q8_0_x4),
+    (Dotprod, "gemv_q8_0s_q8_0_x4", aarch64_neon::q8_0::dotprod::gemv_q8_0s_q8_0_x4),
+]);
+
 /// The ISA of the kernel `format` runs on here (for `llmkernel info`).
 pub fn select(format: Format) -> Result<Isa> {
     Ok(match format {
@@ -290,5 +317,7 @@ pub fn select(format: Format) -> Result<Isa> {
         Format::Q2K => BlockQ2K::select()?.isa,
         Format::Q4_0 => BlockQ4_0::select()?.isa,
         Format::Q8_0 | Format::Q8K => BlockQ8_0::select()?.isa,
+        Format::Q4_0S => BlockQ4_0S::select()?.isa,
+        Format::Q8_0S => BlockQ8_0S::select()?.isa,
     })
 }

@@ -1,7 +1,7 @@
 //! Deterministic random blocks and activations for tests and benchmarks
 //! (shared so that every harness draws the same kind of data).
 
-use crate::formats::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0};
+use crate::formats::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S};
 use half::f16;
 
 /// A small deterministic generator (splitmix64): no dependency, same data on every machine.
@@ -37,6 +37,15 @@ impl Rng {
     pub fn scale(&mut self) -> f16 {
         let mag = 2f32.powf(self.uniform(-14.0, 4.0));
         f16::from_f32(if self.next_u64() & 1 == 0 { mag } else { -mag })
+    }
+    /// A random 2:4 kept-position mask: two of each four positions.
+    pub fn mask_2_4(&mut self) -> [u8; 4] {
+        const PAIRS: [u32; 6] = [0b0011, 0b0101, 0b0110, 0b1001, 0b1010, 0b1100];
+        let mut m = 0u32;
+        for g in 0..8 {
+            m |= PAIRS[(self.next_u64() % 6) as usize] << (4 * g);
+        }
+        m.to_le_bytes()
     }
     /// `n` activations in [-1, 1).
     pub fn activations(&mut self, n: usize) -> Vec<f32> {
@@ -95,6 +104,24 @@ impl RandomBlock for BlockQ4K {
             dmin: r.scale(),
             scales: r.bytes(),
             qs: r.bytes(),
+        }
+    }
+}
+impl RandomBlock for BlockQ4_0S {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4_0S {
+            d: r.scale(),
+            mask: r.mask_2_4(),
+            qs: r.bytes(),
+        }
+    }
+}
+impl RandomBlock for BlockQ8_0S {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ8_0S {
+            d: r.scale(),
+            mask: r.mask_2_4(),
+            qs: bytemuck::cast(r.bytes::<16>()),
         }
     }
 }

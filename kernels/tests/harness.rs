@@ -82,6 +82,8 @@ fn every_kernel_matches_the_scalar_reference() {
         check_format::<BlockQ2K>(3),
         check_format::<BlockQ4_0>(4),
         check_format::<BlockQ8_0>(5),
+        check_format::<BlockQ4_0S>(6),
+        check_format::<BlockQ8_0S>(7),
     ] {
         ran.extend(r);
         skipped.extend(s);
@@ -130,6 +132,8 @@ fn registered_kernels() -> usize {
         + BlockQ2K::row_kernels().len()
         + BlockQ4_0::row_kernels().len()
         + BlockQ8_0::row_kernels().len()
+        + BlockQ4_0S::row_kernels().len()
+        + BlockQ8_0S::row_kernels().len()
 }
 
 #[test]
@@ -170,7 +174,7 @@ fn isa_names_round_trip() {
 /// Byte offsets of the f16 scales (d, and dmin where there is one) in a block.
 fn scale_offsets(format: Format) -> &'static [usize] {
     match format {
-        Format::Q4_0 | Format::Q8_0 => &[0],
+        Format::Q4_0 | Format::Q8_0 | Format::Q4_0S | Format::Q8_0S => &[0],
         Format::Q4K => &[0, 2],
         Format::Q2K => &[80, 82],
         Format::Q3K => &[108],
@@ -241,12 +245,16 @@ fn every_dequant_kernel_is_bit_identical_with_the_reference() {
         + check_dequant::<BlockQ3K>(12)
         + check_dequant::<BlockQ2K>(13)
         + check_dequant::<BlockQ4_0>(14)
-        + check_dequant::<BlockQ8_0>(15);
+        + check_dequant::<BlockQ8_0>(15)
+        + check_dequant::<BlockQ4_0S>(16)
+        + check_dequant::<BlockQ8_0S>(17);
     let registered = BlockQ4K::dequant_kernels().len()
         + BlockQ3K::dequant_kernels().len()
         + BlockQ2K::dequant_kernels().len()
         + BlockQ4_0::dequant_kernels().len()
-        + BlockQ8_0::dequant_kernels().len();
+        + BlockQ8_0::dequant_kernels().len()
+        + BlockQ4_0S::dequant_kernels().len()
+        + BlockQ8_0S::dequant_kernels().len();
     eprintln!("dequant kernels checked: {ran} of {registered} registered");
     let cpu = CpuFeatures::get();
     if Isa::Avx2.supported(&cpu) || Isa::Neon.supported(&cpu) {

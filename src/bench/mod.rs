@@ -6,6 +6,7 @@ pub mod bandwidth;
 
 use crate::ggml_mm::{self, GgmlMatMul};
 use crate::info;
+use llmkernel_kernels::formats::sparse;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul, QMatrix};
 use llmkernel_kernels::registry::{Isa, Kernels, RowKernel};
@@ -31,6 +32,10 @@ pub struct Options {
     pub isa: Option<Isa>,
     pub reps: usize,
     pub json: bool,
+    /// Bench the 2:4 sparse kernels (`--sparse 2:4`): the weights are pruned
+    /// 2:4 by magnitude before ggml quantizes them; ggml and our dense kernel
+    /// run the dense blocks, our sparse kernel the same blocks packed.
+    pub sparse: bool,
 }
 
 /// One measured case.
@@ -50,6 +55,9 @@ pub struct Case {
     pub bw_frac: f64,
     pub gflops: f64,
     pub nmse: f64,
+    /// With `--sparse 2:4`: our dense kernel's time on the same (pruned) blocks;
+    /// `ours_ms` is then the sparse kernel's.
+    pub dense_ms: Option<f64>,
 }
 
 impl Case {
@@ -57,10 +65,22 @@ impl Case {
         self.ggml_ms / self.ours_ms
     }
 
+    /// Our dense kernel's time over our sparse kernel's (`--sparse` cases).
+    pub fn speedup_vs_dense(&self) -> Option<f64> {
+        self.dense_ms.map(|d| d / self.ours_ms)
+    }
+
     pub fn json(&self) -> String {
+        let sparse = match self.speedup_vs_dense() {
+            Some(s) => format!(
+                ",\"sparse\":\"2:4\",\"dense_ms\":{:.6},\"speedup_vs_dense\":{s:.4}",
+                self.dense_ms.unwrap_or(0.0)
+            ),
+            None => String::new(),
+        };
         format!(
-            "{{\"format\":\"{}\",\"m\":{},\"k\":{},\"batch\":{},\"threads\":{},\"isa\":\"{}\",\"kernel\":\"{}\",\"ggml_buffer\":\"{}\",\"ggml_ms\":{:.6},\"ours_ms\":{:.6},\"speedup\":{:.4},\"gbps\":{:.3},\"bw_frac\":{:.4},\"gflops\":{:.3},\"nmse\":{:e}}}",
-            self.format, self.m, self.k, self.batch, self.threads, self.isa, self.kernel, self.ggml_buffer,
+            "{{\"format\":\"{}\",\"m\":{},\"k\":{},\"batch\":{},\"threads\":{},\"isa\":\"{}\",\"kernel\":\"{}\",\"ggml_buffer\":\"{}\",\"ggml_ms\":{:.6},\"ours_ms\":{:.6},\"speedup\":{:.4},\"gbps\":{:.3},\"bw_frac\":{:.4},\"gflops\":{:.3},\"nmse\":{:e}{sparse}}}",
+            self.format.dense(), self.m, self.k, self.batch, self.threads, self.isa, self.kernel, self.ggml_buffer,
             self.ggml_ms, self.ours_ms, self.speedup(), self.gbps, self.bw_frac, self.gflops, self.nmse
         )
     }
@@ -96,6 +116,11 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
         if !Format::WEIGHTS.contains(&format) {
             return Err(format!("{format} is not a weight format"));
         }
+        if opts.sparse && format.sparse_2_4().is_none() {
+            return Err(format!(
+                "--sparse 2:4: llmkernel has 2:4 kernels for q4_0 and q8_0, not {format}"
+            ));
+        }
         for &(m, k) in &opts.shapes {
             format
                 .blocks_in(k)
@@ -128,7 +153,7 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
         );
         println!();
         println!(
-            "{:<5} {:>6} {:>6} {:>5} {:>3} {:<28} {:<10} {:>9} {:>9} {:>7} {:>7} {:>6} {:>8} {:>9}",
+            "{:<5} {:>6} {:>6} {:>5} {:>3} {:<28} {:<10} {:>9} {:>9} {:>7} {:>7} {:>6} {:>8} {:>9}{}",
             "fmt",
             "M",
             "K",
@@ -142,45 +167,110 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
             "GB/s",
             "bw%",
             "GFLOP/s",
-            "NMSE"
+            "NMSE",
+            if opts.sparse {
+                format!(" {:>9} {:>8}", "dense ms", "vs dense")
+            } else {
+                String::new()
+            }
         );
+        if opts.sparse {
+            println!("(2:4: weights pruned by magnitude; ggml and \"dense ms\" run the dense blocks, \"ours\" the packed 2:4 blocks)");
+        }
     }
     let mut cases = Vec::new();
     for &format in &opts.formats {
-        let run = match format {
-            Format::Q4K => run_format::<BlockQ4K>,
-            Format::Q3K => run_format::<BlockQ3K>,
-            Format::Q2K => run_format::<BlockQ2K>,
-            Format::Q4_0 => run_format::<BlockQ4_0>,
-            Format::Q8_0 => run_format::<BlockQ8_0>,
-            Format::Q8K => unreachable!("checked above"),
-        };
-        run(format, opts, bw.gbps, &mut cases)?;
+        match (format, opts.sparse) {
+            (Format::Q4_0, true) => run_format::<BlockQ4_0, BlockQ4_0S>(
+                format,
+                opts,
+                bw.gbps,
+                &mut cases,
+                Some(sparse::pack_q4_0),
+            )?,
+            (Format::Q8_0, true) => run_format::<BlockQ8_0, BlockQ8_0S>(
+                format,
+                opts,
+                bw.gbps,
+                &mut cases,
+                Some(sparse::pack_q8_0),
+            )?,
+            (Format::Q4K, _) => dense::<BlockQ4K>(format, opts, bw.gbps, &mut cases)?,
+            (Format::Q3K, _) => dense::<BlockQ3K>(format, opts, bw.gbps, &mut cases)?,
+            (Format::Q2K, _) => dense::<BlockQ2K>(format, opts, bw.gbps, &mut cases)?,
+            (Format::Q4_0, _) => dense::<BlockQ4_0>(format, opts, bw.gbps, &mut cases)?,
+            (Format::Q8_0, _) => dense::<BlockQ8_0>(format, opts, bw.gbps, &mut cases)?,
+            _ => unreachable!("checked above"),
+        }
     }
     Ok(cases)
 }
 
-fn run_format<B: Kernels>(
+/// Packs dense blocks into their 2:4 sparse form.
+type Pack<B, S> = fn(&[B]) -> llmkernel_kernels::Result<Vec<S>>;
+
+fn dense<B: Kernels>(
     format: Format,
     opts: &Options,
     bw_gbps: f64,
     cases: &mut Vec<Case>,
 ) -> Result<(), String> {
-    let kernel: RowKernel<B> = match opts.isa {
-        Some(isa) => B::select_at(isa),
-        None => B::select().map_err(|e| e.to_string())?,
-    };
+    run_format::<B, B>(format, opts, bw_gbps, cases, None)
+}
+
+fn select<B: Kernels>(isa: Option<Isa>) -> Result<RowKernel<B>, String> {
+    match isa {
+        Some(isa) => Ok(B::select_at(isa)),
+        None => B::select().map_err(|e| e.to_string()),
+    }
+}
+
+/// Zeroes the two smallest-magnitude values of every four (2:4 magnitude pruning).
+fn prune_2_4(w: &mut [f32]) {
+    for g in w.chunks_exact_mut(4) {
+        let mut order = [0usize, 1, 2, 3];
+        order.sort_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()));
+        g[order[0]] = 0.0;
+        g[order[1]] = 0.0;
+    }
+}
+
+/// Benches format `B` against ggml; with `pack`, also its 2:4 sparse form `S`
+/// (then "ours" is the sparse kernel and `dense_ms` our dense one).
+fn run_format<B: Kernels, S: Kernels>(
+    format: Format,
+    opts: &Options,
+    bw_gbps: f64,
+    cases: &mut Vec<Case>,
+    pack: Option<Pack<B, S>>,
+) -> Result<(), String> {
+    let kernel: RowKernel<B> = select(opts.isa)?;
+    let skernel: RowKernel<S> = select(opts.isa)?;
     let max_threads = opts.threads.iter().copied().max().unwrap_or(1);
     let mut rng = Rng::new(42);
     for &(m, k) in &opts.shapes {
         eprintln!("{format} {m}x{k}: quantizing random weights with ggml's quantizer...");
         let wq = {
-            let w = rng.activations(m * k);
+            let mut w = rng.activations(m * k);
+            if pack.is_some() {
+                prune_2_4(&mut w);
+            }
             ggml_mm::quantize(format, &w, m, k, max_threads)?
+        };
+        let sparse_w: Option<Vec<S>> = match pack {
+            Some(pack) => {
+                let dense: Vec<B> = bytemuck::pod_collect_to_vec(&wq);
+                Some(pack(&dense).map_err(|e| format!("{format} {m}x{k}: {e}"))?)
+            }
+            None => None,
+        };
+        let stored_bytes = match &sparse_w {
+            Some(s) => std::mem::size_of_val(s.as_slice()),
+            None => wq.len(),
         };
         for &n in &opts.batches {
             let copies = if n == 1 {
-                (4 * llc_bytes()).div_ceil(wq.len()).max(1)
+                (4 * llc_bytes()).div_ceil(stored_bytes).max(1)
             } else {
                 1
             };
@@ -193,6 +283,15 @@ fn run_format<B: Kernels>(
                 .collect();
             let ggml_w: Vec<&[u8]> = ours_w.iter().map(|v| bytemuck::cast_slice(v)).collect();
             let qms: Vec<QMatrix<B>> = ours_w
+                .iter()
+                .map(|v| QMatrix::new(v, m, k))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            let sparse_copies: Vec<Vec<S>> = match &sparse_w {
+                Some(s) => (0..copies).map(|_| s.clone()).collect(),
+                None => Vec::new(),
+            };
+            let sqms: Vec<QMatrix<S>> = sparse_copies
                 .iter()
                 .map(|v| QMatrix::new(v, m, k))
                 .collect::<Result<_, _>>()
@@ -217,10 +316,17 @@ fn run_format<B: Kernels>(
                     }
                     Ok(())
                 };
+                let ours_sparse = |y: &mut [f32]| -> Result<(), String> {
+                    for qm in &sqms {
+                        matmul(qm, &x, n, y, &skernel, t).map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                };
                 // Warm-up: page in, build ggml's work buffer and threads.
                 g.compute()?;
                 ours(&mut y)?;
-                let (mut tg, mut to) = (Vec::new(), Vec::new());
+                ours_sparse(&mut y)?;
+                let (mut tg, mut to, mut ts) = (Vec::new(), Vec::new(), Vec::new());
                 // Each side's idle worker threads spin for a while after a run (libgomp
                 // for ggml, rayon for us), stealing cores from the other side's next run:
                 // let them settle first.
@@ -238,9 +344,31 @@ fn run_format<B: Kernels>(
                     let s = Instant::now();
                     ours(&mut y)?;
                     to.push(s.elapsed().as_secs_f64() / copies as f64);
+                    if !sqms.is_empty() {
+                        settle();
+                        let s = Instant::now();
+                        ours_sparse(&mut y)?;
+                        ts.push(s.elapsed().as_secs_f64() / copies as f64);
+                    }
                 }
                 let reference = g.output(0);
-                matmul(&qms[0], &x, n, &mut y, &kernel, t).map_err(|e| e.to_string())?;
+                let mut dense_ms = None;
+                if let Some(sqm) = sqms.first() {
+                    // Sparse and dense sum the same integers: identical outputs.
+                    let mut yd = vec![0f32; n * m];
+                    matmul(&qms[0], &x, n, &mut yd, &kernel, t).map_err(|e| e.to_string())?;
+                    matmul(sqm, &x, n, &mut y, &skernel, t).map_err(|e| e.to_string())?;
+                    if let Some(i) = (0..y.len()).find(|&i| y[i].to_bits() != yd[i].to_bits()) {
+                        return Err(format!(
+                            "{format} {m}x{k} batch {n}: sparse output {i} is {:e}, dense {:e}",
+                            y[i], yd[i]
+                        ));
+                    }
+                    dense_ms = Some(median(std::mem::take(&mut to)) * 1e3);
+                    to = ts;
+                } else {
+                    matmul(&qms[0], &x, n, &mut y, &kernel, t).map_err(|e| e.to_string())?;
+                }
                 let (num, den) = reference
                     .iter()
                     .zip(&y)
@@ -248,15 +376,24 @@ fn run_format<B: Kernels>(
                         (a + (o as f64 - r as f64).powi(2), b + (r as f64).powi(2))
                     });
                 let (ggml_s, ours_s) = (median(tg), median(to));
-                let bytes = wq.len() as f64;
+                let bytes = stored_bytes as f64;
                 let case = Case {
                     format,
                     m,
                     k,
                     batch: n,
                     threads: t,
-                    kernel: kernel.name.to_string(),
-                    isa: kernel.isa,
+                    kernel: if dense_ms.is_some() {
+                        skernel.name
+                    } else {
+                        kernel.name
+                    }
+                    .to_string(),
+                    isa: if dense_ms.is_some() {
+                        skernel.isa
+                    } else {
+                        kernel.isa
+                    },
                     ggml_buffer: g.weight_buffer.clone(),
                     copies,
                     ggml_ms: ggml_s * 1e3,
@@ -265,6 +402,7 @@ fn run_format<B: Kernels>(
                     bw_frac: bytes / ours_s / 1e9 / bw_gbps,
                     gflops: 2.0 * (m * n * k) as f64 / ours_s / 1e9,
                     nmse: if den > 0.0 { num / den } else { num },
+                    dense_ms,
                 };
                 eprint!("\r{:70}\r", "");
                 if opts.json {
@@ -281,10 +419,14 @@ fn run_format<B: Kernels>(
 
 fn row(c: &Case) -> String {
     let mut s = String::new();
+    let format = match c.dense_ms {
+        Some(_) => c.format.sparse_2_4().unwrap_or(c.format),
+        None => c.format,
+    };
     write!(
         s,
         "{:<5} {:>6} {:>6} {:>5} {:>3} {:<28} {:<10} {:>9.3} {:>9.3} {:>6.2}x {:>7.1} {:>5.0}% {:>8.1} {:>9.2e}",
-        c.format.name(),
+        format.name(),
         c.m,
         c.k,
         c.batch,
@@ -300,6 +442,9 @@ fn row(c: &Case) -> String {
         c.nmse
     )
     .unwrap();
+    if let (Some(d), Some(r)) = (c.dense_ms, c.speedup_vs_dense()) {
+        write!(s, " {d:>9.3} {r:>7.2}x").unwrap();
+    }
     s
 }
 

@@ -4,7 +4,10 @@
 //! scalar f32 multiplies exactly as the reference rounds them).
 
 use crate::formats::q4_k::scales_mins;
-use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0};
+use crate::formats::{
+    scales_q3_k, Block32, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0,
+    BlockQ8_0S,
+};
 use std::arch::aarch64::*;
 
 /// Writes `dl * q - ml` for 16 unsigned byte codes.
@@ -84,6 +87,40 @@ pub unsafe fn dequantize_q8_0(x: &[BlockQ8_0], y: &mut [f32]) {
             store16_signed(vld1q_s8(b.qs.as_ptr().add(16)), d, out.as_mut_ptr().add(16));
         }
     }
+}
+
+/// A 2:4 block's 32 codes (expanded as the dot-product kernels do) times its scale.
+///
+/// # Safety
+/// NEON; `y.len() == x.len() * 32`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn dequantize_sparse<W: Block32>(x: &[W], y: &mut [f32]) {
+    for (b, out) in x.iter().zip(y.chunks_exact_mut(32)) {
+        let d = half::f16::from_bits(b.d_bits()).to_f32();
+        // SAFETY: NEON is enabled; out has 32 floats.
+        unsafe {
+            let [lo, hi] = super::q8_0::codes(b);
+            store16_signed(lo, d, out.as_mut_ptr());
+            store16_signed(hi, d, out.as_mut_ptr().add(16));
+        }
+    }
+}
+
+/// # Safety
+/// NEON; `y.len() == x.len() * 32`.
+#[target_feature(enable = "neon")]
+pub unsafe fn dequantize_q4_0s(x: &[BlockQ4_0S], y: &mut [f32]) {
+    // SAFETY: forwarded contract.
+    unsafe { dequantize_sparse(x, y) }
+}
+
+/// # Safety
+/// NEON; `y.len() == x.len() * 32`.
+#[target_feature(enable = "neon")]
+pub unsafe fn dequantize_q8_0s(x: &[BlockQ8_0S], y: &mut [f32]) {
+    // SAFETY: forwarded contract.
+    unsafe { dequantize_sparse(x, y) }
 }
 
 /// # Safety

@@ -2,31 +2,51 @@
 //! [`COLS`] activation columns, each weight block loaded once for all of them.
 
 use super::{dot32, load32, sdot32};
-use crate::formats::{Block32, BlockQ4_0, BlockQ8_0};
+use crate::formats::sparse::EXPAND_LUT;
+use crate::formats::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes};
 use std::arch::aarch64::*;
 
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
-/// The 32 signed codes of a block.
+/// The 32 signed codes of a block, zeros where a 2:4 block dropped them.
+///
+/// Sparse blocks are expanded by `tbl` lookups of the 16 kept values with
+/// indices from [`EXPAND_LUT`], one 8-byte entry per mask byte; the kept
+/// values of mask bytes 1, 2, 3 start at 4, 8, 12.
 ///
 /// # Safety
 /// NEON must be available.
 #[inline(always)]
-unsafe fn codes<W: Block32>(b: &W) -> [int8x16_t; 2] {
+pub(crate) unsafe fn codes<W: Block32>(b: &W) -> [int8x16_t; 2] {
     // SAFETY: Q8_0 has 32 code bytes, Q4_0 16 (low nibbles are values 0..16,
-    // high nibbles 16..32, both offset by 8); NEON is available (caller).
+    // high nibbles 16..32, both offset by 8), Q8_0S 16, Q4_0S 8; NEON is
+    // available (caller).
     unsafe {
-        if W::NIBBLES {
-            let v = vld1q_u8(b.codes());
-            let eight = vdupq_n_s8(8);
-            [
-                vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), eight),
-                vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), eight),
-            ]
-        } else {
-            load32(b.codes().cast())
-        }
+        let eight = vdupq_n_s8(8);
+        let kept = match W::CODES {
+            Codes::Nibbles => {
+                let v = vld1q_u8(b.codes());
+                return [
+                    vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), eight),
+                    vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), eight),
+                ];
+            }
+            Codes::Bytes => return load32(b.codes().cast()),
+            Codes::SparseNibbles => {
+                let v = vld1_u8(b.codes());
+                let z = vzip_u8(vand_u8(v, vdup_n_u8(0x0F)), vshr_n_u8::<4>(v));
+                vsubq_s8(vreinterpretq_s8_u8(vcombine_u8(z.0, z.1)), eight)
+            }
+            Codes::SparseBytes => vld1q_s8(b.codes().cast()),
+        };
+        let m = b.mask();
+        let lut = |i: u32, off: u64| {
+            vcreate_u8(EXPAND_LUT[(m >> (8 * i) & 0xFF) as usize].wrapping_add(off))
+        };
+        let lo = vcombine_u8(lut(0, 0), lut(1, 0x0404_0404_0404_0404));
+        let hi = vcombine_u8(lut(2, 0x0808_0808_0808_0808), lut(3, 0x0C0C_0C0C_0C0C_0C0C));
+        [vqtbl1q_s8(kept, lo), vqtbl1q_s8(kept, hi)]
     }
 }
 
@@ -72,6 +92,22 @@ macro_rules! kernels {
             BlockQ4_0,
             BlockQ8_0,
             cols<BlockQ4_0>,
+            [1, 2, 3, 4]
+        );
+        row_kernel!(
+            gemv_q4_0s_q8_0_x4,
+            $feat,
+            BlockQ4_0S,
+            BlockQ8_0,
+            cols<BlockQ4_0S>,
+            [1, 2, 3, 4]
+        );
+        row_kernel!(
+            gemv_q8_0s_q8_0_x4,
+            $feat,
+            BlockQ8_0S,
+            BlockQ8_0,
+            cols<BlockQ8_0S>,
             [1, 2, 3, 4]
         );
     };

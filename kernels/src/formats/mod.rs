@@ -12,6 +12,7 @@ mod q4_0;
 pub mod q4_k;
 mod q8_0;
 mod q8_k;
+pub mod sparse;
 
 pub use q2_k::{dequantize_row_q2_k, vec_dot_q2_k_q8_k, BlockQ2K};
 pub use q3_k::{dequantize_row_q3_k, scales_q3_k, vec_dot_q3_k_q8_k, BlockQ3K};
@@ -21,6 +22,7 @@ pub use q8_0::{
     dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_ref, vec_dot_q8_0_q8_0, BlockQ8_0,
 };
 pub use q8_k::{dequantize_row_q8_k, quantize_row_q8_k, BlockQ8K};
+pub use sparse::{BlockQ4_0S, BlockQ8_0S};
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -38,6 +40,10 @@ pub enum Format {
     Q3K,
     Q4K,
     Q8K,
+    /// Q4_0 with 2:4 sparsity, zeros dropped ([`sparse`]; llmkernel's own, no ggml type).
+    Q4_0S,
+    /// Q8_0 with 2:4 sparsity, zeros dropped.
+    Q8_0S,
 }
 
 impl Format {
@@ -50,6 +56,9 @@ impl Format {
         Format::Q8_0,
     ];
 
+    /// The 2:4 sparse formats, packed from the dense formats of the same name.
+    pub const SPARSE: [Format; 2] = [Format::Q4_0S, Format::Q8_0S];
+
     /// ggml's name, as the CLI takes it (`q4_k`).
     pub fn name(self) -> &'static str {
         match self {
@@ -59,6 +68,26 @@ impl Format {
             Format::Q3K => "q3_k",
             Format::Q4K => "q4_k",
             Format::Q8K => "q8_k",
+            Format::Q4_0S => "q4_0_2:4",
+            Format::Q8_0S => "q8_0_2:4",
+        }
+    }
+
+    /// The dense format a sparse one packs (itself for dense formats).
+    pub fn dense(self) -> Format {
+        match self {
+            Format::Q4_0S => Format::Q4_0,
+            Format::Q8_0S => Format::Q8_0,
+            f => f,
+        }
+    }
+
+    /// The 2:4 sparse form of a dense format, where llmkernel has one.
+    pub fn sparse_2_4(self) -> Option<Format> {
+        match self {
+            Format::Q4_0 => Some(Format::Q4_0S),
+            Format::Q8_0 => Some(Format::Q8_0S),
+            _ => None,
         }
     }
 
@@ -70,6 +99,8 @@ impl Format {
             Format::Q3K,
             Format::Q4K,
             Format::Q8K,
+            Format::Q4_0S,
+            Format::Q8_0S,
         ]
         .into_iter()
         .find(|f| f.name().eq_ignore_ascii_case(name))
@@ -78,7 +109,7 @@ impl Format {
     /// Values per block.
     pub fn block_len(self) -> usize {
         match self {
-            Format::Q4_0 | Format::Q8_0 => 32,
+            Format::Q4_0 | Format::Q8_0 | Format::Q4_0S | Format::Q8_0S => 32,
             _ => QK_K,
         }
     }
@@ -92,25 +123,29 @@ impl Format {
             Format::Q3K => std::mem::size_of::<BlockQ3K>(),
             Format::Q4K => std::mem::size_of::<BlockQ4K>(),
             Format::Q8K => std::mem::size_of::<BlockQ8K>(),
+            Format::Q4_0S => std::mem::size_of::<BlockQ4_0S>(),
+            Format::Q8_0S => std::mem::size_of::<BlockQ8_0S>(),
         }
     }
 
-    /// The `ggml_type` number of this format in GGUF files.
+    /// The `ggml_type` number of this format in GGUF files; for a 2:4 format,
+    /// that of the dense format it packs (how its tensors are stored in GGUF).
     pub fn ggml_type(self) -> u32 {
-        match self {
+        match self.dense() {
             Format::Q4_0 => 2,
             Format::Q8_0 => 8,
             Format::Q2K => 10,
             Format::Q3K => 11,
             Format::Q4K => 12,
             Format::Q8K => 15,
+            Format::Q4_0S | Format::Q8_0S => unreachable!("dense() of a sparse format"),
         }
     }
 
     /// The activation format a dot product with these weights takes (ggml's `vec_dot_type`).
     pub fn activation(self) -> Format {
         match self {
-            Format::Q4_0 | Format::Q8_0 => Format::Q8_0,
+            Format::Q4_0 | Format::Q8_0 | Format::Q4_0S | Format::Q8_0S => Format::Q8_0,
             _ => Format::Q8K,
         }
     }
@@ -222,19 +257,36 @@ fn magnitude(d: f32, iabs: i32, dmin: f32, mabs: i32) -> f32 {
     d.abs() * iabs as f32 + dmin.abs() * mabs as f32
 }
 
-/// A 32-value block with an f16 scale (Q4_0, Q8_0), as the SIMD kernels read
-/// it: plain data access, so that the intrinsics stay inside the kernels'
-/// `#[target_feature]` functions, where they inline.
+/// How a 32-value block stores its codes, as the SIMD kernels read them.
+#[allow(dead_code)] // not every architecture has kernels that use every layout
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codes {
+    /// Q4_0: 16 bytes of 4-bit codes offset by 8, low nibbles values 0..16, high 16..32.
+    Nibbles,
+    /// Q8_0: 32 signed bytes.
+    Bytes,
+    /// Q4_0S: 8 bytes of 16 kept 4-bit codes offset by 8, low nibble first, and a mask.
+    SparseNibbles,
+    /// Q8_0S: 16 kept signed bytes and a mask.
+    SparseBytes,
+}
+
+/// A 32-value block with an f16 scale (Q4_0, Q8_0 and their 2:4 forms), as
+/// the SIMD kernels read it: plain data access, so that the intrinsics stay
+/// inside the kernels' `#[target_feature]` functions, where they inline.
 #[allow(dead_code)] // not every architecture has kernels that use it
 pub(crate) trait Block32 {
-    /// 4-bit codes offset by 8 (Q4_0, 16 bytes), or signed bytes (Q8_0, 32 bytes).
-    const NIBBLES: bool;
+    const CODES: Codes;
     fn codes(&self) -> *const u8;
     fn d_bits(&self) -> u16;
+    /// The kept-position mask of a sparse block (0 for dense ones).
+    fn mask(&self) -> u32 {
+        0
+    }
 }
 
 impl Block32 for BlockQ8_0 {
-    const NIBBLES: bool = false;
+    const CODES: Codes = Codes::Bytes;
     fn codes(&self) -> *const u8 {
         self.qs.as_ptr().cast()
     }
@@ -244,12 +296,38 @@ impl Block32 for BlockQ8_0 {
 }
 
 impl Block32 for BlockQ4_0 {
-    const NIBBLES: bool = true;
+    const CODES: Codes = Codes::Nibbles;
     fn codes(&self) -> *const u8 {
         self.qs.as_ptr()
     }
     fn d_bits(&self) -> u16 {
         self.d.to_bits()
+    }
+}
+
+impl Block32 for BlockQ4_0S {
+    const CODES: Codes = Codes::SparseNibbles;
+    fn codes(&self) -> *const u8 {
+        self.qs.as_ptr()
+    }
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+    fn mask(&self) -> u32 {
+        sparse::SparseBlock::mask(self)
+    }
+}
+
+impl Block32 for BlockQ8_0S {
+    const CODES: Codes = Codes::SparseBytes;
+    fn codes(&self) -> *const u8 {
+        self.qs.as_ptr().cast()
+    }
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+    fn mask(&self) -> u32 {
+        sparse::SparseBlock::mask(self)
     }
 }
 
@@ -313,6 +391,8 @@ impl Format {
             Format::Q3K => 32 + 64 + 12 + 2,
             Format::Q4K => 2 + 2 + 12 + 128,
             Format::Q8K => 4 + 256 + 2 * 16,
+            Format::Q4_0S => 2 + 4 + 8,
+            Format::Q8_0S => 2 + 4 + 16,
         }
     }
 }

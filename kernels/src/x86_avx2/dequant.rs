@@ -5,7 +5,10 @@
 //! reference rounds them (scalar f32 multiplies).
 
 use crate::formats::q4_k::scales_mins;
-use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0};
+use crate::formats::{
+    scales_q3_k, Block32, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0,
+    BlockQ8_0S,
+};
 use std::arch::x86_64::*;
 
 /// Writes `dl * q - ml` for 16 unsigned byte codes `q` (the low 16 bytes of `codes`).
@@ -75,6 +78,44 @@ pub unsafe fn dequantize_q8_0(x: &[BlockQ8_0], y: &mut [f32]) {
             store16_signed(hi, d, out.as_mut_ptr().add(16));
         }
     }
+}
+
+/// A 2:4 block's 32 codes (expanded as the dot-product kernels do) times its scale.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `y.len() == x.len() * 32`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_sparse<W: Block32>(x: &[W], y: &mut [f32]) {
+    for (b, out) in x.iter().zip(y.chunks_exact_mut(32)) {
+        let d = half::f16::from_bits(b.d_bits()).to_f32();
+        // SAFETY: AVX2 is enabled; out has 32 floats.
+        unsafe {
+            let w = super::q8_0::codes256(b);
+            store16_signed(_mm256_castsi256_si128(w), d, out.as_mut_ptr());
+            store16_signed(
+                _mm256_extracti128_si256::<1>(w),
+                d,
+                out.as_mut_ptr().add(16),
+            );
+        }
+    }
+}
+
+/// # Safety
+/// AVX2, FMA and F16C; `y.len() == x.len() * 32`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dequantize_q4_0s(x: &[BlockQ4_0S], y: &mut [f32]) {
+    // SAFETY: forwarded contract.
+    unsafe { dequantize_sparse(x, y) }
+}
+
+/// # Safety
+/// AVX2, FMA and F16C; `y.len() == x.len() * 32`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dequantize_q8_0s(x: &[BlockQ8_0S], y: &mut [f32]) {
+    // SAFETY: forwarded contract.
+    unsafe { dequantize_sparse(x, y) }
 }
 
 /// # Safety

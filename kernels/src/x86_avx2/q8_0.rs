@@ -7,7 +7,8 @@
 //! and accumulated in f32, summed once per row.
 
 use super::hsum_ps;
-use crate::formats::{Block32, BlockQ4_0, BlockQ8_0};
+use crate::formats::sparse::EXPAND_LUT;
+use crate::formats::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes};
 use std::arch::x86_64::*;
 
 /// Activation columns per call.
@@ -22,23 +23,60 @@ fn f16_splat(bits: u16) -> __m256 {
     _mm256_cvtph_ps(_mm_set1_epi16(bits as i16))
 }
 
+/// The 32 signed codes of a block, zeros where a 2:4 block dropped them.
+///
+/// Sparse blocks are expanded by one `vpshufb` of the kept values (in both
+/// 128-bit lanes) with indices from [`EXPAND_LUT`], one 8-byte entry per mask
+/// byte; lane 1 indexes kept values 8..16, so mask bytes 1, 2, 3 add 4, 8, 12.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn codes256<W: Block32>(b: &W) -> __m256i {
+    let eight = _mm_set1_epi8(8);
+    let low4 = _mm_set1_epi8(0x0F);
+    // SAFETY (all loads): Q4_0 has 16 code bytes, Q8_0 32, Q4_0S 8, Q8_0S 16.
+    let kept = match W::CODES {
+        Codes::Nibbles => {
+            let v = unsafe { _mm_loadu_si128(b.codes().cast()) };
+            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
+            return _mm256_sub_epi8(
+                _mm256_and_si256(both, _mm256_set1_epi8(0x0F)),
+                _mm256_set1_epi8(8),
+            );
+        }
+        Codes::Bytes => return unsafe { _mm256_loadu_si256(b.codes().cast()) },
+        Codes::SparseNibbles => {
+            let v = unsafe { _mm_loadl_epi64(b.codes().cast()) };
+            let lo = _mm_and_si128(v, low4);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), low4);
+            _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), eight)
+        }
+        Codes::SparseBytes => unsafe { _mm_loadu_si128(b.codes().cast()) },
+    };
+    let m = b.mask();
+    let lut = |i: u32| EXPAND_LUT[(m >> (8 * i) & 0xFF) as usize] as i64;
+    let idx = _mm256_add_epi8(
+        _mm256_set_epi64x(lut(3), lut(2), lut(1), lut(0)),
+        _mm256_set_epi64x(
+            0x0C0C_0C0C_0C0C_0C0C,
+            0x0808_0808_0808_0808,
+            0x0404_0404_0404_0404,
+            0,
+        ),
+    );
+    _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(kept), idx)
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn cols<W: Block32, const C: usize>(row: &[W], acts: &[&[BlockQ8_0]], out: &mut [f32]) {
     let mut acc = [_mm256_setzero_ps(); C];
     let ones = _mm256_set1_epi16(1);
-    let low4 = _mm256_set1_epi8(0x0F);
-    let eight = _mm256_set1_epi8(8);
     for (i, b) in row.iter().enumerate() {
-        let w = if W::NIBBLES {
-            // SAFETY: Q4_0 has 16 code bytes. Low nibbles are values 0..16, high 16..32.
-            let v = unsafe { _mm_loadu_si128(b.codes().cast()) };
-            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
-            _mm256_sub_epi8(_mm256_and_si256(both, low4), eight)
-        } else {
-            // SAFETY: Q8_0 has 32 code bytes.
-            unsafe { _mm256_loadu_si256(b.codes().cast()) }
-        };
+        // SAFETY: AVX2 is enabled here; `b` is a whole block.
+        let w = unsafe { codes256(b) };
         let aw = _mm256_sign_epi8(w, w);
         let dw = f16_splat(b.d_bits());
         for c in 0..C {
@@ -73,5 +111,21 @@ row_kernel!(
     BlockQ4_0,
     BlockQ8_0,
     cols<BlockQ4_0>,
+    [1, 2, 3, 4]
+);
+row_kernel!(
+    gemv_q4_0s_q8_0_x4,
+    "avx2,fma,f16c",
+    BlockQ4_0S,
+    BlockQ8_0,
+    cols<BlockQ4_0S>,
+    [1, 2, 3, 4]
+);
+row_kernel!(
+    gemv_q8_0s_q8_0_x4,
+    "avx2,fma,f16c",
+    BlockQ8_0S,
+    BlockQ8_0,
+    cols<BlockQ8_0S>,
     [1, 2, 3, 4]
 );

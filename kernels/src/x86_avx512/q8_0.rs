@@ -7,29 +7,19 @@
 //! and w) and subtracted from every column's lanes: exact i32 block sums with
 //! one `vpdpbusd` per 64 products, and no per-column sign juggling.
 
-use crate::formats::{Block32, BlockQ4_0, BlockQ8_0};
+use crate::formats::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S};
 use crate::x86_avx2::hsum_ps;
 use std::arch::x86_64::*;
 
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
-/// The 32 signed codes of a block.
+/// The 32 signed codes of a block (zeros where a 2:4 block dropped them).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn weights<W: Block32>(b: &W) -> __m256i {
-    if W::NIBBLES {
-        // SAFETY: Q4_0 has 16 code bytes. Low nibbles are values 0..16, high 16..32.
-        let v = unsafe { _mm_loadu_si128(b.codes().cast()) };
-        let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
-        _mm256_sub_epi8(
-            _mm256_and_si256(both, _mm256_set1_epi8(0x0F)),
-            _mm256_set1_epi8(8),
-        )
-    } else {
-        // SAFETY: Q8_0 has 32 code bytes.
-        unsafe { _mm256_loadu_si256(b.codes().cast()) }
-    }
+    // SAFETY: AVX2 is a subset of what is enabled here.
+    unsafe { crate::x86_avx2::q8_0::codes256(b) }
 }
 
 /// Two f16 scales as 16 f32 lanes: `a` in lanes 0..8, `b` in 8..16.
@@ -126,5 +116,21 @@ row_kernel!(
     BlockQ4_0,
     BlockQ8_0,
     cols<BlockQ4_0>,
+    [1, 2, 3, 4]
+);
+row_kernel!(
+    gemv_q4_0s_q8_0_x4,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    BlockQ4_0S,
+    BlockQ8_0,
+    cols<BlockQ4_0S>,
+    [1, 2, 3, 4]
+);
+row_kernel!(
+    gemv_q8_0s_q8_0_x4,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    BlockQ8_0S,
+    BlockQ8_0,
+    cols<BlockQ8_0S>,
     [1, 2, 3, 4]
 );
