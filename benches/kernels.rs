@@ -55,13 +55,15 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
             // ggml-cpu's own vec_dot kernel on the same rows and activations, one
             // row at a time (not ggml's repacked GEMV: `llmkernel bench` compares
             // against ggml's best path, a MUL_MAT graph).
-            let wb: &[u8] = bytemuck::cast_slice(&w);
+            // (2:4 formats: ggml's kernel on the dense blocks they pack.)
+            let dense = unpack_dense::<B>(&w);
+            let wb: &[u8] = &dense;
             let ab: &[u8] = bytemuck::cast_slice(&acts);
             let row_bytes = wb.len() / M;
             g.bench_function("ggml_vec_dot", |b| {
                 b.iter(|| {
                     for (o, row) in y.iter_mut().zip(wb.chunks(row_bytes)) {
-                        *o = llmkernel::ggml::vec_dot(B::FORMAT, K, row, ab).unwrap();
+                        *o = llmkernel::ggml::vec_dot(B::FORMAT.dense(), K, row, ab).unwrap();
                     }
                 })
             });
@@ -78,12 +80,28 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
     }
 }
 
+/// The dense GGUF bytes of `w` (2:4 blocks unpacked; dense blocks as they are).
+fn unpack_dense<B: Kernels>(w: &[B]) -> Vec<u8> {
+    let b: &[u8] = bytemuck::cast_slice(w);
+    match B::FORMAT {
+        Format::Q4_0S => {
+            bytemuck::cast_slice(&sparse::unpack_q4_0(bytemuck::cast_slice(b))).to_vec()
+        }
+        Format::Q8_0S => {
+            bytemuck::cast_slice(&sparse::unpack_q8_0(bytemuck::cast_slice(b))).to_vec()
+        }
+        _ => b.to_vec(),
+    }
+}
+
 fn benches(c: &mut Criterion) {
     bench_format::<BlockQ4K>(c);
     bench_format::<BlockQ3K>(c);
     bench_format::<BlockQ2K>(c);
     bench_format::<BlockQ4_0>(c);
     bench_format::<BlockQ8_0>(c);
+    bench_format::<BlockQ4_0S>(c);
+    bench_format::<BlockQ8_0S>(c);
 }
 
 criterion_group! {

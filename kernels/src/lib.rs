@@ -3,32 +3,57 @@
 //! selection. Pure Rust: no C, no FFI.
 
 /// Defines a kernel entry point: a `#[target_feature]` function that checks
-/// its shape contract and dispatches on the number of activation columns to
-/// the body instantiated for exactly that many (`$body::<..., C>`), so that
-/// per-column state lives in fixed-size arrays the compiler keeps in registers.
+/// its shape contract and dispatches on the number of weight rows and
+/// activation columns to the body instantiated for exactly that many
+/// (`$body::<..., C>` for one-row kernels, `$body::<..., R, C>` for tiles), so
+/// that per-row and per-column state lives in fixed-size arrays the compiler
+/// keeps in registers.
 macro_rules! row_kernel {
     ($name:ident, $feat:literal, $w:ty, $act:ty, $body:ident, [$($c:literal),*]) => {
-        row_kernel!(@doc $name, $feat, $w, $act, |row, acts, out| match acts.len() {
-            $($c => $body::<$c>(row, acts, out),)*
-            _ => {}
+        row_kernel!(@doc $name, $feat, $w, $act, |row, nrows, acts, out| {
+            debug_assert_eq!(nrows, 1);
+            match acts.len() {
+                $($c => $body::<$c>(row, acts, out),)*
+                _ => {}
+            }
         });
     };
     ($name:ident, $feat:literal, $w:ty, $act:ty, $body:ident<$t:ty>, [$($c:literal),*]) => {
-        row_kernel!(@doc $name, $feat, $w, $act, |row, acts, out| match acts.len() {
-            $($c => $body::<$t, $c>(row, acts, out),)*
-            _ => {}
+        row_kernel!(@doc $name, $feat, $w, $act, |row, nrows, acts, out| {
+            debug_assert_eq!(nrows, 1);
+            match acts.len() {
+                $($c => $body::<$t, $c>(row, acts, out),)*
+                _ => {}
+            }
         });
     };
-    (@doc $name:ident, $feat:literal, $w:ty, $act:ty, |$row:ident, $a:ident, $out:ident| $dispatch:expr) => {
-        /// `out[c] = dot(row, acts[c])` for `c < acts.len() <= COLS`.
+    ($name:ident, $feat:literal, $w:ty, $act:ty, $body:ident<$t:ty>, rows [$($r:literal),*], cols [$($c:literal),*]) => {
+        row_kernel!(@doc $name, $feat, $w, $act, |row, nrows, acts, out| {
+            /// The column dispatch for `R` rows.
+            #[inline(always)]
+            unsafe fn cols<const R: usize>(row: &[$w], acts: &[&[$act]], out: &mut [f32]) {
+                match acts.len() {
+                    // SAFETY: forwarded contract; exactly R rows and C columns.
+                    $($c => unsafe { $body::<$t, R, $c>(row, acts, out) },)*
+                    _ => {}
+                }
+            }
+            match nrows {
+                $($r => cols::<$r>(row, acts, out),)*
+                _ => {}
+            }
+        });
+    };
+    (@doc $name:ident, $feat:literal, $w:ty, $act:ty, |$row:ident, $nrows:ident, $a:ident, $out:ident| $dispatch:expr) => {
+        /// `out[r * acts.len() + c] = dot(row r, acts[c])` for `r < nrows <= ROWS`, `c < acts.len() <= COLS`.
         ///
         /// # Safety
-        #[doc = concat!("The CPU must have `", $feat, "`; `out.len() == acts.len() <= COLS`,")]
-        /// and every `acts[c]` has `row.len()` blocks.
+        #[doc = concat!("The CPU must have `", $feat, "`; `out.len() == nrows * acts.len()`,")]
+        /// and every `acts[c]` has `row.len() / nrows` blocks.
         #[target_feature(enable = $feat)]
-        pub unsafe fn $name($row: &[$w], $a: &[&[$act]], $out: &mut [f32]) {
-            debug_assert!($a.len() <= COLS && $out.len() == $a.len());
-            // SAFETY: forwarded contract; each arm passes exactly C columns.
+        pub unsafe fn $name($row: &[$w], $nrows: usize, $a: &[&[$act]], $out: &mut [f32]) {
+            debug_assert!($a.len() <= COLS && $nrows <= ROWS && $out.len() == $nrows * $a.len());
+            // SAFETY: forwarded contract; each arm passes exactly its rows and columns.
             unsafe { $dispatch }
         }
     };

@@ -36,9 +36,10 @@ impl<'a, B: QuantBlock> QMatrix<'a, B> {
     pub fn k(&self) -> usize {
         self.k
     }
-    fn row(&self, m: usize) -> &'a [B] {
+    /// Rows `m .. m + n`, row after row.
+    fn rows_at(&self, m: usize, n: usize) -> &'a [B] {
         let per_row = self.k / B::FORMAT.block_len();
-        &self.blocks[m * per_row..(m + 1) * per_row]
+        &self.blocks[m * per_row..(m + n) * per_row]
     }
 }
 
@@ -256,22 +257,26 @@ pub fn matmul_quantized_on<B: Kernels>(
     par.run(tasks, &|task| {
         let out = &out;
         let rows = task * rows_per_task..((task + 1) * rows_per_task).min(m);
-        let mut o = vec![0f32; kernel.cols];
+        let mut o = vec![0f32; kernel.rows * kernel.cols];
         // Tiles of TILE_ROWS weight rows (kept in L2) against every column
         // group (kept in L1 while the tile's rows pass), so a GEMM reads each
         // activation column once per tile rather than once per row.
         for tile in rows.clone().step_by(TILE_ROWS) {
             let tile_rows = tile..(tile + TILE_ROWS).min(rows.end);
             for (g, c) in cols.chunks(kernel.cols).enumerate() {
-                let o = &mut o[..c.len()];
-                for r in tile_rows.clone() {
-                    // SAFETY: ISA support checked above; c.len() == o.len() <= kernel.cols,
-                    // and every column has the row's block count (acts checked above).
-                    unsafe { (kernel.f)(w.row(r), c, o) };
-                    for (j, &v) in o.iter().enumerate() {
-                        // SAFETY: column g * cols + j < n and r < m, so inside y
-                        // (y.len() == n * m, checked above); row r is this task's only.
-                        unsafe { *out.0.add((g * kernel.cols + j) * m + r) = v };
+                for r in tile_rows.clone().step_by(kernel.rows) {
+                    let nr = kernel.rows.min(tile_rows.end - r);
+                    let o = &mut o[..nr * c.len()];
+                    // SAFETY: ISA support checked above; nr <= kernel.rows, c.len() <=
+                    // kernel.cols, o.len() == nr * c.len(), and every column has a row's
+                    // block count (acts checked above).
+                    unsafe { (kernel.f)(w.rows_at(r, nr), nr, c, o) };
+                    for (i, o) in o.chunks(c.len()).enumerate() {
+                        for (j, &v) in o.iter().enumerate() {
+                            // SAFETY: column g * cols + j < n and r + i < m, so inside y
+                            // (y.len() == n * m, checked above); the row is this task's only.
+                            unsafe { *out.0.add((g * kernel.cols + j) * m + r + i) = v };
+                        }
                     }
                 }
             }

@@ -17,7 +17,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512 F/BW/VL + VNNI.
+    /// x86-64 AVX-512 F/BW/VL + VNNI + VBMI2 (Ice Lake, Zen 4 and later;
+    /// Skylake-X and Cascade Lake run the AVX2 kernels).
     Avx512,
     Neon,
     /// NEON + the SDOT/UDOT instructions.
@@ -64,6 +65,7 @@ impl Isa {
                     && cpu.avx512bw
                     && cpu.avx512vl
                     && cpu.avx512vnni
+                    && cpu.avx512vbmi2
             }
             Isa::Neon => cfg!(target_arch = "aarch64") && cpu.neon,
             Isa::Dotprod => Isa::Neon.supported(cpu) && cpu.dotprod,
@@ -94,19 +96,23 @@ impl fmt::Display for Isa {
     }
 }
 
-/// One row of weights against up to `cols` activation columns:
-/// `out[j] = dot(row, acts[j])`.
-pub type RowDotFn<B> = unsafe fn(row: &[B], acts: &[&[<B as WeightBlock>::Act]], out: &mut [f32]);
+/// `nrows` consecutive rows of weights (`rows`, row after row) against up to
+/// `cols` activation columns: `out[r * acts.len() + j] = dot(row r, acts[j])`.
+pub type RowDotFn<B> =
+    unsafe fn(rows: &[B], nrows: usize, acts: &[&[<B as WeightBlock>::Act]], out: &mut [f32]);
 
 /// A dot-product kernel: one function per (op, format, ISA).
 pub struct RowKernel<B: WeightBlock> {
     /// Named by op, weight and activation types and ISA, e.g. `gemv_q4_k_q8_k_x4` in `avx2`.
     pub name: &'static str,
     pub isa: Isa,
+    /// How many weight rows one call takes (each activation block is loaded once for all of them).
+    pub rows: usize,
     /// How many activation columns one call takes (each unpacked weight block is reused across them).
     pub cols: usize,
     /// # Safety
-    /// The CPU must support `isa`; `acts.len() <= cols == out.len()`, every act row as long as `row`.
+    /// The CPU must support `isa`; `1 <= nrows <= rows`, `acts.len() <= cols`,
+    /// `out.len() == nrows * acts.len()`, every act row `rows.len() / nrows` blocks.
     pub f: RowDotFn<B>,
 }
 
@@ -202,11 +208,12 @@ macro_rules! register {
             }
             fn row_kernels() -> Vec<RowKernel<Self>> {
                 #[allow(unused_mut)]
-                let mut v = vec![RowKernel { name: $scalar, isa: Isa::Scalar, cols: 1, f: scalar::row_dot::<$block> }];
+                let mut v = vec![RowKernel { name: $scalar, isa: Isa::Scalar, rows: 1, cols: 1, f: scalar::row_dot::<$block> }];
                 #[cfg(target_arch = "x86_64")]
                 v.extend::<[RowKernel<Self>; _]>([$(RowKernel {
                     name: $name,
                     isa: Isa::$isa,
+                    rows: crate::$module::$file::ROWS,
                     cols: crate::$module::$file::COLS,
                     f: crate::$module::$file::$f,
                 }),*]);
@@ -214,6 +221,7 @@ macro_rules! register {
                 v.extend::<[RowKernel<Self>; _]>([$(RowKernel {
                     name: $aname,
                     isa: Isa::$aisa,
+                    rows: crate::$amodule::$afile::ROWS,
                     cols: crate::$amodule::$afile::COLS,
                     f: crate::$amodule::$afile::$aset::$af,
                 }),*]);

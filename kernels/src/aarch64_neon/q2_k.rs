@@ -8,6 +8,8 @@ use super::{dot16, sdot16};
 use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ8K};
 use std::arch::aarch64::*;
 
+/// Weight rows per call.
+pub const ROWS: usize = 1;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 

@@ -6,6 +6,8 @@ use crate::formats::sparse::EXPAND_LUT;
 use crate::formats::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes};
 use std::arch::aarch64::*;
 
+/// Weight rows per call.
+pub const ROWS: usize = 1;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
@@ -35,8 +37,8 @@ pub(crate) unsafe fn codes<W: Block32>(b: &W) -> [int8x16_t; 2] {
             Codes::Bytes => return load32(b.codes().cast()),
             Codes::SparseNibbles => {
                 let v = vld1_u8(b.codes());
-                let z = vzip_u8(vand_u8(v, vdup_n_u8(0x0F)), vshr_n_u8::<4>(v));
-                vsubq_s8(vreinterpretq_s8_u8(vcombine_u8(z.0, z.1)), eight)
+                let kept = vcombine_u8(vand_u8(v, vdup_n_u8(0x0F)), vshr_n_u8::<4>(v));
+                vsubq_s8(vreinterpretq_s8_u8(kept), eight)
             }
             Codes::SparseBytes => vld1q_s8(b.codes().cast()),
         };

@@ -265,7 +265,7 @@ pub(crate) enum Codes {
     Nibbles,
     /// Q8_0: 32 signed bytes.
     Bytes,
-    /// Q4_0S: 8 bytes of 16 kept 4-bit codes offset by 8, low nibble first, and a mask.
+    /// Q4_0S: 8 bytes of 16 kept 4-bit codes offset by 8 (low nibbles kept 0..8, high 8..16), and a mask.
     SparseNibbles,
     /// Q8_0S: 16 kept signed bytes and a mask.
     SparseBytes,

@@ -24,8 +24,9 @@ use crate::{Error, Result};
 use half::f16;
 
 /// A 2:4 sparse Q4_0 block: kept value k (0..16) is code
-/// `(qs[k / 2] >> 4 * (k % 2)) & 15`, offset by 8 as in Q4_0, at the position
-/// of the k-th set bit of `mask` (little-endian u32).
+/// `(qs[k % 8] >> 4 * (k / 8)) & 15`, offset by 8 (low nibbles hold kept
+/// values 0..8, high nibbles 8..16, as Q4_0 splits its values), at the
+/// position of the k-th set bit of `mask` (little-endian u32).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ4_0S {
@@ -127,7 +128,7 @@ fn positions(mask: u32) -> impl Iterator<Item = usize> {
 fn values_q4_0s(b: &BlockQ4_0S) -> [i32; 32] {
     let mut v = [0i32; 32];
     for (k, p) in positions(b.mask()).enumerate() {
-        v[p] = ((b.qs[k / 2] >> (4 * (k % 2))) & 15) as i32 - 8;
+        v[p] = ((b.qs[k % 8] >> (4 * (k / 8))) & 15) as i32 - 8;
     }
     v
 }
@@ -174,7 +175,7 @@ pub fn pack_q4_0(dense: &[BlockQ4_0]) -> Result<Vec<BlockQ4_0S>> {
             let mask = choose_mask(n, |i| code(i) == 8)?;
             let mut qs = [0u8; 8];
             for (k, p) in positions(mask).enumerate() {
-                qs[k / 2] |= code(p) << (4 * (k % 2));
+                qs[k % 8] |= code(p) << (4 * (k / 8));
             }
             Ok(BlockQ4_0S {
                 d: b.d,

@@ -17,6 +17,8 @@ use super::hsum_ps;
 use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ8K};
 use std::arch::x86_64::*;
 
+/// Weight rows per call.
+pub const ROWS: usize = 1;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 

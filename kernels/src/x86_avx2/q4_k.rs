@@ -13,6 +13,8 @@ use crate::formats::q4_k::scales_mins;
 use crate::formats::{BlockQ4K, BlockQ8K};
 use std::arch::x86_64::*;
 
+/// Weight rows per call.
+pub const ROWS: usize = 1;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 

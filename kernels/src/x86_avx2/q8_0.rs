@@ -1,5 +1,5 @@
-//! Q4_0 x Q8_0 and Q8_0 x Q8_0 on AVX2: one weight row against up to [`COLS`]
-//! activation columns. Blocks are 32 values with one f16 scale each.
+//! Q4_0 x Q8_0 and Q8_0 x Q8_0 (and their 2:4 forms) on AVX2: up to
+//! [`ROWS`] weight rows against up to [`COLS`] activation columns. Blocks are 32 values with one f16 scale each.
 //!
 //! Signed x signed bytes through `vpmaddubsw` (unsigned x signed): multiply
 //! |w| by y with w's sign moved onto y (`vpsignb`), as ggml does. Each block's
@@ -11,8 +11,10 @@ use crate::formats::sparse::EXPAND_LUT;
 use crate::formats::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes};
 use std::arch::x86_64::*;
 
+/// Weight rows per call.
+pub const ROWS: usize = 4;
 /// Activation columns per call.
-pub const COLS: usize = 4;
+pub const COLS: usize = 2;
 
 /// An f16 scale broadcast to eight f32 lanes by F16C. (Converting a single
 /// value instead, LLVM inserts it into whatever zeroed register is at hand,
@@ -51,7 +53,7 @@ pub(crate) unsafe fn codes256<W: Block32>(b: &W) -> __m256i {
             let v = unsafe { _mm_loadl_epi64(b.codes().cast()) };
             let lo = _mm_and_si128(v, low4);
             let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), low4);
-            _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), eight)
+            _mm_sub_epi8(_mm_unpacklo_epi64(lo, hi), eight)
         }
         Codes::SparseBytes => unsafe { _mm_loadu_si128(b.codes().cast()) },
     };
@@ -69,31 +71,47 @@ pub(crate) unsafe fn codes256<W: Block32>(b: &W) -> __m256i {
     _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(kept), idx)
 }
 
+/// `R` weight rows against `C` activation columns: each activation block is
+/// loaded (and its scale converted) once for the `R` rows, each weight block
+/// unpacked once for the `C` columns, and the `R * C` accumulators are
+/// independent chains, so a GEMV (C = 1) is not bound by one FMA's latency.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn cols<W: Block32, const C: usize>(row: &[W], acts: &[&[BlockQ8_0]], out: &mut [f32]) {
-    let mut acc = [_mm256_setzero_ps(); C];
+unsafe fn tile<W: Block32, const R: usize, const C: usize>(
+    rows: &[W],
+    acts: &[&[BlockQ8_0]],
+    out: &mut [f32],
+) {
+    let per_row = rows.len() / R;
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
     let ones = _mm256_set1_epi16(1);
-    for (i, b) in row.iter().enumerate() {
-        // SAFETY: AVX2 is enabled here; `b` is a whole block.
-        let w = unsafe { codes256(b) };
-        let aw = _mm256_sign_epi8(w, w);
-        let dw = f16_splat(b.d_bits());
+    for i in 0..per_row {
+        let mut y = [_mm256_setzero_si256(); C];
+        let mut dy = [_mm256_setzero_ps(); C];
         for c in 0..C {
-            // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+            // SAFETY: the caller guarantees every acts[c] has per_row blocks; qs is 32 bytes.
             let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
-            // SAFETY: a.qs is 32 bytes.
-            let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-            let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w)), ones);
-            acc[c] = _mm256_fmadd_ps(
-                _mm256_mul_ps(dw, f16_splat(a.d.to_bits())),
-                _mm256_cvtepi32_ps(dot),
-                acc[c],
-            );
+            y[c] = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+            dy[c] = f16_splat(a.d.to_bits());
+        }
+        for r in 0..R {
+            // SAFETY: rows holds R rows of per_row blocks; AVX2 is enabled here.
+            let b = unsafe { rows.get_unchecked(r * per_row + i) };
+            let w = unsafe { codes256(b) };
+            let aw = _mm256_sign_epi8(w, w);
+            let dw = f16_splat(b.d_bits());
+            for c in 0..C {
+                let dot =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(y[c], w)), ones);
+                acc[r][c] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(dw, dy[c]), _mm256_cvtepi32_ps(dot), acc[r][c]);
+            }
         }
     }
-    for c in 0..C {
-        out[c] = hsum_ps(acc[c]);
+    for r in 0..R {
+        for c in 0..C {
+            out[r * C + c] = hsum_ps(acc[r][c]);
+        }
     }
 }
 
@@ -102,30 +120,34 @@ row_kernel!(
     "avx2,fma,f16c",
     BlockQ8_0,
     BlockQ8_0,
-    cols<BlockQ8_0>,
-    [1, 2, 3, 4]
+    tile<BlockQ8_0>,
+    rows [1, 2, 3, 4],
+    cols [1, 2]
 );
 row_kernel!(
     gemv_q4_0_q8_0_x4,
     "avx2,fma,f16c",
     BlockQ4_0,
     BlockQ8_0,
-    cols<BlockQ4_0>,
-    [1, 2, 3, 4]
+    tile<BlockQ4_0>,
+    rows [1, 2, 3, 4],
+    cols [1, 2]
 );
 row_kernel!(
     gemv_q4_0s_q8_0_x4,
     "avx2,fma,f16c",
     BlockQ4_0S,
     BlockQ8_0,
-    cols<BlockQ4_0S>,
-    [1, 2, 3, 4]
+    tile<BlockQ4_0S>,
+    rows [1, 2, 3, 4],
+    cols [1, 2]
 );
 row_kernel!(
     gemv_q8_0s_q8_0_x4,
     "avx2,fma,f16c",
     BlockQ8_0S,
     BlockQ8_0,
-    cols<BlockQ8_0S>,
-    [1, 2, 3, 4]
+    tile<BlockQ8_0S>,
+    rows [1, 2, 3, 4],
+    cols [1, 2]
 );

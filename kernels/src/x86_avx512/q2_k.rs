@@ -7,6 +7,8 @@
 use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ8K};
 use std::arch::x86_64::*;
 
+/// Weight rows per call.
+pub const ROWS: usize = 1;
 /// Activation columns per call: the unpacked block (8 vectors) and one
 /// accumulator pair per column fit the 32 vector registers.
 pub const COLS: usize = 8;

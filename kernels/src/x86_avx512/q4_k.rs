@@ -15,6 +15,8 @@ use crate::formats::{BlockQ4K, BlockQ8K};
 use crate::x86_avx2::hsum_ps;
 use std::arch::x86_64::*;
 
+/// Weight rows per call.
+pub const ROWS: usize = 1;
 /// Activation columns per call: 32 vector registers hold the unpacked block
 /// (8) and two accumulators per column (16) with room for temporaries.
 pub const COLS: usize = 8;

@@ -1,30 +1,97 @@
-//! Q4_0 x Q8_0 and Q8_0 x Q8_0 with AVX-512 VNNI: two 32-value blocks per
-//! 512-bit vector, one weight row against up to [`COLS`] activation columns.
+//! Q4_0 x Q8_0 and Q8_0 x Q8_0 (and their 2:4 forms) with AVX-512 VNNI: two
+//! 32-value blocks per 512-bit vector, up to [`ROWS`] weight rows against up
+//! to [`COLS`] activation columns.
 //!
-//! `vpdpbusd` multiplies unsigned by signed bytes. The activations are made
-//! unsigned by adding 128 (`y ^ 0x80`); the excess `128 * sum(w)` depends on
-//! the weights only, so it is computed once per block pair (`vpdpbusd` of ones
-//! and w) and subtracted from every column's lanes: exact i32 block sums with
-//! one `vpdpbusd` per 64 products, and no per-column sign juggling.
+//! `vpdpbusd` multiplies unsigned by signed bytes. The weights are made
+//! unsigned by a bias (Q4_0's codes are already `w + 8`; Q8_0's get `w + 128`
+//! as `w ^ 0x80`); the excess `bias * sum(y)` depends on the activations only,
+//! so it is computed once per column and block pair and is where each row's
+//! `vpdpbusd` starts from (negated): exact i32 block sums with one `vpdpbusd`
+//! per 64 products per row and column, and no per-row correction.
+//! 2:4 blocks are expanded by one `vpexpandb` per pair, merging into the
+//! bias, so that dropped values read as `0 + bias` like the dense zeros.
 
-use crate::formats::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S};
-use crate::x86_avx2::hsum_ps;
+use crate::formats::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes};
 use std::arch::x86_64::*;
 
+/// Weight rows per call.
+pub const ROWS: usize = 4;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
-/// The 32 signed codes of a block (zeros where a 2:4 block dropped them).
+/// The weight bias of a layout: 8 for the 4-bit codes, 128 for bytes.
+const fn bias(codes: Codes) -> i8 {
+    match codes {
+        Codes::Nibbles | Codes::SparseNibbles => 8,
+        Codes::Bytes | Codes::SparseBytes => -128,
+    }
+}
+
+/// The 64 biased (unsigned) codes of two blocks, block `b0` in bytes 0..32.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn weights<W: Block32>(b: &W) -> __m256i {
-    // SAFETY: AVX2 is a subset of what is enabled here.
-    unsafe { crate::x86_avx2::q8_0::codes256(b) }
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
+unsafe fn weight_pair<W: Block32>(b0: &W, b1: &W) -> __m512i {
+    let low4 = _mm_set1_epi8(0x0F);
+    let kept = match W::CODES {
+        Codes::Nibbles => {
+            // SAFETY: Q4_0 has 16 code bytes: low nibbles are values 0..16, high 16..32.
+            let v = unsafe {
+                _mm256_set_m128i(
+                    _mm_loadu_si128(b1.codes().cast()),
+                    _mm_loadu_si128(b0.codes().cast()),
+                )
+            };
+            let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), _mm256_srli_epi16::<4>(v));
+            // 128-bit lanes [b0 lo, b1 lo, b0 hi, b1 hi] -> [b0 lo, b0 hi, b1 lo, b1 hi].
+            let z = _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z);
+            return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+        }
+        Codes::Bytes => {
+            // SAFETY: Q8_0 has 32 code bytes.
+            let v = unsafe {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(b0.codes().cast())),
+                    _mm256_loadu_si256(b1.codes().cast()),
+                )
+            };
+            return _mm512_xor_si512(v, _mm512_set1_epi8(-128));
+        }
+        Codes::SparseNibbles => {
+            // SAFETY: Q4_0S has 8 code bytes: kept values k and k + 8 in byte k.
+            let v = unsafe {
+                _mm_unpacklo_epi64(
+                    _mm_loadl_epi64(b0.codes().cast()),
+                    _mm_loadl_epi64(b1.codes().cast()),
+                )
+            };
+            let (lo, hi) = (
+                _mm_and_si128(v, low4),
+                _mm_and_si128(_mm_srli_epi16::<4>(v), low4),
+            );
+            _mm256_set_m128i(_mm_unpackhi_epi64(lo, hi), _mm_unpacklo_epi64(lo, hi))
+        }
+        Codes::SparseBytes => {
+            // SAFETY: Q8_0S has 16 code bytes.
+            let v = unsafe {
+                _mm256_set_m128i(
+                    _mm_loadu_si128(b1.codes().cast()),
+                    _mm_loadu_si128(b0.codes().cast()),
+                )
+            };
+            _mm256_xor_si256(v, _mm256_set1_epi8(-128))
+        }
+    };
+    let mask = b0.mask() as u64 | (b1.mask() as u64) << 32;
+    _mm512_mask_expand_epi8(
+        _mm512_set1_epi8(bias(W::CODES)),
+        mask,
+        _mm512_castsi256_si512(kept),
+    )
 }
 
 /// Two f16 scales as 16 f32 lanes: `a` in lanes 0..8, `b` in 8..16.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
 fn scale_pair(a: u16, b: u16) -> __m512 {
     _mm512_cvtph_ps(_mm256_set_m128i(
         _mm_set1_epi16(b as i16),
@@ -32,105 +99,103 @@ fn scale_pair(a: u16, b: u16) -> __m512 {
     ))
 }
 
+/// `R` weight rows against `C` activation columns, two blocks per vector:
+/// each activation pair is loaded, its excess and scales computed once for
+/// the `R` rows, each weight pair unpacked once for the `C` columns; the
+/// `R * C` accumulators are independent chains. An odd last block is paired
+/// with itself and counted once (its copy's scales are zero).
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn cols<W: Block32, const C: usize>(row: &[W], acts: &[&[BlockQ8_0]], out: &mut [f32]) {
-    let mut acc = [_mm512_setzero_ps(); C];
-    let ones = _mm512_set1_epi8(1);
-    let flip = _mm512_set1_epi8(-128);
-    let pairs = row.len() / 2;
-    for p in 0..pairs {
-        let (b0, b1) = (&row[2 * p], &row[2 * p + 1]);
-        // SAFETY: AVX-512 is enabled here.
-        let w =
-            unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(weights(b0)), weights(b1)) };
-        // 128 * sum(w) per lane: what the +128 on the activations adds.
-        let excess = _mm512_slli_epi32::<7>(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w));
-        let dw = scale_pair(b0.d_bits(), b1.d_bits());
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
+unsafe fn tile<W: Block32, const R: usize, const C: usize>(
+    rows: &[W],
+    acts: &[&[BlockQ8_0]],
+    out: &mut [f32],
+) {
+    let per_row = rows.len() / R;
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let bias = _mm512_set1_epi8(bias(W::CODES));
+    for i in (0..per_row).step_by(2) {
+        // The pair (i, j); j == i for an odd last block, whose copy gets scale 0.
+        let j = (i + 1).min(per_row - 1);
+        let mut y = [_mm512_setzero_si512(); C];
+        let mut excess = [_mm512_setzero_si512(); C];
+        let mut dy = [_mm512_setzero_ps(); C];
         for c in 0..C {
-            // SAFETY: the caller guarantees every acts[c] has row.len() blocks; qs are 32 bytes.
+            // SAFETY: the caller guarantees every acts[c] has per_row blocks; qs are 32 bytes.
             let (a0, a1) = unsafe {
-                (
-                    acts.get_unchecked(c).get_unchecked(2 * p),
-                    acts.get_unchecked(c).get_unchecked(2 * p + 1),
-                )
+                let col = acts.get_unchecked(c);
+                (col.get_unchecked(i), col.get_unchecked(j))
             };
-            let y = unsafe {
+            y[c] = unsafe {
                 _mm512_inserti64x4::<1>(
                     _mm512_castsi256_si512(_mm256_loadu_si256(a0.qs.as_ptr().cast())),
                     _mm256_loadu_si256(a1.qs.as_ptr().cast()),
                 )
             };
-            let dot = _mm512_sub_epi32(
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(y, flip), w),
-                excess,
+            // -bias * y per lane (4 values): where each row's dot product starts.
+            excess[c] = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, y[c]),
             );
-            let scale = _mm512_mul_ps(dw, scale_pair(a0.d.to_bits(), a1.d.to_bits()));
-            acc[c] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), acc[c]);
+            dy[c] = scale_pair(a0.d.to_bits(), if j > i { a1.d.to_bits() } else { 0 });
+        }
+        for r in 0..R {
+            // SAFETY: rows holds R rows of per_row blocks; AVX-512 is enabled here.
+            let (b0, b1) = unsafe {
+                (
+                    rows.get_unchecked(r * per_row + i),
+                    rows.get_unchecked(r * per_row + j),
+                )
+            };
+            let w = unsafe { weight_pair(b0, b1) };
+            let dw = scale_pair(b0.d_bits(), if j > i { b1.d_bits() } else { 0 });
+            for c in 0..C {
+                let dot = _mm512_dpbusd_epi32(excess[c], w, y[c]);
+                acc[r][c] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(dw, dy[c]), _mm512_cvtepi32_ps(dot), acc[r][c]);
+            }
         }
     }
-    let mut tail = [0f32; C];
-    if row.len() % 2 == 1 {
-        // The odd last block: the same arithmetic on its 32 values.
-        let i = row.len() - 1;
-        // SAFETY: AVX-512 is enabled here.
-        let w = unsafe { weights(&row[i]) };
-        let excess = _mm256_slli_epi32::<7>(_mm256_dpbusd_epi32(
-            _mm256_setzero_si256(),
-            _mm256_set1_epi8(1),
-            w,
-        ));
-        for (c, t) in tail.iter_mut().enumerate() {
-            // SAFETY: as above.
-            let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
-            let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-            let dot = _mm256_sub_epi32(
-                _mm256_dpbusd_epi32(
-                    _mm256_setzero_si256(),
-                    _mm256_xor_si256(y, _mm256_set1_epi8(-128)),
-                    w,
-                ),
-                excess,
-            );
-            *t = half::f16::from_bits(row[i].d_bits()).to_f32()
-                * a.d.to_f32()
-                * hsum_ps(_mm256_cvtepi32_ps(dot));
+    for r in 0..R {
+        for c in 0..C {
+            out[r * C + c] = _mm512_reduce_add_ps(acc[r][c]);
         }
-    }
-    for c in 0..C {
-        out[c] = _mm512_reduce_add_ps(acc[c]) + tail[c];
     }
 }
 
 row_kernel!(
     gemv_q8_0_q8_0_x4,
-    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c",
     BlockQ8_0,
     BlockQ8_0,
-    cols<BlockQ8_0>,
-    [1, 2, 3, 4]
+    tile<BlockQ8_0>,
+    rows [1, 2, 3, 4],
+    cols [1, 2, 3, 4]
 );
 row_kernel!(
     gemv_q4_0_q8_0_x4,
-    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c",
     BlockQ4_0,
     BlockQ8_0,
-    cols<BlockQ4_0>,
-    [1, 2, 3, 4]
+    tile<BlockQ4_0>,
+    rows [1, 2, 3, 4],
+    cols [1, 2, 3, 4]
 );
 row_kernel!(
     gemv_q4_0s_q8_0_x4,
-    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c",
     BlockQ4_0S,
     BlockQ8_0,
-    cols<BlockQ4_0S>,
-    [1, 2, 3, 4]
+    tile<BlockQ4_0S>,
+    rows [1, 2, 3, 4],
+    cols [1, 2, 3, 4]
 );
 row_kernel!(
     gemv_q8_0s_q8_0_x4,
-    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c",
     BlockQ8_0S,
     BlockQ8_0,
-    cols<BlockQ8_0S>,
-    [1, 2, 3, 4]
+    tile<BlockQ8_0S>,
+    rows [1, 2, 3, 4],
+    cols [1, 2, 3, 4]
 );
