@@ -14,10 +14,12 @@ use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr, CString};
 use std::path::Path;
 
+/// One weight's statistics: per matrix (expert), the sum over tokens of each
+/// input channel's squared activation, and the token count.
 #[derive(Default)]
-struct Entry {
-    sums: Vec<f64>,
-    counts: Vec<u64>,
+pub(crate) struct Entry {
+    pub sums: Vec<f64>,
+    pub counts: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -150,6 +152,20 @@ pub fn collect_to_file(
     chunks: Option<usize>,
     threads: usize,
 ) -> Result<usize, String> {
+    let (entries, n) = collect_entries(model, text, ctx, chunks, threads)?;
+    write(&entries, out, &[text.display().to_string()], n, ctx)?;
+    Ok(entries.len())
+}
+
+/// The statistics of every layer weight of `model` over `chunks` chunks of
+/// `ctx` tokens of `text`, and the number of chunks used.
+pub(crate) fn collect_entries(
+    model: &Path,
+    text: &Path,
+    ctx: usize,
+    chunks: Option<usize>,
+    threads: usize,
+) -> Result<(BTreeMap<String, Entry>, usize), String> {
     let body = std::fs::read_to_string(text).map_err(|e| format!("{}: {e}", text.display()))?;
     let m = llama::Model::load(model)?;
     let tokens = m.tokenize(&body)?;
@@ -182,8 +198,7 @@ pub fn collect_to_file(
         }
         eprintln!();
     }
-    write(&c.entries, out, &[text.display().to_string()], n, ctx)?;
-    Ok(c.entries.len())
+    Ok((std::mem::take(&mut c.entries), n))
 }
 
 fn write(

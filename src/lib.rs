@@ -12,6 +12,7 @@ pub mod info;
 pub mod llama;
 pub mod logits_file;
 pub mod perplexity;
+pub mod prune;
 pub mod quantize;
 pub mod synthetic;
 

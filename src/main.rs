@@ -146,6 +146,42 @@ enum Command {
         #[arg(short = 't', long)]
         threads: Option<usize>,
     },
+    /// Prunes a model's layer matrices to 2:4 sparsity (two of every four weights along K
+    /// zero) and writes them in a format with exact zeros; stock llama.cpp runs the result.
+    Prune {
+        /// The model to prune (any type ggml can dequantize).
+        input: PathBuf,
+        /// Where to write the pruned model.
+        output: PathBuf,
+        /// The sparsity pattern; 2:4 is the one there is.
+        #[arg(long, default_value = "2:4")]
+        pattern: String,
+        /// magnitude (|w|) or wanda (|w| times the input channel's activation norm).
+        #[arg(long, default_value = "magnitude", value_parser = llmkernel::prune::Method::parse)]
+        method: llmkernel::prune::Method,
+        /// Calibration text for wanda's activation norms (run through the model).
+        #[arg(long)]
+        calib: Option<PathBuf>,
+        /// ...or an imatrix file (llmkernel imatrix / llama-imatrix) instead of --calib.
+        #[arg(long, conflicts_with = "calib")]
+        imatrix: Option<PathBuf>,
+        /// Tokens per calibration chunk.
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// At most this many calibration chunks.
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// Storage of every matrix: f16, q8_0 or q4_0 (zeros stay exact).
+        #[arg(long, default_value = "q8_0", value_parser = llmkernel::prune::OutFormat::parse)]
+        format: llmkernel::prune::OutFormat,
+        /// Matrices whose names match this regex stay dense (default: prune every
+        /// attn_q/k/v/output and ffn_gate/up/down of the blocks).
+        #[arg(long)]
+        skip: Option<String>,
+        /// Threads (default: all hardware threads).
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+    },
     /// Quantizes a GGUF model through the vendored llama_model_quantize.
     Quantize {
         /// The model to quantize (F32/F16/BF16, or quantized: then it is requantized).
@@ -200,6 +236,59 @@ fn hardware_threads() -> usize {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Prune {
+            input,
+            output,
+            pattern,
+            method,
+            calib,
+            imatrix,
+            ctx,
+            chunks,
+            format,
+            skip,
+            threads,
+        } => {
+            use llmkernel::prune;
+            if pattern != "2:4" {
+                eprintln!("error: pattern {pattern:?}: only 2:4 is supported");
+                return ExitCode::from(2);
+            }
+            let skip = match skip.as_deref().map(regex::Regex::new).transpose() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: --skip: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let calibration = match (calib, imatrix) {
+                (Some(path), _) => Some(prune::Calibration::Text { path, ctx, chunks }),
+                (None, Some(p)) => Some(prune::Calibration::Imatrix(p)),
+                (None, None) => None,
+            };
+            let o = prune::Options {
+                input,
+                output,
+                method,
+                format,
+                calibration,
+                skip,
+                threads: threads.unwrap_or_else(hardware_threads).max(1),
+            };
+            match prune::prune(&o) {
+                Ok(r) => println!(
+                    "{}: {} matrices pruned 2:4 ({}), {} dense",
+                    o.output.display(),
+                    r.pruned.len(),
+                    method.name(),
+                    r.dense.len()
+                ),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         Command::Imatrix {
             model,
             file,

@@ -1,0 +1,459 @@
+//! `llmkernel prune`: 2:4 semi-structured pruning of a GGUF model's layer
+//! matrices, written as a GGUF that stock llama.cpp loads and runs densely.
+//!
+//! In each chosen matrix, of every four consecutive weights along K (the
+//! input dimension) the two with the highest score stay, the others become
+//! exactly zero:
+//! - magnitude: score `|w|`;
+//! - Wanda (Sun et al. 2023, "A Simple and Effective Pruning Approach for
+//!   Large Language Models"): score `|w_jk| * ||x_k||_2`, the norm of input
+//!   channel k over calibration tokens. The norms come from the same
+//!   collection as `llmkernel imatrix` (the sum of squares per channel, run
+//!   through the vendored llama.cpp), or from an imatrix file.
+//!
+//! Every matrix (pruned or not) is then written in the output format with
+//! ggml's quantizer and no importance matrix, as `llama-quantize --pure`
+//! does, so the dense model of the same format made by `llmkernel quantize
+//! --pure` differs from a pruned one only in the pruned weights. Zero is
+//! exact in F16, Q8_0 (code 0) and Q4_0 (code 8), so the pruned matrices
+//! stay 2:4 in the file; their names are listed under [`SPARSE_KEY`].
+
+use crate::{ffi, imatrix};
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+
+/// GGUF key listing the tensors that are 2:4 sparse (array of strings).
+pub const SPARSE_KEY: &str = "llmkernel.sparsity.2_4";
+/// GGUF key naming how they were pruned (`magnitude` or `wanda`).
+pub const METHOD_KEY: &str = "llmkernel.sparsity.method";
+
+/// The matrices pruned unless `--skip` says otherwise: the projections of
+/// every block (embeddings, output head and norms stay dense, as in the
+/// Wanda and SparseGPT papers).
+pub const DEFAULT_TARGETS: &str =
+    r"^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Magnitude,
+    Wanda,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Result<Method, String> {
+        match s {
+            "magnitude" => Ok(Method::Magnitude),
+            "wanda" => Ok(Method::Wanda),
+            _ => Err(format!("method {s:?}: expected magnitude or wanda")),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Magnitude => "magnitude",
+            Method::Wanda => "wanda",
+        }
+    }
+}
+
+/// The formats pruned matrices can be stored in with exact zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutFormat {
+    F16,
+    Q8_0,
+    Q4_0,
+}
+
+impl OutFormat {
+    pub fn parse(s: &str) -> Result<OutFormat, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f16" => Ok(OutFormat::F16),
+            "q8_0" => Ok(OutFormat::Q8_0),
+            "q4_0" => Ok(OutFormat::Q4_0),
+            _ => Err(format!(
+                "format {s:?}: 2:4 weights are stored as f16, q8_0 or q4_0 (formats where zero is exact)"
+            )),
+        }
+    }
+    fn ggml_type(self) -> ffi::ggml_type {
+        match self {
+            OutFormat::F16 => ffi::GGML_TYPE_F16,
+            OutFormat::Q8_0 => ffi::GGML_TYPE_Q8_0,
+            OutFormat::Q4_0 => ffi::GGML_TYPE_Q4_0,
+        }
+    }
+    fn file_type(self) -> u32 {
+        match self {
+            OutFormat::F16 => ffi::LLAMA_FTYPE_MOSTLY_F16,
+            OutFormat::Q8_0 => ffi::LLAMA_FTYPE_MOSTLY_Q8_0,
+            OutFormat::Q4_0 => ffi::LLAMA_FTYPE_MOSTLY_Q4_0,
+        }
+    }
+}
+
+/// Where Wanda's activation norms come from.
+pub enum Calibration {
+    /// Run the model over this text (`ctx` tokens per chunk, at most `chunks`).
+    Text {
+        path: PathBuf,
+        ctx: usize,
+        chunks: Option<usize>,
+    },
+    /// An imatrix file (from `llmkernel imatrix` or llama-imatrix).
+    Imatrix(PathBuf),
+}
+
+pub struct Options {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub method: Method,
+    pub format: OutFormat,
+    pub calibration: Option<Calibration>,
+    /// Matrices matching this stay dense.
+    pub skip: Option<Regex>,
+    pub threads: usize,
+}
+
+/// What a prune did.
+pub struct Report {
+    pub pruned: Vec<String>,
+    pub dense: Vec<String>,
+}
+
+/// Zeroes, in each group of four consecutive weights, the two with the lowest
+/// `score(k, w)` (k the position in the row); ties keep the earlier weight.
+pub fn prune_row_2_4(row: &mut [f32], score: impl Fn(usize, f32) -> f32) {
+    for (g, w) in row.chunks_exact_mut(4).enumerate() {
+        let s: [f32; 4] = std::array::from_fn(|i| {
+            let v = score(4 * g + i, w[i]);
+            if v.is_nan() {
+                f32::INFINITY
+            } else {
+                v
+            }
+        });
+        let mut order = [0usize, 1, 2, 3];
+        // Lowest score first; among equal scores the later position goes first.
+        order.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(b.cmp(&a)));
+        w[order[0]] = 0.0;
+        w[order[1]] = 0.0;
+    }
+}
+
+/// Per weight name: each input channel's L2 norm over the calibration tokens.
+fn activation_norms(
+    calibration: &Calibration,
+    model: &Path,
+    threads: usize,
+) -> Result<BTreeMap<String, Vec<f32>>, String> {
+    match calibration {
+        Calibration::Text { path, ctx, chunks } => {
+            let (entries, n) = imatrix::collect_entries(model, path, *ctx, *chunks, threads)?;
+            eprintln!(
+                "wanda: activation norms of {} matrices over {n} chunks of {ctx} tokens",
+                entries.len()
+            );
+            Ok(entries
+                .into_iter()
+                .map(|(k, e)| (k, e.sums.iter().map(|&s| s.sqrt() as f32).collect()))
+                .collect())
+        }
+        // The file holds means of squares; the norm's square root of them differs
+        // from ||x|| by the constant sqrt(count), which does not change a ranking.
+        Calibration::Imatrix(path) => Ok(imatrix::load(path)?
+            .into_iter()
+            .map(|(k, v)| (k, v.iter().map(|&s| s.sqrt()).collect()))
+            .collect()),
+    }
+}
+
+/// A tensor of the input file, dequantized to f32 rows.
+///
+/// # Safety
+/// `t` is a live tensor with its data in memory.
+unsafe fn to_f32(t: *const ffi::ggml_tensor) -> Result<Vec<f32>, String> {
+    // SAFETY: forwarded contract; traits are static.
+    unsafe {
+        let n = ffi::ggml_nelements(t) as usize;
+        let ne0 = (*t).ne[0];
+        let rows = n / ne0 as usize;
+        let row_bytes = ffi::ggml_row_size((*t).type_, ne0);
+        let mut out = vec![0f32; n];
+        let data = (*t).data as *const u8;
+        if (*t).type_ == ffi::GGML_TYPE_F32 {
+            std::ptr::copy_nonoverlapping(data as *const f32, out.as_mut_ptr(), n);
+            return Ok(out);
+        }
+        let traits = &*ffi::ggml_get_type_traits((*t).type_);
+        let f = traits.to_float.ok_or_else(|| {
+            let name = CStr::from_ptr((*t).name.as_ptr()).to_string_lossy();
+            format!("{name}: ggml cannot dequantize its type {}", (*t).type_)
+        })?;
+        for r in 0..rows {
+            f(
+                data.add(r * row_bytes) as *const _,
+                out.as_mut_ptr().add(r * ne0 as usize),
+                ne0,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Encodes f32 rows in `format` with ggml's quantizer (no importance matrix).
+fn encode(format: OutFormat, x: &[f32], rows: usize, k: usize) -> Vec<u8> {
+    // SAFETY: ggml_row_size is a pure size computation.
+    let row_bytes = unsafe { ffi::ggml_row_size(format.ggml_type(), k as i64) };
+    let mut out = vec![0u8; rows * row_bytes];
+    // SAFETY: out holds rows * row_bytes; x holds rows * k floats.
+    unsafe {
+        ffi::ggml_quantize_chunk(
+            format.ggml_type(),
+            x.as_ptr(),
+            out.as_mut_ptr() as *mut _,
+            0,
+            rows as i64,
+            k as i64,
+            std::ptr::null(),
+        );
+    }
+    out
+}
+
+pub fn prune(o: &Options) -> Result<Report, String> {
+    if o.input == o.output {
+        return Err("the output must be another file than the input".into());
+    }
+    if !o.input.is_file() {
+        return Err(format!("{}: no such file", o.input.display()));
+    }
+    let norms = match (o.method, &o.calibration) {
+        (Method::Wanda, None) => {
+            return Err(
+                "--method wanda needs calibration text (--calib FILE) or --imatrix FILE".into(),
+            )
+        }
+        (Method::Wanda, Some(c)) => Some(activation_norms(c, &o.input, o.threads)?),
+        (Method::Magnitude, _) => None,
+    };
+    crate::ggml::init();
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let targets = Regex::new(DEFAULT_TARGETS).expect("valid regex");
+    let path = CString::new(o.input.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let mut data_ctx: *mut ffi::ggml_context = std::ptr::null_mut();
+    // SAFETY: gguf/ggml calls on contexts made and freed here; tensor data is
+    // read and written within each tensor's size.
+    unsafe {
+        let src = ffi::gguf_init_from_file(
+            path.as_ptr(),
+            ffi::gguf_init_params {
+                no_alloc: false,
+                ctx: &mut data_ctx,
+            },
+        );
+        if src.is_null() {
+            return Err(format!(
+                "{}: not a GGUF file, truncated or unreadable",
+                o.input.display()
+            ));
+        }
+        let out = ffi::gguf_init_empty();
+        ffi::gguf_set_kv(out, src);
+        ffi::gguf_set_val_u32(out, c"general.file_type".as_ptr(), o.format.file_type());
+        let n = ffi::gguf_get_n_tensors(src);
+        let mut encoded: Vec<(CString, *mut ffi::ggml_tensor, Vec<u8>, ffi::ggml_type)> =
+            Vec::new();
+        let mut report = Report {
+            pruned: vec![],
+            dense: vec![],
+        };
+        let result = (|| -> Result<(), String> {
+            for i in 0..n {
+                let cname = CStr::from_ptr(ffi::gguf_get_tensor_name(src, i)).to_owned();
+                let name = cname.to_string_lossy().into_owned();
+                let t = ffi::ggml_get_tensor(data_ctx, cname.as_ptr());
+                if t.is_null() {
+                    return Err(format!("{name}: listed but not loaded"));
+                }
+                let (k, rows) = (
+                    (*t).ne[0] as usize,
+                    ((*t).ne[1] * (*t).ne[2] * (*t).ne[3]) as usize,
+                );
+                let matrix = ffi::ggml_n_dims(t) >= 2 && k % 32 == 0;
+                if !matrix {
+                    let bytes = ffi::ggml_nbytes(t);
+                    let v = std::slice::from_raw_parts((*t).data as *const u8, bytes).to_vec();
+                    encoded.push((cname, t, v, (*t).type_));
+                    continue;
+                }
+                let mut x = to_f32(t)?;
+                let prune_it =
+                    targets.is_match(&name) && !o.skip.as_ref().is_some_and(|s| s.is_match(&name));
+                if prune_it {
+                    match &norms {
+                        None => {
+                            for row in x.chunks_mut(k) {
+                                prune_row_2_4(row, |_, w| w.abs());
+                            }
+                        }
+                        Some(norms) => {
+                            let nm = norms.get(&name).ok_or_else(|| {
+                                format!(
+                                    "{name}: no activation statistics for it in the calibration"
+                                )
+                            })?;
+                            if nm.len() != k {
+                                return Err(format!(
+                                    "{name}: calibration has {} channels, the matrix {k}",
+                                    nm.len()
+                                ));
+                            }
+                            for row in x.chunks_mut(k) {
+                                prune_row_2_4(row, |j, w| w.abs() * nm[j]);
+                            }
+                        }
+                    }
+                    report.pruned.push(name.clone());
+                } else {
+                    report.dense.push(name.clone());
+                }
+                let v = encode(o.format, &x, rows, k);
+                encoded.push((cname, t, v, o.format.ggml_type()));
+                if progress {
+                    eprint!("\rprune: {}/{n} {name:50}", i + 1);
+                }
+            }
+            Ok(())
+        })();
+        if progress {
+            eprintln!();
+        }
+        if let Err(e) = result {
+            ffi::gguf_free(src);
+            ffi::gguf_free(out);
+            ffi::ggml_free(data_ctx);
+            return Err(e);
+        }
+        // New tensors (same names and shapes, new types) in a metadata-only context.
+        let meta = ffi::ggml_init(ffi::ggml_init_params {
+            mem_size: encoded.len() * (ffi::ggml_tensor_overhead() + 64) + 4096,
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        });
+        for (name, t, data, ty) in &encoded {
+            let nt = ffi::ggml_new_tensor(meta, *ty, ffi::ggml_n_dims(*t), (**t).ne.as_ptr());
+            ffi::ggml_set_name(nt, name.as_ptr());
+            ffi::gguf_add_tensor(out, nt);
+            ffi::gguf_set_tensor_data(out, name.as_ptr(), data.as_ptr() as *const _);
+        }
+        let names: Vec<CString> = report
+            .pruned
+            .iter()
+            .map(|n| CString::new(n.as_str()).unwrap())
+            .collect();
+        let ptrs: Vec<*const std::ffi::c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        let key = CString::new(SPARSE_KEY).unwrap();
+        ffi::gguf_set_arr_str(out, key.as_ptr(), ptrs.as_ptr() as *mut _, ptrs.len());
+        let key = CString::new(METHOD_KEY).unwrap();
+        let method = CString::new(o.method.name()).unwrap();
+        ffi::gguf_set_val_str(out, key.as_ptr(), method.as_ptr());
+        let dst =
+            CString::new(o.output.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        let ok = ffi::gguf_write_to_file(out, dst.as_ptr(), false);
+        ffi::gguf_free(out);
+        ffi::ggml_free(meta);
+        ffi::gguf_free(src);
+        ffi::ggml_free(data_ctx);
+        if !ok {
+            return Err(format!("cannot write {}", o.output.display()));
+        }
+        Ok(report)
+    }
+}
+
+/// The names listed as 2:4 sparse in a GGUF file's metadata (empty if none).
+pub fn sparse_tensors(path: &Path) -> Result<Vec<String>, String> {
+    crate::ggml::init();
+    let p = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: metadata-only read of a file; strings copied before freeing.
+    unsafe {
+        let g = ffi::gguf_init_from_file(
+            p.as_ptr(),
+            ffi::gguf_init_params {
+                no_alloc: true,
+                ctx: std::ptr::null_mut(),
+            },
+        );
+        if g.is_null() {
+            return Err(format!("{}: not a GGUF file", path.display()));
+        }
+        let key = CString::new(SPARSE_KEY).unwrap();
+        let id = ffi::gguf_find_key(g, key.as_ptr());
+        let mut names = vec![];
+        if id >= 0 && ffi::gguf_get_arr_type(g, id) == ffi::GGUF_TYPE_STRING {
+            for i in 0..ffi::gguf_get_arr_n(g, id) {
+                names.push(
+                    CStr::from_ptr(ffi::gguf_get_arr_str(g, id, i))
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+        ffi::gguf_free(g);
+        Ok(names)
+    }
+}
+
+/// A tensor read back from a GGUF file.
+pub struct StoredTensor {
+    pub ggml_type: u32,
+    /// Elements per row, then rows (ggml's ne[0], ne[1]*ne[2]*ne[3]).
+    pub k: usize,
+    pub rows: usize,
+    pub data: Vec<u8>,
+}
+
+/// Every tensor of a GGUF file, by name (for checks; the file is read whole).
+pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, StoredTensor>, String> {
+    crate::ggml::init();
+    let p = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let mut ctx: *mut ffi::ggml_context = std::ptr::null_mut();
+    // SAFETY: reads the file into a context freed below; data copied within nbytes.
+    unsafe {
+        let g = ffi::gguf_init_from_file(
+            p.as_ptr(),
+            ffi::gguf_init_params {
+                no_alloc: false,
+                ctx: &mut ctx,
+            },
+        );
+        if g.is_null() {
+            return Err(format!(
+                "{}: not a GGUF file, truncated or unreadable",
+                path.display()
+            ));
+        }
+        let mut out = BTreeMap::new();
+        for i in 0..ffi::gguf_get_n_tensors(g) {
+            let name = CStr::from_ptr(ffi::gguf_get_tensor_name(g, i));
+            let t = ffi::ggml_get_tensor(ctx, name.as_ptr());
+            if t.is_null() {
+                continue;
+            }
+            out.insert(
+                name.to_string_lossy().into_owned(),
+                StoredTensor {
+                    ggml_type: (*t).type_,
+                    k: (*t).ne[0] as usize,
+                    rows: ((*t).ne[1] * (*t).ne[2] * (*t).ne[3]) as usize,
+                    data: std::slice::from_raw_parts((*t).data as *const u8, ffi::ggml_nbytes(t))
+                        .to_vec(),
+                },
+            );
+        }
+        ffi::gguf_free(g);
+        ffi::ggml_free(ctx);
+        Ok(out)
+    }
+}
