@@ -5,10 +5,15 @@
 //! counters, read through its registry), and the logits must agree:
 //! NMSE <= 5e-4 and the same top-1 token at >= 99 % of positions.
 //!
+//! The same for models pruned 2:4 by `llmkernel prune` (Q4_0 and Q8_0): the
+//! plugin must recognise every pruned matrix, keep it packed and multiply it
+//! with the sparse kernels (counters again), with the same agreement.
+//!
 //! One test function: loading a backend is process-wide, so the stock runs
 //! must all happen before it.
 
 use llmkernel::kernels::Format;
+use llmkernel::prune::{self, Method, OutFormat};
 use llmkernel::{backend, llama, synthetic};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -109,7 +114,27 @@ fn plugin_matches_the_cpu_backend_inside_libllama() {
         let path = dir.join(format!("synthetic-{}.gguf", f.name()));
         synthetic::write_llama(&path, f, synthetic::Shape::default(), 42 + i as u64).unwrap();
         let stock = logits(&path, &tokens);
-        models.push((f, path, stock));
+        models.push((f, path, stock, false));
+    }
+    let dense = dir.join("synthetic-for-pruning.gguf");
+    synthetic::write_llama(&dense, Format::Q8_0, synthetic::Shape::default(), 77).unwrap();
+    for (f, out) in [
+        (Format::Q4_0, OutFormat::Q4_0),
+        (Format::Q8_0, OutFormat::Q8_0),
+    ] {
+        let path = dir.join(format!("synthetic-{}-2_4.gguf", f.name()));
+        prune::prune(&prune::Options {
+            input: dense.clone(),
+            output: path.clone(),
+            method: Method::Magnitude,
+            format: out,
+            calibration: None,
+            skip: None,
+            threads: 2,
+        })
+        .unwrap();
+        let stock = logits(&path, &tokens);
+        models.push((f, path, stock, true));
     }
     assert!(
         backend::device().is_none(),
@@ -125,7 +150,7 @@ fn plugin_matches_the_cpu_backend_inside_libllama() {
     let shape = synthetic::Shape::default();
     // Per model evaluation: every layer's 7 matmuls and the output matrix, per eval call.
     let matmuls_per_eval = (7 * shape.n_layer + 1) as u64;
-    for (f, path, stock) in &models {
+    for (f, path, stock, pruned) in &models {
         let before = backend::stats(reg).expect("the plugin's stats");
         let ours = logits(path, &tokens);
         let after = backend::stats(reg).unwrap();
@@ -137,9 +162,32 @@ fn plugin_matches_the_cpu_backend_inside_libllama() {
             after.mul_mat - before.mul_mat,
             matmuls_per_eval * evals
         );
+        let sparse = after.sparse_mul_mat - before.sparse_mul_mat;
+        if *pruned {
+            // Every layer matrix is 2:4: all of them run sparse, each packed once.
+            let layer = (7 * shape.n_layer) as u64;
+            assert!(
+                sparse >= layer * evals,
+                "{f:?} 2:4: {sparse} sparse matmuls, expected at least {}",
+                layer * evals
+            );
+            assert_eq!(
+                after.sparse_packed - before.sparse_packed,
+                layer,
+                "{f:?} 2:4: packed weights"
+            );
+        } else {
+            assert_eq!(sparse, 0, "{f:?}: a dense model ran sparse");
+        }
+        // Freeing the model dropped the packed copies with it.
+        assert_eq!(
+            after.sparse_tensors, 0,
+            "{f:?}: packed weights outlived their model"
+        );
         let (nmse, top1) = compare(stock, &ours, n_vocab);
         eprintln!(
-            "{f:?}: {} matmuls on LLMK, logits NMSE {nmse:.2e}, same top-1 {:.1} %",
+            "{f:?}{}: {} matmuls on LLMK ({sparse} sparse), logits NMSE {nmse:.2e}, same top-1 {:.1} %",
+            if *pruned { " 2:4" } else { "" },
             after.mul_mat - before.mul_mat,
             top1 * 100.0
         );

@@ -127,7 +127,11 @@ unsafe fn memory<'a>(buffer: ffi::ggml_backend_buffer_t) -> &'a Memory {
 
 unsafe extern "C" fn free_buffer(buffer: ffi::ggml_backend_buffer_t) {
     // SAFETY: see memory(); ggml frees the buffer struct itself afterwards.
-    unsafe { drop_memory(Box::from_raw((*buffer).context as *mut Memory)) };
+    unsafe {
+        let m = memory(buffer);
+        crate::sparse::invalidate(m.base, m.size);
+        drop_memory(Box::from_raw((*buffer).context as *mut Memory))
+    };
 }
 
 unsafe extern "C" fn get_base(buffer: ffi::ggml_backend_buffer_t) -> *mut c_void {
@@ -143,7 +147,11 @@ unsafe extern "C" fn memset_tensor(
     size: usize,
 ) {
     // SAFETY: see memory().
-    unsafe { std::ptr::write_bytes(((*tensor).data as *mut u8).add(offset), value, size) };
+    unsafe {
+        let at = ((*tensor).data as *mut u8).add(offset);
+        crate::sparse::invalidate(at, size);
+        std::ptr::write_bytes(at, value, size)
+    };
 }
 
 unsafe extern "C" fn set_tensor(
@@ -155,11 +163,9 @@ unsafe extern "C" fn set_tensor(
 ) {
     // SAFETY: see memory(); data holds size bytes (ggml's contract).
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            data as *const u8,
-            ((*tensor).data as *mut u8).add(offset),
-            size,
-        )
+        let at = ((*tensor).data as *mut u8).add(offset);
+        crate::sparse::invalidate(at, size);
+        std::ptr::copy_nonoverlapping(data as *const u8, at, size)
     };
 }
 
@@ -191,6 +197,7 @@ unsafe extern "C" fn cpy_tensor(
         if sbuf.is_null() || !is_host((*sbuf).buft) {
             return false;
         }
+        crate::sparse::invalidate((*dst).data as *const u8, crate::ops::nbytes(&*dst));
         std::ptr::copy_nonoverlapping(
             (*src).data as *const u8,
             (*dst).data as *mut u8,
@@ -204,6 +211,7 @@ unsafe extern "C" fn clear(buffer: ffi::ggml_backend_buffer_t, value: u8) {
     // SAFETY: see memory().
     unsafe {
         let m = memory(buffer);
+        crate::sparse::invalidate(m.base, m.size);
         std::ptr::write_bytes(m.base, value, m.size);
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod buffer;
 pub mod ops;
+pub(crate) mod sparse;
 pub mod team;
 
 /// Raw bindings of the vendored ggml headers (the committed copy; the root
@@ -178,12 +179,23 @@ pub struct Stats {
     pub weight_bytes: u64,
     /// Nodes that failed (bad shape or data found at compute time).
     pub failed: u64,
+    /// MUL_MAT nodes computed with 2:4 sparse weights.
+    pub sparse_mul_mat: u64,
+    /// Weights found 2:4 and packed (cumulative).
+    pub sparse_packed: u64,
+    /// Weights held packed now, and their bytes.
+    pub sparse_tensors: u64,
+    pub sparse_bytes: u64,
 }
 
 pub(crate) static MUL_MAT: AtomicU64 = AtomicU64::new(0);
 pub(crate) static MUL_MAT_ID: AtomicU64 = AtomicU64::new(0);
 pub(crate) static WEIGHT_BYTES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static FAILED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SPARSE_MUL_MAT: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SPARSE_PACKED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SPARSE_TENSORS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SPARSE_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// The counters so far (also reachable from C: `get_proc_address("llmkernel_get_stats")`).
 pub fn stats() -> Stats {
@@ -192,6 +204,10 @@ pub fn stats() -> Stats {
         mul_mat_id: MUL_MAT_ID.load(Ordering::Relaxed),
         weight_bytes: WEIGHT_BYTES.load(Ordering::Relaxed),
         failed: FAILED.load(Ordering::Relaxed),
+        sparse_mul_mat: SPARSE_MUL_MAT.load(Ordering::Relaxed),
+        sparse_packed: SPARSE_PACKED.load(Ordering::Relaxed),
+        sparse_tensors: SPARSE_TENSORS.load(Ordering::Relaxed),
+        sparse_bytes: SPARSE_BYTES.load(Ordering::Relaxed),
     }
 }
 

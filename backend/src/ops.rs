@@ -1,8 +1,10 @@
 //! The LLMK device and backend: which ops it takes (`supports_op`) and how it
 //! computes them.
 
-use crate::{buffer, ffi, log};
-use llmkernel_kernels::formats::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0, QuantBlock};
+use crate::{buffer, ffi, log, sparse};
+use llmkernel_kernels::formats::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, QuantBlock,
+};
 use llmkernel_kernels::matmul::{matmul_on, Parallel, QMatrix};
 use llmkernel_kernels::registry::{Kernels, RowKernel};
 use std::borrow::Cow;
@@ -333,6 +335,8 @@ struct Chosen {
     q2k: RowKernel<BlockQ2K>,
     q4_0: RowKernel<BlockQ4_0>,
     q8_0: RowKernel<BlockQ8_0>,
+    q4_0s: RowKernel<BlockQ4_0S>,
+    q8_0s: RowKernel<BlockQ8_0S>,
 }
 fn chosen() -> &'static Chosen {
     static CHOSEN: OnceLock<Chosen> = OnceLock::new();
@@ -344,6 +348,8 @@ fn chosen() -> &'static Chosen {
             q2k: BlockQ2K::select_at(isa),
             q4_0: BlockQ4_0::select_at(isa),
             q8_0: BlockQ8_0::select_at(isa),
+            q4_0s: BlockQ4_0S::select_at(isa),
+            q8_0s: BlockQ8_0S::select_at(isa),
         }
     })
 }
@@ -404,7 +410,15 @@ unsafe fn compute(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Result<()> {
             if node.op == ffi::GGML_OP_MUL_MAT {
                 crate::MUL_MAT.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: forwarded contract; supports() checked the shapes.
-                by_weight_type!(w.type_, |B, k| unsafe { mul_mat::<B>(node, k, par) })
+                if let Some(done) = unsafe { mul_mat_sparse(node, par) } {
+                    return done;
+                }
+                // SAFETY: forwarded contract; supports() checked the shapes.
+                by_weight_type!(w.type_, |B, k| unsafe {
+                    mul_mat::<B>(node, k, par, &|off, count| {
+                        blocks::<B>((w.data as *const u8).add(off), count)
+                    })
+                })
             } else {
                 crate::MUL_MAT_ID.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: as above.
@@ -470,14 +484,63 @@ unsafe fn write_row(base: *mut u8, row: &[f32]) {
     unsafe { std::ptr::copy_nonoverlapping(row.as_ptr() as *const u8, base, 4 * row.len()) };
 }
 
-/// ggml's MUL_MAT: `dst[i3][i2][i1][i0] = dot(src0[i3/r3][i2/r2][i0], src1[i3][i2][i1])`.
+/// MUL_MAT with a contiguous Q4_0/Q8_0 weight that is 2:4 sparse, from its
+/// packed copy and with the sparse kernels; `None` if the weight is not one.
+///
+/// # Safety
+/// As [`mul_mat`].
+unsafe fn mul_mat_sparse(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<Result<()>> {
+    // SAFETY: supports() checked the sources.
+    let w = unsafe { &*node.src[0] };
+    let block = match w.type_ {
+        ffi::GGML_TYPE_Q4_0 => std::mem::size_of::<BlockQ4_0>(),
+        ffi::GGML_TYPE_Q8_0 => std::mem::size_of::<BlockQ8_0>(),
+        _ => return None,
+    };
+    let row = w.ne[0] as usize / 32 * block;
+    let contiguous = w.nb[0] == block
+        && w.nb[1] == row
+        && w.nb[2] == w.ne[1] as usize * row
+        && w.nb[3] == w.ne[2] as usize * w.nb[2];
+    if !contiguous {
+        return None;
+    }
+    let len = nbytes(w);
+    // SAFETY: the weight's bytes live as long as its buffer, past this node.
+    let packed = unsafe { sparse::lookup(w.data as *const u8, len, w.type_, par) };
+    let c = chosen();
+    let r = match packed {
+        sparse::Packed::Dense => return None,
+        // SAFETY: forwarded contract; a plane at byte offset `off` is blocks
+        // off / block.. of the packed copy (one sparse block per dense block).
+        sparse::Packed::Q4_0(v) => unsafe {
+            mul_mat::<BlockQ4_0S>(node, &c.q4_0s, par, &|off, count| {
+                Cow::Borrowed(&v[off / block..off / block + count])
+            })
+        },
+        sparse::Packed::Q8_0(v) => unsafe {
+            mul_mat::<BlockQ8_0S>(node, &c.q8_0s, par, &|off, count| {
+                Cow::Borrowed(&v[off / block..off / block + count])
+            })
+        },
+    };
+    crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);
+    Some(r)
+}
+
+/// The `count` weight blocks at byte offset `off` of the weight tensor.
+type Plane<'a, B> = dyn Fn(usize, usize) -> Cow<'a, [B]> + 'a;
+
+/// ggml's MUL_MAT: `dst[i3][i2][i1][i0] = dot(src0[i3/r3][i2/r2][i0], src1[i3][i2][i1])`,
+/// the weight planes coming from `plane`.
 ///
 /// # Safety
 /// As [`compute`], and [`supports`] accepted `dst`.
-unsafe fn mul_mat<B: Kernels>(
+unsafe fn mul_mat<'a, B: Kernels>(
     dst: &ffi::ggml_tensor,
     kernel: &RowKernel<B>,
     par: &dyn Parallel,
+    plane: &Plane<'a, B>,
 ) -> Result<()> {
     // SAFETY: supports() checked the sources.
     let (w, x) = unsafe { (&*dst.src[0], &*dst.src[1]) };
@@ -488,13 +551,8 @@ unsafe fn mul_mat<B: Kernels>(
     for i3 in 0..x.ne[3] {
         for i2 in 0..x.ne[2] {
             let (w3, w2) = ((i3 / r3) as usize, (i2 / r2) as usize);
-            // SAFETY: the plane lies inside src0 (ggml's shape/stride contract).
-            let wb = unsafe {
-                blocks::<B>(
-                    (w.data as *const u8).add(w3 * w.nb[3] + w2 * w.nb[2]),
-                    m * per_row,
-                )
-            };
+            // The plane lies inside src0 (ggml's shape/stride contract).
+            let wb = plane(w3 * w.nb[3] + w2 * w.nb[2], m * per_row);
             let qm = QMatrix::new(&wb, m, k).map_err(|e| e.to_string())?;
             let xoff = i3 as usize * x.nb[3] + i2 as usize * x.nb[2];
             // SAFETY: rows of the plane lie inside src1.

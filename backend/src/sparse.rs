@@ -1,0 +1,245 @@
+//! 2:4 sparse weights: recognised by their data, kept packed, multiplied by
+//! the sparse kernels.
+//!
+//! The first time a Q4_0 or Q8_0 weight reaches a MUL_MAT, its blocks are
+//! checked for the 2:4 pattern (at most two non-zero values in each group of
+//! four along K; `llmkernel prune` writes such files). A dense weight fails
+//! on its first block or so and is remembered as dense. A 2:4 weight is
+//! packed into the sparse blocks (lossless: the same codes and scales) and
+//! from then on multiplied from the packed copy. When the dense bytes are a
+//! mapped model file, their pages are handed back to the kernel
+//! (`MADV_DONTNEED`: a later read faults them in again from the file), so
+//! the resident memory of a pruned model drops.
+//!
+//! Entries are keyed by the weight's address and size and carry a
+//! fingerprint of sampled dense blocks, checked at every use; writes through
+//! our buffer interface (set/memset/copy/clear/free) drop the entries of the
+//! range they touch, so memory that is reused never meets a stale entry.
+
+use llmkernel_kernels::formats::sparse::{pack_q4_0, pack_q8_0};
+use llmkernel_kernels::formats::{BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S};
+use llmkernel_kernels::matmul::Parallel;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The packed form of a weight, if it is 2:4.
+#[derive(Clone)]
+pub(crate) enum Packed {
+    Dense,
+    Q4_0(Arc<Vec<BlockQ4_0S>>),
+    Q8_0(Arc<Vec<BlockQ8_0S>>),
+}
+
+struct Entry {
+    len: usize,
+    fingerprint: u64,
+    packed: Packed,
+}
+
+fn cache() -> &'static Mutex<HashMap<usize, Entry>> {
+    static CACHE: OnceLock<Mutex<HashMap<usize, Entry>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// FNV-1a over 16 blocks spread across the weight (and its length).
+fn fingerprint(bytes: &[u8], block: usize) -> u64 {
+    let blocks = bytes.len() / block;
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ bytes.len() as u64;
+    for i in 0..16.min(blocks) {
+        let b = i * blocks / 16.min(blocks);
+        for &v in &bytes[b * block..(b + 1) * block] {
+            h = (h ^ v as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Unaligned block bytes copied into aligned blocks.
+fn copy_blocks<B: bytemuck::Pod>(bytes: &[u8]) -> Vec<B> {
+    let mut v = vec![B::zeroed(); bytes.len() / std::mem::size_of::<B>()];
+    bytemuck::cast_slice_mut::<B, u8>(&mut v).copy_from_slice(bytes);
+    v
+}
+
+/// Whether sparse weights are used at all (`LLMKERNEL_SPARSE=0` turns them off,
+/// for comparing with the dense kernels on the same file).
+fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LLMKERNEL_SPARSE").map_or(true, |v| v != "0"))
+}
+
+/// Packs `dense` into `S` blocks on `par` (chunks in parallel), or `None` if
+/// any block is not 2:4.
+fn pack_on<D: Sync, S: Send + Clone + bytemuck::Zeroable>(
+    dense: &[D],
+    pack: fn(&[D]) -> llmkernel_kernels::Result<Vec<S>>,
+    par: &dyn Parallel,
+) -> Option<Vec<S>> {
+    // The first block decides for most dense weights, before any thread wakes.
+    pack(&dense[..dense.len().min(1)]).ok()?;
+    const CHUNK: usize = 16384;
+    let chunks = dense.len().div_ceil(CHUNK);
+    let out: Vec<Mutex<Option<Vec<S>>>> = (0..chunks).map(|_| Mutex::new(None)).collect();
+    par.run(chunks, &|i| {
+        let part = &dense[i * CHUNK..((i + 1) * CHUNK).min(dense.len())];
+        *out[i].lock().unwrap() = pack(part).ok();
+    });
+    let mut v = Vec::with_capacity(dense.len());
+    for o in out {
+        v.extend(o.into_inner().unwrap()?);
+    }
+    Some(v)
+}
+
+/// The packed form of the weight at `data` (`len` bytes of Q4_0 or Q8_0
+/// blocks, `ggml_type` saying which), packing it on first use.
+///
+/// # Safety
+/// `data` points to `len` readable bytes that stay valid while the weight's
+/// buffer lives.
+pub(crate) unsafe fn lookup(
+    data: *const u8,
+    len: usize,
+    ggml_type: u32,
+    par: &dyn Parallel,
+) -> Packed {
+    if !enabled() || len == 0 {
+        return Packed::Dense;
+    }
+    let block = match ggml_type {
+        crate::ffi::GGML_TYPE_Q4_0 => std::mem::size_of::<BlockQ4_0>(),
+        crate::ffi::GGML_TYPE_Q8_0 => std::mem::size_of::<BlockQ8_0>(),
+        _ => return Packed::Dense,
+    };
+    // SAFETY: forwarded contract.
+    let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+    let fp = fingerprint(bytes, block);
+    let key = data as usize;
+    if let Some(e) = cache().lock().unwrap().get(&key) {
+        if e.len == len && e.fingerprint == fp {
+            return e.packed.clone();
+        }
+    }
+    let packed = match ggml_type {
+        crate::ffi::GGML_TYPE_Q4_0 => {
+            let dense: Vec<BlockQ4_0>;
+            let d: &[BlockQ4_0] = match bytemuck::try_cast_slice(bytes) {
+                Ok(d) => d,
+                Err(_) => {
+                    dense = copy_blocks(bytes);
+                    &dense
+                }
+            };
+            pack_on(d, pack_q4_0, par).map_or(Packed::Dense, |v| Packed::Q4_0(Arc::new(v)))
+        }
+        _ => {
+            let dense: Vec<BlockQ8_0>;
+            let d: &[BlockQ8_0] = match bytemuck::try_cast_slice(bytes) {
+                Ok(d) => d,
+                Err(_) => {
+                    dense = copy_blocks(bytes);
+                    &dense
+                }
+            };
+            pack_on(d, pack_q8_0, par).map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v)))
+        }
+    };
+    let packed_bytes = match &packed {
+        Packed::Dense => 0,
+        Packed::Q4_0(v) => std::mem::size_of_val(v.as_slice()),
+        Packed::Q8_0(v) => std::mem::size_of_val(v.as_slice()),
+    };
+    if packed_bytes > 0 {
+        crate::SPARSE_PACKED.fetch_add(1, Ordering::Relaxed);
+        crate::SPARSE_TENSORS.fetch_add(1, Ordering::Relaxed);
+        crate::SPARSE_BYTES.fetch_add(packed_bytes as u64, Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { release_if_file_backed(data, len) };
+    }
+    let mut c = cache().lock().unwrap();
+    if let Some(old) = c.insert(
+        key,
+        Entry {
+            len,
+            fingerprint: fp,
+            packed: packed.clone(),
+        },
+    ) {
+        forget(&old);
+    }
+    packed
+}
+
+fn forget(e: &Entry) {
+    let bytes = match &e.packed {
+        Packed::Dense => return,
+        Packed::Q4_0(v) => std::mem::size_of_val(v.as_slice()),
+        Packed::Q8_0(v) => std::mem::size_of_val(v.as_slice()),
+    };
+    crate::SPARSE_TENSORS.fetch_sub(1, Ordering::Relaxed);
+    crate::SPARSE_BYTES.fetch_sub(bytes as u64, Ordering::Relaxed);
+}
+
+/// Drops the entries of weights inside `[base, base + size)` (their memory
+/// is being written or freed).
+pub(crate) fn invalidate(base: *const u8, size: usize) {
+    let (lo, hi) = (base as usize, base as usize + size);
+    let mut c = cache().lock().unwrap();
+    c.retain(|&k, e| {
+        let keep = k + e.len <= lo || k >= hi;
+        if !keep {
+            forget(e);
+        }
+        keep
+    });
+}
+
+/// Hands the whole pages of `[data, data + len)` back to the kernel if they
+/// belong to a file mapping (read again from the file if touched later);
+/// anonymous memory is left alone (dropping it would zero it).
+///
+/// # Safety
+/// The range is mapped memory that nobody writes.
+unsafe fn release_if_file_backed(data: *const u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = (data as usize).div_ceil(PAGE) * PAGE;
+        let end = (data as usize + len) / PAGE * PAGE;
+        if end <= start || !file_backed(start, end) {
+            return;
+        }
+        unsafe extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        const MADV_DONTNEED: i32 = 4;
+        // SAFETY: whole pages of a file mapping (checked above); their data
+        // stays what the file holds.
+        unsafe { madvise(start as *mut _, end - start, MADV_DONTNEED) };
+    }
+}
+
+/// Whether `[start, end)` lies inside one mapping of a file (`/proc/self/maps`).
+#[cfg(target_os = "linux")]
+fn file_backed(start: usize, end: usize) -> bool {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return false;
+    };
+    maps.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (Some(range), Some(perms), _, _, Some(inode), Some(path)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            return false;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            return false;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            return false;
+        };
+        // A read-only (never written, so never copied-on-write) file mapping.
+        a <= start && end <= b && inode != "0" && path.starts_with('/') && !perms.contains('w')
+    })
+}
