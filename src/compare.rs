@@ -5,7 +5,7 @@
 //! variant, coloured by llmkernel's generation speed.
 
 use crate::perplexity::{self, Kernels, Report};
-use crate::quantize;
+use crate::{prune, quantize};
 use llmkernel_kernels::Format;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,10 @@ pub struct Options {
     pub decode: usize,
     pub progress: bool,
     pub imatrix: Option<PathBuf>,
+    /// 2:4 variants to make with `llmkernel prune` (method, storage format).
+    pub pruned: Vec<(prune::Method, prune::OutFormat)>,
+    /// Calibration for Wanda (text or imatrix).
+    pub calibration: Option<prune::Calibration>,
 }
 
 /// One line of the table.
@@ -115,6 +119,45 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
         rows.push(row(f.name(), &path, &r, base_ppl));
     }
+    for &(method, format) in &o.pruned {
+        let fname = format!("{format:?}").to_lowercase();
+        let path = o
+            .out_dir
+            .join(format!("{stem}-{fname}-2_4-{}.gguf", method.name()));
+        if !path.exists() {
+            eprintln!("compare: pruning to {}", path.display());
+            let calibration = match (&o.calibration, method) {
+                (Some(prune::Calibration::Text { path, ctx, chunks }), _) => {
+                    Some(prune::Calibration::Text {
+                        path: path.clone(),
+                        ctx: *ctx,
+                        chunks: *chunks,
+                    })
+                }
+                (Some(prune::Calibration::Imatrix(p)), _) => {
+                    Some(prune::Calibration::Imatrix(p.clone()))
+                }
+                (None, _) => None,
+            };
+            prune::prune(&prune::Options {
+                input: o.base.clone(),
+                output: path.clone(),
+                method,
+                format,
+                calibration,
+                skip: None,
+                threads: o.threads,
+            })?;
+        }
+        eprintln!("compare: measuring {}", path.display());
+        let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
+        rows.push(row(
+            &format!("{fname} 2:4 {}", method.name()),
+            &path,
+            &r,
+            base_ppl,
+        ));
+    }
     Ok(rows)
 }
 
@@ -135,7 +178,7 @@ pub fn markdown(rows: &[Row], o: &Options) -> String {
     let mut s =
         format!(
         "Base: `{}`; text `{}`; ctx {}, {} chunks; {} threads; variants made from the base with \
-         `llmkernel quantize{}{}`; commit {}.\n\n",
+         `llmkernel quantize{}{}`{}; commit {}.\n\n",
         o.base.display(),
         o.text.display(),
         o.ctx,
@@ -143,6 +186,20 @@ pub fn markdown(rows: &[Row], o: &Options) -> String {
         o.threads,
         if o.pure { " --pure" } else { "" },
         o.imatrix.as_ref().map_or(String::new(), |p| format!(" --imatrix {}", p.display())),
+        if o.pruned.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", 2:4 variants with `llmkernel prune` from the base{}",
+                match &o.calibration {
+                    Some(prune::Calibration::Text { path, .. }) =>
+                        format!(" (Wanda calibration: {})", path.display()),
+                    Some(prune::Calibration::Imatrix(p)) =>
+                        format!(" (Wanda calibration: imatrix {})", p.display()),
+                    None => String::new(),
+                }
+            )
+        },
         crate::info::llmkernel_commit()
     );
     s += "| variant | bits/weight | size MiB | PPL (ggml) | ΔPPL | PPL (llmkernel) | mean KLD vs base | same top-1 | pp{ctx} ggml t/s | pp llmkernel t/s | pp ratio | tg ggml t/s | tg llmkernel t/s | tg ratio |\n";

@@ -124,6 +124,18 @@ enum Command {
         /// An importance matrix (llama.cpp's imatrix GGUF) for quantizing the variants.
         #[arg(long)]
         imatrix: Option<PathBuf>,
+        /// 2:4 pruned variants too: methods (magnitude, wanda), comma-separated...
+        #[arg(long, value_delimiter = ',', value_parser = llmkernel::prune::Method::parse)]
+        prune: Vec<llmkernel::prune::Method>,
+        /// ...each stored in these formats (f16, q8_0, q4_0).
+        #[arg(long, value_delimiter = ',', default_value = "q8_0,q4_0", value_parser = llmkernel::prune::OutFormat::parse)]
+        prune_formats: Vec<llmkernel::prune::OutFormat>,
+        /// Wanda calibration text (another text than --file).
+        #[arg(long)]
+        calib: Option<PathBuf>,
+        /// ...or an imatrix file for Wanda's activation norms.
+        #[arg(long, conflicts_with = "calib")]
+        calib_imatrix: Option<PathBuf>,
     },
     /// Collects an importance matrix (llama.cpp's imatrix GGUF format) over calibration text.
     Imatrix {
@@ -317,7 +329,24 @@ fn main() -> ExitCode {
             threads,
             out,
             imatrix,
+            prune,
+            prune_formats,
+            calib,
+            calib_imatrix,
         } => {
+            let calibration = match (calib, calib_imatrix) {
+                (Some(path), _) => Some(llmkernel::prune::Calibration::Text {
+                    path,
+                    ctx,
+                    chunks: Some(16),
+                }),
+                (None, Some(p)) => Some(llmkernel::prune::Calibration::Imatrix(p)),
+                (None, None) => None,
+            };
+            let pruned = prune
+                .iter()
+                .flat_map(|&m| prune_formats.iter().map(move |&f| (m, f)))
+                .collect();
             let o = llmkernel::compare::Options {
                 base: model,
                 text: file,
@@ -330,6 +359,8 @@ fn main() -> ExitCode {
                 decode,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 imatrix,
+                pruned,
+                calibration,
             };
             let rows = match llmkernel::compare::run(&o) {
                 Ok(r) => r,

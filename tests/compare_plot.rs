@@ -54,6 +54,8 @@ fn picture_and_table() {
         decode: 128,
         progress: false,
         imatrix: None,
+        pruned: vec![],
+        calibration: None,
     };
     let md = compare::markdown(&rows, &o);
     assert_eq!(md.lines().filter(|l| l.starts_with("| q")).count(), 3);
