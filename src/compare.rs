@@ -21,10 +21,12 @@ pub struct Options {
     pub decode: usize,
     pub progress: bool,
     pub imatrix: Option<PathBuf>,
-    /// 2:4 variants to make with `llmkernel prune` (method, storage format).
-    pub pruned: Vec<(prune::Method, prune::OutFormat)>,
+    /// 2:4 variants to make with `llmkernel prune` (method, reconstruct, storage format).
+    pub pruned: Vec<(prune::Method, bool, prune::OutFormat)>,
     /// Calibration for Wanda (text or imatrix).
     pub calibration: Option<prune::Calibration>,
+    /// Calibration text for reconstruction (run through the base).
+    pub reconstruct_text: Option<PathBuf>,
 }
 
 /// One line of the table.
@@ -119,11 +121,19 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
         rows.push(row(f.name(), &path, &r, base_ppl));
     }
-    for &(method, format) in &o.pruned {
+    for &(method, rec, format) in &o.pruned {
         let fname = format!("{format:?}").to_lowercase();
-        let path = o
-            .out_dir
-            .join(format!("{stem}-{fname}-2_4-{}.gguf", method.name()));
+        let variant = format!("{}{}", method.name(), if rec { "+reconstruct" } else { "" });
+        let path = o.out_dir.join(format!("{stem}-{fname}-2_4-{variant}.gguf"));
+        let reconstruct = match (&o.reconstruct_text, rec) {
+            (_, false) => None,
+            (Some(text), true) => Some(prune::Reconstruct {
+                text: text.clone(),
+                ctx: o.ctx,
+                chunks: 8,
+            }),
+            (None, true) => return Err(format!("{variant}: reconstruction needs --calib text")),
+        };
         if !path.exists() {
             eprintln!("compare: pruning to {}", path.display());
             let calibration = match (&o.calibration, method) {
@@ -147,16 +157,12 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
                 calibration,
                 skip: None,
                 threads: o.threads,
+                reconstruct,
             })?;
         }
         eprintln!("compare: measuring {}", path.display());
         let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
-        rows.push(row(
-            &format!("{fname} 2:4 {}", method.name()),
-            &path,
-            &r,
-            base_ppl,
-        ));
+        rows.push(row(&format!("{fname} 2:4 {variant}"), &path, &r, base_ppl));
     }
     Ok(rows)
 }

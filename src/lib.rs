@@ -14,6 +14,7 @@ pub mod logits_file;
 pub mod perplexity;
 pub mod prune;
 pub mod quantize;
+pub mod reconstruct;
 pub mod synthetic;
 
 pub use llmkernel_kernels as kernels;

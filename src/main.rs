@@ -124,17 +124,18 @@ enum Command {
         /// An importance matrix (llama.cpp's imatrix GGUF) for quantizing the variants.
         #[arg(long)]
         imatrix: Option<PathBuf>,
-        /// 2:4 pruned variants too: methods (magnitude, wanda), comma-separated...
-        #[arg(long, value_delimiter = ',', value_parser = llmkernel::prune::Method::parse)]
-        prune: Vec<llmkernel::prune::Method>,
+        /// 2:4 pruned variants too: magnitude, wanda, wanda+reconstruct,
+        /// magnitude+reconstruct (comma-separated)...
+        #[arg(long, value_delimiter = ',', value_parser = parse_prune_variant)]
+        prune: Vec<(llmkernel::prune::Method, bool)>,
         /// ...each stored in these formats (f16, q8_0, q4_0).
         #[arg(long, value_delimiter = ',', default_value = "q8_0,q4_0", value_parser = llmkernel::prune::OutFormat::parse)]
         prune_formats: Vec<llmkernel::prune::OutFormat>,
-        /// Wanda calibration text (another text than --file).
+        /// Calibration text (another text than --file) for Wanda's norms and reconstruction.
         #[arg(long)]
         calib: Option<PathBuf>,
-        /// ...or an imatrix file for Wanda's activation norms.
-        #[arg(long, conflicts_with = "calib")]
+        /// An imatrix file for Wanda's activation norms (then --calib only feeds reconstruction).
+        #[arg(long)]
         calib_imatrix: Option<PathBuf>,
     },
     /// Collects an importance matrix (llama.cpp's imatrix GGUF format) over calibration text.
@@ -174,9 +175,15 @@ enum Command {
         /// Calibration text for wanda's activation norms (run through the model).
         #[arg(long)]
         calib: Option<PathBuf>,
-        /// ...or an imatrix file (llmkernel imatrix / llama-imatrix) instead of --calib.
-        #[arg(long, conflicts_with = "calib")]
+        /// ...or an imatrix file (llmkernel imatrix / llama-imatrix) for wanda's norms
+        /// (with --calib too, the norms come from this file and --calib feeds --reconstruct).
+        #[arg(long)]
         imatrix: Option<PathBuf>,
+        /// Layer-wise reconstruction: update the kept weights by least squares so each
+        /// pruned layer's outputs on the --calib text match the dense layer's (SparseGPT's
+        /// solver, with the chosen mask).
+        #[arg(long, requires = "calib")]
+        reconstruct: bool,
         /// Tokens per calibration chunk.
         #[arg(long, default_value_t = 512)]
         ctx: usize,
@@ -223,6 +230,15 @@ fn parse_format(s: &str) -> Result<Format, String> {
         })
 }
 
+/// `magnitude`, `wanda`, optionally `+reconstruct`.
+fn parse_prune_variant(s: &str) -> Result<(llmkernel::prune::Method, bool), String> {
+    let (m, r) = match s.strip_suffix("+reconstruct") {
+        Some(m) => (m, true),
+        None => (s, false),
+    };
+    Ok((llmkernel::prune::Method::parse(m)?, r))
+}
+
 /// A sparsity pattern; 2:4 is the one llmkernel has kernels for.
 #[derive(Clone, Copy, Debug)]
 struct Sparse;
@@ -260,6 +276,7 @@ fn main() -> ExitCode {
             format,
             skip,
             threads,
+            reconstruct,
         } => {
             use llmkernel::prune;
             if pattern != "2:4" {
@@ -273,9 +290,17 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let reconstruct = match (&calib, reconstruct) {
+                (Some(text), true) => Some(prune::Reconstruct {
+                    text: text.clone(),
+                    ctx,
+                    chunks: chunks.unwrap_or(8),
+                }),
+                _ => None,
+            };
             let calibration = match (calib, imatrix) {
-                (Some(path), _) => Some(prune::Calibration::Text { path, ctx, chunks }),
-                (None, Some(p)) => Some(prune::Calibration::Imatrix(p)),
+                (_, Some(p)) => Some(prune::Calibration::Imatrix(p)),
+                (Some(path), None) => Some(prune::Calibration::Text { path, ctx, chunks }),
                 (None, None) => None,
             };
             let o = prune::Options {
@@ -286,6 +311,7 @@ fn main() -> ExitCode {
                 calibration,
                 skip,
                 threads: threads.unwrap_or_else(hardware_threads).max(1),
+                reconstruct,
             };
             match prune::prune(&o) {
                 Ok(r) => println!(
@@ -334,18 +360,19 @@ fn main() -> ExitCode {
             calib,
             calib_imatrix,
         } => {
+            let reconstruct_text = calib.clone();
             let calibration = match (calib, calib_imatrix) {
-                (Some(path), _) => Some(llmkernel::prune::Calibration::Text {
+                (_, Some(p)) => Some(llmkernel::prune::Calibration::Imatrix(p)),
+                (Some(path), None) => Some(llmkernel::prune::Calibration::Text {
                     path,
                     ctx,
                     chunks: Some(16),
                 }),
-                (None, Some(p)) => Some(llmkernel::prune::Calibration::Imatrix(p)),
                 (None, None) => None,
             };
             let pruned = prune
                 .iter()
-                .flat_map(|&m| prune_formats.iter().map(move |&f| (m, f)))
+                .flat_map(|&(m, r)| prune_formats.iter().map(move |&f| (m, r, f)))
                 .collect();
             let o = llmkernel::compare::Options {
                 base: model,
@@ -361,6 +388,7 @@ fn main() -> ExitCode {
                 imatrix,
                 pruned,
                 calibration,
+                reconstruct_text,
             };
             let rows = match llmkernel::compare::run(&o) {
                 Ok(r) => r,

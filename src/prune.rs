@@ -18,7 +18,7 @@
 //! exact in F16, Q8_0 (code 0) and Q4_0 (code 8), so the pruned matrices
 //! stay 2:4 in the file; their names are listed under [`SPARSE_KEY`].
 
-use crate::{ffi, imatrix};
+use crate::{ffi, imatrix, reconstruct};
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
@@ -113,6 +113,16 @@ pub struct Options {
     /// Matrices matching this stay dense.
     pub skip: Option<Regex>,
     pub threads: usize,
+    /// Layer-wise reconstruction of the kept weights ([`reconstruct`]).
+    pub reconstruct: Option<Reconstruct>,
+}
+
+/// Where reconstruction's calibration inputs come from.
+pub struct Reconstruct {
+    /// Calibration text, run through the (dense) input model.
+    pub text: PathBuf,
+    pub ctx: usize,
+    pub chunks: usize,
 }
 
 /// What a prune did.
@@ -124,7 +134,18 @@ pub struct Report {
 /// Zeroes, in each group of four consecutive weights, the two with the lowest
 /// `score(k, w)` (k the position in the row); ties keep the earlier weight.
 pub fn prune_row_2_4(row: &mut [f32], score: impl Fn(usize, f32) -> f32) {
-    for (g, w) in row.chunks_exact_mut(4).enumerate() {
+    let keep = mask_row_2_4(row, score);
+    for (w, k) in row.iter_mut().zip(keep) {
+        if !k {
+            *w = 0.0;
+        }
+    }
+}
+
+/// Which weights [`prune_row_2_4`] keeps (true) in `row`.
+pub fn mask_row_2_4(row: &[f32], score: impl Fn(usize, f32) -> f32) -> Vec<bool> {
+    let mut keep = vec![true; row.len()];
+    for (g, w) in row.chunks_exact(4).enumerate() {
         let s: [f32; 4] = std::array::from_fn(|i| {
             let v = score(4 * g + i, w[i]);
             if v.is_nan() {
@@ -136,9 +157,10 @@ pub fn prune_row_2_4(row: &mut [f32], score: impl Fn(usize, f32) -> f32) {
         let mut order = [0usize, 1, 2, 3];
         // Lowest score first; among equal scores the later position goes first.
         order.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(b.cmp(&a)));
-        w[order[0]] = 0.0;
-        w[order[1]] = 0.0;
+        keep[4 * g + order[0]] = false;
+        keep[4 * g + order[1]] = false;
     }
+    keep
 }
 
 /// Per weight name: each input channel's L2 norm over the calibration tokens.
@@ -237,6 +259,19 @@ pub fn prune(o: &Options) -> Result<Report, String> {
         (Method::Wanda, Some(c)) => Some(activation_norms(c, &o.input, o.threads)?),
         (Method::Magnitude, _) => None,
     };
+    let inputs = match &o.reconstruct {
+        Some(r) => Some(reconstruct::collect(
+            &o.input,
+            &r.text,
+            r.ctx,
+            r.chunks,
+            r.ctx * r.chunks,
+            o.threads,
+        )?),
+        None => None,
+    };
+    // U (upper Cholesky factor of H⁻¹) per input group, kept for one layer.
+    let mut factors: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     crate::ggml::init();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let targets = Regex::new(DEFAULT_TARGETS).expect("valid regex");
@@ -291,12 +326,8 @@ pub fn prune(o: &Options) -> Result<Report, String> {
                 let prune_it =
                     targets.is_match(&name) && !o.skip.as_ref().is_some_and(|s| s.is_match(&name));
                 if prune_it {
-                    match &norms {
-                        None => {
-                            for row in x.chunks_mut(k) {
-                                prune_row_2_4(row, |_, w| w.abs());
-                            }
-                        }
+                    let norms_row: Option<&Vec<f32>> = match &norms {
+                        None => None,
                         Some(norms) => {
                             let nm = norms.get(&name).ok_or_else(|| {
                                 format!(
@@ -309,9 +340,43 @@ pub fn prune(o: &Options) -> Result<Report, String> {
                                     nm.len()
                                 ));
                             }
+                            Some(nm)
+                        }
+                    };
+                    let score = |j: usize, w: f32| match norms_row {
+                        None => w.abs(),
+                        Some(nm) => w.abs() * nm[j],
+                    };
+                    match &inputs {
+                        None => {
                             for row in x.chunks_mut(k) {
-                                prune_row_2_4(row, |j, w| w.abs() * nm[j]);
+                                prune_row_2_4(row, score);
                             }
+                        }
+                        Some(inputs) => {
+                            let key = reconstruct::input_key(&name);
+                            let layer = name.split('.').take(2).collect::<Vec<_>>().join(".");
+                            factors.retain(|k, _| k.starts_with(&format!("{layer}.")));
+                            if !factors.contains_key(&key) {
+                                let (xs, xk) = inputs.x.get(&key).ok_or_else(|| {
+                                    format!("{name}: no calibration inputs reached it")
+                                })?;
+                                if *xk != k {
+                                    return Err(format!(
+                                        "{name}: inputs of {xk} values, matrix of {k}"
+                                    ));
+                                }
+                                let h = reconstruct::hessian(xs, xs.len() / k, k);
+                                let u = reconstruct::inverse_cholesky_upper(&h, k)
+                                    .map_err(|e| format!("{name}: {e}"))?;
+                                factors.insert(key.clone(), u);
+                            }
+                            let keep: Vec<bool> = x
+                                .chunks(k)
+                                .flat_map(|row| mask_row_2_4(row, score))
+                                .collect();
+                            reconstruct::reconstruct(&mut x, &keep, rows, k, &factors[&key]);
+                            eprintln!("reconstruct: {name}");
                         }
                     }
                     report.pruned.push(name.clone());

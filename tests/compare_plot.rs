@@ -56,6 +56,7 @@ fn picture_and_table() {
         imatrix: None,
         pruned: vec![],
         calibration: None,
+        reconstruct_text: None,
     };
     let md = compare::markdown(&rows, &o);
     assert_eq!(md.lines().filter(|l| l.starts_with("| q")).count(), 3);

@@ -131,6 +131,7 @@ fn plugin_matches_the_cpu_backend_inside_libllama() {
             calibration: None,
             skip: None,
             threads: 2,
+            reconstruct: None,
         })
         .unwrap();
         let stock = logits(&path, &tokens);

@@ -1,0 +1,634 @@
+//! Layer-wise reconstruction of pruned weights (`llmkernel prune
+//! --reconstruct`): the distillation view of pruning. For each pruned matrix
+//! W (rows = outputs, K inputs) and the dense model's inputs X to it over
+//! calibration text, the kept weights are updated so that the layer's
+//! outputs `X W'ᵀ` stay close to the dense `X Wᵀ` (least squares), given the
+//! 2:4 mask the scores chose.
+//!
+//! The solver follows SparseGPT (Frantar & Alistarh 2023, "SparseGPT:
+//! Massive Language Models Can Be Accurately Pruned in One-Shot"): with
+//! `H = XᵀX + λI` (λ = 1 % of H's mean diagonal) and U the upper Cholesky
+//! factor of `H⁻¹` (`UᵀU = H⁻¹`), columns are visited left to right; a
+//! pruned weight's removal error `e = w / U_ii` is compensated in the row's
+//! later weights (`w_j -= e U_ij`, the optimal brain surgeon update), in
+//! blocks of 128 columns with the block's errors applied to the rest by one
+//! matrix product. The mask is fixed beforehand (magnitude or Wanda), so
+//! this measures what reconstruction adds to a given pruning.
+//!
+//! Our own code: dense linear algebra (blocked Cholesky and triangular
+//! inverse on row-major f32, the heavy products through `matrixmultiply`).
+
+use crate::{ffi, llama};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::ffi::{c_void, CStr};
+use std::path::Path;
+
+/// Calibration inputs of the weight matrices: per group of matrices that
+/// share their input (q/k/v, gate/up), up to `max_rows` rows of K floats.
+#[derive(Default)]
+pub struct Inputs {
+    /// Key: [`input_key`] of a weight name.
+    pub x: BTreeMap<String, (Vec<f32>, usize)>,
+    max_rows: usize,
+    error: Option<String>,
+}
+
+/// The weights that read the same activations share one entry:
+/// `blk.N.attn_{q,k,v}` -> `blk.N.attn_in`, `blk.N.ffn_{gate,up}` -> `blk.N.ffn_in`.
+pub fn input_key(weight: &str) -> String {
+    let base = weight.strip_suffix(".weight").unwrap_or(weight);
+    for (from, to) in [
+        ("attn_q", "attn_in"),
+        ("attn_k", "attn_in"),
+        ("attn_v", "attn_in"),
+        ("ffn_gate", "ffn_in"),
+        ("ffn_up", "ffn_in"),
+    ] {
+        if let Some(layer) = base.strip_suffix(from) {
+            return format!("{layer}{to}");
+        }
+    }
+    base.to_string()
+}
+
+unsafe extern "C" fn callback(t: *mut ffi::ggml_tensor, ask: bool, ud: *mut c_void) -> bool {
+    // SAFETY: libllama passes a live node and our Inputs as user data.
+    let (t, c) = unsafe { (&*t, &mut *(ud as *mut Inputs)) };
+    if t.op != ffi::GGML_OP_MUL_MAT {
+        return !ask;
+    }
+    // SAFETY: MUL_MAT has two sources.
+    let (w, x) = unsafe { (&*t.src[0], &*t.src[1]) };
+    // SAFETY: NUL-terminated name.
+    let raw = unsafe { CStr::from_ptr(w.name.as_ptr()) }.to_string_lossy();
+    let name = match raw.split_once('#') {
+        Some((_, rest)) => rest.split('#').next().unwrap_or(rest).to_string(),
+        None => raw.to_string(),
+    };
+    let wanted = name.starts_with("blk.") && x.type_ == ffi::GGML_TYPE_F32 && x.nb[0] == 4;
+    if ask {
+        return wanted;
+    }
+    if !wanted || c.error.is_some() {
+        return true;
+    }
+    let key = input_key(&name);
+    let k = x.ne[0] as usize;
+    let max_rows = c.max_rows;
+    let entry = c.x.entry(key).or_insert_with(|| (Vec::new(), k));
+    if entry.1 != k {
+        c.error = Some(format!("{name}: inputs of {k} and {} values", entry.1));
+        return true;
+    }
+    for i3 in 0..x.ne[3] {
+        for i2 in 0..x.ne[2] {
+            for i1 in 0..x.ne[1] {
+                if entry.0.len() / k >= max_rows {
+                    return true;
+                }
+                let off = i1 as usize * x.nb[1] + i2 as usize * x.nb[2] + i3 as usize * x.nb[3];
+                // SAFETY: a row of k f32 inside the activation tensor by its strides.
+                let row = unsafe {
+                    std::slice::from_raw_parts((x.data as *const u8).add(off) as *const f32, k)
+                };
+                entry.0.extend_from_slice(row);
+            }
+        }
+    }
+    true
+}
+
+/// Runs `model` over `chunks` chunks of `ctx` tokens of `text` and keeps up
+/// to `max_rows` input rows per weight group.
+pub fn collect(
+    model: &Path,
+    text: &Path,
+    ctx: usize,
+    chunks: usize,
+    max_rows: usize,
+    threads: usize,
+) -> Result<Inputs, String> {
+    let body = std::fs::read_to_string(text).map_err(|e| format!("{}: {e}", text.display()))?;
+    let m = llama::Model::load(model)?;
+    let tokens = m.tokenize(&body)?;
+    let n = (tokens.len() / ctx).min(chunks);
+    if n == 0 {
+        return Err(format!("{} has fewer than {ctx} tokens", text.display()));
+    }
+    let mut c = Box::new(Inputs {
+        max_rows,
+        ..Default::default()
+    });
+    {
+        let mut cx = m.context_with_callback(
+            ctx,
+            ctx,
+            threads,
+            Some(callback),
+            &mut *c as *mut Inputs as *mut c_void,
+        )?;
+        for i in 0..n {
+            let mut chunk = tokens[i * ctx..(i + 1) * ctx].to_vec();
+            if let Some(b) = m.bos() {
+                chunk[0] = b;
+            }
+            cx.clear();
+            cx.eval_from(&chunk, 0)?;
+            if let Some(e) = &c.error {
+                return Err(e.clone());
+            }
+            eprint!("\rreconstruct: calibration chunk {}/{n} ", i + 1);
+        }
+        eprintln!();
+    }
+    Ok(*c)
+}
+
+/// `c (m x n) = beta * c + alpha * a (m x k) * b (k x n)`, all row-major with
+/// the given row strides (`b` transposed when `bt`: then it is n x k).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    bt: bool,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n);
+    let (rsb, csb) = if bt {
+        (1, ldb as isize)
+    } else {
+        (ldb as isize, 1)
+    };
+    assert!(
+        k == 0
+            || if bt {
+                b.len() >= (n - 1) * ldb + k
+            } else {
+                b.len() >= (k - 1) * ldb + n
+            }
+    );
+    // SAFETY: the asserts above keep every element matrixmultiply touches
+    // inside a, b and c; c does not alias a or b (distinct borrows).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            lda as isize,
+            1,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            ldc as isize,
+            1,
+        )
+    }
+}
+
+const NB: usize = 128;
+
+/// In-place lower Cholesky factor of the symmetric positive definite `a`
+/// (n x n, row-major; the upper triangle is zeroed). Right-looking, blocked.
+pub fn cholesky(a: &mut [f32], n: usize) -> Result<(), String> {
+    for j0 in (0..n).step_by(NB) {
+        let j1 = (j0 + NB).min(n);
+        // The diagonal block, unblocked (f64 accumulation).
+        for j in j0..j1 {
+            let mut d = a[j * n + j] as f64;
+            for p in j0..j {
+                d -= (a[j * n + p] as f64).powi(2);
+            }
+            if !(d > 0.0) {
+                return Err(format!("matrix not positive definite at column {j}"));
+            }
+            let d = d.sqrt();
+            a[j * n + j] = d as f32;
+            for i in j + 1..j1 {
+                let mut s = a[i * n + j] as f64;
+                for p in j0..j {
+                    s -= a[i * n + p] as f64 * a[j * n + p] as f64;
+                }
+                a[i * n + j] = (s / d) as f32;
+            }
+        }
+        // The panel below it: P := P D^-T, row by row (independent rows).
+        let (top, below) = a.split_at_mut(j1 * n);
+        let diag = &top[j0 * n..];
+        below.par_chunks_mut(n).for_each(|row| {
+            for j in j0..j1 {
+                let mut s = row[j] as f64;
+                for p in j0..j {
+                    s -= row[p] as f64 * diag[(j - j0) * n + p] as f64;
+                }
+                row[j] = (s / diag[(j - j0) * n + j] as f64) as f32;
+            }
+        });
+        // The trailing matrix: A22 -= P Pᵀ.
+        let rest = n - j1;
+        if rest > 0 {
+            let p: Vec<f32> = below
+                .chunks(n)
+                .flat_map(|r| r[j0..j1].iter().copied())
+                .collect();
+            let jb = j1 - j0;
+            gemm(
+                rest,
+                jb,
+                rest,
+                -1.0,
+                &p,
+                jb,
+                &p,
+                jb,
+                true,
+                1.0,
+                &mut below[j1..],
+                n,
+            );
+        }
+    }
+    for i in 0..n {
+        a[i * n + i + 1..(i + 1) * n].fill(0.0);
+    }
+    Ok(())
+}
+
+/// The inverse of the lower-triangular `l` (n x n, row-major), lower-triangular.
+pub fn invert_lower(l: &[f32], n: usize) -> Vec<f32> {
+    let mut x = vec![0f32; n * n];
+    for i0 in (0..n).step_by(NB) {
+        let i1 = (i0 + NB).min(n);
+        let ib = i1 - i0;
+        // The diagonal block's inverse, unblocked: row i of D⁻¹ by forward substitution.
+        let mut dinv = vec![0f64; ib * ib];
+        for i in 0..ib {
+            for j in 0..=i {
+                let mut s = if i == j { 1.0 } else { 0.0 };
+                for p in j..i {
+                    s -= l[(i0 + i) * n + i0 + p] as f64 * dinv[p * ib + j];
+                }
+                dinv[i * ib + j] = s / l[(i0 + i) * n + i0 + i] as f64;
+            }
+        }
+        for i in 0..ib {
+            for j in 0..=i {
+                x[(i0 + i) * n + i0 + j] = dinv[i * ib + j] as f32;
+            }
+        }
+        if i0 == 0 {
+            continue;
+        }
+        // Off-diagonal: X[i, :i0] = -D⁻¹ (L[i, :i0] X[:i0, :i0]).
+        let mut t = vec![0f32; ib * i0];
+        gemm(
+            ib,
+            i0,
+            i0,
+            1.0,
+            &l[i0 * n..],
+            n,
+            &x,
+            n,
+            false,
+            0.0,
+            &mut t,
+            i0,
+        );
+        let dinv32: Vec<f32> = dinv.iter().map(|&v| v as f32).collect();
+        let mut o = vec![0f32; ib * i0];
+        gemm(
+            ib, ib, i0, -1.0, &dinv32, ib, &t, i0, false, 0.0, &mut o, i0,
+        );
+        for i in 0..ib {
+            x[(i0 + i) * n..(i0 + i) * n + i0].copy_from_slice(&o[i * i0..(i + 1) * i0]);
+        }
+    }
+    x
+}
+
+/// U (upper, row-major) with `UᵀU = H⁻¹`, through the reversed Cholesky:
+/// with J the reversal, `JHJ = MMᵀ` gives `U = J M⁻¹ J`.
+pub fn inverse_cholesky_upper(h: &[f32], n: usize) -> Result<Vec<f32>, String> {
+    let mut r: Vec<f32> = (0..n * n)
+        .map(|idx| h[(n - 1 - idx / n) * n + (n - 1 - idx % n)])
+        .collect();
+    cholesky(&mut r, n)?;
+    let minv = invert_lower(&r, n);
+    Ok((0..n * n)
+        .map(|idx| minv[(n - 1 - idx / n) * n + (n - 1 - idx % n)])
+        .collect())
+}
+
+/// `XᵀX` of `rows` rows of `k` values, damped by 1 % of its mean diagonal;
+/// inputs that are always zero get 1 on the diagonal (their weights do not
+/// matter, and this keeps H positive definite).
+pub fn hessian(x: &[f32], rows: usize, k: usize) -> Vec<f32> {
+    let mut h = vec![0f32; k * k];
+    // H = Xᵀ X: a = Xᵀ (k x rows, column-major view of X), b = X.
+    if rows > 0 {
+        // SAFETY: X is rows x k row-major; read as Xᵀ with strides (1, k).
+        unsafe {
+            matrixmultiply::sgemm(
+                k,
+                rows,
+                k,
+                1.0,
+                x.as_ptr(),
+                1,
+                k as isize,
+                x.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                h.as_mut_ptr(),
+                k as isize,
+                1,
+            )
+        };
+    }
+    let mean = (0..k).map(|i| h[i * k + i] as f64).sum::<f64>() / k.max(1) as f64;
+    let damp = (0.01 * mean).max(1e-8) as f32;
+    for i in 0..k {
+        if h[i * k + i] == 0.0 {
+            h[i * k + i] = 1.0;
+        }
+        h[i * k + i] += damp;
+    }
+    h
+}
+
+/// Reconstructs `w` (`m` rows of `k`) under `keep` (same shape, true = kept):
+/// pruned weights become exactly zero, kept ones absorb their removal error
+/// (SparseGPT's column-wise OBS updates with `u`, see the module docs).
+pub fn reconstruct(w: &mut [f32], keep: &[bool], m: usize, k: usize, u: &[f32]) {
+    const B: usize = 128;
+    for i1 in (0..k).step_by(B) {
+        let i2 = (i1 + B).min(k);
+        let bw = i2 - i1;
+        let mut err = vec![0f32; m * bw];
+        w.par_chunks_mut(k)
+            .zip(keep.par_chunks(k))
+            .zip(err.par_chunks_mut(bw))
+            .for_each(|((row, keep), e)| {
+                for i in 0..bw {
+                    let c = i1 + i;
+                    let q = if keep[c] { row[c] } else { 0.0 };
+                    let d = (row[c] - q) / u[c * k + c];
+                    row[c] = q;
+                    e[i] = d;
+                    if d != 0.0 {
+                        for j in c + 1..i2 {
+                            row[j] -= d * u[c * k + j];
+                        }
+                    }
+                }
+            });
+        if i2 < k {
+            // W[:, i2:] -= Err · U[i1:i2, i2:]
+            let mut upd = vec![0f32; m * (k - i2)];
+            gemm(
+                m,
+                bw,
+                k - i2,
+                1.0,
+                &err,
+                bw,
+                &u[i1 * k + i2..],
+                k,
+                false,
+                0.0,
+                &mut upd,
+                k - i2,
+            );
+            w.par_chunks_mut(k)
+                .zip(upd.par_chunks(k - i2))
+                .for_each(|(row, d)| {
+                    for (a, b) in row[i2..].iter_mut().zip(d) {
+                        *a -= b;
+                    }
+                });
+        }
+        // Pruned weights in later columns are zeroed when their column comes.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmkernel_kernels::testdata::Rng;
+
+    fn matmul_t(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        // a (m x k) times bᵀ with b (n x k), in f64.
+        (0..m * n)
+            .map(|i| {
+                let (r, c) = (i / n, i % n);
+                (0..k)
+                    .map(|p| a[r * k + p] as f64 * b[c * k + p] as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect()
+    }
+
+    /// A random symmetric positive definite n x n matrix: BᵀB/n + I.
+    fn spd(r: &mut Rng, n: usize) -> Vec<f32> {
+        let b = r.activations(n * n);
+        let mut bt = vec![0f32; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                bt[j * n + i] = b[i * n + j];
+            }
+        }
+        let mut h = matmul_t(&bt, &bt, n, n, n);
+        for (i, v) in h.iter_mut().enumerate() {
+            *v /= n as f32;
+            if i / n == i % n {
+                *v += 1.0;
+            }
+        }
+        h
+    }
+
+    fn max_dev_from_identity(a: &[f32], n: usize) -> f32 {
+        a.iter()
+            .enumerate()
+            .map(|(i, v)| (v - if i / n == i % n { 1.0 } else { 0.0 }).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn cholesky_inverse_and_the_reversed_factor() {
+        let mut r = Rng::new(3);
+        for n in [1, 5, 128, 300] {
+            let h = spd(&mut r, n);
+            let mut l = h.clone();
+            cholesky(&mut l, n).unwrap();
+            assert!((0..n).all(|i| (i + 1..n).all(|j| l[i * n + j] == 0.0)));
+            let llt = matmul_t(&l, &l, n, n, n);
+            let err = llt
+                .iter()
+                .zip(&h)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 1e-4, "n {n}: |LLᵀ - H| = {err}");
+            // L · L⁻¹ = I.
+            let linv = invert_lower(&l, n);
+            let mut linv_t = vec![0f32; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    linv_t[j * n + i] = linv[i * n + j];
+                }
+            }
+            let dev = max_dev_from_identity(&matmul_t(&l, &linv_t, n, n, n), n);
+            assert!(dev < 1e-4, "n {n}: |L L⁻¹ - I| = {dev}");
+            // UᵀU = H⁻¹, so UᵀU H = I; U upper.
+            let u = inverse_cholesky_upper(&h, n).unwrap();
+            assert!((0..n).all(|i| (0..i).all(|j| u[i * n + j] == 0.0)));
+            let mut ut = vec![0f32; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    ut[j * n + i] = u[i * n + j];
+                }
+            }
+            // (UᵀU)_{ij} = sum_p U_pi U_pj: rows of Uᵀ against rows of Uᵀ.
+            let hinv = matmul_t(&ut, &ut, n, n, n);
+            let dev = max_dev_from_identity(&matmul_t(&hinv, &h, n, n, n), n);
+            assert!(dev < 1e-3, "n {n}: |UᵀU H - I| = {dev}");
+        }
+        let mut bad = vec![1.0, 2.0, 2.0, 1.0];
+        assert!(cholesky(&mut bad, 2).is_err());
+    }
+
+    /// Reconstruction keeps the mask, and its output error on the calibration
+    /// inputs is far below plain pruning's and close to the per-row optimum
+    /// (the exact least squares over each row's kept weights).
+    #[test]
+    fn reconstruction_approaches_the_least_squares_optimum() {
+        let mut r = Rng::new(4);
+        let (n, k, m) = (600, 160, 12);
+        // Correlated inputs: a shared component plus noise, as activations are.
+        let base = r.activations(n);
+        let x: Vec<f32> = (0..n * k)
+            .map(|i| base[i / k] * (1.0 + (i % k) as f32 / k as f32) + 0.3 * r.uniform(-1.0, 1.0))
+            .collect();
+        let w = r.activations(m * k);
+        let keep: Vec<bool> = w
+            .chunks(k)
+            .flat_map(|row| crate::prune::mask_row_2_4(row, |_, v| v.abs()))
+            .collect();
+        let dense_out = matmul_t(&x, &w, n, k, m);
+        let err = |wp: &[f32]| -> f64 {
+            matmul_t(&x, wp, n, k, m)
+                .iter()
+                .zip(&dense_out)
+                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                .sum()
+        };
+        let pruned: Vec<f32> = w
+            .iter()
+            .zip(&keep)
+            .map(|(v, k)| if *k { *v } else { 0.0 })
+            .collect();
+        let h = hessian(&x, n, k);
+        let u = inverse_cholesky_upper(&h, k).unwrap();
+        let mut rec = w.clone();
+        reconstruct(&mut rec, &keep, m, k, &u);
+        for (v, kp) in rec.iter().zip(&keep) {
+            assert!(*kp || *v == 0.0, "a pruned weight survived");
+        }
+        // The optimum per row: (X_S ᵀX_S) w_S = X_Sᵀ X w, with the same damping.
+        let mut best = vec![0f32; m * k];
+        for row in 0..m {
+            let s: Vec<usize> = (0..k).filter(|&j| keep[row * k + j]).collect();
+            let ns = s.len();
+            let mut a = vec![0f32; ns * ns];
+            let mut b = vec![0f64; ns];
+            for (i, &si) in s.iter().enumerate() {
+                for (j, &sj) in s.iter().enumerate() {
+                    a[i * ns + j] = h[si * k + sj];
+                }
+                b[i] = (0..k)
+                    .map(|p| h[si * k + p] as f64 * w[row * k + p] as f64)
+                    .sum();
+            }
+            cholesky(&mut a, ns).unwrap();
+            // Solve L y = b, Lᵀ z = y.
+            let mut y = vec![0f64; ns];
+            for i in 0..ns {
+                y[i] = (b[i] - (0..i).map(|p| a[i * ns + p] as f64 * y[p]).sum::<f64>())
+                    / a[i * ns + i] as f64;
+            }
+            for i in (0..ns).rev() {
+                let z = (y[i]
+                    - (i + 1..ns)
+                        .map(|p| a[p * ns + i] as f64 * best[row * k + s[p]] as f64)
+                        .sum::<f64>())
+                    / a[i * ns + i] as f64;
+                best[row * k + s[i]] = z as f32;
+            }
+        }
+        // The greedy OBS it implements, written plainly: for each pruned column c in
+        // order, with R = {c, c+1, ..}, w_R -= w_c / [H_RR⁻¹]_cc * H_RR⁻¹[:, c].
+        let mut obs = w.clone();
+        for c in 0..k {
+            let rn = k - c;
+            let mut hr: Vec<f32> = (0..rn * rn)
+                .map(|i| h[(c + i / rn) * k + c + i % rn])
+                .collect();
+            cholesky(&mut hr, rn).unwrap();
+            let li = invert_lower(&hr, rn);
+            // (H_RR⁻¹)[:, 0] = L⁻ᵀ L⁻¹ e_0 = sum_p L⁻¹[p][i] L⁻¹[p][0].
+            let col: Vec<f64> = (0..rn)
+                .map(|i| {
+                    (0..rn)
+                        .map(|p| li[p * rn + i] as f64 * li[p * rn] as f64)
+                        .sum()
+                })
+                .collect();
+            for row in 0..m {
+                if keep[row * k + c] {
+                    continue;
+                }
+                let f = obs[row * k + c] as f64 / col[0];
+                for i in 0..rn {
+                    obs[row * k + c + i] -= (f * col[i]) as f32;
+                }
+                obs[row * k + c] = 0.0;
+            }
+        }
+        let dev = rec
+            .iter()
+            .zip(&obs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        let scale = w.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let (e_pruned, e_rec, e_obs, e_best) = (err(&pruned), err(&rec), err(&obs), err(&best));
+        eprintln!(
+            "output error: pruned {e_pruned:.4e}, reconstructed {e_rec:.4e} (plain OBS {e_obs:.4e}, max weight difference {dev:.2e}), optimum {e_best:.4e}"
+        );
+        assert!(
+            dev < 1e-3 * scale,
+            "the blocked solver differs from plain OBS by {dev}"
+        );
+        assert!(e_rec < 0.2 * e_pruned, "reconstruction did not help enough");
+        assert!(
+            e_best <= e_rec * 1.0001,
+            "better than the optimum? (the check is wrong)"
+        );
+    }
+}
