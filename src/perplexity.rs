@@ -141,6 +141,23 @@ pub struct Report {
     pub threads: usize,
     pub scores: Vec<Score>,
     pub divergences: Vec<Divergence>,
+    /// This process's resident memory at the end of the run (VmRSS), with every
+    /// model of the run still loaded.
+    pub resident_bytes: Option<u64>,
+}
+
+/// This process's resident set size (Linux `/proc/self/status` VmRSS).
+pub fn resident_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// Log-softmax of one row (f64 sums, as llama-perplexity's `log_softmax`).
@@ -433,6 +450,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         threads: o.threads,
         scores,
         divergences,
+        resident_bytes: resident_bytes(),
     })
 }
 
@@ -479,6 +497,14 @@ impl Report {
             )
             .unwrap();
         }
+        if let Some(r) = self.resident_bytes {
+            writeln!(
+                s,
+                "resident memory at the end: {:.0} MiB (every model of the run loaded)",
+                r as f64 / (1 << 20) as f64
+            )
+            .unwrap();
+        }
         for d in &self.divergences {
             let k = d.stats();
             writeln!(
@@ -520,6 +546,7 @@ impl Report {
             "model": self.model, "description": self.description, "size_bytes": self.size_bytes,
             "params": self.params, "ctx": self.ctx, "chunks": self.chunks, "threads": self.threads,
             "commit": crate::info::llmkernel_commit(), "scores": scores, "divergences": divs,
+            "resident_bytes": self.resident_bytes,
         })
         .to_string()
     }
