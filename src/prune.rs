@@ -375,7 +375,25 @@ pub fn prune(o: &Options) -> Result<Report, String> {
                                 .chunks(k)
                                 .flat_map(|row| mask_row_2_4(row, score))
                                 .collect();
+                            let dense =
+                                std::env::var_os("LLMKERNEL_RECONSTRUCT_DEBUG").map(|_| x.clone());
                             reconstruct::reconstruct(&mut x, &keep, rows, k, &factors[&key]);
+                            if let Some(dense) = dense {
+                                let (xs, _) = &inputs.x[&key];
+                                let h = reconstruct::hessian(xs, xs.len() / k, k);
+                                let plain: Vec<f32> = dense
+                                    .iter()
+                                    .zip(&keep)
+                                    .map(|(w, kp)| if *kp { 0.0 } else { -*w })
+                                    .collect();
+                                let rec: Vec<f32> =
+                                    x.iter().zip(&dense).map(|(a, b)| a - b).collect();
+                                eprintln!(
+                                    "reconstruct: {name}: calibration output error {:.4e} -> {:.4e}",
+                                    reconstruct::output_error(&plain, rows, k, &h),
+                                    reconstruct::output_error(&rec, rows, k, &h)
+                                );
+                            }
                             eprintln!("reconstruct: {name}");
                         }
                     }

@@ -66,7 +66,13 @@ unsafe extern "C" fn callback(t: *mut ffi::ggml_tensor, ask: bool, ud: *mut c_vo
         Some((_, rest)) => rest.split('#').next().unwrap_or(rest).to_string(),
         None => raw.to_string(),
     };
-    let wanted = name.starts_with("blk.") && x.type_ == ffi::GGML_TYPE_F32 && x.nb[0] == 4;
+    // One weight per shared input (q for q/k/v, gate for gate/up), so each
+    // input row is kept once.
+    let representative = !["attn_k.weight", "attn_v.weight", "ffn_up.weight"]
+        .iter()
+        .any(|s| name.ends_with(s));
+    let wanted =
+        name.starts_with("blk.") && representative && x.type_ == ffi::GGML_TYPE_F32 && x.nb[0] == 4;
     if ask {
         return wanted;
     }
@@ -371,6 +377,14 @@ pub fn hessian(x: &[f32], rows: usize, k: usize) -> Vec<f32> {
         h[i * k + i] += damp;
     }
     h
+}
+
+/// `sum over rows of d H dᵀ` for the rows of `d` (m x k): the squared output
+/// error on the calibration inputs that H sums up (with its damping).
+pub fn output_error(d: &[f32], m: usize, k: usize, h: &[f32]) -> f64 {
+    let mut e = vec![0f32; m * k];
+    gemm(m, k, k, 1.0, d, k, h, k, false, 0.0, &mut e, k);
+    e.iter().zip(d).map(|(a, b)| *a as f64 * *b as f64).sum()
 }
 
 /// Reconstructs `w` (`m` rows of `k`) under `keep` (same shape, true = kept):
