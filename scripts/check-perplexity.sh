@@ -24,18 +24,23 @@ text=$(scripts/fetch-models.sh wiki)
 model=$CACHE/smollm2-135m-instruct-q4_0.gguf
 [ -f "$model" ] || target/release/llmkernel quantize "$src" "$model" --format q4_0 >/dev/null
 
+# Fails unless |b - a| / a <= bound (a, b, bound).
+within() {
+  python3 - "$@" <<'EOF'
+import sys
+a, b, bound = map(float, sys.argv[1:])
+rel = abs(b - a) / a
+print(f"relative difference {rel:.2e} (bound {bound:.1e})")
+sys.exit(0 if rel <= bound else 1)
+EOF
+}
+
 ref=$("$BIN/llama-perplexity" -m "$model" -f "$text" -c "$CTX" --chunks "$CHUNKS" -t "$T" 2>&1 \
   | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
 ours=$(target/release/llmkernel perplexity -m "$model" -f "$text" --ctx "$CTX" --chunks "$CHUNKS" \
   --kernels ggml -t "$T" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["scores"][0]["ppl"])')
 echo "llama-perplexity: PPL $ref; llmkernel perplexity --kernels ggml: PPL $ours"
-python3 - "$ref" "$ours" <<'EOF'
-import sys
-ref, ours = float(sys.argv[1]), float(sys.argv[2])
-rel = abs(ours - ref) / ref
-print(f"relative difference {rel:.2e} (bound 1e-3)")
-sys.exit(0 if rel <= 1e-3 else 1)
-EOF
+within "$ref" "$ours" 1e-3
 target/release/llmkernel perplexity -m "$model" -f "$text" --ctx "$CTX" --chunks "$CHUNKS" --kernels both -t "$T"
 
 pruned=$CACHE/smollm2-135m-instruct-q8_0-2_4-magnitude.gguf
@@ -47,10 +52,4 @@ ppl() {
 stock=$(ppl "$BIN/llama-perplexity")
 plugin=$(GGML_BACKEND_PATH=$PWD/target/release/libllmkernel.so ppl "$BIN/llama-perplexity" -ot "token_embd.weight=CPU")
 echo "2:4 model, llama-perplexity: PPL $stock stock, $plugin with libllmkernel.so"
-python3 - "$stock" "$plugin" <<'EOF'
-import sys
-a, b = float(sys.argv[1]), float(sys.argv[2])
-rel = abs(a - b) / a
-print(f"relative difference {rel:.2e} (bound 2.5e-3)")
-sys.exit(0 if rel <= 2.5e-3 else 1)
-EOF
+within "$stock" "$plugin" 2.5e-3

@@ -55,11 +55,20 @@ fn fingerprint(bytes: &[u8], block: usize) -> u64 {
     h
 }
 
-/// Unaligned block bytes copied into aligned blocks.
-fn copy_blocks<B: bytemuck::Pod>(bytes: &[u8]) -> Vec<B> {
-    let mut v = vec![B::zeroed(); bytes.len() / std::mem::size_of::<B>()];
-    bytemuck::cast_slice_mut::<B, u8>(&mut v).copy_from_slice(bytes);
-    v
+/// [`pack_on`] of dense blocks given as bytes (viewed in place when aligned, else copied).
+fn pack_bytes<D: bytemuck::Pod + Sync, S: Send + Clone + bytemuck::Zeroable>(
+    bytes: &[u8],
+    pack: fn(&[D]) -> llmkernel_kernels::Result<Vec<S>>,
+    par: &dyn Parallel,
+) -> Option<Vec<S>> {
+    match bytemuck::try_cast_slice::<u8, D>(bytes) {
+        Ok(d) => pack_on(d, pack, par),
+        Err(_) => {
+            let mut v = vec![D::zeroed(); bytes.len() / std::mem::size_of::<D>()];
+            bytemuck::cast_slice_mut::<D, u8>(&mut v).copy_from_slice(bytes);
+            pack_on(&v, pack, par)
+        }
+    }
 }
 
 /// Whether sparse weights are used at all (`LLMKERNEL_SPARSE=0` turns them off,
@@ -123,27 +132,9 @@ pub(crate) unsafe fn lookup(
     }
     let packed = match ggml_type {
         crate::ffi::GGML_TYPE_Q4_0 => {
-            let dense: Vec<BlockQ4_0>;
-            let d: &[BlockQ4_0] = match bytemuck::try_cast_slice(bytes) {
-                Ok(d) => d,
-                Err(_) => {
-                    dense = copy_blocks(bytes);
-                    &dense
-                }
-            };
-            pack_on(d, pack_q4_0, par).map_or(Packed::Dense, |v| Packed::Q4_0(Arc::new(v)))
+            pack_bytes(bytes, pack_q4_0, par).map_or(Packed::Dense, |v| Packed::Q4_0(Arc::new(v)))
         }
-        _ => {
-            let dense: Vec<BlockQ8_0>;
-            let d: &[BlockQ8_0] = match bytemuck::try_cast_slice(bytes) {
-                Ok(d) => d,
-                Err(_) => {
-                    dense = copy_blocks(bytes);
-                    &dense
-                }
-            };
-            pack_on(d, pack_q8_0, par).map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v)))
-        }
+        _ => pack_bytes(bytes, pack_q8_0, par).map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v))),
     };
     let packed_bytes = match &packed {
         Packed::Dense => 0,
