@@ -145,3 +145,50 @@ pub fn vec_dot(format: Format, len: usize, x: &[u8], y: &[u8]) -> Result<f32> {
     };
     Ok(s)
 }
+
+/// A GGUF file opened by ggml: its metadata and, when opened with data, its
+/// tensors in a ggml context. Both are freed on drop.
+pub struct GgufFile {
+    pub gguf: *mut ffi::gguf_context,
+    /// Null unless opened with data.
+    pub ctx: *mut ffi::ggml_context,
+}
+
+impl GgufFile {
+    /// Opens `path`; with `data`, reads every tensor into memory too.
+    pub fn open(path: &std::path::Path, data: bool) -> std::result::Result<GgufFile, String> {
+        init();
+        let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut ctx: *mut ffi::ggml_context = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated path; ggml writes the context pointer only.
+        let gguf = unsafe {
+            ffi::gguf_init_from_file(
+                p.as_ptr(),
+                ffi::gguf_init_params {
+                    no_alloc: !data,
+                    ctx: if data { &mut ctx } else { std::ptr::null_mut() },
+                },
+            )
+        };
+        if gguf.is_null() {
+            return Err(format!(
+                "{}: not a GGUF file, truncated or unreadable",
+                path.display()
+            ));
+        }
+        Ok(GgufFile { gguf, ctx })
+    }
+}
+
+impl Drop for GgufFile {
+    fn drop(&mut self) {
+        // SAFETY: made by gguf_init_from_file (and its context), freed once here.
+        unsafe {
+            ffi::gguf_free(self.gguf);
+            if !self.ctx.is_null() {
+                ffi::ggml_free(self.ctx);
+            }
+        }
+    }
+}

@@ -272,25 +272,11 @@ fn write(
 /// Per weight: the mean squared activation of each input channel (per
 /// expert, concatenated), as llama-quantize hands them to the quantizer.
 pub fn load(path: &Path) -> Result<Vec<(String, Vec<f32>)>, String> {
-    crate::ggml::init();
-    let p = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    let mut data_ctx: *mut ffi::ggml_context = std::ptr::null_mut();
-    // SAFETY: reads the file into a ggml context we free below; tensor data is
-    // read within each tensor's element count.
+    let file = crate::ggml::GgufFile::open(path, true)?;
+    let data_ctx = file.ctx;
+    // SAFETY: the file's tensors live in data_ctx until `file` drops; tensor
+    // data is read within each tensor's element count.
     unsafe {
-        let g = ffi::gguf_init_from_file(
-            p.as_ptr(),
-            ffi::gguf_init_params {
-                no_alloc: false,
-                ctx: &mut data_ctx,
-            },
-        );
-        if g.is_null() {
-            return Err(format!(
-                "{}: not a GGUF file (or unreadable)",
-                path.display()
-            ));
-        }
         let mut sums: BTreeMap<String, (Vec<f32>, Vec<f32>)> = BTreeMap::new();
         let mut t = ffi::ggml_get_first_tensor(data_ctx);
         let mut bad = None;
@@ -314,8 +300,6 @@ pub fn load(path: &Path) -> Result<Vec<(String, Vec<f32>)>, String> {
             }
             t = ffi::ggml_get_next_tensor(data_ctx, t);
         }
-        ffi::gguf_free(g);
-        ffi::ggml_free(data_ctx);
         if let Some(b) = bad {
             return Err(format!("{}: {b}", path.display()));
         }

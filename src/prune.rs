@@ -275,24 +275,11 @@ pub fn prune(o: &Options) -> Result<Report, String> {
     crate::ggml::init();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let targets = Regex::new(DEFAULT_TARGETS).expect("valid regex");
-    let path = CString::new(o.input.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    let mut data_ctx: *mut ffi::ggml_context = std::ptr::null_mut();
-    // SAFETY: gguf/ggml calls on contexts made and freed here; tensor data is
-    // read and written within each tensor's size.
+    let file = crate::ggml::GgufFile::open(&o.input, true)?;
+    let (src, data_ctx) = (file.gguf, file.ctx);
+    // SAFETY: gguf/ggml calls on contexts made and freed here (the input's
+    // with `file`); tensor data is read and written within each tensor's size.
     unsafe {
-        let src = ffi::gguf_init_from_file(
-            path.as_ptr(),
-            ffi::gguf_init_params {
-                no_alloc: false,
-                ctx: &mut data_ctx,
-            },
-        );
-        if src.is_null() {
-            return Err(format!(
-                "{}: not a GGUF file, truncated or unreadable",
-                o.input.display()
-            ));
-        }
         let out = ffi::gguf_init_empty();
         ffi::gguf_set_kv(out, src);
         ffi::gguf_set_val_u32(out, c"general.file_type".as_ptr(), o.format.file_type());
@@ -413,9 +400,7 @@ pub fn prune(o: &Options) -> Result<Report, String> {
             eprintln!();
         }
         if let Err(e) = result {
-            ffi::gguf_free(src);
             ffi::gguf_free(out);
-            ffi::ggml_free(data_ctx);
             return Err(e);
         }
         // New tensors (same names and shapes, new types) in a metadata-only context.
@@ -446,8 +431,6 @@ pub fn prune(o: &Options) -> Result<Report, String> {
         let ok = ffi::gguf_write_to_file(out, dst.as_ptr(), false);
         ffi::gguf_free(out);
         ffi::ggml_free(meta);
-        ffi::gguf_free(src);
-        ffi::ggml_free(data_ctx);
         if !ok {
             return Err(format!("cannot write {}", o.output.display()));
         }
@@ -457,20 +440,10 @@ pub fn prune(o: &Options) -> Result<Report, String> {
 
 /// The names listed as 2:4 sparse in a GGUF file's metadata (empty if none).
 pub fn sparse_tensors(path: &Path) -> Result<Vec<String>, String> {
-    crate::ggml::init();
-    let p = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: metadata-only read of a file; strings copied before freeing.
+    let file = crate::ggml::GgufFile::open(path, false)?;
+    let g = file.gguf;
+    // SAFETY: metadata of a file open until `file` drops; strings copied.
     unsafe {
-        let g = ffi::gguf_init_from_file(
-            p.as_ptr(),
-            ffi::gguf_init_params {
-                no_alloc: true,
-                ctx: std::ptr::null_mut(),
-            },
-        );
-        if g.is_null() {
-            return Err(format!("{}: not a GGUF file", path.display()));
-        }
         let key = CString::new(SPARSE_KEY).unwrap();
         let id = ffi::gguf_find_key(g, key.as_ptr());
         let mut names = vec![];
@@ -483,7 +456,6 @@ pub fn sparse_tensors(path: &Path) -> Result<Vec<String>, String> {
                 );
             }
         }
-        ffi::gguf_free(g);
         Ok(names)
     }
 }
@@ -499,24 +471,10 @@ pub struct StoredTensor {
 
 /// Every tensor of a GGUF file, by name (for checks; the file is read whole).
 pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, StoredTensor>, String> {
-    crate::ggml::init();
-    let p = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    let mut ctx: *mut ffi::ggml_context = std::ptr::null_mut();
-    // SAFETY: reads the file into a context freed below; data copied within nbytes.
+    let file = crate::ggml::GgufFile::open(path, true)?;
+    let (g, ctx) = (file.gguf, file.ctx);
+    // SAFETY: the tensors live in ctx until `file` drops; data copied within nbytes.
     unsafe {
-        let g = ffi::gguf_init_from_file(
-            p.as_ptr(),
-            ffi::gguf_init_params {
-                no_alloc: false,
-                ctx: &mut ctx,
-            },
-        );
-        if g.is_null() {
-            return Err(format!(
-                "{}: not a GGUF file, truncated or unreadable",
-                path.display()
-            ));
-        }
         let mut out = BTreeMap::new();
         for i in 0..ffi::gguf_get_n_tensors(g) {
             let name = CStr::from_ptr(ffi::gguf_get_tensor_name(g, i));
@@ -535,8 +493,6 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, StoredTensor>, Strin
                 },
             );
         }
-        ffi::gguf_free(g);
-        ffi::ggml_free(ctx);
         Ok(out)
     }
 }
