@@ -166,38 +166,25 @@ pub(crate) fn collect_entries(
     chunks: Option<usize>,
     threads: usize,
 ) -> Result<(BTreeMap<String, Entry>, usize), String> {
-    let body = std::fs::read_to_string(text).map_err(|e| format!("{}: {e}", text.display()))?;
-    let m = llama::Model::load(model)?;
-    let tokens = m.tokenize(&body)?;
-    let n = (tokens.len() / ctx).min(chunks.unwrap_or(usize::MAX));
-    if n == 0 {
-        return Err(format!("{} has fewer than {ctx} tokens", text.display()));
-    }
     let mut c = Box::new(Collector::default());
-    {
-        let mut cx = m.context_with_callback(
-            ctx,
-            ctx,
-            threads,
-            Some(callback),
-            &mut *c as *mut Collector as *mut c_void,
-        )?;
-        let bos = m.bos();
-        for i in 0..n {
-            let mut chunk = tokens[i * ctx..(i + 1) * ctx].to_vec();
-            if let Some(b) = bos {
-                chunk[0] = b;
+    let ud = &mut *c as *mut Collector as *mut c_void;
+    let n = llama::eval_chunks(
+        model,
+        text,
+        ctx,
+        chunks,
+        threads,
+        Some(callback),
+        ud,
+        "imatrix",
+        &mut || {
+            // SAFETY: between chunks no callback runs; ud points into the live box.
+            match unsafe { &(*(ud as *const Collector)).error } {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
             }
-            cx.clear();
-            // Outputs for every token, as llama-imatrix: the last layer then sees all rows.
-            cx.eval_from(&chunk, 0)?;
-            if let Some(e) = &c.error {
-                return Err(e.clone());
-            }
-            eprint!("\rimatrix: chunk {}/{n} ", i + 1);
-        }
-        eprintln!();
-    }
+        },
+    )?;
     Ok((std::mem::take(&mut c.entries), n))
 }
 

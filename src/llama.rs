@@ -180,6 +180,45 @@ impl Model {
     }
 }
 
+/// Evaluates `model` over up to `chunks` chunks of `ctx` tokens of `text`
+/// (BOS first where the vocabulary has one; outputs for every token, as
+/// llama-imatrix, so the last layer sees all rows) with libllama's eval
+/// callback `cb` and its `user_data` (which must outlive the run). After each
+/// chunk `after` may end the run with an error. Returns the number of chunks.
+#[allow(clippy::too_many_arguments)]
+pub fn eval_chunks(
+    model: &Path,
+    text: &Path,
+    ctx: usize,
+    chunks: Option<usize>,
+    threads: usize,
+    cb: ffi::ggml_backend_sched_eval_callback,
+    user_data: *mut c_void,
+    label: &str,
+    after: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<usize, String> {
+    let body = std::fs::read_to_string(text).map_err(|e| format!("{}: {e}", text.display()))?;
+    let m = Model::load(model)?;
+    let tokens = m.tokenize(&body)?;
+    let n = (tokens.len() / ctx).min(chunks.unwrap_or(usize::MAX));
+    if n == 0 {
+        return Err(format!("{} has fewer than {ctx} tokens", text.display()));
+    }
+    let mut cx = m.context_with_callback(ctx, ctx, threads, cb, user_data)?;
+    for i in 0..n {
+        let mut chunk = tokens[i * ctx..(i + 1) * ctx].to_vec();
+        if let Some(b) = m.bos() {
+            chunk[0] = b;
+        }
+        cx.clear();
+        cx.eval_from(&chunk, 0)?;
+        after()?;
+        eprint!("\r{label}: chunk {}/{n} ", i + 1);
+    }
+    eprintln!();
+    Ok(n)
+}
+
 impl Drop for Model {
     fn drop(&mut self) {
         // SAFETY: made by llama_model_load_from_file; contexts borrow the model, so are gone.

@@ -115,39 +115,28 @@ pub fn collect(
     max_rows: usize,
     threads: usize,
 ) -> Result<Inputs, String> {
-    let body = std::fs::read_to_string(text).map_err(|e| format!("{}: {e}", text.display()))?;
-    let m = llama::Model::load(model)?;
-    let tokens = m.tokenize(&body)?;
-    let n = (tokens.len() / ctx).min(chunks);
-    if n == 0 {
-        return Err(format!("{} has fewer than {ctx} tokens", text.display()));
-    }
     let mut c = Box::new(Inputs {
         max_rows,
         ..Default::default()
     });
-    {
-        let mut cx = m.context_with_callback(
-            ctx,
-            ctx,
-            threads,
-            Some(callback),
-            &mut *c as *mut Inputs as *mut c_void,
-        )?;
-        for i in 0..n {
-            let mut chunk = tokens[i * ctx..(i + 1) * ctx].to_vec();
-            if let Some(b) = m.bos() {
-                chunk[0] = b;
+    let ud = &mut *c as *mut Inputs as *mut c_void;
+    llama::eval_chunks(
+        model,
+        text,
+        ctx,
+        Some(chunks),
+        threads,
+        Some(callback),
+        ud,
+        "reconstruct: calibration",
+        &mut || {
+            // SAFETY: between chunks no callback runs; ud points into the live box.
+            match unsafe { &(*(ud as *const Inputs)).error } {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
             }
-            cx.clear();
-            cx.eval_from(&chunk, 0)?;
-            if let Some(e) = &c.error {
-                return Err(e.clone());
-            }
-            eprint!("\rreconstruct: calibration chunk {}/{n} ", i + 1);
-        }
-        eprintln!();
-    }
+        },
+    )?;
     Ok(*c)
 }
 

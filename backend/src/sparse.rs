@@ -31,6 +31,17 @@ pub(crate) enum Packed {
     Q8_0(Arc<Vec<BlockQ8_0S>>),
 }
 
+impl Packed {
+    /// Bytes of the packed copy (0 for a dense weight).
+    fn bytes(&self) -> usize {
+        match self {
+            Packed::Dense => 0,
+            Packed::Q4_0(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Q8_0(v) => std::mem::size_of_val(v.as_slice()),
+        }
+    }
+}
+
 struct Entry {
     len: usize,
     fingerprint: u64,
@@ -136,11 +147,7 @@ pub(crate) unsafe fn lookup(
         }
         _ => pack_bytes(bytes, pack_q8_0, par).map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v))),
     };
-    let packed_bytes = match &packed {
-        Packed::Dense => 0,
-        Packed::Q4_0(v) => std::mem::size_of_val(v.as_slice()),
-        Packed::Q8_0(v) => std::mem::size_of_val(v.as_slice()),
-    };
+    let packed_bytes = packed.bytes();
     if packed_bytes > 0 {
         crate::SPARSE_PACKED.fetch_add(1, Ordering::Relaxed);
         crate::SPARSE_TENSORS.fetch_add(1, Ordering::Relaxed);
@@ -163,11 +170,10 @@ pub(crate) unsafe fn lookup(
 }
 
 fn forget(e: &Entry) {
-    let bytes = match &e.packed {
-        Packed::Dense => return,
-        Packed::Q4_0(v) => std::mem::size_of_val(v.as_slice()),
-        Packed::Q8_0(v) => std::mem::size_of_val(v.as_slice()),
-    };
+    let bytes = e.packed.bytes();
+    if bytes == 0 {
+        return;
+    }
     crate::SPARSE_TENSORS.fetch_sub(1, Ordering::Relaxed);
     crate::SPARSE_BYTES.fetch_sub(bytes as u64, Ordering::Relaxed);
 }

@@ -225,16 +225,6 @@ fn select<B: Kernels>(isa: Option<Isa>) -> Result<RowKernel<B>, String> {
     }
 }
 
-/// Zeroes the two smallest-magnitude values of every four (2:4 magnitude pruning).
-fn prune_2_4(w: &mut [f32]) {
-    for g in w.chunks_exact_mut(4) {
-        let mut order = [0usize, 1, 2, 3];
-        order.sort_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()));
-        g[order[0]] = 0.0;
-        g[order[1]] = 0.0;
-    }
-}
-
 /// Benches format `B` against ggml; with `pack`, also its 2:4 sparse form `S`
 /// (then "ours" is the sparse kernel and `dense_ms` our dense one).
 fn run_format<B: Kernels, S: Kernels>(
@@ -253,7 +243,7 @@ fn run_format<B: Kernels, S: Kernels>(
         let wq = {
             let mut w = rng.activations(m * k);
             if pack.is_some() {
-                prune_2_4(&mut w);
+                crate::prune::prune_row_2_4(&mut w, |_, v| v.abs());
             }
             ggml_mm::quantize(format, &w, m, k, max_threads)?
         };
