@@ -1,7 +1,9 @@
 //! Kernel micro-benchmarks, driven by the registry: for each format, every
 //! dequantization and dot-product kernel this CPU supports, the latter as
-//! GEMV (batch 1) and GEMM (batch 64), single-threaded; beside GEMV, ggml-cpu's
-//! `vec_dot` kernel for the same format on the same data.
+//! GEMV (batch 1) and GEMM (batch 64; row kernels alone, and the panel GEMM
+//! where the ISA has one), single-threaded; beside GEMV, ggml-cpu's `vec_dot`
+//! kernel for the same format on the same data; and every panel tile kernel
+//! (`*/gemm_tile`: 4 rows x 32 columns of K = 4096, in L1/L2).
 //!
 //! Units: weight bytes per second for dequant and GEMV; for GEMM, "elements"
 //! are the 2*M*N*K operations (so criterion's elem/s reads as FLOP/s).
@@ -12,8 +14,9 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use llmkernel::kernels::cpu::CpuFeatures;
 use llmkernel::kernels::formats::*;
-use llmkernel::kernels::matmul::{matmul_quantized, quantize_activations, QMatrix};
-use llmkernel::kernels::registry::Kernels;
+use llmkernel::kernels::matmul::{matmul_quantized, panel_for, quantize_activations, QMatrix};
+use llmkernel::kernels::panel::{self, pack_columns, Shape, Tile, Unpacked, COLS, ROWS};
+use llmkernel::kernels::registry::{Kernels, RowKernel};
 use llmkernel::kernels::testdata::{RandomBlock, Rng};
 use std::time::Duration;
 
@@ -72,12 +75,45 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
             .into_iter()
             .filter(|k| k.isa.supported(&cpu))
         {
+            // The row kernel alone (its GEMM without the panel path), then, where
+            // its ISA has one, the panel GEMM the driver runs for this batch.
+            let row_only = RowKernel {
+                panel: None,
+                ..kernel
+            };
             g.bench_function(BenchmarkId::new(kernel.name, kernel.isa), |b| {
-                b.iter(|| matmul_quantized(&qm, &acts, n, &mut y, &kernel, 1).unwrap())
+                b.iter(|| matmul_quantized(&qm, &acts, n, &mut y, &row_only, 1).unwrap())
             });
+            if let Some(p) = panel_for(&kernel, n) {
+                g.bench_function(BenchmarkId::new(p.name, p.isa), |b| {
+                    b.iter(|| matmul_quantized(&qm, &acts, n, &mut y, &kernel, 1).unwrap())
+                });
+            }
         }
         g.finish();
     }
+
+    // The panel tile alone: ROWS unpacked rows against COLS interleaved columns.
+    let shape = Shape::of::<B>();
+    let mut u = Unpacked::new(ROWS, K, shape);
+    u.fill(&w[..ROWS * K / B::FORMAT.block_len()], ROWS);
+    let x = r.activations(COLS * K);
+    let acts = quantize_activations::<B>(&x, COLS, K, 1).unwrap();
+    let cols = pack_columns(&acts, COLS, K, 0, shape);
+    let tile = Tile::new(&u, 0, &cols);
+    let mut g = c.benchmark_group(format!("{name}/gemm_tile"));
+    g.throughput(Throughput::Elements((2 * ROWS * COLS * K) as u64));
+    let mut out = [0f32; ROWS * COLS];
+    for p in panel::kernels()
+        .into_iter()
+        .filter(|p| p.isa.supported(&cpu))
+    {
+        g.bench_function(BenchmarkId::new(p.name, p.isa), |b| {
+            // SAFETY: the ISA is checked above; the tile checked its lengths.
+            b.iter(|| unsafe { (p.f)(&tile, &mut out) })
+        });
+    }
+    g.finish();
 }
 
 /// The dense GGUF bytes of `w` (2:4 blocks unpacked; dense blocks as they are).

@@ -65,6 +65,7 @@ pub mod cpu;
 pub mod error;
 pub mod formats;
 pub mod matmul;
+pub mod panel;
 pub mod registry;
 pub mod scalar;
 pub mod testdata;

@@ -7,6 +7,7 @@ use crate::cpu::CpuFeatures;
 use crate::formats::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Format, WeightBlock,
 };
+use crate::panel::{PanelFormat, PanelKernel};
 use crate::{scalar, Error, Result};
 use std::fmt;
 use std::sync::OnceLock;
@@ -114,6 +115,9 @@ pub struct RowKernel<B: WeightBlock> {
     /// The CPU must support `isa`; `1 <= nrows <= rows`, `acts.len() <= cols`,
     /// `out.len() == nrows * acts.len()`, every act row `rows.len() / nrows` blocks.
     pub f: RowDotFn<B>,
+    /// The panel GEMM tile ([`crate::panel`]) the matmul driver uses with this
+    /// kernel for batches of at least [`crate::panel::MIN_COLS`], if its ISA has one.
+    pub panel: Option<PanelKernel>,
 }
 
 impl<B: WeightBlock> Clone for RowKernel<B> {
@@ -167,7 +171,7 @@ unsafe fn scalar_dequant<B: WeightBlock>(x: &[B], y: &mut [f32]) {
 }
 
 /// The kernels of one weight format.
-pub trait Kernels: WeightBlock {
+pub trait Kernels: PanelFormat {
     /// Every dequantization kernel for this format, best ISA last.
     fn dequant_kernels() -> Vec<DequantKernel<Self>>;
 
@@ -208,7 +212,7 @@ macro_rules! register {
             }
             fn row_kernels() -> Vec<RowKernel<Self>> {
                 #[allow(unused_mut)]
-                let mut v = vec![RowKernel { name: $scalar, isa: Isa::Scalar, rows: 1, cols: 1, f: scalar::row_dot::<$block> }];
+                let mut v = vec![RowKernel { name: $scalar, isa: Isa::Scalar, rows: 1, cols: 1, f: scalar::row_dot::<$block>, panel: None }];
                 #[cfg(target_arch = "x86_64")]
                 v.extend::<[RowKernel<Self>; _]>([$(RowKernel {
                     name: $name,
@@ -216,6 +220,7 @@ macro_rules! register {
                     rows: crate::$module::$file::ROWS,
                     cols: crate::$module::$file::COLS,
                     f: crate::$module::$file::$f,
+                    panel: crate::panel::for_isa(Isa::$isa),
                 }),*]);
                 #[cfg(target_arch = "aarch64")]
                 v.extend::<[RowKernel<Self>; _]>([$(RowKernel {
@@ -224,6 +229,7 @@ macro_rules! register {
                     rows: crate::$amodule::$afile::ROWS,
                     cols: crate::$amodule::$afile::COLS,
                     f: crate::$amodule::$afile::$aset::$af,
+                    panel: crate::panel::for_isa(Isa::$aisa),
                 }),*]);
                 v
             }

@@ -67,7 +67,14 @@ fn check_format<B: Kernels + RandomBlock>(seed: u64) -> (Vec<String>, Vec<String
                 }
             }
         }
-        ran.push(format!("{} ({})", kernel.name, kernel.isa));
+        match llmkernel_kernels::matmul::panel_for(&kernel, 512) {
+            // Batches 16, 33 and 512 above ran through the panel GEMM.
+            Some(p) => ran.push(format!(
+                "{} ({}) + panel {} ({})",
+                kernel.name, kernel.isa, p.name, p.isa
+            )),
+            None => ran.push(format!("{} ({})", kernel.name, kernel.isa)),
+        }
     }
     (ran, skipped)
 }

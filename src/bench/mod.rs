@@ -367,23 +367,19 @@ fn run_format<B: Kernels, S: Kernels>(
                     });
                 let (ggml_s, ours_s) = (median(tg), median(to));
                 let bytes = stored_bytes as f64;
+                let used = if dense_ms.is_some() {
+                    llmkernel_kernels::matmul::kernel_used(&skernel, n)
+                } else {
+                    llmkernel_kernels::matmul::kernel_used(&kernel, n)
+                };
                 let case = Case {
                     format,
                     m,
                     k,
                     batch: n,
                     threads: t,
-                    kernel: if dense_ms.is_some() {
-                        skernel.name
-                    } else {
-                        kernel.name
-                    }
-                    .to_string(),
-                    isa: if dense_ms.is_some() {
-                        skernel.isa
-                    } else {
-                        kernel.isa
-                    },
+                    kernel: used.0.to_string(),
+                    isa: used.1,
                     ggml_buffer: g.weight_buffer.clone(),
                     copies,
                     ggml_ms: ggml_s * 1e3,

@@ -372,6 +372,7 @@ macro_rules! weight_block {
             fn block_magnitude(x: &Self, y: &$act) -> f32 {
                 $mag(x, y)
             }
+            #[inline(always)]
             fn quantize_activations(x: &[f32], y: &mut [$act]) -> crate::Result<()> {
                 $quant(x, y)
             }

@@ -65,6 +65,7 @@ pub fn quantize_row_q8_0_ref(x: &[f32], y: &mut [BlockQ8_0]) -> Result<()> {
 /// function that quantizes activations in ggml's matmuls. It differs from the
 /// reference only in the reciprocal and in rounding ties to even:
 /// x86 computes `127 / amax` (AVX2 path), ARM `1 / (amax / 127)` (NEON path).
+#[inline(always)]
 pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) -> Result<()> {
     if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
         return quantize_row_q8_0_ref(x, y);

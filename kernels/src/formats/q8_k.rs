@@ -28,6 +28,7 @@ fn nearest_int(x: f32) -> i32 {
 /// Mirrors ggml's `quantize_row_q8_K_ref`, which ggml-cpu also uses for
 /// activations on x86 and ARM: the code of the largest-magnitude value is -127
 /// or 127 (`iscale = -127 / max`), codes round half to even.
+#[inline(always)]
 pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) -> Result<()> {
     Format::Q8K.check_row_blocks(x.len(), y.len())?;
     for (xb, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {

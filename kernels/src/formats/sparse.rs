@@ -125,7 +125,7 @@ fn positions(mask: u32) -> impl Iterator<Item = usize> {
 }
 
 /// The signed value (code - 8) of each of the 32 positions of a Q4_0S block.
-fn values_q4_0s(b: &BlockQ4_0S) -> [i32; 32] {
+pub(crate) fn values_q4_0s(b: &BlockQ4_0S) -> [i32; 32] {
     let mut v = [0i32; 32];
     for (k, p) in positions(b.mask()).enumerate() {
         v[p] = ((b.qs[k % 8] >> (4 * (k / 8))) & 15) as i32 - 8;
@@ -133,7 +133,7 @@ fn values_q4_0s(b: &BlockQ4_0S) -> [i32; 32] {
     v
 }
 
-fn values_q8_0s(b: &BlockQ8_0S) -> [i32; 32] {
+pub(crate) fn values_q8_0s(b: &BlockQ8_0S) -> [i32; 32] {
     let mut v = [0i32; 32];
     for (k, p) in positions(b.mask()).enumerate() {
         v[p] = b.qs[k] as i32;

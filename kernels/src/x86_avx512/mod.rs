@@ -3,6 +3,7 @@
 //! `#[target_feature]` functions reached only through the registry, which
 //! checks the CPU first.
 
+pub mod panel;
 pub mod q2_k;
 pub mod q4_k;
 pub mod q8_0;

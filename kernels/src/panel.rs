@@ -1,0 +1,585 @@
+//! GEMM (batch >= [`MIN_COLS`], prompt processing) through unpacked panels:
+//! one micro-kernel for every weight format.
+//!
+//! The row kernels of [`crate::registry`] multiply one weight row by up to 8
+//! columns straight from the GGUF blocks, so every activation load feeds one
+//! row, and the per-block unpacking and scale arithmetic is repeated for every
+//! group of columns. Here both sides are first put in the form an int8
+//! multiply-add wants, once per matmul (activations) or once per
+//! [`PANEL_ROWS`] weight rows (weights), and one format-agnostic tile kernel
+//! does `ROWS x COLS` outputs at a time:
+//!
+//! - **Weights** ([`Unpacked`], filled by [`PanelFormat::unpack`]): each row's
+//!   codes as plain `i8` along K, and per sub-block (the run of values sharing
+//!   a scale: 16 or 32) an f32 `scale`, an f32 `min` (an additive constant:
+//!   value = scale * code + min) and an i32 correction `-128 * sum(codes)`.
+//! - **Activations** ([`ColBlock`], from the ggml-quantized Q8_K / Q8_0
+//!   blocks by [`pack_columns`]): [`COLS`] columns interleaved by four values
+//!   along K (`[k/4][column][4]`), each code stored `+128` as a `u8`; per
+//!   sub-block and column the sum of the codes; per activation block and
+//!   column its scale.
+//!
+//! A tile keeps the accumulators of `ROWS x COLS` outputs. Per four values of
+//! K it loads the 4-value groups of all `COLS` columns once (two 64-byte
+//! vectors) and, for each row, multiplies them by that row's four codes
+//! broadcast (AVX-512 VNNI `vpdpbusd`: u8 x i8, four products added into each
+//! i32 lane). Starting each sub-block's integer sum at the correction makes it
+//! exactly `sum(code * a)`; it is then scaled in f32 (`scale`, `min * sum(a)`)
+//! and, per activation block, by the activation scale. One activation load
+//! feeds `ROWS` rows; one weight broadcast feeds `COLS` columns; outputs come
+//! out as `COLS` consecutive values of one row, which is how ggml lays out `y`
+//! (column c of row r at `y[c * m + r]`).
+//!
+//! The idea (reuse each unpacked weight across many columns, interleave the
+//! activations so one load feeds a whole tile) is what ik_llama.cpp and
+//! ggml's tiled/repacked GEMMs do; this code is our own.
+
+use crate::formats::{
+    scales_q3_k, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8K, BlockQ8_0,
+    BlockQ8_0S, QuantBlock, WeightBlock,
+};
+use crate::registry::Isa;
+
+/// Weight rows per tile.
+pub const ROWS: usize = 4;
+/// Activation columns per tile (two 16-lane vectors).
+pub const COLS: usize = 32;
+/// Weight rows unpacked together and run against every column block
+/// (16 rows of K = 4096: 64 KB of codes, kept in L2).
+pub const PANEL_ROWS: usize = 32;
+/// The smallest batch the panel GEMM takes; smaller ones run the row kernels,
+/// which need no unpacking and waste no padded columns.
+pub const MIN_COLS: usize = 16;
+
+/// The activation side: ggml's Q8_K and Q8_0 blocks.
+pub trait PanelAct: QuantBlock {
+    /// Values per block.
+    const LEN: usize;
+    fn scale(&self) -> f32;
+    fn codes(&self) -> &[i8];
+}
+
+impl PanelAct for BlockQ8K {
+    const LEN: usize = 256;
+    fn scale(&self) -> f32 {
+        self.d
+    }
+    fn codes(&self) -> &[i8] {
+        &self.qs
+    }
+}
+
+impl PanelAct for BlockQ8_0 {
+    const LEN: usize = 32;
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
+    }
+    fn codes(&self) -> &[i8] {
+        &self.qs
+    }
+}
+
+/// A weight format the panel GEMM takes: how one block unpacks.
+///
+/// Value `i` of a block is `scale[i / SUB] * codes[i] + min_scale * mins[i / MIN_SUB]`
+/// (no min term where `MIN_SUB == 0`). Where a sub-block's integer scale
+/// times its codes fits an `i8` (Q3_K, Q2_K) the codes carry it, `SUB` is the
+/// whole block, and the kernel needs one float step per block instead of one
+/// per sub-block.
+pub trait PanelFormat: WeightBlock<Act: PanelAct> {
+    /// Values per float `scale`: 32, or 256 where the codes carry the sub-block scales.
+    const SUB: usize;
+    /// Values per integer min (16 or 32), or 0 for formats without mins.
+    const MIN_SUB: usize;
+    /// Unpacks one block: `codes` (one per value), `scale` (one per `SUB`
+    /// values), `mins` (one per `MIN_SUB` values) and `min_scale`.
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32);
+}
+
+impl PanelFormat for BlockQ4K {
+    const SUB: usize = 32;
+    const MIN_SUB: usize = 32;
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32) {
+        let sm = crate::formats::q4_k::scales_mins(&self.scales);
+        let d = self.d.to_f32();
+        for j in 0..8 {
+            scale[j] = d * sm[j] as f32;
+            mins[j] = sm[8 + j] as i16;
+        }
+        *min_scale = -self.dmin.to_f32();
+        let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
+        for (codes, q) in codes.chunks_exact_mut(64).zip(self.qs.chunks_exact(32)) {
+            let (lo, hi) = codes.split_at_mut(32);
+            for ((lo, hi), &b) in lo.iter_mut().zip(hi).zip(q) {
+                (*lo, *hi) = ((b & 0x0F) as i8, (b >> 4) as i8);
+            }
+        }
+    }
+}
+
+impl PanelFormat for BlockQ3K {
+    const SUB: usize = 256;
+    const MIN_SUB: usize = 0;
+    /// Codes are `-q * sc` (q in -4..=3, sc in -32..=31: -128..=124, an i8;
+    /// `q * sc` would reach +128), the scale `-d`.
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
+        scale[0] = -self.d.to_f32();
+        let sc = scales_q3_k(&self.scales);
+        let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
+        // Value 128h + 32s + l: low bits at shift 2s of qs[32h + l], high bit
+        // (clear means -4) at bit 4h + s of hmask[l].
+        for (h, (codes, qs)) in codes
+            .chunks_exact_mut(128)
+            .zip(self.qs.chunks_exact(32))
+            .enumerate()
+        {
+            for (s, codes) in codes.chunks_exact_mut(32).enumerate() {
+                let (s0, s1) = (sc[8 * h + 2 * s] as i32, sc[8 * h + 2 * s + 1] as i32);
+                for (l, ((c, &q), &hm)) in codes.iter_mut().zip(qs).zip(&self.hmask).enumerate() {
+                    let (low, high) = ((q >> (2 * s)) & 3, (hm >> (4 * h + s)) & 1);
+                    let code = (low | high << 2) as i32 - 4;
+                    *c = (-code * if l < 16 { s0 } else { s1 }) as i8;
+                }
+            }
+        }
+    }
+}
+
+impl PanelFormat for BlockQ2K {
+    const SUB: usize = 256;
+    const MIN_SUB: usize = 16;
+    /// Codes are `q * sc` (0..=45).
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32) {
+        scale[0] = self.d.to_f32();
+        *min_scale = -self.dmin.to_f32();
+        for (m, &sc) in mins.iter_mut().zip(&self.scales) {
+            *m = (sc >> 4) as i16;
+        }
+        let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
+        for (h, (codes, qs)) in codes
+            .chunks_exact_mut(128)
+            .zip(self.qs.chunks_exact(32))
+            .enumerate()
+        {
+            for (s, codes) in codes.chunks_exact_mut(32).enumerate() {
+                let s0 = self.scales[8 * h + 2 * s] & 0x0F;
+                let s1 = self.scales[8 * h + 2 * s + 1] & 0x0F;
+                for (l, (c, &q)) in codes.iter_mut().zip(qs).enumerate() {
+                    *c = (((q >> (2 * s)) & 3) * if l < 16 { s0 } else { s1 }) as i8;
+                }
+            }
+        }
+    }
+}
+
+impl PanelFormat for BlockQ4_0 {
+    const SUB: usize = 32;
+    const MIN_SUB: usize = 0;
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
+        scale[0] = self.d.to_f32();
+        let (lo, hi) = codes.split_at_mut(16);
+        for ((lo, hi), &b) in lo.iter_mut().zip(hi).zip(&self.qs) {
+            (*lo, *hi) = ((b & 0x0F) as i8 - 8, (b >> 4) as i8 - 8);
+        }
+    }
+}
+
+impl PanelFormat for BlockQ8_0 {
+    const SUB: usize = 32;
+    const MIN_SUB: usize = 0;
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
+        scale[0] = self.d.to_f32();
+        codes[..32].copy_from_slice(&self.qs);
+    }
+}
+
+impl PanelFormat for BlockQ4_0S {
+    const SUB: usize = 32;
+    const MIN_SUB: usize = 0;
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
+        scale[0] = self.d.to_f32();
+        for (c, v) in codes
+            .iter_mut()
+            .zip(crate::formats::sparse::values_q4_0s(self))
+        {
+            *c = v as i8;
+        }
+    }
+}
+
+impl PanelFormat for BlockQ8_0S {
+    const SUB: usize = 32;
+    const MIN_SUB: usize = 0;
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
+        scale[0] = self.d.to_f32();
+        for (c, v) in codes
+            .iter_mut()
+            .zip(crate::formats::sparse::values_q8_0s(self))
+        {
+            *c = v as i8;
+        }
+    }
+}
+
+/// The shape of a format's panel data: what [`Unpacked`], [`ColBlock`] and
+/// [`Tile`] agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Values per weight block (= per activation block).
+    pub block: usize,
+    /// Values per float scale.
+    pub sub: usize,
+    /// Values per integer min, 0 for none.
+    pub min_sub: usize,
+}
+
+impl Shape {
+    pub fn of<B: PanelFormat>() -> Shape {
+        let block = B::FORMAT.block_len();
+        assert_eq!(
+            block,
+            <B::Act as PanelAct>::LEN,
+            "weight and activation blocks span the same values"
+        );
+        Shape {
+            block,
+            sub: B::SUB,
+            min_sub: B::MIN_SUB,
+        }
+    }
+    /// Pairs of mins per block (mins go two to an i32: the kernel multiplies i16 pairs).
+    pub fn pairs(&self) -> usize {
+        if self.min_sub == 0 {
+            0
+        } else {
+            self.block / self.min_sub / 2
+        }
+    }
+}
+
+/// Up to `rows` weight rows unpacked ([`PanelFormat::unpack`]); rows past
+/// the filled ones are zero (they compute zeros, which are not stored).
+pub struct Unpacked {
+    k: usize,
+    shape: Shape,
+    rows: usize,
+    /// `rows * k` codes, row after row.
+    codes: Vec<i8>,
+    /// Per row, per `sub` values: the float scale and the correction `-128 * sum(codes)`.
+    scale: Vec<f32>,
+    corr: Vec<i32>,
+    /// Per row, per pair of mins: `min[2p] | min[2p + 1] << 16`.
+    mins: Vec<i32>,
+    /// Per row, per block.
+    min_scale: Vec<f32>,
+    /// Per block, for unpacking.
+    block_mins: Vec<i16>,
+}
+
+impl Unpacked {
+    pub fn new(rows: usize, k: usize, shape: Shape) -> Unpacked {
+        let (nsub, nblk) = (k / shape.sub, k / shape.block);
+        let with_min = |n: usize| if shape.min_sub == 0 { 0 } else { n };
+        Unpacked {
+            k,
+            shape,
+            rows,
+            codes: vec![0; rows * k],
+            scale: vec![0.0; rows * nsub],
+            corr: vec![0; rows * nsub],
+            mins: vec![0; rows * nblk * shape.pairs()],
+            min_scale: vec![0.0; with_min(rows * nblk)],
+            block_mins: vec![0; with_min(shape.block / shape.min_sub.max(1))],
+        }
+    }
+
+    /// Unpacks `blocks` (`n <= rows` rows, row after row) and zeroes the rest.
+    pub fn fill<B: PanelFormat>(&mut self, blocks: &[B], n: usize) {
+        assert!(n <= self.rows && self.shape == Shape::of::<B>());
+        assert_eq!(blocks.len() * self.shape.block, n * self.k);
+        #[cfg(target_arch = "x86_64")]
+        if crate::registry::Isa::Avx2.supported(&crate::cpu::CpuFeatures::get()) {
+            // SAFETY: AVX2 checked just above.
+            return unsafe { self.fill_avx2(blocks, n) };
+        }
+        self.fill_any(blocks, n)
+    }
+
+    /// [`Unpacked::fill`] compiled for AVX2: the same code, which the
+    /// compiler vectorizes with 32-byte registers (3-4x faster than with SSE2).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2<B: PanelFormat>(&mut self, blocks: &[B], n: usize) {
+        self.fill_any(blocks, n)
+    }
+
+    #[inline(always)]
+    fn fill_any<B: PanelFormat>(&mut self, blocks: &[B], n: usize) {
+        let Shape { block, sub, .. } = self.shape;
+        let (nsub, nblk, pairs) = (self.k / sub, self.k / block, self.shape.pairs());
+        let mut min_scale = 0f32;
+        for (i, ((b, codes), scale)) in blocks
+            .iter()
+            .zip(self.codes.chunks_exact_mut(block))
+            .zip(self.scale.chunks_exact_mut(block / sub))
+            .enumerate()
+        {
+            b.unpack(codes, scale, &mut self.block_mins, &mut min_scale);
+            if pairs > 0 {
+                self.min_scale[i] = min_scale;
+                for (p, m) in self.mins[i * pairs..][..pairs]
+                    .iter_mut()
+                    .zip(self.block_mins.chunks_exact(2))
+                {
+                    *p = (m[0] as u16 as i32) | (m[1] as i32) << 16;
+                }
+            }
+        }
+        for (corr, codes) in self.corr[..n * nsub]
+            .iter_mut()
+            .zip(self.codes.chunks_exact(sub))
+        {
+            *corr = -128 * codes.iter().map(|&c| c as i32).sum::<i32>();
+        }
+        self.codes[n * self.k..].fill(0);
+        self.scale[n * nsub..].fill(0.0);
+        self.corr[n * nsub..].fill(0);
+        self.mins[n * nblk * pairs..].fill(0);
+        if pairs > 0 {
+            self.min_scale[n * nblk..].fill(0.0);
+        }
+    }
+
+    /// Value `i` of row `r` as the unpacked form gives it.
+    pub fn value(&self, r: usize, i: usize) -> f32 {
+        let Shape {
+            block,
+            sub,
+            min_sub,
+        } = self.shape;
+        let v = self.scale[r * (self.k / sub) + i / sub] * self.codes[r * self.k + i] as f32;
+        if min_sub == 0 {
+            return v;
+        }
+        let (b, j) = (r * (self.k / block) + i / block, (i % block) / min_sub);
+        let pair = self.mins[b * self.shape.pairs() + j / 2];
+        let min = if j % 2 == 0 {
+            pair as i16
+        } else {
+            (pair >> 16) as i16
+        };
+        v + self.min_scale[b] * min as f32
+    }
+}
+
+/// [`COLS`] activation columns, interleaved for the tile kernels.
+pub struct ColBlock {
+    /// `[k / 4][COLS][4]`: code + 128.
+    codes: Vec<u8>,
+    /// `[k / (2 * min_sub)][COLS]`: the sums of the column's codes over two
+    /// min sub-blocks, as an i16 pair (empty without mins).
+    sums: Vec<i32>,
+    /// `[k / block][COLS]`: the column's activation scale.
+    scales: Vec<f32>,
+}
+
+/// Interleaves columns `c0 .. c0 + COLS` of `acts` (`n` columns of `k`
+/// values, `Act` blocks) into a [`ColBlock`] for `shape`; columns at or past `n` are zero.
+pub fn pack_columns<A: PanelAct>(
+    acts: &[A],
+    n: usize,
+    k: usize,
+    c0: usize,
+    shape: Shape,
+) -> ColBlock {
+    let per_col = k / A::LEN;
+    let npairs = if shape.min_sub == 0 {
+        0
+    } else {
+        k / shape.min_sub / 2
+    };
+    let mut b = ColBlock {
+        codes: vec![0x80; k * COLS],
+        sums: vec![0; npairs * COLS],
+        scales: vec![0.0; per_col * COLS],
+    };
+    for c in 0..COLS.min(n.saturating_sub(c0)) {
+        let col = &acts[(c0 + c) * per_col..][..per_col];
+        for (i, blk) in col.iter().enumerate() {
+            b.scales[i * COLS + c] = blk.scale();
+            for (j, q) in blk.codes().chunks_exact(4).enumerate() {
+                let at = ((i * A::LEN) / 4 + j) * COLS * 4 + c * 4;
+                for (o, &v) in b.codes[at..at + 4].iter_mut().zip(q) {
+                    *o = (v as u8) ^ 0x80;
+                }
+            }
+            if npairs > 0 {
+                let sum = |q: &[i8]| q.iter().map(|&v| v as i32).sum::<i32>();
+                for (p, q) in blk.codes().chunks_exact(2 * shape.min_sub).enumerate() {
+                    let (lo, hi) = q.split_at(shape.min_sub);
+                    b.sums[((i * A::LEN) / (2 * shape.min_sub) + p) * COLS + c] =
+                        (sum(lo) as u16 as i32) | sum(hi) << 16;
+                }
+            }
+        }
+    }
+    b
+}
+
+impl ColBlock {
+    /// Code `i` of column `c`, as packed (the inverse of [`pack_columns`]).
+    pub fn code(&self, c: usize, i: usize) -> i8 {
+        (self.codes[(i / 4 * COLS + c) * 4 + i % 4] ^ 0x80) as i8
+    }
+    /// The scale of activation block `b` of column `c`.
+    pub fn scale(&self, c: usize, b: usize) -> f32 {
+        self.scales[b * COLS + c]
+    }
+    /// The code sums of min sub-blocks `2p` and `2p + 1` of column `c`.
+    pub fn sums(&self, c: usize, p: usize) -> (i16, i16) {
+        let v = self.sums[p * COLS + c];
+        (v as i16, (v >> 16) as i16)
+    }
+}
+
+/// What one tile kernel call reads: [`ROWS`] unpacked weight rows against one
+/// [`ColBlock`].
+pub struct Tile<'a> {
+    pub k: usize,
+    pub shape: Shape,
+    /// Row r's codes: `codes[r * k ..][..k]`.
+    pub codes: &'a [i8],
+    /// Row r's scales and corrections: `[r * k / sub ..][..k / sub]`.
+    pub scale: &'a [f32],
+    pub corr: &'a [i32],
+    /// Row r's min pairs: `[r * k / block * pairs ..]`; min scales: `[r * k / block ..]`.
+    pub mins: &'a [i32],
+    pub min_scale: &'a [f32],
+    pub cols: &'a ColBlock,
+}
+
+impl<'a> Tile<'a> {
+    /// Rows `r0 .. r0 + ROWS` of `w` against `cols`.
+    pub fn new(w: &'a Unpacked, r0: usize, cols: &'a ColBlock) -> Tile<'a> {
+        let (k, shape) = (w.k, w.shape);
+        let (nsub, nblk, pairs) = (k / shape.sub, k / shape.block, shape.pairs());
+        assert!(r0 + ROWS <= w.rows);
+        assert!(cols.codes.len() == k * COLS && cols.scales.len() == nblk * COLS);
+        assert!(cols.sums.len() == nblk * pairs * COLS);
+        let with_min = |s: &'a [f32]| {
+            if pairs == 0 {
+                &s[..0]
+            } else {
+                &s[r0 * nblk..(r0 + ROWS) * nblk]
+            }
+        };
+        Tile {
+            k,
+            shape,
+            codes: &w.codes[r0 * k..(r0 + ROWS) * k],
+            scale: &w.scale[r0 * nsub..(r0 + ROWS) * nsub],
+            corr: &w.corr[r0 * nsub..(r0 + ROWS) * nsub],
+            mins: &w.mins[r0 * nblk * pairs..(r0 + ROWS) * nblk * pairs],
+            min_scale: with_min(&w.min_scale),
+            cols,
+        }
+    }
+    pub fn acodes(&self) -> &[u8] {
+        &self.cols.codes
+    }
+    pub fn asums(&self) -> &[i32] {
+        &self.cols.sums
+    }
+    pub fn ascales(&self) -> &[f32] {
+        &self.cols.scales
+    }
+}
+
+/// `out[r * COLS + c] = dot(row r, column c)` for a [`Tile`].
+pub type TileFn = unsafe fn(t: &Tile, out: &mut [f32; ROWS * COLS]);
+
+/// A panel tile kernel: one per ISA, shared by every weight format.
+#[derive(Clone, Copy)]
+pub struct PanelKernel {
+    /// Named by op, unpacked weight and interleaved activation forms, tile and ISA.
+    pub name: &'static str,
+    pub isa: Isa,
+    /// # Safety
+    /// The CPU must support `isa`; the tile built by [`Tile::new`] (which checks the lengths).
+    pub f: TileFn,
+}
+
+/// The scalar reference of the tile kernels: the same integer sums and the
+/// same fused multiply-adds in the same order, so every SIMD tile kernel
+/// must equal it bit for bit. Per block of each column: per `sub` values the
+/// exact `sum(code * a)` times its scale; the exact `sum(min * sum(a))` times
+/// the block's min scale; the total times the activation scale.
+///
+/// # Safety
+/// None (safe code; `unsafe fn` to fit [`TileFn`]).
+pub unsafe fn gemm_i8_q8x32_4x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
+    let Shape { block, sub, .. } = t.shape;
+    let (nsub, nblk, pairs) = (t.k / sub, t.k / block, t.shape.pairs());
+    let lo_hi = |v: i32| (v as i16 as i32, v >> 16);
+    for r in 0..ROWS {
+        for c in 0..COLS {
+            let mut acc = 0f32;
+            for b in 0..nblk {
+                let mut sb = 0f32;
+                for g in b * block / sub..(b + 1) * block / sub {
+                    let mut isum = t.corr[r * nsub + g];
+                    for i in g * sub..(g + 1) * sub {
+                        let a = t.acodes()[(i / 4 * COLS + c) * 4 + i % 4] as i32;
+                        isum += t.codes[r * t.k + i] as i32 * a;
+                    }
+                    sb = (isum as f32).mul_add(t.scale[r * nsub + g], sb);
+                }
+                if pairs > 0 {
+                    let mut imin = 0i32;
+                    for p in b * pairs..(b + 1) * pairs {
+                        let ((m0, m1), (s0, s1)) = (
+                            lo_hi(t.mins[r * nblk * pairs + p]),
+                            lo_hi(t.asums()[p * COLS + c]),
+                        );
+                        imin += m0 * s0 + m1 * s1;
+                    }
+                    sb = (imin as f32).mul_add(t.min_scale[r * nblk + b], sb);
+                }
+                acc = sb.mul_add(t.ascales()[b * COLS + c], acc);
+            }
+            out[r * COLS + c] = acc;
+        }
+    }
+}
+
+/// Every panel tile kernel, best ISA last (the scalar reference first).
+pub fn kernels() -> Vec<PanelKernel> {
+    #[allow(unused_mut)]
+    let mut v = vec![PanelKernel {
+        name: "gemm_i8_q8x32_4x32",
+        isa: Isa::Scalar,
+        f: gemm_i8_q8x32_4x32,
+    }];
+    #[cfg(target_arch = "x86_64")]
+    v.push(PanelKernel {
+        name: "gemm_i8_q8x32_4x32",
+        isa: Isa::Avx512,
+        f: crate::x86_avx512::panel::gemm_i8_q8x32_4x32,
+    });
+    v
+}
+
+/// The panel kernel the row kernels of `isa` use for batches >= [`MIN_COLS`]
+/// (none where the scalar tile would be no faster than the row kernels).
+pub fn for_isa(isa: Isa) -> Option<PanelKernel> {
+    kernels()
+        .into_iter()
+        .find(|k| k.isa == isa && isa != Isa::Scalar)
+}

@@ -1,0 +1,241 @@
+//! The panel GEMM (`llmkernel_kernels::panel`): its two layout transforms and
+//! its tile kernels, each against a reference.
+//!
+//! - Unpacking weights: every value the unpacked form gives (`scale * code +
+//!   min_scale * min`) equals the format's scalar dequantization bit for bit
+//!   (every product involved is exact in f32), on random and extreme blocks;
+//!   rows past the filled ones are zero.
+//! - Interleaving activations: every code, scale and pair of code sums reads
+//!   back exactly; padding columns are zero.
+//! - Tile kernels: every SIMD tile this CPU runs equals the scalar tile bit
+//!   for bit (same integer sums, same fused multiply-adds in the same order).
+//! - The whole GEMM against the scalar dot products is in `harness.rs`, which
+//!   runs batches of 16, 33 and 512 (the panel path) and checks that it ran.
+
+use llmkernel_kernels::cpu::CpuFeatures;
+use llmkernel_kernels::formats::*;
+use llmkernel_kernels::matmul::quantize_activations;
+use llmkernel_kernels::panel::{
+    self, pack_columns, PanelAct, PanelFormat, Shape, Tile, Unpacked, COLS, ROWS,
+};
+use llmkernel_kernels::registry::{Isa, Kernels};
+use llmkernel_kernels::testdata::{RandomBlock, Rng};
+
+fn same(a: f32, b: f32) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
+}
+
+/// Blocks with every code at its extreme: all bytes 0x00, all 0xFF, and the
+/// given random block's scale bytes kept (so scales stay finite and varied).
+fn extremes<B: QuantBlock + RandomBlock>(r: &mut Rng) -> Vec<B> {
+    let mut v = vec![];
+    for fill in [0x00u8, 0xFF, 0x88, 0x11] {
+        let mut b = B::random(r);
+        let bytes: &mut [u8] = bytemuck::bytes_of_mut(&mut b);
+        // Keep the first (Q4_0/Q8_0, Q4_K: d) or last (Q2_K, Q3_K: d, dmin)
+        // bytes, which hold the f16 scales; fill the rest.
+        let n = bytes.len();
+        let keep = match B::FORMAT {
+            Format::Q2K => n - 4..n,
+            Format::Q3K => n - 2..n,
+            Format::Q4K => 0..4,
+            _ => 0..2,
+        };
+        for (i, x) in bytes.iter_mut().enumerate() {
+            if !keep.contains(&i) {
+                *x = fill;
+            }
+        }
+        v.push(b);
+    }
+    v
+}
+
+fn check_unpack<B: PanelFormat + RandomBlock>(seed: u64) {
+    let mut r = Rng::new(seed);
+    let shape = Shape::of::<B>();
+    let per_row = 3;
+    let k = per_row * shape.block;
+    for rows in [1usize, 4, 7] {
+        let mut blocks = B::random_vec(&mut r, rows * per_row);
+        // Extreme blocks first (the 2:4 formats' random blocks are valid 2:4 already).
+        if !matches!(B::FORMAT, Format::Q4_0S | Format::Q8_0S) {
+            for (b, e) in blocks.iter_mut().zip(extremes::<B>(&mut r)) {
+                *b = e;
+            }
+        }
+        let mut u = Unpacked::new(8, k, shape);
+        // Dirty it first: fill must reset rows it does not fill.
+        u.fill(&B::random_vec(&mut r, 8 * per_row), 8);
+        u.fill(&blocks, rows);
+        let mut want = vec![0f32; k];
+        for row in 0..8 {
+            if row < rows {
+                B::dequantize_row(&blocks[row * per_row..][..per_row], &mut want).unwrap();
+            } else {
+                want.fill(0.0);
+            }
+            for (i, &w) in want.iter().enumerate() {
+                let got = u.value(row, i);
+                assert!(
+                    same(got, w),
+                    "{}: {rows} rows, row {row}, value {i}: unpacked {got:e}, dequantized {w:e}",
+                    B::FORMAT
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn unpacked_weights_equal_the_dequantization() {
+    check_unpack::<BlockQ4K>(1);
+    check_unpack::<BlockQ3K>(2);
+    check_unpack::<BlockQ2K>(3);
+    check_unpack::<BlockQ4_0>(4);
+    check_unpack::<BlockQ8_0>(5);
+    check_unpack::<BlockQ4_0S>(6);
+    check_unpack::<BlockQ8_0S>(7);
+}
+
+fn check_columns<B: PanelFormat + RandomBlock>(seed: u64) {
+    let mut r = Rng::new(seed);
+    let shape = Shape::of::<B>();
+    let k = 2 * shape.block;
+    let per_col = k / <B::Act as PanelAct>::LEN;
+    for n in [1usize, 31, 45] {
+        let x = r.activations(n * k);
+        let acts = quantize_activations::<B>(&x, n, k, 1).unwrap();
+        for c0 in (0..n).step_by(COLS) {
+            let cb = pack_columns(&acts, n, k, c0, shape);
+            for c in 0..COLS {
+                let col = (c0 + c < n).then(|| &acts[(c0 + c) * per_col..][..per_col]);
+                for i in 0..k {
+                    let want = col.map_or(0, |a| {
+                        a[i / <B::Act as PanelAct>::LEN].codes()[i % <B::Act as PanelAct>::LEN]
+                    });
+                    assert_eq!(
+                        cb.code(c, i),
+                        want,
+                        "{}: n {n}, column {}, value {i}",
+                        B::FORMAT,
+                        c0 + c
+                    );
+                }
+                for b in 0..per_col {
+                    let want = col.map_or(0.0, |a| a[b].scale());
+                    assert!(
+                        same(cb.scale(c, b), want),
+                        "{}: column {}, block {b}",
+                        B::FORMAT,
+                        c0 + c
+                    );
+                }
+                if shape.min_sub > 0 {
+                    for p in 0..k / shape.min_sub / 2 {
+                        let sum = |s: usize| -> i16 {
+                            col.map_or(0, |a| {
+                                (s * shape.min_sub..(s + 1) * shape.min_sub)
+                                    .map(|i| {
+                                        a[i / <B::Act as PanelAct>::LEN].codes()
+                                            [i % <B::Act as PanelAct>::LEN]
+                                            as i16
+                                    })
+                                    .sum()
+                            })
+                        };
+                        assert_eq!(
+                            cb.sums(c, p),
+                            (sum(2 * p), sum(2 * p + 1)),
+                            "{}: column {}",
+                            B::FORMAT,
+                            c0 + c
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn interleaved_columns_read_back_exactly() {
+    check_columns::<BlockQ4K>(11);
+    check_columns::<BlockQ3K>(12);
+    check_columns::<BlockQ2K>(13);
+    check_columns::<BlockQ4_0>(14);
+    check_columns::<BlockQ8_0>(15);
+}
+
+/// Every SIMD tile kernel of this CPU against the scalar tile, for format `B`.
+fn check_tiles<B: PanelFormat + RandomBlock>(
+    seed: u64,
+    ran: &mut Vec<String>,
+    skipped: &mut Vec<String>,
+) {
+    let cpu = CpuFeatures::get();
+    let mut r = Rng::new(seed);
+    let shape = Shape::of::<B>();
+    for kernel in panel::kernels()
+        .into_iter()
+        .filter(|p| p.isa != Isa::Scalar)
+    {
+        if !kernel.isa.supported(&cpu) {
+            skipped.push(format!("{} ({}): not on this CPU", kernel.name, kernel.isa));
+            continue;
+        }
+        for (nblk, n, rows) in [(1usize, 32usize, 4usize), (3, 7, 3), (5, 32, 2), (2, 45, 4)] {
+            let k = nblk * shape.block;
+            let w = B::random_vec(&mut r, rows * nblk);
+            let mut u = Unpacked::new(ROWS, k, shape);
+            u.fill(&w, rows);
+            let x = r.activations(n * k);
+            let acts = quantize_activations::<B>(&x, n, k, 1).unwrap();
+            for c0 in (0..n).step_by(COLS) {
+                let cb = pack_columns(&acts, n, k, c0, shape);
+                let tile = Tile::new(&u, 0, &cb);
+                let (mut want, mut got) = ([0f32; ROWS * COLS], [f32::NAN; ROWS * COLS]);
+                // SAFETY: the scalar tile has no requirement; the ISA is checked above.
+                unsafe {
+                    panel::gemm_i8_q8x32_4x32(&tile, &mut want);
+                    (kernel.f)(&tile, &mut got);
+                }
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "{} ({}), {}: k {k}, n {n}, output {i}: {g:e}, scalar tile {w:e}",
+                        kernel.name,
+                        kernel.isa,
+                        B::FORMAT
+                    );
+                }
+            }
+        }
+        ran.push(format!("{} ({}) on {}", kernel.name, kernel.isa, B::FORMAT));
+    }
+}
+
+#[test]
+fn tile_kernels_equal_the_scalar_tile() {
+    let (mut ran, mut skipped) = (vec![], vec![]);
+    check_tiles::<BlockQ4K>(21, &mut ran, &mut skipped);
+    check_tiles::<BlockQ3K>(22, &mut ran, &mut skipped);
+    check_tiles::<BlockQ2K>(23, &mut ran, &mut skipped);
+    check_tiles::<BlockQ4_0>(24, &mut ran, &mut skipped);
+    check_tiles::<BlockQ8_0>(25, &mut ran, &mut skipped);
+    check_tiles::<BlockQ4_0S>(26, &mut ran, &mut skipped);
+    check_tiles::<BlockQ8_0S>(27, &mut ran, &mut skipped);
+    for s in &skipped {
+        eprintln!("skipped: {s}");
+    }
+    for s in &ran {
+        eprintln!("ran: {s}");
+    }
+    // Where the best kernels have a panel tile, it must have run.
+    let best_has_panel = BlockQ4K::select_at(Isa::I8mm).panel.is_some();
+    assert!(
+        !best_has_panel || !ran.is_empty(),
+        "this CPU's kernels have a panel tile, but none ran"
+    );
+    assert_eq!(ran.len() + skipped.len(), 7 * (panel::kernels().len() - 1));
+}
