@@ -14,7 +14,9 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use llmkernel::kernels::cpu::CpuFeatures;
 use llmkernel::kernels::formats::*;
-use llmkernel::kernels::matmul::{matmul_quantized, panel_for, quantize_activations, QMatrix};
+use llmkernel::kernels::matmul::{
+    matmul_quantized, panel_for, quantize_activations, quantize_row, QMatrix,
+};
 use llmkernel::kernels::panel::{self, pack_columns, Shape, Tile, Unpacked, COLS, ROWS};
 use llmkernel::kernels::registry::{Kernels, RowKernel};
 use llmkernel::kernels::testdata::{RandomBlock, Rng};
@@ -130,7 +132,45 @@ fn unpack_dense<B: Kernels>(w: &[B]) -> Vec<u8> {
     }
 }
 
+/// Activation quantization of 64 rows of K: the scalar references and what
+/// the driver runs (`quantize_row`: AVX2 where there is AVX2). Bytes: the f32 input.
+fn bench_quantize(c: &mut Criterion) {
+    let n = 64;
+    let x = Rng::new(3).activations(n * K);
+    let mut g = c.benchmark_group("activations/quantize");
+    g.throughput(Throughput::Bytes((x.len() * 4) as u64));
+    let mut q8k = vec![
+        BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; 16]
+        };
+        n * K / QK_K
+    ];
+    let mut q80 = vec![
+        BlockQ8_0 {
+            d: half::f16::ZERO,
+            qs: [0; 32]
+        };
+        n * K / 32
+    ];
+    g.bench_function("quantize_row_q8_k/scalar", |b| {
+        b.iter(|| quantize_row_q8_k(&x, &mut q8k).unwrap())
+    });
+    g.bench_function("quantize_row_q8_k/driver", |b| {
+        b.iter(|| quantize_row::<BlockQ4K>(&x, &mut q8k).unwrap())
+    });
+    g.bench_function("quantize_row_q8_0/scalar", |b| {
+        b.iter(|| quantize_row_q8_0(&x, &mut q80).unwrap())
+    });
+    g.bench_function("quantize_row_q8_0/driver", |b| {
+        b.iter(|| quantize_row::<BlockQ8_0>(&x, &mut q80).unwrap())
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    bench_quantize(c);
     bench_format::<BlockQ4K>(c);
     bench_format::<BlockQ3K>(c);
     bench_format::<BlockQ2K>(c);

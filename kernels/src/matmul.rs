@@ -172,18 +172,28 @@ pub fn matmul<B: Kernels>(
 }
 
 /// One row of activations quantized by [`WeightBlock::quantize_activations`],
-/// compiled for AVX2 where the CPU has it: the same code, bit for bit (Rust
-/// never fuses a multiply and an add on its own), but rounding becomes one
-/// `vroundps` instead of a libm call per value: 4-6x faster.
-fn quantize_row<B: WeightBlock>(x: &[f32], q: &mut [B::Act]) -> Result<()> {
+/// on AVX2 by [`crate::x86_avx2::quant`], which writes the same bytes.
+pub fn quantize_row<B: WeightBlock>(x: &[f32], q: &mut [B::Act]) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
-    if crate::registry::Isa::Avx2.supported(&crate::cpu::CpuFeatures::get()) {
-        #[target_feature(enable = "avx2,sse4.1")]
-        unsafe fn avx2<B: WeightBlock>(x: &[f32], q: &mut [B::Act]) -> Result<()> {
-            B::quantize_activations(x, q)
+    if crate::registry::Isa::Avx2.supported(&crate::cpu::CpuFeatures::get())
+        && crate::registry::Isa::ceiling()? >= crate::registry::Isa::Avx2
+    {
+        let format = <B::Act as QuantBlock>::FORMAT;
+        format.check_row_blocks(x.len(), q.len())?;
+        // SAFETY: AVX2 and F16C checked above (Isa::Avx2 includes them); lengths
+        // checked; B::Act is the block type its FORMAT names, so the casts are identities.
+        unsafe {
+            match format {
+                crate::Format::Q8K => {
+                    crate::x86_avx2::quant::quantize_q8_k(x, bytemuck::cast_slice_mut(q))
+                }
+                crate::Format::Q8_0 => {
+                    crate::x86_avx2::quant::quantize_q8_0(x, bytemuck::cast_slice_mut(q))
+                }
+                _ => B::quantize_activations(x, q)?,
+            }
         }
-        // SAFETY: AVX2 (and so SSE4.1) checked just above.
-        return unsafe { avx2::<B>(x, q) };
+        return Ok(());
     }
     B::quantize_activations(x, q)
 }

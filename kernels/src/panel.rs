@@ -57,6 +57,10 @@ pub trait PanelAct: QuantBlock {
     const LEN: usize;
     fn scale(&self) -> f32;
     fn codes(&self) -> &[i8];
+    /// The sums of each 16 codes, where the block stores them (Q8_K).
+    fn sums16(&self) -> Option<&[i16]> {
+        None
+    }
 }
 
 impl PanelAct for BlockQ8K {
@@ -66,6 +70,9 @@ impl PanelAct for BlockQ8K {
     }
     fn codes(&self) -> &[i8] {
         &self.qs
+    }
+    fn sums16(&self) -> Option<&[i16]> {
+        Some(&self.bsums)
     }
 }
 
@@ -305,9 +312,16 @@ impl Unpacked {
         assert!(n <= self.rows && self.shape == Shape::of::<B>());
         assert_eq!(blocks.len() * self.shape.block, n * self.k);
         #[cfg(target_arch = "x86_64")]
-        if crate::registry::Isa::Avx2.supported(&crate::cpu::CpuFeatures::get()) {
-            // SAFETY: AVX2 checked just above.
-            return unsafe { self.fill_avx2(blocks, n) };
+        {
+            let cpu = crate::cpu::CpuFeatures::get();
+            if crate::registry::Isa::Avx512.supported(&cpu) {
+                // SAFETY: AVX-512 checked just above.
+                return unsafe { self.fill_avx512(blocks, n) };
+            }
+            if crate::registry::Isa::Avx2.supported(&cpu) {
+                // SAFETY: AVX2 checked just above.
+                return unsafe { self.fill_avx2(blocks, n) };
+            }
         }
         self.fill_any(blocks, n)
     }
@@ -317,6 +331,13 @@ impl Unpacked {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn fill_avx2<B: PanelFormat>(&mut self, blocks: &[B], n: usize) {
+        self.fill_any(blocks, n)
+    }
+
+    /// [`Unpacked::fill`] compiled for AVX-512 BW.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+    unsafe fn fill_avx512<B: PanelFormat>(&mut self, blocks: &[B], n: usize) {
         self.fill_any(blocks, n)
     }
 
@@ -381,8 +402,8 @@ impl Unpacked {
 
 /// [`COLS`] activation columns, interleaved for the tile kernels.
 pub struct ColBlock {
-    /// `[k / 4][COLS][4]`: code + 128.
-    codes: Vec<u8>,
+    /// `[k / 4][COLS]`: four codes of a column, each + 128 (`u8`), as one word.
+    codes: Vec<u32>,
     /// `[k / (2 * min_sub)][COLS]`: the sums of the column's codes over two
     /// min sub-blocks, as an i16 pair (empty without mins).
     sums: Vec<i32>,
@@ -406,26 +427,43 @@ pub fn pack_columns<A: PanelAct>(
         k / shape.min_sub / 2
     };
     let mut b = ColBlock {
-        codes: vec![0x80; k * COLS],
+        codes: vec![0x8080_8080; k / 4 * COLS],
         sums: vec![0; npairs * COLS],
         scales: vec![0.0; per_col * COLS],
     };
+    let pair = |lo: i32, hi: i32| (lo as u16 as i32) | hi << 16;
     for c in 0..COLS.min(n.saturating_sub(c0)) {
         let col = &acts[(c0 + c) * per_col..][..per_col];
         for (i, blk) in col.iter().enumerate() {
             b.scales[i * COLS + c] = blk.scale();
-            for (j, q) in blk.codes().chunks_exact(4).enumerate() {
-                let at = ((i * A::LEN) / 4 + j) * COLS * 4 + c * 4;
-                for (o, &v) in b.codes[at..at + 4].iter_mut().zip(q) {
-                    *o = (v as u8) ^ 0x80;
-                }
+            let words = b.codes[i * A::LEN / 4 * COLS + c..]
+                .iter_mut()
+                .step_by(COLS);
+            for (w, q) in words.zip(blk.codes().chunks_exact(4)) {
+                *w = u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
+                    ^ 0x8080_8080;
             }
-            if npairs > 0 {
-                let sum = |q: &[i8]| q.iter().map(|&v| v as i32).sum::<i32>();
-                for (p, q) in blk.codes().chunks_exact(2 * shape.min_sub).enumerate() {
-                    let (lo, hi) = q.split_at(shape.min_sub);
-                    b.sums[((i * A::LEN) / (2 * shape.min_sub) + p) * COLS + c] =
-                        (sum(lo) as u16 as i32) | sum(hi) << 16;
+            if npairs == 0 {
+                continue;
+            }
+            let per_blk = A::LEN / shape.min_sub / 2;
+            let sums = b.sums[i * per_blk * COLS + c..]
+                .iter_mut()
+                .step_by(COLS)
+                .take(per_blk);
+            match (blk.sums16(), shape.min_sub) {
+                (Some(s16), 16) => sums
+                    .zip(s16.chunks_exact(2))
+                    .for_each(|(o, s)| *o = pair(s[0] as i32, s[1] as i32)),
+                (Some(s16), 32) => sums.zip(s16.chunks_exact(4)).for_each(|(o, s)| {
+                    *o = pair(s[0] as i32 + s[1] as i32, s[2] as i32 + s[3] as i32)
+                }),
+                _ => {
+                    let sum = |q: &[i8]| q.iter().map(|&v| v as i32).sum::<i32>();
+                    for (o, q) in sums.zip(blk.codes().chunks_exact(2 * shape.min_sub)) {
+                        let (lo, hi) = q.split_at(shape.min_sub);
+                        *o = pair(sum(lo), sum(hi));
+                    }
                 }
             }
         }
@@ -436,7 +474,7 @@ pub fn pack_columns<A: PanelAct>(
 impl ColBlock {
     /// Code `i` of column `c`, as packed (the inverse of [`pack_columns`]).
     pub fn code(&self, c: usize, i: usize) -> i8 {
-        (self.codes[(i / 4 * COLS + c) * 4 + i % 4] ^ 0x80) as i8
+        (self.codes[i / 4 * COLS + c].to_le_bytes()[i % 4] ^ 0x80) as i8
     }
     /// The scale of activation block `b` of column `c`.
     pub fn scale(&self, c: usize, b: usize) -> f32 {
@@ -471,7 +509,7 @@ impl<'a> Tile<'a> {
         let (k, shape) = (w.k, w.shape);
         let (nsub, nblk, pairs) = (k / shape.sub, k / shape.block, shape.pairs());
         assert!(r0 + ROWS <= w.rows);
-        assert!(cols.codes.len() == k * COLS && cols.scales.len() == nblk * COLS);
+        assert!(cols.codes.len() == k / 4 * COLS && cols.scales.len() == nblk * COLS);
         assert!(cols.sums.len() == nblk * pairs * COLS);
         let with_min = |s: &'a [f32]| {
             if pairs == 0 {
@@ -492,7 +530,7 @@ impl<'a> Tile<'a> {
         }
     }
     pub fn acodes(&self) -> &[u8] {
-        &self.cols.codes
+        bytemuck::cast_slice(&self.cols.codes)
     }
     pub fn asums(&self) -> &[i32] {
         &self.cols.sums

@@ -5,6 +5,7 @@ pub mod dequant;
 pub mod q2_k;
 pub mod q4_k;
 pub mod q8_0;
+pub mod quant;
 
 use std::arch::x86_64::*;
 
