@@ -61,9 +61,9 @@ fn every_format_agrees_with_ggml_in_process() {
     }
 }
 
-/// `--sparse 2:4`: the packed blocks' outputs equal the dense blocks' bit for
-/// bit (bench::run checks that and fails otherwise), agree with ggml, and the
-/// rows carry the sparse keys.
+/// `--sparse 2:4`: the packed blocks' outputs equal the dense blocks' up to
+/// float rounding (bench::run checks NMSE <= 1e-10 and fails otherwise), agree
+/// with ggml, and the rows carry the sparse keys.
 #[test]
 fn sparse_2_4_cases_agree_with_dense_and_ggml() {
     std::env::set_var("LLMKERNEL_BANDWIDTH_BYTES", "16777216");
@@ -85,9 +85,12 @@ fn sparse_2_4_cases_agree_with_dense_and_ggml() {
         assert_eq!(field(&line, "sparse"), "2:4");
         let r: f64 = field(&line, "speedup_vs_dense").parse().unwrap();
         assert!(r > 0.0 && r.is_finite(), "{line}");
-        // A 2:4 row kernel, or at 16+ columns the panel GEMM, which unpacks the 2:4 blocks.
+        // A 2:4 kernel (the interleaved GEMV, or a row kernel where the ISA has
+        // no interleaved one), or at 16+ columns the panel GEMM, which unpacks the 2:4 blocks.
         assert!(
-            c.kernel.contains("0s_") || c.kernel.starts_with("gemm_i8_q8x32"),
+            c.kernel.contains("0sx4_")
+                || c.kernel.contains("0s_")
+                || c.kernel.starts_with("gemm_i8_q8x32"),
             "{line}"
         );
     }

@@ -5,8 +5,8 @@ use crate::{buffer, ffi, log, sparse};
 use llmkernel_kernels::formats::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, QuantBlock,
 };
-use llmkernel_kernels::matmul::{matmul_on, Parallel, QMatrix};
-use llmkernel_kernels::registry::{Kernels, RowKernel};
+use llmkernel_kernels::matmul::{matmul_on, matmul_x4_on, Parallel, QMatrix, X4Matrix};
+use llmkernel_kernels::registry::{Kernels, RowKernel, X4Kernels};
 use std::borrow::Cow;
 use std::ffi::c_char;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -506,23 +506,15 @@ unsafe fn mul_mat_sparse(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
         return None;
     }
     let len = nbytes(w);
+    let (k, m) = (w.ne[0] as usize, w.ne[1] as usize);
     // SAFETY: the weight's bytes live as long as its buffer, past this node.
-    let packed = unsafe { sparse::lookup(w.data as *const u8, len, w.type_, par) };
+    let packed = unsafe { sparse::lookup(w.data as *const u8, len, w.type_, (m, k), par) };
     let c = chosen();
     let r = match packed {
         sparse::Packed::Dense => return None,
-        // SAFETY: forwarded contract; a plane at byte offset `off` is blocks
-        // off / block.. of the packed copy (one sparse block per dense block).
-        sparse::Packed::Q4_0(v) => unsafe {
-            mul_mat::<BlockQ4_0S>(node, &c.q4_0s, par, &|off, count| {
-                Cow::Borrowed(&v[off / block..off / block + count])
-            })
-        },
-        sparse::Packed::Q8_0(v) => unsafe {
-            mul_mat::<BlockQ8_0S>(node, &c.q8_0s, par, &|off, count| {
-                Cow::Borrowed(&v[off / block..off / block + count])
-            })
-        },
+        // SAFETY: forwarded contract; the packed copy holds every plane.
+        sparse::Packed::Q4_0(v) => unsafe { mul_mat_x4(node, &c.q4_0s, par, &v) },
+        sparse::Packed::Q8_0(v) => unsafe { mul_mat_x4(node, &c.q8_0s, par, &v) },
     };
     crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);
     Some(r)
@@ -543,17 +535,71 @@ unsafe fn mul_mat<'a, B: Kernels>(
     plane: &Plane<'a, B>,
 ) -> Result<()> {
     // SAFETY: supports() checked the sources.
+    let w = unsafe { &*dst.src[0] };
+    let (k, m) = (w.ne[0] as usize, w.ne[1] as usize);
+    let per_row = k / B::FORMAT.block_len();
+    let bytes = m * per_row * std::mem::size_of::<B>();
+    // SAFETY: forwarded contract.
+    unsafe {
+        mul_mat_planes(dst, bytes, &|w2, w3, xs, n, y| {
+            // The plane lies inside src0 (ggml's shape/stride contract).
+            let wb = plane(w3 * w.nb[3] + w2 * w.nb[2], m * per_row);
+            let qm = QMatrix::new(&wb, m, k).map_err(|e| e.to_string())?;
+            matmul_on(&qm, xs, n, y, kernel, par).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// [`mul_mat`] for a weight packed as interleaved 2:4 groups (`packed`: its
+/// planes one after the other, each `ceil(m / 4) * k / 32` blocks).
+///
+/// # Safety
+/// As [`mul_mat`].
+unsafe fn mul_mat_x4<X: X4Kernels>(
+    dst: &ffi::ggml_tensor,
+    kernel: &RowKernel<X::Row>,
+    par: &dyn Parallel,
+    packed: &[X],
+) -> Result<()> {
+    // SAFETY: supports() checked the sources.
+    let w = unsafe { &*dst.src[0] };
+    let (k, m) = (w.ne[0] as usize, w.ne[1] as usize);
+    let per_plane = m.div_ceil(4) * (k / 32);
+    // SAFETY: forwarded contract.
+    unsafe {
+        mul_mat_planes(
+            dst,
+            per_plane * std::mem::size_of::<X>(),
+            &|w2, w3, xs, n, y| {
+                let p = w3 * w.ne[2] as usize + w2;
+                let blocks = packed
+                    .get(p * per_plane..(p + 1) * per_plane)
+                    .ok_or("2:4 plane out of range")?;
+                let qm = X4Matrix::new(blocks, m, k).map_err(|e| e.to_string())?;
+                matmul_x4_on(&qm, xs, n, y, kernel, par).map_err(|e| e.to_string())
+            },
+        )
+    }
+}
+
+/// The plane loop of MUL_MAT: for each plane of src1, its weight plane
+/// `(w2, w3)` times its rows, through `matmul(w2, w3, x, n, y)`, written into dst.
+///
+/// # Safety
+/// As [`mul_mat`].
+unsafe fn mul_mat_planes(
+    dst: &ffi::ggml_tensor,
+    weight_bytes: usize,
+    matmul: &dyn Fn(usize, usize, &[f32], usize, &mut [f32]) -> Result<()>,
+) -> Result<()> {
+    // SAFETY: supports() checked the sources.
     let (w, x) = unsafe { (&*dst.src[0], &*dst.src[1]) };
     let (k, m, n) = (w.ne[0] as usize, w.ne[1] as usize, x.ne[1] as usize);
-    let per_row = k / B::FORMAT.block_len();
     let (r2, r3) = (x.ne[2] / w.ne[2], x.ne[3] / w.ne[3]);
     let contiguous_y = dst.nb[1] == 4 * m;
     for i3 in 0..x.ne[3] {
         for i2 in 0..x.ne[2] {
             let (w3, w2) = ((i3 / r3) as usize, (i2 / r2) as usize);
-            // The plane lies inside src0 (ggml's shape/stride contract).
-            let wb = plane(w3 * w.nb[3] + w2 * w.nb[2], m * per_row);
-            let qm = QMatrix::new(&wb, m, k).map_err(|e| e.to_string())?;
             let xoff = i3 as usize * x.nb[3] + i2 as usize * x.nb[2];
             // SAFETY: rows of the plane lie inside src1.
             let xs =
@@ -563,19 +609,16 @@ unsafe fn mul_mat<'a, B: Kernels>(
             if contiguous_y && ybase as usize % 4 == 0 {
                 // SAFETY: the plane's n rows of m f32 are contiguous inside dst.
                 let y = unsafe { std::slice::from_raw_parts_mut(ybase as *mut f32, n * m) };
-                matmul_on(&qm, &xs, n, y, kernel, par).map_err(|e| e.to_string())?;
+                matmul(w2, w3, &xs, n, y)?;
             } else {
                 let mut y = vec![0f32; n * m];
-                matmul_on(&qm, &xs, n, &mut y, kernel, par).map_err(|e| e.to_string())?;
+                matmul(w2, w3, &xs, n, &mut y)?;
                 for (i1, row) in y.chunks(m.max(1)).enumerate() {
                     // SAFETY: dst row i1 of the plane holds m contiguous f32.
                     unsafe { write_row(ybase.add(i1 * dst.nb[1]), row) };
                 }
             }
-            crate::WEIGHT_BYTES.fetch_add(
-                (m * per_row * std::mem::size_of::<B>()) as u64,
-                Ordering::Relaxed,
-            );
+            crate::WEIGHT_BYTES.fetch_add(weight_bytes as u64, Ordering::Relaxed);
         }
     }
     Ok(())

@@ -16,8 +16,8 @@
 //! our buffer interface (set/memset/copy/clear/free) drop the entries of the
 //! range they touch, so memory that is reused never meets a stale entry.
 
-use llmkernel_kernels::formats::sparse::{pack_q4_0, pack_q8_0};
-use llmkernel_kernels::formats::{BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S};
+use llmkernel_kernels::formats::sparse_x4::{interleave, DenseOf, X4Block, GROUP};
+use llmkernel_kernels::formats::{BlockQ4_0, BlockQ4_0Sx4, BlockQ8_0, BlockQ8_0Sx4};
 use llmkernel_kernels::matmul::Parallel;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -27,8 +27,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Clone)]
 pub(crate) enum Packed {
     Dense,
-    Q4_0(Arc<Vec<BlockQ4_0S>>),
-    Q8_0(Arc<Vec<BlockQ8_0S>>),
+    /// Interleaved by four rows ([`llmkernel_kernels::formats::sparse_x4`]), plane after plane.
+    Q4_0(Arc<Vec<BlockQ4_0Sx4>>),
+    Q8_0(Arc<Vec<BlockQ8_0Sx4>>),
 }
 
 impl Packed {
@@ -67,17 +68,25 @@ fn fingerprint(bytes: &[u8], block: usize) -> u64 {
 }
 
 /// [`pack_on`] of dense blocks given as bytes (viewed in place when aligned, else copied).
-fn pack_bytes<D: bytemuck::Pod + Sync, S: Send + Clone + bytemuck::Zeroable>(
+fn pack_bytes<X: X4Block>(
     bytes: &[u8],
-    pack: fn(&[D]) -> llmkernel_kernels::Result<Vec<S>>,
+    (m, k): (usize, usize),
     par: &dyn Parallel,
-) -> Option<Vec<S>> {
-    match bytemuck::try_cast_slice::<u8, D>(bytes) {
-        Ok(d) => pack_on(d, pack, par),
+) -> Option<Vec<X>>
+where
+    X::Row: DenseOf,
+    <X::Row as DenseOf>::Dense: Sync,
+{
+    type D<X> = <<X as X4Block>::Row as DenseOf>::Dense;
+    match bytemuck::try_cast_slice::<u8, D<X>>(bytes) {
+        Ok(d) => pack_on::<X>(d, (m, k), par),
         Err(_) => {
-            let mut v = vec![D::zeroed(); bytes.len() / std::mem::size_of::<D>()];
-            bytemuck::cast_slice_mut::<D, u8>(&mut v).copy_from_slice(bytes);
-            pack_on(&v, pack, par)
+            let mut v = vec![
+                <D<X> as bytemuck::Zeroable>::zeroed();
+                bytes.len() / std::mem::size_of::<D<X>>()
+            ];
+            bytemuck::cast_slice_mut::<D<X>, u8>(&mut v).copy_from_slice(bytes);
+            pack_on::<X>(&v, (m, k), par)
         }
     }
 }
@@ -89,23 +98,40 @@ fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("LLMKERNEL_SPARSE").map_or(true, |v| v != "0"))
 }
 
-/// Packs `dense` into `S` blocks on `par` (chunks in parallel), or `None` if
-/// any block is not 2:4.
-fn pack_on<D: Sync, S: Send + Clone + bytemuck::Zeroable>(
-    dense: &[D],
-    pack: fn(&[D]) -> llmkernel_kernels::Result<Vec<S>>,
+/// Packs `dense` (planes of `m` rows of `k` values) into interleaved 2:4
+/// groups on `par` (runs of groups in parallel), or `None` if any block is not 2:4.
+fn pack_on<X: X4Block>(
+    dense: &[<X::Row as DenseOf>::Dense],
+    (m, k): (usize, usize),
     par: &dyn Parallel,
-) -> Option<Vec<S>> {
+) -> Option<Vec<X>>
+where
+    X::Row: DenseOf,
+    <X::Row as DenseOf>::Dense: Sync,
+{
     // The first block decides for most dense weights, before any thread wakes.
-    pack(&dense[..dense.len().min(1)]).ok()?;
-    const CHUNK: usize = 16384;
-    let chunks = dense.len().div_ceil(CHUNK);
-    let out: Vec<Mutex<Option<Vec<S>>>> = (0..chunks).map(|_| Mutex::new(None)).collect();
-    par.run(chunks, &|i| {
-        let part = &dense[i * CHUNK..((i + 1) * CHUNK).min(dense.len())];
-        *out[i].lock().unwrap() = pack(part).ok();
+    <X::Row as DenseOf>::pack(&dense[..dense.len().min(1)]).ok()?;
+    let per_row = k / 32;
+    if per_row == 0 || m == 0 || dense.len() % (m * per_row) != 0 {
+        return None;
+    }
+    let (planes, groups) = (dense.len() / (m * per_row), m.div_ceil(GROUP));
+    // Runs of about 16384 dense blocks, whole groups, never across planes.
+    let run = (16384 / (GROUP * per_row)).max(1);
+    let runs_per_plane = groups.div_ceil(run);
+    let out: Vec<Mutex<Option<Vec<X>>>> = (0..planes * runs_per_plane)
+        .map(|_| Mutex::new(None))
+        .collect();
+    par.run(out.len(), &|i| {
+        let (p, r) = (i / runs_per_plane, i % runs_per_plane);
+        let rows = GROUP * run * r..(GROUP * run * (r + 1)).min(m);
+        let part = &dense[(p * m + rows.start) * per_row..(p * m + rows.end) * per_row];
+        let packed = <X::Row as DenseOf>::pack(part)
+            .ok()
+            .and_then(|s| interleave(&s, rows.len(), k).ok());
+        *out[i].lock().unwrap() = packed;
     });
-    let mut v = Vec::with_capacity(dense.len());
+    let mut v = Vec::with_capacity(planes * groups * per_row);
     for o in out {
         v.extend(o.into_inner().unwrap()?);
     }
@@ -122,6 +148,7 @@ pub(crate) unsafe fn lookup(
     data: *const u8,
     len: usize,
     ggml_type: u32,
+    rows_k: (usize, usize),
     par: &dyn Parallel,
 ) -> Packed {
     if !enabled() || len == 0 {
@@ -142,10 +169,10 @@ pub(crate) unsafe fn lookup(
         }
     }
     let packed = match ggml_type {
-        crate::ffi::GGML_TYPE_Q4_0 => {
-            pack_bytes(bytes, pack_q4_0, par).map_or(Packed::Dense, |v| Packed::Q4_0(Arc::new(v)))
-        }
-        _ => pack_bytes(bytes, pack_q8_0, par).map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v))),
+        crate::ffi::GGML_TYPE_Q4_0 => pack_bytes::<BlockQ4_0Sx4>(bytes, rows_k, par)
+            .map_or(Packed::Dense, |v| Packed::Q4_0(Arc::new(v))),
+        _ => pack_bytes::<BlockQ8_0Sx4>(bytes, rows_k, par)
+            .map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v))),
     };
     let packed_bytes = packed.bytes();
     if packed_bytes > 0 {

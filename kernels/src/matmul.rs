@@ -3,11 +3,12 @@
 //! output feature); activations are quantized once, as ggml does.
 
 use crate::error::Error;
-use crate::formats::{QuantBlock, WeightBlock};
+use crate::formats::sparse_x4::{X4Block, GROUP};
+use crate::formats::{BlockQ8_0, QuantBlock, WeightBlock};
 use crate::panel::{
     pack_columns, ColBlock, PanelKernel, Shape, Tile, Unpacked, COLS, PANEL_ROWS, ROWS,
 };
-use crate::registry::{Kernels, RowKernel};
+use crate::registry::{Kernels, RowKernel, X4Kernel, X4Kernels};
 use crate::Result;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -265,7 +266,8 @@ pub fn matmul_quantized_on<B: Kernels>(
         });
     }
     if let Some(panel) = panel_for(kernel, n).filter(|_| per_row > 0) {
-        matmul_panel(w, acts, n, y, &panel, par);
+        let fill = |u: &mut Unpacked, r0: usize, nr: usize| u.fill(w.rows_at(r0, nr), nr);
+        matmul_panel::<B>((m, w.k()), &fill, acts, n, y, &panel, par);
         return Ok(());
     }
     let cols: Vec<&[B::Act]> = if per_row == 0 {
@@ -351,14 +353,14 @@ pub fn panels_enabled() -> bool {
 /// [`PANEL_ROWS`] at a time and runs them against every column block.
 /// Lengths and the ISA are checked by the caller.
 fn matmul_panel<B: Kernels>(
-    w: &QMatrix<B>,
+    (m, k): (usize, usize),
+    fill: &(dyn Fn(&mut Unpacked, usize, usize) + Sync),
     acts: &[B::Act],
     n: usize,
     y: &mut [f32],
     panel: &PanelKernel,
     par: &dyn Parallel,
 ) {
-    let (m, k) = (w.rows(), w.k());
     let shape = Shape::of::<B>();
     let nblocks = n.div_ceil(COLS);
     let blocks: Vec<Mutex<Option<ColBlock>>> = (0..nblocks).map(|_| Mutex::new(None)).collect();
@@ -384,7 +386,7 @@ fn matmul_panel<B: Kernels>(
         let mut o = [0f32; PANEL_ROWS * COLS];
         for r0 in rows.clone().step_by(PANEL_ROWS) {
             let nr = PANEL_ROWS.min(rows.end - r0);
-            u.fill(w.rows_at(r0, nr), nr);
+            fill(&mut u, r0, nr);
             for (cb, cols) in blocks.iter().enumerate() {
                 let nc = COLS.min(n - cb * COLS);
                 for (rt, o) in o
@@ -406,4 +408,125 @@ fn matmul_panel<B: Kernels>(
             }
         }
     });
+}
+
+/// `rows` rows of `k` values of interleaved 2:4 blocks
+/// ([`crate::formats::sparse_x4`]: groups of four rows, group after group).
+#[derive(Clone, Copy)]
+pub struct X4Matrix<'a, X> {
+    blocks: &'a [X],
+    rows: usize,
+    k: usize,
+}
+
+impl<'a, X: X4Block> X4Matrix<'a, X> {
+    pub fn new(blocks: &'a [X], rows: usize, k: usize) -> Result<Self> {
+        let per_row = X::FORMAT.blocks_in(k)?;
+        if blocks.len() != rows.div_ceil(GROUP) * per_row {
+            return Err(Error::LengthMismatch {
+                what: "interleaved 2:4 blocks (ceil(rows / 4) * k / 32)",
+                expected: rows.div_ceil(GROUP) * per_row,
+                got: blocks.len(),
+            });
+        }
+        Ok(X4Matrix { blocks, rows, k })
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// The blocks of the groups holding rows `r0 .. r0 + n` (`r0` a multiple of 4).
+    fn groups_at(&self, r0: usize, n: usize) -> &'a [X] {
+        let per_row = self.k / 32;
+        &self.blocks[r0 / GROUP * per_row..(r0 + n).div_ceil(GROUP) * per_row]
+    }
+}
+
+/// The interleaved GEMV kernel `kernel`'s ISA has for `X`, if any.
+pub fn x4_kernel_for<X: X4Kernels>(kernel: &RowKernel<X::Row>) -> Option<X4Kernel<X>> {
+    X::x4_kernels()
+        .into_iter()
+        .find(|k| k.isa == kernel.isa && k.isa.supported(&crate::cpu::CpuFeatures::get()))
+}
+
+/// `y = x · wᵀ` for interleaved 2:4 weights. `kernel` is the 2:4 row kernel
+/// of the ISA to use (what [`Kernels::select`] gives for `X::Row`): batches
+/// of at least [`crate::panel::MIN_COLS`] run its panel GEMM, smaller ones the
+/// interleaved GEMV of its ISA ([`x4_kernel_for`]), or, where that ISA has
+/// none, its row kernel on each group's rows taken apart.
+pub fn matmul_x4_on<X: X4Kernels>(
+    w: &X4Matrix<X>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    kernel: &RowKernel<X::Row>,
+    par: &dyn Parallel,
+) -> Result<()> {
+    let (m, k) = (w.rows, w.k);
+    if y.len() != n * m {
+        return Err(Error::LengthMismatch {
+            what: "output (n * rows)",
+            expected: n * m,
+            got: y.len(),
+        });
+    }
+    let acts = quantize_activations_on::<X::Row>(x, n, k, par)?;
+    if n == 0 || m == 0 || k == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
+    if !kernel.isa.supported(&crate::cpu::CpuFeatures::get()) {
+        return Err(Error::IsaNotSupported {
+            kernel: kernel.name,
+            isa: kernel.isa.name(),
+        });
+    }
+    if let Some(panel) = panel_for(kernel, n) {
+        let fill = |u: &mut Unpacked, r0: usize, nr: usize| u.fill_x4(w.groups_at(r0, nr), nr);
+        matmul_panel::<X::Row>((m, k), &fill, &acts, n, y, &panel, par);
+        return Ok(());
+    }
+    let per_row = k / 32;
+    let cols: Vec<&[BlockQ8_0]> = acts.chunks(per_row).collect();
+    let x4 = x4_kernel_for::<X>(kernel);
+    let groups = m.div_ceil(GROUP);
+    let groups_per_task = groups.div_ceil(par.threads()).max(1);
+    struct Out(*mut f32);
+    // SAFETY: tasks write disjoint rows of y, which outlives par.run.
+    unsafe impl Sync for Out {}
+    let out = Out(y.as_mut_ptr());
+    par.run(groups.div_ceil(groups_per_task), &|task| {
+        let out = &out;
+        let mut rows: Vec<X::Row> = Vec::new();
+        for g in task * groups_per_task..((task + 1) * groups_per_task).min(groups) {
+            let blocks = &w.blocks[g * per_row..(g + 1) * per_row];
+            let nr = GROUP.min(m - GROUP * g);
+            if x4.is_none() {
+                rows.clear();
+                rows.extend((0..GROUP).flat_map(|r| blocks.iter().map(move |b| b.row(r))));
+            }
+            for (c, col) in cols.iter().enumerate() {
+                let mut o = [0f32; GROUP];
+                match &x4 {
+                    // SAFETY: the kernel's ISA is supported (x4_kernel_for); the
+                    // group and the column have per_row blocks each.
+                    Some(x4) => unsafe { (x4.f)(blocks, col, &mut o) },
+                    None => {
+                        for (r, o) in o.iter_mut().enumerate() {
+                            let row = &rows[r * per_row..(r + 1) * per_row];
+                            // SAFETY: ISA checked above; one row, one column, one output.
+                            unsafe { (kernel.f)(row, 1, &[col], std::slice::from_mut(o)) };
+                        }
+                    }
+                }
+                for (r, &v) in o.iter().enumerate().take(nr) {
+                    // SAFETY: row GROUP * g + r < m is this task's; column c < n.
+                    unsafe { *out.0.add(c * m + GROUP * g + r) = v };
+                }
+            }
+        }
+    });
+    Ok(())
 }

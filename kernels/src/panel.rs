@@ -34,6 +34,7 @@
 //! activations so one load feeds a whole tile) is what ik_llama.cpp and
 //! ggml's tiled/repacked GEMMs do; this code is our own.
 
+use crate::formats::sparse_x4::{X4Block, GROUP};
 use crate::formats::{
     scales_q3_k, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8K, BlockQ8_0,
     BlockQ8_0S, QuantBlock, WeightBlock,
@@ -309,8 +310,28 @@ impl Unpacked {
 
     /// Unpacks `blocks` (`n <= rows` rows, row after row) and zeroes the rest.
     pub fn fill<B: PanelFormat>(&mut self, blocks: &[B], n: usize) {
-        assert!(n <= self.rows && self.shape == Shape::of::<B>());
         assert_eq!(blocks.len() * self.shape.block, n * self.k);
+        self.fill_from(blocks.iter().copied(), n)
+    }
+
+    /// [`Unpacked::fill`] from rows `r0 .. r0 + n` of interleaved 2:4 groups
+    /// (`groups`: the blocks of the groups holding those rows; `r0` a multiple of 4).
+    pub fn fill_x4<X: X4Block>(&mut self, groups: &[X], n: usize)
+    where
+        X::Row: PanelFormat,
+    {
+        let per_row = self.k / self.shape.block;
+        assert_eq!(groups.len(), n.div_ceil(GROUP) * per_row);
+        let rows = (0..n).flat_map(|r| {
+            let g = &groups[r / GROUP * per_row..][..per_row];
+            g.iter().map(move |b| b.row(r % GROUP))
+        });
+        self.fill_from(rows, n)
+    }
+
+    /// Unpacks `n` rows of blocks, row after row, and zeroes the rest.
+    fn fill_from<B: PanelFormat>(&mut self, blocks: impl Iterator<Item = B>, n: usize) {
+        assert!(n <= self.rows && self.shape == Shape::of::<B>());
         #[cfg(target_arch = "x86_64")]
         {
             let cpu = crate::cpu::CpuFeatures::get();
@@ -330,24 +351,23 @@ impl Unpacked {
     /// compiler vectorizes with 32-byte registers (3-4x faster than with SSE2).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn fill_avx2<B: PanelFormat>(&mut self, blocks: &[B], n: usize) {
+    unsafe fn fill_avx2<B: PanelFormat>(&mut self, blocks: impl Iterator<Item = B>, n: usize) {
         self.fill_any(blocks, n)
     }
 
     /// [`Unpacked::fill`] compiled for AVX-512 BW.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
-    unsafe fn fill_avx512<B: PanelFormat>(&mut self, blocks: &[B], n: usize) {
+    unsafe fn fill_avx512<B: PanelFormat>(&mut self, blocks: impl Iterator<Item = B>, n: usize) {
         self.fill_any(blocks, n)
     }
 
     #[inline(always)]
-    fn fill_any<B: PanelFormat>(&mut self, blocks: &[B], n: usize) {
+    fn fill_any<B: PanelFormat>(&mut self, blocks: impl Iterator<Item = B>, n: usize) {
         let Shape { block, sub, .. } = self.shape;
         let (nsub, nblk, pairs) = (self.k / sub, self.k / block, self.shape.pairs());
         let mut min_scale = 0f32;
         for (i, ((b, codes), scale)) in blocks
-            .iter()
             .zip(self.codes.chunks_exact_mut(block))
             .zip(self.scale.chunks_exact_mut(block / sub))
             .enumerate()

@@ -4,9 +4,11 @@
 //! supported one once, and `LLMKERNEL_ISA` can force a lower level.
 
 use crate::cpu::CpuFeatures;
+use crate::formats::sparse_x4::X4Block;
 use crate::formats::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Format, WeightBlock,
 };
+use crate::formats::{BlockQ4_0Sx4, BlockQ8_0 as Q8Act, BlockQ8_0Sx4};
 use crate::panel::{PanelFormat, PanelKernel};
 use crate::{scalar, Error, Result};
 use std::fmt;
@@ -322,6 +324,75 @@ aarch64: [
     (Neon, "gemv_q8_0s_q8_0_x4", aarch64_neon::q8_0::neon::gemv_q8_0s_q8_0_x4),
     (Dotprod, "gemv_q8_0s_q8_0_x4", aarch64_neon::q8_0::dotprod::gemv_q8_0s_q8_0_x4),
 ]);
+
+/// An interleaved 2:4 GEMV kernel ([`crate::formats::sparse_x4`]): one group
+/// of four rows (its blocks along K) against one activation column.
+pub type X4GemvFn<X> = unsafe fn(group: &[X], act: &[Q8Act], out: &mut [f32; 4]);
+
+pub struct X4Kernel<X> {
+    /// Named by op, weight layout, activation type and ISA.
+    pub name: &'static str,
+    pub isa: Isa,
+    /// # Safety
+    /// The CPU must support `isa`; `act.len() == group.len()`; masks valid 2:4.
+    pub f: X4GemvFn<X>,
+}
+
+impl<X> Clone for X4Kernel<X> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<X> Copy for X4Kernel<X> {}
+
+/// The scalar reference as an interleaved GEMV kernel.
+///
+/// # Safety
+/// None (safe code behind the kernel signature).
+unsafe fn scalar_x4<X: X4Block>(group: &[X], act: &[Q8Act], out: &mut [f32; 4]) {
+    crate::formats::sparse_x4::gemv_x4_ref(group, act, out)
+}
+
+/// The interleaved 2:4 GEMV kernels of a layout, scalar reference first.
+pub trait X4Kernels: X4Block<Row: Kernels> {
+    fn x4_kernels() -> Vec<X4Kernel<Self>>;
+}
+
+impl X4Kernels for BlockQ8_0Sx4 {
+    fn x4_kernels() -> Vec<X4Kernel<Self>> {
+        #[allow(unused_mut)]
+        let mut v = vec![X4Kernel {
+            name: "gemv_q8_0sx4_q8_0",
+            isa: Isa::Scalar,
+            f: scalar_x4::<Self>,
+        }];
+        #[cfg(target_arch = "x86_64")]
+        v.push(X4Kernel {
+            name: "gemv_q8_0sx4_q8_0",
+            isa: Isa::Avx512,
+            f: crate::x86_avx512::sparse_x4::gemv_q8_0sx4_q8_0,
+        });
+        v
+    }
+}
+
+impl X4Kernels for BlockQ4_0Sx4 {
+    fn x4_kernels() -> Vec<X4Kernel<Self>> {
+        #[allow(unused_mut)]
+        let mut v = vec![X4Kernel {
+            name: "gemv_q4_0sx4_q8_0",
+            isa: Isa::Scalar,
+            f: scalar_x4::<Self>,
+        }];
+        #[cfg(target_arch = "x86_64")]
+        v.push(X4Kernel {
+            name: "gemv_q4_0sx4_q8_0",
+            isa: Isa::Avx512,
+            f: crate::x86_avx512::sparse_x4::gemv_q4_0sx4_q8_0,
+        });
+        v
+    }
+}
 
 /// The ISA of the kernel `format` runs on here (for `llmkernel info`).
 pub fn select(format: Format) -> Result<Isa> {

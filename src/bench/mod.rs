@@ -6,10 +6,12 @@ pub mod bandwidth;
 
 use crate::ggml_mm::{self, GgmlMatMul};
 use crate::info;
-use llmkernel_kernels::formats::sparse;
 use llmkernel_kernels::formats::*;
-use llmkernel_kernels::matmul::{matmul, QMatrix};
-use llmkernel_kernels::registry::{Isa, Kernels, RowKernel};
+use llmkernel_kernels::formats::{sparse, sparse_x4};
+use llmkernel_kernels::matmul::{
+    matmul, matmul_x4_on, panel_for, x4_kernel_for, QMatrix, Rayon, X4Matrix,
+};
+use llmkernel_kernels::registry::{Isa, Kernels, RowKernel, X4Kernels};
 use llmkernel_kernels::testdata::Rng;
 use llmkernel_kernels::Format;
 use std::fmt::Write as _;
@@ -181,14 +183,14 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
     for &format in &opts.formats {
         match (format, opts.sparse) {
-            (Format::Q4_0, true) => run_format::<BlockQ4_0, BlockQ4_0S>(
+            (Format::Q4_0, true) => run_format::<BlockQ4_0, BlockQ4_0Sx4>(
                 format,
                 opts,
                 bw.gbps,
                 &mut cases,
                 Some(sparse::pack_q4_0),
             )?,
-            (Format::Q8_0, true) => run_format::<BlockQ8_0, BlockQ8_0S>(
+            (Format::Q8_0, true) => run_format::<BlockQ8_0, BlockQ8_0Sx4>(
                 format,
                 opts,
                 bw.gbps,
@@ -215,7 +217,8 @@ fn dense<B: Kernels>(
     bw_gbps: f64,
     cases: &mut Vec<Case>,
 ) -> Result<(), String> {
-    run_format::<B, B>(format, opts, bw_gbps, cases, None)
+    // (The 2:4 type is unused without a pack function.)
+    run_format::<B, BlockQ8_0Sx4>(format, opts, bw_gbps, cases, None)
 }
 
 fn select<B: Kernels>(isa: Option<Isa>) -> Result<RowKernel<B>, String> {
@@ -225,17 +228,18 @@ fn select<B: Kernels>(isa: Option<Isa>) -> Result<RowKernel<B>, String> {
     }
 }
 
-/// Benches format `B` against ggml; with `pack`, also its 2:4 sparse form `S`
-/// (then "ours" is the sparse kernel and `dense_ms` our dense one).
-fn run_format<B: Kernels, S: Kernels>(
+/// Benches format `B` against ggml; with `pack`, also its 2:4 sparse form,
+/// interleaved by four rows as `X` (then "ours" is the 2:4 matmul and
+/// `dense_ms` our dense one).
+fn run_format<B: Kernels, X: X4Kernels>(
     format: Format,
     opts: &Options,
     bw_gbps: f64,
     cases: &mut Vec<Case>,
-    pack: Option<Pack<B, S>>,
+    pack: Option<Pack<B, X::Row>>,
 ) -> Result<(), String> {
     let kernel: RowKernel<B> = select(opts.isa)?;
-    let skernel: RowKernel<S> = select(opts.isa)?;
+    let skernel: RowKernel<X::Row> = select(opts.isa)?;
     let max_threads = opts.threads.iter().copied().max().unwrap_or(1);
     let mut rng = Rng::new(42);
     for &(m, k) in &opts.shapes {
@@ -247,10 +251,11 @@ fn run_format<B: Kernels, S: Kernels>(
             }
             ggml_mm::quantize(format, &w, m, k, max_threads)?
         };
-        let sparse_w: Option<Vec<S>> = match pack {
+        let sparse_w: Option<Vec<X>> = match pack {
             Some(pack) => {
                 let dense: Vec<B> = bytemuck::pod_collect_to_vec(&wq);
-                Some(pack(&dense).map_err(|e| format!("{format} {m}x{k}: {e}"))?)
+                let rows = pack(&dense).map_err(|e| format!("{format} {m}x{k}: {e}"))?;
+                Some(sparse_x4::interleave(&rows, m, k).map_err(|e| e.to_string())?)
             }
             None => None,
         };
@@ -277,13 +282,13 @@ fn run_format<B: Kernels, S: Kernels>(
                 .map(|v| QMatrix::new(v, m, k))
                 .collect::<Result<_, _>>()
                 .map_err(|e| e.to_string())?;
-            let sparse_copies: Vec<Vec<S>> = match &sparse_w {
+            let sparse_copies: Vec<Vec<X>> = match &sparse_w {
                 Some(s) => (0..copies).map(|_| s.clone()).collect(),
                 None => Vec::new(),
             };
-            let sqms: Vec<QMatrix<S>> = sparse_copies
+            let sqms: Vec<X4Matrix<X>> = sparse_copies
                 .iter()
-                .map(|v| QMatrix::new(v, m, k))
+                .map(|v| X4Matrix::new(v, m, k))
                 .collect::<Result<_, _>>()
                 .map_err(|e| e.to_string())?;
             let x = rng.activations(n * k);
@@ -308,7 +313,8 @@ fn run_format<B: Kernels, S: Kernels>(
                 };
                 let ours_sparse = |y: &mut [f32]| -> Result<(), String> {
                     for qm in &sqms {
-                        matmul(qm, &x, n, y, &skernel, t).map_err(|e| e.to_string())?;
+                        matmul_x4_on(qm, &x, n, y, &skernel, &Rayon(t))
+                            .map_err(|e| e.to_string())?;
                     }
                     Ok(())
                 };
@@ -344,14 +350,20 @@ fn run_format<B: Kernels, S: Kernels>(
                 let reference = g.output(0);
                 let mut dense_ms = None;
                 if let Some(sqm) = sqms.first() {
-                    // Sparse and dense sum the same integers: identical outputs.
+                    // Sparse and dense sum the same integers; only the float
+                    // summation order may differ (the interleaved GEMV splits
+                    // each row over eight lanes).
                     let mut yd = vec![0f32; n * m];
                     matmul(&qms[0], &x, n, &mut yd, &kernel, t).map_err(|e| e.to_string())?;
-                    matmul(sqm, &x, n, &mut y, &skernel, t).map_err(|e| e.to_string())?;
-                    if let Some(i) = (0..y.len()).find(|&i| y[i].to_bits() != yd[i].to_bits()) {
+                    matmul_x4_on(sqm, &x, n, &mut y, &skernel, &Rayon(t))
+                        .map_err(|e| e.to_string())?;
+                    let (num, den) = y.iter().zip(&yd).fold((0f64, 0f64), |(a, b), (&s, &d)| {
+                        (a + (s as f64 - d as f64).powi(2), b + (d as f64).powi(2))
+                    });
+                    if !(num <= 1e-10 * den) {
                         return Err(format!(
-                            "{format} {m}x{k} batch {n}: sparse output {i} is {:e}, dense {:e}",
-                            y[i], yd[i]
+                            "{format} {m}x{k} batch {n}: the 2:4 output differs from the dense one by NMSE {:e}",
+                            num / den
                         ));
                     }
                     dense_ms = Some(median(std::mem::take(&mut to)) * 1e3);
@@ -368,7 +380,11 @@ fn run_format<B: Kernels, S: Kernels>(
                 let (ggml_s, ours_s) = (median(tg), median(to));
                 let bytes = stored_bytes as f64;
                 let used = if dense_ms.is_some() {
-                    llmkernel_kernels::matmul::kernel_used(&skernel, n)
+                    match (panel_for(&skernel, n), x4_kernel_for::<X>(&skernel)) {
+                        (Some(p), _) => (p.name, p.isa),
+                        (None, Some(x4)) => (x4.name, x4.isa),
+                        (None, None) => (skernel.name, skernel.isa),
+                    }
                 } else {
                     llmkernel_kernels::matmul::kernel_used(&kernel, n)
                 };

@@ -13,6 +13,7 @@ pub mod q4_k;
 mod q8_0;
 mod q8_k;
 pub mod sparse;
+pub mod sparse_x4;
 
 pub use q2_k::{dequantize_row_q2_k, vec_dot_q2_k_q8_k, BlockQ2K};
 pub use q3_k::{dequantize_row_q3_k, scales_q3_k, vec_dot_q3_k_q8_k, BlockQ3K};
@@ -23,6 +24,7 @@ pub use q8_0::{
 };
 pub use q8_k::{dequantize_row_q8_k, quantize_row_q8_k, BlockQ8K};
 pub use sparse::{BlockQ4_0S, BlockQ8_0S};
+pub use sparse_x4::{BlockQ4_0Sx4, BlockQ8_0Sx4};
 
 use crate::error::{Error, Result};
 use std::fmt;

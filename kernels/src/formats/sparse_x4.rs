@@ -1,0 +1,223 @@
+//! 2:4 sparse blocks of four weight rows interleaved ("x4"): the layout the
+//! decode (batch 1) kernels read.
+//!
+//! A [`BlockQ8_0Sx4`] / [`BlockQ4_0Sx4`] holds the 2:4 blocks ([`super::sparse`])
+//! at one position along K of four consecutive rows: their four f16 scales
+//! together, their four 32-bit masks together, then their kept codes. A matrix
+//! is stored group of four rows after group, each group's blocks in K order,
+//! so a GEMV reads the weights as one sequential stream (four separate rows
+//! would be four streams, which measured 2x slower from DRAM here) while one
+//! activation block, one scale conversion and one pair of mask loads serve four
+//! rows. Same bytes per value as the 2:4 blocks (22 and 14 per 32 values);
+//! a last group of fewer than four rows is padded with zero rows.
+//!
+//! [`interleave`] and [`deinterleave`] are scalar and exact inverses (tested
+//! byte for byte); the kernels name them as the layout they read.
+
+use super::sparse::{pack_q4_0, pack_q8_0, SparseBlock};
+use super::{BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Format, WeightBlock};
+use crate::{Error, Result};
+use half::f16;
+
+/// Rows per interleaved group.
+pub const GROUP: usize = 4;
+
+/// Four rows' Q8_0S blocks at one position: row r's scale `d[r]`, mask
+/// `mask[4r..4r+4]` (little-endian u32), kept codes `qs[16r..16r+16]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ8_0Sx4 {
+    pub d: [f16; 4],
+    pub mask: [u8; 16],
+    pub qs: [i8; 64],
+}
+
+/// Four rows' Q4_0S blocks at one position: row r's scale `d[r]`, mask
+/// `mask[4r..4r+4]`, code bytes `qs[8 * SLOT[r]..][..8]` with the slots in
+/// the order rows 0, 2, 1, 3 (so that one 32-byte load split into nibbles and
+/// unpacked by 64-bit halves gives rows 0 and 1 together, then 2 and 3).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ4_0Sx4 {
+    pub d: [f16; 4],
+    pub mask: [u8; 16],
+    pub qs: [u8; 32],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ8_0Sx4>() == 4 * 22);
+const _: () = assert!(std::mem::size_of::<BlockQ4_0Sx4>() == 4 * 14);
+
+/// Where row r's code bytes sit in a [`BlockQ4_0Sx4`].
+pub const Q4_SLOT: [usize; 4] = [0, 2, 1, 3];
+
+/// An interleaved block: four rows' 2:4 blocks of type `Row`.
+pub trait X4Block: bytemuck::Pod + Send + Sync + 'static {
+    /// The 2:4 block of one row.
+    type Row: WeightBlock<Act = BlockQ8_0> + SparseBlock + Copy;
+    /// The 2:4 format of the rows (`q4_0_2:4`, `q8_0_2:4`).
+    const FORMAT: Format;
+    /// Row `r`'s block.
+    fn row(&self, r: usize) -> Self::Row;
+    /// The block of four rows' blocks.
+    fn from_rows(rows: [Self::Row; 4]) -> Self;
+    /// A zero row (scale 0, a valid mask, codes of value 0), for padding.
+    fn zero_row() -> Self::Row;
+    /// Packs dense blocks (`rows` rows of `k` values, row after row) that are 2:4 sparse.
+    fn pack_dense(
+        dense: &[<Self::Row as DenseOf>::Dense],
+        rows: usize,
+        k: usize,
+    ) -> Result<Vec<Self>>
+    where
+        Self::Row: DenseOf,
+    {
+        let sparse = <Self::Row as DenseOf>::pack(dense)?;
+        interleave(&sparse, rows, k)
+    }
+}
+
+/// The dense block a 2:4 block packs.
+pub trait DenseOf {
+    type Dense: bytemuck::Pod;
+    fn pack(dense: &[Self::Dense]) -> Result<Vec<Self>>
+    where
+        Self: Sized;
+}
+impl DenseOf for BlockQ4_0S {
+    type Dense = BlockQ4_0;
+    fn pack(dense: &[BlockQ4_0]) -> Result<Vec<Self>> {
+        pack_q4_0(dense)
+    }
+}
+impl DenseOf for BlockQ8_0S {
+    type Dense = BlockQ8_0;
+    fn pack(dense: &[BlockQ8_0]) -> Result<Vec<Self>> {
+        pack_q8_0(dense)
+    }
+}
+
+/// Bits 0 and 1 of every nibble: a valid 2:4 mask.
+const PAD_MASK: [u8; 4] = [0x33; 4];
+
+impl X4Block for BlockQ8_0Sx4 {
+    type Row = BlockQ8_0S;
+    const FORMAT: Format = Format::Q8_0S;
+    fn row(&self, r: usize) -> BlockQ8_0S {
+        BlockQ8_0S {
+            d: self.d[r],
+            mask: self.mask[4 * r..4 * r + 4].try_into().unwrap(),
+            qs: self.qs[16 * r..16 * r + 16].try_into().unwrap(),
+        }
+    }
+    fn from_rows(rows: [BlockQ8_0S; 4]) -> Self {
+        let mut b = BlockQ8_0Sx4 {
+            d: [f16::ZERO; 4],
+            mask: [0; 16],
+            qs: [0; 64],
+        };
+        for (r, row) in rows.iter().enumerate() {
+            b.d[r] = row.d;
+            b.mask[4 * r..4 * r + 4].copy_from_slice(&row.mask);
+            b.qs[16 * r..16 * r + 16].copy_from_slice(&row.qs);
+        }
+        b
+    }
+    fn zero_row() -> BlockQ8_0S {
+        BlockQ8_0S {
+            d: f16::ZERO,
+            mask: PAD_MASK,
+            qs: [0; 16],
+        }
+    }
+}
+
+impl X4Block for BlockQ4_0Sx4 {
+    type Row = BlockQ4_0S;
+    const FORMAT: Format = Format::Q4_0S;
+    fn row(&self, r: usize) -> BlockQ4_0S {
+        let s = Q4_SLOT[r];
+        BlockQ4_0S {
+            d: self.d[r],
+            mask: self.mask[4 * r..4 * r + 4].try_into().unwrap(),
+            qs: self.qs[8 * s..8 * s + 8].try_into().unwrap(),
+        }
+    }
+    fn from_rows(rows: [BlockQ4_0S; 4]) -> Self {
+        let mut b = BlockQ4_0Sx4 {
+            d: [f16::ZERO; 4],
+            mask: [0; 16],
+            qs: [0; 32],
+        };
+        for (r, row) in rows.iter().enumerate() {
+            let s = Q4_SLOT[r];
+            b.d[r] = row.d;
+            b.mask[4 * r..4 * r + 4].copy_from_slice(&row.mask);
+            b.qs[8 * s..8 * s + 8].copy_from_slice(&row.qs);
+        }
+        b
+    }
+    fn zero_row() -> BlockQ4_0S {
+        BlockQ4_0S {
+            d: f16::ZERO,
+            mask: PAD_MASK,
+            qs: [0x88; 8],
+        }
+    }
+}
+
+/// Interleaves `rows` rows of `k` values of 2:4 blocks (row after row) into
+/// groups of four rows; a last partial group is padded with zero rows.
+pub fn interleave<X: X4Block>(blocks: &[X::Row], rows: usize, k: usize) -> Result<Vec<X>> {
+    let per_row = X::FORMAT.blocks_in(k)?;
+    if blocks.len() != rows * per_row {
+        return Err(Error::LengthMismatch {
+            what: "2:4 blocks (rows * k / 32)",
+            expected: rows * per_row,
+            got: blocks.len(),
+        });
+    }
+    let mut out = Vec::with_capacity(rows.div_ceil(GROUP) * per_row);
+    for g in 0..rows.div_ceil(GROUP) {
+        for i in 0..per_row {
+            out.push(X::from_rows(std::array::from_fn(|r| {
+                let row = GROUP * g + r;
+                if row < rows {
+                    blocks[row * per_row + i]
+                } else {
+                    X::zero_row()
+                }
+            })));
+        }
+    }
+    Ok(out)
+}
+
+/// The 2:4 blocks of `rows` rows (row after row) from their interleaved groups: [`interleave`]'s inverse.
+pub fn deinterleave<X: X4Block>(x4: &[X], rows: usize, k: usize) -> Result<Vec<X::Row>> {
+    let per_row = X::FORMAT.blocks_in(k)?;
+    if x4.len() != rows.div_ceil(GROUP) * per_row {
+        return Err(Error::LengthMismatch {
+            what: "interleaved 2:4 blocks (ceil(rows / 4) * k / 32)",
+            expected: rows.div_ceil(GROUP) * per_row,
+            got: x4.len(),
+        });
+    }
+    let mut out = Vec::with_capacity(rows * per_row);
+    for row in 0..rows {
+        let (g, r) = (row / GROUP, row % GROUP);
+        out.extend(x4[g * per_row..(g + 1) * per_row].iter().map(|b| b.row(r)));
+    }
+    Ok(out)
+}
+
+/// The scalar reference of the interleaved GEMV: `out[r]` is the dot product
+/// of row r of `group` (one group's blocks along K) with `act`, summed block
+/// by block exactly as [`WeightBlock::vec_dot`] sums the row's 2:4 blocks.
+pub fn gemv_x4_ref<X: X4Block>(group: &[X], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = group.iter().zip(act).fold(0.0f32, |sum, (b, a)| {
+            let (s, m) = X::Row::block_terms(&b.row(r), a);
+            sum + (s - m)
+        });
+    }
+}
