@@ -34,6 +34,7 @@
 //! activations so one load feeds a whole tile) is what ik_llama.cpp and
 //! ggml's tiled/repacked GEMMs do; this code is our own.
 
+use crate::formats::sparse::EXPAND_LUT;
 use crate::formats::sparse_x4::{X4Block, GROUP};
 use crate::formats::{
     scales_q3_k, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8K, BlockQ8_0,
@@ -212,12 +213,9 @@ impl PanelFormat for BlockQ4_0S {
     #[inline(always)]
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
         scale[0] = self.d.to_f32();
-        for (c, v) in codes
-            .iter_mut()
-            .zip(crate::formats::sparse::values_q4_0s(self))
-        {
-            *c = v as i8;
-        }
+        expand_kept(self.mask, codes, |k| {
+            ((self.qs[k % 8] >> (4 * (k / 8))) & 15) as i8 - 8
+        });
     }
 }
 
@@ -227,11 +225,25 @@ impl PanelFormat for BlockQ8_0S {
     #[inline(always)]
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
         scale[0] = self.d.to_f32();
-        for (c, v) in codes
-            .iter_mut()
-            .zip(crate::formats::sparse::values_q8_0s(self))
-        {
-            *c = v as i8;
+        expand_kept(self.mask, codes, |k| self.qs[k]);
+    }
+}
+
+/// Places kept value k (`kept(k)`, k < 16) of a 2:4 block at its position
+/// and zeros elsewhere, one mask byte (four kept values) at a time through
+/// [`EXPAND_LUT`]; a malformed mask (not two bits per nibble) gives zeros
+/// where its kept index would run past 16, never a read out of range.
+#[inline(always)]
+fn expand_kept(mask: [u8; 4], codes: &mut [i8], kept: impl Fn(usize) -> i8) {
+    for (j, (&m, out)) in mask.iter().zip(codes.chunks_exact_mut(8)).enumerate() {
+        let lut = EXPAND_LUT[m as usize].to_le_bytes();
+        for (o, &idx) in out.iter_mut().zip(&lut) {
+            let k = 4 * j + idx as usize;
+            *o = if idx & 0x80 == 0 && k < 16 {
+                kept(k)
+            } else {
+                0
+            };
         }
     }
 }
@@ -322,6 +334,46 @@ impl Unpacked {
     {
         let per_row = self.k / self.shape.block;
         assert_eq!(groups.len(), n.div_ceil(GROUP) * per_row);
+        assert!(n <= self.rows && self.shape == Shape::of::<X::Row>() && self.rows % GROUP == 0);
+        #[cfg(target_arch = "x86_64")]
+        if crate::registry::Isa::Avx512.supported(&crate::cpu::CpuFeatures::get()) {
+            use crate::formats::{BlockQ4_0Sx4, BlockQ8_0Sx4};
+            use crate::x86_avx512::sparse_x4::unpack_rows;
+            use std::any::TypeId;
+            let full = n.div_ceil(GROUP) * GROUP;
+            let (codes, scale) = (&mut self.codes[..], &mut self.scale[..]);
+            let id = TypeId::of::<X>();
+            // SAFETY: AVX-512 checked above; `full` rows of groups (checked
+            // above) fit the rows this was made for (a multiple of four); the
+            // masks of interleaved blocks are valid (they were packed or checked);
+            // the casts are identities (the type ids match).
+            let done = unsafe {
+                if id == TypeId::of::<BlockQ8_0Sx4>() {
+                    unpack_rows::<BlockQ8_0Sx4>(
+                        bytemuck::cast_slice(groups),
+                        full,
+                        self.k,
+                        codes,
+                        scale,
+                    );
+                    true
+                } else if id == TypeId::of::<BlockQ4_0Sx4>() {
+                    unpack_rows::<BlockQ4_0Sx4>(
+                        bytemuck::cast_slice(groups),
+                        full,
+                        self.k,
+                        codes,
+                        scale,
+                    );
+                    true
+                } else {
+                    false
+                }
+            };
+            if done {
+                return self.finish(n);
+            }
+        }
         let rows = (0..n).flat_map(|r| {
             let g = &groups[r / GROUP * per_row..][..per_row];
             g.iter().map(move |b| b.row(r % GROUP))
@@ -365,7 +417,7 @@ impl Unpacked {
     #[inline(always)]
     fn fill_any<B: PanelFormat>(&mut self, blocks: impl Iterator<Item = B>, n: usize) {
         let Shape { block, sub, .. } = self.shape;
-        let (nsub, nblk, pairs) = (self.k / sub, self.k / block, self.shape.pairs());
+        let pairs = self.shape.pairs();
         let mut min_scale = 0f32;
         for (i, ((b, codes), scale)) in blocks
             .zip(self.codes.chunks_exact_mut(block))
@@ -383,6 +435,27 @@ impl Unpacked {
                 }
             }
         }
+        self.finish_any(n)
+    }
+
+    /// The corrections of the first `n` rows, and zeros past them.
+    fn finish(&mut self, n: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::registry::Isa::Avx2.supported(&crate::cpu::CpuFeatures::get()) {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2(u: &mut Unpacked, n: usize) {
+                u.finish_any(n)
+            }
+            // SAFETY: AVX2 checked just above.
+            return unsafe { avx2(self, n) };
+        }
+        self.finish_any(n)
+    }
+
+    #[inline(always)]
+    fn finish_any(&mut self, n: usize) {
+        let Shape { block, sub, .. } = self.shape;
+        let (nsub, nblk, pairs) = (self.k / sub, self.k / block, self.shape.pairs());
         for (corr, codes) in self.corr[..n * nsub]
             .iter_mut()
             .zip(self.codes.chunks_exact(sub))

@@ -239,3 +239,56 @@ fn tile_kernels_equal_the_scalar_tile() {
     );
     assert_eq!(ran.len() + skipped.len(), 7 * (panel::kernels().len() - 1));
 }
+
+/// Unpacking interleaved 2:4 groups (`fill_x4`, AVX-512 VBMI2 where the CPU
+/// has it) gives what unpacking the same rows' 2:4 blocks gives.
+fn check_fill_x4<X: llmkernel_kernels::formats::sparse_x4::X4Block>(seed: u64)
+where
+    X::Row: PanelFormat + RandomBlock,
+{
+    use llmkernel_kernels::formats::sparse_x4::interleave;
+    let mut r = Rng::new(seed);
+    let shape = Shape::of::<X::Row>();
+    for (rows, per_row) in [(1usize, 1usize), (4, 3), (7, 2), (16, 5)] {
+        let k = 32 * per_row;
+        let blocks = X::Row::random_vec(&mut r, rows * per_row);
+        let x4: Vec<X> = interleave(&blocks, rows, k).unwrap();
+        let (mut a, mut b) = (Unpacked::new(16, k, shape), Unpacked::new(16, k, shape));
+        a.fill(&blocks, rows);
+        b.fill(&X::Row::random_vec(&mut r, 16 * per_row), 16);
+        b.fill_x4(&x4, rows);
+        for row in 0..16 {
+            for i in 0..k {
+                assert!(
+                    same(a.value(row, i), b.value(row, i)),
+                    "{}: {rows} rows, row {row}, value {i}",
+                    X::FORMAT
+                );
+            }
+        }
+        // The corrections too: the tiles must agree.
+        let x = r.activations(COLS * k);
+        let acts = quantize_activations::<X::Row>(&x, COLS, k, 1).unwrap();
+        let cb = pack_columns(&acts, COLS, k, 0, shape);
+        for r0 in (0..16).step_by(ROWS) {
+            let (mut oa, mut ob) = ([0f32; ROWS * COLS], [0f32; ROWS * COLS]);
+            // SAFETY: the scalar tile has no requirement.
+            unsafe {
+                panel::gemm_i8_q8x32_4x32(&Tile::new(&a, r0, &cb), &mut oa);
+                panel::gemm_i8_q8x32_4x32(&Tile::new(&b, r0, &cb), &mut ob);
+            }
+            assert_eq!(
+                oa.map(f32::to_bits),
+                ob.map(f32::to_bits),
+                "{}: rows {r0}..",
+                X::FORMAT
+            );
+        }
+    }
+}
+
+#[test]
+fn interleaved_groups_unpack_as_their_rows() {
+    check_fill_x4::<BlockQ8_0Sx4>(31);
+    check_fill_x4::<BlockQ4_0Sx4>(32);
+}

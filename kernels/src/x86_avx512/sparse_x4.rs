@@ -18,11 +18,13 @@ use crate::formats::{BlockQ4_0Sx4, BlockQ8_0, BlockQ8_0Sx4};
 use std::arch::x86_64::*;
 
 /// What differs between the two interleaved formats.
-trait Codes {
+pub(crate) trait Codes {
     /// The weight bias that makes codes unsigned (`-128` is 0x80: +128 as a byte).
     const BIAS: i8;
     /// Rows 0-1 and rows 2-3, expanded and biased.
     unsafe fn expand(&self, k01: u64, k23: u64) -> (__m512i, __m512i);
+    /// Rows 0-1 and rows 2-3 as signed values (dropped ones 0).
+    unsafe fn values(&self, k01: u64, k23: u64) -> (__m512i, __m512i);
     fn d(&self) -> *const u16;
     fn mask(&self) -> *const u8;
 }
@@ -38,6 +40,17 @@ impl Codes for BlockQ8_0Sx4 {
             (
                 _mm512_xor_si512(_mm512_maskz_expandloadu_epi8(k01, p.cast()), bias),
                 _mm512_xor_si512(_mm512_maskz_expandloadu_epi8(k23, p.add(32).cast()), bias),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn values(&self, k01: u64, k23: u64) -> (__m512i, __m512i) {
+        let p = self.qs.as_ptr();
+        // SAFETY: as in expand.
+        unsafe {
+            (
+                _mm512_maskz_expandloadu_epi8(k01, p.cast()),
+                _mm512_maskz_expandloadu_epi8(k23, p.add(32).cast()),
             )
         }
     }
@@ -67,6 +80,17 @@ impl Codes for BlockQ4_0Sx4 {
         (
             _mm512_mask_expand_epi8(bias, k01, _mm512_castsi256_si512(r01)),
             _mm512_mask_expand_epi8(bias, k23, _mm512_castsi256_si512(r23)),
+        )
+    }
+    #[inline(always)]
+    unsafe fn values(&self, k01: u64, k23: u64) -> (__m512i, __m512i) {
+        // SAFETY: forwarded contract.
+        let (w01, w23) = unsafe { self.expand(k01, k23) };
+        let bias = _mm512_set1_epi8(Self::BIAS);
+        // code - 8 where kept, 0 where dropped.
+        (
+            _mm512_maskz_sub_epi8(k01, w01, bias),
+            _mm512_maskz_sub_epi8(k23, w23, bias),
         )
     }
     fn d(&self) -> *const u16 {
@@ -135,4 +159,47 @@ pub unsafe fn gemv_q8_0sx4_q8_0(group: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: 
 pub unsafe fn gemv_q4_0sx4_q8_0(group: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
     // SAFETY: forwarded contract.
     unsafe { gemv(group, act, out) }
+}
+
+/// Unpacks the first `rows` rows (a multiple of four) of interleaved groups
+/// into signed codes (`codes[r * k ..]`, dropped values 0) and scales
+/// (`scale[r * k / 32 ..]`): [`crate::panel::Unpacked::fill_x4`]'s work, two
+/// rows per `vpexpandb`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VBMI2; `groups` holds `rows / 4`
+/// groups of `k / 32` blocks with valid masks; `codes` has `rows * k` bytes
+/// and `scale` `rows * k / 32` floats.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
+pub(crate) unsafe fn unpack_rows<X: Codes>(
+    groups: &[X],
+    rows: usize,
+    k: usize,
+    codes: &mut [i8],
+    scale: &mut [f32],
+) {
+    let per_row = k / 32;
+    debug_assert!(rows % 4 == 0 && groups.len() == rows / 4 * per_row);
+    debug_assert!(codes.len() >= rows * k && scale.len() >= rows * per_row);
+    let (c, s) = (codes.as_mut_ptr(), scale.as_mut_ptr());
+    for (j, b) in groups.iter().enumerate() {
+        let (g, i) = (j / per_row, j % per_row);
+        let r0 = 4 * g;
+        // SAFETY: row r0 + 3 < rows and block i < per_row: inside codes and
+        // scale (lengths above); masks and scales of b are 16 and 8 bytes.
+        unsafe {
+            let k01 = b.mask().cast::<u64>().read_unaligned();
+            let k23 = b.mask().add(8).cast::<u64>().read_unaligned();
+            let (v01, v23) = b.values(k01, k23);
+            let at = |r: usize| c.add((r0 + r) * k + 32 * i).cast::<__m256i>();
+            _mm256_storeu_si256(at(0), _mm512_castsi512_si256(v01));
+            _mm256_storeu_si256(at(1), _mm512_extracti64x4_epi64::<1>(v01));
+            _mm256_storeu_si256(at(2), _mm512_castsi512_si256(v23));
+            _mm256_storeu_si256(at(3), _mm512_extracti64x4_epi64::<1>(v23));
+            let d: [f32; 4] = std::mem::transmute(_mm_cvtph_ps(_mm_loadl_epi64(b.d().cast())));
+            for (r, d) in d.into_iter().enumerate() {
+                *s.add((r0 + r) * per_row + i) = d;
+            }
+        }
+    }
 }
