@@ -699,11 +699,18 @@ pub fn kernels() -> Vec<PanelKernel> {
         f: gemm_i8_q8x32_4x32,
     }];
     #[cfg(target_arch = "x86_64")]
-    v.push(PanelKernel {
-        name: "gemm_i8_q8x32_4x32",
-        isa: Isa::Avx512,
-        f: crate::x86_avx512::panel::gemm_i8_q8x32_4x32,
-    });
+    v.extend([
+        PanelKernel {
+            name: "gemm_i8_q8x32_4x32",
+            isa: Isa::Avx2,
+            f: crate::x86_avx2::panel::gemm_i8_q8x32_4x32,
+        },
+        PanelKernel {
+            name: "gemm_i8_q8x32_4x32",
+            isa: Isa::Avx512,
+            f: crate::x86_avx512::panel::gemm_i8_q8x32_4x32,
+        },
+    ]);
     v
 }
 

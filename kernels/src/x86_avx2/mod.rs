@@ -2,6 +2,7 @@
 //! functions reached only through the registry, which checks the CPU first.
 
 pub mod dequant;
+pub mod panel;
 pub mod q2_k;
 pub mod q4_k;
 pub mod q8_0;
