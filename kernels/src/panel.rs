@@ -439,6 +439,7 @@ impl Unpacked {
     }
 
     /// The corrections of the first `n` rows, and zeros past them.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn finish(&mut self, n: usize) {
         #[cfg(target_arch = "x86_64")]
         if crate::registry::Isa::Avx2.supported(&crate::cpu::CpuFeatures::get()) {

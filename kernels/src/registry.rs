@@ -367,11 +367,31 @@ impl X4Kernels for BlockQ8_0Sx4 {
             f: scalar_x4::<Self>,
         }];
         #[cfg(target_arch = "x86_64")]
-        v.push(X4Kernel {
-            name: "gemv_q8_0sx4_q8_0",
-            isa: Isa::Avx512,
-            f: crate::x86_avx512::sparse_x4::gemv_q8_0sx4_q8_0,
-        });
+        v.extend([
+            X4Kernel {
+                name: "gemv_q8_0sx4_q8_0",
+                isa: Isa::Avx2,
+                f: crate::x86_avx2::q8_0::gemv_q8_0sx4_q8_0,
+            },
+            X4Kernel {
+                name: "gemv_q8_0sx4_q8_0",
+                isa: Isa::Avx512,
+                f: crate::x86_avx512::sparse_x4::gemv_q8_0sx4_q8_0,
+            },
+        ]);
+        #[cfg(target_arch = "aarch64")]
+        v.extend([
+            X4Kernel {
+                name: "gemv_q8_0sx4_q8_0",
+                isa: Isa::Neon,
+                f: crate::aarch64_neon::q8_0::neon::gemv_q8_0sx4_q8_0,
+            },
+            X4Kernel {
+                name: "gemv_q8_0sx4_q8_0",
+                isa: Isa::Dotprod,
+                f: crate::aarch64_neon::q8_0::dotprod::gemv_q8_0sx4_q8_0,
+            },
+        ]);
         v
     }
 }
@@ -385,11 +405,31 @@ impl X4Kernels for BlockQ4_0Sx4 {
             f: scalar_x4::<Self>,
         }];
         #[cfg(target_arch = "x86_64")]
-        v.push(X4Kernel {
-            name: "gemv_q4_0sx4_q8_0",
-            isa: Isa::Avx512,
-            f: crate::x86_avx512::sparse_x4::gemv_q4_0sx4_q8_0,
-        });
+        v.extend([
+            X4Kernel {
+                name: "gemv_q4_0sx4_q8_0",
+                isa: Isa::Avx2,
+                f: crate::x86_avx2::q8_0::gemv_q4_0sx4_q8_0,
+            },
+            X4Kernel {
+                name: "gemv_q4_0sx4_q8_0",
+                isa: Isa::Avx512,
+                f: crate::x86_avx512::sparse_x4::gemv_q4_0sx4_q8_0,
+            },
+        ]);
+        #[cfg(target_arch = "aarch64")]
+        v.extend([
+            X4Kernel {
+                name: "gemv_q4_0sx4_q8_0",
+                isa: Isa::Neon,
+                f: crate::aarch64_neon::q8_0::neon::gemv_q4_0sx4_q8_0,
+            },
+            X4Kernel {
+                name: "gemv_q4_0sx4_q8_0",
+                isa: Isa::Dotprod,
+                f: crate::aarch64_neon::q8_0::dotprod::gemv_q4_0sx4_q8_0,
+            },
+        ]);
         v
     }
 }

@@ -3,7 +3,10 @@
 
 use super::{dot32, load32, sdot32};
 use crate::formats::sparse::EXPAND_LUT;
-use crate::formats::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes};
+use crate::formats::sparse_x4::X4Row;
+use crate::formats::{
+    Block32, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, Codes,
+};
 use std::arch::aarch64::*;
 
 /// Weight rows per call.
@@ -78,6 +81,54 @@ macro_rules! kernels {
             for c in 0..C {
                 out[c] = vaddvq_f32(acc[c]);
             }
+        }
+
+        /// Four interleaved 2:4 rows against one column: `cols`' arithmetic,
+        /// the rows read in place from one stream, the activation block
+        /// loaded once for the four.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn gemv_x4<'a, X: 'a>(group: &'a [X], act: &[BlockQ8_0], out: &mut [f32; 4])
+        where
+            X4Row<'a, X>: Block32,
+        {
+            let mut acc = [vdupq_n_f32(0.0); 4];
+            for (b, a) in group.iter().zip(act) {
+                // SAFETY: qs is 32 bytes.
+                let y = unsafe { load32(a.qs.as_ptr()) };
+                let da = a.d.to_f32();
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let row = X4Row { b, r };
+                    // SAFETY: NEON is enabled here; the row's codes lie inside b.
+                    let w = unsafe { codes(&row) };
+                    let dot = $dot(vdupq_n_s32(0), w, y);
+                    let dw = half::f16::from_bits(row.d_bits()).to_f32();
+                    *acc = vfmaq_n_f32(*acc, vcvtq_f32_s32(dot), dw * da);
+                }
+            }
+            for (o, acc) in out.iter_mut().zip(acc) {
+                *o = vaddvq_f32(acc);
+            }
+        }
+
+        /// Four interleaved Q8_0 2:4 rows against one column.
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU must have `", $feat, "`; `act.len() == group.len()`; masks valid 2:4.")]
+        #[target_feature(enable = $feat)]
+        pub unsafe fn gemv_q8_0sx4_q8_0(group: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+            // SAFETY: forwarded contract.
+            unsafe { gemv_x4(group, act, out) }
+        }
+
+        /// Four interleaved Q4_0 2:4 rows against one column.
+        ///
+        /// # Safety
+        /// As `gemv_q8_0sx4_q8_0`.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn gemv_q4_0sx4_q8_0(group: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+            // SAFETY: forwarded contract.
+            unsafe { gemv_x4(group, act, out) }
         }
 
         row_kernel!(

@@ -15,7 +15,7 @@
 //! byte for byte); the kernels name them as the layout they read.
 
 use super::sparse::{pack_q4_0, pack_q8_0, SparseBlock};
-use super::{BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Format, WeightBlock};
+use super::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes, Format, WeightBlock};
 use crate::{Error, Result};
 use half::f16;
 
@@ -162,6 +162,41 @@ impl X4Block for BlockQ4_0Sx4 {
             mask: PAD_MASK,
             qs: [0x88; 8],
         }
+    }
+}
+
+/// Row `r` (< 4) of an interleaved block, read in place: what the AVX2 and
+/// NEON interleaved GEMVs hand to their 2:4 block expansion.
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // not every architecture has kernels that use it
+pub(crate) struct X4Row<'a, X> {
+    pub b: &'a X,
+    pub r: usize,
+}
+
+impl Block32 for X4Row<'_, BlockQ8_0Sx4> {
+    const CODES: Codes = Codes::SparseBytes;
+    fn codes(&self) -> *const u8 {
+        self.b.qs[16 * self.r..].as_ptr().cast()
+    }
+    fn d_bits(&self) -> u16 {
+        self.b.d[self.r].to_bits()
+    }
+    fn mask(&self) -> u32 {
+        u32::from_le_bytes(self.b.mask[4 * self.r..4 * self.r + 4].try_into().unwrap())
+    }
+}
+
+impl Block32 for X4Row<'_, BlockQ4_0Sx4> {
+    const CODES: Codes = Codes::SparseNibbles;
+    fn codes(&self) -> *const u8 {
+        self.b.qs[8 * Q4_SLOT[self.r]..].as_ptr()
+    }
+    fn d_bits(&self) -> u16 {
+        self.b.d[self.r].to_bits()
+    }
+    fn mask(&self) -> u32 {
+        u32::from_le_bytes(self.b.mask[4 * self.r..4 * self.r + 4].try_into().unwrap())
     }
 }
 
