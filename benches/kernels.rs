@@ -3,7 +3,8 @@
 //! GEMV (batch 1) and GEMM (batch 64; row kernels alone, and the panel GEMM
 //! where the ISA has one), single-threaded; beside GEMV, ggml-cpu's `vec_dot`
 //! kernel for the same format on the same data; and every panel tile kernel
-//! (`*/gemm_tile`: 4 rows x 32 columns of K = 4096, in L1/L2).
+//! (`*/gemm_tile`: 4 rows x 32 columns of K = 4096, in L1/L2); and the
+//! interleaved 2:4 GEMVs (`*/gemv_x4`).
 //!
 //! Units: weight bytes per second for dequant and GEMV; for GEMM, "elements"
 //! are the 2*M*N*K operations (so criterion's elem/s reads as FLOP/s).
@@ -13,12 +14,13 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use llmkernel::kernels::cpu::CpuFeatures;
+use llmkernel::kernels::formats::sparse_x4;
 use llmkernel::kernels::formats::*;
 use llmkernel::kernels::matmul::{
     matmul_quantized, panel_for, quantize_activations, quantize_row, QMatrix,
 };
 use llmkernel::kernels::panel::{self, pack_columns, Shape, Tile, Unpacked, COLS, ROWS};
-use llmkernel::kernels::registry::{Kernels, RowKernel};
+use llmkernel::kernels::registry::{Kernels, RowKernel, X4Kernels};
 use llmkernel::kernels::testdata::{RandomBlock, Rng};
 use std::time::Duration;
 
@@ -169,8 +171,43 @@ fn bench_quantize(c: &mut Criterion) {
     g.finish();
 }
 
+/// The interleaved 2:4 GEMVs (four rows per call) over M x K random 2:4
+/// blocks, one column; weight bytes per second.
+fn bench_x4<X: X4Kernels>(c: &mut Criterion)
+where
+    X::Row: RandomBlock,
+{
+    let cpu = CpuFeatures::get();
+    let mut r = Rng::new(5);
+    let per_row = K / 32;
+    let rows = X::Row::random_vec(&mut r, M * per_row);
+    let x4: Vec<X> = sparse_x4::interleave(&rows, M, K).unwrap();
+    let act = quantize_activations::<X::Row>(&r.activations(K), 1, K, 1).unwrap();
+    let mut g = c.benchmark_group(format!("{}/gemv_x4", X::FORMAT.name()));
+    g.throughput(Throughput::Bytes(
+        std::mem::size_of_val(x4.as_slice()) as u64
+    ));
+    let mut out = [0f32; 4];
+    for kernel in X::x4_kernels()
+        .into_iter()
+        .filter(|k| k.isa.supported(&cpu))
+    {
+        g.bench_function(BenchmarkId::new(kernel.name, kernel.isa), |b| {
+            b.iter(|| {
+                for group in x4.chunks(per_row) {
+                    // SAFETY: the ISA is checked above; lengths match; masks are valid.
+                    unsafe { (kernel.f)(group, &act, &mut out) };
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     bench_quantize(c);
+    bench_x4::<BlockQ8_0Sx4>(c);
+    bench_x4::<BlockQ4_0Sx4>(c);
     bench_format::<BlockQ4K>(c);
     bench_format::<BlockQ3K>(c);
     bench_format::<BlockQ2K>(c);
