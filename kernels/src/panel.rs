@@ -136,24 +136,31 @@ impl PanelFormat for BlockQ3K {
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
         scale[0] = -self.d.to_f32();
         let sc = scales_q3_k(&self.scales);
-        let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
-        // Value 128h + 32s + l: low bits at shift 2s of qs[32h + l], high bit
-        // (clear means -4) at bit 4h + s of hmask[l].
-        for (h, (codes, qs)) in codes
-            .chunks_exact_mut(128)
-            .zip(self.qs.chunks_exact(32))
-            .enumerate()
-        {
-            for (s, codes) in codes.chunks_exact_mut(32).enumerate() {
-                let (s0, s1) = (sc[8 * h + 2 * s] as i32, sc[8 * h + 2 * s + 1] as i32);
-                for (l, ((c, &q), &hm)) in codes.iter_mut().zip(qs).zip(&self.hmask).enumerate() {
-                    let (low, high) = ((q >> (2 * s)) & 3, (hm >> (4 * h + s)) & 1);
-                    let code = (low | high << 2) as i32 - 4;
-                    *c = (-code * if l < 16 { s0 } else { s1 }) as i8;
-                }
+        // Value 128h + 32s + l: high bit (clear means -4) at bit 4h + s of hmask[l].
+        for (h, s, codes, qs) in quarters(codes, &self.qs) {
+            let (s0, s1) = (sc[8 * h + 2 * s] as i32, sc[8 * h + 2 * s + 1] as i32);
+            for (l, ((c, &q), &hm)) in codes.iter_mut().zip(qs).zip(&self.hmask).enumerate() {
+                let (low, high) = ((q >> (2 * s)) & 3, (hm >> (4 * h + s)) & 1);
+                let code = (low | high << 2) as i32 - 4;
+                *c = (-code * if l < 16 { s0 } else { s1 }) as i8;
             }
         }
     }
+}
+
+/// The 32-value runs of a Q2_K / Q3_K block's codes, `(h, s, codes, qs)`:
+/// values `128h + 32s ..` take their low two bits from `qs[32h ..][..32]` at
+/// shift `2s`.
+#[inline(always)]
+fn quarters<'a>(
+    codes: &'a mut [i8],
+    qs: &'a [u8; 64],
+) -> impl Iterator<Item = (usize, usize, &'a mut [i8], &'a [u8])> {
+    let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
+    codes
+        .chunks_exact_mut(32)
+        .enumerate()
+        .map(move |(i, c)| (i / 4, i % 4, c, &qs[32 * (i / 4)..][..32]))
 }
 
 impl PanelFormat for BlockQ2K {
@@ -167,18 +174,11 @@ impl PanelFormat for BlockQ2K {
         for (m, &sc) in mins.iter_mut().zip(&self.scales) {
             *m = (sc >> 4) as i16;
         }
-        let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
-        for (h, (codes, qs)) in codes
-            .chunks_exact_mut(128)
-            .zip(self.qs.chunks_exact(32))
-            .enumerate()
-        {
-            for (s, codes) in codes.chunks_exact_mut(32).enumerate() {
-                let s0 = self.scales[8 * h + 2 * s] & 0x0F;
-                let s1 = self.scales[8 * h + 2 * s + 1] & 0x0F;
-                for (l, (c, &q)) in codes.iter_mut().zip(qs).enumerate() {
-                    *c = (((q >> (2 * s)) & 3) * if l < 16 { s0 } else { s1 }) as i8;
-                }
+        for (h, s, codes, qs) in quarters(codes, &self.qs) {
+            let s0 = self.scales[8 * h + 2 * s] & 0x0F;
+            let s1 = self.scales[8 * h + 2 * s + 1] & 0x0F;
+            for (l, (c, &q)) in codes.iter_mut().zip(qs).enumerate() {
+                *c = (((q >> (2 * s)) & 3) * if l < 16 { s0 } else { s1 }) as i8;
             }
         }
     }
