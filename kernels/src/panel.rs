@@ -10,22 +10,28 @@
 //! does `ROWS x COLS` outputs at a time:
 //!
 //! - **Weights** ([`Unpacked`], filled by [`PanelFormat::unpack`]): each row's
-//!   codes as plain `i8` along K, and per sub-block (the run of values sharing
-//!   a scale: 16 or 32) an f32 `scale`, an f32 `min` (an additive constant:
-//!   value = scale * code + min) and an i32 correction `-128 * sum(codes)`.
+//!   codes as plain `i8` along K; per run of values sharing a float scale
+//!   (32 for Q4_K, Q4_0, Q8_0; the whole 256-value block for Q3_K and Q2_K,
+//!   whose codes carry their small integer sub-block scales) that f32 `scale`
+//!   and an i32 correction `-128 * sum(codes)`; for formats with mins (Q4_K,
+//!   Q2_K), the integer mins in i16 pairs and one f32 `min_scale` per block
+//!   (value = scale * code + min_scale * min).
 //! - **Activations** ([`ColBlock`], from the ggml-quantized Q8_K / Q8_0
 //!   blocks by [`pack_columns`]): [`COLS`] columns interleaved by four values
 //!   along K (`[k/4][column][4]`), each code stored `+128` as a `u8`; per
-//!   sub-block and column the sum of the codes; per activation block and
-//!   column its scale.
+//!   pair of min sub-blocks and column the two sums of the codes (i16 pair);
+//!   per activation block and column its scale.
 //!
 //! A tile keeps the accumulators of `ROWS x COLS` outputs. Per four values of
 //! K it loads the 4-value groups of all `COLS` columns once (two 64-byte
 //! vectors) and, for each row, multiplies them by that row's four codes
 //! broadcast (AVX-512 VNNI `vpdpbusd`: u8 x i8, four products added into each
 //! i32 lane). Starting each sub-block's integer sum at the correction makes it
-//! exactly `sum(code * a)`; it is then scaled in f32 (`scale`, `min * sum(a)`)
-//! and, per activation block, by the activation scale. One activation load
+//! exactly `sum(code * a)`; it is then scaled in f32 (`scale`), the block's
+//! exact `sum(min * sum(a))` (`vpdpwssd` of i16 pairs) scaled by `min_scale`
+//! added, and the total, per activation block, scaled by the activation scale.
+//! (The AVX2 tile, without VNNI, gets the same integer sums another way:
+//! [`crate::x86_avx2::panel`].) One activation load
 //! feeds `ROWS` rows; one weight broadcast feeds `COLS` columns; outputs come
 //! out as `COLS` consecutive values of one row, which is how ggml lays out `y`
 //! (column c of row r at `y[c * m + r]`).
@@ -47,7 +53,7 @@ pub const ROWS: usize = 4;
 /// Activation columns per tile (two 16-lane vectors).
 pub const COLS: usize = 32;
 /// Weight rows unpacked together and run against every column block
-/// (16 rows of K = 4096: 64 KB of codes, kept in L2).
+/// (32 rows of K = 4096: 128 KB of codes, kept in L2).
 pub const PANEL_ROWS: usize = 32;
 /// The smallest batch the panel GEMM takes; smaller ones run the row kernels,
 /// which need no unpacking and waste no padded columns.
