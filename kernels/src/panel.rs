@@ -332,7 +332,7 @@ impl Unpacked {
         self.fill_from(blocks.iter().copied(), n)
     }
 
-    /// [`Unpacked::fill`] from rows `r0 .. r0 + n` of interleaved 2:4 groups
+    /// [`Unpacked::fill`] from rows `r0 .. r0 + n` of interleaved groups
     /// (`groups`: the blocks of the groups holding those rows; `r0` a multiple of 4).
     pub fn fill_x4<X: X4Block>(&mut self, groups: &[X], n: usize)
     where
@@ -343,7 +343,7 @@ impl Unpacked {
         assert!(n <= self.rows && self.shape == Shape::of::<X::Row>() && self.rows % GROUP == 0);
         #[cfg(target_arch = "x86_64")]
         if crate::registry::Isa::Avx512.supported(&crate::cpu::CpuFeatures::get()) {
-            use crate::formats::{BlockQ4_0Sx4, BlockQ8_0Sx4};
+            use crate::formats::{BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0Sx4, BlockQ8_0x4};
             use crate::x86_avx512::sparse_x4::unpack_rows;
             use std::any::TypeId;
             let full = n.div_ceil(GROUP) * GROUP;
@@ -354,27 +354,17 @@ impl Unpacked {
             // masks of interleaved blocks are valid (they were packed or checked);
             // the casts are identities (the type ids match).
             let done = unsafe {
-                if id == TypeId::of::<BlockQ8_0Sx4>() {
-                    unpack_rows::<BlockQ8_0Sx4>(
-                        bytemuck::cast_slice(groups),
-                        full,
-                        self.k,
-                        codes,
-                        scale,
-                    );
-                    true
-                } else if id == TypeId::of::<BlockQ4_0Sx4>() {
-                    unpack_rows::<BlockQ4_0Sx4>(
-                        bytemuck::cast_slice(groups),
-                        full,
-                        self.k,
-                        codes,
-                        scale,
-                    );
-                    true
-                } else {
-                    false
+                macro_rules! unpack_as {
+                    ($($t:ty),*) => {
+                        $(if id == TypeId::of::<$t>() {
+                            unpack_rows::<$t>(bytemuck::cast_slice(groups), full, self.k, codes, scale);
+                            true
+                        } else)* {
+                            false
+                        }
+                    };
                 }
+                unpack_as!(BlockQ8_0Sx4, BlockQ4_0Sx4, BlockQ8_0x4, BlockQ4_0x4)
             };
             if done {
                 return self.finish(n);

@@ -8,7 +8,7 @@ use crate::formats::sparse_x4::X4Block;
 use crate::formats::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Format, WeightBlock,
 };
-use crate::formats::{BlockQ4_0Sx4, BlockQ8_0 as Q8Act, BlockQ8_0Sx4};
+use crate::formats::{BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0 as Q8Act, BlockQ8_0Sx4, BlockQ8_0x4};
 use crate::panel::{PanelFormat, PanelKernel};
 use crate::{scalar, Error, Result};
 use std::fmt;
@@ -358,81 +358,54 @@ pub trait X4Kernels: X4Block<Row: Kernels> {
     fn x4_kernels() -> Vec<X4Kernel<Self>>;
 }
 
-impl X4Kernels for BlockQ8_0Sx4 {
-    fn x4_kernels() -> Vec<X4Kernel<Self>> {
-        #[allow(unused_mut)]
-        let mut v = vec![X4Kernel {
-            name: "gemv_q8_0sx4_q8_0",
-            isa: Isa::Scalar,
-            f: scalar_x4::<Self>,
-        }];
-        #[cfg(target_arch = "x86_64")]
-        v.extend([
-            X4Kernel {
-                name: "gemv_q8_0sx4_q8_0",
-                isa: Isa::Avx2,
-                f: crate::x86_avx2::q8_0::gemv_q8_0sx4_q8_0,
-            },
-            X4Kernel {
-                name: "gemv_q8_0sx4_q8_0",
-                isa: Isa::Avx512,
-                f: crate::x86_avx512::sparse_x4::gemv_q8_0sx4_q8_0,
-            },
-        ]);
-        #[cfg(target_arch = "aarch64")]
-        v.extend([
-            X4Kernel {
-                name: "gemv_q8_0sx4_q8_0",
-                isa: Isa::Neon,
-                f: crate::aarch64_neon::q8_0::neon::gemv_q8_0sx4_q8_0,
-            },
-            X4Kernel {
-                name: "gemv_q8_0sx4_q8_0",
-                isa: Isa::Dotprod,
-                f: crate::aarch64_neon::q8_0::dotprod::gemv_q8_0sx4_q8_0,
-            },
-        ]);
-        v
-    }
+/// Registers the interleaved GEMVs of a layout: the scalar reference, then
+/// AVX2 and AVX-512, or NEON and dotprod.
+macro_rules! register_x4 {
+    ($block:ty, $name:ident) => {
+        impl X4Kernels for $block {
+            fn x4_kernels() -> Vec<X4Kernel<Self>> {
+                #[allow(unused_mut)]
+                let mut v = vec![X4Kernel {
+                    name: stringify!($name),
+                    isa: Isa::Scalar,
+                    f: scalar_x4::<Self>,
+                }];
+                #[cfg(target_arch = "x86_64")]
+                v.extend([
+                    X4Kernel {
+                        name: stringify!($name),
+                        isa: Isa::Avx2,
+                        f: crate::x86_avx2::q8_0::$name,
+                    },
+                    X4Kernel {
+                        name: stringify!($name),
+                        isa: Isa::Avx512,
+                        f: crate::x86_avx512::sparse_x4::$name,
+                    },
+                ]);
+                #[cfg(target_arch = "aarch64")]
+                v.extend([
+                    X4Kernel {
+                        name: stringify!($name),
+                        isa: Isa::Neon,
+                        f: crate::aarch64_neon::q8_0::neon::$name,
+                    },
+                    X4Kernel {
+                        name: stringify!($name),
+                        isa: Isa::Dotprod,
+                        f: crate::aarch64_neon::q8_0::dotprod::$name,
+                    },
+                ]);
+                v
+            }
+        }
+    };
 }
 
-impl X4Kernels for BlockQ4_0Sx4 {
-    fn x4_kernels() -> Vec<X4Kernel<Self>> {
-        #[allow(unused_mut)]
-        let mut v = vec![X4Kernel {
-            name: "gemv_q4_0sx4_q8_0",
-            isa: Isa::Scalar,
-            f: scalar_x4::<Self>,
-        }];
-        #[cfg(target_arch = "x86_64")]
-        v.extend([
-            X4Kernel {
-                name: "gemv_q4_0sx4_q8_0",
-                isa: Isa::Avx2,
-                f: crate::x86_avx2::q8_0::gemv_q4_0sx4_q8_0,
-            },
-            X4Kernel {
-                name: "gemv_q4_0sx4_q8_0",
-                isa: Isa::Avx512,
-                f: crate::x86_avx512::sparse_x4::gemv_q4_0sx4_q8_0,
-            },
-        ]);
-        #[cfg(target_arch = "aarch64")]
-        v.extend([
-            X4Kernel {
-                name: "gemv_q4_0sx4_q8_0",
-                isa: Isa::Neon,
-                f: crate::aarch64_neon::q8_0::neon::gemv_q4_0sx4_q8_0,
-            },
-            X4Kernel {
-                name: "gemv_q4_0sx4_q8_0",
-                isa: Isa::Dotprod,
-                f: crate::aarch64_neon::q8_0::dotprod::gemv_q4_0sx4_q8_0,
-            },
-        ]);
-        v
-    }
-}
+register_x4!(BlockQ8_0Sx4, gemv_q8_0sx4_q8_0);
+register_x4!(BlockQ4_0Sx4, gemv_q4_0sx4_q8_0);
+register_x4!(BlockQ8_0x4, gemv_q8_0x4_q8_0);
+register_x4!(BlockQ4_0x4, gemv_q4_0x4_q8_0);
 
 /// The ISA of the kernel `format` runs on here (for `llmkernel info`).
 pub fn select(format: Format) -> Result<Isa> {

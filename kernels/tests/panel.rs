@@ -291,4 +291,6 @@ where
 fn interleaved_groups_unpack_as_their_rows() {
     check_fill_x4::<BlockQ8_0Sx4>(31);
     check_fill_x4::<BlockQ4_0Sx4>(32);
+    check_fill_x4::<BlockQ8_0x4>(33);
+    check_fill_x4::<BlockQ4_0x4>(34);
 }

@@ -1,4 +1,5 @@
-//! Interleaved 2:4 layout (`formats::sparse_x4`) and its GEMV kernels.
+//! Four-row interleaved layouts (`formats::sparse_x4`: 2:4 and dense Q4_0 /
+//! Q8_0) and their GEMV kernels.
 //!
 //! - `interleave` / `deinterleave` are exact inverses, byte for byte, with the
 //!   padding rows of a last partial group zero (scale 0, valid mask).
@@ -17,7 +18,8 @@ use llmkernel_kernels::matmul::{matmul_x4_on, quantize_activations, Rayon, X4Mat
 use llmkernel_kernels::registry::{Kernels, X4Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
 
-fn round_trip<X: X4Block>(seed: u64)
+/// `pad_ok`: what else a padding row must satisfy (a valid mask, for 2:4 rows).
+fn round_trip<X: X4Block>(seed: u64, pad_ok: impl Fn(&X::Row))
 where
     X::Row: RandomBlock + PartialEq + std::fmt::Debug,
 {
@@ -46,7 +48,7 @@ where
                         "{}: padding row {pad}",
                         X::FORMAT
                     );
-                    sparse::check_row(&[row]).unwrap();
+                    pad_ok(&row);
                 }
             }
         }
@@ -57,8 +59,10 @@ where
 
 #[test]
 fn interleaving_round_trips_byte_for_byte() {
-    round_trip::<BlockQ8_0Sx4>(1);
-    round_trip::<BlockQ4_0Sx4>(2);
+    round_trip::<BlockQ8_0Sx4>(1, |r| sparse::check_row(&[*r]).unwrap());
+    round_trip::<BlockQ4_0Sx4>(2, |r| sparse::check_row(&[*r]).unwrap());
+    round_trip::<BlockQ8_0x4>(7, |_| ());
+    round_trip::<BlockQ4_0x4>(8, |_| ());
 }
 
 fn check_gemv<X: X4Kernels>(seed: u64) -> Vec<String>
@@ -110,8 +114,10 @@ where
 fn interleaved_gemv_kernels_match_the_reference() {
     let mut ran = check_gemv::<BlockQ8_0Sx4>(3);
     ran.extend(check_gemv::<BlockQ4_0Sx4>(4));
+    ran.extend(check_gemv::<BlockQ8_0x4>(9));
+    ran.extend(check_gemv::<BlockQ4_0x4>(10));
     eprintln!("ran: {ran:?}");
-    assert!(ran.len() >= 2, "the scalar references always run");
+    assert!(ran.len() >= 4, "the scalar references always run");
 }
 
 fn check_matmul<X: X4Kernels>(seed: u64)
@@ -166,4 +172,6 @@ where
 fn interleaved_matmul_matches_the_reference() {
     check_matmul::<BlockQ8_0Sx4>(5);
     check_matmul::<BlockQ4_0Sx4>(6);
+    check_matmul::<BlockQ8_0x4>(11);
+    check_matmul::<BlockQ4_0x4>(12);
 }

@@ -5,7 +5,8 @@ use super::{dot32, load32, sdot32};
 use crate::formats::sparse::EXPAND_LUT;
 use crate::formats::sparse_x4::X4Row;
 use crate::formats::{
-    Block32, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, Codes,
+    Block32, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4,
+    BlockQ8_0x4, Codes,
 };
 use std::arch::aarch64::*;
 
@@ -127,6 +128,26 @@ macro_rules! kernels {
         /// As `gemv_q8_0sx4_q8_0`.
         #[target_feature(enable = $feat)]
         pub unsafe fn gemv_q4_0sx4_q8_0(group: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+            // SAFETY: forwarded contract.
+            unsafe { gemv_x4(group, act, out) }
+        }
+
+        /// Four interleaved dense Q8_0 rows against one column.
+        ///
+        /// # Safety
+        /// As `gemv_q8_0sx4_q8_0`.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn gemv_q8_0x4_q8_0(group: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+            // SAFETY: forwarded contract.
+            unsafe { gemv_x4(group, act, out) }
+        }
+
+        /// Four interleaved dense Q4_0 rows against one column.
+        ///
+        /// # Safety
+        /// As `gemv_q8_0sx4_q8_0`.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn gemv_q4_0x4_q8_0(group: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
             // SAFETY: forwarded contract.
             unsafe { gemv_x4(group, act, out) }
         }

@@ -1,5 +1,6 @@
-//! 2:4 sparse blocks of four weight rows interleaved ("x4"): the layout the
-//! decode (batch 1) kernels read.
+//! Blocks of four weight rows interleaved ("x4"): the layout the decode
+//! (batch 1) kernels of the 2:4 formats, and of dense Q4_0 / Q8_0 in the
+//! plugin, read.
 //!
 //! A [`BlockQ8_0Sx4`] / [`BlockQ4_0Sx4`] holds the 2:4 blocks ([`super::sparse`])
 //! at one position along K of four consecutive rows: their four f16 scales
@@ -11,10 +12,14 @@
 //! rows. Same bytes per value as the 2:4 blocks (22 and 14 per 32 values);
 //! a last group of fewer than four rows is padded with zero rows.
 //!
+//! Dense Q4_0 / Q8_0 rows interleave the same way ([`BlockQ4_0x4`],
+//! [`BlockQ8_0x4`]: four scales, then four rows' codes), as ggml repacks
+//! Q4_0 for its own GEMV.
+//!
 //! [`interleave`] and [`deinterleave`] are scalar and exact inverses (tested
 //! byte for byte); the kernels name them as the layout they read.
 
-use super::sparse::{pack_q4_0, pack_q8_0, SparseBlock};
+use super::sparse::{pack_q4_0, pack_q8_0};
 use super::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes, Format, WeightBlock};
 use crate::{Error, Result};
 use half::f16;
@@ -44,25 +49,45 @@ pub struct BlockQ4_0Sx4 {
     pub qs: [u8; 32],
 }
 
+/// Four rows' Q4_0 blocks at one position: row r's scale `d[r]`, its 16
+/// code bytes `qs[16r..16r+16]` (low nibbles values 0..16, high 16..32).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ4_0x4 {
+    pub d: [f16; 4],
+    pub qs: [u8; 64],
+}
+
+/// Four rows' Q8_0 blocks at one position: row r's scale `d[r]`, its codes `qs[32r..32r+32]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ8_0x4 {
+    pub d: [f16; 4],
+    pub qs: [i8; 128],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4_0x4>() == 4 * 18);
+const _: () = assert!(std::mem::size_of::<BlockQ8_0x4>() == 4 * 34);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0Sx4>() == 4 * 22);
 const _: () = assert!(std::mem::size_of::<BlockQ4_0Sx4>() == 4 * 14);
 
 /// Where row r's code bytes sit in a [`BlockQ4_0Sx4`].
 pub const Q4_SLOT: [usize; 4] = [0, 2, 1, 3];
 
-/// An interleaved block: four rows' 2:4 blocks of type `Row`.
+/// An interleaved block: four rows' blocks of type `Row`.
 pub trait X4Block: bytemuck::Pod + Send + Sync + 'static {
-    /// The 2:4 block of one row.
-    type Row: WeightBlock<Act = BlockQ8_0> + SparseBlock + Copy;
-    /// The 2:4 format of the rows (`q4_0_2:4`, `q8_0_2:4`).
+    /// The block of one row.
+    type Row: WeightBlock<Act = BlockQ8_0> + Copy;
+    /// The format of the rows (`q4_0_2:4`, `q8_0_2:4`, `q4_0`, `q8_0`).
     const FORMAT: Format;
     /// Row `r`'s block.
     fn row(&self, r: usize) -> Self::Row;
     /// The block of four rows' blocks.
     fn from_rows(rows: [Self::Row; 4]) -> Self;
-    /// A zero row (scale 0, a valid mask, codes of value 0), for padding.
+    /// A zero row (scale 0, codes of value 0, a valid mask if 2:4), for padding.
     fn zero_row() -> Self::Row;
-    /// Packs dense blocks (`rows` rows of `k` values, row after row) that are 2:4 sparse.
+    /// Packs dense blocks (`rows` rows of `k` values, row after row): into
+    /// their 2:4 form (an error if they are not 2:4), or as they are.
     fn pack_dense(
         dense: &[<Self::Row as DenseOf>::Dense],
         rows: usize,
@@ -76,7 +101,7 @@ pub trait X4Block: bytemuck::Pod + Send + Sync + 'static {
     }
 }
 
-/// The dense block a 2:4 block packs.
+/// The dense block a row block packs (itself, for a dense block).
 pub trait DenseOf {
     type Dense: bytemuck::Pod;
     fn pack(dense: &[Self::Dense]) -> Result<Vec<Self>>
@@ -93,6 +118,75 @@ impl DenseOf for BlockQ8_0S {
     type Dense = BlockQ8_0;
     fn pack(dense: &[BlockQ8_0]) -> Result<Vec<Self>> {
         pack_q8_0(dense)
+    }
+}
+
+impl DenseOf for BlockQ4_0 {
+    type Dense = BlockQ4_0;
+    fn pack(dense: &[BlockQ4_0]) -> Result<Vec<Self>> {
+        Ok(dense.to_vec())
+    }
+}
+impl DenseOf for BlockQ8_0 {
+    type Dense = BlockQ8_0;
+    fn pack(dense: &[BlockQ8_0]) -> Result<Vec<Self>> {
+        Ok(dense.to_vec())
+    }
+}
+
+impl X4Block for BlockQ4_0x4 {
+    type Row = BlockQ4_0;
+    const FORMAT: Format = Format::Q4_0;
+    fn row(&self, r: usize) -> BlockQ4_0 {
+        BlockQ4_0 {
+            d: self.d[r],
+            qs: self.qs[16 * r..16 * r + 16].try_into().unwrap(),
+        }
+    }
+    fn from_rows(rows: [BlockQ4_0; 4]) -> Self {
+        let mut b = BlockQ4_0x4 {
+            d: [f16::ZERO; 4],
+            qs: [0; 64],
+        };
+        for (r, row) in rows.iter().enumerate() {
+            b.d[r] = row.d;
+            b.qs[16 * r..16 * r + 16].copy_from_slice(&row.qs);
+        }
+        b
+    }
+    fn zero_row() -> BlockQ4_0 {
+        BlockQ4_0 {
+            d: f16::ZERO,
+            qs: [0x88; 16],
+        }
+    }
+}
+
+impl X4Block for BlockQ8_0x4 {
+    type Row = BlockQ8_0;
+    const FORMAT: Format = Format::Q8_0;
+    fn row(&self, r: usize) -> BlockQ8_0 {
+        BlockQ8_0 {
+            d: self.d[r],
+            qs: self.qs[32 * r..32 * r + 32].try_into().unwrap(),
+        }
+    }
+    fn from_rows(rows: [BlockQ8_0; 4]) -> Self {
+        let mut b = BlockQ8_0x4 {
+            d: [f16::ZERO; 4],
+            qs: [0; 128],
+        };
+        for (r, row) in rows.iter().enumerate() {
+            b.d[r] = row.d;
+            b.qs[32 * r..32 * r + 32].copy_from_slice(&row.qs);
+        }
+        b
+    }
+    fn zero_row() -> BlockQ8_0 {
+        BlockQ8_0 {
+            d: f16::ZERO,
+            qs: [0; 32],
+        }
     }
 }
 
@@ -200,13 +294,33 @@ impl Block32 for X4Row<'_, BlockQ4_0Sx4> {
     }
 }
 
+impl Block32 for X4Row<'_, BlockQ4_0x4> {
+    const CODES: Codes = Codes::Nibbles;
+    fn codes(&self) -> *const u8 {
+        self.b.qs[16 * self.r..].as_ptr()
+    }
+    fn d_bits(&self) -> u16 {
+        self.b.d[self.r].to_bits()
+    }
+}
+
+impl Block32 for X4Row<'_, BlockQ8_0x4> {
+    const CODES: Codes = Codes::Bytes;
+    fn codes(&self) -> *const u8 {
+        self.b.qs[32 * self.r..].as_ptr().cast()
+    }
+    fn d_bits(&self) -> u16 {
+        self.b.d[self.r].to_bits()
+    }
+}
+
 /// Interleaves `rows` rows of `k` values of 2:4 blocks (row after row) into
 /// groups of four rows; a last partial group is padded with zero rows.
 pub fn interleave<X: X4Block>(blocks: &[X::Row], rows: usize, k: usize) -> Result<Vec<X>> {
     let per_row = X::FORMAT.blocks_in(k)?;
     if blocks.len() != rows * per_row {
         return Err(Error::LengthMismatch {
-            what: "2:4 blocks (rows * k / 32)",
+            what: "row blocks (rows * k / 32)",
             expected: rows * per_row,
             got: blocks.len(),
         });
@@ -232,7 +346,7 @@ pub fn deinterleave<X: X4Block>(x4: &[X], rows: usize, k: usize) -> Result<Vec<X
     let per_row = X::FORMAT.blocks_in(k)?;
     if x4.len() != rows.div_ceil(GROUP) * per_row {
         return Err(Error::LengthMismatch {
-            what: "interleaved 2:4 blocks (ceil(rows / 4) * k / 32)",
+            what: "interleaved blocks (ceil(rows / 4) * k / 32)",
             expected: rows.div_ceil(GROUP) * per_row,
             got: x4.len(),
         });

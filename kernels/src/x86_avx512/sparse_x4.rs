@@ -14,39 +14,44 @@
 //! so on: the float sums are split over eight lanes, so results differ from the
 //! reference in rounding only (bounded as every kernel's).
 
-use crate::formats::{BlockQ4_0Sx4, BlockQ8_0, BlockQ8_0Sx4};
+use crate::formats::{BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4};
 use std::arch::x86_64::*;
 
-/// What differs between the two interleaved formats.
+/// What differs between the interleaved formats.
 pub(crate) trait Codes {
     /// The weight bias that makes codes unsigned (`-128` is 0x80: +128 as a byte).
     const BIAS: i8;
-    /// Rows 0-1 and rows 2-3, expanded and biased.
-    unsafe fn expand(&self, k01: u64, k23: u64) -> (__m512i, __m512i);
-    /// Rows 0-1 and rows 2-3 as signed values (dropped ones 0).
-    unsafe fn values(&self, k01: u64, k23: u64) -> (__m512i, __m512i);
+    /// Rows 0-1 and rows 2-3, biased: 64 codes per vector, row 2p in the low half.
+    unsafe fn expand(&self) -> (__m512i, __m512i);
+    /// Rows 0-1 and rows 2-3 as signed values (dropped 2:4 values 0).
+    unsafe fn values(&self) -> (__m512i, __m512i);
     fn d(&self) -> *const u16;
-    fn mask(&self) -> *const u8;
+}
+
+/// The two 64-bit halves of a 2:4 block's mask bytes: rows 0-1 and rows 2-3.
+#[inline(always)]
+fn masks(mask: &[u8; 16]) -> (u64, u64) {
+    let (a, b) = mask.split_at(8);
+    (
+        u64::from_le_bytes(a.try_into().unwrap()),
+        u64::from_le_bytes(b.try_into().unwrap()),
+    )
 }
 
 impl Codes for BlockQ8_0Sx4 {
     const BIAS: i8 = -128;
     #[inline(always)]
-    unsafe fn expand(&self, k01: u64, k23: u64) -> (__m512i, __m512i) {
-        let p = self.qs.as_ptr();
+    unsafe fn expand(&self) -> (__m512i, __m512i) {
         let bias = _mm512_set1_epi8(Self::BIAS);
-        // SAFETY: rows 0-1 keep 32 of qs[0..32], rows 2-3 32 of qs[32..64] (valid masks).
-        unsafe {
-            (
-                _mm512_xor_si512(_mm512_maskz_expandloadu_epi8(k01, p.cast()), bias),
-                _mm512_xor_si512(_mm512_maskz_expandloadu_epi8(k23, p.add(32).cast()), bias),
-            )
-        }
+        // SAFETY: forwarded contract.
+        let (v01, v23) = unsafe { self.values() };
+        (_mm512_xor_si512(v01, bias), _mm512_xor_si512(v23, bias))
     }
     #[inline(always)]
-    unsafe fn values(&self, k01: u64, k23: u64) -> (__m512i, __m512i) {
+    unsafe fn values(&self) -> (__m512i, __m512i) {
+        let (k01, k23) = masks(&self.mask);
         let p = self.qs.as_ptr();
-        // SAFETY: as in expand.
+        // SAFETY: valid masks keep 32 of qs[0..32] for rows 0-1 and 32 of qs[32..64] for rows 2-3.
         unsafe {
             (
                 _mm512_maskz_expandloadu_epi8(k01, p.cast()),
@@ -57,15 +62,13 @@ impl Codes for BlockQ8_0Sx4 {
     fn d(&self) -> *const u16 {
         self.d.as_ptr().cast()
     }
-    fn mask(&self) -> *const u8 {
-        self.mask.as_ptr()
-    }
 }
 
 impl Codes for BlockQ4_0Sx4 {
     const BIAS: i8 = 8;
     #[inline(always)]
-    unsafe fn expand(&self, k01: u64, k23: u64) -> (__m512i, __m512i) {
+    unsafe fn expand(&self) -> (__m512i, __m512i) {
+        let (k01, k23) = masks(&self.mask);
         let low4 = _mm256_set1_epi8(0x0F);
         // SAFETY: qs has 32 bytes: rows 0, 2 in the first 16, rows 1, 3 in the last.
         let v = unsafe { _mm256_loadu_si256(self.qs.as_ptr().cast()) };
@@ -83,9 +86,10 @@ impl Codes for BlockQ4_0Sx4 {
         )
     }
     #[inline(always)]
-    unsafe fn values(&self, k01: u64, k23: u64) -> (__m512i, __m512i) {
+    unsafe fn values(&self) -> (__m512i, __m512i) {
+        let (k01, k23) = masks(&self.mask);
         // SAFETY: forwarded contract.
-        let (w01, w23) = unsafe { self.expand(k01, k23) };
+        let (w01, w23) = unsafe { self.expand() };
         let bias = _mm512_set1_epi8(Self::BIAS);
         // code - 8 where kept, 0 where dropped.
         (
@@ -96,8 +100,61 @@ impl Codes for BlockQ4_0Sx4 {
     fn d(&self) -> *const u16 {
         self.d.as_ptr().cast()
     }
-    fn mask(&self) -> *const u8 {
-        self.mask.as_ptr()
+}
+
+impl Codes for BlockQ8_0x4 {
+    const BIAS: i8 = -128;
+    #[inline(always)]
+    unsafe fn expand(&self) -> (__m512i, __m512i) {
+        let bias = _mm512_set1_epi8(Self::BIAS);
+        // SAFETY: forwarded contract.
+        let (v01, v23) = unsafe { self.values() };
+        (_mm512_xor_si512(v01, bias), _mm512_xor_si512(v23, bias))
+    }
+    #[inline(always)]
+    unsafe fn values(&self) -> (__m512i, __m512i) {
+        // SAFETY: qs has 128 bytes: rows 0-1 in the first 64, rows 2-3 in the last.
+        unsafe {
+            (
+                _mm512_loadu_si512(self.qs.as_ptr().cast()),
+                _mm512_loadu_si512(self.qs.as_ptr().add(64).cast()),
+            )
+        }
+    }
+    fn d(&self) -> *const u16 {
+        self.d.as_ptr().cast()
+    }
+}
+
+impl Codes for BlockQ4_0x4 {
+    const BIAS: i8 = 8;
+    #[inline(always)]
+    unsafe fn expand(&self) -> (__m512i, __m512i) {
+        // SAFETY: qs has 64 bytes, row r's 16 code bytes at 16r.
+        let v = unsafe { _mm512_loadu_si512(self.qs.as_ptr().cast()) };
+        let low4 = _mm512_set1_epi8(0x0F);
+        let (lo, hi) = (
+            _mm512_and_si512(v, low4),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(v), low4),
+        );
+        // 128-bit lanes: lo = [r0 lo, r1 lo, r2 lo, r3 lo], hi likewise; row r's
+        // 32 codes are [r lo, r hi]. [lo0 lo1 hi0 hi1] -> [lo0 hi0 lo1 hi1].
+        let t01 = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
+        let t23 = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
+        (
+            _mm512_shuffle_i64x2::<0b11_01_10_00>(t01, t01),
+            _mm512_shuffle_i64x2::<0b11_01_10_00>(t23, t23),
+        )
+    }
+    #[inline(always)]
+    unsafe fn values(&self) -> (__m512i, __m512i) {
+        // SAFETY: forwarded contract.
+        let (w01, w23) = unsafe { self.expand() };
+        let bias = _mm512_set1_epi8(Self::BIAS);
+        (_mm512_sub_epi8(w01, bias), _mm512_sub_epi8(w23, bias))
+    }
+    fn d(&self) -> *const u16 {
+        self.d.as_ptr().cast()
     }
 }
 
@@ -116,9 +173,7 @@ unsafe fn gemv<X: Codes>(group: &[X], act: &[BlockQ8_0], out: &mut [f32; 4]) {
                 _mm512_setzero_si512(),
                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, y),
             );
-            let k01 = b.mask().cast::<u64>().read_unaligned();
-            let k23 = b.mask().add(8).cast::<u64>().read_unaligned();
-            let (w01, w23) = b.expand(k01, k23);
+            let (w01, w23) = b.expand();
             let dw = _mm_cvtph_ps(_mm_loadl_epi64(b.d().cast()));
             let da = _mm_cvtph_ps(_mm_set1_epi16(a.d.to_bits() as i16));
             let s = _mm512_castps128_ps512(_mm_mul_ps(dw, da));
@@ -188,9 +243,7 @@ pub(crate) unsafe fn unpack_rows<X: Codes>(
         // SAFETY: row r0 + 3 < rows and block i < per_row: inside codes and
         // scale (lengths above); masks and scales of b are 16 and 8 bytes.
         unsafe {
-            let k01 = b.mask().cast::<u64>().read_unaligned();
-            let k23 = b.mask().add(8).cast::<u64>().read_unaligned();
-            let (v01, v23) = b.values(k01, k23);
+            let (v01, v23) = b.values();
             let at = |r: usize| c.add((r0 + r) * k + 32 * i).cast::<__m256i>();
             _mm256_storeu_si256(at(0), _mm512_castsi512_si256(v01));
             _mm256_storeu_si256(at(1), _mm512_extracti64x4_epi64::<1>(v01));
@@ -202,4 +255,24 @@ pub(crate) unsafe fn unpack_rows<X: Codes>(
             }
         }
     }
+}
+
+/// Four interleaved dense Q8_0 rows against one column.
+///
+/// # Safety
+/// As [`gemv_q8_0sx4_q8_0`] (no masks).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
+pub unsafe fn gemv_q8_0x4_q8_0(group: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+    // SAFETY: forwarded contract.
+    unsafe { gemv(group, act, out) }
+}
+
+/// Four interleaved dense Q4_0 rows against one column.
+///
+/// # Safety
+/// As [`gemv_q8_0sx4_q8_0`] (no masks).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
+pub unsafe fn gemv_q4_0x4_q8_0(group: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+    // SAFETY: forwarded contract.
+    unsafe { gemv(group, act, out) }
 }
