@@ -410,7 +410,7 @@ unsafe fn compute(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Result<()> {
             if node.op == ffi::GGML_OP_MUL_MAT {
                 crate::MUL_MAT.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: forwarded contract; supports() checked the shapes.
-                if let Some(done) = unsafe { mul_mat_sparse(node, par) } {
+                if let Some(done) = unsafe { mul_mat_packed(node, par) } {
                     return done;
                 }
                 // SAFETY: forwarded contract; supports() checked the shapes.
@@ -484,12 +484,13 @@ unsafe fn write_row(base: *mut u8, row: &[f32]) {
     unsafe { std::ptr::copy_nonoverlapping(row.as_ptr() as *const u8, base, 4 * row.len()) };
 }
 
-/// MUL_MAT with a contiguous Q4_0/Q8_0 weight that is 2:4 sparse, from its
-/// packed copy and with the sparse kernels; `None` if the weight is not one.
+/// MUL_MAT with a contiguous Q4_0/Q8_0 weight that [`sparse::lookup`] packed
+/// (2:4 weights, and dense ones of a mapped file), from its four-row
+/// interleaved copy; `None` if the weight stays in GGUF's layout.
 ///
 /// # Safety
 /// As [`mul_mat`].
-unsafe fn mul_mat_sparse(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<Result<()>> {
+unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<Result<()>> {
     // SAFETY: supports() checked the sources.
     let w = unsafe { &*node.src[0] };
     let block = match w.type_ {
@@ -510,13 +511,17 @@ unsafe fn mul_mat_sparse(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
     // SAFETY: the weight's bytes live as long as its buffer, past this node.
     let packed = unsafe { sparse::lookup(w.data as *const u8, len, w.type_, (m, k), par) };
     let c = chosen();
-    let r = match packed {
+    let r = match &packed {
         sparse::Packed::Dense => return None,
         // SAFETY: forwarded contract; the packed copy holds every plane.
         sparse::Packed::Q4_0(v) => unsafe { mul_mat_x4(node, &c.q4_0s, par, &v) },
         sparse::Packed::Q8_0(v) => unsafe { mul_mat_x4(node, &c.q8_0s, par, &v) },
+        sparse::Packed::Q4_0x4(v) => unsafe { mul_mat_x4(node, &c.q4_0, par, &v) },
+        sparse::Packed::Q8_0x4(v) => unsafe { mul_mat_x4(node, &c.q8_0, par, &v) },
     };
-    crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);
+    if packed.is_sparse() {
+        crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);
+    }
     Some(r)
 }
 

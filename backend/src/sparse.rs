@@ -11,13 +11,23 @@
 //! (`MADV_DONTNEED`: a later read faults them in again from the file), so
 //! the resident memory of a pruned model drops.
 //!
+//! A dense Q4_0 / Q8_0 weight of a mapped model file is repacked the same
+//! way, by four rows ([`llmkernel_kernels::formats::sparse_x4`], as ggml
+//! repacks Q4_0), and its file pages released: one sequential stream and one
+//! activation load per four rows make decode faster, and resident memory does
+//! not grow. Weights in anonymous memory (`--no-mmap`, test programs) keep
+//! GGUF's layout, where a copy would double them. `LLMKERNEL_REPACK=0` turns
+//! this off.
+//!
 //! Entries are keyed by the weight's address and size and carry a
 //! fingerprint of sampled dense blocks, checked at every use; writes through
 //! our buffer interface (set/memset/copy/clear/free) drop the entries of the
 //! range they touch, so memory that is reused never meets a stale entry.
 
 use llmkernel_kernels::formats::sparse_x4::{interleave, DenseOf, X4Block, GROUP};
-use llmkernel_kernels::formats::{BlockQ4_0, BlockQ4_0Sx4, BlockQ8_0, BlockQ8_0Sx4};
+use llmkernel_kernels::formats::{
+    BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4,
+};
 use llmkernel_kernels::matmul::Parallel;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -27,9 +37,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Clone)]
 pub(crate) enum Packed {
     Dense,
-    /// Interleaved by four rows ([`llmkernel_kernels::formats::sparse_x4`]), plane after plane.
+    /// 2:4, interleaved by four rows ([`llmkernel_kernels::formats::sparse_x4`]), plane after plane.
     Q4_0(Arc<Vec<BlockQ4_0Sx4>>),
     Q8_0(Arc<Vec<BlockQ8_0Sx4>>),
+    /// Dense, interleaved by four rows (file-backed weights only: the copy
+    /// replaces the released file pages instead of adding to them).
+    Q4_0x4(Arc<Vec<BlockQ4_0x4>>),
+    Q8_0x4(Arc<Vec<BlockQ8_0x4>>),
 }
 
 impl Packed {
@@ -39,7 +53,14 @@ impl Packed {
             Packed::Dense => 0,
             Packed::Q4_0(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Q8_0(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Q4_0x4(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Q8_0x4(v) => std::mem::size_of_val(v.as_slice()),
         }
+    }
+
+    /// Whether this is a 2:4 weight (what the `sparse_*` counters count).
+    pub(crate) fn is_sparse(&self) -> bool {
+        matches!(self, Packed::Q4_0(_) | Packed::Q8_0(_))
     }
 }
 
@@ -96,6 +117,13 @@ where
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("LLMKERNEL_SPARSE").map_or(true, |v| v != "0"))
+}
+
+/// Whether dense Q4_0 / Q8_0 weights of a mapped file are repacked into
+/// four-row groups for decode (`LLMKERNEL_REPACK=0` keeps GGUF's layout).
+fn repack_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LLMKERNEL_REPACK").map_or(true, |v| v != "0"))
 }
 
 /// Packs `dense` (planes of `m` rows of `k` values) into interleaved 2:4
@@ -168,17 +196,30 @@ pub(crate) unsafe fn lookup(
             return e.packed.clone();
         }
     }
-    let packed = match ggml_type {
-        crate::ffi::GGML_TYPE_Q4_0 => pack_bytes::<BlockQ4_0Sx4>(bytes, rows_k, par)
-            .map_or(Packed::Dense, |v| Packed::Q4_0(Arc::new(v))),
-        _ => pack_bytes::<BlockQ8_0Sx4>(bytes, rows_k, par)
-            .map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v))),
+    let q4 = ggml_type == crate::ffi::GGML_TYPE_Q4_0;
+    let mut packed = if q4 {
+        pack_bytes::<BlockQ4_0Sx4>(bytes, rows_k, par)
+            .map_or(Packed::Dense, |v| Packed::Q4_0(Arc::new(v)))
+    } else {
+        pack_bytes::<BlockQ8_0Sx4>(bytes, rows_k, par)
+            .map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v)))
     };
+    if matches!(packed, Packed::Dense) && repack_enabled() && file_backed_range(data, len) {
+        packed = if q4 {
+            pack_bytes::<BlockQ4_0x4>(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Q4_0x4(Arc::new(v)))
+        } else {
+            pack_bytes::<BlockQ8_0x4>(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Q8_0x4(Arc::new(v)))
+        };
+    }
     let packed_bytes = packed.bytes();
     if packed_bytes > 0 {
-        crate::SPARSE_PACKED.fetch_add(1, Ordering::Relaxed);
-        crate::SPARSE_TENSORS.fetch_add(1, Ordering::Relaxed);
-        crate::SPARSE_BYTES.fetch_add(packed_bytes as u64, Ordering::Relaxed);
+        if packed.is_sparse() {
+            crate::SPARSE_PACKED.fetch_add(1, Ordering::Relaxed);
+            crate::SPARSE_TENSORS.fetch_add(1, Ordering::Relaxed);
+            crate::SPARSE_BYTES.fetch_add(packed_bytes as u64, Ordering::Relaxed);
+        }
         // SAFETY: forwarded contract.
         unsafe { release_if_file_backed(data, len) };
     }
@@ -198,7 +239,7 @@ pub(crate) unsafe fn lookup(
 
 fn forget(e: &Entry) {
     let bytes = e.packed.bytes();
-    if bytes == 0 {
+    if bytes == 0 || !e.packed.is_sparse() {
         return;
     }
     crate::SPARSE_TENSORS.fetch_sub(1, Ordering::Relaxed);
@@ -241,6 +282,19 @@ unsafe fn release_if_file_backed(data: *const u8, len: usize) {
         // SAFETY: whole pages of a file mapping (checked above); their data
         // stays what the file holds.
         unsafe { madvise(start as *mut _, end - start, MADV_DONTNEED) };
+    }
+}
+
+/// Whether the bytes `[data, data + len)` lie inside one read-only mapping of a file.
+fn file_backed_range(data: *const u8, len: usize) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        file_backed(data as usize, data as usize + len)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (data, len);
+        false
     }
 }
 

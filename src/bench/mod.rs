@@ -11,6 +11,7 @@ use llmkernel_kernels::formats::{sparse, sparse_x4};
 use llmkernel_kernels::matmul::{
     matmul, matmul_x4_on, panel_for, x4_kernel_for, QMatrix, Rayon, X4Matrix,
 };
+use llmkernel_kernels::panel::MIN_COLS;
 use llmkernel_kernels::registry::{Isa, Kernels, RowKernel, X4Kernels};
 use llmkernel_kernels::testdata::Rng;
 use llmkernel_kernels::Format;
@@ -183,14 +184,14 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
     for &format in &opts.formats {
         match (format, opts.sparse) {
-            (Format::Q4_0, true) => run_format::<BlockQ4_0, BlockQ4_0Sx4>(
+            (Format::Q4_0, true) => run_format::<BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4>(
                 format,
                 opts,
                 bw.gbps,
                 &mut cases,
                 Some(sparse::pack_q4_0),
             )?,
-            (Format::Q8_0, true) => run_format::<BlockQ8_0, BlockQ8_0Sx4>(
+            (Format::Q8_0, true) => run_format::<BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4>(
                 format,
                 opts,
                 bw.gbps,
@@ -200,8 +201,12 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
             (Format::Q4K, _) => dense::<BlockQ4K>(format, opts, bw.gbps, &mut cases)?,
             (Format::Q3K, _) => dense::<BlockQ3K>(format, opts, bw.gbps, &mut cases)?,
             (Format::Q2K, _) => dense::<BlockQ2K>(format, opts, bw.gbps, &mut cases)?,
-            (Format::Q4_0, _) => dense::<BlockQ4_0>(format, opts, bw.gbps, &mut cases)?,
-            (Format::Q8_0, _) => dense::<BlockQ8_0>(format, opts, bw.gbps, &mut cases)?,
+            (Format::Q4_0, _) => run_format::<BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4>(
+                format, opts, bw.gbps, &mut cases, None,
+            )?,
+            (Format::Q8_0, _) => run_format::<BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4>(
+                format, opts, bw.gbps, &mut cases, None,
+            )?,
             _ => unreachable!("checked above"),
         }
     }
@@ -217,8 +222,9 @@ fn dense<B: Kernels>(
     bw_gbps: f64,
     cases: &mut Vec<Case>,
 ) -> Result<(), String> {
-    // (The 2:4 type is unused without a pack function.)
-    run_format::<B, BlockQ8_0Sx4>(format, opts, bw_gbps, cases, None)
+    // (The 2:4 and interleaved types are unused without a pack function and
+    // for formats other than Q4_0 / Q8_0.)
+    run_format::<B, BlockQ8_0Sx4, BlockQ8_0x4>(format, opts, bw_gbps, cases, None)
 }
 
 fn select<B: Kernels>(isa: Option<Isa>) -> Result<RowKernel<B>, String> {
@@ -230,8 +236,10 @@ fn select<B: Kernels>(isa: Option<Isa>) -> Result<RowKernel<B>, String> {
 
 /// Benches format `B` against ggml; with `pack`, also its 2:4 sparse form,
 /// interleaved by four rows as `X` (then "ours" is the 2:4 matmul and
-/// `dense_ms` our dense one).
-fn run_format<B: Kernels, X: X4Kernels>(
+/// `dense_ms` our dense one). For Q4_0 and Q8_0 our dense decode (batches
+/// under [`MIN_COLS`]) runs the rows interleaved by four as `D`, as the plugin
+/// repacks them.
+fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
     format: Format,
     opts: &Options,
     bw_gbps: f64,
@@ -240,6 +248,9 @@ fn run_format<B: Kernels, X: X4Kernels>(
 ) -> Result<(), String> {
     let kernel: RowKernel<B> = select(opts.isa)?;
     let skernel: RowKernel<X::Row> = select(opts.isa)?;
+    let dkernel: RowKernel<D::Row> = select(opts.isa)?;
+    let interleave_dense =
+        D::FORMAT == format && std::mem::size_of::<D::Row>() == std::mem::size_of::<B>();
     let max_threads = opts.threads.iter().copied().max().unwrap_or(1);
     let mut rng = Rng::new(42);
     for &(m, k) in &opts.shapes {
@@ -291,6 +302,18 @@ fn run_format<B: Kernels, X: X4Kernels>(
                 .map(|v| X4Matrix::new(v, m, k))
                 .collect::<Result<_, _>>()
                 .map_err(|e| e.to_string())?;
+            let dense_copies: Vec<Vec<D>> = if interleave_dense && n < MIN_COLS {
+                let rows: Vec<D::Row> = bytemuck::pod_collect_to_vec(&wq);
+                let x4: Vec<D> = sparse_x4::interleave(&rows, m, k).map_err(|e| e.to_string())?;
+                (0..copies).map(|_| x4.clone()).collect()
+            } else {
+                Vec::new()
+            };
+            let dqms: Vec<X4Matrix<D>> = dense_copies
+                .iter()
+                .map(|v| X4Matrix::new(v, m, k))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
             let x = rng.activations(n * k);
             // Highest thread count first: after a 1-thread ggml backend, a 2-thread one
             // in the same process ran up to 2x slower here (libgomp team change; see
@@ -306,8 +329,14 @@ fn run_format<B: Kernels, X: X4Kernels>(
                 g.set_input(&x);
                 let mut y = vec![0f32; n * m];
                 let ours = |y: &mut [f32]| -> Result<(), String> {
-                    for qm in &qms {
-                        matmul(qm, &x, n, y, &kernel, t).map_err(|e| e.to_string())?;
+                    for qm in &dqms {
+                        matmul_x4_on(qm, &x, n, y, &dkernel, &Rayon(t))
+                            .map_err(|e| e.to_string())?;
+                    }
+                    if dqms.is_empty() {
+                        for qm in &qms {
+                            matmul(qm, &x, n, y, &kernel, t).map_err(|e| e.to_string())?;
+                        }
                     }
                     Ok(())
                 };
@@ -369,7 +398,7 @@ fn run_format<B: Kernels, X: X4Kernels>(
                     dense_ms = Some(median(std::mem::take(&mut to)) * 1e3);
                     to = ts;
                 } else {
-                    matmul(&qms[0], &x, n, &mut y, &kernel, t).map_err(|e| e.to_string())?;
+                    ours(&mut y)?;
                 }
                 let (num, den) = reference
                     .iter()
@@ -385,6 +414,9 @@ fn run_format<B: Kernels, X: X4Kernels>(
                         (None, Some(x4)) => (x4.name, x4.isa),
                         (None, None) => (skernel.name, skernel.isa),
                     }
+                } else if !dqms.is_empty() {
+                    x4_kernel_for::<D>(&dkernel)
+                        .map_or((dkernel.name, dkernel.isa), |x4| (x4.name, x4.isa))
                 } else {
                     llmkernel_kernels::matmul::kernel_used(&kernel, n)
                 };
