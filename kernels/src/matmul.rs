@@ -454,8 +454,8 @@ pub fn x4_kernel_for<X: X4Kernels>(kernel: &RowKernel<X::Row>) -> Option<X4Kerne
 /// `y = x · wᵀ` for interleaved 2:4 weights. `kernel` is the 2:4 row kernel
 /// of the ISA to use (what [`Kernels::select`] gives for `X::Row`): batches
 /// of at least [`crate::panel::MIN_COLS`] run its panel GEMM, smaller ones the
-/// interleaved GEMV of its ISA ([`x4_kernel_for`]), or, where that ISA has
-/// none, its row kernel on each group's rows taken apart.
+/// interleaved GEMV of its ISA ([`x4_kernel_for`]), each thread's groups in
+/// one call per column.
 pub fn matmul_x4_on<X: X4Kernels>(
     w: &X4Matrix<X>,
     x: &[f32],
@@ -490,7 +490,8 @@ pub fn matmul_x4_on<X: X4Kernels>(
     }
     let per_row = k / 32;
     let cols: Vec<&[BlockQ8_0]> = acts.chunks(per_row).collect();
-    let x4 = x4_kernel_for::<X>(kernel);
+    // Every ISA with row kernels has an interleaved GEMV; the scalar one otherwise.
+    let x4 = x4_kernel_for::<X>(kernel).unwrap_or(X::x4_kernels()[0]);
     let groups = m.div_ceil(GROUP);
     let groups_per_task = groups.div_ceil(par.threads()).max(1);
     struct Out(*mut f32);
@@ -499,32 +500,17 @@ pub fn matmul_x4_on<X: X4Kernels>(
     let out = Out(y.as_mut_ptr());
     par.run(groups.div_ceil(groups_per_task), &|task| {
         let out = &out;
-        let mut rows: Vec<X::Row> = Vec::new();
-        for g in task * groups_per_task..((task + 1) * groups_per_task).min(groups) {
-            let blocks = &w.blocks[g * per_row..(g + 1) * per_row];
-            let nr = GROUP.min(m - GROUP * g);
-            if x4.is_none() {
-                rows.clear();
-                rows.extend((0..GROUP).flat_map(|r| blocks.iter().map(move |b| b.row(r))));
-            }
-            for (c, col) in cols.iter().enumerate() {
-                let mut o = [0f32; GROUP];
-                match &x4 {
-                    // SAFETY: the kernel's ISA is supported (x4_kernel_for); the
-                    // group and the column have per_row blocks each.
-                    Some(x4) => unsafe { (x4.f)(blocks, col, &mut o) },
-                    None => {
-                        for (r, o) in o.iter_mut().enumerate() {
-                            let row = &rows[r * per_row..(r + 1) * per_row];
-                            // SAFETY: ISA checked above; one row, one column, one output.
-                            unsafe { (kernel.f)(row, 1, &[col], std::slice::from_mut(o)) };
-                        }
-                    }
-                }
-                for (r, &v) in o.iter().enumerate().take(nr) {
-                    // SAFETY: row GROUP * g + r < m is this task's; column c < n.
-                    unsafe { *out.0.add(c * m + GROUP * g + r) = v };
-                }
+        let gs = task * groups_per_task..((task + 1) * groups_per_task).min(groups);
+        let blocks = &w.blocks[gs.start * per_row..gs.end * per_row];
+        let rows = GROUP * gs.start..(GROUP * gs.end).min(m);
+        let mut o = vec![0f32; GROUP * gs.len()];
+        for (c, col) in cols.iter().enumerate() {
+            // SAFETY: the kernel's ISA is supported (x4_kernel_for, or scalar);
+            // the groups and the column have per_row blocks each; o has 4 per group.
+            unsafe { (x4.f)(blocks, col, &mut o) };
+            for (r, &v) in rows.clone().zip(&o) {
+                // SAFETY: row r < m is this task's; column c < n.
+                unsafe { *out.0.add(c * m + r) = v };
             }
         }
     });

@@ -325,16 +325,19 @@ aarch64: [
     (Dotprod, "gemv_q8_0s_q8_0_x4", aarch64_neon::q8_0::dotprod::gemv_q8_0s_q8_0_x4),
 ]);
 
-/// An interleaved 2:4 GEMV kernel ([`crate::formats::sparse_x4`]): one group
-/// of four rows (its blocks along K) against one activation column.
-pub type X4GemvFn<X> = unsafe fn(group: &[X], act: &[Q8Act], out: &mut [f32; 4]);
+/// An interleaved GEMV kernel ([`crate::formats::sparse_x4`]): groups of four
+/// rows (each `act.len()` blocks along K, group after group) against one
+/// activation column; `out[4 * g + r]` is row r of group g. (One call for
+/// many groups, so that what depends on the column only is done once.)
+pub type X4GemvFn<X> = unsafe fn(groups: &[X], act: &[Q8Act], out: &mut [f32]);
 
 pub struct X4Kernel<X> {
     /// Named by op, weight layout, activation type and ISA.
     pub name: &'static str,
     pub isa: Isa,
     /// # Safety
-    /// The CPU must support `isa`; `act.len() == group.len()`; masks valid 2:4.
+    /// The CPU must support `isa`; `groups.len()` a multiple of `act.len() > 0`;
+    /// `out.len() == 4 * groups.len() / act.len()`; masks valid 2:4.
     pub f: X4GemvFn<X>,
 }
 
@@ -349,8 +352,10 @@ impl<X> Copy for X4Kernel<X> {}
 ///
 /// # Safety
 /// None (safe code behind the kernel signature).
-unsafe fn scalar_x4<X: X4Block>(group: &[X], act: &[Q8Act], out: &mut [f32; 4]) {
-    crate::formats::sparse_x4::gemv_x4_ref(group, act, out)
+unsafe fn scalar_x4<X: X4Block>(groups: &[X], act: &[Q8Act], out: &mut [f32]) {
+    for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
+        crate::formats::sparse_x4::gemv_x4_ref(group, act, out.try_into().unwrap())
+    }
 }
 
 /// The interleaved 2:4 GEMV kernels of a layout, scalar reference first.

@@ -86,6 +86,19 @@ where
             gemv_x4_ref(&x4, &act, &mut want);
             // SAFETY: the ISA is checked above; lengths match; masks come from valid blocks.
             unsafe { (kernel.f)(&x4, &act, &mut got) };
+            // Several groups in one call give each group's result.
+            let two: Vec<X> = x4.iter().chain(&x4).copied().collect();
+            let mut got2 = [f32::NAN; 8];
+            // SAFETY: as above, two groups.
+            unsafe { (kernel.f)(&two, &act, &mut got2) };
+            assert_eq!(
+                got.map(f32::to_bits),
+                got2[..4].iter().map(|v| v.to_bits()).collect::<Vec<_>>()[..]
+            );
+            assert_eq!(
+                got.map(f32::to_bits),
+                got2[4..].iter().map(|v| v.to_bits()).collect::<Vec<_>>()[..]
+            );
             for row in 0..4 {
                 let rb = &blocks[row * per_row..(row + 1) * per_row];
                 let exact = X::Row::vec_dot(rb, &act).unwrap();

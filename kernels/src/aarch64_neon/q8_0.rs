@@ -89,37 +89,43 @@ macro_rules! kernels {
         /// loaded once for the four.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn gemv_x4<'a, X: 'a>(group: &'a [X], act: &[BlockQ8_0], out: &mut [f32; 4])
+        unsafe fn gemv_x4<'a, X: 'a>(groups: &'a [X], act: &[BlockQ8_0], out: &mut [f32])
         where
             X4Row<'a, X>: Block32,
         {
-            let mut acc = [vdupq_n_f32(0.0); 4];
-            for (b, a) in group.iter().zip(act) {
-                // SAFETY: qs is 32 bytes.
-                let y = unsafe { load32(a.qs.as_ptr()) };
-                let da = a.d.to_f32();
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let row = X4Row { b, r };
-                    // SAFETY: NEON is enabled here; the row's codes lie inside b.
-                    let w = unsafe { codes(&row) };
-                    let dot = $dot(vdupq_n_s32(0), w, y);
-                    let dw = half::f16::from_bits(row.d_bits()).to_f32();
-                    *acc = vfmaq_n_f32(*acc, vcvtq_f32_s32(dot), dw * da);
+            for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
+                let mut acc = [vdupq_n_f32(0.0); 4];
+                for (b, a) in group.iter().zip(act) {
+                    // SAFETY: qs is 32 bytes.
+                    let y = unsafe { load32(a.qs.as_ptr()) };
+                    let da = a.d.to_f32();
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let row = X4Row { b, r };
+                        // SAFETY: NEON is enabled here; the row's codes lie inside b.
+                        let w = unsafe { codes(&row) };
+                        let dot = $dot(vdupq_n_s32(0), w, y);
+                        let dw = half::f16::from_bits(row.d_bits()).to_f32();
+                        *acc = vfmaq_n_f32(*acc, vcvtq_f32_s32(dot), dw * da);
+                    }
                 }
-            }
-            for (o, acc) in out.iter_mut().zip(acc) {
-                *o = vaddvq_f32(acc);
+                for (o, acc) in out.iter_mut().zip(acc) {
+                    *o = vaddvq_f32(acc);
+                }
             }
         }
 
         /// Four interleaved Q8_0 2:4 rows against one column.
         ///
         /// # Safety
-        #[doc = concat!("The CPU must have `", $feat, "`; `act.len() == group.len()`; masks valid 2:4.")]
+        #[doc = concat!("The CPU must have `", $feat, "`; `crate::registry::X4GemvFn`'s contract.")]
         #[target_feature(enable = $feat)]
-        pub unsafe fn gemv_q8_0sx4_q8_0(group: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+        pub unsafe fn gemv_q8_0sx4_q8_0(
+            groups: &[BlockQ8_0Sx4],
+            act: &[BlockQ8_0],
+            out: &mut [f32],
+        ) {
             // SAFETY: forwarded contract.
-            unsafe { gemv_x4(group, act, out) }
+            unsafe { gemv_x4(groups, act, out) }
         }
 
         /// Four interleaved Q4_0 2:4 rows against one column.
@@ -127,9 +133,13 @@ macro_rules! kernels {
         /// # Safety
         /// As `gemv_q8_0sx4_q8_0`.
         #[target_feature(enable = $feat)]
-        pub unsafe fn gemv_q4_0sx4_q8_0(group: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+        pub unsafe fn gemv_q4_0sx4_q8_0(
+            groups: &[BlockQ4_0Sx4],
+            act: &[BlockQ8_0],
+            out: &mut [f32],
+        ) {
             // SAFETY: forwarded contract.
-            unsafe { gemv_x4(group, act, out) }
+            unsafe { gemv_x4(groups, act, out) }
         }
 
         /// Four interleaved dense Q8_0 rows against one column.
@@ -137,9 +147,9 @@ macro_rules! kernels {
         /// # Safety
         /// As `gemv_q8_0sx4_q8_0`.
         #[target_feature(enable = $feat)]
-        pub unsafe fn gemv_q8_0x4_q8_0(group: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+        pub unsafe fn gemv_q8_0x4_q8_0(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
             // SAFETY: forwarded contract.
-            unsafe { gemv_x4(group, act, out) }
+            unsafe { gemv_x4(groups, act, out) }
         }
 
         /// Four interleaved dense Q4_0 rows against one column.
@@ -147,9 +157,9 @@ macro_rules! kernels {
         /// # Safety
         /// As `gemv_q8_0sx4_q8_0`.
         #[target_feature(enable = $feat)]
-        pub unsafe fn gemv_q4_0x4_q8_0(group: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+        pub unsafe fn gemv_q4_0x4_q8_0(groups: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
             // SAFETY: forwarded contract.
-            unsafe { gemv_x4(group, act, out) }
+            unsafe { gemv_x4(groups, act, out) }
         }
 
         row_kernel!(

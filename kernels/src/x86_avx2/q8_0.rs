@@ -161,42 +161,44 @@ row_kernel!(
 /// in place from one stream, the activation block loaded once for the four.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemv_x4<'a, X: 'a>(group: &'a [X], act: &[BlockQ8_0], out: &mut [f32; 4])
+unsafe fn gemv_x4<'a, X: 'a>(groups: &'a [X], act: &[BlockQ8_0], out: &mut [f32])
 where
     X4Row<'a, X>: Block32,
 {
-    let mut acc = [_mm256_setzero_ps(); 4];
     let ones = _mm256_set1_epi16(1);
-    for (b, a) in group.iter().zip(act) {
-        // SAFETY: qs is 32 bytes.
-        let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-        let dy = f16_splat(a.d.to_bits());
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let row = X4Row { b, r };
-            // SAFETY: AVX2 is enabled here; the row's codes lie inside b.
-            let w = unsafe { codes256(&row) };
-            let aw = _mm256_sign_epi8(w, w);
-            let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w)), ones);
-            *acc = _mm256_fmadd_ps(
-                _mm256_mul_ps(f16_splat(row.d_bits()), dy),
-                _mm256_cvtepi32_ps(dot),
-                *acc,
-            );
+    for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, a) in group.iter().zip(act) {
+            // SAFETY: qs is 32 bytes.
+            let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+            let dy = f16_splat(a.d.to_bits());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let row = X4Row { b, r };
+                // SAFETY: AVX2 is enabled here; the row's codes lie inside b.
+                let w = unsafe { codes256(&row) };
+                let aw = _mm256_sign_epi8(w, w);
+                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w)), ones);
+                *acc = _mm256_fmadd_ps(
+                    _mm256_mul_ps(f16_splat(row.d_bits()), dy),
+                    _mm256_cvtepi32_ps(dot),
+                    *acc,
+                );
+            }
         }
-    }
-    for (o, acc) in out.iter_mut().zip(acc) {
-        *o = hsum_ps(acc);
+        for (o, acc) in out.iter_mut().zip(acc) {
+            *o = hsum_ps(acc);
+        }
     }
 }
 
 /// Four interleaved Q8_0 2:4 rows against one column.
 ///
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C; `act.len() == group.len()`; masks valid 2:4.
+/// The CPU must have AVX2, FMA and F16C; [`crate::registry::X4GemvFn`]'s contract.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q8_0sx4_q8_0(group: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+pub unsafe fn gemv_q8_0sx4_q8_0(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
-    unsafe { gemv_x4(group, act, out) }
+    unsafe { gemv_x4(groups, act, out) }
 }
 
 /// Four interleaved Q4_0 2:4 rows against one column.
@@ -204,9 +206,9 @@ pub unsafe fn gemv_q8_0sx4_q8_0(group: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: 
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q4_0sx4_q8_0(group: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+pub unsafe fn gemv_q4_0sx4_q8_0(groups: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
-    unsafe { gemv_x4(group, act, out) }
+    unsafe { gemv_x4(groups, act, out) }
 }
 
 /// Four interleaved dense Q8_0 rows against one column.
@@ -214,9 +216,9 @@ pub unsafe fn gemv_q4_0sx4_q8_0(group: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: 
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q8_0x4_q8_0(group: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+pub unsafe fn gemv_q8_0x4_q8_0(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
-    unsafe { gemv_x4(group, act, out) }
+    unsafe { gemv_x4(groups, act, out) }
 }
 
 /// Four interleaved dense Q4_0 rows against one column.
@@ -224,7 +226,7 @@ pub unsafe fn gemv_q8_0x4_q8_0(group: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &m
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q4_0x4_q8_0(group: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+pub unsafe fn gemv_q4_0x4_q8_0(groups: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
-    unsafe { gemv_x4(group, act, out) }
+    unsafe { gemv_x4(groups, act, out) }
 }

@@ -160,50 +160,55 @@ impl Codes for BlockQ4_0x4 {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
-unsafe fn gemv<X: Codes>(group: &[X], act: &[BlockQ8_0], out: &mut [f32; 4]) {
-    let (mut acc01, mut acc23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+unsafe fn gemv<X: Codes>(groups: &[X], act: &[BlockQ8_0], out: &mut [f32]) {
     let bias = _mm512_set1_epi8(X::BIAS);
     let spread01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     let spread23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    for (b, a) in group.iter().zip(act) {
-        // SAFETY: a.qs is 32 bytes; b's masks are 16 bytes and its scales 8.
-        unsafe {
-            let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(a.qs.as_ptr().cast()));
-            let excess = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, y),
-            );
-            let (w01, w23) = b.expand();
-            let dw = _mm_cvtph_ps(_mm_loadl_epi64(b.d().cast()));
-            let da = _mm_cvtph_ps(_mm_set1_epi16(a.d.to_bits() as i16));
-            let s = _mm512_castps128_ps512(_mm_mul_ps(dw, da));
-            acc01 = _mm512_fmadd_ps(
-                _mm512_permutexvar_ps(spread01, s),
-                _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(excess, w01, y)),
-                acc01,
-            );
-            acc23 = _mm512_fmadd_ps(
-                _mm512_permutexvar_ps(spread23, s),
-                _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(excess, w23, y)),
-                acc23,
-            );
+    // The column's side (codes, bias sums, scale) is recomputed per group:
+    // kept in memory for all groups instead, it was 192 bytes per block, more
+    // than the weights, and made this 1.5-2x slower.
+    for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
+        let (mut acc01, mut acc23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for (b, a) in group.iter().zip(act) {
+            // SAFETY: a.qs is 32 bytes; b's scales are 8 bytes, its codes as expand() reads them.
+            unsafe {
+                let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(a.qs.as_ptr().cast()));
+                let excess = _mm512_sub_epi32(
+                    _mm512_setzero_si512(),
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, y),
+                );
+                let (w01, w23) = b.expand();
+                let dw = _mm_cvtph_ps(_mm_loadl_epi64(b.d().cast()));
+                let da = _mm_cvtph_ps(_mm_set1_epi16(a.d.to_bits() as i16));
+                let s = _mm512_castps128_ps512(_mm_mul_ps(dw, da));
+                acc01 = _mm512_fmadd_ps(
+                    _mm512_permutexvar_ps(spread01, s),
+                    _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(excess, w01, y)),
+                    acc01,
+                );
+                acc23 = _mm512_fmadd_ps(
+                    _mm512_permutexvar_ps(spread23, s),
+                    _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(excess, w23, y)),
+                    acc23,
+                );
+            }
         }
+        out[0] = _mm512_mask_reduce_add_ps(0x00FF, acc01);
+        out[1] = _mm512_mask_reduce_add_ps(0xFF00, acc01);
+        out[2] = _mm512_mask_reduce_add_ps(0x00FF, acc23);
+        out[3] = _mm512_mask_reduce_add_ps(0xFF00, acc23);
     }
-    out[0] = _mm512_mask_reduce_add_ps(0x00FF, acc01);
-    out[1] = _mm512_mask_reduce_add_ps(0xFF00, acc01);
-    out[2] = _mm512_mask_reduce_add_ps(0x00FF, acc23);
-    out[3] = _mm512_mask_reduce_add_ps(0xFF00, acc23);
 }
 
 /// Four interleaved Q8_0 2:4 rows (one group, `group.len()` blocks along K) against one column.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F/BW/VL, VNNI and VBMI2; `act.len() == group.len()`;
-/// every mask valid 2:4 (as [`crate::formats::sparse::check_row`] checks).
+/// The CPU must have AVX-512 F/BW/VL, VNNI and VBMI2; [`crate::registry::X4GemvFn`]'s
+/// contract; every mask valid 2:4 (as [`crate::formats::sparse::check_row`] checks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
-pub unsafe fn gemv_q8_0sx4_q8_0(group: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+pub unsafe fn gemv_q8_0sx4_q8_0(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
-    unsafe { gemv(group, act, out) }
+    unsafe { gemv(groups, act, out) }
 }
 
 /// Four interleaved Q4_0 2:4 rows against one column.
@@ -211,9 +216,9 @@ pub unsafe fn gemv_q8_0sx4_q8_0(group: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: 
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
-pub unsafe fn gemv_q4_0sx4_q8_0(group: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+pub unsafe fn gemv_q4_0sx4_q8_0(groups: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
-    unsafe { gemv(group, act, out) }
+    unsafe { gemv(groups, act, out) }
 }
 
 /// Unpacks the first `rows` rows (a multiple of four) of interleaved groups
@@ -262,9 +267,9 @@ pub(crate) unsafe fn unpack_rows<X: Codes>(
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`] (no masks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
-pub unsafe fn gemv_q8_0x4_q8_0(group: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+pub unsafe fn gemv_q8_0x4_q8_0(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
-    unsafe { gemv(group, act, out) }
+    unsafe { gemv(groups, act, out) }
 }
 
 /// Four interleaved dense Q4_0 rows against one column.
@@ -272,7 +277,7 @@ pub unsafe fn gemv_q8_0x4_q8_0(group: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &m
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`] (no masks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
-pub unsafe fn gemv_q4_0x4_q8_0(group: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32; 4]) {
+pub unsafe fn gemv_q4_0x4_q8_0(groups: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
-    unsafe { gemv(group, act, out) }
+    unsafe { gemv(groups, act, out) }
 }
