@@ -114,7 +114,7 @@ macro_rules! kernels {
             }
         }
 
-        /// Four interleaved Q8_0 2:4 rows against one column.
+        /// Groups of four interleaved Q8_0 2:4 rows against one column.
         ///
         /// # Safety
         #[doc = concat!("The CPU must have `", $feat, "`; `crate::registry::X4GemvFn`'s contract.")]
@@ -128,7 +128,7 @@ macro_rules! kernels {
             unsafe { gemv_x4(groups, act, out) }
         }
 
-        /// Four interleaved Q4_0 2:4 rows against one column.
+        /// Groups of four interleaved Q4_0 2:4 rows against one column.
         ///
         /// # Safety
         /// As `gemv_q8_0sx4_q8_0`.
@@ -142,7 +142,7 @@ macro_rules! kernels {
             unsafe { gemv_x4(groups, act, out) }
         }
 
-        /// Four interleaved dense Q8_0 rows against one column.
+        /// Groups of four interleaved dense Q8_0 rows against one column.
         ///
         /// # Safety
         /// As `gemv_q8_0sx4_q8_0`.
@@ -152,7 +152,7 @@ macro_rules! kernels {
             unsafe { gemv_x4(groups, act, out) }
         }
 
-        /// Four interleaved dense Q4_0 rows against one column.
+        /// Groups of four interleaved dense Q4_0 rows against one column.
         ///
         /// # Safety
         /// As `gemv_q8_0sx4_q8_0`.

@@ -191,7 +191,7 @@ where
     }
 }
 
-/// Four interleaved Q8_0 2:4 rows against one column.
+/// Groups of four interleaved Q8_0 2:4 rows against one column.
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C; [`crate::registry::X4GemvFn`]'s contract.
@@ -201,7 +201,7 @@ pub unsafe fn gemv_q8_0sx4_q8_0(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out:
     unsafe { gemv_x4(groups, act, out) }
 }
 
-/// Four interleaved Q4_0 2:4 rows against one column.
+/// Groups of four interleaved Q4_0 2:4 rows against one column.
 ///
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`].
@@ -211,7 +211,7 @@ pub unsafe fn gemv_q4_0sx4_q8_0(groups: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out:
     unsafe { gemv_x4(groups, act, out) }
 }
 
-/// Four interleaved dense Q8_0 rows against one column.
+/// Groups of four interleaved dense Q8_0 rows against one column.
 ///
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`].
@@ -221,7 +221,7 @@ pub unsafe fn gemv_q8_0x4_q8_0(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &
     unsafe { gemv_x4(groups, act, out) }
 }
 
-/// Four interleaved dense Q4_0 rows against one column.
+/// Groups of four interleaved dense Q4_0 rows against one column.
 ///
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`].

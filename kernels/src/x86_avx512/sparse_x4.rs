@@ -200,7 +200,7 @@ unsafe fn gemv<X: Codes>(groups: &[X], act: &[BlockQ8_0], out: &mut [f32]) {
     }
 }
 
-/// Four interleaved Q8_0 2:4 rows (one group, `group.len()` blocks along K) against one column.
+/// Groups of four interleaved Q8_0 2:4 rows against one column.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL, VNNI and VBMI2; [`crate::registry::X4GemvFn`]'s
@@ -211,7 +211,7 @@ pub unsafe fn gemv_q8_0sx4_q8_0(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out:
     unsafe { gemv(groups, act, out) }
 }
 
-/// Four interleaved Q4_0 2:4 rows against one column.
+/// Groups of four interleaved Q4_0 2:4 rows against one column.
 ///
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`].
@@ -262,7 +262,7 @@ pub(crate) unsafe fn unpack_rows<X: Codes>(
     }
 }
 
-/// Four interleaved dense Q8_0 rows against one column.
+/// Groups of four interleaved dense Q8_0 rows against one column.
 ///
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`] (no masks).
@@ -272,7 +272,7 @@ pub unsafe fn gemv_q8_0x4_q8_0(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &
     unsafe { gemv(groups, act, out) }
 }
 
-/// Four interleaved dense Q4_0 rows against one column.
+/// Groups of four interleaved dense Q4_0 rows against one column.
 ///
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0`] (no masks).
