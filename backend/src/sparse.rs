@@ -112,22 +112,29 @@ where
     }
 }
 
+/// An on-by-default switch: off when the environment variable `var` is `0`
+/// (read once per process, into `cell`).
+fn switch(cell: &'static OnceLock<bool>, var: &str) -> bool {
+    *cell.get_or_init(|| std::env::var(var).map_or(true, |v| v != "0"))
+}
+
 /// Whether sparse weights are used at all (`LLMKERNEL_SPARSE=0` turns them off,
 /// for comparing with the dense kernels on the same file).
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("LLMKERNEL_SPARSE").map_or(true, |v| v != "0"))
+    switch(&ON, "LLMKERNEL_SPARSE")
 }
 
 /// Whether dense Q4_0 / Q8_0 weights of a mapped file are repacked into
 /// four-row groups for decode (`LLMKERNEL_REPACK=0` keeps GGUF's layout).
 fn repack_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("LLMKERNEL_REPACK").map_or(true, |v| v != "0"))
+    switch(&ON, "LLMKERNEL_REPACK")
 }
 
-/// Packs `dense` (planes of `m` rows of `k` values) into interleaved 2:4
-/// groups on `par` (runs of groups in parallel), or `None` if any block is not 2:4.
+/// Packs `dense` (planes of `m` rows of `k` values) into four-row groups of
+/// `X` on `par` (runs of groups in parallel), or `None` if `X` is a 2:4
+/// layout and a block is not 2:4.
 fn pack_on<X: X4Block>(
     dense: &[<X::Row as DenseOf>::Dense],
     (m, k): (usize, usize),
