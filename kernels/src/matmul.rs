@@ -444,11 +444,28 @@ impl<'a, X: X4Block> X4Matrix<'a, X> {
     }
 }
 
-/// The interleaved GEMV kernel `kernel`'s ISA has for `X`, if any.
-pub fn x4_kernel_for<X: X4Kernels>(kernel: &RowKernel<X::Row>) -> Option<X4Kernel<X>> {
-    X::x4_kernels()
-        .into_iter()
+/// The interleaved GEMV for `X` of `kernel`'s ISA (every ISA with row
+/// kernels has one; the scalar reference otherwise).
+pub fn x4_kernel_for<X: X4Kernels>(kernel: &RowKernel<X::Row>) -> X4Kernel<X> {
+    let all = X::x4_kernels();
+    all.iter()
+        .copied()
         .find(|k| k.isa == kernel.isa && k.isa.supported(&crate::cpu::CpuFeatures::get()))
+        .unwrap_or(all[0])
+}
+
+/// The name and ISA of the kernel [`matmul_x4_on`] runs for `n` columns with `kernel`.
+pub fn x4_kernel_used<X: X4Kernels>(
+    kernel: &RowKernel<X::Row>,
+    n: usize,
+) -> (&'static str, crate::registry::Isa) {
+    match panel_for(kernel, n) {
+        Some(p) => (p.name, p.isa),
+        None => {
+            let x4 = x4_kernel_for::<X>(kernel);
+            (x4.name, x4.isa)
+        }
+    }
 }
 
 /// `y = x · wᵀ` for interleaved 2:4 weights. `kernel` is the 2:4 row kernel
@@ -490,8 +507,7 @@ pub fn matmul_x4_on<X: X4Kernels>(
     }
     let per_row = k / 32;
     let cols: Vec<&[BlockQ8_0]> = acts.chunks(per_row).collect();
-    // Every ISA with row kernels has an interleaved GEMV; the scalar one otherwise.
-    let x4 = x4_kernel_for::<X>(kernel).unwrap_or(X::x4_kernels()[0]);
+    let x4 = x4_kernel_for::<X>(kernel);
     let groups = m.div_ceil(GROUP);
     let groups_per_task = groups.div_ceil(par.threads()).max(1);
     struct Out(*mut f32);

@@ -8,9 +8,7 @@ use crate::ggml_mm::{self, GgmlMatMul};
 use crate::info;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::formats::{sparse, sparse_x4};
-use llmkernel_kernels::matmul::{
-    matmul, matmul_x4_on, panel_for, x4_kernel_for, QMatrix, Rayon, X4Matrix,
-};
+use llmkernel_kernels::matmul::{matmul, matmul_x4_on, x4_kernel_used, QMatrix, Rayon, X4Matrix};
 use llmkernel_kernels::panel::MIN_COLS;
 use llmkernel_kernels::registry::{Isa, Kernels, RowKernel, X4Kernels};
 use llmkernel_kernels::testdata::Rng;
@@ -409,14 +407,9 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
                 let (ggml_s, ours_s) = (median(tg), median(to));
                 let bytes = stored_bytes as f64;
                 let used = if dense_ms.is_some() {
-                    match (panel_for(&skernel, n), x4_kernel_for::<X>(&skernel)) {
-                        (Some(p), _) => (p.name, p.isa),
-                        (None, Some(x4)) => (x4.name, x4.isa),
-                        (None, None) => (skernel.name, skernel.isa),
-                    }
+                    x4_kernel_used::<X>(&skernel, n)
                 } else if !dqms.is_empty() {
-                    x4_kernel_for::<D>(&dkernel)
-                        .map_or((dkernel.name, dkernel.isa), |x4| (x4.name, x4.isa))
+                    x4_kernel_used::<D>(&dkernel, n)
                 } else {
                     llmkernel_kernels::matmul::kernel_used(&kernel, n)
                 };

@@ -86,19 +86,6 @@ pub trait X4Block: bytemuck::Pod + Send + Sync + 'static {
     fn from_rows(rows: [Self::Row; 4]) -> Self;
     /// A zero row (scale 0, codes of value 0, a valid mask if 2:4), for padding.
     fn zero_row() -> Self::Row;
-    /// Packs dense blocks (`rows` rows of `k` values, row after row): into
-    /// their 2:4 form (an error if they are not 2:4), or as they are.
-    fn pack_dense(
-        dense: &[<Self::Row as DenseOf>::Dense],
-        rows: usize,
-        k: usize,
-    ) -> Result<Vec<Self>>
-    where
-        Self::Row: DenseOf,
-    {
-        let sparse = <Self::Row as DenseOf>::pack(dense)?;
-        interleave(&sparse, rows, k)
-    }
 }
 
 /// The dense block a row block packs (itself, for a dense block).
