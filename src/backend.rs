@@ -17,6 +17,16 @@ extern "C" {
     fn omp_get_num_threads() -> c_int;
 }
 
+/// This process's OpenMP runtime, the one its ggml CPU backend runs on: the
+/// team the LLMK backend's matmuls share with it (and `llmkernel bench`'s).
+pub fn omp() -> llmkernel_backend::Omp {
+    llmkernel_backend::Omp {
+        parallel: GOMP_parallel,
+        thread_num: omp_get_thread_num,
+        num_threads: omp_get_num_threads,
+    }
+}
+
 /// Registers the LLMK device with this process's ggml (once; later calls
 /// return the same registry). Errors say why the backend may not run here.
 pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
@@ -34,11 +44,7 @@ pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
         graph_node: b::ggml_graph_node,
         nbytes: b::ggml_nbytes,
         log: Some(ggml_log_internal),
-        omp: Some(llmkernel_backend::Omp {
-            parallel: GOMP_parallel,
-            thread_num: omp_get_thread_num,
-            num_threads: omp_get_num_threads,
-        }),
+        omp: Some(omp()),
     });
     if reg.is_null() {
         return Err("the LLMK backend refused to register (see the log line above)".into());

@@ -35,6 +35,13 @@ unsafe extern "C" fn run_job(data: *mut c_void) {
     }
 }
 
+impl OmpTeam {
+    /// `threads` threads of the team `omp` runs (the caller among them).
+    pub fn new(omp: Omp, threads: usize) -> OmpTeam {
+        OmpTeam { omp, threads }
+    }
+}
+
 impl Parallel for OmpTeam {
     fn threads(&self) -> usize {
         self.threads

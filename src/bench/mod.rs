@@ -6,9 +6,10 @@ pub mod bandwidth;
 
 use crate::ggml_mm::{self, GgmlMatMul};
 use crate::info;
+use llmkernel_backend::team::OmpTeam;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::formats::{sparse, sparse_x4};
-use llmkernel_kernels::matmul::{matmul, matmul_x4_on, x4_kernel_used, QMatrix, Rayon, X4Matrix};
+use llmkernel_kernels::matmul::{matmul_on, matmul_x4_on, x4_kernel_used, QMatrix, X4Matrix};
 use llmkernel_kernels::panel::MIN_COLS;
 use llmkernel_kernels::registry::{Isa, Kernels, RowKernel, X4Kernels};
 use llmkernel_kernels::testdata::Rng;
@@ -324,24 +325,25 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
                     if copies > 1 { "ies" } else { "y" }
                 );
                 let mut g = GgmlMatMul::new(format, m, k, n, &ggml_w, t)?;
+                // Our matmuls run on the OpenMP team ggml's run uses, as the LLMK
+                // backend does inside llama.cpp: both sides get the same threads.
+                let team = OmpTeam::new(crate::backend::omp(), t);
                 g.set_input(&x);
                 let mut y = vec![0f32; n * m];
                 let ours = |y: &mut [f32]| -> Result<(), String> {
                     for qm in &dqms {
-                        matmul_x4_on(qm, &x, n, y, &dkernel, &Rayon(t))
-                            .map_err(|e| e.to_string())?;
+                        matmul_x4_on(qm, &x, n, y, &dkernel, &team).map_err(|e| e.to_string())?;
                     }
                     if dqms.is_empty() {
                         for qm in &qms {
-                            matmul(qm, &x, n, y, &kernel, t).map_err(|e| e.to_string())?;
+                            matmul_on(qm, &x, n, y, &kernel, &team).map_err(|e| e.to_string())?;
                         }
                     }
                     Ok(())
                 };
                 let ours_sparse = |y: &mut [f32]| -> Result<(), String> {
                     for qm in &sqms {
-                        matmul_x4_on(qm, &x, n, y, &skernel, &Rayon(t))
-                            .map_err(|e| e.to_string())?;
+                        matmul_x4_on(qm, &x, n, y, &skernel, &team).map_err(|e| e.to_string())?;
                     }
                     Ok(())
                 };
@@ -381,9 +383,9 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
                     // summation order may differ (the interleaved GEMV splits
                     // each row over eight lanes).
                     let mut yd = vec![0f32; n * m];
-                    matmul(&qms[0], &x, n, &mut yd, &kernel, t).map_err(|e| e.to_string())?;
-                    matmul_x4_on(sqm, &x, n, &mut y, &skernel, &Rayon(t))
+                    matmul_on(&qms[0], &x, n, &mut yd, &kernel, &team)
                         .map_err(|e| e.to_string())?;
+                    matmul_x4_on(sqm, &x, n, &mut y, &skernel, &team).map_err(|e| e.to_string())?;
                     let (num, den) = y.iter().zip(&yd).fold((0f64, 0f64), |(a, b), (&s, &d)| {
                         (a + (s as f64 - d as f64).powi(2), b + (d as f64).powi(2))
                     });
