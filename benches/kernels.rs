@@ -3,7 +3,7 @@
 //! GEMV (batch 1) and GEMM (batch 64; row kernels alone, and the panel GEMM
 //! where the ISA has one), single-threaded; beside GEMV, ggml-cpu's `vec_dot`
 //! kernel for the same format on the same data; and every panel tile kernel
-//! (`*/gemm_tile`: 4 rows x 32 columns of K = 4096, in L1/L2); and the
+//! (`*/gemm_tile`: 8 rows x 32 columns of K = 4096, in L1/L2); and the
 //! interleaved 2:4 GEMVs (`*/gemv_x4`).
 //!
 //! Units: weight bytes per second for dequant and GEMV; for GEMM, "elements"

@@ -197,7 +197,7 @@ fn check_tiles<B: PanelFormat + RandomBlock>(
                 let (mut want, mut got) = ([0f32; ROWS * COLS], [f32::NAN; ROWS * COLS]);
                 // SAFETY: the scalar tile has no requirement; the ISA is checked above.
                 unsafe {
-                    panel::gemm_i8_q8x32_4x32(&tile, &mut want);
+                    panel::gemm_i8_q8x32_8x32(&tile, &mut want);
                     (kernel.f)(&tile, &mut got);
                 }
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -274,8 +274,8 @@ where
             let (mut oa, mut ob) = ([0f32; ROWS * COLS], [0f32; ROWS * COLS]);
             // SAFETY: the scalar tile has no requirement.
             unsafe {
-                panel::gemm_i8_q8x32_4x32(&Tile::new(&a, r0, &cb), &mut oa);
-                panel::gemm_i8_q8x32_4x32(&Tile::new(&b, r0, &cb), &mut ob);
+                panel::gemm_i8_q8x32_8x32(&Tile::new(&a, r0, &cb), &mut oa);
+                panel::gemm_i8_q8x32_8x32(&Tile::new(&b, r0, &cb), &mut ob);
             }
             assert_eq!(
                 oa.map(f32::to_bits),

@@ -1,4 +1,4 @@
-//! The panel GEMM tile ([`crate::panel`]) with AVX2: 4 weight rows x 32
+//! The panel GEMM tile ([`crate::panel`]) with AVX2: [`ROWS`] weight rows x 32
 //! activation columns, done as passes of 2 rows x 16 columns (8 for Q4_K,
 //! whose per-sub-block sums need more registers) to fit 16 vector registers.
 //!
@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 /// # Safety
 /// The CPU must have AVX2 and FMA; `t` built by [`Tile::new`].
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn gemm_i8_q8x32_4x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
+pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
     // SAFETY: forwarded contract; each arm is the tile's shape.
     unsafe {
         match (t.shape.block, t.shape.sub, t.shape.pairs()) {
@@ -26,7 +26,7 @@ pub unsafe fn gemm_i8_q8x32_4x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             (256, 256, 8) => tile::<64, 1, 8, 2, true>(t, out), // Q2_K: codes 0..=45
             (256, 256, 0) => tile::<64, 1, 0, 2, false>(t, out), // Q3_K
             (32, 32, 0) => tile::<8, 1, 0, 2, false>(t, out), // Q4_0, Q8_0 (and 2:4)
-            _ => crate::panel::gemm_i8_q8x32_4x32(t, out),
+            _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
         }
     }
 }

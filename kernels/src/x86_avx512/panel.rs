@@ -1,14 +1,15 @@
-//! The panel GEMM tile ([`crate::panel`]) with AVX-512 VNNI: 4 weight rows x
-//! 32 activation columns, two 16-lane vectors per row.
+//! The panel GEMM tile ([`crate::panel`]) with AVX-512 VNNI: [`ROWS`] (8)
+//! weight rows x 32 activation columns, two 16-lane vectors per row.
 //!
 //! Per four values of K: two 64-byte loads of the interleaved activations
 //! (`[column][4]` as u8), then per row one broadcast of its four `i8` codes
-//! (the memory operand of `vpdpbusd`) and two `vpdpbusd`: 8 multiply-adds of
-//! 64 products each per 2 loads + 4 broadcasts. Per scale sub-block and row
+//! (the memory operand of `vpdpbusd`) and two `vpdpbusd`: 16 multiply-adds of
+//! 64 products each per 2 loads + 8 broadcasts, in 16 independent chains (8,
+//! with 4 rows, left the unit idle part of the time). Per scale sub-block and row
 //! one conversion and one FMA per vector; per block the mins as `vpdpwssd` of
 //! i16 pairs (weights' mins x columns' code sums), one conversion, one FMA,
 //! and one FMA by the activation scale. The float steps are
-//! [`crate::panel::gemm_i8_q8x32_4x32`]'s, in its order, so the two agree bit
+//! [`crate::panel::gemm_i8_q8x32_8x32`]'s, in its order, so the two agree bit
 //! for bit.
 
 use crate::panel::{Shape, Tile, COLS, ROWS};
@@ -17,7 +18,7 @@ use std::arch::x86_64::*;
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL and VNNI; `t` built by [`Tile::new`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub unsafe fn gemm_i8_q8x32_4x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
+pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
     // SAFETY: forwarded contract; each arm is the tile's shape.
     unsafe {
         match (t.shape.block, t.shape.sub, t.shape.pairs()) {
@@ -26,7 +27,7 @@ pub unsafe fn gemm_i8_q8x32_4x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             (256, 256, 0) => tile::<64, 1, 0>(t, out), // Q3_K
             (32, 32, 0) => tile::<8, 1, 0>(t, out),    // Q4_0, Q8_0 (and 2:4)
             // No format has another shape; the reference computes the same.
-            _ => crate::panel::gemm_i8_q8x32_4x32(t, out),
+            _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
         }
     }
 }
