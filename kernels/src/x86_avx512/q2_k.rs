@@ -53,23 +53,31 @@ unsafe fn block_dot<const C: usize>(
     }
 }
 
-/// The 2-bit codes of a block as four 64-value quads (quarters 2k, 2k+1 of each half).
+/// A vector whose 16-bit lanes hold `lo` in the low 256 bits and `hi` in the high.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn halves(lo: i16, hi: i16) -> __m512i {
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_set1_epi16(lo)),
+        _mm256_set1_epi16(hi),
+    )
+}
+
+/// The 2-bit codes of a block as four 64-value quads (quarters 2k, 2k+1 of
+/// each half): each half's 32 bytes broadcast to both 256-bit halves of a
+/// vector, then one shift by 0 | 2 (or 4 | 6) per 16-bit lane and a mask.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 fn low_codes(qs: &[u8; 64]) -> [__m512i; 4] {
-    let m3 = _mm256_set1_epi8(3);
+    let m3 = _mm512_set1_epi8(3);
+    let (s01, s23) = (halves(0, 2), halves(4, 6));
     let mut out = [_mm512_setzero_si512(); 4];
     for h in 0..2 {
         // SAFETY: qs has 64 bytes; 32h + 32 <= 64.
-        let v = unsafe { _mm256_loadu_si256(qs.as_ptr().add(32 * h).cast()) };
-        let q = [
-            _mm256_and_si256(v, m3),
-            _mm256_and_si256(_mm256_srli_epi16::<2>(v), m3),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(v), m3),
-            _mm256_and_si256(_mm256_srli_epi16::<6>(v), m3),
-        ];
-        out[2 * h] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
-        out[2 * h + 1] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[2]), q[3]);
+        let v =
+            _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(qs.as_ptr().add(32 * h).cast()) });
+        out[2 * h] = _mm512_and_si512(_mm512_srlv_epi16(v, s01), m3);
+        out[2 * h + 1] = _mm512_and_si512(_mm512_srlv_epi16(v, s23), m3);
     }
     out
 }
@@ -124,12 +132,6 @@ unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &
     // Per-16-bit-lane shift counts (low half, high half) that move bit 2qd
     // (low) and 2qd + 1 (high) to bit 2: left by 2 and 1 for quad 0, right
     // by 0/1, 2/3 and 4/5 for quads 1..3.
-    let halves = |lo: i16, hi: i16| {
-        _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(_mm256_set1_epi16(lo)),
-            _mm256_set1_epi16(hi),
-        )
-    };
     let shift = [halves(2, 1), halves(0, 1), halves(2, 3), halves(4, 5)];
     for (i, b) in row.iter().enumerate() {
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
