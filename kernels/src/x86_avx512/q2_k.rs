@@ -88,6 +88,9 @@ unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &
     let mut acc = [_mm512_setzero_ps(); C];
     let m4 = _mm_set1_epi8(0x0F);
     for (i, b) in row.iter().enumerate() {
+        if C == 1 {
+            super::prefetch_ahead(b);
+        }
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =
             std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
@@ -134,6 +137,9 @@ unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &
     // by 0/1, 2/3 and 4/5 for quads 1..3.
     let shift = [halves(2, 1), halves(0, 1), halves(2, 3), halves(4, 5)];
     for (i, b) in row.iter().enumerate() {
+        if C == 1 {
+            super::prefetch_ahead(b);
+        }
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =
             std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
