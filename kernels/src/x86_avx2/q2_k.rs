@@ -151,6 +151,9 @@ unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0x0F);
     for (i, b) in row.iter().enumerate() {
+        if C == 1 {
+            super::prefetch_ahead(b);
+        }
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =
             std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
@@ -197,6 +200,9 @@ unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &
     let m3 = _mm256_set1_epi8(3);
     let four = _mm256_set1_epi8(4);
     for (i, b) in row.iter().enumerate() {
+        if C == 1 {
+            super::prefetch_ahead(b);
+        }
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =
             std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });

@@ -38,6 +38,9 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
     // Duplicates each min so that it lines up with the two 16-value bsums of its sub-block.
     let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     for (i, b) in row.iter().enumerate() {
+        if C == 1 {
+            super::prefetch_ahead(b);
+        }
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =
             std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });

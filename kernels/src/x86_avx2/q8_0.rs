@@ -169,6 +169,7 @@ where
     for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
         let mut acc = [_mm256_setzero_ps(); 4];
         for (b, a) in group.iter().zip(act) {
+            super::prefetch_ahead(b);
             // SAFETY: qs is 32 bytes.
             let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
             let dy = f16_splat(a.d.to_bits());

@@ -89,7 +89,7 @@ unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &
     let m4 = _mm_set1_epi8(0x0F);
     for (i, b) in row.iter().enumerate() {
         if C == 1 {
-            super::prefetch_ahead(b);
+            crate::x86_avx2::prefetch_ahead(b);
         }
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =
@@ -138,7 +138,7 @@ unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &
     let shift = [halves(2, 1), halves(0, 1), halves(2, 3), halves(4, 5)];
     for (i, b) in row.iter().enumerate() {
         if C == 1 {
-            super::prefetch_ahead(b);
+            crate::x86_avx2::prefetch_ahead(b);
         }
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =

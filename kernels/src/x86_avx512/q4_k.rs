@@ -39,7 +39,7 @@ unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut
     let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     for (i, blk) in row.iter().enumerate() {
         if C == 1 {
-            super::prefetch_ahead(blk);
+            crate::x86_avx2::prefetch_ahead(blk);
         }
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =

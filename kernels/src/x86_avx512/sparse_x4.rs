@@ -170,7 +170,7 @@ unsafe fn gemv<X: Codes>(groups: &[X], act: &[BlockQ8_0], out: &mut [f32]) {
     for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
         let (mut acc01, mut acc23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         for (b, a) in group.iter().zip(act) {
-            super::prefetch_ahead(b);
+            crate::x86_avx2::prefetch_ahead(b);
             // SAFETY: a.qs is 32 bytes; b's scales are 8 bytes, its codes as expand() reads them.
             unsafe {
                 let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(a.qs.as_ptr().cast()));
