@@ -711,6 +711,12 @@ pub fn kernels() -> Vec<PanelKernel> {
             f: crate::x86_avx512::panel::gemm_i8_q8x32_8x32,
         },
     ]);
+    #[cfg(target_arch = "aarch64")]
+    v.push(PanelKernel {
+        name: "gemm_i8_q8x32_8x32",
+        isa: Isa::Dotprod,
+        f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32,
+    });
     v
 }
 

@@ -5,6 +5,7 @@
 //! points are `#[target_feature]` functions reached only through the registry.
 
 pub mod dequant;
+pub mod panel;
 pub mod q2_k;
 pub mod q4_k;
 pub mod q8_0;
