@@ -78,8 +78,12 @@ pub fn load_plugin(path: &Path) -> Result<ffi::ggml_backend_reg_t, String> {
 
 /// The LLMK device's counters, read through its registry's `get_proc_address`
 /// (so they come from whichever copy of the backend the registry belongs to).
-pub fn stats(reg: ffi::ggml_backend_reg_t) -> Option<Stats> {
-    // SAFETY: a live registry; the name is NUL-terminated.
+///
+/// # Safety
+/// `reg` must be a live ggml backend registry (as [`register_in_process`] and
+/// [`load_plugin`] return).
+pub unsafe fn stats(reg: ffi::ggml_backend_reg_t) -> Option<Stats> {
+    // SAFETY: a live registry (the caller's contract); the name is NUL-terminated.
     let f = unsafe { ffi::ggml_backend_reg_get_proc_address(reg, c"llmkernel_get_stats".as_ptr()) };
     if f.is_null() {
         return None;

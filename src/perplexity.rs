@@ -280,7 +280,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
                 label: label.into(),
                 ..Default::default()
             },
-            llmk_before: llmk.then(|| reg.and_then(backend::stats).map_or(0, |s| s.mul_mat)),
+            llmk_before: llmk.then(|| llmk_matmuls(reg)),
         })
     }
     if let Some(t) = &teacher {
@@ -432,7 +432,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
     for inst in instances {
         let mut s = inst.score;
         if let Some(before) = inst.llmk_before {
-            let after = reg.and_then(backend::stats).map_or(0, |s| s.mul_mat);
+            let after = llmk_matmuls(reg);
             s.llmk_matmuls = Some(after - before);
         }
         scores.push(s);
@@ -550,4 +550,12 @@ impl Report {
         })
         .to_string()
     }
+}
+
+/// The LLMK backend's MUL_MAT count so far, 0 without it (`reg`: the registry
+/// `backend::register_in_process` returned, or none).
+fn llmk_matmuls(reg: Option<crate::ffi::ggml_backend_reg_t>) -> u64 {
+    // SAFETY: a registry from register_in_process lives for the whole process.
+    reg.and_then(|r| unsafe { backend::stats(r) })
+        .map_or(0, |s| s.mul_mat)
 }

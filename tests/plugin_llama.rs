@@ -152,9 +152,11 @@ fn plugin_matches_the_cpu_backend_inside_libllama() {
     // Per model evaluation: every layer's 7 matmuls and the output matrix, per eval call.
     let matmuls_per_eval = (7 * shape.n_layer + 1) as u64;
     for (f, path, stock, pruned) in &models {
-        let before = backend::stats(reg).expect("the plugin's stats");
+        // SAFETY: reg is the registry load_plugin returned; it lives for the process.
+        let before = unsafe { backend::stats(reg) }.expect("the plugin's stats");
         let ours = logits(path, &tokens);
-        let after = backend::stats(reg).unwrap();
+        // SAFETY: as above.
+        let after = unsafe { backend::stats(reg) }.unwrap();
         let evals = 1 + DECODE as u64;
         assert_eq!(after.failed, before.failed, "{f:?}: plugin nodes failed");
         assert!(

@@ -190,8 +190,7 @@ pub trait Kernels: PanelFormat {
         let cpu = CpuFeatures::get();
         Self::row_kernels()
             .into_iter()
-            .filter(|k| k.isa <= ceiling && k.isa.supported(&cpu))
-            .next_back()
+            .rfind(|k| k.isa <= ceiling && k.isa.supported(&cpu))
             .expect("every format has a scalar kernel")
     }
 }
