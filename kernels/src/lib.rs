@@ -59,6 +59,24 @@ macro_rules! row_kernel {
     };
 }
 
+/// A panel tile kernel's body for the tile's shape: `$tile::<Q, G, P>(t, out)`
+/// with `Q` groups of four values per scale sub-block, `G` sub-blocks per
+/// block and `P` pairs of mins per block, one arm per weight format's shape
+/// ([`crate::panel::Shape`]); any other shape (no format has one) runs the
+/// scalar tile, which computes the same. Expands to an unsafe call: use it
+/// inside an `unsafe` block whose contract is the tile kernel's.
+macro_rules! panel_tile_by_shape {
+    ($tile:ident, $t:expr, $out:expr) => {
+        match ($t.shape.block, $t.shape.sub, $t.shape.pairs()) {
+            (256, 32, 4) => $tile::<8, 8, 4>($t, $out),   // Q4_K
+            (256, 256, 8) => $tile::<64, 1, 8>($t, $out), // Q2_K
+            (256, 256, 0) => $tile::<64, 1, 0>($t, $out), // Q3_K
+            (32, 32, 0) => $tile::<8, 1, 0>($t, $out),    // Q4_0, Q8_0 (and 2:4)
+            _ => $crate::panel::gemm_i8_q8x32_8x32($t, $out),
+        }
+    };
+}
+
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64_neon;
 pub mod cpu;

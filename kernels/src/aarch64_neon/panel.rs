@@ -26,16 +26,8 @@ const V: usize = 4;
 /// The CPU must have NEON and dotprod; `t` built by [`Tile::new`].
 #[target_feature(enable = "neon,dotprod")]
 pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
-    // SAFETY: forwarded contract; each arm is the tile's shape.
-    unsafe {
-        match (t.shape.block, t.shape.sub, t.shape.pairs()) {
-            (256, 32, 4) => tile::<8, 8, 4>(t, out),   // Q4_K
-            (256, 256, 8) => tile::<64, 1, 8>(t, out), // Q2_K
-            (256, 256, 0) => tile::<64, 1, 0>(t, out), // Q3_K
-            (32, 32, 0) => tile::<8, 1, 0>(t, out),    // Q4_0, Q8_0 (and 2:4)
-            _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
-        }
-    }
+    // SAFETY: forwarded contract; each arm is for the tile's shape.
+    unsafe { panel_tile_by_shape!(tile, t, out) }
 }
 
 /// `Q` groups of four values per scale sub-block, `G` sub-blocks per block,

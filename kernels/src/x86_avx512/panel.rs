@@ -19,17 +19,8 @@ use std::arch::x86_64::*;
 /// The CPU must have AVX-512 F/BW/VL and VNNI; `t` built by [`Tile::new`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
-    // SAFETY: forwarded contract; each arm is the tile's shape.
-    unsafe {
-        match (t.shape.block, t.shape.sub, t.shape.pairs()) {
-            (256, 32, 4) => tile::<8, 8, 4>(t, out),   // Q4_K
-            (256, 256, 8) => tile::<64, 1, 8>(t, out), // Q2_K
-            (256, 256, 0) => tile::<64, 1, 0>(t, out), // Q3_K
-            (32, 32, 0) => tile::<8, 1, 0>(t, out),    // Q4_0, Q8_0 (and 2:4)
-            // No format has another shape; the reference computes the same.
-            _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
-        }
-    }
+    // SAFETY: forwarded contract; each arm is for the tile's shape.
+    unsafe { panel_tile_by_shape!(tile, t, out) }
 }
 
 /// `Q` groups of four values per scale sub-block, `G` sub-blocks per block,
