@@ -19,8 +19,8 @@ pub(crate) fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
-/// How far ahead of the block it is reading a one-column row kernel (a GEMV)
-/// asks the CPU for the weights. The hardware prefetchers alone left one
+/// How far ahead of the block it is reading a GEMV (a row kernel run on one
+/// column, or a four-row interleaved GEMV) asks the CPU for the weights. The hardware prefetchers alone left one
 /// thread at 25-26 GB/s on Q4_K from DRAM, where the same kernel runs at 40
 /// in cache; 4-16 KB ahead measured 28-32 GB/s (`llmkernel bench`, Q4_K
 /// 14336x4096 and 4096x14336, 1 and 2 threads). Issued per block, spread

@@ -20,7 +20,7 @@ pub const COLS: usize = 8;
 /// `vpermw` indices that broadcast i16 scales `4q .. 4q + 4` to the four
 /// 128-bit lanes of a vector, one per lane.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 fn lane_scales(scales16: __m512i, quad: usize) -> __m512i {
     let idx: [i16; 32] = std::array::from_fn(|i| (4 * quad + i / 8) as i16);
     // SAFETY: idx is 64 bytes.
