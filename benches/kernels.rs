@@ -16,11 +16,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use llmkernel::kernels::cpu::CpuFeatures;
 use llmkernel::kernels::formats::sparse_x4;
 use llmkernel::kernels::formats::*;
-use llmkernel::kernels::matmul::{
-    matmul_quantized, panel_for, quantize_activations, quantize_row, QMatrix,
-};
-use llmkernel::kernels::panel::{self, pack_columns, Shape, Tile, Unpacked, COLS, ROWS};
-use llmkernel::kernels::registry::{Kernels, RowKernel, X4Kernels};
+use llmkernel::kernels::matmul::{matmul_quantized, quantize_activations, quantize_row, QMatrix};
+use llmkernel::kernels::panel::{pack_columns, Shape, Tile, Unpacked, COLS, ROWS};
+use llmkernel::kernels::table::{panel_kernels, Config, Isa, Kernels, X4Kernels};
 use llmkernel::kernels::testdata::{RandomBlock, Rng};
 use std::time::Duration;
 
@@ -40,9 +38,9 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
     let cpu = CpuFeatures::get();
     for kernel in B::dequant_kernels()
         .into_iter()
-        .filter(|k| k.isa.supported(&cpu))
+        .filter(|k| k.isa().supported(&cpu))
     {
-        g.bench_function(BenchmarkId::new(kernel.name, kernel.isa), |b| {
+        g.bench_function(BenchmarkId::new(kernel.name(), kernel.isa()), |b| {
             b.iter(|| kernel.run(&w, &mut out).unwrap())
         });
     }
@@ -77,20 +75,18 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
         }
         for kernel in B::row_kernels()
             .into_iter()
-            .filter(|k| k.isa.supported(&cpu))
+            .filter(|k| k.isa().supported(&cpu))
         {
             // The row kernel alone (its GEMM without the panel path), then, where
             // its ISA has one, the panel GEMM the driver runs for this batch.
-            let row_only = RowKernel {
-                panel: None,
-                ..kernel
-            };
-            g.bench_function(BenchmarkId::new(kernel.name, kernel.isa), |b| {
+            let config = Config::<B>::at(kernel.isa());
+            let row_only = config.without_panel();
+            g.bench_function(BenchmarkId::new(kernel.name(), kernel.isa()), |b| {
                 b.iter(|| matmul_quantized(&qm, &acts, n, &mut y, &row_only, 1).unwrap())
             });
-            if let Some(p) = panel_for(&kernel, n) {
-                g.bench_function(BenchmarkId::new(p.name, p.isa), |b| {
-                    b.iter(|| matmul_quantized(&qm, &acts, n, &mut y, &kernel, 1).unwrap())
+            if let Some(p) = config.panel_for(n) {
+                g.bench_function(BenchmarkId::new(p.name(), p.isa()), |b| {
+                    b.iter(|| matmul_quantized(&qm, &acts, n, &mut y, &config, 1).unwrap())
                 });
             }
         }
@@ -100,7 +96,7 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
     // The panel tile alone: ROWS unpacked rows against COLS interleaved columns.
     let shape = Shape::of::<B>();
     let mut u = Unpacked::new(ROWS, K, shape);
-    u.fill(&w[..ROWS * K / B::FORMAT.block_len()], ROWS);
+    u.fill(&w[..ROWS * K / B::FORMAT.block_len()], ROWS, Isa::best());
     let x = r.activations(COLS * K);
     let acts = quantize_activations::<B>(&x, COLS, K, 1).unwrap();
     let cols = pack_columns(&acts, COLS, K, 0, shape);
@@ -108,13 +104,14 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("{name}/gemm_tile"));
     g.throughput(Throughput::Elements((2 * ROWS * COLS * K) as u64));
     let mut out = [0f32; ROWS * COLS];
-    for p in panel::kernels()
+    for p in panel_kernels()
         .into_iter()
-        .filter(|p| p.isa.supported(&cpu))
+        .filter(|p| p.isa().supported(&cpu))
     {
-        g.bench_function(BenchmarkId::new(p.name, p.isa), |b| {
+        let f = p.function();
+        g.bench_function(BenchmarkId::new(p.name(), p.isa()), |b| {
             // SAFETY: the ISA is checked above; the tile checked its lengths.
-            b.iter(|| unsafe { (p.f)(&tile, &mut out) })
+            b.iter(|| unsafe { f(&tile, &mut out) })
         });
     }
     g.finish();
@@ -190,13 +187,14 @@ where
     let mut out = [0f32; 4];
     for kernel in X::x4_kernels()
         .into_iter()
-        .filter(|k| k.isa.supported(&cpu))
+        .filter(|k| k.isa().supported(&cpu))
     {
-        g.bench_function(BenchmarkId::new(kernel.name, kernel.isa), |b| {
+        let f = kernel.function();
+        g.bench_function(BenchmarkId::new(kernel.name(), kernel.isa()), |b| {
             b.iter(|| {
                 for group in x4.chunks(per_row) {
                     // SAFETY: the ISA is checked above; lengths match; masks are valid.
-                    unsafe { (kernel.f)(group, &act, &mut out) };
+                    unsafe { f(group, &act, &mut out) };
                 }
             })
         });

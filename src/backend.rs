@@ -37,15 +37,19 @@ pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
         return Ok(r as ffi::ggml_backend_reg_t);
     }
     llmkernel_backend::usable_isa()?;
-    let reg = llmkernel_backend::init(llmkernel_backend::Host {
-        version: b::ggml_version,
-        buffer_init: b::ggml_backend_buffer_init,
-        graph_n_nodes: b::ggml_graph_n_nodes,
-        graph_node: b::ggml_graph_node,
-        nbytes: b::ggml_nbytes,
-        log: Some(ggml_log_internal),
-        omp: Some(omp()),
-    });
+    // SAFETY: the functions are this process's own ggml-base and libgomp
+    // functions of those names, linked in.
+    let reg = unsafe {
+        llmkernel_backend::init(llmkernel_backend::Host {
+            version: b::ggml_version,
+            buffer_init: b::ggml_backend_buffer_init,
+            graph_n_nodes: b::ggml_graph_n_nodes,
+            graph_node: b::ggml_graph_node,
+            nbytes: b::ggml_nbytes,
+            log: Some(ggml_log_internal),
+            omp: Some(omp()),
+        })
+    };
     if reg.is_null() {
         return Err("the LLMK backend refused to register (see the log line above)".into());
     }

@@ -3,7 +3,7 @@
 
 use crate::ggml;
 use llmkernel_kernels::cpu::CpuFeatures;
-use llmkernel_kernels::registry::{self, Isa};
+use llmkernel_kernels::table::{self, Isa};
 use llmkernel_kernels::Format;
 use std::fmt::Write;
 use std::process::Command;
@@ -124,17 +124,22 @@ pub fn report() -> String {
         Err(e) => writeln!(s, "kernels: {e}").unwrap(),
     }
     for f in Format::WEIGHTS {
-        let chosen = registry::select(f)
-            .map(|isa| isa.to_string())
-            .unwrap_or_else(|e| format!("error: {e}"));
         writeln!(
             s,
-            "  {:<5} {chosen:<8} ({:.4} bits/weight, {} values per block)",
+            "  {:<5} ({:.4} bits/weight, {} values per block)",
             f.name(),
             f.bits_per_weight(),
             f.block_len()
         )
         .unwrap();
+        match table::pieces(f) {
+            Ok(pieces) => {
+                for (piece, name, isa) in pieces {
+                    writeln!(s, "        {piece:<21} {isa:<8} {name}").unwrap();
+                }
+            }
+            Err(e) => writeln!(s, "        error: {e}").unwrap(),
+        }
     }
     s
 }

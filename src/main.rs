@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use llmkernel::bench;
-use llmkernel::kernels::registry::Isa;
+use llmkernel::kernels::table::Isa;
 use llmkernel::kernels::Format;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -35,7 +35,7 @@ pub mod ffi {
     include!("../../src/ffi/bindings.rs");
 }
 
-use llmkernel_kernels::registry::Isa;
+use llmkernel_kernels::table::Isa;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -260,7 +260,12 @@ pub(crate) fn isa() -> Isa {
 /// Checks the host and the CPU and returns the registry to hand to ggml, or
 /// null (after one log line saying why) when the backend must not be used.
 /// Idempotent: later calls return the same registry.
-pub fn init(h: Host) -> ffi::ggml_backend_reg_t {
+///
+/// # Safety
+/// Every function in `h` (and in `h.omp`) is the host process's function of
+/// the name in [`HOST_SYMBOLS`] / [`OMP_SYMBOLS`], with that signature, and
+/// stays loaded for the life of the process.
+pub unsafe fn init(h: Host) -> ffi::ggml_backend_reg_t {
     set_logger(h.log);
     if let Some(o) = OBJECTS.get() {
         // SAFETY: see objects().
@@ -388,15 +393,19 @@ mod tests {
         unsafe extern "C" fn nbytes(_: *const ffi::ggml_tensor) -> usize {
             panic!("called")
         }
-        let reg = init(Host {
-            version,
-            buffer_init,
-            graph_n_nodes: n_nodes,
-            graph_node: node,
-            nbytes,
-            log: None,
-            omp: None,
-        });
+        // SAFETY: stand-ins with the functions' signatures; only `version` is
+        // called (the others panic, which the test would report).
+        let reg = unsafe {
+            init(Host {
+                version,
+                buffer_init,
+                graph_n_nodes: n_nodes,
+                graph_node: node,
+                nbytes,
+                log: None,
+                omp: None,
+            })
+        };
         assert!(reg.is_null());
         assert!(OBJECTS.get().is_none());
     }

@@ -6,7 +6,7 @@ use llmkernel_kernels::formats::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, QuantBlock,
 };
 use llmkernel_kernels::matmul::{matmul_on, matmul_x4_on, Parallel, QMatrix, X4Matrix};
-use llmkernel_kernels::registry::{Kernels, RowKernel, X4Kernels};
+use llmkernel_kernels::table::{Config, Kernels, X4Kernels};
 use std::borrow::Cow;
 use std::ffi::c_char;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -328,28 +328,28 @@ unsafe extern "C" fn backend_graph_compute(
     ffi::GGML_STATUS_SUCCESS
 }
 
-/// The kernel of each format, chosen once.
+/// The table's configuration of each format under the ISA ceiling, chosen once.
 struct Chosen {
-    q4k: RowKernel<BlockQ4K>,
-    q3k: RowKernel<BlockQ3K>,
-    q2k: RowKernel<BlockQ2K>,
-    q4_0: RowKernel<BlockQ4_0>,
-    q8_0: RowKernel<BlockQ8_0>,
-    q4_0s: RowKernel<BlockQ4_0S>,
-    q8_0s: RowKernel<BlockQ8_0S>,
+    q4k: Config<BlockQ4K>,
+    q3k: Config<BlockQ3K>,
+    q2k: Config<BlockQ2K>,
+    q4_0: Config<BlockQ4_0>,
+    q8_0: Config<BlockQ8_0>,
+    q4_0s: Config<BlockQ4_0S>,
+    q8_0s: Config<BlockQ8_0S>,
 }
 fn chosen() -> &'static Chosen {
     static CHOSEN: OnceLock<Chosen> = OnceLock::new();
     CHOSEN.get_or_init(|| {
         let isa = crate::isa();
         Chosen {
-            q4k: BlockQ4K::select_at(isa),
-            q3k: BlockQ3K::select_at(isa),
-            q2k: BlockQ2K::select_at(isa),
-            q4_0: BlockQ4_0::select_at(isa),
-            q8_0: BlockQ8_0::select_at(isa),
-            q4_0s: BlockQ4_0S::select_at(isa),
-            q8_0s: BlockQ8_0S::select_at(isa),
+            q4k: Config::<BlockQ4K>::at(isa),
+            q3k: Config::<BlockQ3K>::at(isa),
+            q2k: Config::<BlockQ2K>::at(isa),
+            q4_0: Config::<BlockQ4_0>::at(isa),
+            q8_0: Config::<BlockQ8_0>::at(isa),
+            q4_0s: Config::<BlockQ4_0S>::at(isa),
+            q8_0s: Config::<BlockQ8_0S>::at(isa),
         }
     })
 }
@@ -535,7 +535,7 @@ type Plane<'a, B> = dyn Fn(usize, usize) -> Cow<'a, [B]> + 'a;
 /// As [`compute`], and [`supports`] accepted `dst`.
 unsafe fn mul_mat<'a, B: Kernels>(
     dst: &ffi::ggml_tensor,
-    kernel: &RowKernel<B>,
+    kernel: &Config<B>,
     par: &dyn Parallel,
     plane: &Plane<'a, B>,
 ) -> Result<()> {
@@ -562,7 +562,7 @@ unsafe fn mul_mat<'a, B: Kernels>(
 /// As [`mul_mat`].
 unsafe fn mul_mat_x4<X: X4Kernels>(
     dst: &ffi::ggml_tensor,
-    kernel: &RowKernel<X::Row>,
+    kernel: &Config<X::Row>,
     par: &dyn Parallel,
     packed: &[X],
 ) -> Result<()> {
@@ -637,7 +637,7 @@ unsafe fn mul_mat_planes(
 /// As [`mul_mat`].
 unsafe fn mul_mat_id<B: Kernels>(
     dst: &ffi::ggml_tensor,
-    kernel: &RowKernel<B>,
+    kernel: &Config<B>,
     par: &dyn Parallel,
 ) -> Result<()> {
     // SAFETY: supports() checked the sources.

@@ -37,7 +37,11 @@ unsafe extern "C" fn run_job(data: *mut c_void) {
 
 impl OmpTeam {
     /// `threads` threads of the team `omp` runs (the caller among them).
-    pub fn new(omp: Omp, threads: usize) -> OmpTeam {
+    ///
+    /// # Safety
+    /// `omp`'s functions are libgomp's `GOMP_parallel`, `omp_get_thread_num`
+    /// and `omp_get_num_threads`, loaded for the life of the team.
+    pub unsafe fn new(omp: Omp, threads: usize) -> OmpTeam {
         OmpTeam { omp, threads }
     }
 }

@@ -82,10 +82,11 @@ pub mod aarch64_neon;
 pub mod cpu;
 pub mod error;
 pub mod formats;
+pub mod isa;
 pub mod matmul;
 pub mod panel;
-pub mod registry;
 pub mod scalar;
+pub mod table;
 pub mod testdata;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_avx2;

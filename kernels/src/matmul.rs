@@ -4,11 +4,10 @@
 
 use crate::error::Error;
 use crate::formats::sparse_x4::{X4Block, GROUP};
-use crate::formats::{BlockQ8_0, QuantBlock, WeightBlock};
-use crate::panel::{
-    pack_columns, ColBlock, PanelKernel, Shape, Tile, Unpacked, COLS, PANEL_ROWS, ROWS,
-};
-use crate::registry::{Kernels, RowKernel, X4Kernel, X4Kernels};
+use crate::formats::{BlockQ8_0, QuantBlock};
+use crate::isa::Isa;
+use crate::panel::{pack_columns, ColBlock, Shape, Tile, Unpacked, COLS, PANEL_ROWS, ROWS};
+use crate::table::{Config, Kernels, PanelKernel, QuantKernel, X4Kernels};
 use crate::Result;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -107,24 +106,26 @@ fn for_each_chunk<T: Send>(
     par.run(chunks.len(), &|i| f(i, &mut chunks[i].lock().unwrap()));
 }
 
-/// Quantizes `n` rows of `k` activations for a dot product with `B` weights.
-pub fn quantize_activations<B: WeightBlock>(
+/// Quantizes `n` rows of `k` activations for a dot product with `B` weights,
+/// with the best quantizer this CPU runs under the process's ISA ceiling.
+pub fn quantize_activations<B: Kernels>(
     x: &[f32],
     n: usize,
     k: usize,
     threads: usize,
 ) -> Result<Vec<B::Act>> {
-    quantize_activations_on::<B>(x, n, k, &Rayon(threads))
+    quantize_activations_on(Config::<B>::best()?.quant(), x, n, k, &Rayon(threads))
 }
 
-/// [`quantize_activations`] on `par`.
-pub fn quantize_activations_on<B: WeightBlock>(
+/// [`quantize_activations`] with quantizer `quant`, on `par`.
+pub fn quantize_activations_on<A: crate::table::ActKernels>(
+    quant: &QuantKernel<A>,
     x: &[f32],
     n: usize,
     k: usize,
     par: &dyn Parallel,
-) -> Result<Vec<B::Act>> {
-    let per_row = B::Act::FORMAT.blocks_in(k)?;
+) -> Result<Vec<A>> {
+    let per_row = A::FORMAT.blocks_in(k)?;
     if x.len() != n * k {
         return Err(Error::LengthMismatch {
             what: "activations (n * k)",
@@ -132,14 +133,14 @@ pub fn quantize_activations_on<B: WeightBlock>(
             got: x.len(),
         });
     }
-    let mut q = vec![<B::Act as bytemuck::Zeroable>::zeroed(); n * per_row];
+    let mut q = vec![<A as bytemuck::Zeroable>::zeroed(); n * per_row];
     if per_row == 0 {
         return Ok(q);
     }
     if n < 8 {
         // A few rows (decode): cheaper here than waking the pool.
         for (xr, qr) in x.chunks(k).zip(q.chunks_mut(per_row)) {
-            quantize_row::<B>(xr, qr)?;
+            quant.run(xr, qr)?;
         }
     } else {
         let rows = n.div_ceil(par.threads());
@@ -147,7 +148,7 @@ pub fn quantize_activations_on<B: WeightBlock>(
         for_each_chunk(par, &mut q, rows * per_row, |i, qc| {
             let xs = &x[i * rows * k..][..qc.len() / per_row * k];
             for (xr, qr) in xs.chunks(k).zip(qc.chunks_mut(per_row)) {
-                if let Err(e) = quantize_row::<B>(xr, qr) {
+                if let Err(e) = quant.run(xr, qr) {
                     *error.lock().unwrap() = Some(e);
                 }
             }
@@ -166,37 +167,16 @@ pub fn matmul<B: Kernels>(
     x: &[f32],
     n: usize,
     y: &mut [f32],
-    kernel: &RowKernel<B>,
+    config: &Config<B>,
     threads: usize,
 ) -> Result<()> {
-    matmul_on(w, x, n, y, kernel, &Rayon(threads))
+    matmul_on(w, x, n, y, config, &Rayon(threads))
 }
 
-/// One row of activations quantized by [`WeightBlock::quantize_activations`],
-/// on AVX2 by [`crate::x86_avx2::quant`], which writes the same bytes.
-pub fn quantize_row<B: WeightBlock>(x: &[f32], q: &mut [B::Act]) -> Result<()> {
-    #[cfg(target_arch = "x86_64")]
-    if crate::registry::Isa::Avx2.supported(&crate::cpu::CpuFeatures::get())
-        && crate::registry::Isa::ceiling()? >= crate::registry::Isa::Avx2
-    {
-        let format = <B::Act as QuantBlock>::FORMAT;
-        format.check_row_blocks(x.len(), q.len())?;
-        // SAFETY: AVX2 and F16C checked above (Isa::Avx2 includes them); lengths
-        // checked; B::Act is the block type its FORMAT names, so the casts are identities.
-        unsafe {
-            match format {
-                crate::Format::Q8K => {
-                    crate::x86_avx2::quant::quantize_q8_k(x, bytemuck::cast_slice_mut(q))
-                }
-                crate::Format::Q8_0 => {
-                    crate::x86_avx2::quant::quantize_q8_0(x, bytemuck::cast_slice_mut(q))
-                }
-                _ => B::quantize_activations(x, q)?,
-            }
-        }
-        return Ok(());
-    }
-    B::quantize_activations(x, q)
+/// One row of activations quantized for `B` weights with the best quantizer
+/// this CPU runs under the process's ISA ceiling.
+pub fn quantize_row<B: Kernels>(x: &[f32], q: &mut [B::Act]) -> Result<()> {
+    Config::<B>::best()?.quant().run(x, q)
 }
 
 /// [`matmul`] with its tasks run by `par`.
@@ -205,7 +185,7 @@ pub fn matmul_on<B: Kernels>(
     x: &[f32],
     n: usize,
     y: &mut [f32],
-    kernel: &RowKernel<B>,
+    config: &Config<B>,
     par: &dyn Parallel,
 ) -> Result<()> {
     let m = w.rows();
@@ -216,8 +196,8 @@ pub fn matmul_on<B: Kernels>(
             got: y.len(),
         });
     }
-    let acts = quantize_activations_on::<B>(x, n, w.k(), par)?;
-    matmul_quantized_on(w, &acts, n, y, kernel, par)
+    let acts = quantize_activations_on(config.quant(), x, n, w.k(), par)?;
+    matmul_quantized_on(w, &acts, n, y, config, par)
 }
 
 /// [`matmul`] with activations already quantized (`n` rows of `k / block` blocks).
@@ -226,10 +206,10 @@ pub fn matmul_quantized<B: Kernels>(
     acts: &[B::Act],
     n: usize,
     y: &mut [f32],
-    kernel: &RowKernel<B>,
+    config: &Config<B>,
     threads: usize,
 ) -> Result<()> {
-    matmul_quantized_on(w, acts, n, y, kernel, &Rayon(threads))
+    matmul_quantized_on(w, acts, n, y, config, &Rayon(threads))
 }
 
 /// [`matmul_quantized`] with its tasks run by `par`.
@@ -238,9 +218,10 @@ pub fn matmul_quantized_on<B: Kernels>(
     acts: &[B::Act],
     n: usize,
     y: &mut [f32],
-    kernel: &RowKernel<B>,
+    config: &Config<B>,
     par: &dyn Parallel,
 ) -> Result<()> {
+    let kernel = config.row();
     let (m, per_row) = (w.rows(), w.k() / B::FORMAT.block_len());
     if acts.len() != n * per_row {
         return Err(Error::LengthMismatch {
@@ -259,15 +240,11 @@ pub fn matmul_quantized_on<B: Kernels>(
     if n == 0 || m == 0 {
         return Ok(());
     }
-    if !kernel.isa.supported(&crate::cpu::CpuFeatures::get()) {
-        return Err(Error::IsaNotSupported {
-            kernel: kernel.name,
-            isa: kernel.isa.name(),
-        });
-    }
-    if let Some(panel) = panel_for(kernel, n).filter(|_| per_row > 0) {
-        let fill = |u: &mut Unpacked, r0: usize, nr: usize| u.fill(w.rows_at(r0, nr), nr);
-        matmul_panel::<B>((m, w.k()), &fill, acts, n, y, &panel, par);
+    check_isa(kernel.name(), kernel.isa())?;
+    if let Some(panel) = config.panel_for(n).filter(|_| per_row > 0) {
+        let isa = config.fill_isa();
+        let fill = |u: &mut Unpacked, r0: usize, nr: usize| u.fill(w.rows_at(r0, nr), nr, isa);
+        matmul_panel::<B>((m, w.k()), &fill, acts, n, y, panel, par);
         return Ok(());
     }
     let cols: Vec<&[B::Act]> = if per_row == 0 {
@@ -293,29 +270,29 @@ pub fn matmul_quantized_on<B: Kernels>(
     // A GEMV streams one row at a time: several rows per call read as many
     // interleaved streams from DRAM, which measured 2x slower here (Q8_0,
     // 151936 x 1536, batch 1: 15 against 28 GB/s), though faster in cache.
-    let rows_per_call = if n == 1 { 1 } else { kernel.rows };
+    let rows_per_call = if n == 1 { 1 } else { kernel.rows() };
     par.run(tasks, &|task| {
         let out = &out;
         let rows = task * rows_per_task..((task + 1) * rows_per_task).min(m);
-        let mut o = vec![0f32; kernel.rows * kernel.cols];
+        let mut o = vec![0f32; kernel.rows() * kernel.cols()];
         // Tiles of TILE_ROWS weight rows (kept in L2) against every column
         // group (kept in L1 while the tile's rows pass), so a GEMM reads each
         // activation column once per tile rather than once per row.
         for tile in rows.clone().step_by(TILE_ROWS) {
             let tile_rows = tile..(tile + TILE_ROWS).min(rows.end);
-            for (g, c) in cols.chunks(kernel.cols).enumerate() {
+            for (g, c) in cols.chunks(kernel.cols()).enumerate() {
                 for r in tile_rows.clone().step_by(rows_per_call) {
                     let nr = rows_per_call.min(tile_rows.end - r);
                     let o = &mut o[..nr * c.len()];
-                    // SAFETY: ISA support checked above; nr <= kernel.rows, c.len() <=
-                    // kernel.cols, o.len() == nr * c.len(), and every column has a row's
+                    // SAFETY: ISA support checked above; nr <= kernel.rows(), c.len() <=
+                    // kernel.cols(), o.len() == nr * c.len(), and every column has a row's
                     // block count (acts checked above).
                     unsafe { (kernel.f)(w.rows_at(r, nr), nr, c, o) };
                     for (i, o) in o.chunks(c.len()).enumerate() {
                         for (j, &v) in o.iter().enumerate() {
                             // SAFETY: column g * cols + j < n and r + i < m, so inside y
                             // (y.len() == n * m, checked above); the row is this task's only.
-                            unsafe { *out.0.add((g * kernel.cols + j) * m + r + i) = v };
+                            unsafe { *out.0.add((g * kernel.cols() + j) * m + r + i) = v };
                         }
                     }
                 }
@@ -325,20 +302,17 @@ pub fn matmul_quantized_on<B: Kernels>(
     Ok(())
 }
 
-/// The panel tile kernel a matmul of `n` columns with `kernel` runs, if any
-/// ([`crate::panel`]: batches of at least [`crate::panel::MIN_COLS`], where the kernel's ISA has one).
-pub fn panel_for<B: WeightBlock>(kernel: &RowKernel<B>, n: usize) -> Option<PanelKernel> {
-    kernel
-        .panel
-        .filter(|_| n >= crate::panel::MIN_COLS && panels_enabled())
-}
-
-/// The name and ISA of the kernel a matmul of `n` columns with `kernel` runs.
-pub fn kernel_used<B: WeightBlock>(
-    kernel: &RowKernel<B>,
-    n: usize,
-) -> (&'static str, crate::registry::Isa) {
-    panel_for(kernel, n).map_or((kernel.name, kernel.isa), |p| (p.name, p.isa))
+/// Fails unless this CPU runs `isa` (descriptors come from the table, which
+/// pairs each function with its ISA; the CPU is what remains to check).
+fn check_isa(kernel: &'static str, isa: Isa) -> Result<()> {
+    if isa.supported(&crate::cpu::CpuFeatures::get()) {
+        Ok(())
+    } else {
+        Err(Error::IsaNotSupported {
+            kernel,
+            isa: isa.name(),
+        })
+    }
 }
 
 /// Whether the panel GEMM is on: `LLMKERNEL_PANEL=0` turns it off (to compare
@@ -444,41 +418,16 @@ impl<'a, X: X4Block> X4Matrix<'a, X> {
     }
 }
 
-/// The interleaved GEMV for `X` of `kernel`'s ISA (every ISA with row
-/// kernels has one; the scalar reference otherwise).
-pub fn x4_kernel_for<X: X4Kernels>(kernel: &RowKernel<X::Row>) -> X4Kernel<X> {
-    let all = X::x4_kernels();
-    all.iter()
-        .copied()
-        .find(|k| k.isa == kernel.isa && k.isa.supported(&crate::cpu::CpuFeatures::get()))
-        .unwrap_or(all[0])
-}
-
-/// The name and ISA of the kernel [`matmul_x4_on`] runs for `n` columns with `kernel`.
-pub fn x4_kernel_used<X: X4Kernels>(
-    kernel: &RowKernel<X::Row>,
-    n: usize,
-) -> (&'static str, crate::registry::Isa) {
-    match panel_for(kernel, n) {
-        Some(p) => (p.name, p.isa),
-        None => {
-            let x4 = x4_kernel_for::<X>(kernel);
-            (x4.name, x4.isa)
-        }
-    }
-}
-
-/// `y = x · wᵀ` for interleaved 2:4 weights. `kernel` is the 2:4 row kernel
-/// of the ISA to use (what [`Kernels::select`] gives for `X::Row`): batches
-/// of at least [`crate::panel::MIN_COLS`] run its panel GEMM, smaller ones the
-/// interleaved GEMV of its ISA ([`x4_kernel_for`]), each thread's groups in
-/// one call per column.
+/// `y = x · wᵀ` for weights interleaved by four rows. `config` is that of
+/// the rows' format: batches of at least [`crate::panel::MIN_COLS`] run its
+/// panel GEMM, smaller ones its interleaved GEMV ([`Config::x4`]), each
+/// thread's groups in one call per column.
 pub fn matmul_x4_on<X: X4Kernels>(
     w: &X4Matrix<X>,
     x: &[f32],
     n: usize,
     y: &mut [f32],
-    kernel: &RowKernel<X::Row>,
+    config: &Config<X::Row>,
     par: &dyn Parallel,
 ) -> Result<()> {
     let (m, k) = (w.rows, w.k);
@@ -489,25 +438,22 @@ pub fn matmul_x4_on<X: X4Kernels>(
             got: y.len(),
         });
     }
-    let acts = quantize_activations_on::<X::Row>(x, n, k, par)?;
+    let acts = quantize_activations_on(config.quant(), x, n, k, par)?;
     if n == 0 || m == 0 || k == 0 {
         y.fill(0.0);
         return Ok(());
     }
-    if !kernel.isa.supported(&crate::cpu::CpuFeatures::get()) {
-        return Err(Error::IsaNotSupported {
-            kernel: kernel.name,
-            isa: kernel.isa.name(),
-        });
-    }
-    if let Some(panel) = panel_for(kernel, n) {
-        let fill = |u: &mut Unpacked, r0: usize, nr: usize| u.fill_x4(w.groups_at(r0, nr), nr);
-        matmul_panel::<X::Row>((m, k), &fill, &acts, n, y, &panel, par);
+    if let Some(panel) = config.panel_for(n) {
+        check_isa(panel.name(), panel.isa())?;
+        let isa = config.fill_isa();
+        let fill = |u: &mut Unpacked, r0: usize, nr: usize| u.fill_x4(w.groups_at(r0, nr), nr, isa);
+        matmul_panel::<X::Row>((m, k), &fill, &acts, n, y, panel, par);
         return Ok(());
     }
     let per_row = k / 32;
     let cols: Vec<&[BlockQ8_0]> = acts.chunks(per_row).collect();
-    let x4 = x4_kernel_for::<X>(kernel);
+    let x4 = config.x4::<X>();
+    check_isa(x4.name(), x4.isa())?;
     let groups = m.div_ceil(GROUP);
     let groups_per_task = groups.div_ceil(par.threads()).max(1);
     struct Out(*mut f32);
@@ -521,7 +467,7 @@ pub fn matmul_x4_on<X: X4Kernels>(
         let rows = GROUP * gs.start..(GROUP * gs.end).min(m);
         let mut o = vec![0f32; GROUP * gs.len()];
         for (c, col) in cols.iter().enumerate() {
-            // SAFETY: the kernel's ISA is supported (x4_kernel_for, or scalar);
+            // SAFETY: the kernel's ISA is supported (checked above);
             // the groups and the column have per_row blocks each; o has 4 per group.
             unsafe { (x4.f)(blocks, col, &mut o) };
             for (r, &v) in rows.clone().zip(&o) {

@@ -1,7 +1,7 @@
 //! GEMM (batch >= [`MIN_COLS`], prompt processing) through unpacked panels:
 //! one micro-kernel for every weight format.
 //!
-//! The row kernels of [`crate::registry`] multiply one weight row by up to 8
+//! The row kernels of [`crate::table`] multiply one weight row by up to 8
 //! columns straight from the GGUF blocks, so every activation load feeds one
 //! row, and the per-block unpacking and scale arithmetic is repeated for every
 //! group of columns. Here both sides are first put in the form an int8
@@ -46,7 +46,7 @@ use crate::formats::{
     scales_q3_k, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8K, BlockQ8_0,
     BlockQ8_0S, QuantBlock, WeightBlock,
 };
-use crate::registry::Isa;
+use crate::isa::Isa;
 
 /// Weight rows per tile. Eight rows give the AVX-512 tile 16 independent
 /// `vpdpbusd` chains, enough to hide the instruction's latency at two per
@@ -329,15 +329,16 @@ impl Unpacked {
         }
     }
 
-    /// Unpacks `blocks` (`n <= rows` rows, row after row) and zeroes the rest.
-    pub fn fill<B: PanelFormat>(&mut self, blocks: &[B], n: usize) {
+    /// Unpacks `blocks` (`n <= rows` rows, row after row) and zeroes the
+    /// rest, with code compiled for `isa` (lower where the CPU lacks it).
+    pub fn fill<B: PanelFormat>(&mut self, blocks: &[B], n: usize, isa: Isa) {
         assert_eq!(blocks.len() * self.shape.block, n * self.k);
-        self.fill_from(blocks.iter().copied(), n)
+        self.fill_from(blocks.iter().copied(), n, isa)
     }
 
     /// [`Unpacked::fill`] from rows `r0 .. r0 + n` of interleaved groups
     /// (`groups`: the blocks of the groups holding those rows; `r0` a multiple of 4).
-    pub fn fill_x4<X: X4Block>(&mut self, groups: &[X], n: usize)
+    pub fn fill_x4<X: X4Block>(&mut self, groups: &[X], n: usize, isa: Isa)
     where
         X::Row: PanelFormat,
     {
@@ -345,7 +346,7 @@ impl Unpacked {
         assert_eq!(groups.len(), n.div_ceil(GROUP) * per_row);
         assert!(n <= self.rows && self.shape == Shape::of::<X::Row>() && self.rows % GROUP == 0);
         #[cfg(target_arch = "x86_64")]
-        if crate::registry::Isa::Avx512.supported(&crate::cpu::CpuFeatures::get()) {
+        if Isa::Avx512.admitted_under(isa) {
             use crate::formats::{BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0Sx4, BlockQ8_0x4};
             use crate::x86_avx512::sparse_x4::unpack_rows;
             use std::any::TypeId;
@@ -370,27 +371,27 @@ impl Unpacked {
                 unpack_as!(BlockQ8_0Sx4, BlockQ4_0Sx4, BlockQ8_0x4, BlockQ4_0x4)
             };
             if done {
-                return self.finish(n);
+                return self.finish(n, isa);
             }
         }
         let rows = (0..n).flat_map(|r| {
             let g = &groups[r / GROUP * per_row..][..per_row];
             g.iter().map(move |b| b.row(r % GROUP))
         });
-        self.fill_from(rows, n)
+        self.fill_from(rows, n, isa)
     }
 
     /// Unpacks `n` rows of blocks, row after row, and zeroes the rest.
-    fn fill_from<B: PanelFormat>(&mut self, blocks: impl Iterator<Item = B>, n: usize) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn fill_from<B: PanelFormat>(&mut self, blocks: impl Iterator<Item = B>, n: usize, isa: Isa) {
         assert!(n <= self.rows && self.shape == Shape::of::<B>());
         #[cfg(target_arch = "x86_64")]
         {
-            let cpu = crate::cpu::CpuFeatures::get();
-            if crate::registry::Isa::Avx512.supported(&cpu) {
+            if Isa::Avx512.admitted_under(isa) {
                 // SAFETY: AVX-512 checked just above.
                 return unsafe { self.fill_avx512(blocks, n) };
             }
-            if crate::registry::Isa::Avx2.supported(&cpu) {
+            if Isa::Avx2.admitted_under(isa) {
                 // SAFETY: AVX2 checked just above.
                 return unsafe { self.fill_avx2(blocks, n) };
             }
@@ -438,10 +439,10 @@ impl Unpacked {
     }
 
     /// The corrections of the first `n` rows, and zeros past them.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    fn finish(&mut self, n: usize) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
+    fn finish(&mut self, n: usize, isa: Isa) {
         #[cfg(target_arch = "x86_64")]
-        if crate::registry::Isa::Avx2.supported(&crate::cpu::CpuFeatures::get()) {
+        if Isa::Avx2.admitted_under(isa) {
             #[target_feature(enable = "avx2")]
             unsafe fn avx2(u: &mut Unpacked, n: usize) {
                 u.finish_any(n)
@@ -633,20 +634,6 @@ impl<'a> Tile<'a> {
     }
 }
 
-/// `out[r * COLS + c] = dot(row r, column c)` for a [`Tile`].
-pub type TileFn = unsafe fn(t: &Tile, out: &mut [f32; ROWS * COLS]);
-
-/// A panel tile kernel: one per ISA, shared by every weight format.
-#[derive(Clone, Copy)]
-pub struct PanelKernel {
-    /// Named by op, unpacked weight and interleaved activation forms, tile and ISA.
-    pub name: &'static str,
-    pub isa: Isa,
-    /// # Safety
-    /// The CPU must support `isa`; the tile built by [`Tile::new`] (which checks the lengths).
-    pub f: TileFn,
-}
-
 /// The scalar reference of the tile kernels: the same integer sums and the
 /// same fused multiply-adds in the same order, so every SIMD tile kernel
 /// must equal it bit for bit. Per block of each column: per `sub` values the
@@ -688,42 +675,4 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             out[r * COLS + c] = acc;
         }
     }
-}
-
-/// Every panel tile kernel, best ISA last (the scalar reference first).
-pub fn kernels() -> Vec<PanelKernel> {
-    #[allow(unused_mut)]
-    let mut v = vec![PanelKernel {
-        name: "gemm_i8_q8x32_8x32",
-        isa: Isa::Scalar,
-        f: gemm_i8_q8x32_8x32,
-    }];
-    #[cfg(target_arch = "x86_64")]
-    v.extend([
-        PanelKernel {
-            name: "gemm_i8_q8x32_8x32",
-            isa: Isa::Avx2,
-            f: crate::x86_avx2::panel::gemm_i8_q8x32_8x32,
-        },
-        PanelKernel {
-            name: "gemm_i8_q8x32_8x32",
-            isa: Isa::Avx512,
-            f: crate::x86_avx512::panel::gemm_i8_q8x32_8x32,
-        },
-    ]);
-    #[cfg(target_arch = "aarch64")]
-    v.push(PanelKernel {
-        name: "gemm_i8_q8x32_8x32",
-        isa: Isa::Dotprod,
-        f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32,
-    });
-    v
-}
-
-/// The panel kernel the row kernels of `isa` use for batches >= [`MIN_COLS`]
-/// (none where the scalar tile would be no faster than the row kernels).
-pub fn for_isa(isa: Isa) -> Option<PanelKernel> {
-    kernels()
-        .into_iter()
-        .find(|k| k.isa == isa && isa != Isa::Scalar)
 }

@@ -5,7 +5,7 @@ use crate::formats::WeightBlock;
 /// `out[r * acts.len() + j] = dot(row r, acts[j])` with the scalar reference dot product.
 ///
 /// # Safety
-/// None beyond the [`crate::registry::RowDotFn`] shape contract (checked by the caller);
+/// None beyond the [`crate::table::RowDotFn`] shape contract (checked by the caller);
 /// `unsafe` only to share the kernel function type.
 pub unsafe fn row_dot<B: WeightBlock>(
     rows: &[B],

@@ -10,7 +10,7 @@ use bytemuck::Zeroable;
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul, quantize_activations, QMatrix};
-use llmkernel_kernels::registry::{Isa, Kernels};
+use llmkernel_kernels::table::{Config, Isa, Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
 use llmkernel_kernels::{Error, Format};
 
@@ -36,10 +36,17 @@ fn check_format<B: Kernels + RandomBlock>(seed: u64) -> (Vec<String>, Vec<String
     let cpu = CpuFeatures::get();
     let (mut ran, mut skipped) = (vec![], vec![]);
     for kernel in B::row_kernels() {
-        if !kernel.isa.supported(&cpu) {
-            skipped.push(format!("{} ({}: not on this CPU)", kernel.name, kernel.isa));
+        if !kernel.isa().supported(&cpu) {
+            skipped.push(format!(
+                "{} ({}: not on this CPU)",
+                kernel.name(),
+                kernel.isa()
+            ));
             continue;
         }
+        // The table's configuration at this kernel's ISA runs exactly this kernel.
+        let config = Config::<B>::at(kernel.isa());
+        assert_eq!(config.row().name(), kernel.name());
         let mut r = Rng::new(seed);
         for &(rows, nblk, batch) in SHAPES {
             let k = nblk * B::FORMAT.block_len();
@@ -49,7 +56,7 @@ fn check_format<B: Kernels + RandomBlock>(seed: u64) -> (Vec<String>, Vec<String
             let acts = quantize_activations::<B>(&x, batch, k, 1).unwrap();
             for threads in [1, 2, 3] {
                 let mut y = vec![f32::NAN; batch * rows];
-                matmul(&qm, &x, batch, &mut y, &kernel, threads).unwrap();
+                matmul(&qm, &x, batch, &mut y, &config, threads).unwrap();
                 for n in 0..batch {
                     let a = &acts[n * nblk..(n + 1) * nblk];
                     for m in 0..rows {
@@ -60,20 +67,23 @@ fn check_format<B: Kernels + RandomBlock>(seed: u64) -> (Vec<String>, Vec<String
                         assert!(
                             (got - want).abs() <= bound,
                             "{} ({}): rows {rows}, k {k}, batch {batch}, threads {threads}: y[{n}][{m}] = {got:e}, reference {want:e}",
-                            kernel.name,
-                            kernel.isa
+                            kernel.name(),
+                            kernel.isa()
                         );
                     }
                 }
             }
         }
-        match llmkernel_kernels::matmul::panel_for(&kernel, 512) {
+        match config.panel_for(512) {
             // Batches 16, 33 and 512 above ran through the panel GEMM.
             Some(p) => ran.push(format!(
                 "{} ({}) + panel {} ({})",
-                kernel.name, kernel.isa, p.name, p.isa
+                kernel.name(),
+                kernel.isa(),
+                p.name(),
+                p.isa()
             )),
-            None => ran.push(format!("{} ({})", kernel.name, kernel.isa)),
+            None => ran.push(format!("{} ({})", kernel.name(), kernel.isa())),
         }
     }
     (ran, skipped)
@@ -155,7 +165,7 @@ fn bad_shapes_are_errors() {
         Err(Error::LengthMismatch { .. })
     ));
     let qm = QMatrix::new(&w, 2, 512).unwrap();
-    let kernel = BlockQ4K::select().unwrap();
+    let kernel = Config::<BlockQ4K>::best().unwrap();
     let mut y = vec![0f32; 2];
     assert!(matches!(
         matmul(&qm, &[0.0; 511], 1, &mut y, &kernel, 1),
@@ -213,7 +223,7 @@ fn check_dequant<B: Kernels + RandomBlock>(seed: u64) -> usize {
     let mut ran = 0;
     for k in B::dequant_kernels()
         .into_iter()
-        .filter(|k| k.isa.supported(&cpu))
+        .filter(|k| k.isa().supported(&cpu))
     {
         for len in [0, 1, 3, blocks.len()] {
             let mut got = vec![f32::NAN; len * B::FORMAT.block_len()];
@@ -223,16 +233,16 @@ fn check_dequant<B: Kernels + RandomBlock>(seed: u64) -> usize {
                     assert!(
                         g.is_nan(),
                         "{} ({}): value {i}: {g} where the reference gives NaN",
-                        k.name,
-                        k.isa
+                        k.name(),
+                        k.isa()
                     );
                 } else {
                     assert_eq!(
                         g.to_bits(),
                         w.to_bits(),
                         "{} ({}): value {i}: {g:e} vs {w:e}",
-                        k.name,
-                        k.isa
+                        k.name(),
+                        k.isa()
                     );
                 }
             }

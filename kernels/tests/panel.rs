@@ -15,10 +15,8 @@
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::quantize_activations;
-use llmkernel_kernels::panel::{
-    self, pack_columns, PanelAct, PanelFormat, Shape, Tile, Unpacked, COLS, ROWS,
-};
-use llmkernel_kernels::registry::{Isa, Kernels};
+use llmkernel_kernels::panel::{self, pack_columns, PanelAct, Shape, Tile, Unpacked, COLS, ROWS};
+use llmkernel_kernels::table::{panel_kernels, Config, Isa, Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
 
 fn same(a: f32, b: f32) -> bool {
@@ -51,7 +49,7 @@ fn extremes<B: QuantBlock + RandomBlock>(r: &mut Rng) -> Vec<B> {
     v
 }
 
-fn check_unpack<B: PanelFormat + RandomBlock>(seed: u64) {
+fn check_unpack<B: Kernels + RandomBlock>(seed: u64) {
     let mut r = Rng::new(seed);
     let shape = Shape::of::<B>();
     let per_row = 3;
@@ -64,24 +62,30 @@ fn check_unpack<B: PanelFormat + RandomBlock>(seed: u64) {
                 *b = e;
             }
         }
-        let mut u = Unpacked::new(8, k, shape);
-        // Dirty it first: fill must reset rows it does not fill.
-        u.fill(&B::random_vec(&mut r, 8 * per_row), 8);
-        u.fill(&blocks, rows);
-        let mut want = vec![0f32; k];
-        for row in 0..8 {
-            if row < rows {
-                B::dequantize_row(&blocks[row * per_row..][..per_row], &mut want).unwrap();
-            } else {
-                want.fill(0.0);
-            }
-            for (i, &w) in want.iter().enumerate() {
-                let got = u.value(row, i);
-                assert!(
+        // Every fill this CPU runs (scalar, AVX2, AVX-512 builds of the unpacking).
+        for isa in Isa::ALL
+            .into_iter()
+            .filter(|i| i.supported(&CpuFeatures::get()))
+        {
+            let mut u = Unpacked::new(8, k, shape);
+            // Dirty it first: fill must reset rows it does not fill.
+            u.fill(&B::random_vec(&mut r, 8 * per_row), 8, isa);
+            u.fill(&blocks, rows, isa);
+            let mut want = vec![0f32; k];
+            for row in 0..8 {
+                if row < rows {
+                    B::dequantize_row(&blocks[row * per_row..][..per_row], &mut want).unwrap();
+                } else {
+                    want.fill(0.0);
+                }
+                for (i, &w) in want.iter().enumerate() {
+                    let got = u.value(row, i);
+                    assert!(
                     same(got, w),
-                    "{}: {rows} rows, row {row}, value {i}: unpacked {got:e}, dequantized {w:e}",
+                    "{} ({isa} fill): {rows} rows, row {row}, value {i}: unpacked {got:e}, dequantized {w:e}",
                     B::FORMAT
                 );
+                }
             }
         }
     }
@@ -98,7 +102,7 @@ fn unpacked_weights_equal_the_dequantization() {
     check_unpack::<BlockQ8_0S>(7);
 }
 
-fn check_columns<B: PanelFormat + RandomBlock>(seed: u64) {
+fn check_columns<B: Kernels + RandomBlock>(seed: u64) {
     let mut r = Rng::new(seed);
     let shape = Shape::of::<B>();
     let k = 2 * shape.block;
@@ -168,7 +172,7 @@ fn interleaved_columns_read_back_exactly() {
 }
 
 /// Every SIMD tile kernel of this CPU against the scalar tile, for format `B`.
-fn check_tiles<B: PanelFormat + RandomBlock>(
+fn check_tiles<B: Kernels + RandomBlock>(
     seed: u64,
     ran: &mut Vec<String>,
     skipped: &mut Vec<String>,
@@ -176,42 +180,49 @@ fn check_tiles<B: PanelFormat + RandomBlock>(
     let cpu = CpuFeatures::get();
     let mut r = Rng::new(seed);
     let shape = Shape::of::<B>();
-    for kernel in panel::kernels()
+    for kernel in panel_kernels()
         .into_iter()
-        .filter(|p| p.isa != Isa::Scalar)
+        .filter(|p| p.isa() != Isa::Scalar)
     {
-        if !kernel.isa.supported(&cpu) {
-            skipped.push(format!("{} ({}): not on this CPU", kernel.name, kernel.isa));
+        if !kernel.isa().supported(&cpu) {
+            skipped.push(format!(
+                "{} ({}): not on this CPU",
+                kernel.name(),
+                kernel.isa()
+            ));
             continue;
         }
         for (nblk, n, rows) in [(1usize, 32usize, 4usize), (3, 7, 3), (5, 32, 2), (2, 45, 4)] {
             let k = nblk * shape.block;
             let w = B::random_vec(&mut r, rows * nblk);
             let mut u = Unpacked::new(ROWS, k, shape);
-            u.fill(&w, rows);
+            u.fill(&w, rows, kernel.isa());
             let x = r.activations(n * k);
             let acts = quantize_activations::<B>(&x, n, k, 1).unwrap();
             for c0 in (0..n).step_by(COLS) {
                 let cb = pack_columns(&acts, n, k, c0, shape);
                 let tile = Tile::new(&u, 0, &cb);
                 let (mut want, mut got) = ([0f32; ROWS * COLS], [f32::NAN; ROWS * COLS]);
-                // SAFETY: the scalar tile has no requirement; the ISA is checked above.
-                unsafe {
-                    panel::gemm_i8_q8x32_8x32(&tile, &mut want);
-                    (kernel.f)(&tile, &mut got);
-                }
+                // SAFETY: the scalar tile has no requirement.
+                unsafe { panel::gemm_i8_q8x32_8x32(&tile, &mut want) };
+                kernel.run(&tile, &mut got).unwrap();
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
                         "{} ({}), {}: k {k}, n {n}, output {i}: {g:e}, scalar tile {w:e}",
-                        kernel.name,
-                        kernel.isa,
+                        kernel.name(),
+                        kernel.isa(),
                         B::FORMAT
                     );
                 }
             }
         }
-        ran.push(format!("{} ({}) on {}", kernel.name, kernel.isa, B::FORMAT));
+        ran.push(format!(
+            "{} ({}) on {}",
+            kernel.name(),
+            kernel.isa(),
+            B::FORMAT
+        ));
     }
 }
 
@@ -232,19 +243,19 @@ fn tile_kernels_equal_the_scalar_tile() {
         eprintln!("ran: {s}");
     }
     // Where the best kernels have a panel tile, it must have run.
-    let best_has_panel = BlockQ4K::select_at(Isa::I8mm).panel.is_some();
+    let best_has_panel = Config::<BlockQ4K>::at(Isa::best()).panel().is_some();
     assert!(
         !best_has_panel || !ran.is_empty(),
         "this CPU's kernels have a panel tile, but none ran"
     );
-    assert_eq!(ran.len() + skipped.len(), 7 * (panel::kernels().len() - 1));
+    assert_eq!(ran.len() + skipped.len(), 7 * (panel_kernels().len() - 1));
 }
 
 /// Unpacking interleaved 2:4 groups (`fill_x4`, AVX-512 VBMI2 where the CPU
 /// has it) gives what unpacking the same rows' 2:4 blocks gives.
 fn check_fill_x4<X: llmkernel_kernels::formats::sparse_x4::X4Block>(seed: u64)
 where
-    X::Row: PanelFormat + RandomBlock,
+    X::Row: Kernels + RandomBlock,
 {
     use llmkernel_kernels::formats::sparse_x4::interleave;
     let mut r = Rng::new(seed);
@@ -254,16 +265,22 @@ where
         let blocks = X::Row::random_vec(&mut r, rows * per_row);
         let x4: Vec<X> = interleave(&blocks, rows, k).unwrap();
         let (mut a, mut b) = (Unpacked::new(16, k, shape), Unpacked::new(16, k, shape));
-        a.fill(&blocks, rows);
-        b.fill(&X::Row::random_vec(&mut r, 16 * per_row), 16);
-        b.fill_x4(&x4, rows);
-        for row in 0..16 {
-            for i in 0..k {
-                assert!(
-                    same(a.value(row, i), b.value(row, i)),
-                    "{}: {rows} rows, row {row}, value {i}",
-                    X::FORMAT
-                );
+        a.fill(&blocks, rows, Isa::Scalar);
+        // Every fill this CPU runs (the AVX-512 one unpacks groups with VBMI2).
+        for isa in Isa::ALL
+            .into_iter()
+            .filter(|i| i.supported(&CpuFeatures::get()))
+        {
+            b.fill(&X::Row::random_vec(&mut r, 16 * per_row), 16, isa);
+            b.fill_x4(&x4, rows, isa);
+            for row in 0..16 {
+                for i in 0..k {
+                    assert!(
+                        same(a.value(row, i), b.value(row, i)),
+                        "{} ({isa} fill): {rows} rows, row {row}, value {i}",
+                        X::FORMAT
+                    );
+                }
             }
         }
         // The corrections too: the tiles must agree.

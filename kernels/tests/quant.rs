@@ -7,7 +7,7 @@
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::quantize_row;
-use llmkernel_kernels::registry::Isa;
+use llmkernel_kernels::table::Isa;
 use llmkernel_kernels::testdata::Rng;
 
 /// Rows of `blocks * len` values: random, then each edge case in its own block.

@@ -15,7 +15,7 @@ use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::sparse_x4::{deinterleave, gemv_x4_ref, interleave, X4Block};
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul_x4_on, quantize_activations, Rayon, X4Matrix};
-use llmkernel_kernels::registry::{Kernels, X4Kernels};
+use llmkernel_kernels::table::{Config, Kernels, X4Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
 
 /// `pad_ok`: what else a padding row must satisfy (a valid mask, for 2:4 rows).
@@ -73,8 +73,12 @@ where
     let mut ran = vec![];
     let mut r = Rng::new(seed);
     for kernel in X::x4_kernels() {
-        if !kernel.isa.supported(&cpu) {
-            eprintln!("skipped: {} ({}): not on this CPU", kernel.name, kernel.isa);
+        if !kernel.isa().supported(&cpu) {
+            eprintln!(
+                "skipped: {} ({}): not on this CPU",
+                kernel.name(),
+                kernel.isa()
+            );
             continue;
         }
         for per_row in [1usize, 2, 7, 64] {
@@ -84,13 +88,11 @@ where
             let act = quantize_activations::<X::Row>(&r.activations(k), 1, k, 1).unwrap();
             let (mut want, mut got) = ([0f32; 4], [f32::NAN; 4]);
             gemv_x4_ref(&x4, &act, &mut want);
-            // SAFETY: the ISA is checked above; lengths match; masks come from valid blocks.
-            unsafe { (kernel.f)(&x4, &act, &mut got) };
+            kernel.run(&x4, &act, &mut got).unwrap();
             // Several groups in one call give each group's result.
             let two: Vec<X> = x4.iter().chain(&x4).copied().collect();
             let mut got2 = [f32::NAN; 8];
-            // SAFETY: as above, two groups.
-            unsafe { (kernel.f)(&two, &act, &mut got2) };
+            kernel.run(&two, &act, &mut got2).unwrap();
             assert_eq!(
                 got.map(f32::to_bits),
                 got2[..4].iter().map(|v| v.to_bits()).collect::<Vec<_>>()[..]
@@ -111,14 +113,14 @@ where
                 assert!(
                     (got[row] - want[row]).abs() <= bound,
                     "{} ({}), k {k}, row {row}: {:e}, reference {:e}",
-                    kernel.name,
-                    kernel.isa,
+                    kernel.name(),
+                    kernel.isa(),
                     got[row],
                     want[row]
                 );
             }
         }
-        ran.push(format!("{} ({})", kernel.name, kernel.isa));
+        ran.push(format!("{} ({})", kernel.name(), kernel.isa()));
     }
     ran
 }
@@ -141,8 +143,9 @@ where
     let mut r = Rng::new(seed);
     for kernel in X::Row::row_kernels()
         .into_iter()
-        .filter(|k| k.isa.supported(&cpu))
+        .filter(|k| k.isa().supported(&cpu))
     {
+        let config = Config::<X::Row>::at(kernel.isa());
         for &(rows, per_row, batch) in &[
             (1usize, 1usize, 1usize),
             (5, 3, 1),
@@ -160,7 +163,7 @@ where
             let acts = quantize_activations::<X::Row>(&x, batch, k, 1).unwrap();
             for threads in [1, 2, 3] {
                 let mut y = vec![f32::NAN; batch * rows];
-                matmul_x4_on(&w, &x, batch, &mut y, &kernel, &Rayon(threads)).unwrap();
+                matmul_x4_on(&w, &x, batch, &mut y, &config, &Rayon(threads)).unwrap();
                 for n in 0..batch {
                     for m in 0..rows {
                         let rb = &blocks[m * per_row..(m + 1) * per_row];
@@ -171,8 +174,8 @@ where
                         assert!(
                             (got - want).abs() <= bound,
                             "{} ({}): rows {rows}, k {k}, batch {batch}, threads {threads}: y[{n}][{m}] = {got:e}, reference {want:e}",
-                            kernel.name,
-                            kernel.isa
+                            kernel.name(),
+                            kernel.isa()
                         );
                     }
                 }

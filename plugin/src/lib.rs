@@ -66,7 +66,9 @@ fn host() -> &'static Result<Host, String> {
 #[no_mangle]
 pub extern "C" fn ggml_backend_init() -> ffi::ggml_backend_reg_t {
     std::panic::catch_unwind(|| match host() {
-        Ok(h) => llmkernel_backend::init(*h),
+        // SAFETY: host() looked each function up by its name in this process
+        // (the loaded libraries stay for the process's life).
+        Ok(h) => unsafe { llmkernel_backend::init(*h) },
         Err(e) => {
             llmkernel_backend::log(ffi::GGML_LOG_LEVEL_ERROR, e);
             std::ptr::null_mut()

@@ -9,9 +9,9 @@ use crate::info;
 use llmkernel_backend::team::OmpTeam;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::formats::{sparse, sparse_x4};
-use llmkernel_kernels::matmul::{matmul_on, matmul_x4_on, x4_kernel_used, QMatrix, X4Matrix};
+use llmkernel_kernels::matmul::{matmul_on, matmul_x4_on, QMatrix, X4Matrix};
 use llmkernel_kernels::panel::MIN_COLS;
-use llmkernel_kernels::registry::{Isa, Kernels, RowKernel, X4Kernels};
+use llmkernel_kernels::table::{Config, Isa, Kernels, X4Kernels};
 use llmkernel_kernels::testdata::Rng;
 use llmkernel_kernels::Format;
 use std::fmt::Write as _;
@@ -226,10 +226,21 @@ fn dense<B: Kernels>(
     run_format::<B, BlockQ8_0Sx4, BlockQ8_0x4>(format, opts, bw_gbps, cases, None)
 }
 
-fn select<B: Kernels>(isa: Option<Isa>) -> Result<RowKernel<B>, String> {
+/// The name and ISA of the kernel [`matmul_x4_on`] runs for `n` columns.
+fn x4_kernel_used<X: X4Kernels>(config: &Config<X::Row>, n: usize) -> (&'static str, Isa) {
+    match config.panel_for(n) {
+        Some(p) => (p.name(), p.isa()),
+        None => {
+            let x4 = config.x4::<X>();
+            (x4.name(), x4.isa())
+        }
+    }
+}
+
+fn select<B: Kernels>(isa: Option<Isa>) -> Result<Config<B>, String> {
     match isa {
-        Some(isa) => Ok(B::select_at(isa)),
-        None => B::select().map_err(|e| e.to_string()),
+        Some(isa) => Ok(Config::at(isa)),
+        None => Config::best().map_err(|e| e.to_string()),
     }
 }
 
@@ -245,9 +256,9 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
     cases: &mut Vec<Case>,
     pack: Option<Pack<B, X::Row>>,
 ) -> Result<(), String> {
-    let kernel: RowKernel<B> = select(opts.isa)?;
-    let skernel: RowKernel<X::Row> = select(opts.isa)?;
-    let dkernel: RowKernel<D::Row> = select(opts.isa)?;
+    let kernel: Config<B> = select(opts.isa)?;
+    let skernel: Config<X::Row> = select(opts.isa)?;
+    let dkernel: Config<D::Row> = select(opts.isa)?;
     let interleave_dense =
         D::FORMAT == format && std::mem::size_of::<D::Row>() == std::mem::size_of::<B>();
     let max_threads = opts.threads.iter().copied().max().unwrap_or(1);
@@ -327,7 +338,8 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
                 let mut g = GgmlMatMul::new(format, m, k, n, &ggml_w, t)?;
                 // Our matmuls run on the OpenMP team ggml's run uses, as the LLMK
                 // backend does inside llama.cpp: both sides get the same threads.
-                let team = OmpTeam::new(crate::backend::omp(), t);
+                // SAFETY: omp() is this process's libgomp, linked in.
+                let team = unsafe { OmpTeam::new(crate::backend::omp(), t) };
                 g.set_input(&x);
                 let mut y = vec![0f32; n * m];
                 let ours = |y: &mut [f32]| -> Result<(), String> {
@@ -413,7 +425,7 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
                 } else if !dqms.is_empty() {
                     x4_kernel_used::<D>(&dkernel, n)
                 } else {
-                    llmkernel_kernels::matmul::kernel_used(&kernel, n)
+                    kernel.kernel_used(n)
                 };
                 let case = Case {
                     format,

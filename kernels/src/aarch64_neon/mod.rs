@@ -2,7 +2,7 @@
 //! ARM board: signed byte products through `smull`/`smull2` into i16, pairwise
 //! accumulation into i32 with `sadalp`) and NEON + dotprod (ARMv8.2-A: `sdot`,
 //! four products into each i32 lane). Integer sums are exact either way. Entry
-//! points are `#[target_feature]` functions reached only through the registry.
+//! points are `#[target_feature]` functions reached only through the dispatch table ([`crate::table`]).
 
 pub mod dequant;
 pub mod panel;

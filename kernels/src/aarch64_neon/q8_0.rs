@@ -117,7 +117,7 @@ macro_rules! kernels {
         /// Groups of four interleaved Q8_0 2:4 rows against one column.
         ///
         /// # Safety
-        #[doc = concat!("The CPU must have `", $feat, "`; `crate::registry::X4GemvFn`'s contract.")]
+        #[doc = concat!("The CPU must have `", $feat, "`; `crate::table::X4GemvFn`'s contract.")]
         #[target_feature(enable = $feat)]
         pub unsafe fn gemv_q8_0sx4_q8_0(
             groups: &[BlockQ8_0Sx4],

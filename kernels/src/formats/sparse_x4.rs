@@ -86,6 +86,16 @@ pub trait X4Block: bytemuck::Pod + Send + Sync + 'static {
     fn from_rows(rows: [Self::Row; 4]) -> Self;
     /// A zero row (scale 0, codes of value 0, a valid mask if 2:4), for padding.
     fn zero_row() -> Self::Row;
+    /// Whether every row's 2:4 mask is valid (dense layouts have none).
+    fn masks_valid(&self) -> bool {
+        true
+    }
+}
+
+/// Whether four rows' masks, four bytes each, are all valid 2:4 masks.
+fn masks_valid(mask: &[u8; 16]) -> bool {
+    mask.chunks_exact(4)
+        .all(|m| crate::formats::sparse::valid_mask(u32::from_le_bytes(m.try_into().unwrap())))
 }
 
 /// The dense block a row block packs (itself, for a dense block).
@@ -181,6 +191,9 @@ impl X4Block for BlockQ8_0x4 {
 const PAD_MASK: [u8; 4] = [0x33; 4];
 
 impl X4Block for BlockQ8_0Sx4 {
+    fn masks_valid(&self) -> bool {
+        masks_valid(&self.mask)
+    }
     type Row = BlockQ8_0S;
     const FORMAT: Format = Format::Q8_0S;
     fn row(&self, r: usize) -> BlockQ8_0S {
@@ -213,6 +226,9 @@ impl X4Block for BlockQ8_0Sx4 {
 }
 
 impl X4Block for BlockQ4_0Sx4 {
+    fn masks_valid(&self) -> bool {
+        masks_valid(&self.mask)
+    }
     type Row = BlockQ4_0S;
     const FORMAT: Format = Format::Q4_0S;
     fn row(&self, r: usize) -> BlockQ4_0S {

@@ -1,5 +1,5 @@
 //! x86-64 kernels for AVX2 + FMA + F16C. Entry points are `#[target_feature]`
-//! functions reached only through the registry, which checks the CPU first.
+//! functions reached only through the dispatch table ([`crate::table`]), which checks the CPU first.
 
 pub mod dequant;
 pub mod panel;

@@ -195,7 +195,7 @@ where
 /// Groups of four interleaved Q8_0 2:4 rows against one column.
 ///
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C; [`crate::registry::X4GemvFn`]'s contract.
+/// The CPU must have AVX2, FMA and F16C; [`crate::table::X4GemvFn`]'s contract.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemv_q8_0sx4_q8_0(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.

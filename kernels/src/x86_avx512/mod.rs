@@ -1,6 +1,6 @@
 //! x86-64 kernels for AVX-512 F/BW/VL with VNNI (`vpdpbusd`: u8 x i8 products,
 //! four at a time, accumulated into i32 lanes). Entry points are
-//! `#[target_feature]` functions reached only through the registry, which
+//! `#[target_feature]` functions reached only through the dispatch table ([`crate::table`]), which
 //! checks the CPU first.
 
 pub mod panel;

@@ -204,7 +204,7 @@ unsafe fn gemv<X: Codes>(groups: &[X], act: &[BlockQ8_0], out: &mut [f32]) {
 /// Groups of four interleaved Q8_0 2:4 rows against one column.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F/BW/VL, VNNI and VBMI2; [`crate::registry::X4GemvFn`]'s
+/// The CPU must have AVX-512 F/BW/VL, VNNI and VBMI2; [`crate::table::X4GemvFn`]'s
 /// contract; every mask valid 2:4 (as [`crate::formats::sparse::check_row`] checks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
 pub unsafe fn gemv_q8_0sx4_q8_0(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {

@@ -1,0 +1,749 @@
+//! The dispatch table. One row per (weight format, ISA) names every piece a
+//! matmul of that format runs on that ISA: the row kernel and its tile, the
+//! panel GEMM tile and the ISA its panel fill is compiled for, the
+//! dequantizer, the activation quantizer, the four-row interleaved GEMV
+//! and whether the plugin takes the op. [`Config::at`] is the one function
+//! that chooses them, and it honours the ISA ceiling (`LLMKERNEL_ISA`,
+//! `bench --isa`) for every piece. Dispatch, the test harness, the benches,
+//! `llmkernel bench` / `info` and the plugin all read this table, so no
+//! kernel exists untested or unbenchmarked.
+//!
+//! Kernel names follow KleidiAI's grammar: op, weight and activation types,
+//! tile (rows x columns per call) and ISA, e.g. `gemv_q4_0_q8_0_4x2_avx2`.
+//!
+//! Descriptors have private fields: only this module pairs a function with
+//! the ISA and tile it was written for, so the safe matmul API can trust
+//! them.
+
+use crate::formats::sparse_x4::X4Block;
+use crate::formats::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8K,
+    BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, Format, WeightBlock,
+};
+use crate::panel::{PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS};
+use crate::{scalar, Error, Result};
+
+pub use crate::isa::Isa;
+
+/// `nrows` consecutive rows of weights (`rows`, row after row) against up to
+/// `cols` activation columns: `out[r * acts.len() + j] = dot(row r, acts[j])`.
+pub(crate) type RowDotFn<B> =
+    unsafe fn(rows: &[B], nrows: usize, acts: &[&[<B as WeightBlock>::Act]], out: &mut [f32]);
+
+/// A dot-product kernel: one function per (op, format, ISA), with its tile.
+pub struct RowKernel<B: WeightBlock> {
+    name: &'static str,
+    isa: Isa,
+    rows: usize,
+    cols: usize,
+    /// # Safety
+    /// The CPU must support `isa`; `1 <= nrows <= rows`, `acts.len() <= cols`,
+    /// `out.len() == nrows * acts.len()`, every act row `rows.len() / nrows` blocks.
+    pub(crate) f: RowDotFn<B>,
+}
+
+impl<B: WeightBlock> Clone for RowKernel<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: WeightBlock> Copy for RowKernel<B> {}
+
+impl<B: WeightBlock> RowKernel<B> {
+    /// Op, weight and activation types, tile and ISA, e.g. `gemv_q4_k_q8_k_1x4_avx2`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// How many weight rows one call takes (each activation block is loaded once for all of them).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// How many activation columns one call takes (each unpacked weight block is reused across them).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// A dequantization kernel. Every one is bit-identical with the scalar reference.
+pub struct DequantKernel<B: WeightBlock> {
+    name: &'static str,
+    isa: Isa,
+    /// # Safety
+    /// The CPU must support `isa`; `y.len() == x.len() * block length`.
+    f: unsafe fn(x: &[B], y: &mut [f32]),
+}
+
+impl<B: WeightBlock> Clone for DequantKernel<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: WeightBlock> Copy for DequantKernel<B> {}
+
+impl<B: WeightBlock> DequantKernel<B> {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// Dequantizes `x` into `y` after checking the lengths and the CPU.
+    pub fn run(&self, x: &[B], y: &mut [f32]) -> Result<()> {
+        let expected = x.len() * B::FORMAT.block_len();
+        if y.len() != expected {
+            return Err(Error::LengthMismatch {
+                what: "dequantized row length",
+                expected,
+                got: y.len(),
+            });
+        }
+        check_cpu(self.name, self.isa)?;
+        // SAFETY: ISA and lengths checked above.
+        unsafe { (self.f)(x, y) };
+        Ok(())
+    }
+}
+
+/// An activation quantizer: f32 rows to the blocks a dot product takes,
+/// byte-identical with ggml-cpu's (the scalar reference).
+pub struct QuantKernel<A> {
+    name: &'static str,
+    isa: Isa,
+    /// # Safety
+    /// The CPU must support `isa`; `y` holds exactly `x.len() / block length` blocks.
+    f: unsafe fn(x: &[f32], y: &mut [A]),
+}
+
+impl<A> Clone for QuantKernel<A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A> Copy for QuantKernel<A> {}
+
+impl<A: PanelAct> QuantKernel<A> {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// Quantizes one row after checking the lengths and the CPU.
+    pub fn run(&self, x: &[f32], y: &mut [A]) -> Result<()> {
+        A::FORMAT.check_row_blocks(x.len(), y.len())?;
+        check_cpu(self.name, self.isa)?;
+        // SAFETY: ISA and lengths checked above.
+        unsafe { (self.f)(x, y) };
+        Ok(())
+    }
+}
+
+/// An interleaved GEMV kernel ([`crate::formats::sparse_x4`]): groups of four
+/// rows (each `act.len()` blocks along K, group after group) against one
+/// activation column; `out[4 * g + r]` is row r of group g. (One call for
+/// many groups, so that what depends on the column only is done once.)
+pub type X4GemvFn<X> = unsafe fn(groups: &[X], act: &[BlockQ8_0], out: &mut [f32]);
+
+pub struct X4Kernel<X> {
+    name: &'static str,
+    isa: Isa,
+    /// # Safety
+    /// The CPU must support `isa`; `groups.len()` a multiple of `act.len() > 0`;
+    /// `out.len() == 4 * groups.len() / act.len()`; masks valid 2:4.
+    pub(crate) f: X4GemvFn<X>,
+}
+
+impl<X> Clone for X4Kernel<X> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<X> Copy for X4Kernel<X> {}
+
+impl<X: X4Block> X4Kernel<X> {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// The function itself, for benchmarks that time it without [`X4Kernel::run`]'s
+    /// checks (calling it is `unsafe`: the contract of [`X4GemvFn`] in this descriptor).
+    pub fn function(&self) -> X4GemvFn<X> {
+        self.f
+    }
+    /// Runs the kernel on `groups` (groups of `act.len()` blocks) after
+    /// checking the CPU, the lengths and the 2:4 masks.
+    pub fn run(&self, groups: &[X], act: &[BlockQ8_0], out: &mut [f32]) -> Result<()> {
+        if act.is_empty() || groups.len() % act.len() != 0 {
+            return Err(Error::LengthMismatch {
+                what: "interleaved blocks (a multiple of the activation blocks)",
+                expected: groups.len().next_multiple_of(act.len().max(1)),
+                got: groups.len(),
+            });
+        }
+        let expected = 4 * groups.len() / act.len();
+        if out.len() != expected {
+            return Err(Error::LengthMismatch {
+                what: "outputs (4 per group)",
+                expected,
+                got: out.len(),
+            });
+        }
+        if let Some(block) = groups.iter().position(|g| !g.masks_valid()) {
+            return Err(Error::NotSparse24 { block, group: 0 });
+        }
+        check_cpu(self.name, self.isa)?;
+        // SAFETY: ISA, lengths and masks checked above.
+        unsafe { (self.f)(groups, act, out) };
+        Ok(())
+    }
+}
+
+/// `out[r * COLS + c] = dot(row r, column c)` for a [`Tile`].
+pub type TileFn = unsafe fn(t: &Tile, out: &mut [f32; PANEL_ROWS * PANEL_COLS]);
+
+/// A panel tile kernel ([`crate::panel`]): one per ISA, shared by every weight format.
+#[derive(Clone, Copy)]
+pub struct PanelKernel {
+    name: &'static str,
+    isa: Isa,
+    /// # Safety
+    /// The CPU must support `isa`; the tile built by [`Tile::new`] (which checks the lengths).
+    pub(crate) f: TileFn,
+}
+
+impl PanelKernel {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// The function itself, for benchmarks (calling it is `unsafe`: the CPU must support [`PanelKernel::isa`]).
+    pub fn function(&self) -> TileFn {
+        self.f
+    }
+    /// Runs the tile after checking the CPU ([`Tile::new`] checked the lengths).
+    pub fn run(&self, tile: &Tile, out: &mut [f32; PANEL_ROWS * PANEL_COLS]) -> Result<()> {
+        check_cpu(self.name, self.isa)?;
+        // SAFETY: ISA checked above; the tile's lengths were checked by Tile::new.
+        unsafe { (self.f)(tile, out) };
+        Ok(())
+    }
+}
+
+/// Which matmuls of a (format, ISA) the plugin takes, by batch (the number
+/// of activation columns). Where ours is slower than ggml's for a batch
+/// range, the plugin declines it and llama.cpp's CPU backend keeps the op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginTakes {
+    /// The smallest and largest batch taken (inclusive).
+    pub min_batch: usize,
+    pub max_batch: usize,
+}
+
+impl PluginTakes {
+    /// Every batch.
+    pub const ALL: PluginTakes = PluginTakes {
+        min_batch: 0,
+        max_batch: usize::MAX,
+    };
+    /// No batch: the CPU backend keeps every op of the format.
+    pub const NONE: PluginTakes = PluginTakes {
+        min_batch: 1,
+        max_batch: 0,
+    };
+    pub fn takes(&self, batch: usize) -> bool {
+        (self.min_batch..=self.max_batch).contains(&batch)
+    }
+}
+
+fn check_cpu(kernel: &'static str, isa: Isa) -> Result<()> {
+    if isa.supported(&crate::cpu::CpuFeatures::get()) {
+        Ok(())
+    } else {
+        Err(Error::IsaNotSupported {
+            kernel,
+            isa: isa.name(),
+        })
+    }
+}
+
+/// One row of the table: a format's pieces on one ISA.
+struct Row<B: WeightBlock> {
+    kernel: RowKernel<B>,
+    plugin: PluginTakes,
+}
+
+/// The table's rows of one weight format, and its dequantizers.
+pub trait Kernels: PanelFormat<Act: ActKernels> {
+    /// The rows of this format, scalar first, best ISA last.
+    #[doc(hidden)]
+    #[allow(private_interfaces)]
+    fn rows() -> Vec<Row<Self>>;
+
+    /// Every dequantization kernel for this format, scalar first.
+    fn dequant_kernels() -> Vec<DequantKernel<Self>>;
+
+    /// The four-row interleaved GEMV that goes with `config`, where the
+    /// format has a four-row layout, as `(name, ISA)`.
+    fn x4_piece(_config: &Config<Self>) -> Option<(&'static str, Isa)> {
+        None
+    }
+
+    /// Every dot-product kernel for this format, scalar first.
+    fn row_kernels() -> Vec<RowKernel<Self>> {
+        Self::rows().into_iter().map(|r| r.kernel).collect()
+    }
+}
+
+/// The activation quantizers of one activation type.
+pub trait ActKernels: PanelAct {
+    /// Every quantizer, scalar first.
+    fn quant_kernels() -> Vec<QuantKernel<Self>>;
+}
+
+/// The scalar reference as a dequantization kernel.
+///
+/// # Safety
+/// None beyond the length contract (checked by [`DequantKernel::run`]).
+unsafe fn scalar_dequant<B: WeightBlock>(x: &[B], y: &mut [f32]) {
+    B::dequantize_row(x, y).expect("lengths checked by the caller");
+}
+
+/// Registers a format's rows: its scalar reference, then per architecture
+/// one (ISA, kernel name with tile, function, plugin policy) per ISA, lowest
+/// first; and its dequantizers.
+macro_rules! rows {
+    ($block:ty, $scalar:literal, $(x4: $x4:ty,)? dequant: $dq:ident,
+     x86_64: [$(($isa:ident, $name:literal, $module:ident :: $file:ident :: $f:ident, $takes:expr)),* $(,)?],
+     aarch64: [$(($aisa:ident, $aname:literal, $amodule:ident :: $afile:ident :: $aset:ident :: $af:ident, $atakes:expr)),* $(,)?]) => {
+        impl Kernels for $block {
+            #[allow(private_interfaces)]
+            fn rows() -> Vec<Row<Self>> {
+                #[allow(unused_mut)]
+                let mut v = vec![Row {
+                    kernel: RowKernel { name: $scalar, isa: Isa::Scalar, rows: 1, cols: 1, f: scalar::row_dot::<$block> },
+                    plugin: PluginTakes::ALL,
+                }];
+                #[cfg(target_arch = "x86_64")]
+                v.extend::<[Row<Self>; _]>([$(Row {
+                    kernel: RowKernel {
+                        name: $name,
+                        isa: Isa::$isa,
+                        rows: crate::$module::$file::ROWS,
+                        cols: crate::$module::$file::COLS,
+                        f: crate::$module::$file::$f,
+                    },
+                    plugin: $takes,
+                }),*]);
+                #[cfg(target_arch = "aarch64")]
+                v.extend::<[Row<Self>; _]>([$(Row {
+                    kernel: RowKernel {
+                        name: $aname,
+                        isa: Isa::$aisa,
+                        rows: crate::$amodule::$afile::ROWS,
+                        cols: crate::$amodule::$afile::COLS,
+                        f: crate::$amodule::$afile::$aset::$af,
+                    },
+                    plugin: $atakes,
+                }),*]);
+                v
+            }
+            $(fn x4_piece(config: &Config<Self>) -> Option<(&'static str, Isa)> {
+                let k = config.x4::<$x4>();
+                Some((k.name, k.isa))
+            })?
+            fn dequant_kernels() -> Vec<DequantKernel<Self>> {
+                #[allow(unused_mut)]
+                let mut v = vec![DequantKernel { name: concat!(stringify!($dq), "_scalar"), isa: Isa::Scalar, f: scalar_dequant::<$block> }];
+                #[cfg(target_arch = "x86_64")]
+                v.push(DequantKernel { name: concat!(stringify!($dq), "_avx2"), isa: Isa::Avx2, f: crate::x86_avx2::dequant::$dq });
+                #[cfg(target_arch = "aarch64")]
+                v.push(DequantKernel { name: concat!(stringify!($dq), "_neon"), isa: Isa::Neon, f: crate::aarch64_neon::dequant::$dq });
+                v
+            }
+        }
+    };
+}
+
+const ALL: PluginTakes = PluginTakes::ALL;
+
+rows!(BlockQ4K, "gemv_q4_k_q8_k_1x1_scalar", dequant: dequantize_q4_k,
+x86_64: [
+    (Avx2, "gemv_q4_k_q8_k_1x4_avx2", x86_avx2::q4_k::gemv_q4_k_q8_k_x4, ALL),
+    (Avx512, "gemv_q4_k_q8_k_1x8_avx512", x86_avx512::q4_k::gemv_q4_k_q8_k_x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_q4_k_q8_k_1x4_neon", aarch64_neon::q4_k::neon::gemv_q4_k_q8_k_x4, ALL),
+    (Dotprod, "gemv_q4_k_q8_k_1x4_dotprod", aarch64_neon::q4_k::dotprod::gemv_q4_k_q8_k_x4, ALL),
+]);
+rows!(BlockQ3K, "gemv_q3_k_q8_k_1x1_scalar", dequant: dequantize_q3_k,
+x86_64: [
+    (Avx2, "gemv_q3_k_q8_k_1x4_avx2", x86_avx2::q2_k::gemv_q3_k_q8_k_x4, ALL),
+    (Avx512, "gemv_q3_k_q8_k_1x8_avx512", x86_avx512::q2_k::gemv_q3_k_q8_k_x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_q3_k_q8_k_1x4_neon", aarch64_neon::q2_k::neon::gemv_q3_k_q8_k_x4, ALL),
+    (Dotprod, "gemv_q3_k_q8_k_1x4_dotprod", aarch64_neon::q2_k::dotprod::gemv_q3_k_q8_k_x4, ALL),
+]);
+rows!(BlockQ2K, "gemv_q2_k_q8_k_1x1_scalar", dequant: dequantize_q2_k,
+x86_64: [
+    (Avx2, "gemv_q2_k_q8_k_1x4_avx2", x86_avx2::q2_k::gemv_q2_k_q8_k_x4, ALL),
+    (Avx512, "gemv_q2_k_q8_k_1x8_avx512", x86_avx512::q2_k::gemv_q2_k_q8_k_x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_q2_k_q8_k_1x4_neon", aarch64_neon::q2_k::neon::gemv_q2_k_q8_k_x4, ALL),
+    (Dotprod, "gemv_q2_k_q8_k_1x4_dotprod", aarch64_neon::q2_k::dotprod::gemv_q2_k_q8_k_x4, ALL),
+]);
+rows!(BlockQ4_0, "gemv_q4_0_q8_0_1x1_scalar", x4: BlockQ4_0x4,
+    dequant: dequantize_q4_0,
+x86_64: [
+    (Avx2, "gemv_q4_0_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q4_0_q8_0_x4, ALL),
+    (Avx512, "gemv_q4_0_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q4_0_q8_0_x4, ALL),
+],
+aarch64: [
+    (Neon, "gemv_q4_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q4_0_q8_0_x4, ALL),
+    (Dotprod, "gemv_q4_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q4_0_q8_0_x4, ALL),
+]);
+rows!(BlockQ8_0, "gemv_q8_0_q8_0_1x1_scalar", x4: BlockQ8_0x4,
+    dequant: dequantize_q8_0,
+x86_64: [
+    (Avx2, "gemv_q8_0_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q8_0_q8_0_x4, ALL),
+    (Avx512, "gemv_q8_0_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q8_0_q8_0_x4, ALL),
+],
+aarch64: [
+    (Neon, "gemv_q8_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q8_0_q8_0_x4, ALL),
+    (Dotprod, "gemv_q8_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0_q8_0_x4, ALL),
+]);
+rows!(BlockQ4_0S, "gemv_q4_0s_q8_0_1x1_scalar", x4: BlockQ4_0Sx4,
+    dequant: dequantize_q4_0s,
+x86_64: [
+    (Avx2, "gemv_q4_0s_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q4_0s_q8_0_x4, ALL),
+    (Avx512, "gemv_q4_0s_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q4_0s_q8_0_x4, ALL),
+],
+aarch64: [
+    (Neon, "gemv_q4_0s_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q4_0s_q8_0_x4, ALL),
+    (Dotprod, "gemv_q4_0s_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q4_0s_q8_0_x4, ALL),
+]);
+rows!(BlockQ8_0S, "gemv_q8_0s_q8_0_1x1_scalar", x4: BlockQ8_0Sx4,
+    dequant: dequantize_q8_0s,
+x86_64: [
+    (Avx2, "gemv_q8_0s_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q8_0s_q8_0_x4, ALL),
+    (Avx512, "gemv_q8_0s_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q8_0s_q8_0_x4, ALL),
+],
+aarch64: [
+    (Neon, "gemv_q8_0s_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q8_0s_q8_0_x4, ALL),
+    (Dotprod, "gemv_q8_0s_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0s_q8_0_x4, ALL),
+]);
+
+/// The scalar reference as an activation quantizer.
+///
+/// # Safety
+/// None beyond the length contract (checked by [`QuantKernel::run`]).
+unsafe fn scalar_quant<B: WeightBlock<Act = A>, A>(x: &[f32], y: &mut [A]) {
+    B::quantize_activations(x, y).expect("lengths checked by the caller");
+}
+
+impl ActKernels for BlockQ8K {
+    fn quant_kernels() -> Vec<QuantKernel<Self>> {
+        #[allow(unused_mut)]
+        let mut v = vec![QuantKernel {
+            name: "quantize_q8_k_scalar",
+            isa: Isa::Scalar,
+            f: scalar_quant::<BlockQ4K, _>,
+        }];
+        #[cfg(target_arch = "x86_64")]
+        v.push(QuantKernel {
+            name: "quantize_q8_k_avx2",
+            isa: Isa::Avx2,
+            f: crate::x86_avx2::quant::quantize_q8_k,
+        });
+        v
+    }
+}
+
+impl ActKernels for BlockQ8_0 {
+    fn quant_kernels() -> Vec<QuantKernel<Self>> {
+        #[allow(unused_mut)]
+        let mut v = vec![QuantKernel {
+            name: "quantize_q8_0_scalar",
+            isa: Isa::Scalar,
+            f: scalar_quant::<BlockQ8_0, _>,
+        }];
+        #[cfg(target_arch = "x86_64")]
+        v.push(QuantKernel {
+            name: "quantize_q8_0_avx2",
+            isa: Isa::Avx2,
+            f: crate::x86_avx2::quant::quantize_q8_0,
+        });
+        v
+    }
+}
+
+/// Every panel tile kernel, scalar reference first, best ISA last.
+pub fn panel_kernels() -> Vec<PanelKernel> {
+    #[allow(unused_mut)]
+    let mut v = vec![PanelKernel {
+        name: "gemm_i8_q8x32_8x32_scalar",
+        isa: Isa::Scalar,
+        f: crate::panel::gemm_i8_q8x32_8x32,
+    }];
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        PanelKernel {
+            name: "gemm_i8_q8x32_8x32_avx2",
+            isa: Isa::Avx2,
+            f: crate::x86_avx2::panel::gemm_i8_q8x32_8x32,
+        },
+        PanelKernel {
+            name: "gemm_i8_q8x32_8x32_avx512",
+            isa: Isa::Avx512,
+            f: crate::x86_avx512::panel::gemm_i8_q8x32_8x32,
+        },
+    ]);
+    #[cfg(target_arch = "aarch64")]
+    v.push(PanelKernel {
+        name: "gemm_i8_q8x32_8x32_dotprod",
+        isa: Isa::Dotprod,
+        f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32,
+    });
+    v
+}
+
+/// The scalar reference as an interleaved GEMV kernel.
+///
+/// # Safety
+/// None (safe code behind the kernel signature).
+unsafe fn scalar_x4<X: X4Block>(groups: &[X], act: &[BlockQ8_0], out: &mut [f32]) {
+    for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
+        crate::formats::sparse_x4::gemv_x4_ref(group, act, out.try_into().unwrap())
+    }
+}
+
+/// The interleaved GEMVs of a four-row layout, scalar reference first.
+pub trait X4Kernels: X4Block<Row: Kernels> {
+    fn x4_kernels() -> Vec<X4Kernel<Self>>;
+}
+
+/// Registers the interleaved GEMVs of a layout: the scalar reference, then
+/// AVX2 and AVX-512, or NEON and dotprod. Each is a 4x1 tile (four rows, one column).
+macro_rules! x4_rows {
+    ($block:ty, $f:ident, $name:literal) => {
+        impl X4Kernels for $block {
+            fn x4_kernels() -> Vec<X4Kernel<Self>> {
+                #[allow(unused_mut)]
+                let mut v = vec![X4Kernel {
+                    name: concat!($name, "_4x1_scalar"),
+                    isa: Isa::Scalar,
+                    f: scalar_x4::<Self>,
+                }];
+                #[cfg(target_arch = "x86_64")]
+                v.extend([
+                    X4Kernel {
+                        name: concat!($name, "_4x1_avx2"),
+                        isa: Isa::Avx2,
+                        f: crate::x86_avx2::q8_0::$f,
+                    },
+                    X4Kernel {
+                        name: concat!($name, "_4x1_avx512"),
+                        isa: Isa::Avx512,
+                        f: crate::x86_avx512::sparse_x4::$f,
+                    },
+                ]);
+                #[cfg(target_arch = "aarch64")]
+                v.extend([
+                    X4Kernel {
+                        name: concat!($name, "_4x1_neon"),
+                        isa: Isa::Neon,
+                        f: crate::aarch64_neon::q8_0::neon::$f,
+                    },
+                    X4Kernel {
+                        name: concat!($name, "_4x1_dotprod"),
+                        isa: Isa::Dotprod,
+                        f: crate::aarch64_neon::q8_0::dotprod::$f,
+                    },
+                ]);
+                v
+            }
+        }
+    };
+}
+
+x4_rows!(BlockQ8_0Sx4, gemv_q8_0sx4_q8_0, "gemv_q8_0sx4_q8_0");
+x4_rows!(BlockQ4_0Sx4, gemv_q4_0sx4_q8_0, "gemv_q4_0sx4_q8_0");
+x4_rows!(BlockQ8_0x4, gemv_q8_0x4_q8_0, "gemv_q8_0x4_q8_0");
+x4_rows!(BlockQ4_0x4, gemv_q4_0x4_q8_0, "gemv_q4_0x4_q8_0");
+
+/// The name of the panel fill ([`crate::panel::Unpacked::fill`]) compiled for `isa`.
+fn fill_name(isa: Isa) -> &'static str {
+    match isa {
+        Isa::Avx512 => "unpack_avx512",
+        Isa::Avx2 => "unpack_avx2",
+        _ => "unpack_scalar",
+    }
+}
+
+/// The best of `pieces` (in ISA order) admitted under `ceiling`.
+fn best<T: Copy>(pieces: &[T], isa: impl Fn(&T) -> Isa, ceiling: Isa) -> Option<T> {
+    pieces
+        .iter()
+        .rev()
+        .find(|p| isa(p).admitted_under(ceiling))
+        .copied()
+}
+
+/// Everything a matmul of format `B` runs under one ISA ceiling, chosen
+/// together by [`Config::at`] so the pieces cannot be mismatched.
+pub struct Config<B: Kernels> {
+    ceiling: Isa,
+    row: RowKernel<B>,
+    plugin: PluginTakes,
+    panel: Option<PanelKernel>,
+    fill: Isa,
+    dequant: DequantKernel<B>,
+    quant: QuantKernel<B::Act>,
+}
+
+impl<B: Kernels> Clone for Config<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Kernels> Copy for Config<B> {}
+
+impl<B: Kernels> Config<B> {
+    /// The best pieces this CPU runs at or below `ceiling`.
+    pub fn at(ceiling: Isa) -> Config<B> {
+        let rows = B::rows();
+        let row = rows
+            .iter()
+            .rev()
+            .find(|r| r.kernel.isa.admitted_under(ceiling))
+            .unwrap_or(&rows[0]);
+        // The panel tile of the row kernel's own ISA (none for the scalar row
+        // kernel: the scalar tile would be no faster than it).
+        let panel = panel_kernels()
+            .into_iter()
+            .find(|p| p.isa == row.kernel.isa && p.isa != Isa::Scalar);
+        let fill = [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|i| i.admitted_under(ceiling))
+            .unwrap_or(Isa::Scalar);
+        Config {
+            ceiling,
+            row: row.kernel,
+            plugin: row.plugin,
+            panel,
+            fill,
+            dequant: best(&B::dequant_kernels(), |k| k.isa, ceiling)
+                .expect("every format has a scalar dequantizer"),
+            quant: best(&B::Act::quant_kernels(), |k| k.isa, ceiling)
+                .expect("every activation type has a scalar quantizer"),
+        }
+    }
+
+    /// [`Config::at`] the process's ceiling ([`Isa::ceiling`]: this CPU's
+    /// best, or `LLMKERNEL_ISA`).
+    pub fn best() -> Result<Config<B>> {
+        Ok(Config::at(Isa::ceiling()?))
+    }
+
+    /// The ceiling this was chosen under.
+    pub fn ceiling(&self) -> Isa {
+        self.ceiling
+    }
+    /// The row kernel: batches below [`crate::panel::MIN_COLS`], or every
+    /// batch where there is no panel tile.
+    pub fn row(&self) -> &RowKernel<B> {
+        &self.row
+    }
+    /// The panel GEMM tile for batches of at least [`crate::panel::MIN_COLS`],
+    /// if the row kernel's ISA has one (the table's; [`Config::panel_for`]
+    /// also honours `LLMKERNEL_PANEL=0`).
+    pub fn panel(&self) -> Option<&PanelKernel> {
+        self.panel.as_ref()
+    }
+    /// The ISA the panel fill (weight unpacking) is compiled for.
+    pub fn fill_isa(&self) -> Isa {
+        self.fill
+    }
+    pub fn dequant(&self) -> &DequantKernel<B> {
+        &self.dequant
+    }
+    /// The activation quantizer.
+    pub fn quant(&self) -> &QuantKernel<B::Act> {
+        &self.quant
+    }
+    /// Which batches the plugin takes.
+    pub fn plugin(&self) -> PluginTakes {
+        self.plugin
+    }
+
+    /// The panel tile a matmul of `n` columns runs, if any.
+    pub fn panel_for(&self, n: usize) -> Option<&PanelKernel> {
+        self.panel
+            .as_ref()
+            .filter(|_| n >= crate::panel::MIN_COLS && crate::matmul::panels_enabled())
+    }
+
+    /// The name and ISA of the kernel a matmul of `n` columns runs.
+    pub fn kernel_used(&self, n: usize) -> (&'static str, Isa) {
+        self.panel_for(n)
+            .map_or((self.row.name, self.row.isa), |p| (p.name, p.isa))
+    }
+
+    /// This configuration with no panel tile: every batch runs the row kernel
+    /// (to compare the two, as `LLMKERNEL_PANEL=0` does for a whole process).
+    pub fn without_panel(mut self) -> Config<B> {
+        self.panel = None;
+        self
+    }
+
+    /// The interleaved GEMV of layout `X` (rows of this format) for this
+    /// configuration: the one of the row kernel's ISA, or the scalar reference.
+    pub fn x4<X: X4Kernels<Row = B>>(&self) -> X4Kernel<X> {
+        let all = X::x4_kernels();
+        best(&all, |k| k.isa, self.row.isa)
+            .filter(|k| k.isa == self.row.isa)
+            .unwrap_or(all[0])
+    }
+
+    /// Every piece as `(piece, kernel name, ISA)`, for `info` and tests.
+    pub fn pieces(&self) -> Vec<(&'static str, &'static str, Isa)> {
+        let mut v = vec![
+            ("row kernel", self.row.name, self.row.isa),
+            ("dequant", self.dequant.name, self.dequant.isa),
+            ("activation quantizer", self.quant.name, self.quant.isa),
+            ("panel fill", fill_name(self.fill), self.fill),
+        ];
+        if let Some(p) = &self.panel {
+            v.push(("panel tile", p.name, p.isa));
+        }
+        if let Some((name, isa)) = B::x4_piece(self) {
+            v.push(("four-row gemv", name, isa));
+        }
+        v
+    }
+}
+
+/// Every piece `format` runs on here under the process's ceiling, as
+/// [`Config::pieces`] gives them (for `llmkernel info`).
+pub fn pieces(format: Format) -> Result<Vec<(&'static str, &'static str, Isa)>> {
+    fn of<B: Kernels>() -> Result<Vec<(&'static str, &'static str, Isa)>> {
+        Ok(Config::<B>::best()?.pieces())
+    }
+    match format {
+        Format::Q4K => of::<BlockQ4K>(),
+        Format::Q3K => of::<BlockQ3K>(),
+        Format::Q2K => of::<BlockQ2K>(),
+        Format::Q4_0 => of::<BlockQ4_0>(),
+        Format::Q8_0 | Format::Q8K => of::<BlockQ8_0>(),
+        Format::Q4_0S => of::<BlockQ4_0S>(),
+        Format::Q8_0S => of::<BlockQ8_0S>(),
+    }
+}
