@@ -206,13 +206,16 @@ fn benches(c: &mut Criterion) {
     bench_quantize(c);
     bench_x4::<BlockQ8_0Sx4>(c);
     bench_x4::<BlockQ4_0Sx4>(c);
-    bench_format::<BlockQ4K>(c);
-    bench_format::<BlockQ3K>(c);
-    bench_format::<BlockQ2K>(c);
-    bench_format::<BlockQ4_0>(c);
-    bench_format::<BlockQ8_0>(c);
-    bench_format::<BlockQ4_0S>(c);
-    bench_format::<BlockQ8_0S>(c);
+    struct Bench<'a>(&'a mut Criterion);
+    impl WithFormat for Bench<'_> {
+        type Out = ();
+        fn run<B: Kernels>(self) {
+            bench_format::<B>(self.0)
+        }
+    }
+    for f in Format::WITH_KERNELS {
+        f.with(Bench(c));
+    }
 }
 
 criterion_group! {

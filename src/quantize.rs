@@ -6,24 +6,47 @@ use llmkernel_kernels::Format;
 use std::ffi::CString;
 use std::path::Path;
 
-/// llama.cpp's file type for `format`: the `_M` mixes for the k-quants (a few
-/// sensitive tensors one step up, as llama-quantize's Q3_K_M / Q4_K_M), or
-/// every matrix in `format` with `pure`.
+/// llama.cpp's file type for `format` (the format's `WeightBlock::LLAMA_FTYPE`):
+/// the `_M` mixes for the k-quants (a few sensitive tensors one step up, as
+/// llama-quantize's Q3_K_M / Q4_K_M), or every matrix in `format` with `pure`.
 fn ftype(format: Format) -> Result<ffi::llama_ftype, String> {
-    Ok(match format {
-        Format::Q2K => ffi::LLAMA_FTYPE_MOSTLY_Q2_K,
-        Format::Q3K => ffi::LLAMA_FTYPE_MOSTLY_Q3_K_M,
-        Format::Q4K => ffi::LLAMA_FTYPE_MOSTLY_Q4_K_M,
-        Format::Q4_0 => ffi::LLAMA_FTYPE_MOSTLY_Q4_0,
-        Format::Q8_0 => ffi::LLAMA_FTYPE_MOSTLY_Q8_0,
-        Format::Q8K => return Err("q8_k is an activation format, not a weight format".into()),
-        Format::Q4_0S | Format::Q8_0S => {
-            return Err(format!(
+    if let Some(ftype) = format.llama_ftype() {
+        return Ok(ftype as ffi::llama_ftype);
+    }
+    Err(
+        match format.sparse_2_4().is_none() && format.dense() != format {
+            true => format!(
                 "{format} is made by `llmkernel prune --pattern 2:4 --format {}`",
                 format.dense()
-            ))
+            ),
+            false => format!("{format} is an activation format, not a weight format"),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    /// The kernels crate states each format's llama_ftype as a number: it
+    /// must be llama.h's.
+    #[test]
+    fn ftypes_are_llama_h_s() {
+        use crate::ffi;
+        use llmkernel_kernels::Format;
+        let want = [
+            (Format::Q4K, ffi::LLAMA_FTYPE_MOSTLY_Q4_K_M),
+            (Format::Q3K, ffi::LLAMA_FTYPE_MOSTLY_Q3_K_M),
+            (Format::Q2K, ffi::LLAMA_FTYPE_MOSTLY_Q2_K),
+            (Format::Q4_0, ffi::LLAMA_FTYPE_MOSTLY_Q4_0),
+            (Format::Q8_0, ffi::LLAMA_FTYPE_MOSTLY_Q8_0),
+        ];
+        for (f, t) in want {
+            assert_eq!(super::ftype(f), Ok(t), "{f}");
         }
-    })
+        assert!(super::ftype(Format::Q8K)
+            .unwrap_err()
+            .contains("activation"));
+        assert!(super::ftype(Format::Q4_0S).unwrap_err().contains("prune"));
+    }
 }
 
 /// Quantizes `input` to `output`. Inputs that are already quantized are

@@ -8,7 +8,8 @@ use common::*;
 use llmkernel::ffi;
 use llmkernel::ggml;
 use llmkernel::kernels::formats::*;
-use llmkernel::kernels::{Error, Format, QuantBlock, WeightBlock, QK_K};
+use llmkernel::kernels::table::Kernels;
+use llmkernel::kernels::{Error, Format, WeightBlock, QK_K};
 use rand::Rng;
 
 /// Compares dequantized values bit for bit; where ggml gives NaN we require NaN
@@ -121,44 +122,61 @@ fn dot_edges<B: WeightBlock + TestBlock>(seed: u64) {
     }
 }
 
-macro_rules! format_tests {
-    ($m:ident, $block:ty, $seed:expr) => {
-        mod $m {
-            use super::*;
-            #[test]
-            fn dequantize_random_bit_identical() {
-                dequant_random::<$block>($seed);
+/// Runs one parity check on every weight format, so a new format is checked
+/// without a line here.
+fn for_every_weight_format(check: fn(Format, u64) -> Option<()>) {
+    for (i, f) in Format::WEIGHTS.into_iter().enumerate() {
+        check(f, 100 * (i as u64 + 1)).expect("weight formats have kernels");
+        eprintln!("{f}: ok");
+    }
+}
+
+macro_rules! check {
+    ($name:ident, |$B:ident, $seed:ident| $body:expr) => {
+        #[test]
+        fn $name() {
+            struct Check(u64);
+            impl WithFormat for Check {
+                type Out = ();
+                #[allow(unused_variables)]
+                fn run<$B: Kernels>(self) {
+                    let $seed = self.0;
+                    $body
+                }
             }
-            #[test]
-            fn dequantize_edges_bit_identical() {
-                dequant_edges::<$block>();
-            }
-            #[test]
-            fn vec_dot_random_within_bound() {
-                dot_random::<$block>($seed + 1);
-            }
-            #[test]
-            fn vec_dot_edges_within_bound() {
-                dot_edges::<$block>($seed + 2);
-            }
-            #[test]
-            fn layout_matches_ggml() {
-                let f = <$block as QuantBlock>::FORMAT;
-                // SAFETY: valid ggml type ids return pointers into ggml's static table.
-                let t = unsafe { &*ffi::ggml_get_type_traits(f.ggml_type()) };
-                assert_eq!(t.type_size, std::mem::size_of::<$block>());
-                assert_eq!(t.blck_size as usize, f.block_len());
-                assert_eq!(ggml::vec_dot_type(f), f.activation().ggml_type());
-            }
+            for_every_weight_format(|f, seed| f.with(Check(seed)));
         }
     };
 }
 
-format_tests!(q4_k, BlockQ4K, 400);
-format_tests!(q3_k, BlockQ3K, 300);
-format_tests!(q2_k, BlockQ2K, 200);
-format_tests!(q4_0, BlockQ4_0, 40);
-format_tests!(q8_0, BlockQ8_0, 80);
+check!(
+    dequantize_random_bit_identical,
+    |B, seed| dequant_random::<B>(seed)
+);
+check!(
+    dequantize_edges_bit_identical,
+    |B, seed| dequant_edges::<B>()
+);
+check!(vec_dot_random_within_bound, |B, seed| dot_random::<B>(
+    seed + 1
+));
+check!(vec_dot_edges_within_bound, |B, seed| dot_edges::<B>(
+    seed + 2
+));
+check!(layout_matches_ggml, |B, seed| {
+    let f = B::FORMAT;
+    // SAFETY: valid ggml type ids return pointers into ggml's static table.
+    let t = unsafe { &*ffi::ggml_get_type_traits(f.ggml_type()) };
+    assert_eq!(t.type_size, std::mem::size_of::<B>(), "{f}");
+    assert_eq!(t.blck_size as usize, f.block_len(), "{f}");
+    assert_eq!(ggml::vec_dot_type(f), f.activation().ggml_type(), "{f}");
+    // SAFETY: ggml's type names are static NUL-terminated strings.
+    let name = unsafe { std::ffi::CStr::from_ptr(ffi::ggml_type_name(f.ggml_type())) };
+    assert!(
+        name.to_str().unwrap().eq_ignore_ascii_case(f.name()),
+        "{f}: ggml calls it {name:?}"
+    );
+});
 
 /// Activation rows that stress quantization: random, all zero, one non-zero,
 /// exact rounding ties, tiny values, huge values.

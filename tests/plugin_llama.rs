@@ -18,13 +18,8 @@ use llmkernel::{backend, llama, synthetic};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const FORMATS: [Format; 5] = [
-    Format::Q4K,
-    Format::Q3K,
-    Format::Q2K,
-    Format::Q4_0,
-    Format::Q8_0,
-];
+/// Every weight format the kernels take.
+const FORMATS: [Format; Format::WEIGHTS.len()] = Format::WEIGHTS;
 /// A prompt evaluated as one batch (GEMM), then tokens one at a time (GEMV).
 const PROMPT: usize = 96;
 const DECODE: usize = 8;

@@ -301,8 +301,11 @@ pub unsafe fn init(h: Host) -> ffi::ggml_backend_reg_t {
         dev: ops::device(),
         buft: buffer::buffer_type(),
         description: CString::new(format!(
-            "llmkernel {} kernels ({isa}) for Q2_K Q3_K Q4_K Q4_0 Q8_0",
-            env!("CARGO_PKG_VERSION")
+            "llmkernel {} kernels ({isa}) for {}",
+            env!("CARGO_PKG_VERSION"),
+            llmkernel_kernels::Format::WEIGHTS
+                .map(|f| f.name().to_uppercase())
+                .join(" ")
         ))
         .unwrap(),
         isa,

@@ -2,11 +2,10 @@
 //! computes them.
 
 use crate::{buffer, ffi, log, sparse};
-use llmkernel_kernels::formats::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, QuantBlock,
-};
+use llmkernel_kernels::formats::{BlockQ4_0, BlockQ8_0, Format, QuantBlock, WithFormat};
 use llmkernel_kernels::matmul::{matmul_on, matmul_x4_on, Parallel, QMatrix, X4Matrix};
 use llmkernel_kernels::table::{Config, Kernels, X4Kernels};
+use std::any::Any;
 use std::borrow::Cow;
 use std::ffi::c_char;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -127,21 +126,11 @@ unsafe extern "C" fn dev_supports_op(
 
 /// Block length and block bytes of the weight types the kernels take.
 fn weight_type(t: ffi::ggml_type) -> Option<(usize, usize)> {
-    fn of<B: QuantBlock>() -> Option<(usize, usize)> {
-        Some((B::FORMAT.block_len(), std::mem::size_of::<B>()))
-    }
-    match t {
-        ffi::GGML_TYPE_Q4_K => of::<BlockQ4K>(),
-        ffi::GGML_TYPE_Q3_K => of::<BlockQ3K>(),
-        ffi::GGML_TYPE_Q2_K => of::<BlockQ2K>(),
-        ffi::GGML_TYPE_Q4_0 => of::<BlockQ4_0>(),
-        ffi::GGML_TYPE_Q8_0 => of::<BlockQ8_0>(),
-        _ => None,
-    }
+    Format::from_ggml_type(t).map(|f| (f.block_len(), f.block_bytes()))
 }
 
 /// Exactly what the kernels handle:
-/// - MUL_MAT: weight (src0) Q2_K/Q3_K/Q4_K/Q4_0/Q8_0 with rows of whole blocks
+/// - MUL_MAT: weight (src0) of a format in `Format::WEIGHTS` with rows of whole blocks
 ///   stored contiguously (any stride between matrices), in an LLMK buffer (or
 ///   not yet allocated); activations (src1) and output F32, each row's
 ///   elements contiguous, rows and planes at any strides;
@@ -328,65 +317,68 @@ unsafe extern "C" fn backend_graph_compute(
     ffi::GGML_STATUS_SUCCESS
 }
 
-/// The table's configuration of each format under the ISA ceiling, chosen once.
-struct Chosen {
-    q4k: Config<BlockQ4K>,
-    q3k: Config<BlockQ3K>,
-    q2k: Config<BlockQ2K>,
-    q4_0: Config<BlockQ4_0>,
-    q8_0: Config<BlockQ8_0>,
-    q4_0s: Config<BlockQ4_0S>,
-    q8_0s: Config<BlockQ8_0S>,
-}
-fn chosen() -> &'static Chosen {
-    static CHOSEN: OnceLock<Chosen> = OnceLock::new();
-    CHOSEN.get_or_init(|| {
-        let isa = crate::isa();
-        Chosen {
-            q4k: Config::<BlockQ4K>::at(isa),
-            q3k: Config::<BlockQ3K>::at(isa),
-            q2k: Config::<BlockQ2K>::at(isa),
-            q4_0: Config::<BlockQ4_0>::at(isa),
-            q8_0: Config::<BlockQ8_0>::at(isa),
-            q4_0s: Config::<BlockQ4_0S>::at(isa),
-            q8_0s: Config::<BlockQ8_0S>::at(isa),
+/// The table's configuration of format `B` under the backend's ISA ceiling,
+/// chosen once per process for every format.
+fn config<B: Kernels>() -> &'static Config<B> {
+    struct Make;
+    impl WithFormat for Make {
+        type Out = Box<dyn Any + Send + Sync>;
+        fn run<B: Kernels>(self) -> Self::Out {
+            Box::new(Config::<B>::at(crate::isa()))
         }
-    })
+    }
+    static CONFIGS: OnceLock<Vec<Box<dyn Any + Send + Sync>>> = OnceLock::new();
+    CONFIGS
+        .get_or_init(|| {
+            Format::ALL
+                .into_iter()
+                .filter_map(|f| f.with(Make))
+                .collect()
+        })
+        .iter()
+        .find_map(|c| c.downcast_ref::<Config<B>>())
+        .expect("every format with kernels has a configuration")
 }
 
-/// Runs `$body` with `$B` the block type of weight type `$t` and `$k` its kernel.
-macro_rules! by_weight_type {
-    ($t:expr, |$B:ident, $k:ident| $body:expr) => {{
-        let c = chosen();
-        match $t {
-            ffi::GGML_TYPE_Q4_K => {
-                type $B = BlockQ4K;
-                let $k = &c.q4k;
-                $body
+/// MUL_MAT (`id == false`) or MUL_MAT_ID of a node whose weights are in
+/// GGUF's layout, for the weight's format.
+struct MulMat<'a> {
+    node: &'a ffi::ggml_tensor,
+    par: &'a dyn Parallel,
+    id: bool,
+}
+
+impl MulMat<'_> {
+    /// Runs the node with the kernels of its weight's format.
+    ///
+    /// # Safety
+    /// As [`compute`], and [`supports`] accepted the node.
+    unsafe fn run(self) -> Result<()> {
+        // SAFETY: supports() checked the sources exist.
+        let t = unsafe { (*self.node.src[0]).type_ };
+        Format::from_ggml_type(t)
+            .and_then(|f| f.with(self))
+            .unwrap_or_else(|| Err(format!("weight type {t} is not one the kernels take")))
+    }
+}
+
+impl WithFormat for MulMat<'_> {
+    type Out = Result<()>;
+    fn run<B: Kernels>(self) -> Result<()> {
+        let (node, par) = (self.node, self.par);
+        // SAFETY: a MulMat is run only through MulMat::run, whose contract is
+        // that of mul_mat and mul_mat_id (supports() checked the shapes).
+        unsafe {
+            let w = &*node.src[0];
+            if self.id {
+                mul_mat_id::<B>(node, config::<B>(), par)
+            } else {
+                mul_mat::<B>(node, config::<B>(), par, &|off, count| {
+                    blocks::<B>((w.data as *const u8).add(off), count)
+                })
             }
-            ffi::GGML_TYPE_Q3_K => {
-                type $B = BlockQ3K;
-                let $k = &c.q3k;
-                $body
-            }
-            ffi::GGML_TYPE_Q2_K => {
-                type $B = BlockQ2K;
-                let $k = &c.q2k;
-                $body
-            }
-            ffi::GGML_TYPE_Q4_0 => {
-                type $B = BlockQ4_0;
-                let $k = &c.q4_0;
-                $body
-            }
-            ffi::GGML_TYPE_Q8_0 => {
-                type $B = BlockQ8_0;
-                let $k = &c.q8_0;
-                $body
-            }
-            t => Err(format!("weight type {t} is not one the kernels take")),
         }
-    }};
+    }
 }
 
 type Result<T> = std::result::Result<T, String>;
@@ -405,24 +397,32 @@ unsafe fn compute(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Result<()> {
             if !unsafe { supports(node) } {
                 return Err("shape or type the kernels do not take".into());
             }
-            // SAFETY: supports() checked the sources exist.
-            let w = unsafe { &*node.src[0] };
             if node.op == ffi::GGML_OP_MUL_MAT {
                 crate::MUL_MAT.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: forwarded contract; supports() checked the shapes.
                 if let Some(done) = unsafe { mul_mat_packed(node, par) } {
                     return done;
                 }
-                // SAFETY: forwarded contract; supports() checked the shapes.
-                by_weight_type!(w.type_, |B, k| unsafe {
-                    mul_mat::<B>(node, k, par, &|off, count| {
-                        blocks::<B>((w.data as *const u8).add(off), count)
-                    })
-                })
+                // SAFETY: forwarded contract; supports() accepted the node.
+                unsafe {
+                    MulMat {
+                        node,
+                        par,
+                        id: false,
+                    }
+                    .run()
+                }
             } else {
                 crate::MUL_MAT_ID.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: as above.
-                by_weight_type!(w.type_, |B, k| unsafe { mul_mat_id::<B>(node, k, par) })
+                unsafe {
+                    MulMat {
+                        node,
+                        par,
+                        id: true,
+                    }
+                    .run()
+                }
             }
         }
         op => Err(format!("op {op} is not one this backend computes")),
@@ -510,14 +510,13 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
     let (k, m) = (w.ne[0] as usize, w.ne[1] as usize);
     // SAFETY: the weight's bytes live as long as its buffer, past this node.
     let packed = unsafe { sparse::lookup(w.data as *const u8, len, w.type_, (m, k), par) };
-    let c = chosen();
     let r = match &packed {
         sparse::Packed::Dense => return None,
         // SAFETY: forwarded contract; the packed copy holds every plane.
-        sparse::Packed::Q4_0(v) => unsafe { mul_mat_x4(node, &c.q4_0s, par, &v) },
-        sparse::Packed::Q8_0(v) => unsafe { mul_mat_x4(node, &c.q8_0s, par, &v) },
-        sparse::Packed::Q4_0x4(v) => unsafe { mul_mat_x4(node, &c.q4_0, par, &v) },
-        sparse::Packed::Q8_0x4(v) => unsafe { mul_mat_x4(node, &c.q8_0, par, &v) },
+        sparse::Packed::Q4_0(v) => unsafe { mul_mat_x4(node, config(), par, &v) },
+        sparse::Packed::Q8_0(v) => unsafe { mul_mat_x4(node, config(), par, &v) },
+        sparse::Packed::Q4_0x4(v) => unsafe { mul_mat_x4(node, config(), par, &v) },
+        sparse::Packed::Q8_0x4(v) => unsafe { mul_mat_x4(node, config(), par, &v) },
     };
     if packed.is_sparse() {
         crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);

@@ -268,8 +268,8 @@ pub fn matmul_quantized_on<B: Kernels>(
     let out = Out(y.as_mut_ptr());
     let tasks = m.div_ceil(rows_per_task);
     // A GEMV streams one row at a time: several rows per call read as many
-    // interleaved streams from DRAM, which measured 2x slower here (Q8_0,
-    // 151936 x 1536, batch 1: 15 against 28 GB/s), though faster in cache.
+    // interleaved streams from DRAM, which is slower there though faster in
+    // cache (docs/BENCHMARKS.md).
     let rows_per_call = if n == 1 { 1 } else { kernel.rows() };
     par.run(tasks, &|task| {
         let out = &out;

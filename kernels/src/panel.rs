@@ -40,18 +40,14 @@
 //! activations so one load feeds a whole tile) is what ik_llama.cpp and
 //! ggml's tiled/repacked GEMMs do; this code is our own.
 
-use crate::formats::sparse::EXPAND_LUT;
 use crate::formats::sparse_x4::{X4Block, GROUP};
-use crate::formats::{
-    scales_q3_k, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8K, BlockQ8_0,
-    BlockQ8_0S, QuantBlock, WeightBlock,
-};
+use crate::formats::{BlockQ8K, BlockQ8_0, QuantBlock, WeightBlock};
 use crate::isa::Isa;
 
 /// Weight rows per tile. Eight rows give the AVX-512 tile 16 independent
 /// `vpdpbusd` chains, enough to hide the instruction's latency at two per
-/// cycle (four rows, 8 chains, measured 1.82x ggml on Q3_K at batch 512; eight,
-/// 1.98-2.05x; the AVX2 tile runs them two rows at a time either way).
+/// cycle (the AVX2 tile runs them two rows at a time; four rows against
+/// eight: docs/BENCHMARKS.md).
 pub const ROWS: usize = 8;
 /// Activation columns per tile (two 16-lane vectors).
 pub const COLS: usize = 32;
@@ -64,8 +60,6 @@ pub const MIN_COLS: usize = 16;
 
 /// The activation side: ggml's Q8_K and Q8_0 blocks.
 pub trait PanelAct: QuantBlock {
-    /// Values per block.
-    const LEN: usize;
     fn scale(&self) -> f32;
     fn codes(&self) -> &[i8];
     /// The sums of each 16 codes, where the block stores them (Q8_K).
@@ -75,7 +69,6 @@ pub trait PanelAct: QuantBlock {
 }
 
 impl PanelAct for BlockQ8K {
-    const LEN: usize = 256;
     fn scale(&self) -> f32 {
         self.d
     }
@@ -88,7 +81,6 @@ impl PanelAct for BlockQ8K {
 }
 
 impl PanelAct for BlockQ8_0 {
-    const LEN: usize = 32;
     fn scale(&self) -> f32 {
         self.d.to_f32()
     }
@@ -97,7 +89,8 @@ impl PanelAct for BlockQ8_0 {
     }
 }
 
-/// A weight format the panel GEMM takes: how one block unpacks.
+/// A weight format the panel GEMM takes: how one block unpacks (each
+/// format's file implements it).
 ///
 /// Value `i` of a block is `scale[i / SUB] * codes[i] + min_scale * mins[i / MIN_SUB]`
 /// (no min term where `MIN_SUB == 0`). Where a sub-block's integer scale
@@ -114,54 +107,11 @@ pub trait PanelFormat: WeightBlock<Act: PanelAct> {
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32);
 }
 
-impl PanelFormat for BlockQ4K {
-    const SUB: usize = 32;
-    const MIN_SUB: usize = 32;
-    #[inline(always)]
-    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32) {
-        let sm = crate::formats::q4_k::scales_mins(&self.scales);
-        let d = self.d.to_f32();
-        for j in 0..8 {
-            scale[j] = d * sm[j] as f32;
-            mins[j] = sm[8 + j] as i16;
-        }
-        *min_scale = -self.dmin.to_f32();
-        let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
-        for (codes, q) in codes.chunks_exact_mut(64).zip(self.qs.chunks_exact(32)) {
-            let (lo, hi) = codes.split_at_mut(32);
-            for ((lo, hi), &b) in lo.iter_mut().zip(hi).zip(q) {
-                (*lo, *hi) = ((b & 0x0F) as i8, (b >> 4) as i8);
-            }
-        }
-    }
-}
-
-impl PanelFormat for BlockQ3K {
-    const SUB: usize = 256;
-    const MIN_SUB: usize = 0;
-    /// Codes are `-q * sc` (q in -4..=3, sc in -32..=31: -128..=124, an i8;
-    /// `q * sc` would reach +128), the scale `-d`.
-    #[inline(always)]
-    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
-        scale[0] = -self.d.to_f32();
-        let sc = scales_q3_k(&self.scales);
-        // Value 128h + 32s + l: high bit (clear means -4) at bit 4h + s of hmask[l].
-        for (h, s, codes, qs) in quarters(codes, &self.qs) {
-            let (s0, s1) = (sc[8 * h + 2 * s] as i32, sc[8 * h + 2 * s + 1] as i32);
-            for (l, ((c, &q), &hm)) in codes.iter_mut().zip(qs).zip(&self.hmask).enumerate() {
-                let (low, high) = ((q >> (2 * s)) & 3, (hm >> (4 * h + s)) & 1);
-                let code = (low | high << 2) as i32 - 4;
-                *c = (-code * if l < 16 { s0 } else { s1 }) as i8;
-            }
-        }
-    }
-}
-
 /// The 32-value runs of a Q2_K / Q3_K block's codes, `(h, s, codes, qs)`:
 /// values `128h + 32s ..` take their low two bits from `qs[32h ..][..32]` at
 /// shift `2s`.
 #[inline(always)]
-fn quarters<'a>(
+pub(crate) fn quarters<'a>(
     codes: &'a mut [i8],
     qs: &'a [u8; 64],
 ) -> impl Iterator<Item = (usize, usize, &'a mut [i8], &'a [u8])> {
@@ -170,91 +120,6 @@ fn quarters<'a>(
         .chunks_exact_mut(32)
         .enumerate()
         .map(move |(i, c)| (i / 4, i % 4, c, &qs[32 * (i / 4)..][..32]))
-}
-
-impl PanelFormat for BlockQ2K {
-    const SUB: usize = 256;
-    const MIN_SUB: usize = 16;
-    /// Codes are `q * sc` (0..=45).
-    #[inline(always)]
-    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32) {
-        scale[0] = self.d.to_f32();
-        *min_scale = -self.dmin.to_f32();
-        for (m, &sc) in mins.iter_mut().zip(&self.scales) {
-            *m = (sc >> 4) as i16;
-        }
-        for (h, s, codes, qs) in quarters(codes, &self.qs) {
-            let s0 = self.scales[8 * h + 2 * s] & 0x0F;
-            let s1 = self.scales[8 * h + 2 * s + 1] & 0x0F;
-            for (l, (c, &q)) in codes.iter_mut().zip(qs).enumerate() {
-                *c = (((q >> (2 * s)) & 3) * if l < 16 { s0 } else { s1 }) as i8;
-            }
-        }
-    }
-}
-
-impl PanelFormat for BlockQ4_0 {
-    const SUB: usize = 32;
-    const MIN_SUB: usize = 0;
-    #[inline(always)]
-    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
-        scale[0] = self.d.to_f32();
-        let (lo, hi) = codes.split_at_mut(16);
-        for ((lo, hi), &b) in lo.iter_mut().zip(hi).zip(&self.qs) {
-            (*lo, *hi) = ((b & 0x0F) as i8 - 8, (b >> 4) as i8 - 8);
-        }
-    }
-}
-
-impl PanelFormat for BlockQ8_0 {
-    const SUB: usize = 32;
-    const MIN_SUB: usize = 0;
-    #[inline(always)]
-    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
-        scale[0] = self.d.to_f32();
-        codes[..32].copy_from_slice(&self.qs);
-    }
-}
-
-impl PanelFormat for BlockQ4_0S {
-    const SUB: usize = 32;
-    const MIN_SUB: usize = 0;
-    #[inline(always)]
-    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
-        scale[0] = self.d.to_f32();
-        expand_kept(self.mask, codes, |k| {
-            ((self.qs[k % 8] >> (4 * (k / 8))) & 15) as i8 - 8
-        });
-    }
-}
-
-impl PanelFormat for BlockQ8_0S {
-    const SUB: usize = 32;
-    const MIN_SUB: usize = 0;
-    #[inline(always)]
-    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
-        scale[0] = self.d.to_f32();
-        expand_kept(self.mask, codes, |k| self.qs[k]);
-    }
-}
-
-/// Places kept value k (`kept(k)`, k < 16) of a 2:4 block at its position
-/// and zeros elsewhere, one mask byte (four kept values) at a time through
-/// [`EXPAND_LUT`]; a malformed mask (not two bits per nibble) gives zeros
-/// where its kept index would run past 16, never a read out of range.
-#[inline(always)]
-fn expand_kept(mask: [u8; 4], codes: &mut [i8], kept: impl Fn(usize) -> i8) {
-    for (j, (&m, out)) in mask.iter().zip(codes.chunks_exact_mut(8)).enumerate() {
-        let lut = EXPAND_LUT[m as usize].to_le_bytes();
-        for (o, &idx) in out.iter_mut().zip(&lut) {
-            let k = 4 * j + idx as usize;
-            *o = if idx & 0x80 == 0 && k < 16 {
-                kept(k)
-            } else {
-                0
-            };
-        }
-    }
 }
 
 /// The shape of a format's panel data: what [`Unpacked`], [`ColBlock`] and
@@ -274,7 +139,7 @@ impl Shape {
         let block = B::FORMAT.block_len();
         assert_eq!(
             block,
-            <B::Act as PanelAct>::LEN,
+            <B::Act as QuantBlock>::LEN,
             "weight and activation blocks span the same values"
         );
         Shape {

@@ -279,8 +279,10 @@ struct Row<B: WeightBlock> {
     plugin: PluginTakes,
 }
 
-/// The table's rows of one weight format, and its dequantizers.
-pub trait Kernels: PanelFormat<Act: ActKernels> {
+/// The table's rows of one weight format, and its dequantizers. A format
+/// in [`crate::formats`]'s list must have them, its panel unpack and its
+/// test blocks: the compiler names what is missing.
+pub trait Kernels: PanelFormat<Act: ActKernels> + crate::testdata::RandomBlock {
     /// The rows of this format, scalar first, best ISA last.
     #[doc(hidden)]
     #[allow(private_interfaces)]
@@ -734,16 +736,18 @@ impl<B: Kernels> Config<B> {
 /// Every piece `format` runs on here under the process's ceiling, as
 /// [`Config::pieces`] gives them (for `llmkernel info`).
 pub fn pieces(format: Format) -> Result<Vec<(&'static str, &'static str, Isa)>> {
-    fn of<B: Kernels>() -> Result<Vec<(&'static str, &'static str, Isa)>> {
-        Ok(Config::<B>::best()?.pieces())
+    struct Pieces;
+    impl crate::formats::WithFormat for Pieces {
+        type Out = Result<Vec<(&'static str, &'static str, Isa)>>;
+        fn run<B: Kernels>(self) -> Self::Out {
+            Ok(Config::<B>::best()?.pieces())
+        }
     }
-    match format {
-        Format::Q4K => of::<BlockQ4K>(),
-        Format::Q3K => of::<BlockQ3K>(),
-        Format::Q2K => of::<BlockQ2K>(),
-        Format::Q4_0 => of::<BlockQ4_0>(),
-        Format::Q8_0 | Format::Q8K => of::<BlockQ8_0>(),
-        Format::Q4_0S => of::<BlockQ4_0S>(),
-        Format::Q8_0S => of::<BlockQ8_0S>(),
-    }
+    // An activation format is reported with the weights that share it.
+    let format = if format == Format::Q8K {
+        Format::Q8_0
+    } else {
+        format
+    };
+    format.with(Pieces).expect("weight formats have kernels")
 }

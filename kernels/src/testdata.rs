@@ -1,7 +1,6 @@
 //! Deterministic random blocks and activations for tests and benchmarks
 //! (shared so that every harness draws the same kind of data).
 
-use crate::formats::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S};
 use half::f16;
 
 /// A small deterministic generator (splitmix64): no dependency, same data on every machine.
@@ -28,7 +27,7 @@ impl Rng {
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
-    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+    pub(crate) fn bytes<const N: usize>(&mut self) -> [u8; N] {
         let mut b = [0u8; N];
         self.fill(&mut b);
         b
@@ -53,75 +52,14 @@ impl Rng {
     }
 }
 
-/// A block with random codes and random finite scales.
+/// The test blocks of a format (each format's file implements it): random
+/// codes with random finite scales, and blocks at the edges.
 pub trait RandomBlock: Sized {
     fn random(r: &mut Rng) -> Self;
+    /// Every byte of codes (and packed sub-block scales) set to `fill`, with
+    /// the f16 scales `d` and `dmin` (where the format has one) given as bits.
+    fn filled(fill: u8, d: u16, dmin: u16) -> Self;
     fn random_vec(r: &mut Rng, n: usize) -> Vec<Self> {
         (0..n).map(|_| Self::random(r)).collect()
-    }
-}
-
-impl RandomBlock for BlockQ4_0 {
-    fn random(r: &mut Rng) -> Self {
-        BlockQ4_0 {
-            d: r.scale(),
-            qs: r.bytes(),
-        }
-    }
-}
-impl RandomBlock for BlockQ8_0 {
-    fn random(r: &mut Rng) -> Self {
-        BlockQ8_0 {
-            d: r.scale(),
-            qs: bytemuck::cast(r.bytes::<32>()),
-        }
-    }
-}
-impl RandomBlock for BlockQ2K {
-    fn random(r: &mut Rng) -> Self {
-        BlockQ2K {
-            scales: r.bytes(),
-            qs: r.bytes(),
-            d: r.scale(),
-            dmin: r.scale(),
-        }
-    }
-}
-impl RandomBlock for BlockQ3K {
-    fn random(r: &mut Rng) -> Self {
-        BlockQ3K {
-            hmask: r.bytes(),
-            qs: r.bytes(),
-            scales: r.bytes(),
-            d: r.scale(),
-        }
-    }
-}
-impl RandomBlock for BlockQ4K {
-    fn random(r: &mut Rng) -> Self {
-        BlockQ4K {
-            d: r.scale(),
-            dmin: r.scale(),
-            scales: r.bytes(),
-            qs: r.bytes(),
-        }
-    }
-}
-impl RandomBlock for BlockQ4_0S {
-    fn random(r: &mut Rng) -> Self {
-        BlockQ4_0S {
-            d: r.scale(),
-            mask: r.mask_2_4(),
-            qs: r.bytes(),
-        }
-    }
-}
-impl RandomBlock for BlockQ8_0S {
-    fn random(r: &mut Rng) -> Self {
-        BlockQ8_0S {
-            d: r.scale(),
-            mask: r.mask_2_4(),
-            qs: bytemuck::cast(r.bytes::<16>()),
-        }
     }
 }

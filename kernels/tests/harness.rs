@@ -12,7 +12,7 @@ use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul, quantize_activations, QMatrix};
 use llmkernel_kernels::table::{Config, Isa, Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
-use llmkernel_kernels::{Error, Format};
+use llmkernel_kernels::{each_format, Error, Format};
 
 /// (rows, blocks per row, batch): one block, odd block counts, rows not a
 /// multiple of any tile, batch 1, 2, 3, 7, 16, 33, 512, and empty.
@@ -93,15 +93,12 @@ fn check_format<B: Kernels + RandomBlock>(seed: u64) -> (Vec<String>, Vec<String
 fn every_kernel_matches_the_scalar_reference() {
     let mut ran = vec![];
     let mut skipped = vec![];
-    for (r, s) in [
-        check_format::<BlockQ4K>(1),
-        check_format::<BlockQ3K>(2),
-        check_format::<BlockQ2K>(3),
-        check_format::<BlockQ4_0>(4),
-        check_format::<BlockQ8_0>(5),
-        check_format::<BlockQ4_0S>(6),
-        check_format::<BlockQ8_0S>(7),
-    ] {
+    for (r, s) in
+        each_format!(
+            Format::WITH_KERNELS,
+            |B, f, i| -> (Vec<String>, Vec<String>) { check_format::<B>(i as u64 + 1) }
+        )
+    {
         ran.extend(r);
         skipped.extend(s);
     }
@@ -144,13 +141,11 @@ fn every_kernel_matches_the_scalar_reference() {
 }
 
 fn registered_kernels() -> usize {
-    BlockQ4K::row_kernels().len()
-        + BlockQ3K::row_kernels().len()
-        + BlockQ2K::row_kernels().len()
-        + BlockQ4_0::row_kernels().len()
-        + BlockQ8_0::row_kernels().len()
-        + BlockQ4_0S::row_kernels().len()
-        + BlockQ8_0S::row_kernels().len()
+    each_format!(Format::WITH_KERNELS, |B, f, i| -> usize {
+        B::row_kernels().len()
+    })
+    .iter()
+    .sum()
 }
 
 #[test]
@@ -258,20 +253,16 @@ fn check_dequant<B: Kernels + RandomBlock>(seed: u64) -> usize {
 
 #[test]
 fn every_dequant_kernel_is_bit_identical_with_the_reference() {
-    let ran = check_dequant::<BlockQ4K>(11)
-        + check_dequant::<BlockQ3K>(12)
-        + check_dequant::<BlockQ2K>(13)
-        + check_dequant::<BlockQ4_0>(14)
-        + check_dequant::<BlockQ8_0>(15)
-        + check_dequant::<BlockQ4_0S>(16)
-        + check_dequant::<BlockQ8_0S>(17);
-    let registered = BlockQ4K::dequant_kernels().len()
-        + BlockQ3K::dequant_kernels().len()
-        + BlockQ2K::dequant_kernels().len()
-        + BlockQ4_0::dequant_kernels().len()
-        + BlockQ8_0::dequant_kernels().len()
-        + BlockQ4_0S::dequant_kernels().len()
-        + BlockQ8_0S::dequant_kernels().len();
+    let ran: usize = each_format!(Format::WITH_KERNELS, |B, f, i| -> usize {
+        check_dequant::<B>(i as u64 + 11)
+    })
+    .iter()
+    .sum();
+    let registered: usize = each_format!(Format::WITH_KERNELS, |B, f, i| -> usize {
+        B::dequant_kernels().len()
+    })
+    .iter()
+    .sum();
     eprintln!("dequant kernels checked: {ran} of {registered} registered");
     let cpu = CpuFeatures::get();
     if Isa::Avx2.supported(&cpu) || Isa::Neon.supported(&cpu) {

@@ -18,6 +18,7 @@ use llmkernel_kernels::matmul::quantize_activations;
 use llmkernel_kernels::panel::{self, pack_columns, PanelAct, Shape, Tile, Unpacked, COLS, ROWS};
 use llmkernel_kernels::table::{panel_kernels, Config, Isa, Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
+use llmkernel_kernels::{each_format, Format};
 
 fn same(a: f32, b: f32) -> bool {
     a == b || (a.is_nan() && b.is_nan())
@@ -93,20 +94,17 @@ fn check_unpack<B: Kernels + RandomBlock>(seed: u64) {
 
 #[test]
 fn unpacked_weights_equal_the_dequantization() {
-    check_unpack::<BlockQ4K>(1);
-    check_unpack::<BlockQ3K>(2);
-    check_unpack::<BlockQ2K>(3);
-    check_unpack::<BlockQ4_0>(4);
-    check_unpack::<BlockQ8_0>(5);
-    check_unpack::<BlockQ4_0S>(6);
-    check_unpack::<BlockQ8_0S>(7);
+    let checked = each_format!(Format::WITH_KERNELS, |B, f, i| -> () {
+        check_unpack::<B>(i as u64 + 1)
+    });
+    assert_eq!(checked.len(), Format::WITH_KERNELS.len());
 }
 
 fn check_columns<B: Kernels + RandomBlock>(seed: u64) {
     let mut r = Rng::new(seed);
     let shape = Shape::of::<B>();
     let k = 2 * shape.block;
-    let per_col = k / <B::Act as PanelAct>::LEN;
+    let per_col = k / <B::Act as QuantBlock>::LEN;
     for n in [1usize, 31, 45] {
         let x = r.activations(n * k);
         let acts = quantize_activations::<B>(&x, n, k, 1).unwrap();
@@ -116,7 +114,7 @@ fn check_columns<B: Kernels + RandomBlock>(seed: u64) {
                 let col = (c0 + c < n).then(|| &acts[(c0 + c) * per_col..][..per_col]);
                 for i in 0..k {
                     let want = col.map_or(0, |a| {
-                        a[i / <B::Act as PanelAct>::LEN].codes()[i % <B::Act as PanelAct>::LEN]
+                        a[i / <B::Act as QuantBlock>::LEN].codes()[i % <B::Act as QuantBlock>::LEN]
                     });
                     assert_eq!(
                         cb.code(c, i),
@@ -141,8 +139,8 @@ fn check_columns<B: Kernels + RandomBlock>(seed: u64) {
                             col.map_or(0, |a| {
                                 (s * shape.min_sub..(s + 1) * shape.min_sub)
                                     .map(|i| {
-                                        a[i / <B::Act as PanelAct>::LEN].codes()
-                                            [i % <B::Act as PanelAct>::LEN]
+                                        a[i / <B::Act as QuantBlock>::LEN].codes()
+                                            [i % <B::Act as QuantBlock>::LEN]
                                             as i16
                                     })
                                     .sum()
@@ -229,13 +227,17 @@ fn check_tiles<B: Kernels + RandomBlock>(
 #[test]
 fn tile_kernels_equal_the_scalar_tile() {
     let (mut ran, mut skipped) = (vec![], vec![]);
-    check_tiles::<BlockQ4K>(21, &mut ran, &mut skipped);
-    check_tiles::<BlockQ3K>(22, &mut ran, &mut skipped);
-    check_tiles::<BlockQ2K>(23, &mut ran, &mut skipped);
-    check_tiles::<BlockQ4_0>(24, &mut ran, &mut skipped);
-    check_tiles::<BlockQ8_0>(25, &mut ran, &mut skipped);
-    check_tiles::<BlockQ4_0S>(26, &mut ran, &mut skipped);
-    check_tiles::<BlockQ8_0S>(27, &mut ran, &mut skipped);
+    for (r, s) in each_format!(Format::WITH_KERNELS, |B,
+                                                      f,
+                                                      i|
+     -> (Vec<String>, Vec<String>) {
+        let (mut ran, mut skipped) = (vec![], vec![]);
+        check_tiles::<B>(i as u64 + 21, &mut ran, &mut skipped);
+        (ran, skipped)
+    }) {
+        ran.extend(r);
+        skipped.extend(s);
+    }
     for s in &skipped {
         eprintln!("skipped: {s}");
     }
@@ -248,7 +250,10 @@ fn tile_kernels_equal_the_scalar_tile() {
         !best_has_panel || !ran.is_empty(),
         "this CPU's kernels have a panel tile, but none ran"
     );
-    assert_eq!(ran.len() + skipped.len(), 7 * (panel_kernels().len() - 1));
+    assert_eq!(
+        ran.len() + skipped.len(),
+        Format::WITH_KERNELS.len() * (panel_kernels().len() - 1)
+    );
 }
 
 /// Unpacking interleaved 2:4 groups (`fill_x4`, AVX-512 VBMI2 where the CPU

@@ -60,11 +60,10 @@ fn dot_matches_dequantized<B: WeightBlock + RandomBlock>(seed: u64) {
 
 #[test]
 fn dot_products_match_dequantized_rows() {
-    dot_matches_dequantized::<BlockQ4K>(1);
-    dot_matches_dequantized::<BlockQ3K>(2);
-    dot_matches_dequantized::<BlockQ2K>(3);
-    dot_matches_dequantized::<BlockQ4_0>(4);
-    dot_matches_dequantized::<BlockQ8_0>(5);
+    let checked = llmkernel_kernels::each_format!(Format::WEIGHTS, |B, f, i| -> () {
+        dot_matches_dequantized::<B>(i as u64 + 1)
+    });
+    assert_eq!(checked.len(), Format::WEIGHTS.len());
 }
 
 #[test]
@@ -139,7 +138,7 @@ fn lengths_that_are_not_whole_blocks_are_errors() {
         Err(Error::LengthMismatch { .. })
     ));
     assert!(matches!(
-        vec_dot_q4_k_q8_k(&x, &y),
+        BlockQ4K::vec_dot(&x, &y),
         Err(Error::LengthMismatch { .. })
     ));
     // Raw bytes: wrong length, wrong alignment.
@@ -162,5 +161,5 @@ fn lengths_that_are_not_whole_blocks_are_errors() {
         2
     );
     // Empty rows are fine.
-    assert_eq!(vec_dot_q4_k_q8_k(&[], &[]), Ok(0.0));
+    assert_eq!(BlockQ4K::vec_dot(&[], &[]), Ok(0.0));
 }

@@ -4,6 +4,7 @@
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::table::{panel_kernels, Config, Isa, Kernels};
+use llmkernel_kernels::{each_format, Format};
 
 /// Every piece of `B`'s configuration under `cap` is at or below it and
 /// runs on this CPU; returns the pieces, for the report.
@@ -33,14 +34,15 @@ fn check_cap<B: Kernels>(cap: Isa) -> Vec<String> {
 }
 
 fn check_all(cap: Isa) -> Vec<String> {
-    let mut v = check_cap::<BlockQ4K>(cap);
-    v.extend(check_cap::<BlockQ3K>(cap));
-    v.extend(check_cap::<BlockQ2K>(cap));
-    v.extend(check_cap::<BlockQ4_0>(cap));
-    v.extend(check_cap::<BlockQ8_0>(cap));
-    v.extend(check_cap::<BlockQ4_0S>(cap));
-    v.extend(check_cap::<BlockQ8_0S>(cap));
-    v
+    let v = each_format!(Format::WITH_KERNELS, cap, |B,
+                                                     f,
+                                                     i,
+                                                     cap: Isa|
+     -> Vec<String> {
+        check_cap::<B>(cap)
+    });
+    assert_eq!(v.len(), Format::WITH_KERNELS.len());
+    v.concat()
 }
 
 #[test]
@@ -96,22 +98,17 @@ fn every_cap_is_honoured() {
 /// Names follow `op_weights_acts_RxC_isa` with the kernel's own tile.
 #[test]
 fn row_kernel_names_carry_tile_and_isa() {
-    fn check<B: Kernels>() -> usize {
+    let n: usize = each_format!(Format::WITH_KERNELS, |B, f, i| -> usize {
         let kernels = B::row_kernels();
         for k in &kernels {
             let tail = format!("_{}x{}_{}", k.rows(), k.cols(), k.isa());
             assert!(k.name().ends_with(&tail), "{} should end {tail}", k.name());
         }
         kernels.len()
-    }
-    let n = check::<BlockQ4K>()
-        + check::<BlockQ3K>()
-        + check::<BlockQ2K>()
-        + check::<BlockQ4_0>()
-        + check::<BlockQ8_0>()
-        + check::<BlockQ4_0S>()
-        + check::<BlockQ8_0S>();
-    assert!(n >= 7);
+    })
+    .iter()
+    .sum();
+    assert!(n >= Format::WITH_KERNELS.len());
     for p in panel_kernels() {
         assert!(p.name().ends_with(&format!("_{}", p.isa())), "{}", p.name());
     }

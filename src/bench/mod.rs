@@ -197,16 +197,21 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
                 &mut cases,
                 Some(sparse::pack_q8_0),
             )?,
-            (Format::Q4K, _) => dense::<BlockQ4K>(format, opts, bw.gbps, &mut cases)?,
-            (Format::Q3K, _) => dense::<BlockQ3K>(format, opts, bw.gbps, &mut cases)?,
-            (Format::Q2K, _) => dense::<BlockQ2K>(format, opts, bw.gbps, &mut cases)?,
+            // Our dense Q4_0/Q8_0 decode runs rows interleaved by four, as the plugin repacks them.
             (Format::Q4_0, _) => run_format::<BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4>(
                 format, opts, bw.gbps, &mut cases, None,
             )?,
             (Format::Q8_0, _) => run_format::<BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4>(
                 format, opts, bw.gbps, &mut cases, None,
             )?,
-            _ => unreachable!("checked above"),
+            (_, _) => format
+                .with(Dense {
+                    format,
+                    opts,
+                    bw_gbps: bw.gbps,
+                    cases: &mut cases,
+                })
+                .ok_or_else(|| format!("{format} has no kernels"))??,
         }
     }
     Ok(cases)
@@ -215,15 +220,27 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
 /// Packs dense blocks into their 2:4 sparse form.
 type Pack<B, S> = fn(&[B]) -> llmkernel_kernels::Result<Vec<S>>;
 
-fn dense<B: Kernels>(
+/// Benches a weight format in GGUF's layout (every format but Q4_0 / Q8_0).
+struct Dense<'a> {
     format: Format,
-    opts: &Options,
+    opts: &'a Options,
     bw_gbps: f64,
-    cases: &mut Vec<Case>,
-) -> Result<(), String> {
-    // (The 2:4 and interleaved types are unused without a pack function and
-    // for formats other than Q4_0 / Q8_0.)
-    run_format::<B, BlockQ8_0Sx4, BlockQ8_0x4>(format, opts, bw_gbps, cases, None)
+    cases: &'a mut Vec<Case>,
+}
+
+impl WithFormat for Dense<'_> {
+    type Out = Result<(), String>;
+    fn run<B: Kernels>(self) -> Result<(), String> {
+        // (The 2:4 and interleaved types are unused without a pack function and
+        // for formats other than Q4_0 / Q8_0.)
+        run_format::<B, BlockQ8_0Sx4, BlockQ8_0x4>(
+            self.format,
+            self.opts,
+            self.bw_gbps,
+            self.cases,
+            None,
+        )
+    }
 }
 
 /// The name and ISA of the kernel [`matmul_x4_on`] runs for `n` columns.

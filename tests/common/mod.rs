@@ -1,9 +1,8 @@
 //! Shared test data: random and extreme blocks of every format.
 #![allow(dead_code)]
 
-use half::f16;
 use llmkernel::kernels::testdata::{self, RandomBlock};
-use llmkernel::kernels::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ8_0, QuantBlock};
+use llmkernel::kernels::QuantBlock;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -16,62 +15,10 @@ pub const EDGE_SCALES: [u16; 12] = [
     0x0000, 0x8000, 0x0001, 0x03FF, 0x0400, 0x3C00, 0x7BFF, 0xFBFF, 0xBC00, 0x7C00, 0xFC00, 0x7E00,
 ];
 
-/// A block format whose blocks a test can make at random (`RandomBlock`) and at the edges.
-pub trait TestBlock: QuantBlock + RandomBlock {
-    /// Every byte of codes (and packed sub-block scales) set to `fill`, with the given f16 scales.
-    fn filled(fill: u8, d: u16, dmin: u16) -> Self;
-}
-
-impl TestBlock for BlockQ4_0 {
-    fn filled(fill: u8, d: u16, _: u16) -> Self {
-        BlockQ4_0 {
-            d: f16::from_bits(d),
-            qs: [fill; 16],
-        }
-    }
-}
-
-impl TestBlock for BlockQ8_0 {
-    fn filled(fill: u8, d: u16, _: u16) -> Self {
-        BlockQ8_0 {
-            d: f16::from_bits(d),
-            qs: [fill as i8; 32],
-        }
-    }
-}
-
-impl TestBlock for BlockQ2K {
-    fn filled(fill: u8, d: u16, dmin: u16) -> Self {
-        BlockQ2K {
-            scales: [fill; 16],
-            qs: [fill; 64],
-            d: f16::from_bits(d),
-            dmin: f16::from_bits(dmin),
-        }
-    }
-}
-
-impl TestBlock for BlockQ3K {
-    fn filled(fill: u8, d: u16, _: u16) -> Self {
-        BlockQ3K {
-            hmask: [fill; 32],
-            qs: [fill; 64],
-            scales: [fill; 12],
-            d: f16::from_bits(d),
-        }
-    }
-}
-
-impl TestBlock for BlockQ4K {
-    fn filled(fill: u8, d: u16, dmin: u16) -> Self {
-        BlockQ4K {
-            d: f16::from_bits(d),
-            dmin: f16::from_bits(dmin),
-            scales: [fill; 12],
-            qs: [fill; 128],
-        }
-    }
-}
+/// A block format whose blocks a test can make at random and at the edges
+/// (each format's file implements `RandomBlock`).
+pub trait TestBlock: QuantBlock + RandomBlock {}
+impl<B: QuantBlock + RandomBlock> TestBlock for B {}
 
 /// `n` random blocks (random codes, finite scales between 2^-14 and 2^4).
 pub fn random_blocks<B: TestBlock>(seed: u64, n: usize) -> Vec<B> {

@@ -15,13 +15,11 @@ mod q8_k;
 pub mod sparse;
 pub mod sparse_x4;
 
-pub use q2_k::{dequantize_row_q2_k, vec_dot_q2_k_q8_k, BlockQ2K};
-pub use q3_k::{dequantize_row_q3_k, scales_q3_k, vec_dot_q3_k_q8_k, BlockQ3K};
-pub use q4_0::{dequantize_row_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0};
-pub use q4_k::{dequantize_row_q4_k, scale_min_k4, vec_dot_q4_k_q8_k, BlockQ4K};
-pub use q8_0::{
-    dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_ref, vec_dot_q8_0_q8_0, BlockQ8_0,
-};
+pub use q2_k::{dequantize_row_q2_k, BlockQ2K};
+pub use q3_k::{dequantize_row_q3_k, scales_q3_k, BlockQ3K};
+pub use q4_0::{dequantize_row_q4_0, BlockQ4_0};
+pub use q4_k::{dequantize_row_q4_k, scale_min_k4, BlockQ4K};
+pub use q8_0::{dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_ref, BlockQ8_0};
 pub use q8_k::{dequantize_row_q8_k, quantize_row_q8_k, BlockQ8K};
 pub use sparse::{BlockQ4_0S, BlockQ8_0S};
 pub use sparse_x4::{BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0Sx4, BlockQ8_0x4};
@@ -32,124 +30,194 @@ use std::fmt;
 /// Values per super-block of the k-quants.
 pub const QK_K: usize = 256;
 
-/// The formats llmkernel knows, named as ggml names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(non_camel_case_types)]
-pub enum Format {
-    Q4_0,
-    Q8_0,
-    Q2K,
-    Q3K,
-    Q4K,
-    Q8K,
-    /// Q4_0 with 2:4 sparsity, zeros dropped ([`sparse`]; llmkernel's own, no ggml type).
-    Q4_0S,
-    /// Q8_0 with 2:4 sparsity, zeros dropped.
-    Q8_0S,
+/// Counts identifiers (array lengths for the format lists).
+macro_rules! count {
+    () => { 0usize };
+    ($h:ident $($t:ident)*) => { 1usize + count!($($t)*) };
+}
+
+/// Writes [`Format`] and everything that enumerates formats from one list:
+/// weight formats (GGUF tensor types the kernels take), their 2:4 forms,
+/// and activation formats. What a format is (name, block length, ggml type,
+/// activation type, ...) comes from its block type's [`QuantBlock`] and
+/// [`WeightBlock`] implementations in its own file.
+macro_rules! formats {
+    (weights: [$($w:ident: $wb:ty),* $(,)?],
+     sparse: [$($s:ident: $sb:ty => $sd:ident),* $(,)?],
+     activations: [$($a:ident: $ab:ty),* $(,)?] $(,)?) => {
+        /// The formats llmkernel knows, named as ggml names them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[allow(non_camel_case_types)]
+        pub enum Format {
+            $($w,)*
+            $(
+                /// A 2:4 sparse form, zeros dropped ([`sparse`]; llmkernel's own, no ggml type).
+                $s,
+            )*
+            $($a,)*
+        }
+
+        impl Format {
+            /// The weight formats: GGUF tensor types the kernels take.
+            pub const WEIGHTS: [Format; count!($($w)*)] = [$(Format::$w),*];
+            /// The 2:4 sparse formats, packed from the dense formats of the same name.
+            pub const SPARSE: [Format; count!($($s)*)] = [$(Format::$s),*];
+            /// The formats with kernels: the weight formats and their 2:4 forms.
+            pub const WITH_KERNELS: [Format; count!($($w)* $($s)*)] =
+                [$(Format::$w,)* $(Format::$s,)*];
+            /// Every format, weights first.
+            pub const ALL: [Format; count!($($w)* $($s)* $($a)*)] =
+                [$(Format::$w,)* $(Format::$s,)* $(Format::$a,)*];
+
+            /// ggml's name, as the CLI takes it (`q4_k`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Format::$w => <$wb as QuantBlock>::NAME,)*
+                    $(Format::$s => <$sb as QuantBlock>::NAME,)*
+                    $(Format::$a => <$ab as QuantBlock>::NAME,)*
+                }
+            }
+
+            /// Values per block.
+            pub fn block_len(self) -> usize {
+                match self {
+                    $(Format::$w => <$wb as QuantBlock>::LEN,)*
+                    $(Format::$s => <$sb as QuantBlock>::LEN,)*
+                    $(Format::$a => <$ab as QuantBlock>::LEN,)*
+                }
+            }
+
+            /// Bytes per block.
+            pub fn block_bytes(self) -> usize {
+                match self {
+                    $(Format::$w => std::mem::size_of::<$wb>(),)*
+                    $(Format::$s => std::mem::size_of::<$sb>(),)*
+                    $(Format::$a => std::mem::size_of::<$ab>(),)*
+                }
+            }
+
+            /// The `ggml_type` number of this format in GGUF files; for a 2:4 format,
+            /// that of the dense format it packs (how its tensors are stored in GGUF).
+            pub fn ggml_type(self) -> u32 {
+                match self {
+                    $(Format::$w => <$wb as QuantBlock>::GGML_TYPE,)*
+                    $(Format::$s => <$sb as QuantBlock>::GGML_TYPE,)*
+                    $(Format::$a => <$ab as QuantBlock>::GGML_TYPE,)*
+                }
+            }
+
+            /// The weight format of a GGUF tensor type, where the kernels take it.
+            pub fn from_ggml_type(t: u32) -> Option<Format> {
+                Format::WEIGHTS.into_iter().find(|f| f.ggml_type() == t)
+            }
+
+            /// The activation format a dot product with these weights takes
+            /// (ggml's `vec_dot_type`; itself for an activation format).
+            pub fn activation(self) -> Format {
+                match self {
+                    $(Format::$w => <<$wb as WeightBlock>::Act as QuantBlock>::FORMAT,)*
+                    $(Format::$s => <<$sb as WeightBlock>::Act as QuantBlock>::FORMAT,)*
+                    $(Format::$a => Format::$a,)*
+                }
+            }
+
+            /// The dense format a sparse one packs (itself for dense formats).
+            pub fn dense(self) -> Format {
+                match self {
+                    $(Format::$s => Format::$sd,)*
+                    f => f,
+                }
+            }
+
+            /// The 2:4 sparse form of a dense format, where llmkernel has one.
+            pub fn sparse_2_4(self) -> Option<Format> {
+                match self {
+                    $(Format::$sd => Some(Format::$s),)*
+                    _ => None,
+                }
+            }
+
+            /// The `llama_ftype` llama-quantize writes a model of this weight format as.
+            pub fn llama_ftype(self) -> Option<u32> {
+                match self {
+                    $(Format::$w => <$wb as WeightBlock>::LLAMA_FTYPE,)*
+                    _ => None,
+                }
+            }
+
+            /// Runs `w` with this format's block type (weight and 2:4 formats;
+            /// `None` for an activation format, which has no kernels).
+            pub fn with<W: WithFormat>(self, w: W) -> Option<W::Out> {
+                match self {
+                    $(Format::$w => Some(w.run::<$wb>()),)*
+                    $(Format::$s => Some(w.run::<$sb>()),)*
+                    $(Format::$a => None,)*
+                }
+            }
+        }
+    };
+}
+
+// The one list of formats. A new weight format is its file in this folder
+// (block, scalar reference, panel unpack, test blocks: the compiler names
+// what is missing), its line here, and its rows in `crate::table`.
+formats! {
+    weights: [
+        Q4K: BlockQ4K,
+        Q3K: BlockQ3K,
+        Q2K: BlockQ2K,
+        Q4_0: BlockQ4_0,
+        Q8_0: BlockQ8_0,
+    ],
+    sparse: [
+        Q4_0S: BlockQ4_0S => Q4_0,
+        Q8_0S: BlockQ8_0S => Q8_0,
+    ],
+    activations: [Q8K: BlockQ8K],
+}
+
+/// Code generic over the weight format, run for a format chosen at run time
+/// ([`Format::with`]): the way the plugin, `bench`, the benches and the tests
+/// reach every format without listing them.
+pub trait WithFormat {
+    type Out;
+    fn run<B: crate::table::Kernels>(self) -> Self::Out;
+}
+
+/// Runs `$body` once per format of `$formats` that has kernels, with `$B`
+/// its block type, `$f` the format and `$i` its position, and collects the
+/// results in order. The body is a generic function: it sees nothing of the
+/// surrounding code but an optional context value (`$ctx`, `Clone`), so
+/// tests and benches reach every format without listing them.
+#[macro_export]
+macro_rules! each_format {
+    ($formats:expr, |$B:ident, $f:ident, $i:ident| -> $out:ty $body:block) => {
+        $crate::each_format!($formats, (), |$B, $f, $i, _ctx: ()| -> $out $body)
+    };
+    ($formats:expr, $ctx:expr, |$B:ident, $f:ident, $i:ident, $c:ident: $ct:ty| -> $out:ty $body:block) => {{
+        struct Each($ct, usize, $crate::formats::Format);
+        impl $crate::formats::WithFormat for Each {
+            type Out = $out;
+            #[allow(unused_variables)]
+            fn run<$B: $crate::table::Kernels>(self) -> $out {
+                let ($c, $i, $f) = (self.0, self.1, self.2);
+                $body
+            }
+        }
+        let ctx: $ct = $ctx;
+        $formats
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.with(Each(ctx.clone(), i, f)))
+            .collect::<Vec<$out>>()
+    }};
 }
 
 impl Format {
-    /// The weight formats (Q8_K exists only as the activation side of k-quant dots).
-    pub const WEIGHTS: [Format; 5] = [
-        Format::Q4K,
-        Format::Q3K,
-        Format::Q2K,
-        Format::Q4_0,
-        Format::Q8_0,
-    ];
-
-    /// The 2:4 sparse formats, packed from the dense formats of the same name.
-    pub const SPARSE: [Format; 2] = [Format::Q4_0S, Format::Q8_0S];
-
-    /// ggml's name, as the CLI takes it (`q4_k`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Q4_0 => "q4_0",
-            Format::Q8_0 => "q8_0",
-            Format::Q2K => "q2_k",
-            Format::Q3K => "q3_k",
-            Format::Q4K => "q4_k",
-            Format::Q8K => "q8_k",
-            Format::Q4_0S => "q4_0_2:4",
-            Format::Q8_0S => "q8_0_2:4",
-        }
-    }
-
-    /// The dense format a sparse one packs (itself for dense formats).
-    pub fn dense(self) -> Format {
-        match self {
-            Format::Q4_0S => Format::Q4_0,
-            Format::Q8_0S => Format::Q8_0,
-            f => f,
-        }
-    }
-
-    /// The 2:4 sparse form of a dense format, where llmkernel has one.
-    pub fn sparse_2_4(self) -> Option<Format> {
-        match self {
-            Format::Q4_0 => Some(Format::Q4_0S),
-            Format::Q8_0 => Some(Format::Q8_0S),
-            _ => None,
-        }
-    }
-
     pub fn from_name(name: &str) -> Option<Format> {
-        [
-            Format::Q4_0,
-            Format::Q8_0,
-            Format::Q2K,
-            Format::Q3K,
-            Format::Q4K,
-            Format::Q8K,
-            Format::Q4_0S,
-            Format::Q8_0S,
-        ]
-        .into_iter()
-        .find(|f| f.name().eq_ignore_ascii_case(name))
-    }
-
-    /// Values per block.
-    pub fn block_len(self) -> usize {
-        match self {
-            Format::Q4_0 | Format::Q8_0 | Format::Q4_0S | Format::Q8_0S => 32,
-            _ => QK_K,
-        }
-    }
-
-    /// Bytes per block.
-    pub fn block_bytes(self) -> usize {
-        match self {
-            Format::Q4_0 => std::mem::size_of::<BlockQ4_0>(),
-            Format::Q8_0 => std::mem::size_of::<BlockQ8_0>(),
-            Format::Q2K => std::mem::size_of::<BlockQ2K>(),
-            Format::Q3K => std::mem::size_of::<BlockQ3K>(),
-            Format::Q4K => std::mem::size_of::<BlockQ4K>(),
-            Format::Q8K => std::mem::size_of::<BlockQ8K>(),
-            Format::Q4_0S => std::mem::size_of::<BlockQ4_0S>(),
-            Format::Q8_0S => std::mem::size_of::<BlockQ8_0S>(),
-        }
-    }
-
-    /// The `ggml_type` number of this format in GGUF files; for a 2:4 format,
-    /// that of the dense format it packs (how its tensors are stored in GGUF).
-    pub fn ggml_type(self) -> u32 {
-        match self.dense() {
-            Format::Q4_0 => 2,
-            Format::Q8_0 => 8,
-            Format::Q2K => 10,
-            Format::Q3K => 11,
-            Format::Q4K => 12,
-            Format::Q8K => 15,
-            Format::Q4_0S | Format::Q8_0S => unreachable!("dense() of a sparse format"),
-        }
-    }
-
-    /// The activation format a dot product with these weights takes (ggml's `vec_dot_type`).
-    pub fn activation(self) -> Format {
-        match self {
-            Format::Q4_0 | Format::Q8_0 | Format::Q4_0S | Format::Q8_0S => Format::Q8_0,
-            _ => Format::Q8K,
-        }
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(name))
     }
 
     /// Bits per weight, scales included.
@@ -201,6 +269,13 @@ impl fmt::Display for Format {
 /// A block type with ggml's memory layout.
 pub trait QuantBlock: bytemuck::Pod + Send + Sync + 'static {
     const FORMAT: Format;
+    /// ggml's name of the format (`q4_k`).
+    const NAME: &'static str;
+    /// Values per block.
+    const LEN: usize;
+    /// The `ggml_type` number of the format in GGUF files (for a 2:4 form,
+    /// that of the dense format it packs).
+    const GGML_TYPE: u32;
 
     /// Views raw bytes holding a row of `len` values as blocks, with the checks a
     /// caller handing us foreign data (a GGUF tensor, a ggml buffer) needs.
@@ -216,6 +291,9 @@ pub trait QuantBlock: bytemuck::Pod + Send + Sync + 'static {
 /// A weight format: dequantization and the dot product with its activation blocks.
 pub trait WeightBlock: QuantBlock {
     type Act: QuantBlock;
+    /// The `llama_ftype` (its number in llama.h) llama-quantize writes a
+    /// model of this format as, where it is a GGUF file type.
+    const LLAMA_FTYPE: Option<u32>;
     /// Scalar reference dequantization (bit-identical with ggml's `dequantize_row_*`).
     fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<()>;
     /// Scalar reference dot product with activations of the same length.
@@ -359,12 +437,17 @@ fn check_dot(x: usize, y: usize) -> Result<()> {
 }
 
 macro_rules! weight_block {
-    ($block:ty, $format:expr, $act:ty, $deq:path, $terms:path, $mag:path, $quant:path) => {
+    ($block:ty, $format:ident, $name:literal, len $len:expr, bytes $bytes:expr, ggml $ggml:expr, ftype $ftype:expr,
+     $act:ty, $deq:path, $terms:path, $mag:path, $quant:path) => {
         impl crate::formats::QuantBlock for $block {
-            const FORMAT: crate::formats::Format = $format;
+            const FORMAT: crate::formats::Format = crate::formats::Format::$format;
+            const NAME: &'static str = $name;
+            const LEN: usize = $len;
+            const GGML_TYPE: u32 = $ggml;
         }
         impl crate::formats::WeightBlock for $block {
             type Act = $act;
+            const LLAMA_FTYPE: Option<u32> = $ftype;
             fn dequantize_row(x: &[Self], y: &mut [f32]) -> crate::Result<()> {
                 $deq(x, y)
             }
@@ -379,23 +462,8 @@ macro_rules! weight_block {
                 $quant(x, y)
             }
         }
-        const _: () = assert!(std::mem::size_of::<$block>() == $format.block_bytes_const());
+        // ggml's `sizeof(block_*)`, written out so the layout is checked at compile time.
+        const _: () = assert!(std::mem::size_of::<$block>() == $bytes);
     };
 }
 pub(crate) use weight_block;
-
-impl Format {
-    /// ggml's `sizeof(block_*)`, written out so the struct sizes are checked at compile time.
-    pub(crate) const fn block_bytes_const(self) -> usize {
-        match self {
-            Format::Q4_0 => 2 + 16,
-            Format::Q8_0 => 2 + 32,
-            Format::Q2K => 16 + 64 + 2 + 2,
-            Format::Q3K => 32 + 64 + 12 + 2,
-            Format::Q4K => 2 + 2 + 12 + 128,
-            Format::Q8K => 4 + 256 + 2 * 16,
-            Format::Q4_0S => 2 + 4 + 8,
-            Format::Q8_0S => 2 + 4 + 16,
-        }
-    }
-}

@@ -1,7 +1,9 @@
 //! Q2_K: 256 values in 16 sub-blocks of 16; each sub-block has a 4-bit scale
 //! and a 4-bit min, scaled by the block's f16 `d` and `dmin`; 2-bit codes.
 
-use super::{check_out, magnitude, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
+use super::{check_out, magnitude, weight_block, BlockQ8K, Format, QK_K};
+use crate::panel::{quarters, PanelFormat};
+use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
 use half::f16;
 
@@ -17,9 +19,15 @@ pub struct BlockQ2K {
     pub dmin: f16,
 }
 
+// GGML_TYPE_Q2_K; LLAMA_FTYPE_MOSTLY_Q2_K.
 weight_block!(
     BlockQ2K,
-    Format::Q2K,
+    Q2K,
+    "q2_k",
+    len QK_K,
+    bytes 16 + 64 + 2 + 2,
+    ggml 10,
+    ftype Some(10),
     BlockQ8K,
     dequantize_row_q2_k,
     block_terms,
@@ -53,10 +61,6 @@ pub fn dequantize_row_q2_k(x: &[BlockQ2K], y: &mut [f32]) -> Result<()> {
 }
 
 /// Per block: `d*dy * sum_i sc[i] * (q . q8)_i  -  dmin*dy * sum_i m[i] * bsums[i]`.
-pub fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> Result<f32> {
-    BlockQ2K::vec_dot(x, y)
-}
-
 fn block_terms(a: &BlockQ2K, b: &BlockQ8K) -> (f32, f32) {
     let mut dots = [0i32; 16];
     for (i, &q8) in b.qs.iter().enumerate() {
@@ -84,4 +88,44 @@ fn block_magnitude(a: &BlockQ2K, b: &BlockQ8K) -> f32 {
         .map(|s| (a.scales[s] >> 4) as i32 * (b.bsums[s] as i32).abs())
         .sum();
     magnitude(b.d * a.d.to_f32(), iabs, b.d * a.dmin.to_f32(), mabs)
+}
+
+impl PanelFormat for BlockQ2K {
+    const SUB: usize = 256;
+    const MIN_SUB: usize = 16;
+    /// Codes are `q * sc` (0..=45).
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32) {
+        scale[0] = self.d.to_f32();
+        *min_scale = -self.dmin.to_f32();
+        for (m, &sc) in mins.iter_mut().zip(&self.scales) {
+            *m = (sc >> 4) as i16;
+        }
+        for (h, s, codes, qs) in quarters(codes, &self.qs) {
+            let s0 = self.scales[8 * h + 2 * s] & 0x0F;
+            let s1 = self.scales[8 * h + 2 * s + 1] & 0x0F;
+            for (l, (c, &q)) in codes.iter_mut().zip(qs).enumerate() {
+                *c = (((q >> (2 * s)) & 3) * if l < 16 { s0 } else { s1 }) as i8;
+            }
+        }
+    }
+}
+
+impl RandomBlock for BlockQ2K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ2K {
+            scales: r.bytes(),
+            qs: r.bytes(),
+            d: r.scale(),
+            dmin: r.scale(),
+        }
+    }
+    fn filled(fill: u8, d: u16, dmin: u16) -> Self {
+        BlockQ2K {
+            scales: [fill; 16],
+            qs: [fill; 64],
+            d: f16::from_bits(d),
+            dmin: f16::from_bits(dmin),
+        }
+    }
 }

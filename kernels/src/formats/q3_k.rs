@@ -2,7 +2,9 @@
 //! scale (stored +32), scaled by the block's f16 `d`; 3-bit codes split into
 //! 2 low bits (`qs`) and a high bit (`hmask`), centred by subtracting 4.
 
-use super::{check_out, magnitude, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
+use super::{check_out, magnitude, weight_block, BlockQ8K, Format, QK_K};
+use crate::panel::{quarters, PanelFormat};
+use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
 use half::f16;
 
@@ -18,9 +20,15 @@ pub struct BlockQ3K {
     pub d: f16,
 }
 
+// GGML_TYPE_Q3_K; LLAMA_FTYPE_MOSTLY_Q3_K_M.
 weight_block!(
     BlockQ3K,
-    Format::Q3K,
+    Q3K,
+    "q3_k",
+    len QK_K,
+    bytes 32 + 64 + 12 + 2,
+    ggml 11,
+    ftype Some(12),
     BlockQ8K,
     dequantize_row_q3_k,
     block_terms,
@@ -79,10 +87,6 @@ pub fn dequantize_row_q3_k(x: &[BlockQ3K], y: &mut [f32]) -> Result<()> {
 }
 
 /// Per block: `d*dy * sum_i scale[i] * (q . q8)_i`, the sums exact.
-pub fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> Result<f32> {
-    BlockQ3K::vec_dot(x, y)
-}
-
 fn block_terms(a: &BlockQ3K, b: &BlockQ8K) -> (f32, f32) {
     let scales = scales_q3_k(&a.scales);
     let mut dots = [0i32; 16];
@@ -129,6 +133,46 @@ mod tests {
             for i in 0..16 {
                 assert_eq!(got[i], scale(&s, i), "bytes {s:?}, scale {i}");
             }
+        }
+    }
+}
+
+impl PanelFormat for BlockQ3K {
+    const SUB: usize = 256;
+    const MIN_SUB: usize = 0;
+    /// Codes are `-q * sc` (q in -4..=3, sc in -32..=31: -128..=124, an i8;
+    /// `q * sc` would reach +128), the scale `-d`.
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
+        scale[0] = -self.d.to_f32();
+        let sc = scales_q3_k(&self.scales);
+        // Value 128h + 32s + l: high bit (clear means -4) at bit 4h + s of hmask[l].
+        for (h, s, codes, qs) in quarters(codes, &self.qs) {
+            let (s0, s1) = (sc[8 * h + 2 * s] as i32, sc[8 * h + 2 * s + 1] as i32);
+            for (l, ((c, &q), &hm)) in codes.iter_mut().zip(qs).zip(&self.hmask).enumerate() {
+                let (low, high) = ((q >> (2 * s)) & 3, (hm >> (4 * h + s)) & 1);
+                let code = (low | high << 2) as i32 - 4;
+                *c = (-code * if l < 16 { s0 } else { s1 }) as i8;
+            }
+        }
+    }
+}
+
+impl RandomBlock for BlockQ3K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ3K {
+            hmask: r.bytes(),
+            qs: r.bytes(),
+            scales: r.bytes(),
+            d: r.scale(),
+        }
+    }
+    fn filled(fill: u8, d: u16, _: u16) -> Self {
+        BlockQ3K {
+            hmask: [fill; 32],
+            qs: [fill; 64],
+            scales: [fill; 12],
+            d: f16::from_bits(d),
         }
     }
 }

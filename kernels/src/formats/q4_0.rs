@@ -1,6 +1,8 @@
 //! Q4_0: 32 values per block, one f16 scale, 4-bit codes offset by 8.
 
-use super::{check_out, magnitude, weight_block, BlockQ8_0, Format, WeightBlock};
+use super::{check_out, magnitude, weight_block, BlockQ8_0, Format};
+use crate::panel::PanelFormat;
+use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
 use half::f16;
 
@@ -12,9 +14,15 @@ pub struct BlockQ4_0 {
     pub qs: [u8; 16],
 }
 
+// GGML_TYPE_Q4_0; LLAMA_FTYPE_MOSTLY_Q4_0.
 weight_block!(
     BlockQ4_0,
-    Format::Q4_0,
+    Q4_0,
+    "q4_0",
+    len 32,
+    bytes 2 + 16,
+    ggml 2,
+    ftype Some(2),
     BlockQ8_0,
     dequantize_row_q4_0,
     block_terms,
@@ -35,11 +43,7 @@ pub fn dequantize_row_q4_0(x: &[BlockQ4_0], y: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// Sum over blocks of `d_x * d_y * sum_j (q_x[j] - 8) * q_y[j]`, the integer sums exact.
-pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> Result<f32> {
-    BlockQ4_0::vec_dot(x, y)
-}
-
+/// One block's `d_x * d_y * sum_j (q_x[j] - 8) * q_y[j]` (no min term), the integer sum exact.
 fn block_terms(a: &BlockQ4_0, b: &BlockQ8_0) -> (f32, f32) {
     let mut isum = 0i32;
     for j in 0..16 {
@@ -56,4 +60,32 @@ fn block_magnitude(a: &BlockQ4_0, b: &BlockQ8_0) -> f32 {
         iabs += (((a.qs[j] >> 4) as i32 - 8) * b.qs[j + 16] as i32).abs();
     }
     magnitude(a.d.to_f32() * b.d.to_f32(), iabs, 0.0, 0)
+}
+
+impl PanelFormat for BlockQ4_0 {
+    const SUB: usize = 32;
+    const MIN_SUB: usize = 0;
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
+        scale[0] = self.d.to_f32();
+        let (lo, hi) = codes.split_at_mut(16);
+        for ((lo, hi), &b) in lo.iter_mut().zip(hi).zip(&self.qs) {
+            (*lo, *hi) = ((b & 0x0F) as i8 - 8, (b >> 4) as i8 - 8);
+        }
+    }
+}
+
+impl RandomBlock for BlockQ4_0 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4_0 {
+            d: r.scale(),
+            qs: r.bytes(),
+        }
+    }
+    fn filled(fill: u8, d: u16, _: u16) -> Self {
+        BlockQ4_0 {
+            d: f16::from_bits(d),
+            qs: [fill; 16],
+        }
+    }
 }

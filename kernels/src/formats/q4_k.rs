@@ -1,7 +1,9 @@
 //! Q4_K: 256 values in 8 sub-blocks of 32; each sub-block has a 6-bit scale and
 //! a 6-bit min, scaled by the block's f16 `d` and `dmin`; 4-bit codes.
 
-use super::{check_out, magnitude, weight_block, BlockQ8K, Format, WeightBlock, QK_K};
+use super::{check_out, magnitude, weight_block, BlockQ8K, Format, QK_K};
+use crate::panel::PanelFormat;
+use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
 use half::f16;
 
@@ -17,9 +19,15 @@ pub struct BlockQ4K {
     pub qs: [u8; QK_K / 2],
 }
 
+// ggml GGML_TYPE_Q4_K; llama.h LLAMA_FTYPE_MOSTLY_Q4_K_M.
 weight_block!(
     BlockQ4K,
-    Format::Q4K,
+    Q4K,
+    "q4_k",
+    len QK_K,
+    bytes 2 + 2 + 12 + 128,
+    ggml 12,
+    ftype Some(15),
     BlockQ8K,
     dequantize_row_q4_k,
     block_terms,
@@ -90,10 +98,6 @@ pub fn dequantize_row_q4_k(x: &[BlockQ4K], y: &mut [f32]) -> Result<()> {
 
 /// Per block: `d*dy * sum_j sc[j] * (q . q8)_j  -  dmin*dy * sum_j m[j] * bsum_j`,
 /// with both sums over sub-blocks exact integers.
-pub fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> Result<f32> {
-    BlockQ4K::vec_dot(x, y)
-}
-
 fn block_terms(a: &BlockQ4K, b: &BlockQ8K) -> (f32, f32) {
     let (mut isum, mut summs) = (0i32, 0i32);
     for (pair, q) in a.qs.chunks_exact(32).enumerate() {
@@ -149,6 +153,47 @@ mod tests {
                     "bytes {s:?}, sub-block {j}"
                 );
             }
+        }
+    }
+}
+
+impl PanelFormat for BlockQ4K {
+    const SUB: usize = 32;
+    const MIN_SUB: usize = 32;
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32) {
+        let sm = crate::formats::q4_k::scales_mins(&self.scales);
+        let d = self.d.to_f32();
+        for j in 0..8 {
+            scale[j] = d * sm[j] as f32;
+            mins[j] = sm[8 + j] as i16;
+        }
+        *min_scale = -self.dmin.to_f32();
+        let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
+        for (codes, q) in codes.chunks_exact_mut(64).zip(self.qs.chunks_exact(32)) {
+            let (lo, hi) = codes.split_at_mut(32);
+            for ((lo, hi), &b) in lo.iter_mut().zip(hi).zip(q) {
+                (*lo, *hi) = ((b & 0x0F) as i8, (b >> 4) as i8);
+            }
+        }
+    }
+}
+
+impl RandomBlock for BlockQ4K {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4K {
+            d: r.scale(),
+            dmin: r.scale(),
+            scales: r.bytes(),
+            qs: r.bytes(),
+        }
+    }
+    fn filled(fill: u8, d: u16, dmin: u16) -> Self {
+        BlockQ4K {
+            d: f16::from_bits(d),
+            dmin: f16::from_bits(dmin),
+            scales: [fill; 12],
+            qs: [fill; 128],
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Q8_0: 32 values per block, one f16 scale, 8-bit codes. Both a weight format
 //! and the activation format of Q4_0 / Q8_0 dot products.
 
-use super::{check_out, magnitude, weight_block, Format, WeightBlock};
+use super::{check_out, magnitude, weight_block, Format};
+use crate::panel::PanelFormat;
+use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
 use half::f16;
 
@@ -13,9 +15,15 @@ pub struct BlockQ8_0 {
     pub qs: [i8; 32],
 }
 
+// GGML_TYPE_Q8_0; LLAMA_FTYPE_MOSTLY_Q8_0.
 weight_block!(
     BlockQ8_0,
-    Format::Q8_0,
+    Q8_0,
+    "q8_0",
+    len 32,
+    bytes 2 + 32,
+    ggml 8,
+    ftype Some(7),
     BlockQ8_0,
     dequantize_row_q8_0,
     block_terms,
@@ -93,11 +101,7 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) -> Result<()> {
     Ok(())
 }
 
-/// Sum over blocks of `d_x * d_y * sum_j q_x[j] * q_y[j]`, the integer sums exact.
-pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> Result<f32> {
-    BlockQ8_0::vec_dot(x, y)
-}
-
+/// One block's `d_x * d_y * sum_j q_x[j] * q_y[j]` (no min term), the integer sum exact.
 fn block_terms(a: &BlockQ8_0, b: &BlockQ8_0) -> (f32, f32) {
     let isum: i32 =
         a.qs.iter()
@@ -114,4 +118,29 @@ fn block_magnitude(a: &BlockQ8_0, b: &BlockQ8_0) -> f32 {
             .map(|(&p, &q)| (p as i32 * q as i32).abs())
             .sum();
     magnitude(a.d.to_f32() * b.d.to_f32(), iabs, 0.0, 0)
+}
+
+impl PanelFormat for BlockQ8_0 {
+    const SUB: usize = 32;
+    const MIN_SUB: usize = 0;
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
+        scale[0] = self.d.to_f32();
+        codes[..32].copy_from_slice(&self.qs);
+    }
+}
+
+impl RandomBlock for BlockQ8_0 {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ8_0 {
+            d: r.scale(),
+            qs: bytemuck::cast(r.bytes::<32>()),
+        }
+    }
+    fn filled(fill: u8, d: u16, _: u16) -> Self {
+        BlockQ8_0 {
+            d: f16::from_bits(d),
+            qs: [fill as i8; 32],
+        }
+    }
 }

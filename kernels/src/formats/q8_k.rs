@@ -15,8 +15,13 @@ pub struct BlockQ8K {
 
 impl QuantBlock for BlockQ8K {
     const FORMAT: Format = Format::Q8K;
+    const NAME: &'static str = "q8_k";
+    const LEN: usize = QK_K;
+    // ggml's GGML_TYPE_Q8_K.
+    const GGML_TYPE: u32 = 15;
 }
-const _: () = assert!(std::mem::size_of::<BlockQ8K>() == Format::Q8K.block_bytes_const());
+// ggml's `sizeof(block_q8_K)`, written out so the layout is checked at compile time.
+const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 4 + 256 + 2 * 16);
 
 /// ggml's `nearest_int`: round half to even through the 1.5 * 2^23 trick (|x| < 2^22).
 #[inline]

@@ -20,6 +20,8 @@
 //! third's at 8 and so on. [`check_row`] verifies it for foreign data.
 
 use super::{check_out, magnitude, weight_block, BlockQ4_0, BlockQ8_0, Format};
+use crate::panel::PanelFormat;
+use crate::testdata::{RandomBlock, Rng};
 use crate::{Error, Result};
 use half::f16;
 
@@ -45,18 +47,30 @@ pub struct BlockQ8_0S {
     pub qs: [i8; 16],
 }
 
+// stored as GGML_TYPE_Q4_0.
 weight_block!(
     BlockQ4_0S,
-    Format::Q4_0S,
+    Q4_0S,
+    "q4_0_2:4",
+    len 32,
+    bytes 2 + 4 + 8,
+    ggml 2,
+    ftype None,
     BlockQ8_0,
     dequantize_row_q4_0s,
     block_terms_q4_0s,
     block_magnitude_q4_0s,
     super::quantize_row_q8_0
 );
+// stored as GGML_TYPE_Q8_0.
 weight_block!(
     BlockQ8_0S,
-    Format::Q8_0S,
+    Q8_0S,
+    "q8_0_2:4",
+    len 32,
+    bytes 2 + 4 + 16,
+    ggml 8,
+    ftype None,
     BlockQ8_0,
     dequantize_row_q8_0s,
     block_terms_q8_0s,
@@ -289,4 +303,81 @@ fn block_terms_q8_0s(a: &BlockQ8_0S, b: &BlockQ8_0) -> (f32, f32) {
 }
 fn block_magnitude_q8_0s(a: &BlockQ8_0S, b: &BlockQ8_0) -> f32 {
     mag(values_q8_0s(a), a.d, b)
+}
+
+impl PanelFormat for BlockQ4_0S {
+    const SUB: usize = 32;
+    const MIN_SUB: usize = 0;
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
+        scale[0] = self.d.to_f32();
+        expand_kept(self.mask, codes, |k| {
+            ((self.qs[k % 8] >> (4 * (k / 8))) & 15) as i8 - 8
+        });
+    }
+}
+
+impl PanelFormat for BlockQ8_0S {
+    const SUB: usize = 32;
+    const MIN_SUB: usize = 0;
+    #[inline(always)]
+    fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
+        scale[0] = self.d.to_f32();
+        expand_kept(self.mask, codes, |k| self.qs[k]);
+    }
+}
+
+/// Places kept value k (`kept(k)`, k < 16) of a 2:4 block at its position
+/// and zeros elsewhere, one mask byte (four kept values) at a time through
+/// [`EXPAND_LUT`]; a malformed mask (not two bits per nibble) gives zeros
+/// where its kept index would run past 16, never a read out of range.
+#[inline(always)]
+fn expand_kept(mask: [u8; 4], codes: &mut [i8], kept: impl Fn(usize) -> i8) {
+    for (j, (&m, out)) in mask.iter().zip(codes.chunks_exact_mut(8)).enumerate() {
+        let lut = EXPAND_LUT[m as usize].to_le_bytes();
+        for (o, &idx) in out.iter_mut().zip(&lut) {
+            let k = 4 * j + idx as usize;
+            *o = if idx & 0x80 == 0 && k < 16 {
+                kept(k)
+            } else {
+                0
+            };
+        }
+    }
+}
+
+impl RandomBlock for BlockQ4_0S {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ4_0S {
+            d: r.scale(),
+            mask: r.mask_2_4(),
+            qs: r.bytes(),
+        }
+    }
+    /// The mask keeps the first two of every four values (a valid 2:4 mask).
+    fn filled(fill: u8, d: u16, _: u16) -> Self {
+        BlockQ4_0S {
+            d: f16::from_bits(d),
+            mask: [0x33; 4],
+            qs: [fill; 8],
+        }
+    }
+}
+
+impl RandomBlock for BlockQ8_0S {
+    fn random(r: &mut Rng) -> Self {
+        BlockQ8_0S {
+            d: r.scale(),
+            mask: r.mask_2_4(),
+            qs: bytemuck::cast(r.bytes::<16>()),
+        }
+    }
+    /// The mask keeps the first two of every four values (a valid 2:4 mask).
+    fn filled(fill: u8, d: u16, _: u16) -> Self {
+        BlockQ8_0S {
+            d: f16::from_bits(d),
+            mask: [0x33; 4],
+            qs: [fill as i8; 16],
+        }
+    }
 }

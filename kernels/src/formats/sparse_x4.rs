@@ -7,7 +7,7 @@
 //! together, their four 32-bit masks together, then their kept codes. A matrix
 //! is stored group of four rows after group, each group's blocks in K order,
 //! so a GEMV reads the weights as one sequential stream (four separate rows
-//! would be four streams, which measured 2x slower from DRAM here) while one
+//! would be four streams, slower from DRAM) while one
 //! activation block, one scale conversion and one pair of mask loads serve four
 //! rows. Same bytes per value as the 2:4 blocks (22 and 14 per 32 values);
 //! a last group of fewer than four rows is padded with zero rows.

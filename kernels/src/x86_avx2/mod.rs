@@ -20,12 +20,11 @@ pub(crate) fn hsum_ps(v: __m256) -> f32 {
 }
 
 /// How far ahead of the block it is reading a GEMV (a row kernel run on one
-/// column, or a four-row interleaved GEMV) asks the CPU for the weights. The hardware prefetchers alone left one
-/// thread at 25-26 GB/s on Q4_K from DRAM, where the same kernel runs at 40
-/// in cache; 4-16 KB ahead measured 28-32 GB/s (`llmkernel bench`, Q4_K
-/// 14336x4096 and 4096x14336, 1 and 2 threads). Issued per block, spread
-/// through the loop: the same prefetches issued a whole row at a time, from
-/// the driver, halved the speed of rows of 14336.
+/// column, or a four-row interleaved GEMV) asks the CPU for the weights: the
+/// hardware prefetchers alone leave one thread's stream from DRAM well below
+/// what the kernel runs in cache. Issued per block, spread through the loop:
+/// a whole row at a time, from the driver, is slower on long rows. The
+/// distance sweep and the measurements: docs/BENCHMARKS.md.
 pub(crate) const PREFETCH_AHEAD: usize = 8192;
 
 /// `prefetcht0` of each cache line of `block`'s size, [`PREFETCH_AHEAD`] bytes on.
