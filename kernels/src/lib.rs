@@ -80,6 +80,7 @@ macro_rules! panel_tile_by_shape {
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64_neon;
 pub mod cpu;
+mod dequant;
 pub mod error;
 pub mod formats;
 pub mod isa;
