@@ -30,7 +30,6 @@ pub fn omp() -> llmkernel_backend::Omp {
 /// Registers the LLMK device with this process's ggml (once; later calls
 /// return the same registry). Errors say why the backend may not run here.
 pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
-    use llmkernel_backend::ffi as b;
     crate::ggml::init();
     static REG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     if let Some(&r) = REG.get() {
@@ -41,11 +40,11 @@ pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
     // functions of those names, linked in.
     let reg = unsafe {
         llmkernel_backend::init(llmkernel_backend::Host {
-            version: b::ggml_version,
-            buffer_init: b::ggml_backend_buffer_init,
-            graph_n_nodes: b::ggml_graph_n_nodes,
-            graph_node: b::ggml_graph_node,
-            nbytes: b::ggml_nbytes,
+            version: ffi::ggml_version,
+            buffer_init: ffi::ggml_backend_buffer_init,
+            graph_n_nodes: ffi::ggml_graph_n_nodes,
+            graph_node: ffi::ggml_graph_node,
+            nbytes: ffi::ggml_nbytes,
             log: Some(ggml_log_internal),
             omp: Some(omp()),
         })
@@ -53,8 +52,6 @@ pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
     if reg.is_null() {
         return Err("the LLMK backend refused to register (see the log line above)".into());
     }
-    // The backend crate's bindings and ours are the same headers' types.
-    let reg = reg as ffi::ggml_backend_reg_t;
     // SAFETY: a valid registry that lives for the whole process.
     unsafe { ffi::ggml_backend_register(reg) };
     let _ = REG.set(reg as usize);

@@ -105,9 +105,9 @@ pub fn report() -> String {
     )
     .unwrap();
     let bindings = match (crate::ffi::BINDINGS_SOURCE, crate::ffi::BINDINGS_MATCH_COMMITTED) {
-        ("generated", "true") => "generated from the vendored headers, identical to src/ffi/bindings.rs",
-        ("generated", _) => "generated from the vendored headers, DIFFERENT from src/ffi/bindings.rs (run scripts/update-bindings.sh)",
-        _ => "committed copy src/ffi/bindings.rs (libclang not found at build time)",
+        ("generated", "true") => "generated from the vendored headers, identical to backend/src/ffi/bindings.rs",
+        ("generated", _) => "generated from the vendored headers, DIFFERENT from backend/src/ffi/bindings.rs (run scripts/update-bindings.sh)",
+        _ => "committed copy backend/src/ffi/bindings.rs (libclang not found at build time to check it)",
     };
     writeln!(s, "bindings:  {bindings}").unwrap();
     match Isa::ceiling() {

@@ -21,9 +21,11 @@ pub mod ops;
 pub(crate) mod sparse;
 pub mod team;
 
-/// Raw bindings of the vendored ggml headers (the committed copy; the root
-/// crate's build checks it equals what bindgen makes of the vendored headers).
-/// Only the types and constants are used here; functions go through [`Host`].
+/// Raw bindings of the vendored llama.cpp headers (ggml, gguf, llama and
+/// the backend interface): the one copy of the C types, which the root crate
+/// re-exports (its build checks it equals what bindgen makes of the vendored
+/// headers; `scripts/update-bindings.sh` regenerates it). This crate uses only
+/// the types and constants; its calls into ggml go through [`Host`].
 #[allow(
     non_upper_case_globals,
     non_camel_case_types,
@@ -32,7 +34,7 @@ pub mod team;
     clippy::all
 )]
 pub mod ffi {
-    include!("../../src/ffi/bindings.rs");
+    include!("ffi/bindings.rs");
 }
 
 use llmkernel_kernels::table::Isa;
