@@ -24,31 +24,6 @@ fn ftype(format: Format) -> Result<ffi::llama_ftype, String> {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    /// The kernels crate states each format's llama_ftype as a number: it
-    /// must be llama.h's.
-    #[test]
-    fn ftypes_are_llama_h_s() {
-        use crate::ffi;
-        use llmkernel_kernels::Format;
-        let want = [
-            (Format::Q4K, ffi::LLAMA_FTYPE_MOSTLY_Q4_K_M),
-            (Format::Q3K, ffi::LLAMA_FTYPE_MOSTLY_Q3_K_M),
-            (Format::Q2K, ffi::LLAMA_FTYPE_MOSTLY_Q2_K),
-            (Format::Q4_0, ffi::LLAMA_FTYPE_MOSTLY_Q4_0),
-            (Format::Q8_0, ffi::LLAMA_FTYPE_MOSTLY_Q8_0),
-        ];
-        for (f, t) in want {
-            assert_eq!(super::ftype(f), Ok(t), "{f}");
-        }
-        assert!(super::ftype(Format::Q8K)
-            .unwrap_err()
-            .contains("activation"));
-        assert!(super::ftype(Format::Q4_0S).unwrap_err().contains("prune"));
-    }
-}
-
 /// Quantizes `input` to `output`. Inputs that are already quantized are
 /// requantized (as `llama-quantize --allow-requantize`), which loses more than
 /// quantizing from F16/BF16/F32.
@@ -112,5 +87,30 @@ pub fn quantize(
             "llama_model_quantize failed on {} (see the log above)",
             input.display()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The kernels crate states each format's llama_ftype as a number: it
+    /// must be llama.h's.
+    #[test]
+    fn ftypes_are_llama_h_s() {
+        use crate::ffi;
+        use llmkernel_kernels::Format;
+        let want = [
+            (Format::Q4K, ffi::LLAMA_FTYPE_MOSTLY_Q4_K_M),
+            (Format::Q3K, ffi::LLAMA_FTYPE_MOSTLY_Q3_K_M),
+            (Format::Q2K, ffi::LLAMA_FTYPE_MOSTLY_Q2_K),
+            (Format::Q4_0, ffi::LLAMA_FTYPE_MOSTLY_Q4_0),
+            (Format::Q8_0, ffi::LLAMA_FTYPE_MOSTLY_Q8_0),
+        ];
+        for (f, t) in want {
+            assert_eq!(super::ftype(f), Ok(t), "{f}");
+        }
+        assert!(super::ftype(Format::Q8K)
+            .unwrap_err()
+            .contains("activation"));
+        assert!(super::ftype(Format::Q4_0S).unwrap_err().contains("prune"));
     }
 }

@@ -165,6 +165,25 @@ fn cli_rejects_bad_arguments_with_a_clear_error() {
         (vec!["bench", "--isa", "sse9"], "unknown ISA"),
         (vec!["bench", "--batch", "0"], "must be positive"),
         (vec!["bench", "--sparse", "1:4"], "only 2:4"),
+        // A thread count of 0 is an error everywhere, never silently 1.
+        (vec!["bench", "--threads", "0"], "at least 1"),
+        (
+            vec!["perplexity", "-m", "m", "-f", "f", "-t", "0"],
+            "at least 1",
+        ),
+        (
+            vec!["quantize", "a", "b", "--format", "q4_k", "-t", "0"],
+            "at least 1",
+        ),
+        (
+            vec!["imatrix", "-m", "m", "-f", "f", "-o", "o", "-t", "0"],
+            "at least 1",
+        ),
+        (
+            vec!["compare", "-m", "m", "-f", "f", "-t", "0"],
+            "at least 1",
+        ),
+        (vec!["prune", "a", "b", "-t", "0"], "at least 1"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_llmkernel"))
             .args(&args)

@@ -513,10 +513,10 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
     let r = match &packed {
         sparse::Packed::Dense => return None,
         // SAFETY: forwarded contract; the packed copy holds every plane.
-        sparse::Packed::Q4_0(v) => unsafe { mul_mat_x4(node, config(), par, &v) },
-        sparse::Packed::Q8_0(v) => unsafe { mul_mat_x4(node, config(), par, &v) },
-        sparse::Packed::Q4_0x4(v) => unsafe { mul_mat_x4(node, config(), par, &v) },
-        sparse::Packed::Q8_0x4(v) => unsafe { mul_mat_x4(node, config(), par, &v) },
+        sparse::Packed::Q4_0(v) => unsafe { mul_mat_x4(node, config(), par, v) },
+        sparse::Packed::Q8_0(v) => unsafe { mul_mat_x4(node, config(), par, v) },
+        sparse::Packed::Q4_0x4(v) => unsafe { mul_mat_x4(node, config(), par, v) },
+        sparse::Packed::Q8_0x4(v) => unsafe { mul_mat_x4(node, config(), par, v) },
     };
     if packed.is_sparse() {
         crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);

@@ -109,34 +109,6 @@ fn block_magnitude(a: &BlockQ3K, b: &BlockQ8K) -> f32 {
     magnitude(a.d.to_f32() * b.d, iabs, 0.0, 0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The packing, one scale at a time: low 4 bits are nibble i/8 of byte i%8,
-    /// high 2 bits are bit pair i/4 of byte 8 + i%4.
-    fn scale(s: &[u8; 12], i: usize) -> i8 {
-        let low = (s[i % 8] >> (4 * (i / 8))) & 0x0F;
-        let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
-        (low | (high << 4)) as i8 - 32
-    }
-
-    #[test]
-    fn scales_q3_k_matches_the_packing() {
-        let mut s = [0u8; 12];
-        for seed in 0u32..3000 {
-            for (i, b) in s.iter_mut().enumerate() {
-                *b = (seed.wrapping_mul(2654435761).rotate_left(3 * i as u32) >> 11) as u8
-                    ^ (i as u8).wrapping_mul(97);
-            }
-            let got = scales_q3_k(&s);
-            for i in 0..16 {
-                assert_eq!(got[i], scale(&s, i), "bytes {s:?}, scale {i}");
-            }
-        }
-    }
-}
-
 impl PanelFormat for BlockQ3K {
     const SUB: usize = 256;
     const MIN_SUB: usize = 0;
@@ -173,6 +145,34 @@ impl RandomBlock for BlockQ3K {
             qs: [fill; 64],
             scales: [fill; 12],
             d: f16::from_bits(d),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packing, one scale at a time: low 4 bits are nibble i/8 of byte i%8,
+    /// high 2 bits are bit pair i/4 of byte 8 + i%4.
+    fn scale(s: &[u8; 12], i: usize) -> i8 {
+        let low = (s[i % 8] >> (4 * (i / 8))) & 0x0F;
+        let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+        (low | (high << 4)) as i8 - 32
+    }
+
+    #[test]
+    fn scales_q3_k_matches_the_packing() {
+        let mut s = [0u8; 12];
+        for seed in 0u32..3000 {
+            for (i, b) in s.iter_mut().enumerate() {
+                *b = (seed.wrapping_mul(2654435761).rotate_left(3 * i as u32) >> 11) as u8
+                    ^ (i as u8).wrapping_mul(97);
+            }
+            let got = scales_q3_k(&s);
+            for i in 0..16 {
+                assert_eq!(got[i], scale(&s, i), "bytes {s:?}, scale {i}");
+            }
         }
     }
 }

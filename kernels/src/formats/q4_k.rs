@@ -133,30 +133,6 @@ fn block_magnitude(a: &BlockQ4K, b: &BlockQ8K) -> f32 {
     magnitude(a.d.to_f32() * b.d, iabs, a.dmin.to_f32() * b.d, mabs)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scales_mins_matches_scale_min_k4() {
-        let mut s = [0u8; 12];
-        for seed in 0u32..2000 {
-            for (i, b) in s.iter_mut().enumerate() {
-                *b = (seed.wrapping_mul(2654435761).rotate_left(i as u32 * 5) >> 7) as u8
-                    ^ (i as u8 * 37);
-            }
-            let sm = scales_mins(&s);
-            for j in 0..8 {
-                assert_eq!(
-                    (sm[j], sm[8 + j]),
-                    scale_min_k4(j, &s),
-                    "bytes {s:?}, sub-block {j}"
-                );
-            }
-        }
-    }
-}
-
 impl PanelFormat for BlockQ4K {
     const SUB: usize = 32;
     const MIN_SUB: usize = 32;
@@ -194,6 +170,30 @@ impl RandomBlock for BlockQ4K {
             dmin: f16::from_bits(dmin),
             scales: [fill; 12],
             qs: [fill; 128],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_mins_matches_scale_min_k4() {
+        let mut s = [0u8; 12];
+        for seed in 0u32..2000 {
+            for (i, b) in s.iter_mut().enumerate() {
+                *b = (seed.wrapping_mul(2654435761).rotate_left(i as u32 * 5) >> 7) as u8
+                    ^ (i as u8 * 37);
+            }
+            let sm = scales_mins(&s);
+            for j in 0..8 {
+                assert_eq!(
+                    (sm[j], sm[8 + j]),
+                    scale_min_k4(j, &s),
+                    "bytes {s:?}, sub-block {j}"
+                );
+            }
         }
     }
 }

@@ -1,0 +1,72 @@
+//! `llmkernel perplexity`.
+
+use super::{parse_threads, progress, threads_or_all, Outcome};
+use llmkernel::perplexity::{self, Kernels};
+use std::path::PathBuf;
+
+/// Perplexity of a model on a text, computed as llama-perplexity computes it, with
+/// ggml's kernels, llmkernel's, or both in one run (plus the KL-divergence between them).
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model (GGUF).
+    #[arg(short = 'm', long)]
+    model: PathBuf,
+    /// The text file to score.
+    #[arg(short = 'f', long)]
+    file: PathBuf,
+    /// Tokens per chunk: the first half is context, the second half is scored.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// At most this many chunks (default: all the text holds).
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// Whose kernels compute the weight matmuls: ggml, llmkernel, or both.
+    #[arg(long, default_value = "llmkernel", value_parser = Kernels::parse)]
+    kernels: Kernels,
+    /// Threads (default: all hardware threads).
+    #[arg(short = 't', long, value_parser = parse_threads)]
+    threads: Option<usize>,
+    /// A teacher model (e.g. the uncompressed one), run alongside with ggml's kernels:
+    /// KL-divergence of each run's token distribution from the teacher's.
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Also time this many single-token evaluations per kernel set (text generation speed).
+    #[arg(long, default_value_t = 0)]
+    decode: usize,
+    /// Save the scored logits (of ggml's run with --kernels both) for later --kl-base
+    /// runs, in llama-perplexity's --kl-divergence-base format.
+    #[arg(long)]
+    save_logits: Option<PathBuf>,
+    /// KL-divergence against logits saved by --save-logits or by
+    /// llama-perplexity --kl-divergence-base (same text, ctx and vocabulary).
+    #[arg(long)]
+    kl_base: Option<PathBuf>,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    pub fn run(self) -> Outcome {
+        let opts = perplexity::Options {
+            model: self.model,
+            text: self.file,
+            ctx: self.ctx,
+            chunks: self.chunks,
+            threads: threads_or_all(self.threads),
+            kernels: self.kernels,
+            teacher: self.teacher,
+            progress: progress(),
+            decode: self.decode,
+            save_logits: self.save_logits,
+            kl_base: self.kl_base,
+        };
+        let r = perplexity::run(&opts)?;
+        if self.json {
+            println!("{}", r.json());
+        } else {
+            print!("{}", r.text());
+        }
+        Ok(())
+    }
+}
