@@ -198,3 +198,36 @@ fn cli_rejects_bad_arguments_with_a_clear_error() {
         assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
     }
 }
+
+/// `LLMKERNEL_ISA` caps every piece `info` reports (row kernel, dequant,
+/// activation quantizer, panel fill and tile, four-row GEMV), on any CPU.
+#[test]
+fn llmkernel_isa_caps_every_piece_info_reports() {
+    if binary().is_none() {
+        return;
+    }
+    for (cap, above) in [
+        ("scalar", &["avx2", "avx512", "neon", "dotprod", "i8mm"][..]),
+        ("avx2", &["avx512", "neon", "dotprod", "i8mm"][..]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_llmkernel"))
+            .arg("info")
+            .env("LLMKERNEL_ISA", cap)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pieces: Vec<&str> = text.lines().filter(|l| l.starts_with("        ")).collect();
+        assert!(pieces.len() >= 4 * 5, "{text}");
+        for line in pieces {
+            for isa in above {
+                assert!(
+                    !line
+                        .split_whitespace()
+                        .any(|w| w == *isa || w.ends_with(&format!("_{isa}"))),
+                    "LLMKERNEL_ISA={cap}: {line}"
+                );
+            }
+        }
+    }
+}

@@ -71,7 +71,11 @@ fn drop_memory(m: Box<Memory>) {
 }
 
 /// Wraps host memory (a mapped model file) as an LLMK buffer without copying.
-pub(crate) fn from_host_ptr(ptr: *mut c_void, size: usize) -> ffi::ggml_backend_buffer_t {
+///
+/// # Safety
+/// `ptr` is null or points to `size` bytes that stay valid (readable, and
+/// writable where ggml writes tensors) for the life of the buffer.
+pub(crate) unsafe fn from_host_ptr(ptr: *mut c_void, size: usize) -> ffi::ggml_backend_buffer_t {
     if ptr.is_null() {
         return std::ptr::null_mut();
     }

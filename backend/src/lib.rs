@@ -224,7 +224,8 @@ unsafe extern "C" fn get_stats(out: *mut Stats) {
 
 /// `void ggml_backend_set_n_threads(ggml_backend_t, int)`, as the CPU backend's.
 unsafe extern "C" fn set_n_threads(backend: ffi::ggml_backend_t, n: c_int) {
-    if let Some(ctx) = ops::context(backend) {
+    // SAFETY: ggml passes a live backend.
+    if let Some(ctx) = unsafe { ops::context(backend) } {
         ctx.set_threads(n.max(1) as usize);
     }
 }

@@ -104,7 +104,8 @@ unsafe extern "C" fn dev_buffer_from_host_ptr(
     size: usize,
     _max_tensor_size: usize,
 ) -> ffi::ggml_backend_buffer_t {
-    buffer::from_host_ptr(ptr, size)
+    // SAFETY: ggml hands over host memory of `size` bytes that outlives the buffer.
+    unsafe { buffer::from_host_ptr(ptr, size) }
 }
 unsafe extern "C" fn dev_supports_buft(
     _: ffi::ggml_backend_dev_t,
@@ -230,8 +231,11 @@ impl Context {
 static GUID: ffi::ggml_guid = *b"llmkernel-LLMK-1";
 
 /// The Context of `backend` if it is one of ours.
-pub(crate) fn context<'a>(backend: ffi::ggml_backend_t) -> Option<&'a Context> {
-    // SAFETY: ggml passes a live backend; ours carry a Context.
+///
+/// # Safety
+/// `backend` is null or a live ggml backend that outlives `'a`.
+pub(crate) unsafe fn context<'a>(backend: ffi::ggml_backend_t) -> Option<&'a Context> {
+    // SAFETY: a live backend (forwarded contract); ours carry a Context.
     unsafe {
         (!backend.is_null() && (*backend).device == crate::our_dev())
             .then(|| &*((*backend).context as *const Context))
@@ -286,7 +290,8 @@ unsafe extern "C" fn backend_graph_compute(
     backend: ffi::ggml_backend_t,
     graph: *mut ffi::ggml_cgraph,
 ) -> ffi::ggml_status {
-    let Some(ctx) = context(backend) else {
+    // SAFETY: ggml passes a live backend.
+    let Some(ctx) = (unsafe { context(backend) }) else {
         return ffi::GGML_STATUS_FAILED;
     };
     // One runner for the whole graph (every matmul of it uses the same threads).
