@@ -377,70 +377,70 @@ const ALL: PluginTakes = PluginTakes::ALL;
 
 rows!(BlockQ4K, "gemv_q4_k_q8_k_1x1_scalar", dequant: dequantize_q4_k,
 x86_64: [
-    (Avx2, "gemv_q4_k_q8_k_1x4_avx2", x86_avx2::q4_k::gemv_q4_k_q8_k_x4, ALL),
-    (Avx512, "gemv_q4_k_q8_k_1x8_avx512", x86_avx512::q4_k::gemv_q4_k_q8_k_x8, ALL),
+    (Avx2, "gemv_q4_k_q8_k_1x4_avx2", x86_avx2::q4_k::gemv_q4_k_q8_k_1x4, ALL),
+    (Avx512, "gemv_q4_k_q8_k_1x8_avx512", x86_avx512::q4_k::gemv_q4_k_q8_k_1x8, ALL),
 ],
 aarch64: [
-    (Neon, "gemv_q4_k_q8_k_1x4_neon", aarch64_neon::q4_k::neon::gemv_q4_k_q8_k_x4, ALL),
-    (Dotprod, "gemv_q4_k_q8_k_1x4_dotprod", aarch64_neon::q4_k::dotprod::gemv_q4_k_q8_k_x4, ALL),
+    (Neon, "gemv_q4_k_q8_k_1x4_neon", aarch64_neon::q4_k::neon::gemv_q4_k_q8_k_1x4, ALL),
+    (Dotprod, "gemv_q4_k_q8_k_1x4_dotprod", aarch64_neon::q4_k::dotprod::gemv_q4_k_q8_k_1x4, ALL),
 ]);
 rows!(BlockQ3K, "gemv_q3_k_q8_k_1x1_scalar", dequant: dequantize_q3_k,
 x86_64: [
-    (Avx2, "gemv_q3_k_q8_k_1x4_avx2", x86_avx2::q2_k::gemv_q3_k_q8_k_x4, ALL),
-    (Avx512, "gemv_q3_k_q8_k_1x8_avx512", x86_avx512::q2_k::gemv_q3_k_q8_k_x8, ALL),
+    (Avx2, "gemv_q3_k_q8_k_1x4_avx2", x86_avx2::q2_k::gemv_q3_k_q8_k_1x4, ALL),
+    (Avx512, "gemv_q3_k_q8_k_1x8_avx512", x86_avx512::q2_k::gemv_q3_k_q8_k_1x8, ALL),
 ],
 aarch64: [
-    (Neon, "gemv_q3_k_q8_k_1x4_neon", aarch64_neon::q2_k::neon::gemv_q3_k_q8_k_x4, ALL),
-    (Dotprod, "gemv_q3_k_q8_k_1x4_dotprod", aarch64_neon::q2_k::dotprod::gemv_q3_k_q8_k_x4, ALL),
+    (Neon, "gemv_q3_k_q8_k_1x4_neon", aarch64_neon::q2_k::neon::gemv_q3_k_q8_k_1x4, ALL),
+    (Dotprod, "gemv_q3_k_q8_k_1x4_dotprod", aarch64_neon::q2_k::dotprod::gemv_q3_k_q8_k_1x4, ALL),
 ]);
 rows!(BlockQ2K, "gemv_q2_k_q8_k_1x1_scalar", dequant: dequantize_q2_k,
 x86_64: [
-    (Avx2, "gemv_q2_k_q8_k_1x4_avx2", x86_avx2::q2_k::gemv_q2_k_q8_k_x4, ALL),
-    (Avx512, "gemv_q2_k_q8_k_1x8_avx512", x86_avx512::q2_k::gemv_q2_k_q8_k_x8, ALL),
+    (Avx2, "gemv_q2_k_q8_k_1x4_avx2", x86_avx2::q2_k::gemv_q2_k_q8_k_1x4, ALL),
+    (Avx512, "gemv_q2_k_q8_k_1x8_avx512", x86_avx512::q2_k::gemv_q2_k_q8_k_1x8, ALL),
 ],
 aarch64: [
-    (Neon, "gemv_q2_k_q8_k_1x4_neon", aarch64_neon::q2_k::neon::gemv_q2_k_q8_k_x4, ALL),
-    (Dotprod, "gemv_q2_k_q8_k_1x4_dotprod", aarch64_neon::q2_k::dotprod::gemv_q2_k_q8_k_x4, ALL),
+    (Neon, "gemv_q2_k_q8_k_1x4_neon", aarch64_neon::q2_k::neon::gemv_q2_k_q8_k_1x4, ALL),
+    (Dotprod, "gemv_q2_k_q8_k_1x4_dotprod", aarch64_neon::q2_k::dotprod::gemv_q2_k_q8_k_1x4, ALL),
 ]);
 rows!(BlockQ4_0, "gemv_q4_0_q8_0_1x1_scalar", x4: BlockQ4_0x4,
     dequant: dequantize_q4_0,
 x86_64: [
-    (Avx2, "gemv_q4_0_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q4_0_q8_0_x4, ALL),
-    (Avx512, "gemv_q4_0_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q4_0_q8_0_x4, ALL),
+    (Avx2, "gemv_q4_0_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q4_0_q8_0_4x2, ALL),
+    (Avx512, "gemv_q4_0_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q4_0_q8_0_4x4, ALL),
 ],
 aarch64: [
-    (Neon, "gemv_q4_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q4_0_q8_0_x4, ALL),
-    (Dotprod, "gemv_q4_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q4_0_q8_0_x4, ALL),
+    (Neon, "gemv_q4_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q4_0_q8_0_1x4, ALL),
+    (Dotprod, "gemv_q4_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q4_0_q8_0_1x4, ALL),
 ]);
 rows!(BlockQ8_0, "gemv_q8_0_q8_0_1x1_scalar", x4: BlockQ8_0x4,
     dequant: dequantize_q8_0,
 x86_64: [
-    (Avx2, "gemv_q8_0_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q8_0_q8_0_x4, ALL),
-    (Avx512, "gemv_q8_0_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q8_0_q8_0_x4, ALL),
+    (Avx2, "gemv_q8_0_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q8_0_q8_0_4x2, ALL),
+    (Avx512, "gemv_q8_0_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q8_0_q8_0_4x4, ALL),
 ],
 aarch64: [
-    (Neon, "gemv_q8_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q8_0_q8_0_x4, ALL),
-    (Dotprod, "gemv_q8_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0_q8_0_x4, ALL),
+    (Neon, "gemv_q8_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q8_0_q8_0_1x4, ALL),
+    (Dotprod, "gemv_q8_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0_q8_0_1x4, ALL),
 ]);
 rows!(BlockQ4_0S, "gemv_q4_0s_q8_0_1x1_scalar", x4: BlockQ4_0Sx4,
     dequant: dequantize_q4_0s,
 x86_64: [
-    (Avx2, "gemv_q4_0s_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q4_0s_q8_0_x4, ALL),
-    (Avx512, "gemv_q4_0s_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q4_0s_q8_0_x4, ALL),
+    (Avx2, "gemv_q4_0s_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q4_0s_q8_0_4x2, ALL),
+    (Avx512, "gemv_q4_0s_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q4_0s_q8_0_4x4, ALL),
 ],
 aarch64: [
-    (Neon, "gemv_q4_0s_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q4_0s_q8_0_x4, ALL),
-    (Dotprod, "gemv_q4_0s_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q4_0s_q8_0_x4, ALL),
+    (Neon, "gemv_q4_0s_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q4_0s_q8_0_1x4, ALL),
+    (Dotprod, "gemv_q4_0s_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q4_0s_q8_0_1x4, ALL),
 ]);
 rows!(BlockQ8_0S, "gemv_q8_0s_q8_0_1x1_scalar", x4: BlockQ8_0Sx4,
     dequant: dequantize_q8_0s,
 x86_64: [
-    (Avx2, "gemv_q8_0s_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q8_0s_q8_0_x4, ALL),
-    (Avx512, "gemv_q8_0s_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q8_0s_q8_0_x4, ALL),
+    (Avx2, "gemv_q8_0s_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q8_0s_q8_0_4x2, ALL),
+    (Avx512, "gemv_q8_0s_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q8_0s_q8_0_4x4, ALL),
 ],
 aarch64: [
-    (Neon, "gemv_q8_0s_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q8_0s_q8_0_x4, ALL),
-    (Dotprod, "gemv_q8_0s_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0s_q8_0_x4, ALL),
+    (Neon, "gemv_q8_0s_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q8_0s_q8_0_1x4, ALL),
+    (Dotprod, "gemv_q8_0s_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0s_q8_0_1x4, ALL),
 ]);
 
 /// The scalar reference as an activation quantizer.
@@ -576,10 +576,10 @@ macro_rules! x4_rows {
     };
 }
 
-x4_rows!(BlockQ8_0Sx4, gemv_q8_0sx4_q8_0, "gemv_q8_0sx4_q8_0");
-x4_rows!(BlockQ4_0Sx4, gemv_q4_0sx4_q8_0, "gemv_q4_0sx4_q8_0");
-x4_rows!(BlockQ8_0x4, gemv_q8_0x4_q8_0, "gemv_q8_0x4_q8_0");
-x4_rows!(BlockQ4_0x4, gemv_q4_0x4_q8_0, "gemv_q4_0x4_q8_0");
+x4_rows!(BlockQ8_0Sx4, gemv_q8_0sx4_q8_0_4x1, "gemv_q8_0sx4_q8_0");
+x4_rows!(BlockQ4_0Sx4, gemv_q4_0sx4_q8_0_4x1, "gemv_q4_0sx4_q8_0");
+x4_rows!(BlockQ8_0x4, gemv_q8_0x4_q8_0_4x1, "gemv_q8_0x4_q8_0");
+x4_rows!(BlockQ4_0x4, gemv_q4_0x4_q8_0_4x1, "gemv_q4_0x4_q8_0");
 
 /// The name of the panel fill ([`crate::panel::Unpacked::fill`]) compiled for `isa`.
 fn fill_name(isa: Isa) -> &'static str {

@@ -134,7 +134,7 @@ macro_rules! kernels {
         }
 
         row_kernel!(
-            gemv_q2_k_q8_k_x4,
+            gemv_q2_k_q8_k_1x4,
             $feat,
             BlockQ2K,
             BlockQ8K,
@@ -142,7 +142,7 @@ macro_rules! kernels {
             [1, 2, 3, 4]
         );
         row_kernel!(
-            gemv_q3_k_q8_k_x4,
+            gemv_q3_k_q8_k_1x4,
             $feat,
             BlockQ3K,
             BlockQ8K,

@@ -58,7 +58,7 @@ macro_rules! kernels {
         }
 
         row_kernel!(
-            gemv_q4_k_q8_k_x4,
+            gemv_q4_k_q8_k_1x4,
             $feat,
             BlockQ4K,
             BlockQ8K,

@@ -119,7 +119,7 @@ macro_rules! kernels {
         /// # Safety
         #[doc = concat!("The CPU must have `", $feat, "`; `crate::table::X4GemvFn`'s contract.")]
         #[target_feature(enable = $feat)]
-        pub unsafe fn gemv_q8_0sx4_q8_0(
+        pub unsafe fn gemv_q8_0sx4_q8_0_4x1(
             groups: &[BlockQ8_0Sx4],
             act: &[BlockQ8_0],
             out: &mut [f32],
@@ -131,9 +131,9 @@ macro_rules! kernels {
         /// Groups of four interleaved Q4_0 2:4 rows against one column.
         ///
         /// # Safety
-        /// As `gemv_q8_0sx4_q8_0`.
+        /// As `gemv_q8_0sx4_q8_0_4x1`.
         #[target_feature(enable = $feat)]
-        pub unsafe fn gemv_q4_0sx4_q8_0(
+        pub unsafe fn gemv_q4_0sx4_q8_0_4x1(
             groups: &[BlockQ4_0Sx4],
             act: &[BlockQ8_0],
             out: &mut [f32],
@@ -145,9 +145,13 @@ macro_rules! kernels {
         /// Groups of four interleaved dense Q8_0 rows against one column.
         ///
         /// # Safety
-        /// As `gemv_q8_0sx4_q8_0`.
+        /// As `gemv_q8_0sx4_q8_0_4x1`.
         #[target_feature(enable = $feat)]
-        pub unsafe fn gemv_q8_0x4_q8_0(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
+        pub unsafe fn gemv_q8_0x4_q8_0_4x1(
+            groups: &[BlockQ8_0x4],
+            act: &[BlockQ8_0],
+            out: &mut [f32],
+        ) {
             // SAFETY: forwarded contract.
             unsafe { gemv_x4(groups, act, out) }
         }
@@ -155,15 +159,19 @@ macro_rules! kernels {
         /// Groups of four interleaved dense Q4_0 rows against one column.
         ///
         /// # Safety
-        /// As `gemv_q8_0sx4_q8_0`.
+        /// As `gemv_q8_0sx4_q8_0_4x1`.
         #[target_feature(enable = $feat)]
-        pub unsafe fn gemv_q4_0x4_q8_0(groups: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
+        pub unsafe fn gemv_q4_0x4_q8_0_4x1(
+            groups: &[BlockQ4_0x4],
+            act: &[BlockQ8_0],
+            out: &mut [f32],
+        ) {
             // SAFETY: forwarded contract.
             unsafe { gemv_x4(groups, act, out) }
         }
 
         row_kernel!(
-            gemv_q8_0_q8_0_x4,
+            gemv_q8_0_q8_0_1x4,
             $feat,
             BlockQ8_0,
             BlockQ8_0,
@@ -171,7 +179,7 @@ macro_rules! kernels {
             [1, 2, 3, 4]
         );
         row_kernel!(
-            gemv_q4_0_q8_0_x4,
+            gemv_q4_0_q8_0_1x4,
             $feat,
             BlockQ4_0,
             BlockQ8_0,
@@ -179,7 +187,7 @@ macro_rules! kernels {
             [1, 2, 3, 4]
         );
         row_kernel!(
-            gemv_q4_0s_q8_0_x4,
+            gemv_q4_0s_q8_0_1x4,
             $feat,
             BlockQ4_0S,
             BlockQ8_0,
@@ -187,7 +195,7 @@ macro_rules! kernels {
             [1, 2, 3, 4]
         );
         row_kernel!(
-            gemv_q8_0s_q8_0_x4,
+            gemv_q8_0s_q8_0_1x4,
             $feat,
             BlockQ8_0S,
             BlockQ8_0,

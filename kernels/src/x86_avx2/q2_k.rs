@@ -250,7 +250,7 @@ unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &
 }
 
 row_kernel!(
-    gemv_q2_k_q8_k_x4,
+    gemv_q2_k_q8_k_1x4,
     "avx2,fma,f16c",
     BlockQ2K,
     BlockQ8K,
@@ -258,7 +258,7 @@ row_kernel!(
     [1, 2, 3, 4]
 );
 row_kernel!(
-    gemv_q3_k_q8_k_x4,
+    gemv_q3_k_q8_k_1x4,
     "avx2,fma,f16c",
     BlockQ3K,
     BlockQ8K,

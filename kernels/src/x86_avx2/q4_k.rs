@@ -19,7 +19,7 @@ pub const ROWS: usize = 1;
 pub const COLS: usize = 4;
 
 row_kernel!(
-    gemv_q4_k_q8_k_x4,
+    gemv_q4_k_q8_k_1x4,
     "avx2,fma,f16c",
     BlockQ4K,
     BlockQ8K,

@@ -120,7 +120,7 @@ unsafe fn tile<W: Block32, const R: usize, const C: usize>(
 }
 
 row_kernel!(
-    gemv_q8_0_q8_0_x4,
+    gemv_q8_0_q8_0_4x2,
     "avx2,fma,f16c",
     BlockQ8_0,
     BlockQ8_0,
@@ -129,7 +129,7 @@ row_kernel!(
     cols [1, 2]
 );
 row_kernel!(
-    gemv_q4_0_q8_0_x4,
+    gemv_q4_0_q8_0_4x2,
     "avx2,fma,f16c",
     BlockQ4_0,
     BlockQ8_0,
@@ -138,7 +138,7 @@ row_kernel!(
     cols [1, 2]
 );
 row_kernel!(
-    gemv_q4_0s_q8_0_x4,
+    gemv_q4_0s_q8_0_4x2,
     "avx2,fma,f16c",
     BlockQ4_0S,
     BlockQ8_0,
@@ -147,7 +147,7 @@ row_kernel!(
     cols [1, 2]
 );
 row_kernel!(
-    gemv_q8_0s_q8_0_x4,
+    gemv_q8_0s_q8_0_4x2,
     "avx2,fma,f16c",
     BlockQ8_0S,
     BlockQ8_0,
@@ -197,7 +197,7 @@ where
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C; [`crate::table::X4GemvFn`]'s contract.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q8_0sx4_q8_0(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
+pub unsafe fn gemv_q8_0sx4_q8_0_4x1(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe { gemv_x4(groups, act, out) }
 }
@@ -205,9 +205,9 @@ pub unsafe fn gemv_q8_0sx4_q8_0(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out:
 /// Groups of four interleaved Q4_0 2:4 rows against one column.
 ///
 /// # Safety
-/// As [`gemv_q8_0sx4_q8_0`].
+/// As [`gemv_q8_0sx4_q8_0_4x1`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q4_0sx4_q8_0(groups: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
+pub unsafe fn gemv_q4_0sx4_q8_0_4x1(groups: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe { gemv_x4(groups, act, out) }
 }
@@ -215,9 +215,9 @@ pub unsafe fn gemv_q4_0sx4_q8_0(groups: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out:
 /// Groups of four interleaved dense Q8_0 rows against one column.
 ///
 /// # Safety
-/// As [`gemv_q8_0sx4_q8_0`].
+/// As [`gemv_q8_0sx4_q8_0_4x1`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q8_0x4_q8_0(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
+pub unsafe fn gemv_q8_0x4_q8_0_4x1(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe { gemv_x4(groups, act, out) }
 }
@@ -225,9 +225,9 @@ pub unsafe fn gemv_q8_0x4_q8_0(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &
 /// Groups of four interleaved dense Q4_0 rows against one column.
 ///
 /// # Safety
-/// As [`gemv_q8_0sx4_q8_0`].
+/// As [`gemv_q8_0sx4_q8_0_4x1`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemv_q4_0x4_q8_0(groups: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
+pub unsafe fn gemv_q4_0x4_q8_0_4x1(groups: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe { gemv_x4(groups, act, out) }
 }

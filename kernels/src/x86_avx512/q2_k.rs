@@ -186,7 +186,7 @@ unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &
 }
 
 row_kernel!(
-    gemv_q2_k_q8_k_x8,
+    gemv_q2_k_q8_k_1x8,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     BlockQ2K,
     BlockQ8K,
@@ -194,7 +194,7 @@ row_kernel!(
     [1, 2, 3, 4, 5, 6, 7, 8]
 );
 row_kernel!(
-    gemv_q3_k_q8_k_x8,
+    gemv_q3_k_q8_k_1x8,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     BlockQ3K,
     BlockQ8K,

@@ -22,7 +22,7 @@ pub const ROWS: usize = 1;
 pub const COLS: usize = 8;
 
 row_kernel!(
-    gemv_q4_k_q8_k_x8,
+    gemv_q4_k_q8_k_1x8,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     BlockQ4K,
     BlockQ8K,

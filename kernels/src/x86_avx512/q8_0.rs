@@ -164,7 +164,7 @@ unsafe fn tile<W: Block32, const R: usize, const C: usize>(
 }
 
 row_kernel!(
-    gemv_q8_0_q8_0_x4,
+    gemv_q8_0_q8_0_4x4,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c",
     BlockQ8_0,
     BlockQ8_0,
@@ -173,7 +173,7 @@ row_kernel!(
     cols [1, 2, 3, 4]
 );
 row_kernel!(
-    gemv_q4_0_q8_0_x4,
+    gemv_q4_0_q8_0_4x4,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c",
     BlockQ4_0,
     BlockQ8_0,
@@ -182,7 +182,7 @@ row_kernel!(
     cols [1, 2, 3, 4]
 );
 row_kernel!(
-    gemv_q4_0s_q8_0_x4,
+    gemv_q4_0s_q8_0_4x4,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c",
     BlockQ4_0S,
     BlockQ8_0,
@@ -191,7 +191,7 @@ row_kernel!(
     cols [1, 2, 3, 4]
 );
 row_kernel!(
-    gemv_q8_0s_q8_0_x4,
+    gemv_q8_0s_q8_0_4x4,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c",
     BlockQ8_0S,
     BlockQ8_0,

@@ -207,7 +207,7 @@ unsafe fn gemv<X: Codes>(groups: &[X], act: &[BlockQ8_0], out: &mut [f32]) {
 /// The CPU must have AVX-512 F/BW/VL, VNNI and VBMI2; [`crate::table::X4GemvFn`]'s
 /// contract; every mask valid 2:4 (as [`crate::formats::sparse::check_row`] checks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
-pub unsafe fn gemv_q8_0sx4_q8_0(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
+pub unsafe fn gemv_q8_0sx4_q8_0_4x1(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe { gemv(groups, act, out) }
 }
@@ -215,9 +215,9 @@ pub unsafe fn gemv_q8_0sx4_q8_0(groups: &[BlockQ8_0Sx4], act: &[BlockQ8_0], out:
 /// Groups of four interleaved Q4_0 2:4 rows against one column.
 ///
 /// # Safety
-/// As [`gemv_q8_0sx4_q8_0`].
+/// As [`gemv_q8_0sx4_q8_0_4x1`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
-pub unsafe fn gemv_q4_0sx4_q8_0(groups: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
+pub unsafe fn gemv_q4_0sx4_q8_0_4x1(groups: &[BlockQ4_0Sx4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe { gemv(groups, act, out) }
 }
@@ -266,9 +266,9 @@ pub(crate) unsafe fn unpack_rows<X: Codes>(
 /// Groups of four interleaved dense Q8_0 rows against one column.
 ///
 /// # Safety
-/// As [`gemv_q8_0sx4_q8_0`] (no masks).
+/// As [`gemv_q8_0sx4_q8_0_4x1`] (no masks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
-pub unsafe fn gemv_q8_0x4_q8_0(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
+pub unsafe fn gemv_q8_0x4_q8_0_4x1(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe { gemv(groups, act, out) }
 }
@@ -276,9 +276,9 @@ pub unsafe fn gemv_q8_0x4_q8_0(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &
 /// Groups of four interleaved dense Q4_0 rows against one column.
 ///
 /// # Safety
-/// As [`gemv_q8_0sx4_q8_0`] (no masks).
+/// As [`gemv_q8_0sx4_q8_0_4x1`] (no masks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
-pub unsafe fn gemv_q4_0x4_q8_0(groups: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
+pub unsafe fn gemv_q4_0x4_q8_0_4x1(groups: &[BlockQ4_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe { gemv(groups, act, out) }
 }
