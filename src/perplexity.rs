@@ -5,7 +5,7 @@
 //! KL-divergence of one token distribution from another (llmkernel's from
 //! ggml's, or any from a teacher model's).
 
-use crate::{backend, llama};
+use crate::{backend, llama, logits_file};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -180,126 +180,292 @@ struct Instance<'m> {
     llmk_before: Option<u64>,
 }
 
+/// Log-probabilities of a chunk's scored positions, each with its top-1 token.
+type LogProbs = Vec<(Vec<f32>, usize)>;
+
+/// The models a run evaluates.
+struct Models {
+    teacher: Option<llama::Model>,
+    ggml: Option<llama::Model>,
+    ours: Option<llama::Model>,
+    /// The LLMK backend's registry, when llmkernel's kernels run.
+    reg: Option<crate::ffi::ggml_backend_reg_t>,
+}
+
+impl Models {
+    /// Loads the teacher and ggml's model before registering LLMK, and ours
+    /// after: models loaded before LLMK is registered keep ggml's buffer
+    /// types (and kernels), models loaded after it get LLMK's.
+    fn load(o: &Options) -> Result<Models, String> {
+        let teacher = o
+            .teacher
+            .as_deref()
+            .map(|p| backend::without_llmk(|| llama::Model::load(p)))
+            .transpose()?;
+        let ggml = matches!(o.kernels, Kernels::Ggml | Kernels::Both)
+            .then(|| backend::without_llmk(|| llama::Model::load(&o.model)))
+            .transpose()?;
+        let reg = if matches!(o.kernels, Kernels::Llmkernel | Kernels::Both) {
+            Some(backend::register_in_process()?)
+        } else {
+            None
+        };
+        let ours = reg.map(|_| llama::Model::load(&o.model)).transpose()?;
+        Ok(Models {
+            teacher,
+            ggml,
+            ours,
+            reg,
+        })
+    }
+
+    /// The model under test (ggml's load of it when both run).
+    fn first(&self) -> &llama::Model {
+        self.ggml
+            .as_ref()
+            .or(self.ours.as_ref())
+            .expect("a kernel set runs")
+    }
+}
+
+/// The text as tokens, and how many chunks of it to score.
+struct Text {
+    tokens: Vec<i32>,
+    bos: Option<i32>,
+    n_vocab: usize,
+    chunks_available: usize,
+    chunks: usize,
+}
+
+impl Text {
+    fn new(o: &Options, models: &Models) -> Result<Text, String> {
+        let text =
+            std::fs::read_to_string(&o.text).map_err(|e| format!("{}: {e}", o.text.display()))?;
+        let model = models.first();
+        let tokens = model.tokenize(&text)?;
+        let n_vocab = model.n_vocab();
+        if let Some(t) = &models.teacher {
+            if t.n_vocab() != n_vocab {
+                return Err(format!(
+                    "the teacher's vocabulary has {} tokens, the model's {n_vocab}",
+                    t.n_vocab()
+                ));
+            }
+        }
+        if tokens.len() < 2 * o.ctx {
+            return Err(format!(
+                "{} tokenizes to {} tokens; a context of {} needs at least {}",
+                o.text.display(),
+                tokens.len(),
+                o.ctx,
+                2 * o.ctx
+            ));
+        }
+        let chunks_available = tokens.len() / o.ctx;
+        Ok(Text {
+            bos: model.bos(),
+            n_vocab,
+            chunks: o
+                .chunks
+                .map_or(chunks_available, |c| c.min(chunks_available)),
+            chunks_available,
+            tokens,
+        })
+    }
+
+    /// Chunk `c`, BOS first where the vocabulary has one.
+    fn chunk(&self, c: usize, ctx: usize) -> Vec<i32> {
+        let mut chunk = self.tokens[c * ctx..(c + 1) * ctx].to_vec();
+        if let Some(b) = self.bos {
+            chunk[0] = b;
+        }
+        chunk
+    }
+}
+
+/// Opens `--kl-base` logits, checks they belong to this text and context,
+/// and limits the chunks to those they hold.
+fn open_kl_base(o: &Options, text: &mut Text) -> Result<Option<logits_file::Reader>, String> {
+    let Some(p) = &o.kl_base else {
+        return Ok(None);
+    };
+    let r = logits_file::Reader::open(p)?;
+    if r.n_ctx != o.ctx || r.n_vocab != text.n_vocab {
+        return Err(format!(
+            "{}: saved with ctx {} and {} tokens in the vocabulary; this run has ctx {} and {}",
+            p.display(),
+            r.n_ctx,
+            r.n_vocab,
+            o.ctx,
+            text.n_vocab
+        ));
+    }
+    let n = r.tokens.len().min(text.tokens.len());
+    if text.tokens[..n] != r.tokens[..n] {
+        return Err(format!(
+            "{}: saved for another text or tokenizer (the tokens differ)",
+            p.display()
+        ));
+    }
+    text.chunks = text.chunks.min(r.n_chunk);
+    Ok(Some(r))
+}
+
+/// One context per model: the teacher first, then ggml's, then ours.
+fn instances<'m>(o: &Options, models: &'m Models) -> Result<Vec<Instance<'m>>, String> {
+    let runs = [
+        (&models.teacher, "teacher", false),
+        (&models.ggml, "ggml", false),
+        (&models.ours, "llmkernel", true),
+    ];
+    let mut v = Vec::new();
+    for (model, label, llmk) in runs {
+        if let Some(m) = model {
+            v.push(Instance {
+                ctx: m.context(o.ctx, o.ctx, o.threads)?,
+                score: Score {
+                    label: label.into(),
+                    ..Default::default()
+                },
+                llmk_before: llmk.then(|| llmk_matmuls(models.reg)),
+            });
+        }
+    }
+    Ok(v)
+}
+
+/// The progress bar over every chunk evaluation, when asked for.
+fn progress_bar(o: &Options, evaluations: usize) -> Option<indicatif::ProgressBar> {
+    o.progress.then(|| {
+        let b = indicatif::ProgressBar::new(evaluations as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} chunk evaluations, {elapsed} elapsed, ETA {eta} {msg}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
+        );
+        b.set_prefix("perplexity");
+        b
+    })
+}
+
+/// Evaluates `chunk` on `inst` and adds its scored positions' negative
+/// log-likelihoods to its score; returns their log-probabilities when
+/// `keep` (a divergence needs them), and the raw logits go to `saver`.
+fn score_chunk(
+    o: &Options,
+    inst: &mut Instance,
+    chunk: &[i32],
+    n_vocab: usize,
+    saver: Option<&mut logits_file::Writer>,
+    keep: bool,
+) -> Result<LogProbs, String> {
+    let first = o.ctx / 2;
+    inst.ctx.clear();
+    let t0 = Instant::now();
+    let logits = inst.ctx.eval_from(chunk, first)?;
+    inst.score.eval_secs += t0.elapsed().as_secs_f64();
+    inst.score.eval_tokens += chunk.len();
+    if let Some(w) = saver {
+        w.rows(&logits[..(o.ctx - 1 - first) * n_vocab])?;
+    }
+    let mut rows = Vec::new();
+    // Position first + i predicts token first + i + 1.
+    for (i, row) in logits.chunks(n_vocab).take(o.ctx - 1 - first).enumerate() {
+        let (lp, arg) = log_softmax(row);
+        let v = -(lp[chunk[first + i + 1] as usize] as f64);
+        inst.score.nll += v;
+        inst.score.nll2 += v * v;
+        inst.score.count += 1;
+        if keep {
+            rows.push((lp, arg));
+        }
+    }
+    Ok(rows)
+}
+
+/// Adds one chunk's KL-divergences (and top-1 agreement) of every run but
+/// the base (`base`, an index into `lps`, or the saved logits) to `divs`.
+/// Saved logits hold log-probs only down to 16 below the top; like
+/// llama-perplexity, the divergence then sums over those.
+fn add_divergences(
+    lps: &[LogProbs],
+    base: Option<usize>,
+    saved_base: Option<&mut logits_file::Reader>,
+    divs: &mut [Divergence],
+) -> Result<(), String> {
+    let from_file;
+    let (base_rows, floor) = match saved_base {
+        Some(r) => {
+            from_file = r.chunk()?;
+            (&from_file, -16.0f32)
+        }
+        None => (&lps[base.expect("a base run")], f32::NEG_INFINITY),
+    };
+    let runs = lps.iter().enumerate().filter(|(i, _)| Some(*i) != base);
+    for ((_, rows), div) in runs.zip(divs) {
+        for ((lb, ab), (lq, aq)) in base_rows.iter().zip(rows) {
+            let kld: f64 = lb
+                .iter()
+                .zip(lq)
+                .filter(|(&p, _)| p > floor)
+                .map(|(&p, &q)| (p as f64).exp() * (p as f64 - q as f64))
+                .sum();
+            div.kld.push(kld.max(0.0));
+            div.same_top1 += (ab == aq) as usize;
+        }
+    }
+    Ok(())
+}
+
+/// Times `o.decode` single-token evaluations on every run but the teacher
+/// (text generation speed), after one warm-up token as llama-bench does.
+fn time_decode(o: &Options, instances: &mut [Instance], first_token: i32) -> Result<(), String> {
+    for inst in instances.iter_mut().filter(|i| i.score.label != "teacher") {
+        inst.ctx.clear();
+        let mut t = first_token;
+        inst.ctx.eval_from(&[t], 0)?;
+        // Positions 1..=n after the warm-up token; the context holds ctx.
+        let n = o.decode.min(o.ctx - 1);
+        let t0 = Instant::now();
+        for _ in 0..n {
+            let logits = inst.ctx.eval_from(&[t], 0)?;
+            // Greedy next token keeps the sequence a model's own.
+            t = log_softmax(&logits).1 as i32;
+        }
+        inst.score.decode_tokens_per_s = Some(n as f64 / t0.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
 /// Runs the perplexity evaluation.
 pub fn run(o: &Options) -> Result<Report, String> {
     if o.ctx < 8 {
         return Err(format!("--ctx {}: too small (at least 8)", o.ctx));
     }
-    let text =
-        std::fs::read_to_string(&o.text).map_err(|e| format!("{}: {e}", o.text.display()))?;
-    llama::init();
-    // Order matters: models loaded before LLMK is registered keep ggml's
-    // buffer types (and kernels); models loaded after it get LLMK's.
-    let teacher = o
-        .teacher
-        .as_deref()
-        .map(|p| backend::without_llmk(|| llama::Model::load(p)))
-        .transpose()?;
-    let ggml = matches!(o.kernels, Kernels::Ggml | Kernels::Both)
-        .then(|| backend::without_llmk(|| llama::Model::load(&o.model)))
-        .transpose()?;
-    let reg = if matches!(o.kernels, Kernels::Llmkernel | Kernels::Both) {
-        Some(backend::register_in_process()?)
-    } else {
-        None
-    };
-    let ours = reg.map(|_| llama::Model::load(&o.model)).transpose()?;
-    let first_model = ggml.as_ref().or(ours.as_ref()).unwrap();
-    let tokens = first_model.tokenize(&text)?;
-    let bos = first_model.bos();
-    let n_vocab = first_model.n_vocab();
-    if let Some(t) = &teacher {
-        if t.n_vocab() != n_vocab {
-            return Err(format!(
-                "the teacher's vocabulary has {} tokens, the model's {n_vocab}",
-                t.n_vocab()
-            ));
-        }
-    }
-    if tokens.len() < 2 * o.ctx {
-        return Err(format!(
-            "{} tokenizes to {} tokens; a context of {} needs at least {}",
-            o.text.display(),
-            tokens.len(),
-            o.ctx,
-            2 * o.ctx
-        ));
-    }
-    let chunks_available = tokens.len() / o.ctx;
-    let mut chunks = o
-        .chunks
-        .map_or(chunks_available, |c| c.min(chunks_available));
     if o.teacher.is_some() && o.kl_base.is_some() {
         return Err("give --teacher or --kl-base, not both".into());
     }
-    let mut saved_base = match &o.kl_base {
-        Some(p) => {
-            let r = crate::logits_file::Reader::open(p)?;
-            if r.n_ctx != o.ctx || r.n_vocab != n_vocab {
-                return Err(format!(
-                    "{}: saved with ctx {} and {} tokens in the vocabulary; this run has ctx {} and {n_vocab}",
-                    p.display(),
-                    r.n_ctx,
-                    r.n_vocab,
-                    o.ctx
-                ));
-            }
-            let n = r.tokens.len().min(tokens.len());
-            if tokens[..n] != r.tokens[..n] {
-                return Err(format!(
-                    "{}: saved for another text or tokenizer (the tokens differ)",
-                    p.display()
-                ));
-            }
-            chunks = chunks.min(r.n_chunk);
-            Some(r)
-        }
-        None => None,
-    };
+    llama::init();
+    let models = Models::load(o)?;
+    let mut text = Text::new(o, &models)?;
+    let mut saved_base = open_kl_base(o, &mut text)?;
+    let chunks = text.chunks;
     let mut saver = match &o.save_logits {
-        Some(p) => Some(crate::logits_file::Writer::create(
+        Some(p) => Some(logits_file::Writer::create(
             p,
             o.ctx,
-            n_vocab,
-            &tokens[..chunks * o.ctx],
+            text.n_vocab,
+            &text.tokens[..chunks * o.ctx],
         )?),
         None => None,
     };
-
-    let mut instances: Vec<Instance> = Vec::new();
-    fn new<'m>(
-        m: &'m llama::Model,
-        o: &Options,
-        reg: Option<crate::ffi::ggml_backend_reg_t>,
-        label: &str,
-        llmk: bool,
-    ) -> Result<Instance<'m>, String> {
-        Ok(Instance {
-            ctx: m.context(o.ctx, o.ctx, o.threads)?,
-            score: Score {
-                label: label.into(),
-                ..Default::default()
-            },
-            llmk_before: llmk.then(|| llmk_matmuls(reg)),
-        })
-    }
-    if let Some(t) = &teacher {
-        instances.push(new(t, o, reg, "teacher", false)?);
-    }
-    if let Some(m) = &ggml {
-        instances.push(new(m, o, reg, "ggml", false)?);
-    }
-    if let Some(m) = &ours {
-        instances.push(new(m, o, reg, "llmkernel", true)?);
-    }
-    // The base of the divergences: the teacher, else ggml's kernels when both run.
+    let mut instances = instances(o, &models)?;
     // The base of the divergences: the teacher, else saved logits, else ggml's
     // kernels when both run. `base` indexes instances; None with saved logits.
-    let base = if teacher.is_some() || (saved_base.is_none() && o.kernels == Kernels::Both) {
-        Some(0)
-    } else {
-        None
-    };
+    let base = (models.teacher.is_some() || (saved_base.is_none() && o.kernels == Kernels::Both))
+        .then_some(0);
     let base_label = match (&saved_base, base) {
         (Some(_), _) => Some("kl-base".to_string()),
         (None, Some(b)) => Some(instances[b].score.label.clone()),
@@ -321,82 +487,26 @@ pub fn run(o: &Options) -> Result<Report, String> {
     // Whose logits --save-logits writes: the first run that is not the teacher.
     let saving = instances.iter().position(|i| i.score.label != "teacher");
 
-    let first = o.ctx / 2;
-    let bar = o.progress.then(|| {
-        let b = indicatif::ProgressBar::new((chunks * instances.len()) as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} chunk evaluations, {elapsed} elapsed, ETA {eta} {msg}",
-            )
-            .unwrap()
-            .progress_chars("=> "),
-        );
-        b.set_prefix("perplexity");
-        b
-    });
+    let bar = progress_bar(o, chunks * instances.len());
     for c in 0..chunks {
-        let mut chunk = tokens[c * o.ctx..(c + 1) * o.ctx].to_vec();
-        if let Some(b) = bos {
-            chunk[0] = b;
-        }
-        // Log-probs of the scored positions, per instance (kept only when a divergence needs them).
-        let mut lps: Vec<Vec<(Vec<f32>, usize)>> = Vec::new();
+        let chunk = text.chunk(c, o.ctx);
+        let mut lps: Vec<LogProbs> = Vec::new();
         for (k, inst) in instances.iter_mut().enumerate() {
-            inst.ctx.clear();
-            let t0 = Instant::now();
-            let logits = inst.ctx.eval_from(&chunk, first)?;
-            inst.score.eval_secs += t0.elapsed().as_secs_f64();
-            inst.score.eval_tokens += chunk.len();
-            if let (Some(w), Some(s)) = (saver.as_mut(), saving) {
-                if s == k {
-                    w.rows(&logits[..(o.ctx - 1 - first) * n_vocab])?;
-                }
-            }
-            let mut rows = Vec::new();
-            // Position first + i predicts token first + i + 1.
-            for (i, row) in logits.chunks(n_vocab).take(o.ctx - 1 - first).enumerate() {
-                let (lp, arg) = log_softmax(row);
-                let v = -(lp[chunk[first + i + 1] as usize] as f64);
-                inst.score.nll += v;
-                inst.score.nll2 += v * v;
-                inst.score.count += 1;
-                if base_label.is_some() {
-                    rows.push((lp, arg));
-                }
-            }
-            lps.push(rows);
+            let saver = saver.as_mut().filter(|_| saving == Some(k));
+            lps.push(score_chunk(
+                o,
+                inst,
+                &chunk,
+                text.n_vocab,
+                saver,
+                base_label.is_some(),
+            )?);
             if let Some(b) = &bar {
                 b.inc(1);
             }
         }
         if base_label.is_some() {
-            // Saved logits hold log-probs only down to 16 below the top; like
-            // llama-perplexity, the divergence then sums over those.
-            let from_file;
-            let (base_rows, floor) = match saved_base.as_mut() {
-                Some(r) => {
-                    from_file = r.chunk()?;
-                    (&from_file, -16.0f32)
-                }
-                None => (&lps[base.unwrap()], f32::NEG_INFINITY),
-            };
-            let mut d = divergences.iter_mut();
-            for (i, rows) in lps.iter().enumerate() {
-                if Some(i) == base {
-                    continue;
-                }
-                let div = d.next().unwrap();
-                for ((lb, ab), (lq, aq)) in base_rows.iter().zip(rows) {
-                    let kld: f64 = lb
-                        .iter()
-                        .zip(lq)
-                        .filter(|(&p, _)| p > floor)
-                        .map(|(&p, &q)| (p as f64).exp() * (p as f64 - q as f64))
-                        .sum();
-                    div.kld.push(kld.max(0.0));
-                    div.same_top1 += (ab == aq) as usize;
-                }
-            }
+            add_divergences(&lps, base, saved_base.as_mut(), &mut divergences)?;
         }
         if let Some(b) = &bar {
             let msg: Vec<String> = instances
@@ -413,31 +523,18 @@ pub fn run(o: &Options) -> Result<Report, String> {
         w.finish()?;
     }
     if o.decode > 0 {
-        for inst in instances.iter_mut().filter(|i| i.score.label != "teacher") {
-            inst.ctx.clear();
-            let mut t = bos.unwrap_or(tokens[0]);
-            inst.ctx.eval_from(&[t], 0)?; // warm-up, as llama-bench
-                                          // Positions 1..=n after the warm-up token; the context holds ctx.
-            let n = o.decode.min(o.ctx - 1);
-            let t0 = Instant::now();
-            for _ in 0..n {
-                let logits = inst.ctx.eval_from(&[t], 0)?;
-                // Greedy next token keeps the sequence a model's own.
-                t = log_softmax(&logits).1 as i32;
-            }
-            inst.score.decode_tokens_per_s = Some(n as f64 / t0.elapsed().as_secs_f64());
-        }
+        time_decode(o, &mut instances, text.bos.unwrap_or(text.tokens[0]))?;
     }
-    let mut scores = Vec::new();
-    for inst in instances {
-        let mut s = inst.score;
-        if let Some(before) = inst.llmk_before {
-            let after = llmk_matmuls(reg);
-            s.llmk_matmuls = Some(after - before);
-        }
-        scores.push(s);
-    }
-    let m = ours.as_ref().or(ggml.as_ref()).unwrap();
+    let scores = instances
+        .into_iter()
+        .map(|inst| Score {
+            llmk_matmuls: inst
+                .llmk_before
+                .map(|before| llmk_matmuls(models.reg) - before),
+            ..inst.score
+        })
+        .collect();
+    let m = models.ours.as_ref().or(models.ggml.as_ref()).unwrap();
     let (size_bytes, params) = m.size_and_params();
     Ok(Report {
         model: o.model.display().to_string(),
@@ -446,7 +543,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         params,
         ctx: o.ctx,
         chunks,
-        chunks_available,
+        chunks_available: text.chunks_available,
         threads: o.threads,
         scores,
         divergences,

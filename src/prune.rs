@@ -243,6 +243,115 @@ fn encode(format: OutFormat, x: &[f32], rows: usize, k: usize) -> Vec<u8> {
     out
 }
 
+/// The activation norms Wanda scores with (none for magnitude pruning).
+fn wanda_norms(o: &Options) -> Result<Option<BTreeMap<String, Vec<f32>>>, String> {
+    match (o.method, &o.calibration) {
+        (Method::Wanda, None) => {
+            Err("--method wanda needs calibration text (--calib FILE) or --imatrix FILE".into())
+        }
+        (Method::Wanda, Some(c)) => Ok(Some(activation_norms(c, &o.input, o.threads)?)),
+        (Method::Magnitude, _) => Ok(None),
+    }
+}
+
+/// What pruning a matrix needs beyond its values: Wanda's norms, the
+/// calibration inputs for reconstruction, and the factors of the current
+/// layer's input Hessians (U, the upper Cholesky factor of H⁻¹, per input
+/// group, kept for one layer).
+struct Pruner<'a> {
+    norms: Option<&'a BTreeMap<String, Vec<f32>>>,
+    inputs: Option<&'a reconstruct::Inputs>,
+    factors: BTreeMap<String, Vec<f32>>,
+}
+
+impl Pruner<'_> {
+    /// Prunes `x` (`rows` rows of `k`) 2:4 in place, and with calibration
+    /// inputs reconstructs the kept weights.
+    fn prune(&mut self, name: &str, x: &mut Vec<f32>, rows: usize, k: usize) -> Result<(), String> {
+        let norms_row: Option<&Vec<f32>> = match self.norms {
+            None => None,
+            Some(norms) => {
+                let nm = norms.get(name).ok_or_else(|| {
+                    format!("{name}: no activation statistics for it in the calibration")
+                })?;
+                if nm.len() != k {
+                    return Err(format!(
+                        "{name}: calibration has {} channels, the matrix {k}",
+                        nm.len()
+                    ));
+                }
+                Some(nm)
+            }
+        };
+        let score = |j: usize, w: f32| match norms_row {
+            None => w.abs(),
+            Some(nm) => w.abs() * nm[j],
+        };
+        let Some(inputs) = self.inputs else {
+            for row in x.chunks_mut(k) {
+                prune_row_2_4(row, score);
+            }
+            return Ok(());
+        };
+        let key = reconstruct::input_key(name);
+        let u = self.factor(name, &key, inputs, k)?;
+        let keep: Vec<bool> = x
+            .chunks(k)
+            .flat_map(|row| mask_row_2_4(row, score))
+            .collect();
+        let dense = std::env::var_os("LLMKERNEL_RECONSTRUCT_DEBUG").map(|_| x.clone());
+        reconstruct::reconstruct(x, &keep, rows, k, u);
+        if let Some(dense) = dense {
+            let (xs, _) = &inputs.x[&key];
+            let h = reconstruct::hessian(xs, xs.len() / k, k);
+            let plain: Vec<f32> = dense
+                .iter()
+                .zip(&keep)
+                .map(|(w, kp)| if *kp { 0.0 } else { -*w })
+                .collect();
+            let rec: Vec<f32> = x.iter().zip(&dense).map(|(a, b)| a - b).collect();
+            eprintln!(
+                "reconstruct: {name}: calibration output error {:.4e} -> {:.4e}",
+                reconstruct::output_error(&plain, rows, k, &h),
+                reconstruct::output_error(&rec, rows, k, &h)
+            );
+        }
+        eprintln!("reconstruct: {name}");
+        Ok(())
+    }
+
+    /// The factor of input group `key` (computed once per layer).
+    fn factor(
+        &mut self,
+        name: &str,
+        key: &str,
+        inputs: &reconstruct::Inputs,
+        k: usize,
+    ) -> Result<&Vec<f32>, String> {
+        let layer = name.split('.').take(2).collect::<Vec<_>>().join(".");
+        self.factors
+            .retain(|k, _| k.starts_with(&format!("{layer}.")));
+        if !self.factors.contains_key(key) {
+            let (xs, xk) = inputs
+                .x
+                .get(key)
+                .ok_or_else(|| format!("{name}: no calibration inputs reached it"))?;
+            if *xk != k {
+                return Err(format!("{name}: inputs of {xk} values, matrix of {k}"));
+            }
+            let h = reconstruct::hessian(xs, xs.len() / k, k);
+            let u =
+                reconstruct::inverse_cholesky_upper(&h, k).map_err(|e| format!("{name}: {e}"))?;
+            self.factors.insert(key.to_string(), u);
+        }
+        Ok(&self.factors[key])
+    }
+}
+
+/// A tensor of the output: name, the input tensor it replaces (its shape),
+/// its bytes and type.
+type Encoded = (CString, *mut ffi::ggml_tensor, Vec<u8>, ffi::ggml_type);
+
 pub fn prune(o: &Options) -> Result<Report, String> {
     if o.input == o.output {
         return Err("the output must be another file than the input".into());
@@ -250,15 +359,7 @@ pub fn prune(o: &Options) -> Result<Report, String> {
     if !o.input.is_file() {
         return Err(format!("{}: no such file", o.input.display()));
     }
-    let norms = match (o.method, &o.calibration) {
-        (Method::Wanda, None) => {
-            return Err(
-                "--method wanda needs calibration text (--calib FILE) or --imatrix FILE".into(),
-            )
-        }
-        (Method::Wanda, Some(c)) => Some(activation_norms(c, &o.input, o.threads)?),
-        (Method::Magnitude, _) => None,
-    };
+    let norms = wanda_norms(o)?;
     let inputs = match &o.reconstruct {
         Some(r) => Some(reconstruct::collect(
             &o.input,
@@ -270,172 +371,130 @@ pub fn prune(o: &Options) -> Result<Report, String> {
         )?),
         None => None,
     };
-    // U (upper Cholesky factor of H⁻¹) per input group, kept for one layer.
-    let mut factors: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut pruner = Pruner {
+        norms: norms.as_ref(),
+        inputs: inputs.as_ref(),
+        factors: BTreeMap::new(),
+    };
     crate::ggml::init();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let targets = Regex::new(DEFAULT_TARGETS).expect("valid regex");
     let file = crate::ggml::GgufFile::open(&o.input, true)?;
     let (src, data_ctx) = (file.gguf, file.ctx);
-    // SAFETY: gguf/ggml calls on contexts made and freed here (the input's
-    // with `file`); tensor data is read and written within each tensor's size.
+    let mut encoded: Vec<Encoded> = Vec::new();
+    let mut report = Report {
+        pruned: vec![],
+        dense: vec![],
+    };
+    // SAFETY: gguf/ggml calls on the input's contexts (alive with `file`);
+    // tensor data is read within each tensor's size.
+    let n = unsafe { ffi::gguf_get_n_tensors(src) };
+    for i in 0..n {
+        // SAFETY: as above; i < n.
+        let (cname, t) = unsafe {
+            let cname = CStr::from_ptr(ffi::gguf_get_tensor_name(src, i)).to_owned();
+            let t = ffi::ggml_get_tensor(data_ctx, cname.as_ptr());
+            (cname, t)
+        };
+        let name = cname.to_string_lossy().into_owned();
+        if t.is_null() {
+            return Err(format!("{name}: listed but not loaded"));
+        }
+        // SAFETY: a live tensor of the input.
+        let (k, rows, dims, ty) = unsafe {
+            (
+                (*t).ne[0] as usize,
+                ((*t).ne[1] * (*t).ne[2] * (*t).ne[3]) as usize,
+                ffi::ggml_n_dims(t),
+                (*t).type_,
+            )
+        };
+        if dims < 2 || k == 0 || k % 32 != 0 {
+            // SAFETY: the tensor's data spans ggml_nbytes bytes.
+            let v = unsafe {
+                std::slice::from_raw_parts((*t).data as *const u8, ffi::ggml_nbytes(t)).to_vec()
+            };
+            encoded.push((cname, t, v, ty));
+            continue;
+        }
+        // SAFETY: a live, allocated tensor of the input.
+        let mut x = unsafe { to_f32(t)? };
+        if targets.is_match(&name) && !o.skip.as_ref().is_some_and(|s| s.is_match(&name)) {
+            pruner.prune(&name, &mut x, rows, k)?;
+            report.pruned.push(name.clone());
+        } else {
+            report.dense.push(name.clone());
+        }
+        let v = encode(o.format, &x, rows, k);
+        encoded.push((cname, t, v, o.format.ggml_type()));
+        if progress {
+            eprint!("\rprune: {}/{n} {name:50}", i + 1);
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    // SAFETY: src and the tensors in `encoded` are the input's, alive with `file`.
+    unsafe { write_pruned(o, src, &encoded, &report)? };
+    Ok(report)
+}
+
+/// Writes the output GGUF: the input's metadata, `encoded`'s tensors (same
+/// names and shapes, new types), and which tensors were pruned by which method.
+///
+/// # Safety
+/// `src` and the tensors of `encoded` are live.
+unsafe fn write_pruned(
+    o: &Options,
+    src: *mut ffi::gguf_context,
+    encoded: &[Encoded],
+    report: &Report,
+) -> Result<(), String> {
+    let dst = CString::new(o.output.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let names: Vec<CString> = report
+        .pruned
+        .iter()
+        .map(|n| CString::new(n.as_str()).unwrap())
+        .collect();
+    let ptrs: Vec<*const std::ffi::c_char> = names.iter().map(|n| n.as_ptr()).collect();
+    let (sparse_key, method_key) = (
+        CString::new(SPARSE_KEY).unwrap(),
+        CString::new(METHOD_KEY).unwrap(),
+    );
+    let method = CString::new(o.method.name()).unwrap();
+    // SAFETY: gguf/ggml calls on contexts made and freed here and on the
+    // caller's live src and tensors; the tensor data outlives the write.
     unsafe {
         let out = ffi::gguf_init_empty();
         ffi::gguf_set_kv(out, src);
         ffi::gguf_set_val_u32(out, c"general.file_type".as_ptr(), o.format.file_type());
-        let n = ffi::gguf_get_n_tensors(src);
-        let mut encoded: Vec<(CString, *mut ffi::ggml_tensor, Vec<u8>, ffi::ggml_type)> =
-            Vec::new();
-        let mut report = Report {
-            pruned: vec![],
-            dense: vec![],
-        };
-        let result = (|| -> Result<(), String> {
-            for i in 0..n {
-                let cname = CStr::from_ptr(ffi::gguf_get_tensor_name(src, i)).to_owned();
-                let name = cname.to_string_lossy().into_owned();
-                let t = ffi::ggml_get_tensor(data_ctx, cname.as_ptr());
-                if t.is_null() {
-                    return Err(format!("{name}: listed but not loaded"));
-                }
-                let (k, rows) = (
-                    (*t).ne[0] as usize,
-                    ((*t).ne[1] * (*t).ne[2] * (*t).ne[3]) as usize,
-                );
-                let matrix = ffi::ggml_n_dims(t) >= 2 && k % 32 == 0;
-                if !matrix {
-                    let bytes = ffi::ggml_nbytes(t);
-                    let v = std::slice::from_raw_parts((*t).data as *const u8, bytes).to_vec();
-                    encoded.push((cname, t, v, (*t).type_));
-                    continue;
-                }
-                let mut x = to_f32(t)?;
-                let prune_it =
-                    targets.is_match(&name) && !o.skip.as_ref().is_some_and(|s| s.is_match(&name));
-                if prune_it {
-                    let norms_row: Option<&Vec<f32>> = match &norms {
-                        None => None,
-                        Some(norms) => {
-                            let nm = norms.get(&name).ok_or_else(|| {
-                                format!(
-                                    "{name}: no activation statistics for it in the calibration"
-                                )
-                            })?;
-                            if nm.len() != k {
-                                return Err(format!(
-                                    "{name}: calibration has {} channels, the matrix {k}",
-                                    nm.len()
-                                ));
-                            }
-                            Some(nm)
-                        }
-                    };
-                    let score = |j: usize, w: f32| match norms_row {
-                        None => w.abs(),
-                        Some(nm) => w.abs() * nm[j],
-                    };
-                    match &inputs {
-                        None => {
-                            for row in x.chunks_mut(k) {
-                                prune_row_2_4(row, score);
-                            }
-                        }
-                        Some(inputs) => {
-                            let key = reconstruct::input_key(&name);
-                            let layer = name.split('.').take(2).collect::<Vec<_>>().join(".");
-                            factors.retain(|k, _| k.starts_with(&format!("{layer}.")));
-                            if !factors.contains_key(&key) {
-                                let (xs, xk) = inputs.x.get(&key).ok_or_else(|| {
-                                    format!("{name}: no calibration inputs reached it")
-                                })?;
-                                if *xk != k {
-                                    return Err(format!(
-                                        "{name}: inputs of {xk} values, matrix of {k}"
-                                    ));
-                                }
-                                let h = reconstruct::hessian(xs, xs.len() / k, k);
-                                let u = reconstruct::inverse_cholesky_upper(&h, k)
-                                    .map_err(|e| format!("{name}: {e}"))?;
-                                factors.insert(key.clone(), u);
-                            }
-                            let keep: Vec<bool> = x
-                                .chunks(k)
-                                .flat_map(|row| mask_row_2_4(row, score))
-                                .collect();
-                            let dense =
-                                std::env::var_os("LLMKERNEL_RECONSTRUCT_DEBUG").map(|_| x.clone());
-                            reconstruct::reconstruct(&mut x, &keep, rows, k, &factors[&key]);
-                            if let Some(dense) = dense {
-                                let (xs, _) = &inputs.x[&key];
-                                let h = reconstruct::hessian(xs, xs.len() / k, k);
-                                let plain: Vec<f32> = dense
-                                    .iter()
-                                    .zip(&keep)
-                                    .map(|(w, kp)| if *kp { 0.0 } else { -*w })
-                                    .collect();
-                                let rec: Vec<f32> =
-                                    x.iter().zip(&dense).map(|(a, b)| a - b).collect();
-                                eprintln!(
-                                    "reconstruct: {name}: calibration output error {:.4e} -> {:.4e}",
-                                    reconstruct::output_error(&plain, rows, k, &h),
-                                    reconstruct::output_error(&rec, rows, k, &h)
-                                );
-                            }
-                            eprintln!("reconstruct: {name}");
-                        }
-                    }
-                    report.pruned.push(name.clone());
-                } else {
-                    report.dense.push(name.clone());
-                }
-                let v = encode(o.format, &x, rows, k);
-                encoded.push((cname, t, v, o.format.ggml_type()));
-                if progress {
-                    eprint!("\rprune: {}/{n} {name:50}", i + 1);
-                }
-            }
-            Ok(())
-        })();
-        if progress {
-            eprintln!();
-        }
-        if let Err(e) = result {
-            ffi::gguf_free(out);
-            return Err(e);
-        }
-        // New tensors (same names and shapes, new types) in a metadata-only context.
+        // The new tensors in a metadata-only context.
         let meta = ffi::ggml_init(ffi::ggml_init_params {
             mem_size: encoded.len() * (ffi::ggml_tensor_overhead() + 64) + 4096,
             mem_buffer: std::ptr::null_mut(),
             no_alloc: true,
         });
-        for (name, t, data, ty) in &encoded {
+        for (name, t, data, ty) in encoded {
             let nt = ffi::ggml_new_tensor(meta, *ty, ffi::ggml_n_dims(*t), (**t).ne.as_ptr());
             ffi::ggml_set_name(nt, name.as_ptr());
             ffi::gguf_add_tensor(out, nt);
             ffi::gguf_set_tensor_data(out, name.as_ptr(), data.as_ptr() as *const _);
         }
-        let names: Vec<CString> = report
-            .pruned
-            .iter()
-            .map(|n| CString::new(n.as_str()).unwrap())
-            .collect();
-        let ptrs: Vec<*const std::ffi::c_char> = names.iter().map(|n| n.as_ptr()).collect();
-        let key = CString::new(SPARSE_KEY).unwrap();
-        ffi::gguf_set_arr_str(out, key.as_ptr(), ptrs.as_ptr() as *mut _, ptrs.len());
-        let key = CString::new(METHOD_KEY).unwrap();
-        let method = CString::new(o.method.name()).unwrap();
-        ffi::gguf_set_val_str(out, key.as_ptr(), method.as_ptr());
-        let dst =
-            CString::new(o.output.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        ffi::gguf_set_arr_str(
+            out,
+            sparse_key.as_ptr(),
+            ptrs.as_ptr() as *mut _,
+            ptrs.len(),
+        );
+        ffi::gguf_set_val_str(out, method_key.as_ptr(), method.as_ptr());
         let ok = ffi::gguf_write_to_file(out, dst.as_ptr(), false);
         ffi::gguf_free(out);
         ffi::ggml_free(meta);
         if !ok {
             return Err(format!("cannot write {}", o.output.display()));
         }
-        Ok(report)
     }
+    Ok(())
 }
 
 /// The names listed as 2:4 sparse in a GGUF file's metadata (empty if none).

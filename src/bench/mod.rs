@@ -155,13 +155,13 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
         );
         println!();
         println!(
-            "{:<5} {:>6} {:>6} {:>5} {:>3} {:<28} {:<10} {:>9} {:>9} {:>7} {:>7} {:>6} {:>8} {:>9}{}",
+            "{:<5} {:>6} {:>6} {:>5} {:>3} {:<32} {:<10} {:>9} {:>9} {:>7} {:>7} {:>6} {:>8} {:>9}{}",
             "fmt",
             "M",
             "K",
             "batch",
             "thr",
-            "ours (kernel/isa)",
+            "ours (kernel_tile_isa)",
             "ggml buf",
             "ggml ms",
             "ours ms",
@@ -261,6 +261,143 @@ fn select<B: Kernels>(isa: Option<Isa>) -> Result<Config<B>, String> {
     }
 }
 
+/// One shape's weights, quantized by ggml once, in every layout a case runs.
+struct Weights<X, D> {
+    m: usize,
+    k: usize,
+    /// ggml's blocks (GGUF layout), as bytes: what ggml and our GGUF-layout kernels read.
+    gguf: Vec<u8>,
+    /// With `--sparse`: the 2:4 blocks, interleaved by four rows.
+    sparse: Option<Vec<X>>,
+    /// For Q4_0 / Q8_0: the rows interleaved by four, as the plugin repacks them for decode.
+    dense_x4: Option<Vec<D>>,
+}
+
+impl<X: X4Kernels, D: X4Kernels> Weights<X, D> {
+    /// Random weights of `m x k` (pruned 2:4 by magnitude first when `pack`
+    /// is given) quantized with ggml's quantizer.
+    fn new<B: Kernels>(
+        format: Format,
+        (m, k): (usize, usize),
+        rng: &mut Rng,
+        threads: usize,
+        pack: Option<Pack<B, X::Row>>,
+    ) -> Result<Self, String> {
+        let mut w = rng.activations(m * k);
+        if pack.is_some() {
+            crate::prune::prune_row_2_4(&mut w, |_, v| v.abs());
+        }
+        let gguf = ggml_mm::quantize(format, &w, m, k, threads)?;
+        let sparse = match pack {
+            Some(pack) => {
+                let dense: Vec<B> = bytemuck::pod_collect_to_vec(&gguf);
+                let rows = pack(&dense).map_err(|e| format!("{format} {m}x{k}: {e}"))?;
+                Some(sparse_x4::interleave(&rows, m, k).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        let interleave_dense =
+            D::FORMAT == format && std::mem::size_of::<D::Row>() == std::mem::size_of::<B>();
+        let dense_x4 = if interleave_dense {
+            let rows: Vec<D::Row> = bytemuck::pod_collect_to_vec(&gguf);
+            Some(sparse_x4::interleave(&rows, m, k).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        Ok(Weights {
+            m,
+            k,
+            gguf,
+            sparse,
+            dense_x4,
+        })
+    }
+
+    /// The bytes "ours" streams: the 2:4 layout's with `--sparse`, else GGUF's.
+    fn stored_bytes(&self) -> usize {
+        match &self.sparse {
+            Some(s) => std::mem::size_of_val(s.as_slice()),
+            None => self.gguf.len(),
+        }
+    }
+}
+
+/// `copies` copies of a shape's weights for one batch: batch 1 rotates over
+/// copies totalling at least 4x the last-level cache, so decode is measured
+/// from DRAM.
+struct Copies<B, X, D> {
+    gguf: Vec<Vec<B>>,
+    sparse: Vec<Vec<X>>,
+    /// Only for batches below [`MIN_COLS`] (larger ones run the panel GEMM on GGUF's layout).
+    dense_x4: Vec<Vec<D>>,
+}
+
+impl<B: Kernels, X: X4Kernels, D: X4Kernels> Copies<B, X, D> {
+    fn new(w: &Weights<X, D>, copies: usize, n: usize) -> Self {
+        let gguf = (0..copies)
+            .map(|_| {
+                let mut v = vec![B::zeroed(); w.gguf.len() / std::mem::size_of::<B>()];
+                bytemuck::cast_slice_mut::<B, u8>(&mut v).copy_from_slice(&w.gguf);
+                v
+            })
+            .collect();
+        Copies {
+            gguf,
+            sparse: repeat(w.sparse.as_ref(), copies),
+            dense_x4: repeat(w.dense_x4.as_ref().filter(|_| n < MIN_COLS), copies),
+        }
+    }
+}
+
+/// `copies` clones of `v`, or none.
+fn repeat<T: Clone>(v: Option<&Vec<T>>, copies: usize) -> Vec<Vec<T>> {
+    v.map_or_else(Vec::new, |v| (0..copies).map(|_| v.clone()).collect())
+}
+
+/// Matrices over every copy of one layout.
+fn matrices<'a, T, M>(
+    copies: &'a [Vec<T>],
+    new: impl Fn(&'a [T]) -> llmkernel_kernels::Result<M>,
+) -> Result<Vec<M>, String> {
+    copies
+        .iter()
+        .map(|v| new(v))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())
+}
+
+/// `sum (got - want)^2` and `sum want^2`: the NMSE's numerator and denominator.
+fn squared_error(want: &[f32], got: &[f32]) -> (f64, f64) {
+    want.iter().zip(got).fold((0f64, 0f64), |(a, b), (&w, &g)| {
+        (a + (g as f64 - w as f64).powi(2), b + (w as f64).powi(2))
+    })
+}
+
+/// Per-copy seconds of `reps` interleaved runs of each of `runs` (ggml,
+/// ours, and our 2:4 form where there is one), each after a pause: each
+/// side's idle worker threads spin for a while after a run (libgomp's),
+/// stealing cores from the other side's next run.
+fn time_interleaved(
+    reps: usize,
+    copies: usize,
+    runs: &mut [&mut dyn FnMut() -> Result<(), String>],
+) -> Result<Vec<Vec<f64>>, String> {
+    let settle_ms = std::env::var("LLMKERNEL_BENCH_SETTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SETTLE_MS);
+    let mut times = vec![Vec::new(); runs.len()];
+    for _ in 0..reps.max(1) {
+        for (run, t) in runs.iter_mut().zip(&mut times) {
+            std::thread::sleep(std::time::Duration::from_millis(settle_ms));
+            let s = Instant::now();
+            run()?;
+            t.push(s.elapsed().as_secs_f64() / copies as f64);
+        }
+    }
+    Ok(times)
+}
+
 /// Benches format `B` against ggml; with `pack`, also its 2:4 sparse form,
 /// interleaved by four rows as `X` (then "ours" is the 2:4 matmul and
 /// `dense_ms` our dense one). For Q4_0 and Q8_0 our dense decode (batches
@@ -273,74 +410,18 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
     cases: &mut Vec<Case>,
     pack: Option<Pack<B, X::Row>>,
 ) -> Result<(), String> {
-    let kernel: Config<B> = select(opts.isa)?;
-    let skernel: Config<X::Row> = select(opts.isa)?;
-    let dkernel: Config<D::Row> = select(opts.isa)?;
-    let interleave_dense =
-        D::FORMAT == format && std::mem::size_of::<D::Row>() == std::mem::size_of::<B>();
     let max_threads = opts.threads.iter().copied().max().unwrap_or(1);
     let mut rng = Rng::new(42);
     for &(m, k) in &opts.shapes {
         eprintln!("{format} {m}x{k}: quantizing random weights with ggml's quantizer...");
-        let wq = {
-            let mut w = rng.activations(m * k);
-            if pack.is_some() {
-                crate::prune::prune_row_2_4(&mut w, |_, v| v.abs());
-            }
-            ggml_mm::quantize(format, &w, m, k, max_threads)?
-        };
-        let sparse_w: Option<Vec<X>> = match pack {
-            Some(pack) => {
-                let dense: Vec<B> = bytemuck::pod_collect_to_vec(&wq);
-                let rows = pack(&dense).map_err(|e| format!("{format} {m}x{k}: {e}"))?;
-                Some(sparse_x4::interleave(&rows, m, k).map_err(|e| e.to_string())?)
-            }
-            None => None,
-        };
-        let stored_bytes = match &sparse_w {
-            Some(s) => std::mem::size_of_val(s.as_slice()),
-            None => wq.len(),
-        };
+        let w = Weights::<X, D>::new::<B>(format, (m, k), &mut rng, max_threads, pack)?;
         for &n in &opts.batches {
             let copies = if n == 1 {
-                (4 * llc_bytes()).div_ceil(stored_bytes).max(1)
+                (4 * llc_bytes()).div_ceil(w.stored_bytes()).max(1)
             } else {
                 1
             };
-            let ours_w: Vec<Vec<B>> = (0..copies)
-                .map(|_| {
-                    let mut v = vec![B::zeroed(); wq.len() / std::mem::size_of::<B>()];
-                    bytemuck::cast_slice_mut::<B, u8>(&mut v).copy_from_slice(&wq);
-                    v
-                })
-                .collect();
-            let ggml_w: Vec<&[u8]> = ours_w.iter().map(|v| bytemuck::cast_slice(v)).collect();
-            let qms: Vec<QMatrix<B>> = ours_w
-                .iter()
-                .map(|v| QMatrix::new(v, m, k))
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
-            let sparse_copies: Vec<Vec<X>> = match &sparse_w {
-                Some(s) => (0..copies).map(|_| s.clone()).collect(),
-                None => Vec::new(),
-            };
-            let sqms: Vec<X4Matrix<X>> = sparse_copies
-                .iter()
-                .map(|v| X4Matrix::new(v, m, k))
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
-            let dense_copies: Vec<Vec<D>> = if interleave_dense && n < MIN_COLS {
-                let rows: Vec<D::Row> = bytemuck::pod_collect_to_vec(&wq);
-                let x4: Vec<D> = sparse_x4::interleave(&rows, m, k).map_err(|e| e.to_string())?;
-                (0..copies).map(|_| x4.clone()).collect()
-            } else {
-                Vec::new()
-            };
-            let dqms: Vec<X4Matrix<D>> = dense_copies
-                .iter()
-                .map(|v| X4Matrix::new(v, m, k))
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
+            let c = Copies::<B, X, D>::new(&w, copies, n);
             let x = rng.activations(n * k);
             // Highest thread count first: after a 1-thread ggml backend, a 2-thread one
             // in the same process ran up to 2x slower here (libgomp team change; see
@@ -352,116 +433,7 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
                     "\r{format} {m}x{k} batch {n} threads {t}: {copies} weight cop{}...   ",
                     if copies > 1 { "ies" } else { "y" }
                 );
-                let mut g = GgmlMatMul::new(format, m, k, n, &ggml_w, t)?;
-                // Our matmuls run on the OpenMP team ggml's run uses, as the LLMK
-                // backend does inside llama.cpp: both sides get the same threads.
-                // SAFETY: omp() is this process's libgomp, linked in.
-                let team = unsafe { OmpTeam::new(crate::backend::omp(), t) };
-                g.set_input(&x);
-                let mut y = vec![0f32; n * m];
-                let ours = |y: &mut [f32]| -> Result<(), String> {
-                    for qm in &dqms {
-                        matmul_x4_on(qm, &x, n, y, &dkernel, &team).map_err(|e| e.to_string())?;
-                    }
-                    if dqms.is_empty() {
-                        for qm in &qms {
-                            matmul_on(qm, &x, n, y, &kernel, &team).map_err(|e| e.to_string())?;
-                        }
-                    }
-                    Ok(())
-                };
-                let ours_sparse = |y: &mut [f32]| -> Result<(), String> {
-                    for qm in &sqms {
-                        matmul_x4_on(qm, &x, n, y, &skernel, &team).map_err(|e| e.to_string())?;
-                    }
-                    Ok(())
-                };
-                // Warm-up: page in, build ggml's work buffer and threads.
-                g.compute()?;
-                ours(&mut y)?;
-                ours_sparse(&mut y)?;
-                let (mut tg, mut to, mut ts) = (Vec::new(), Vec::new(), Vec::new());
-                // Each side's idle worker threads spin for a while after a run (libgomp
-                // for ggml, rayon for us), stealing cores from the other side's next run:
-                // let them settle first.
-                let settle_ms = std::env::var("LLMKERNEL_BENCH_SETTLE_MS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(SETTLE_MS);
-                let settle = || std::thread::sleep(std::time::Duration::from_millis(settle_ms));
-                for _ in 0..opts.reps.max(1) {
-                    settle();
-                    let s = Instant::now();
-                    g.compute()?;
-                    tg.push(s.elapsed().as_secs_f64() / copies as f64);
-                    settle();
-                    let s = Instant::now();
-                    ours(&mut y)?;
-                    to.push(s.elapsed().as_secs_f64() / copies as f64);
-                    if !sqms.is_empty() {
-                        settle();
-                        let s = Instant::now();
-                        ours_sparse(&mut y)?;
-                        ts.push(s.elapsed().as_secs_f64() / copies as f64);
-                    }
-                }
-                let reference = g.output(0);
-                let mut dense_ms = None;
-                if let Some(sqm) = sqms.first() {
-                    // Sparse and dense sum the same integers; only the float
-                    // summation order may differ (the interleaved GEMV splits
-                    // each row over eight lanes).
-                    let mut yd = vec![0f32; n * m];
-                    matmul_on(&qms[0], &x, n, &mut yd, &kernel, &team)
-                        .map_err(|e| e.to_string())?;
-                    matmul_x4_on(sqm, &x, n, &mut y, &skernel, &team).map_err(|e| e.to_string())?;
-                    let (num, den) = y.iter().zip(&yd).fold((0f64, 0f64), |(a, b), (&s, &d)| {
-                        (a + (s as f64 - d as f64).powi(2), b + (d as f64).powi(2))
-                    });
-                    if !(num <= 1e-10 * den) {
-                        return Err(format!(
-                            "{format} {m}x{k} batch {n}: the 2:4 output differs from the dense one by NMSE {:e}",
-                            num / den
-                        ));
-                    }
-                    dense_ms = Some(median(std::mem::take(&mut to)) * 1e3);
-                    to = ts;
-                } else {
-                    ours(&mut y)?;
-                }
-                let (num, den) = reference
-                    .iter()
-                    .zip(&y)
-                    .fold((0f64, 0f64), |(a, b), (&r, &o)| {
-                        (a + (o as f64 - r as f64).powi(2), b + (r as f64).powi(2))
-                    });
-                let (ggml_s, ours_s) = (median(tg), median(to));
-                let bytes = stored_bytes as f64;
-                let used = if dense_ms.is_some() {
-                    x4_kernel_used::<X>(&skernel, n)
-                } else if !dqms.is_empty() {
-                    x4_kernel_used::<D>(&dkernel, n)
-                } else {
-                    kernel.kernel_used(n)
-                };
-                let case = Case {
-                    format,
-                    m,
-                    k,
-                    batch: n,
-                    threads: t,
-                    kernel: used.0.to_string(),
-                    isa: used.1,
-                    ggml_buffer: g.weight_buffer.clone(),
-                    copies,
-                    ggml_ms: ggml_s * 1e3,
-                    ours_ms: ours_s * 1e3,
-                    gbps: bytes / ours_s / 1e9,
-                    bw_frac: bytes / ours_s / 1e9 / bw_gbps,
-                    gflops: 2.0 * (m * n * k) as f64 / ours_s / 1e9,
-                    nmse: if den > 0.0 { num / den } else { num },
-                    dense_ms,
-                };
+                let case = run_case(format, opts, &w, &c, &x, (n, t), bw_gbps)?;
                 eprint!("\r{:70}\r", "");
                 if opts.json {
                     println!("{}", case.json());
@@ -475,6 +447,112 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
     Ok(())
 }
 
+/// One case: batch `n` on `t` threads, ggml and ours interleaved.
+fn run_case<B: Kernels, X: X4Kernels, D: X4Kernels>(
+    format: Format,
+    opts: &Options,
+    w: &Weights<X, D>,
+    c: &Copies<B, X, D>,
+    x: &[f32],
+    (n, t): (usize, usize),
+    bw_gbps: f64,
+) -> Result<Case, String> {
+    let (m, k, copies) = (w.m, w.k, c.gguf.len());
+    let config: Config<B> = select(opts.isa)?;
+    let sconfig: Config<X::Row> = select(opts.isa)?;
+    let dconfig: Config<D::Row> = select(opts.isa)?;
+    let qms = matrices(&c.gguf, |v| QMatrix::new(v, m, k))?;
+    let sqms = matrices(&c.sparse, |v| X4Matrix::new(v, m, k))?;
+    let dqms = matrices(&c.dense_x4, |v| X4Matrix::new(v, m, k))?;
+    let ggml_w: Vec<&[u8]> = c.gguf.iter().map(|v| bytemuck::cast_slice(v)).collect();
+    let mut g = GgmlMatMul::new(format, m, k, n, &ggml_w, t)?;
+    // Our matmuls run on the OpenMP team ggml's run uses, as the LLMK
+    // backend does inside llama.cpp: both sides get the same threads.
+    // SAFETY: omp() is this process's libgomp, linked in.
+    let team = unsafe { OmpTeam::new(crate::backend::omp(), t) };
+    g.set_input(x);
+    let mut y = vec![0f32; n * m];
+    let ours = |y: &mut [f32]| -> Result<(), String> {
+        for qm in &dqms {
+            matmul_x4_on(qm, x, n, y, &dconfig, &team).map_err(|e| e.to_string())?;
+        }
+        if dqms.is_empty() {
+            for qm in &qms {
+                matmul_on(qm, x, n, y, &config, &team).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    };
+    let ours_sparse = |y: &mut [f32]| -> Result<(), String> {
+        for qm in &sqms {
+            matmul_x4_on(qm, x, n, y, &sconfig, &team).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    // Warm-up: page in, build ggml's work buffer and threads.
+    g.compute()?;
+    ours(&mut y)?;
+    ours_sparse(&mut y)?;
+    let times = {
+        let mut ys = vec![0f32; n * m];
+        let (mut run_g, mut run_o) = (|| g.compute(), || ours(&mut y));
+        let mut run_s = || ours_sparse(&mut ys);
+        let mut runs: Vec<&mut dyn FnMut() -> Result<(), String>> = vec![&mut run_g, &mut run_o];
+        if !sqms.is_empty() {
+            runs.push(&mut run_s);
+        }
+        time_interleaved(opts.reps, copies, &mut runs)?
+    };
+    let reference = g.output(0);
+    let (mut ours_times, mut dense_ms) = (times[1].clone(), None);
+    if let Some(sqm) = sqms.first() {
+        // Sparse and dense sum the same integers; only the float summation
+        // order may differ (the interleaved GEMV splits each row over eight lanes).
+        let mut yd = vec![0f32; n * m];
+        matmul_on(&qms[0], x, n, &mut yd, &config, &team).map_err(|e| e.to_string())?;
+        matmul_x4_on(sqm, x, n, &mut y, &sconfig, &team).map_err(|e| e.to_string())?;
+        let (num, den) = squared_error(&yd, &y);
+        if !(num <= 1e-10 * den) {
+            return Err(format!(
+                "{format} {m}x{k} batch {n}: the 2:4 output differs from the dense one by NMSE {:e}",
+                num / den
+            ));
+        }
+        dense_ms = Some(median(ours_times) * 1e3);
+        ours_times = times[2].clone();
+    } else {
+        ours(&mut y)?;
+    }
+    let (num, den) = squared_error(&reference, &y);
+    let (ggml_s, ours_s) = (median(times[0].clone()), median(ours_times));
+    let bytes = w.stored_bytes() as f64;
+    let used = if dense_ms.is_some() {
+        x4_kernel_used::<X>(&sconfig, n)
+    } else if !dqms.is_empty() {
+        x4_kernel_used::<D>(&dconfig, n)
+    } else {
+        config.kernel_used(n)
+    };
+    Ok(Case {
+        format,
+        m,
+        k,
+        batch: n,
+        threads: t,
+        kernel: used.0.to_string(),
+        isa: used.1,
+        ggml_buffer: g.weight_buffer.clone(),
+        copies,
+        ggml_ms: ggml_s * 1e3,
+        ours_ms: ours_s * 1e3,
+        gbps: bytes / ours_s / 1e9,
+        bw_frac: bytes / ours_s / 1e9 / bw_gbps,
+        gflops: 2.0 * (m * n * k) as f64 / ours_s / 1e9,
+        nmse: if den > 0.0 { num / den } else { num },
+        dense_ms,
+    })
+}
+
 fn row(c: &Case) -> String {
     let mut s = String::new();
     let format = match c.dense_ms {
@@ -483,13 +561,13 @@ fn row(c: &Case) -> String {
     };
     write!(
         s,
-        "{:<5} {:>6} {:>6} {:>5} {:>3} {:<28} {:<10} {:>9.3} {:>9.3} {:>6.2}x {:>7.1} {:>5.0}% {:>8.1} {:>9.2e}",
+        "{:<5} {:>6} {:>6} {:>5} {:>3} {:<32} {:<10} {:>9.3} {:>9.3} {:>6.2}x {:>7.1} {:>5.0}% {:>8.1} {:>9.2e}",
         format.name(),
         c.m,
         c.k,
         c.batch,
         c.threads,
-        format!("{}/{}", c.kernel, c.isa),
+        c.kernel,
         c.ggml_buffer,
         c.ggml_ms,
         c.ours_ms,
