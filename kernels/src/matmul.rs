@@ -5,9 +5,8 @@
 use crate::error::Error;
 use crate::formats::sparse_x4::{X4Block, GROUP};
 use crate::formats::{BlockQ8_0, QuantBlock};
-use crate::isa::Isa;
 use crate::panel::{pack_columns, ColBlock, Shape, Tile, Unpacked, COLS, PANEL_ROWS, ROWS};
-use crate::table::{Config, Kernels, PanelKernel, QuantKernel, X4Kernels};
+use crate::table::{check_cpu, Config, Kernels, PanelKernel, QuantKernel, X4Kernels};
 use crate::Result;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -240,7 +239,7 @@ pub fn matmul_quantized_on<B: Kernels>(
     if n == 0 || m == 0 {
         return Ok(());
     }
-    check_isa(kernel.name(), kernel.isa())?;
+    check_cpu(kernel.name(), kernel.isa())?;
     if let Some(panel) = config.panel_for(n).filter(|_| per_row > 0) {
         let isa = config.fill_isa();
         let fill = |u: &mut Unpacked, r0: usize, nr: usize| u.fill(w.rows_at(r0, nr), nr, isa);
@@ -300,19 +299,6 @@ pub fn matmul_quantized_on<B: Kernels>(
         }
     });
     Ok(())
-}
-
-/// Fails unless this CPU runs `isa` (descriptors come from the table, which
-/// pairs each function with its ISA; the CPU is what remains to check).
-fn check_isa(kernel: &'static str, isa: Isa) -> Result<()> {
-    if isa.supported(&crate::cpu::CpuFeatures::get()) {
-        Ok(())
-    } else {
-        Err(Error::IsaNotSupported {
-            kernel,
-            isa: isa.name(),
-        })
-    }
 }
 
 /// Whether the panel GEMM is on: `LLMKERNEL_PANEL=0` turns it off (to compare
@@ -444,7 +430,7 @@ pub fn matmul_x4_on<X: X4Kernels>(
         return Ok(());
     }
     if let Some(panel) = config.panel_for(n) {
-        check_isa(panel.name(), panel.isa())?;
+        check_cpu(panel.name(), panel.isa())?;
         let isa = config.fill_isa();
         let fill = |u: &mut Unpacked, r0: usize, nr: usize| u.fill_x4(w.groups_at(r0, nr), nr, isa);
         matmul_panel::<X::Row>((m, k), &fill, &acts, n, y, panel, par);
@@ -453,7 +439,7 @@ pub fn matmul_x4_on<X: X4Kernels>(
     let per_row = k / 32;
     let cols: Vec<&[BlockQ8_0]> = acts.chunks(per_row).collect();
     let x4 = config.x4::<X>();
-    check_isa(x4.name(), x4.isa())?;
+    check_cpu(x4.name(), x4.isa())?;
     let groups = m.div_ceil(GROUP);
     let groups_per_task = groups.div_ceil(par.threads()).max(1);
     struct Out(*mut f32);

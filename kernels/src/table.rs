@@ -262,7 +262,9 @@ impl PluginTakes {
     }
 }
 
-fn check_cpu(kernel: &'static str, isa: Isa) -> Result<()> {
+/// Fails unless this CPU runs `isa`: the one check a table descriptor needs
+/// before its function runs (the table pairs each function with its ISA).
+pub(crate) fn check_cpu(kernel: &'static str, isa: Isa) -> Result<()> {
     if isa.supported(&crate::cpu::CpuFeatures::get()) {
         Ok(())
     } else {
