@@ -16,11 +16,9 @@
 //! dotprod row kernels is for an ARM board to measure.
 
 use super::sdot16;
-use crate::panel::{Shape, Tile, COLS, ROWS};
+use crate::panel::{Tile, COLS, ROWS};
+use crate::tile_pass::TilePrims;
 use std::arch::aarch64::*;
-
-/// Vectors of 4 columns per pass.
-const V: usize = 4;
 
 /// # Safety
 /// The CPU must have NEON and dotprod; `t` built by [`Tile::new`].
@@ -30,107 +28,93 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
     unsafe { panel_tile_by_shape!(tile, t, out) }
 }
 
-/// `Q` groups of four values per scale sub-block, `G` sub-blocks per block,
-/// `P` pairs of mins per block.
-#[inline]
-#[target_feature(enable = "neon,dotprod")]
+/// Passes of 2 rows x 4 vectors of 4 columns: `Q` groups of four values per
+/// scale sub-block, `G` sub-blocks per block, `P` pairs of mins per block.
+///
+/// # Safety
+/// As [`gemm_i8_q8x32_8x32`], whose features it is compiled with.
+#[inline(always)]
 unsafe fn tile<const Q: usize, const G: usize, const P: usize>(
     t: &Tile,
     out: &mut [f32; ROWS * COLS],
 ) {
-    for r0 in (0..ROWS).step_by(2) {
-        for c0 in (0..COLS / 4).step_by(V) {
-            // SAFETY: forwarded contract; rows r0, r0 + 1 < ROWS; vectors c0 + V <= COLS / 4.
-            unsafe { pass::<Q, G, P>(t, out, r0, c0) };
-        }
-    }
+    // SAFETY: forwarded contract.
+    unsafe { crate::tile_pass::tile::<Dotprod, Q, G, P, 4, false>(t, out) }
 }
 
-/// Rows `r0`, `r0 + 1` against the column vectors `c0 .. c0 + V` (4 columns each).
-#[inline]
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn pass<const Q: usize, const G: usize, const P: usize>(
-    t: &Tile,
-    out: &mut [f32; ROWS * COLS],
-    r0: usize,
-    c0: usize,
-) {
-    let Shape { sub, block, .. } = t.shape;
-    let (k, nsub, nblk) = (t.k, t.k / sub, t.k / block);
-    let codes = t.codes.as_ptr();
-    let acodes = t.acodes().as_ptr();
-    let (asums, ascales) = (t.asums().as_ptr(), t.ascales().as_ptr());
-    let flip = vdupq_n_u8(0x80);
-    let mut acc = [[vdupq_n_f32(0.0); V]; 2];
-    // SAFETY (every pointer read below): Tile::new checked codes (ROWS * k),
-    // scale (ROWS * nsub), mins (ROWS * nblk * P), min_scale (ROWS * nblk when
-    // P > 0), acodes (k * COLS bytes: kq * 128 + (c0 + v) * 16 + 16 <= k * COLS),
-    // asums (nblk * P * COLS i32) and ascales (nblk * COLS); r0 + 1 < ROWS.
-    unsafe {
-        for b in 0..nblk {
-            let mut sb = [[vdupq_n_f32(0.0); V]; 2];
-            for g in b * G..(b + 1) * G {
-                let mut is = [[vdupq_n_s32(0); V]; 2];
-                for kq in g * Q..(g + 1) * Q {
-                    let a: [int8x16_t; V] = std::array::from_fn(|v| {
-                        let p = acodes.add(kq * 4 * COLS + (c0 + v) * 16);
-                        vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p), flip))
-                    });
-                    for (r, is) in is.iter_mut().enumerate() {
-                        let w = codes
-                            .add((r0 + r) * k + 4 * kq)
-                            .cast::<i32>()
-                            .read_unaligned();
-                        let w = vreinterpretq_s8_s32(vdupq_n_s32(w));
-                        for v in 0..V {
-                            is[v] = sdot16(is[v], a[v], w);
-                        }
-                    }
-                }
-                for (r, sb) in sb.iter_mut().enumerate() {
-                    let scale = vdupq_n_f32(*t.scale.get_unchecked((r0 + r) * nsub + g));
-                    for v in 0..V {
-                        sb[v] = vfmaq_f32(sb[v], vcvtq_f32_s32(is[r][v]), scale);
-                    }
-                }
-            }
-            if P > 0 {
-                let mut im = [[vdupq_n_s32(0); V]; 2];
-                for p in b * P..(b + 1) * P {
-                    let s: [int16x8_t; V] = std::array::from_fn(|v| {
-                        vld1q_s16(asums.add(p * COLS + (c0 + v) * 4).cast())
-                    });
-                    for (r, im) in im.iter_mut().enumerate() {
-                        let m = *t.mins.get_unchecked((r0 + r) * nblk * P + p);
-                        let m = vreinterpretq_s16_s32(vdupq_n_s32(m));
-                        for v in 0..V {
-                            let lo = vmull_s16(vget_low_s16(s[v]), vget_low_s16(m));
-                            let hi = vmull_high_s16(s[v], m);
-                            im[v] = vaddq_s32(im[v], vpaddq_s32(lo, hi));
-                        }
-                    }
-                }
-                for (r, sb) in sb.iter_mut().enumerate() {
-                    let ms = vdupq_n_f32(*t.min_scale.get_unchecked((r0 + r) * nblk + b));
-                    for v in 0..V {
-                        sb[v] = vfmaq_f32(sb[v], vcvtq_f32_s32(im[r][v]), ms);
-                    }
-                }
-            }
-            for v in 0..V {
-                let ad = vld1q_f32(ascales.add(b * COLS + (c0 + v) * 4));
-                for r in 0..2 {
-                    acc[r][v] = vfmaq_f32(acc[r][v], sb[r][v], ad);
-                }
-            }
+/// NEON + dotprod.
+enum Dotprod {}
+
+impl TilePrims for Dotprod {
+    const LANES: usize = 4;
+    type I = int32x4_t;
+    type F = float32x4_t;
+    type A = int8x16_t;
+    type W = int8x16_t;
+    type S = int16x8_t;
+    type M = int16x8_t;
+    #[inline(always)]
+    unsafe fn zero_i() -> int32x4_t {
+        // SAFETY: the caller's features.
+        unsafe { vdupq_n_s32(0) }
+    }
+    #[inline(always)]
+    unsafe fn zero_f() -> float32x4_t {
+        // SAFETY: the caller's features.
+        unsafe { vdupq_n_f32(0.0) }
+    }
+    #[inline(always)]
+    unsafe fn load_a(p: *const u8) -> int8x16_t {
+        // SAFETY: the caller guarantees 16 readable bytes and the features.
+        unsafe { vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p), vdupq_n_u8(0x80))) }
+    }
+    #[inline(always)]
+    unsafe fn splat_w<const U: bool>(w: i32) -> int8x16_t {
+        // SAFETY: the caller's features.
+        unsafe { vreinterpretq_s8_s32(vdupq_n_s32(w)) }
+    }
+    #[inline(always)]
+    unsafe fn dot<const U: bool>(acc: int32x4_t, a: int8x16_t, w: int8x16_t) -> int32x4_t {
+        // SAFETY: the caller's features (dotprod).
+        unsafe { sdot16(acc, a, w) }
+    }
+    #[inline(always)]
+    unsafe fn load_s(p: *const i32) -> int16x8_t {
+        // SAFETY: the caller guarantees 4 readable i32 and the features.
+        unsafe { vld1q_s16(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn splat_m(m: i32) -> int16x8_t {
+        // SAFETY: the caller's features.
+        unsafe { vreinterpretq_s16_s32(vdupq_n_s32(m)) }
+    }
+    #[inline(always)]
+    unsafe fn dot_mins(acc: int32x4_t, s: int16x8_t, m: int16x8_t) -> int32x4_t {
+        // SAFETY: the caller's features.
+        unsafe {
+            let lo = vmull_s16(vget_low_s16(s), vget_low_s16(m));
+            let hi = vmull_high_s16(s, m);
+            vaddq_s32(acc, vpaddq_s32(lo, hi))
         }
-        for r in 0..2 {
-            for v in 0..V {
-                vst1q_f32(
-                    out.as_mut_ptr().add((r0 + r) * COLS + (c0 + v) * 4),
-                    acc[r][v],
-                );
-            }
-        }
+    }
+    #[inline(always)]
+    unsafe fn fma_i(acc: float32x4_t, x: int32x4_t, s: f32) -> float32x4_t {
+        // SAFETY: the caller's features.
+        unsafe { vfmaq_f32(acc, vcvtq_f32_s32(x), vdupq_n_f32(s)) }
+    }
+    #[inline(always)]
+    unsafe fn load_f(p: *const f32) -> float32x4_t {
+        // SAFETY: the caller guarantees 4 readable floats and the features.
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn fma(acc: float32x4_t, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: the caller's features.
+        unsafe { vfmaq_f32(acc, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn store_f(p: *mut f32, v: float32x4_t) {
+        // SAFETY: the caller guarantees 4 writable floats and the features.
+        unsafe { vst1q_f32(p, v) }
     }
 }

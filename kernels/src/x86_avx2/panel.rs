@@ -12,130 +12,107 @@
 //! tile reaches from the correction instead, so the float steps, done in its
 //! order, give its results bit for bit.
 
-use crate::panel::{Shape, Tile, COLS, ROWS};
+use crate::panel::{Tile, COLS, ROWS};
+use crate::tile_pass::{tile, TilePrims};
 use std::arch::x86_64::*;
 
 /// # Safety
 /// The CPU must have AVX2 and FMA; `t` built by [`Tile::new`].
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
+    // Passes of 2 vectors of 8 columns (1 for Q4_K, whose per-sub-block sums
+    // need more registers); `U`: the codes are never negative (and at most
+    // 45), so they multiply the signed activations directly (pairs of at most
+    // 2 x 45 x 127 in i16), without the `vpabsb` / `vpsignb`.
     // SAFETY: forwarded contract; each arm is the tile's shape.
     unsafe {
         match (t.shape.block, t.shape.sub, t.shape.pairs()) {
-            (256, 32, 4) => tile::<8, 8, 4, 1, true>(t, out), // Q4_K: codes 0..=15
-            (256, 256, 8) => tile::<64, 1, 8, 2, true>(t, out), // Q2_K: codes 0..=45
-            (256, 256, 0) => tile::<64, 1, 0, 2, false>(t, out), // Q3_K
-            (32, 32, 0) => tile::<8, 1, 0, 2, false>(t, out), // Q4_0, Q8_0 (and 2:4)
+            (256, 32, 4) => tile::<Avx2, 8, 8, 4, 1, true>(t, out), // Q4_K: codes 0..=15
+            (256, 256, 8) => tile::<Avx2, 64, 1, 8, 2, true>(t, out), // Q2_K: codes 0..=45
+            (256, 256, 0) => tile::<Avx2, 64, 1, 0, 2, false>(t, out), // Q3_K
+            (32, 32, 0) => tile::<Avx2, 8, 1, 0, 2, false>(t, out), // Q4_0, Q8_0 (and 2:4)
             _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
         }
     }
 }
 
-/// `Q` groups of four values per scale sub-block, `G` sub-blocks per block,
-/// `P` pairs of mins per block, `V` vectors of 8 columns per pass; `U`: the
-/// codes are never negative (and at most 45), so they multiply the signed
-/// activations directly (pairs of at most 2 x 45 x 127 in i16), without the
-/// `vpabsb` / `vpsignb`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const Q: usize, const G: usize, const P: usize, const V: usize, const U: bool>(
-    t: &Tile,
-    out: &mut [f32; ROWS * COLS],
-) {
-    for r0 in (0..ROWS).step_by(2) {
-        for c0 in (0..COLS / 8).step_by(V) {
-            // SAFETY: forwarded contract; rows r0, r0 + 1 < ROWS; vectors c0 + V <= COLS / 8.
-            unsafe { pass::<Q, G, P, V, U>(t, out, r0, c0) };
+/// AVX2 + FMA.
+enum Avx2 {}
+
+impl TilePrims for Avx2 {
+    const LANES: usize = 8;
+    type I = __m256i;
+    type F = __m256;
+    type A = __m256i;
+    /// The codes, and the magnitudes `vpmaddubsw` multiplies.
+    type W = (__m256i, __m256i);
+    type S = __m256i;
+    type M = __m256i;
+    #[inline(always)]
+    unsafe fn zero_i() -> __m256i {
+        // SAFETY: the caller's features.
+        unsafe { _mm256_setzero_si256() }
+    }
+    #[inline(always)]
+    unsafe fn zero_f() -> __m256 {
+        // SAFETY: the caller's features.
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn load_a(p: *const u8) -> __m256i {
+        // SAFETY: the caller guarantees 32 readable bytes and the features.
+        unsafe { _mm256_xor_si256(_mm256_loadu_si256(p.cast()), _mm256_set1_epi8(-128)) }
+    }
+    #[inline(always)]
+    unsafe fn splat_w<const U: bool>(w: i32) -> (__m256i, __m256i) {
+        // SAFETY: the caller's features.
+        unsafe {
+            let w = _mm256_set1_epi32(w);
+            (w, if U { w } else { _mm256_abs_epi8(w) })
         }
     }
-}
-
-/// Rows `r0`, `r0 + 1` against the column vectors `c0 .. c0 + V` (8 columns each).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn pass<const Q: usize, const G: usize, const P: usize, const V: usize, const U: bool>(
-    t: &Tile,
-    out: &mut [f32; ROWS * COLS],
-    r0: usize,
-    c0: usize,
-) {
-    let Shape { sub, block, .. } = t.shape;
-    let (k, nsub, nblk) = (t.k, t.k / sub, t.k / block);
-    let codes = t.codes.as_ptr();
-    let acodes = t.acodes().as_ptr();
-    let (asums, ascales) = (t.asums().as_ptr(), t.ascales().as_ptr());
-    let (flip, ones) = (_mm256_set1_epi8(-128), _mm256_set1_epi16(1));
-    let mut acc = [[_mm256_setzero_ps(); V]; 2];
-    // SAFETY (every pointer read below): Tile::new checked codes (ROWS * k),
-    // scale (ROWS * nsub), mins (ROWS * nblk * P), min_scale (ROWS * nblk when
-    // P > 0), acodes (k * COLS bytes: kq * 128 + (c0 + v) * 32 + 32 <= k * COLS),
-    // asums (nblk * P * COLS i32) and ascales (nblk * COLS); r0 + 1 < ROWS.
-    unsafe {
-        for b in 0..nblk {
-            let mut sb = [[_mm256_setzero_ps(); V]; 2];
-            for g in b * G..(b + 1) * G {
-                let mut is = [[_mm256_setzero_si256(); V]; 2];
-                for kq in g * Q..(g + 1) * Q {
-                    let a: [__m256i; V] = std::array::from_fn(|v| {
-                        let p = acodes.add(kq * 4 * COLS + (c0 + v) * 32);
-                        _mm256_xor_si256(_mm256_loadu_si256(p.cast()), flip)
-                    });
-                    for (r, is) in is.iter_mut().enumerate() {
-                        let w = _mm256_set1_epi32(
-                            codes
-                                .add((r0 + r) * k + 4 * kq)
-                                .cast::<i32>()
-                                .read_unaligned(),
-                        );
-                        let wa = if U { w } else { _mm256_abs_epi8(w) };
-                        for v in 0..V {
-                            let av = if U { a[v] } else { _mm256_sign_epi8(a[v], w) };
-                            let p = _mm256_maddubs_epi16(wa, av);
-                            is[v] = _mm256_add_epi32(is[v], _mm256_madd_epi16(p, ones));
-                        }
-                    }
-                }
-                for (r, sb) in sb.iter_mut().enumerate() {
-                    let scale = _mm256_set1_ps(*t.scale.get_unchecked((r0 + r) * nsub + g));
-                    for v in 0..V {
-                        sb[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r][v]), scale, sb[v]);
-                    }
-                }
-            }
-            if P > 0 {
-                let mut im = [[_mm256_setzero_si256(); V]; 2];
-                for p in b * P..(b + 1) * P {
-                    let s: [__m256i; V] = std::array::from_fn(|v| {
-                        _mm256_loadu_si256(asums.add(p * COLS + (c0 + v) * 8).cast())
-                    });
-                    for (r, im) in im.iter_mut().enumerate() {
-                        let m = _mm256_set1_epi32(*t.mins.get_unchecked((r0 + r) * nblk * P + p));
-                        for v in 0..V {
-                            im[v] = _mm256_add_epi32(im[v], _mm256_madd_epi16(s[v], m));
-                        }
-                    }
-                }
-                for (r, sb) in sb.iter_mut().enumerate() {
-                    let ms = _mm256_set1_ps(*t.min_scale.get_unchecked((r0 + r) * nblk + b));
-                    for v in 0..V {
-                        sb[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im[r][v]), ms, sb[v]);
-                    }
-                }
-            }
-            for v in 0..V {
-                let ad = _mm256_loadu_ps(ascales.add(b * COLS + (c0 + v) * 8));
-                for r in 0..2 {
-                    acc[r][v] = _mm256_fmadd_ps(sb[r][v], ad, acc[r][v]);
-                }
-            }
+    #[inline(always)]
+    unsafe fn dot<const U: bool>(acc: __m256i, a: __m256i, (w, wa): (__m256i, __m256i)) -> __m256i {
+        // SAFETY: the caller's features.
+        unsafe {
+            let av = if U { a } else { _mm256_sign_epi8(a, w) };
+            let p = _mm256_maddubs_epi16(wa, av);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
         }
-        for r in 0..2 {
-            for v in 0..V {
-                _mm256_storeu_ps(
-                    out.as_mut_ptr().add((r0 + r) * COLS + (c0 + v) * 8),
-                    acc[r][v],
-                );
-            }
-        }
+    }
+    #[inline(always)]
+    unsafe fn load_s(p: *const i32) -> __m256i {
+        // SAFETY: the caller guarantees 8 readable i32 and the features.
+        unsafe { _mm256_loadu_si256(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn splat_m(m: i32) -> __m256i {
+        // SAFETY: the caller's features.
+        unsafe { _mm256_set1_epi32(m) }
+    }
+    #[inline(always)]
+    unsafe fn dot_mins(acc: __m256i, s: __m256i, m: __m256i) -> __m256i {
+        // SAFETY: the caller's features.
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(s, m)) }
+    }
+    #[inline(always)]
+    unsafe fn fma_i(acc: __m256, x: __m256i, s: f32) -> __m256 {
+        // SAFETY: the caller's features.
+        unsafe { _mm256_fmadd_ps(_mm256_cvtepi32_ps(x), _mm256_set1_ps(s), acc) }
+    }
+    #[inline(always)]
+    unsafe fn load_f(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable floats and the features.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn fma(acc: __m256, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller's features.
+        unsafe { _mm256_fmadd_ps(a, b, acc) }
+    }
+    #[inline(always)]
+    unsafe fn store_f(p: *mut f32, v: __m256) {
+        // SAFETY: the caller guarantees 8 writable floats and the features.
+        unsafe { _mm256_storeu_ps(p, v) }
     }
 }

@@ -1,0 +1,205 @@
+//! The panel tile's two-row pass ([`crate::panel`]), written once over a
+//! per-ISA primitive set ([`TilePrims`]): AVX2 (8 columns per vector,
+//! `vpmaddubsw`) and NEON dotprod (4 columns per vector, `sdot`) differ only
+//! in these primitives. A pass takes rows `r0`, `r0 + 1` against `V` vectors
+//! of columns: per four values of K it loads the columns' interleaved codes
+//! once for both rows and adds, per row, the exact `sum(code * a)`; the float
+//! steps are [`crate::panel::gemm_i8_q8x32_8x32`]'s fused multiply-adds in
+//! its order, so every instantiation equals the scalar tile bit for bit.
+//!
+//! The AVX-512 tile (8 rows at once, VNNI) has another shape and keeps its own body.
+
+use crate::panel::{Shape, Tile, COLS, ROWS};
+
+/// What the pass needs of an ISA. Every function is `unsafe`: it uses the
+/// ISA's instructions, so it may only run inside a function compiled for them
+/// (the ISA's `gemm_i8_q8x32_8x32`), and the pointer functions state their bounds.
+pub(crate) trait TilePrims {
+    /// Columns per vector.
+    const LANES: usize;
+    /// `LANES` i32 sums.
+    type I: Copy;
+    /// `LANES` f32.
+    type F: Copy;
+    /// `LANES` columns' four activation codes, signed.
+    type A: Copy;
+    /// A row's four codes, broadcast.
+    type W: Copy;
+    /// `LANES` columns' i16 code-sum pairs.
+    type S: Copy;
+    /// A row's i16 min pair, broadcast.
+    type M: Copy;
+    /// # Safety
+    /// The ISA's features.
+    unsafe fn zero_i() -> Self::I;
+    /// # Safety
+    /// The ISA's features.
+    unsafe fn zero_f() -> Self::F;
+    /// `LANES` columns' four codes at `p`, stored `+ 128`, as signed.
+    ///
+    /// # Safety
+    /// The ISA's features; `4 * LANES` readable bytes at `p`.
+    unsafe fn load_a(p: *const u8) -> Self::A;
+    /// A row's four codes (`w`, little-endian); `U`: none is negative.
+    ///
+    /// # Safety
+    /// The ISA's features.
+    unsafe fn splat_w<const U: bool>(w: i32) -> Self::W;
+    /// `acc` plus each column's four-value dot product with the row's codes, exact.
+    ///
+    /// # Safety
+    /// The ISA's features.
+    unsafe fn dot<const U: bool>(acc: Self::I, a: Self::A, w: Self::W) -> Self::I;
+    /// # Safety
+    /// The ISA's features; `LANES` readable i32 at `p`.
+    unsafe fn load_s(p: *const i32) -> Self::S;
+    /// # Safety
+    /// The ISA's features.
+    unsafe fn splat_m(m: i32) -> Self::M;
+    /// `acc` plus each column's sum-pair times min-pair products, exact.
+    ///
+    /// # Safety
+    /// The ISA's features.
+    unsafe fn dot_mins(acc: Self::I, s: Self::S, m: Self::M) -> Self::I;
+    /// `acc + f32(x) * s`, fused.
+    ///
+    /// # Safety
+    /// The ISA's features.
+    unsafe fn fma_i(acc: Self::F, x: Self::I, s: f32) -> Self::F;
+    /// # Safety
+    /// The ISA's features; `LANES` readable f32 at `p`.
+    unsafe fn load_f(p: *const f32) -> Self::F;
+    /// `acc + a * b`, fused.
+    ///
+    /// # Safety
+    /// The ISA's features.
+    unsafe fn fma(acc: Self::F, a: Self::F, b: Self::F) -> Self::F;
+    /// # Safety
+    /// The ISA's features; `LANES` writable f32 at `p`.
+    unsafe fn store_f(p: *mut f32, v: Self::F);
+}
+
+/// The whole tile as passes of 2 rows x `V` vectors: `Q` groups of four
+/// values per scale sub-block, `G` sub-blocks per block, `P` pairs of mins
+/// per block; `U`: the codes are never negative (see [`TilePrims::splat_w`]).
+///
+/// # Safety
+/// `T`'s features; `t` built by [`Tile::new`] for a shape with these `Q`, `G`, `P`.
+#[inline(always)]
+pub(crate) unsafe fn tile<
+    T: TilePrims,
+    const Q: usize,
+    const G: usize,
+    const P: usize,
+    const V: usize,
+    const U: bool,
+>(
+    t: &Tile,
+    out: &mut [f32; ROWS * COLS],
+) {
+    for r0 in (0..ROWS).step_by(2) {
+        for c0 in (0..COLS / T::LANES).step_by(V) {
+            // SAFETY: forwarded contract; rows r0, r0 + 1 < ROWS; vectors c0 + V <= COLS / LANES.
+            unsafe { pass::<T, Q, G, P, V, U>(t, out, r0, c0) };
+        }
+    }
+}
+
+/// Rows `r0`, `r0 + 1` against the column vectors `c0 .. c0 + V`.
+///
+/// # Safety
+/// As [`tile`]; `r0 + 1 < ROWS`, `(c0 + V) * LANES <= COLS`.
+#[inline(always)]
+unsafe fn pass<
+    T: TilePrims,
+    const Q: usize,
+    const G: usize,
+    const P: usize,
+    const V: usize,
+    const U: bool,
+>(
+    t: &Tile,
+    out: &mut [f32; ROWS * COLS],
+    r0: usize,
+    c0: usize,
+) {
+    let Shape { sub, block, .. } = t.shape;
+    let (k, nsub, nblk, lanes) = (t.k, t.k / sub, t.k / block, T::LANES);
+    let codes = t.codes.as_ptr();
+    let acodes = t.acodes().as_ptr();
+    let (asums, ascales) = (t.asums().as_ptr(), t.ascales().as_ptr());
+    // SAFETY (every pointer read below): Tile::new checked codes (ROWS * k),
+    // scale (ROWS * nsub), mins (ROWS * nblk * P), min_scale (ROWS * nblk when
+    // P > 0), acodes (k * COLS bytes: kq * 4 * COLS + (c0 + v) * 4 * LANES +
+    // 4 * LANES <= k * COLS), asums (nblk * P * COLS i32) and ascales
+    // (nblk * COLS); r0 + 1 < ROWS. The features are the caller's.
+    unsafe {
+        let mut acc = [[T::zero_f(); V]; 2];
+        for b in 0..nblk {
+            let mut sb = [[T::zero_f(); V]; 2];
+            for g in b * G..(b + 1) * G {
+                let mut is = [[T::zero_i(); V]; 2];
+                for kq in g * Q..(g + 1) * Q {
+                    // (Loops, not closures: a closure would not be compiled for the ISA.)
+                    let at = |v: usize| acodes.add(kq * 4 * COLS + (c0 + v) * 4 * lanes);
+                    let mut a = [T::load_a(at(0)); V];
+                    for (v, a) in a.iter_mut().enumerate().skip(1) {
+                        *a = T::load_a(at(v));
+                    }
+                    for (r, is) in is.iter_mut().enumerate() {
+                        let w = codes
+                            .add((r0 + r) * k + 4 * kq)
+                            .cast::<i32>()
+                            .read_unaligned();
+                        let w = T::splat_w::<U>(w);
+                        for v in 0..V {
+                            is[v] = T::dot::<U>(is[v], a[v], w);
+                        }
+                    }
+                }
+                for (r, sb) in sb.iter_mut().enumerate() {
+                    let scale = *t.scale.get_unchecked((r0 + r) * nsub + g);
+                    for v in 0..V {
+                        sb[v] = T::fma_i(sb[v], is[r][v], scale);
+                    }
+                }
+            }
+            if P > 0 {
+                let mut im = [[T::zero_i(); V]; 2];
+                for p in b * P..(b + 1) * P {
+                    let at = |v: usize| asums.add(p * COLS + (c0 + v) * lanes);
+                    let mut s = [T::load_s(at(0)); V];
+                    for (v, s) in s.iter_mut().enumerate().skip(1) {
+                        *s = T::load_s(at(v));
+                    }
+                    for (r, im) in im.iter_mut().enumerate() {
+                        let m = T::splat_m(*t.mins.get_unchecked((r0 + r) * nblk * P + p));
+                        for v in 0..V {
+                            im[v] = T::dot_mins(im[v], s[v], m);
+                        }
+                    }
+                }
+                for (r, sb) in sb.iter_mut().enumerate() {
+                    let ms = *t.min_scale.get_unchecked((r0 + r) * nblk + b);
+                    for v in 0..V {
+                        sb[v] = T::fma_i(sb[v], im[r][v], ms);
+                    }
+                }
+            }
+            for v in 0..V {
+                let ad = T::load_f(ascales.add(b * COLS + (c0 + v) * lanes));
+                for r in 0..2 {
+                    acc[r][v] = T::fma(acc[r][v], sb[r][v], ad);
+                }
+            }
+        }
+        for r in 0..2 {
+            for v in 0..V {
+                T::store_f(
+                    out.as_mut_ptr().add((r0 + r) * COLS + (c0 + v) * lanes),
+                    acc[r][v],
+                );
+            }
+        }
+    }
+}
