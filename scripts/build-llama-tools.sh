@@ -7,7 +7,10 @@
 #
 #   test-backend-ops llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion
 #
-# into target/llama-tools/bin (override with LLMKERNEL_TOOLS_DIR). Arguments
+# into target/llama-tools/bin (override with LLMKERNEL_TOOLS_DIR). LLMKERNEL_LLAMA_SRC
+# builds another llama.cpp tree than vendor/ (e.g. the current upstream from
+# scripts/fetch-llama-cpp.sh, a host of backend API 3); use another
+# LLMKERNEL_TOOLS_DIR for it. Arguments
 # name a subset of the programs, e.g. `scripts/build-llama-tools.sh test-backend-ops`.
 # Incremental: objects newer than their source and flags are kept.
 # LLMKERNEL_GGML_CPU=<compiler flags> builds ggml-cpu for another ISA than this
@@ -24,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-L=$ROOT/vendor/llama.cpp
+L=${LLMKERNEL_LLAMA_SRC:-$ROOT/vendor/llama.cpp}
 OUT=${LLMKERNEL_TOOLS_DIR:-$ROOT/target/llama-tools}
 JOBS=${JOBS:-$(nproc)}
 CC=${CC:-gcc}
@@ -35,9 +38,17 @@ for t in $TOOLS; do
   case " $ALL_TOOLS " in *" $t "*) ;; *) echo "unknown program: $t (one of: $ALL_TOOLS)" >&2; exit 2 ;; esac
 done
 
-GGML_VERSION=$(sed -n 's/^const GGML_VERSION: &str = "\(.*\)";/\1/p' build.rs)
-LLAMA_VERSION=$(sed -n 's/^const LLAMA_VERSION: &str = "\(.*\)";/\1/p' build.rs)
-COMMIT=$(sed -n 's/^const UPSTREAM_COMMIT: &str = "\(.*\)";/\1/p' build.rs)
+if [ -n "${LLMKERNEL_LLAMA_SRC:-}" ]; then
+  # Another tree: its ggml version from its CMakeLists.txt, as upstream's build takes it.
+  v() { sed -n "s/^set($1 \([0-9]*\))/\1/p" "$L/ggml/CMakeLists.txt"; }
+  GGML_VERSION="$(v GGML_VERSION_MAJOR).$(v GGML_VERSION_MINOR).$(v GGML_VERSION_PATCH)"
+  LLAMA_VERSION=0.0.0
+  COMMIT=$(basename "$(dirname "$L")")
+else
+  GGML_VERSION=$(sed -n 's/^const GGML_VERSION: &str = "\(.*\)";/\1/p' build.rs)
+  LLAMA_VERSION=$(sed -n 's/^const LLAMA_VERSION: &str = "\(.*\)";/\1/p' build.rs)
+  COMMIT=$(sed -n 's/^const UPSTREAM_COMMIT: &str = "\(.*\)";/\1/p' build.rs)
+fi
 ARCH=$(uname -m)
 case "$ARCH" in
   x86_64) ARCH_DIR=x86; NATIVE=${LLMKERNEL_GGML_CPU:--march=native} ;;

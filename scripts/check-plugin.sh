@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Checks libllmkernel.so inside unmodified llama.cpp programs built from vendor/:
+# Checks libllmkernel.so inside unmodified llama.cpp programs, in two hosts:
+# the vendored llama.cpp (ggml 0.25.3, backend API 2) and the current upstream
+# (ggml 0.26.0, backend API 3; scripts/fetch-llama-cpp.sh, built outside vendor/):
 #  1. the .so carries no ggml (its only ggml_* symbols are the two it exports);
-#  2. llama.cpp's own test-backend-ops, `-o MUL_MAT` and `-o MUL_MAT_ID`, lists
-#     the LLMK backend and passes every case it supports (the rest are reported
-#     "not supported");
+#  2. in each host, llama.cpp's own test-backend-ops, `-o MUL_MAT` and
+#     `-o MUL_MAT_ID`, lists the LLMK backend and passes every case it
+#     supports (the rest are reported "not supported");
 #  3. with LLMKERNEL_ISA=scalar the plugin declines with one log line and the
-#     program runs stock.
+#     program runs stock;
+#  4. in a host whose ggml it does not know (ggml_version() preloaded to say
+#     0.99.0) it registers nothing, says so in one line, and the program runs
+#     stock and exits 0.
 # Run by .ci/run. Builds what it needs (cargo, scripts/build-llama-tools.sh).
+# LLMKERNEL_PLUGIN_HOSTS="vendored current" (default) picks the hosts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SO=$PWD/target/release/libllmkernel.so
-TBO=${LLMKERNEL_TOOLS_DIR:-$PWD/target/llama-tools}/bin/test-backend-ops
 cargo build --release -p llmkernel-plugin
-scripts/build-llama-tools.sh test-backend-ops
 
 echo "--- libllmkernel.so carries no copy of ggml"
 defined=$(nm -D --defined-only "$SO" | awk '{print $3}' | grep -E '^(ggml|gguf)_' | sort | tr '\n' ' ')
@@ -22,20 +26,55 @@ undefined=$(nm -D --undefined-only "$SO" | grep -cE ' (ggml|gguf)_' || true)
 [ "$undefined" = 0 ] || { echo "FAIL: the .so links ggml symbols (they must come from the host via dlsym)"; exit 1; }
 echo "ok: exports ggml_backend_init and ggml_backend_score only; ggml-base is resolved from the host at run time"
 
-for op in MUL_MAT MUL_MAT_ID; do
-  echo "--- test-backend-ops test -o $op with GGML_BACKEND_PATH=$SO"
-  out=$(GGML_BACKEND_PATH=$SO "$TBO" test -o "$op" -j "$(nproc)" 2>&1) || { echo "$out" | grep -v "not supported" | tail -40; echo "FAIL: test-backend-ops -o $op"; exit 1; }
-  grep -q "Backend 2/2: LLMK" <<< "$out" || { echo "$out" | tail; echo "FAIL: no LLMK backend listed"; exit 1; }
-  passed=$(echo "$out" | sed -n 's/^ *\([0-9]*\)\/\([0-9]*\) tests passed/\1 \2/p' | tail -1)
-  read -r ok total <<< "$passed"
-  [ -n "$ok" ] && [ "$ok" = "$total" ] && [ "$ok" -gt 0 ] \
-    || { echo "$out" | grep -E "FAIL|tests passed" | head; echo "FAIL: LLMK passed $ok of $total"; exit 1; }
-  unsupported=$(echo "$out" | grep -c "not supported" || true)
-  echo "ok: LLMK passed $ok/$total supported $op cases; $unsupported cases reported not supported"
-done
+# check_host NAME TEST-BACKEND-OPS API
+check_host() {
+  local name=$1 tbo=$2 api=$3 op out passed ok total unsupported
+  for op in MUL_MAT MUL_MAT_ID; do
+    echo "--- $name host: test-backend-ops test -o $op with GGML_BACKEND_PATH=$SO"
+    out=$(GGML_BACKEND_PATH=$SO "$tbo" test -o "$op" -j "$(nproc)" 2>&1) || { echo "$out" | grep -v "not supported" | tail -40; echo "FAIL: test-backend-ops -o $op"; exit 1; }
+    grep -q "Backend 2/2: LLMK" <<< "$out" || { echo "$out" | tail; echo "FAIL: no LLMK backend listed"; exit 1; }
+    grep -q "llmkernel: device LLMK registered.*(backend API $api)" <<< "$out" \
+      || { echo "$out" | grep llmkernel; echo "FAIL: not registered for backend API $api"; exit 1; }
+    passed=$(echo "$out" | sed -n 's/^ *\([0-9]*\)\/\([0-9]*\) tests passed/\1 \2/p' | tail -1)
+    read -r ok total <<< "$passed"
+    [ -n "$ok" ] && [ "$ok" = "$total" ] && [ "$ok" -gt 0 ] \
+      || { echo "$out" | grep -E "FAIL|tests passed" | head; echo "FAIL: LLMK passed $ok of $total"; exit 1; }
+    unsupported=$(echo "$out" | grep -c "not supported" || true)
+    echo "ok: LLMK passed $ok/$total supported $op cases (backend API $api); $unsupported cases reported not supported"
+  done
 
-echo "--- LLMKERNEL_ISA=scalar: the plugin declines, the program runs stock"
-out=$(LLMKERNEL_ISA=scalar GGML_BACKEND_PATH=$SO "$TBO" test -o MUL_MAT -p "type_a=q4_K,type_b=f32,m=16,n=1,k=256," 2>&1)
-echo "$out" | grep "llmkernel:" || { echo "FAIL: no log line from the plugin"; exit 1; }
-grep -q "LLMK" <<< "$out" && { echo "$out"; echo "FAIL: LLMK registered under LLMKERNEL_ISA=scalar"; exit 1; }
-echo "ok"
+  local one="type_a=q4_K,type_b=f32,m=16,n=1,k=256,"
+  echo "--- $name host, LLMKERNEL_ISA=scalar: the plugin declines, the program runs stock"
+  out=$(LLMKERNEL_ISA=scalar GGML_BACKEND_PATH=$SO "$tbo" test -o MUL_MAT -p "$one" 2>&1)
+  echo "$out" | grep "llmkernel:" || { echo "FAIL: no log line from the plugin"; exit 1; }
+  grep -q "LLMK" <<< "$out" && { echo "$out"; echo "FAIL: LLMK registered under LLMKERNEL_ISA=scalar"; exit 1; }
+  echo "ok"
+
+  echo "--- $name host reporting ggml 0.99.0: the plugin registers nothing, the program runs stock"
+  local shim=$PWD/target/llmkernel-fake-ggml-version.so
+  printf 'const char * ggml_version(void) { return "0.99.0"; }\n' | ${CC:-gcc} -shared -fPIC -x c -o "$shim" -
+  local rc=0
+  out=$(LD_PRELOAD=$shim GGML_BACKEND_PATH=$SO "$tbo" test -o MUL_MAT -p "$one" 2>&1) || rc=$?
+  [ "$rc" = 0 ] || { echo "$out" | tail; echo "FAIL: exit code $rc"; exit 1; }
+  lines=$(echo "$out" | grep -c "llmkernel:" || true)
+  [ "$lines" = 1 ] || { echo "$out" | grep llmkernel; echo "FAIL: $lines plugin log lines, expected 1"; exit 1; }
+  echo "$out" | grep "llmkernel:"
+  echo "$out" | grep -q "host ggml 0.99.0 (backend API $api) is not one this plugin knows" \
+    || { echo "FAIL: the log line does not say what it found"; exit 1; }
+  grep -q "LLMK" <<< "$out" && { echo "FAIL: LLMK registered in an unknown host"; exit 1; }
+  echo "$out" | grep -q "backends passed" || { echo "$out" | tail; echo "FAIL: the program did not run stock"; exit 1; }
+  echo "ok"
+}
+
+for host in ${LLMKERNEL_PLUGIN_HOSTS:-vendored current}; do
+  case $host in
+    vendored)
+      scripts/build-llama-tools.sh test-backend-ops
+      check_host "vendored llama.cpp (ggml 0.25.3)" "${LLMKERNEL_TOOLS_DIR:-$PWD/target/llama-tools}/bin/test-backend-ops" 2 ;;
+    current)
+      src=$(scripts/fetch-llama-cpp.sh current)
+      LLMKERNEL_LLAMA_SRC=$src LLMKERNEL_TOOLS_DIR=$PWD/target/llama-tools-current scripts/build-llama-tools.sh test-backend-ops
+      check_host "current llama.cpp (ggml 0.26.0)" "$PWD/target/llama-tools-current/bin/test-backend-ops" 3 ;;
+    *) echo "unknown host $host (vendored, current)" >&2; exit 2 ;;
+  esac
+done

@@ -45,6 +45,9 @@ pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
             graph_n_nodes: ffi::ggml_graph_n_nodes,
             graph_node: ffi::ggml_graph_node,
             nbytes: ffi::ggml_nbytes,
+            buft_is_host: ffi::ggml_backend_buft_is_host,
+            // The vendored ggml (backend API 2), linked in.
+            exports: |name| name == "ggml_backend_meta_alloc_ctx_tensors_from_buft",
             log: Some(ggml_log_internal),
             omp: Some(omp()),
         })

@@ -33,6 +33,65 @@ pub(crate) fn buffer_type() -> ffi::ggml_backend_buffer_type {
     }
 }
 
+/// ggml's buffer type as hosts of backend API 3 (ggml 0.26) lay it out:
+/// API 2's interface with `alloc_buffer_n` after `alloc_buffer` and
+/// `get_alloc_size_n` after `get_alloc_size`, both optional (ours are none:
+/// ggml then allocates through `alloc_buffer`), then `device` and `context`.
+#[repr(C)]
+pub(crate) struct BufferTypeV3 {
+    get_name: Option<unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t) -> *const c_char>,
+    alloc_buffer: Option<
+        unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t, usize) -> ffi::ggml_backend_buffer_t,
+    >,
+    alloc_buffer_n: Option<
+        unsafe extern "C" fn(
+            ffi::ggml_backend_buffer_type_t,
+            *mut *mut ffi::ggml_tensor,
+            std::ffi::c_int,
+        ) -> ffi::ggml_backend_buffer_t,
+    >,
+    get_alignment: Option<unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t) -> usize>,
+    get_max_size: Option<unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t) -> usize>,
+    get_alloc_size: Option<
+        unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t, *const ffi::ggml_tensor) -> usize,
+    >,
+    get_alloc_size_n: Option<
+        unsafe extern "C" fn(
+            ffi::ggml_backend_buffer_type_t,
+            *mut *mut ffi::ggml_tensor,
+            std::ffi::c_int,
+        ) -> usize,
+    >,
+    is_host: Option<unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t) -> bool>,
+    pub(crate) device: ffi::ggml_backend_dev_t,
+    context: *mut c_void,
+}
+
+impl BufferTypeV3 {
+    /// The same functions as [`buffer_type`], in API 3's layout.
+    pub(crate) fn new() -> BufferTypeV3 {
+        let i = buffer_type().iface;
+        BufferTypeV3 {
+            get_name: i.get_name,
+            alloc_buffer: i.alloc_buffer,
+            alloc_buffer_n: None,
+            get_alignment: i.get_alignment,
+            get_max_size: i.get_max_size,
+            get_alloc_size: i.get_alloc_size,
+            get_alloc_size_n: None,
+            is_host: i.is_host,
+            device: std::ptr::null_mut(), // set by init()
+            context: std::ptr::null_mut(),
+        }
+    }
+}
+
+// API 3's interface is API 2's plus two function pointers.
+const _: () = assert!(
+    std::mem::size_of::<BufferTypeV3>()
+        == std::mem::size_of::<ffi::ggml_backend_buffer_type>() + 2 * std::mem::size_of::<usize>()
+);
+
 fn interface() -> ffi::ggml_backend_buffer_i {
     ffi::ggml_backend_buffer_i {
         free_buffer: Some(free_buffer),
@@ -220,11 +279,12 @@ unsafe extern "C" fn clear(buffer: ffi::ggml_backend_buffer_t, value: u8) {
     }
 }
 
-/// Whether `buft` is host memory (its own `is_host`, as ggml_backend_buft_is_host).
+/// Whether `buft` is host memory, asked of the host's
+/// `ggml_backend_buft_is_host` (the interface's layout is the host's).
 ///
 /// # Safety
 /// `buft` is null or a live buffer type.
 pub(crate) unsafe fn is_host(buft: ffi::ggml_backend_buffer_type_t) -> bool {
-    // SAFETY: forwarded contract.
-    unsafe { !buft.is_null() && (*buft).iface.is_host.is_some_and(|f| f(buft)) }
+    // SAFETY: forwarded contract; a host function on a live buffer type.
+    !buft.is_null() && unsafe { (crate::host().buft_is_host)(buft) }
 }

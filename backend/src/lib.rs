@@ -65,6 +65,12 @@ pub struct Host {
     pub graph_n_nodes: unsafe extern "C" fn(*mut ffi::ggml_cgraph) -> c_int,
     pub graph_node: unsafe extern "C" fn(*mut ffi::ggml_cgraph, c_int) -> *mut ffi::ggml_tensor,
     pub nbytes: unsafe extern "C" fn(*const ffi::ggml_tensor) -> usize,
+    /// `ggml_backend_buft_is_host`: the host's own reading of a buffer type
+    /// (whose interface layout depends on the host's API version).
+    pub buft_is_host: unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t) -> bool,
+    /// Whether the host process exports a function of this name (how
+    /// [`HostApi::of`] tells the backend API a host implements).
+    pub exports: fn(&str) -> bool,
     /// Optional: without it, messages go to stderr.
     pub log: Option<LogFn>,
     /// The host's OpenMP runtime, when its CPU backend uses one (optional).
@@ -88,12 +94,13 @@ pub struct Omp {
 pub const OMP_SYMBOLS: [&str; 3] = ["GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"];
 
 /// The symbol names of [`Host`]'s functions, for a loader that looks them up.
-pub const HOST_SYMBOLS: [&str; 6] = [
+pub const HOST_SYMBOLS: [&str; 7] = [
     "ggml_version",
     "ggml_backend_buffer_init",
     "ggml_graph_n_nodes",
     "ggml_graph_node",
     "ggml_nbytes",
+    "ggml_backend_buft_is_host",
     "ggml_log_internal",
 ];
 
@@ -121,21 +128,58 @@ pub fn set_logger(f: Option<LogFn>) {
     let _ = LOGGER.set(f);
 }
 
-/// Whether a host ggml of version `host` lays out the structures this backend
-/// reads as the vendored headers do: same major and minor version.
-pub fn check_host_version(host: &str) -> Result<(), String> {
-    let major_minor = |v: &str| -> Option<(u32, u32)> {
-        let mut it = v.trim().split('.');
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (major_minor(host), major_minor(BUILT_GGML_VERSION)) {
-        (Some(h), Some(b)) if h == b => Ok(()),
-        _ => Err(format!(
-            "host ggml {host} is not ggml {}.{}.x, which this plugin was built against \
-             (llama.cpp {BUILT_UPSTREAM_COMMIT}): not registering; every op stays on llama.cpp's own backends",
-            BUILT_GGML_VERSION.split('.').next().unwrap_or("?"),
-            BUILT_GGML_VERSION.split('.').nth(1).unwrap_or("?"),
-        )),
+/// The layouts of ggml's backend interface this backend presents: the
+/// `GGML_BACKEND_API_VERSION` a host checks in a registry. They differ only in
+/// the buffer-type interface (API 3 adds the optional `alloc_buffer_n` and
+/// `get_alloc_size_n`, see [`buffer::BufferTypeV3`]); `ggml_tensor`, the op
+/// and type numbers and every other interface are the same in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostApi {
+    /// ggml 0.25.x (llama.cpp until about September 2026), the vendored one.
+    V2,
+    /// ggml 0.26.x.
+    V3,
+}
+
+impl HostApi {
+    /// The API of a host with ggml `version` that exports the functions
+    /// `exports` names. The version alone is not enough (hosts built from
+    /// commits between releases carry a version their headers no longer
+    /// match), so each API is also recognised by a function only it has:
+    /// API 2 exports `ggml_backend_meta_alloc_ctx_tensors_from_buft` (removed
+    /// by API 3), API 3 `ggml_backend_buft_alloc_buffer_n` (added by it).
+    /// Anything else is a host whose layout this backend does not know.
+    pub fn of(version: &str, exports: impl Fn(&str) -> bool) -> Result<HostApi, String> {
+        let major_minor = |v: &str| -> Option<(u32, u32)> {
+            let mut it = v.trim().split('.');
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        };
+        let (v2_marker, v3_marker) = (
+            exports("ggml_backend_meta_alloc_ctx_tensors_from_buft"),
+            exports("ggml_backend_buft_alloc_buffer_n"),
+        );
+        match (major_minor(version), v2_marker, v3_marker) {
+            (Some((0, 25)), true, false) => Ok(HostApi::V2),
+            (Some((0, 26)), false, true) => Ok(HostApi::V3),
+            _ => Err(format!(
+                "host ggml {version} (backend API {}) is not one this plugin knows \
+                 (ggml 0.25.x with backend API 2, ggml 0.26.x with API 3): not registering; \
+                 every op stays on llama.cpp's own backends",
+                match (v2_marker, v3_marker) {
+                    (true, false) => "2",
+                    (false, true) => "3",
+                    _ => "unknown",
+                }
+            )),
+        }
+    }
+
+    /// The `api_version` a registry for this host carries.
+    pub fn number(self) -> c_int {
+        match self {
+            HostApi::V2 => 2,
+            HostApi::V3 => 3,
+        }
     }
 }
 
@@ -235,7 +279,10 @@ unsafe extern "C" fn set_n_threads(backend: ffi::ggml_backend_t, n: c_int) {
 struct Objects {
     reg: ffi::ggml_backend_reg,
     dev: ffi::ggml_backend_device,
+    /// The buffer type as API 2 hosts lay it out, and as API 3 hosts do.
     buft: ffi::ggml_backend_buffer_type,
+    buft3: buffer::BufferTypeV3,
+    api: HostApi,
     description: CString,
     isa: Isa,
 }
@@ -250,8 +297,14 @@ fn objects() -> &'static Objects {
     unsafe { &*OBJECTS.get().expect("init() ran").0 }
 }
 
+/// Our buffer type, in the layout of the host's API (a handle to us: this
+/// crate never reads it through the pointer's type).
 pub(crate) fn our_buft() -> ffi::ggml_backend_buffer_type_t {
-    &objects().buft as *const _ as *mut _
+    let o = objects();
+    match o.api {
+        HostApi::V2 => &o.buft as *const _ as *mut _,
+        HostApi::V3 => &o.buft3 as *const _ as *mut _,
+    }
 }
 pub(crate) fn our_dev() -> ffi::ggml_backend_dev_t {
     &objects().dev as *const _ as *mut _
@@ -278,10 +331,13 @@ pub unsafe fn init(h: Host) -> ffi::ggml_backend_reg_t {
     let version = unsafe { CStr::from_ptr((h.version)()) }
         .to_string_lossy()
         .into_owned();
-    if let Err(e) = check_host_version(&version) {
-        log(ffi::GGML_LOG_LEVEL_ERROR, &e);
-        return std::ptr::null_mut();
-    }
+    let api = match HostApi::of(&version, h.exports) {
+        Ok(api) => api,
+        Err(e) => {
+            log(ffi::GGML_LOG_LEVEL_ERROR, &e);
+            return std::ptr::null_mut();
+        }
+    };
     let isa = match usable_isa() {
         Ok(isa) => isa,
         Err(e) => {
@@ -292,7 +348,7 @@ pub unsafe fn init(h: Host) -> ffi::ggml_backend_reg_t {
     let _ = HOST.set(h);
     let o = Box::leak(Box::new(Objects {
         reg: ffi::ggml_backend_reg {
-            api_version: ffi::GGML_BACKEND_API_VERSION as c_int,
+            api_version: api.number(),
             iface: ffi::ggml_backend_reg_i {
                 get_name: Some(reg_get_name),
                 get_device_count: Some(reg_get_device_count),
@@ -303,6 +359,8 @@ pub unsafe fn init(h: Host) -> ffi::ggml_backend_reg_t {
         },
         dev: ops::device(),
         buft: buffer::buffer_type(),
+        buft3: buffer::BufferTypeV3::new(),
+        api,
         description: CString::new(format!(
             "llmkernel {} kernels ({isa}) for {}",
             env!("CARGO_PKG_VERSION"),
@@ -315,11 +373,15 @@ pub unsafe fn init(h: Host) -> ffi::ggml_backend_reg_t {
     }));
     o.dev.reg = &mut o.reg;
     o.buft.device = &mut o.dev;
+    o.buft3.device = &mut o.dev;
     let ptr: *mut Objects = o;
     let _ = OBJECTS.set(Shared(ptr));
     log(
         ffi::GGML_LOG_LEVEL_INFO,
-        &format!("device LLMK registered, {isa} kernels, host ggml {version}"),
+        &format!(
+            "device LLMK registered, {isa} kernels, host ggml {version} (backend API {})",
+            api.number()
+        ),
     );
     // SAFETY: just leaked, lives forever.
     unsafe { &mut (*ptr).reg }
@@ -365,22 +427,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_versions() {
-        assert!(check_host_version("0.25.3").is_ok());
-        assert!(check_host_version("0.25.9").is_ok());
-        let e = check_host_version("0.26.0").unwrap_err();
-        assert!(e.contains("host ggml 0.26.0 is not ggml 0.25.x"), "{e}");
-        assert!(check_host_version("1.25.3").is_err());
-        assert!(check_host_version("garbage").is_err());
-        assert!(check_host_version("").is_err());
+    fn host_apis() {
+        let v2 = |s: &str| s == "ggml_backend_meta_alloc_ctx_tensors_from_buft";
+        let v3 = |s: &str| s == "ggml_backend_buft_alloc_buffer_n";
+        assert_eq!(HostApi::of("0.25.3", v2), Ok(HostApi::V2));
+        assert_eq!(HostApi::of("0.25.9", v2), Ok(HostApi::V2));
+        assert_eq!(HostApi::of("0.26.0", v3), Ok(HostApi::V3));
+        // The version and the exported functions must agree.
+        let e = HostApi::of("0.26.0", v2).unwrap_err();
+        assert!(
+            e.contains("host ggml 0.26.0 (backend API 2) is not one this plugin knows"),
+            "{e}"
+        );
+        assert!(HostApi::of("0.25.3", v3).is_err());
+        assert!(HostApi::of("0.25.3", |_| true).is_err());
+        assert!(HostApi::of("0.25.3", |_| false).is_err());
+        assert!(HostApi::of("0.27.0", v3).is_err());
+        assert!(HostApi::of("1.25.3", v2).is_err());
+        assert!(HostApi::of("garbage", v2).is_err());
+        assert!(HostApi::of("", v2).is_err());
     }
 
-    /// A host whose ggml is another minor version gets no registry (and none
-    /// of the other host functions is ever called).
+    /// A host whose ggml this backend does not know gets no registry (and
+    /// none of the other host functions is ever called).
     #[test]
     fn init_refuses_another_ggml() {
         unsafe extern "C" fn version() -> *const c_char {
-            c"0.26.1".as_ptr()
+            c"0.27.1".as_ptr()
+        }
+        unsafe extern "C" fn buft_is_host(_: ffi::ggml_backend_buffer_type_t) -> bool {
+            panic!("called")
         }
         unsafe extern "C" fn buffer_init(
             _: ffi::ggml_backend_buffer_type_t,
@@ -408,6 +484,8 @@ mod tests {
                 graph_n_nodes: n_nodes,
                 graph_node: node,
                 nbytes,
+                buft_is_host,
+                exports: |s| s == "ggml_backend_buft_alloc_buffer_n",
                 log: None,
                 omp: None,
             })

@@ -19,8 +19,8 @@ fn host() -> &'static Result<Host, String> {
     HOST.get_or_init(|| {
         let this = libloading::os::unix::Library::this();
         // SAFETY (each lookup): the types are the vendored headers' signatures of
-        // these ggml-base functions; the host's match where check_host_version
-        // (in init) passes, and ggml_version's has not changed since ggml 0.9.
+        // these ggml-base functions, the same in every host HostApi::of (in
+        // init) accepts; ggml_version's has not changed since ggml 0.9.
         let log = unsafe { this.get::<LogFn>(b"ggml_log_internal\0") }
             .ok()
             .map(|s| *s);
@@ -42,6 +42,8 @@ fn host() -> &'static Result<Host, String> {
             graph_n_nodes: sym!("ggml_graph_n_nodes"),
             graph_node: sym!("ggml_graph_node"),
             nbytes: sym!("ggml_nbytes"),
+            buft_is_host: sym!("ggml_backend_buft_is_host"),
+            exports,
             log,
             // SAFETY: libgomp's documented ABI, unchanged since GCC 4.9.
             omp: unsafe {
@@ -60,6 +62,16 @@ fn host() -> &'static Result<Host, String> {
             },
         })
     })
+}
+
+/// Whether the loading process exports a function named `name`.
+fn exports(name: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    let this = libloading::os::unix::Library::this();
+    // SAFETY: only the symbol's presence is asked; nothing is called.
+    unsafe { this.get::<*const std::ffi::c_void>(name.as_bytes_with_nul()) }.is_ok()
 }
 
 /// Called by ggml's loader after `ggml_backend_score`; null means "no device".
