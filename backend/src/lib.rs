@@ -190,8 +190,7 @@ pub fn usable_isa() -> Result<Isa, String> {
     let isa = Isa::ceiling().map_err(|e| e.to_string())?;
     let best = Isa::ALL
         .into_iter()
-        .filter(|i| *i <= isa && i.supported(&llmkernel_kernels::cpu::CpuFeatures::get()))
-        .next_back()
+        .rfind(|i| i.admitted_under(isa))
         .unwrap_or(Isa::Scalar);
     if best == Isa::Scalar {
         Err(format!(
@@ -425,6 +424,20 @@ pub(crate) fn description() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the backend registers with agrees with what the table runs: the
+    /// best level admitted under the ceiling (a ceiling of the other
+    /// architecture's family admits only scalar code, so no registration).
+    #[test]
+    fn usable_isa_is_the_tables_choice() {
+        use llmkernel_kernels::formats::BlockQ4K;
+        use llmkernel_kernels::table::Config;
+        let table = Config::<BlockQ4K>::best().unwrap().row().isa();
+        match usable_isa() {
+            Ok(isa) => assert_eq!(isa, table),
+            Err(_) => assert_eq!(table, Isa::Scalar),
+        }
+    }
 
     #[test]
     fn host_apis() {

@@ -711,9 +711,11 @@ impl<B: Kernels> Config<B> {
     /// The interleaved GEMV of layout `X` (rows of this format) for this
     /// configuration: the one of the row kernel's ISA, or the scalar reference.
     pub fn x4<X: X4Kernels<Row = B>>(&self) -> X4Kernel<X> {
+        // The row kernel's ISA is admitted already (Config::at).
         let all = X::x4_kernels();
-        best(&all, |k| k.isa, self.row.isa)
-            .filter(|k| k.isa == self.row.isa)
+        all.iter()
+            .find(|k| k.isa == self.row.isa)
+            .copied()
             .unwrap_or(all[0])
     }
 
