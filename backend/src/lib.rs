@@ -426,16 +426,31 @@ mod tests {
     use super::*;
 
     /// What the backend registers with agrees with what the table runs: the
-    /// best level admitted under the ceiling (a ceiling of the other
-    /// architecture's family admits only scalar code, so no registration).
+    /// level the backend registers admits every row the table picks (a format
+    /// may have no row at the top level, e.g. no i8mm Q4_K kernel, and then
+    /// runs the level below), and a ceiling of the other architecture's
+    /// family admits only scalar code, so no registration.
     #[test]
     fn usable_isa_is_the_tables_choice() {
-        use llmkernel_kernels::formats::BlockQ4K;
+        use llmkernel_kernels::formats::{self, Format};
         use llmkernel_kernels::table::Config;
-        let table = Config::<BlockQ4K>::best().unwrap().row().isa();
-        match usable_isa() {
-            Ok(isa) => assert_eq!(isa, table),
-            Err(_) => assert_eq!(table, Isa::Scalar),
+        struct RowIsa;
+        impl formats::WithFormat for RowIsa {
+            type Out = Isa;
+            fn run<B: llmkernel_kernels::table::Kernels>(self) -> Isa {
+                Config::<B>::best().unwrap().row().isa()
+            }
+        }
+        let usable = usable_isa();
+        for f in Format::WITH_KERNELS {
+            let table = f.with(RowIsa).unwrap();
+            match &usable {
+                Ok(isa) => assert!(
+                    table.admitted_under(*isa) && table != Isa::Scalar,
+                    "{f:?}: {table} under {isa}"
+                ),
+                Err(_) => assert_eq!(table, Isa::Scalar, "{f:?}"),
+            }
         }
     }
 
