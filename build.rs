@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 const LLAMA: &str = "vendor/llama.cpp";
 /// From vendor/llama.cpp/ggml/CMakeLists.txt (GGML_VERSION_*) and VENDORED.md.
-const GGML_VERSION: &str = "0.25.3";
+const GGML_VERSION: &str = "0.26.0";
 /// From vendor/llama.cpp/CMakeLists.txt (LLAMA_VERSION_*; LLAMA_BUILD_IS_DEV on).
-const LLAMA_VERSION: &str = "0.5.0-dev";
-const UPSTREAM_COMMIT: &str = "0c1e570";
+const LLAMA_VERSION: &str = "0.6.0-dev";
+const UPSTREAM_COMMIT: &str = "b11434";
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());

@@ -5,11 +5,15 @@
 # repack), libggml.so (backend registry, CPU backend compiled in, GGML_BACKEND_DL
 # off), libllama.so, libllama-common.so, and the programs
 #
-#   test-backend-ops llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion
+#   test-backend-ops llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion rpc-server
+#
+# with the RPC backend (libggml-rpc.so, registered by libggml as GGML_RPC=ON
+# builds do) when the tree has it, so every program takes `--rpc` and
+# rpc-server (upstream's ggml-rpc-server) serves this machine's devices.
 #
 # into target/llama-tools/bin (override with LLMKERNEL_TOOLS_DIR). LLMKERNEL_LLAMA_SRC
-# builds another llama.cpp tree than vendor/ (e.g. the current upstream from
-# scripts/fetch-llama-cpp.sh, a host of backend API 3); use another
+# builds another llama.cpp tree than vendor/ (e.g. the previous one, from
+# `scripts/fetch-llama-cpp.sh api2`, a host of backend API 2); use another
 # LLMKERNEL_TOOLS_DIR for it. Arguments
 # name a subset of the programs, e.g. `scripts/build-llama-tools.sh test-backend-ops`.
 # Incremental: objects newer than their source and flags are kept.
@@ -32,7 +36,7 @@ OUT=${LLMKERNEL_TOOLS_DIR:-$ROOT/target/llama-tools}
 JOBS=${JOBS:-$(nproc)}
 CC=${CC:-gcc}
 CXX=${CXX:-g++}
-ALL_TOOLS="test-backend-ops llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion"
+ALL_TOOLS="test-backend-ops llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion rpc-server"
 TOOLS=${*:-$ALL_TOOLS}
 for t in $TOOLS; do
   case " $ALL_TOOLS " in *" $t "*) ;; *) echo "unknown program: $t (one of: $ALL_TOOLS)" >&2; exit 2 ;; esac
@@ -83,11 +87,13 @@ COMMON_INC="-I$L/include -I$L/common -I$L/vendor -DLLAMA_SUBPROCESS"
 
 JOBFILE=$(mktemp); trap 'rm -f "$JOBFILE"' EXIT
 declare -A OBJS
-# obj GROUP COMPILER FLAGS SRC...: queues compiles whose object is missing or stale.
+# obj GROUP COMPILER FLAGS SRC...: queues compiles whose object is missing or
+# stale: older than its source, or built with other flags or from another tree
+# or version (a re-vendored tree keeps upstream's file dates, older than the objects).
 obj() {
   local group=$1 comp=$2 flags=$3; shift 3
-  local stamp="$OUT/obj/$group.flags"
-  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$comp $flags" ] || { rm -f "$OUT/obj/$group."*.o; echo "$comp $flags" > "$stamp"; }
+  local stamp="$OUT/obj/$group.flags" id="$L ggml $GGML_VERSION $COMMIT: $comp $flags"
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$id" ] || { rm -f "$OUT/obj/$group."*.o; echo "$id" > "$stamp"; }
   for src in "$@"; do
     local o="$OUT/obj/$group.$(echo "${src#"$ROOT"/}" | tr '/' '_').o"
     OBJS[$group]+=" $o"
@@ -102,9 +108,20 @@ obj cpu-c "$CC" "$BASE $CPU -std=gnu11 -DGGML_BUILD" \
   $ggml_src/ggml-cpu/{ggml-cpu.c,quants.c,arch/$ARCH_DIR/quants.c}
 obj cpu-cxx "$CXX" "$BASE $CPU -std=gnu++17 -DGGML_BUILD" \
   $ggml_src/ggml-cpu/{ggml-cpu.cpp,repack.cpp,hbm.cpp,traits.cpp,amx/amx.cpp,amx/mmq.cpp,tiled/tiled.cpp,tiled/tiled-kernel.cpp,binary-ops.cpp,unary-ops.cpp,vec.cpp,ops.cpp,llamafile/sgemm.cpp,arch/$ARCH_DIR/repack.cpp}
-obj reg "$CXX" "$BASE -std=gnu++17 -DGGML_BUILD -DGGML_USE_CPU" $ggml_src/{ggml-backend-reg.cpp,ggml-backend-dl.cpp}
+RPC=false
+[ -f "$ggml_src/ggml-rpc/ggml-rpc.cpp" ] && RPC=true
+if $RPC; then
+  obj rpc "$CXX" "$BASE -std=gnu++17 -DGGML_BUILD -DGGML_BACKEND_SHARED -DGGML_BACKEND_BUILD" \
+    $ggml_src/ggml-rpc/{ggml-rpc.cpp,transport.cpp}
+  obj reg "$CXX" "$BASE -std=gnu++17 -DGGML_BUILD -DGGML_USE_CPU -DGGML_USE_RPC" $ggml_src/{ggml-backend-reg.cpp,ggml-backend-dl.cpp}
+else
+  obj reg "$CXX" "$BASE -std=gnu++17 -DGGML_BUILD -DGGML_USE_CPU" $ggml_src/{ggml-backend-reg.cpp,ggml-backend-dl.cpp}
+fi
+for t in $TOOLS; do
+  [ "$t" = rpc-server ] && ! $RPC && { echo "rpc-server: $L has no ggml/src/ggml-rpc" >&2; exit 2; }
+done
 needs_llama=false
-for t in $TOOLS; do [ "$t" != test-backend-ops ] && needs_llama=true; done
+for t in $TOOLS; do case $t in test-backend-ops | rpc-server) ;; *) needs_llama=true ;; esac; done
 if $needs_llama; then
   obj llama "$CXX" "$BASE $LLAMA_INC -std=gnu++17 -DLLAMA_BUILD" "$L"/src/*.cpp "$OUT"/gen/models-unity-*.cpp
   obj common "$CXX" "$BASE $COMMON_INC -std=gnu++17" "$L"/common/*.cpp "$L"/common/jinja/*.cpp \
@@ -121,6 +138,7 @@ declare -A TOOL_SRC=(
   [llama-quantize]="$L/tools/quantize/quantize.cpp $L/tools/quantize/main.cpp"
   [llama-completion]="$L/tools/completion/completion.cpp $L/tools/completion/main.cpp"
   [llama-imatrix]="$L/tools/imatrix/imatrix.cpp"
+  [rpc-server]="$L/tools/rpc/rpc-server.cpp"
 )
 for t in $TOOLS; do
   # shellcheck disable=SC2086
@@ -144,14 +162,19 @@ link_so() {
 }
 link_so ggml-base "base-c base-cxx" "-lm"
 link_so ggml-cpu "cpu-c cpu-cxx" "-lggml-base -fopenmp -lm"
-link_so ggml "reg" "-lggml-cpu -lggml-base -ldl"
+if $RPC; then
+  link_so ggml-rpc "rpc" "-lggml-base"
+  link_so ggml "reg" "-lggml-cpu -lggml-rpc -lggml-base -ldl"
+else
+  link_so ggml "reg" "-lggml-cpu -lggml-base -ldl"
+fi
 if $needs_llama; then
   link_so llama "llama" "-lggml -lggml-cpu -lggml-base"
   link_so llama-common "common httplib" "-lllama -lggml -lggml-base"
 fi
 for t in $TOOLS; do
   libs="-lggml -lggml-cpu -lggml-base"
-  [ "$t" != test-backend-ops ] && libs="-lllama-common -lllama $libs"
+  case $t in test-backend-ops | rpc-server) ;; *) libs="-lllama-common -lllama $libs" ;; esac
   # shellcheck disable=SC2086
   $CXX -o "$OUT/bin/$t" ${OBJS[$t]} -L"$OUT/lib" -Wl,-rpath,"$OUT/lib" $libs -pthread
 done

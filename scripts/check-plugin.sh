@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks libllmkernel.so inside unmodified llama.cpp programs, in two hosts:
-# the vendored llama.cpp (ggml 0.25.3, backend API 2) and the current upstream
-# (ggml 0.26.0, backend API 3; scripts/fetch-llama-cpp.sh, built outside vendor/):
+# the vendored llama.cpp (ggml 0.26.0, backend API 3) and the previous one
+# (ggml 0.25.3, backend API 2; scripts/fetch-llama-cpp.sh api2, built outside vendor/):
 #  1. the .so carries no ggml (its only ggml_* symbols are the two it exports);
 #  2. in each host, llama.cpp's own test-backend-ops, `-o MUL_MAT` and
 #     `-o MUL_MAT_ID`, lists the LLMK backend and passes every case it
@@ -12,7 +12,7 @@
 #     0.99.0) it registers nothing, says so in one line, and the program runs
 #     stock and exits 0.
 # Run by .ci/run. Builds what it needs (cargo, scripts/build-llama-tools.sh).
-# LLMKERNEL_PLUGIN_HOSTS="vendored current" (default) picks the hosts.
+# LLMKERNEL_PLUGIN_HOSTS="vendored api2" (default) picks the hosts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SO=$PWD/target/release/libllmkernel.so
@@ -66,15 +66,15 @@ check_host() {
   echo "ok"
 }
 
-for host in ${LLMKERNEL_PLUGIN_HOSTS:-vendored current}; do
+for host in ${LLMKERNEL_PLUGIN_HOSTS:-vendored api2}; do
   case $host in
     vendored)
       scripts/build-llama-tools.sh test-backend-ops
-      check_host "vendored llama.cpp (ggml 0.25.3)" "${LLMKERNEL_TOOLS_DIR:-$PWD/target/llama-tools}/bin/test-backend-ops" 2 ;;
-    current)
-      src=$(scripts/fetch-llama-cpp.sh current)
-      LLMKERNEL_LLAMA_SRC=$src LLMKERNEL_TOOLS_DIR=$PWD/target/llama-tools-current scripts/build-llama-tools.sh test-backend-ops
-      check_host "current llama.cpp (ggml 0.26.0)" "$PWD/target/llama-tools-current/bin/test-backend-ops" 3 ;;
-    *) echo "unknown host $host (vendored, current)" >&2; exit 2 ;;
+      check_host "vendored llama.cpp (ggml 0.26.0)" "${LLMKERNEL_TOOLS_DIR:-$PWD/target/llama-tools}/bin/test-backend-ops" 3 ;;
+    api2)
+      src=$(scripts/fetch-llama-cpp.sh api2)
+      LLMKERNEL_LLAMA_SRC=$src LLMKERNEL_TOOLS_DIR=$PWD/target/llama-tools-api2 scripts/build-llama-tools.sh test-backend-ops
+      check_host "llama.cpp 0c1e570 (ggml 0.25.3)" "$PWD/target/llama-tools-api2/bin/test-backend-ops" 2 ;;
+    *) echo "unknown host $host (vendored, api2)" >&2; exit 2 ;;
   esac
 done

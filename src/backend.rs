@@ -46,10 +46,23 @@ pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
             graph_node: ffi::ggml_graph_node,
             nbytes: ffi::ggml_nbytes,
             buft_is_host: ffi::ggml_backend_buft_is_host,
-            // The vendored ggml (backend API 2), linked in.
-            exports: |name| name == "ggml_backend_meta_alloc_ctx_tensors_from_buft",
+            // The vendored ggml (backend API 3), linked in.
+            exports: |name| name == "ggml_backend_buft_alloc_buffer_n",
             log: Some(ggml_log_internal),
             omp: Some(omp()),
+            cpu: Some(llmkernel_backend::whole_graph::CpuHost {
+                init_by_type: ffi::ggml_backend_init_by_type,
+                get_device: ffi::ggml_backend_get_device,
+                dev_backend_reg: ffi::ggml_backend_dev_backend_reg,
+                reg_get_proc_address: ffi::ggml_backend_reg_get_proc_address,
+                graph_compute: ffi::ggml_backend_graph_compute,
+                free: ffi::ggml_backend_free,
+                init: ffi::ggml_init,
+                ctx_free: ffi::ggml_free,
+                graph_overhead_custom: ffi::ggml_graph_overhead_custom,
+                new_graph_custom: ffi::ggml_new_graph_custom,
+                graph_add_node: ffi::ggml_graph_add_node,
+            }),
         })
     };
     if reg.is_null() {

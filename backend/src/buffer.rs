@@ -23,9 +23,12 @@ pub(crate) fn buffer_type() -> ffi::ggml_backend_buffer_type {
         iface: ffi::ggml_backend_buffer_type_i {
             get_name: Some(buft_get_name),
             alloc_buffer: Some(buft_alloc_buffer),
+            // Optional: ggml then allocates through `alloc_buffer`.
+            alloc_buffer_n: None,
             get_alignment: Some(buft_get_alignment),
             get_max_size: None,
             get_alloc_size: None,
+            get_alloc_size_n: None,
             is_host: Some(buft_is_host),
         },
         device: std::ptr::null_mut(), // set by init()
@@ -33,52 +36,35 @@ pub(crate) fn buffer_type() -> ffi::ggml_backend_buffer_type {
     }
 }
 
-/// ggml's buffer type as hosts of backend API 3 (ggml 0.26) lay it out:
-/// API 2's interface with `alloc_buffer_n` after `alloc_buffer` and
-/// `get_alloc_size_n` after `get_alloc_size`, both optional (ours are none:
-/// ggml then allocates through `alloc_buffer`), then `device` and `context`.
+/// ggml's buffer type as hosts of backend API 2 (ggml 0.25) lay it out: the
+/// vendored (API 3) interface without `alloc_buffer_n` and `get_alloc_size_n`,
+/// then `device` and `context`.
 #[repr(C)]
-pub(crate) struct BufferTypeV3 {
+pub(crate) struct BufferTypeV2 {
     get_name: Option<unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t) -> *const c_char>,
     alloc_buffer: Option<
         unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t, usize) -> ffi::ggml_backend_buffer_t,
-    >,
-    alloc_buffer_n: Option<
-        unsafe extern "C" fn(
-            ffi::ggml_backend_buffer_type_t,
-            *mut *mut ffi::ggml_tensor,
-            std::ffi::c_int,
-        ) -> ffi::ggml_backend_buffer_t,
     >,
     get_alignment: Option<unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t) -> usize>,
     get_max_size: Option<unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t) -> usize>,
     get_alloc_size: Option<
         unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t, *const ffi::ggml_tensor) -> usize,
     >,
-    get_alloc_size_n: Option<
-        unsafe extern "C" fn(
-            ffi::ggml_backend_buffer_type_t,
-            *mut *mut ffi::ggml_tensor,
-            std::ffi::c_int,
-        ) -> usize,
-    >,
     is_host: Option<unsafe extern "C" fn(ffi::ggml_backend_buffer_type_t) -> bool>,
     pub(crate) device: ffi::ggml_backend_dev_t,
     context: *mut c_void,
 }
 
-impl BufferTypeV3 {
-    /// The same functions as [`buffer_type`], in API 3's layout.
-    pub(crate) fn new() -> BufferTypeV3 {
+impl BufferTypeV2 {
+    /// The same functions as [`buffer_type`], in API 2's layout.
+    pub(crate) fn new() -> BufferTypeV2 {
         let i = buffer_type().iface;
-        BufferTypeV3 {
+        BufferTypeV2 {
             get_name: i.get_name,
             alloc_buffer: i.alloc_buffer,
-            alloc_buffer_n: None,
             get_alignment: i.get_alignment,
             get_max_size: i.get_max_size,
             get_alloc_size: i.get_alloc_size,
-            get_alloc_size_n: None,
             is_host: i.is_host,
             device: std::ptr::null_mut(), // set by init()
             context: std::ptr::null_mut(),
@@ -88,8 +74,8 @@ impl BufferTypeV3 {
 
 // API 3's interface is API 2's plus two function pointers.
 const _: () = assert!(
-    std::mem::size_of::<BufferTypeV3>()
-        == std::mem::size_of::<ffi::ggml_backend_buffer_type>() + 2 * std::mem::size_of::<usize>()
+    std::mem::size_of::<BufferTypeV2>() + 2 * std::mem::size_of::<usize>()
+        == std::mem::size_of::<ffi::ggml_backend_buffer_type>()
 );
 
 fn interface() -> ffi::ggml_backend_buffer_i {

@@ -20,6 +20,7 @@ pub mod buffer;
 pub mod ops;
 pub(crate) mod sparse;
 pub mod team;
+pub mod whole_graph;
 
 /// Raw bindings of the vendored llama.cpp headers (ggml, gguf, llama and
 /// the backend interface): the one copy of the C types, which the root crate
@@ -43,9 +44,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// The ggml version this backend was built against (vendor/llama.cpp/VENDORED.md).
-pub const BUILT_GGML_VERSION: &str = "0.25.3";
+pub const BUILT_GGML_VERSION: &str = "0.26.0";
 /// The vendored upstream commit.
-pub const BUILT_UPSTREAM_COMMIT: &str = "0c1e570";
+pub const BUILT_UPSTREAM_COMMIT: &str = "b11434";
 /// The device's and the registry's name.
 pub const NAME: &CStr = c"LLMK";
 
@@ -75,6 +76,10 @@ pub struct Host {
     pub log: Option<LogFn>,
     /// The host's OpenMP runtime, when its CPU backend uses one (optional).
     pub omp: Option<Omp>,
+    /// The host's CPU backend and graph functions, to run whole graphs as an
+    /// RPC worker (optional: without them LLMK runs only what the scheduler
+    /// hands it, which is all a llama.cpp process does).
+    pub cpu: Option<whole_graph::CpuHost>,
 }
 
 /// libgomp's entry points, to run the backend's parallel work on the OpenMP
@@ -131,13 +136,13 @@ pub fn set_logger(f: Option<LogFn>) {
 /// The layouts of ggml's backend interface this backend presents: the
 /// `GGML_BACKEND_API_VERSION` a host checks in a registry. They differ only in
 /// the buffer-type interface (API 3 adds the optional `alloc_buffer_n` and
-/// `get_alloc_size_n`, see [`buffer::BufferTypeV3`]); `ggml_tensor`, the op
+/// `get_alloc_size_n`, see [`buffer::BufferTypeV2`]); `ggml_tensor`, the op
 /// and type numbers and every other interface are the same in both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostApi {
-    /// ggml 0.25.x (llama.cpp until about September 2026), the vendored one.
+    /// ggml 0.25.x (llama.cpp until about September 2026).
     V2,
-    /// ggml 0.26.x.
+    /// ggml 0.26.x, the vendored one.
     V3,
 }
 
@@ -231,6 +236,8 @@ pub struct Stats {
     /// Weights held packed now, and their bytes.
     pub sparse_tensors: u64,
     pub sparse_bytes: u64,
+    /// Nodes of whole graphs (an RPC worker's) run on the host's CPU backend.
+    pub cpu_nodes: u64,
 }
 
 pub(crate) static MUL_MAT: AtomicU64 = AtomicU64::new(0);
@@ -241,6 +248,7 @@ pub(crate) static SPARSE_MUL_MAT: AtomicU64 = AtomicU64::new(0);
 pub(crate) static SPARSE_PACKED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static SPARSE_TENSORS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static SPARSE_BYTES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static CPU_NODES: AtomicU64 = AtomicU64::new(0);
 
 /// The counters so far (also reachable from C: `get_proc_address("llmkernel_get_stats")`).
 pub fn stats() -> Stats {
@@ -253,6 +261,40 @@ pub fn stats() -> Stats {
         sparse_packed: SPARSE_PACKED.load(Ordering::Relaxed),
         sparse_tensors: SPARSE_TENSORS.load(Ordering::Relaxed),
         sparse_bytes: SPARSE_BYTES.load(Ordering::Relaxed),
+        cpu_nodes: CPU_NODES.load(Ordering::Relaxed),
+    }
+}
+
+impl Stats {
+    /// One JSON line of the counters.
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"mul_mat\":{},\"mul_mat_id\":{},\"weight_bytes\":{},\"failed\":{},\
+             \"sparse_mul_mat\":{},\"sparse_packed\":{},\"sparse_tensors\":{},\
+             \"sparse_bytes\":{},\"cpu_nodes\":{}}}",
+            self.mul_mat,
+            self.mul_mat_id,
+            self.weight_bytes,
+            self.failed,
+            self.sparse_mul_mat,
+            self.sparse_packed,
+            self.sparse_tensors,
+            self.sparse_bytes,
+            self.cpu_nodes
+        )
+    }
+}
+
+/// With `LLMKERNEL_STATS_FILE=<path>`, the counters as one JSON line,
+/// rewritten after every graph: how to see what a process that never exits
+/// (an RPC worker) has computed.
+pub(crate) fn write_stats_file() {
+    static PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    if let Some(p) = PATH.get_or_init(|| std::env::var_os("LLMKERNEL_STATS_FILE").map(Into::into)) {
+        let tmp = p.with_extension("tmp");
+        if std::fs::write(&tmp, stats().json() + "\n").is_ok() {
+            let _ = std::fs::rename(&tmp, p);
+        }
     }
 }
 
@@ -278,9 +320,10 @@ unsafe extern "C" fn set_n_threads(backend: ffi::ggml_backend_t, n: c_int) {
 struct Objects {
     reg: ffi::ggml_backend_reg,
     dev: ffi::ggml_backend_device,
-    /// The buffer type as API 2 hosts lay it out, and as API 3 hosts do.
+    /// The buffer type as API 3 hosts lay it out (the vendored headers), and
+    /// as API 2 hosts do.
     buft: ffi::ggml_backend_buffer_type,
-    buft3: buffer::BufferTypeV3,
+    buft2: buffer::BufferTypeV2,
     api: HostApi,
     description: CString,
     isa: Isa,
@@ -301,8 +344,8 @@ fn objects() -> &'static Objects {
 pub(crate) fn our_buft() -> ffi::ggml_backend_buffer_type_t {
     let o = objects();
     match o.api {
-        HostApi::V2 => &o.buft as *const _ as *mut _,
-        HostApi::V3 => &o.buft3 as *const _ as *mut _,
+        HostApi::V2 => &o.buft2 as *const _ as *mut _,
+        HostApi::V3 => &o.buft as *const _ as *mut _,
     }
 }
 pub(crate) fn our_dev() -> ffi::ggml_backend_dev_t {
@@ -358,7 +401,7 @@ pub unsafe fn init(h: Host) -> ffi::ggml_backend_reg_t {
         },
         dev: ops::device(),
         buft: buffer::buffer_type(),
-        buft3: buffer::BufferTypeV3::new(),
+        buft2: buffer::BufferTypeV2::new(),
         api,
         description: CString::new(format!(
             "llmkernel {} kernels ({isa}) for {}",
@@ -372,7 +415,7 @@ pub unsafe fn init(h: Host) -> ffi::ggml_backend_reg_t {
     }));
     o.dev.reg = &mut o.reg;
     o.buft.device = &mut o.dev;
-    o.buft3.device = &mut o.dev;
+    o.buft2.device = &mut o.dev;
     let ptr: *mut Objects = o;
     let _ = OBJECTS.set(Shared(ptr));
     log(
@@ -516,6 +559,7 @@ mod tests {
                 exports: |s| s == "ggml_backend_buft_alloc_buffer_n",
                 log: None,
                 omp: None,
+                cpu: None,
             })
         };
         assert!(reg.is_null());

@@ -7,7 +7,7 @@ use llmkernel_kernels::matmul::{matmul_on, matmul_x4_on, Parallel, QMatrix, X4Ma
 use llmkernel_kernels::table::{Config, Kernels, X4Kernels};
 use std::any::Any;
 use std::borrow::Cow;
-use std::ffi::c_char;
+use std::ffi::{c_char, c_int};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -218,6 +218,9 @@ pub fn set_accepting(on: bool) {
 /// Per-backend state.
 pub(crate) struct Context {
     threads: AtomicUsize,
+    /// The host's CPU backend, for the nodes of a whole graph LLMK does not
+    /// take (started on first need: see [`crate::whole_graph`]).
+    cpu: std::sync::Mutex<Option<crate::whole_graph::Cpu>>,
 }
 impl Context {
     pub(crate) fn set_threads(&self, n: usize) {
@@ -249,6 +252,7 @@ unsafe extern "C" fn dev_init_backend(
     let ctx = Box::new(Context {
         // The CPU backend's default; llama.cpp sets its n_threads on both.
         threads: AtomicUsize::new(ffi::GGML_DEFAULT_N_THREADS as usize),
+        cpu: std::sync::Mutex::new(None),
     });
     Box::into_raw(Box::new(ffi::ggml_backend {
         guid: &GUID as *const _ as *mut _,
@@ -299,27 +303,83 @@ unsafe extern "C" fn backend_graph_compute(
     let h = crate::host();
     // SAFETY: ggml passes a live graph.
     let n = unsafe { (h.graph_n_nodes)(graph) };
+    // Nodes LLMK does not take, waiting to run on the CPU backend (only a
+    // whole graph, as an RPC worker gets, has them).
+    let mut run: Vec<*mut ffi::ggml_tensor> = Vec::new();
     for i in 0..n {
         // SAFETY: i < n_nodes.
         let node = unsafe { (h.graph_node)(graph, i) };
-        // SAFETY: graph nodes are live tensors; the scheduler gives us only ops
-        // supports() accepted (and views), with their data allocated.
+        // SAFETY: graph nodes are live tensors with live sources.
+        let (noop, ours) = unsafe { (is_noop((*node).op), supports(&*node)) };
+        if !ours || (noop && !run.is_empty()) {
+            run.push(node);
+            continue;
+        }
+        if let Err(e) = run_on_cpu(ctx, &mut run) {
+            return failed(i, node, &e);
+        }
+        // SAFETY: as above, and supports() accepted the node; the graph's
+        // data is allocated when it is computed.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
             compute(&*node, &*par)
         }))
         .unwrap_or_else(|_| Err("panic in a kernel".into()));
         if let Err(e) = result {
-            crate::FAILED.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: as above.
-            let name = unsafe { std::ffi::CStr::from_ptr((*node).name.as_ptr()) };
-            log(
-                ffi::GGML_LOG_LEVEL_ERROR,
-                &format!("node {i} ({}): {e}", name.to_string_lossy()),
-            );
-            return ffi::GGML_STATUS_FAILED;
+            return failed(i, node, &e);
         }
     }
-    ffi::GGML_STATUS_SUCCESS
+    let status = match run_on_cpu(ctx, &mut run) {
+        Ok(()) => ffi::GGML_STATUS_SUCCESS,
+        // SAFETY: n > 0 when the run was not empty.
+        Err(e) => failed(n - 1, unsafe { (h.graph_node)(graph, n - 1) }, &e),
+    };
+    crate::write_stats_file();
+    status
+}
+
+fn is_noop(op: ffi::ggml_op) -> bool {
+    matches!(
+        op,
+        ffi::GGML_OP_NONE
+            | ffi::GGML_OP_RESHAPE
+            | ffi::GGML_OP_VIEW
+            | ffi::GGML_OP_PERMUTE
+            | ffi::GGML_OP_TRANSPOSE
+    )
+}
+
+/// Runs the waiting nodes of a whole graph on the host's CPU backend.
+fn run_on_cpu(ctx: &Context, run: &mut Vec<*mut ffi::ggml_tensor>) -> Result<()> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let mut cpu = ctx.cpu.lock().unwrap_or_else(|e| e.into_inner());
+    if cpu.is_none() {
+        *cpu = Some(crate::whole_graph::Cpu::start()?);
+        log(
+            ffi::GGML_LOG_LEVEL_INFO,
+            "a whole graph (an RPC worker's): the ops LLMK does not take run on the host's CPU backend",
+        );
+    }
+    // SAFETY: the nodes are live nodes of the graph being computed, in order,
+    // their sources computed before them; LLMK's buffers are host memory.
+    unsafe { cpu.as_mut().unwrap().compute(run, ctx.threads()) }?;
+    crate::CPU_NODES.fetch_add(run.len() as u64, Ordering::Relaxed);
+    run.clear();
+    Ok(())
+}
+
+/// Logs a node that failed and returns the failure.
+fn failed(i: c_int, node: *mut ffi::ggml_tensor, e: &str) -> ffi::ggml_status {
+    crate::FAILED.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: a live graph node.
+    let name = unsafe { std::ffi::CStr::from_ptr((*node).name.as_ptr()) };
+    log(
+        ffi::GGML_LOG_LEVEL_ERROR,
+        &format!("node {i} ({}): {e}", name.to_string_lossy()),
+    );
+    crate::write_stats_file();
+    ffi::GGML_STATUS_FAILED
 }
 
 /// The table's configuration of format `B` under the backend's ISA ceiling,

@@ -45,6 +45,7 @@ fn host() -> &'static Result<Host, String> {
             buft_is_host: sym!("ggml_backend_buft_is_host"),
             exports,
             log,
+            cpu: cpu_host(&this),
             // SAFETY: libgomp's documented ABI, unchanged since GCC 4.9.
             omp: unsafe {
                 match (
@@ -61,6 +62,33 @@ fn host() -> &'static Result<Host, String> {
                 }
             },
         })
+    })
+}
+
+/// The host's CPU-backend and graph functions, when it has all of them
+/// (`ggml_backend_init_by_type` is libggml's, which some hosts load privately).
+fn cpu_host(
+    this: &libloading::os::unix::Library,
+) -> Option<llmkernel_backend::whole_graph::CpuHost> {
+    macro_rules! sym {
+        ($name:literal) => {
+            // SAFETY: the vendored headers' signature of this ggml function,
+            // the same in ggml 0.25 and 0.26.
+            *unsafe { this.get(concat!($name, "\0").as_bytes()) }.ok()?
+        };
+    }
+    Some(llmkernel_backend::whole_graph::CpuHost {
+        init_by_type: sym!("ggml_backend_init_by_type"),
+        get_device: sym!("ggml_backend_get_device"),
+        dev_backend_reg: sym!("ggml_backend_dev_backend_reg"),
+        reg_get_proc_address: sym!("ggml_backend_reg_get_proc_address"),
+        graph_compute: sym!("ggml_backend_graph_compute"),
+        free: sym!("ggml_backend_free"),
+        init: sym!("ggml_init"),
+        ctx_free: sym!("ggml_free"),
+        graph_overhead_custom: sym!("ggml_graph_overhead_custom"),
+        new_graph_custom: sym!("ggml_new_graph_custom"),
+        graph_add_node: sym!("ggml_graph_add_node"),
     })
 }
 

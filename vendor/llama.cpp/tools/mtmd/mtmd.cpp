@@ -2182,8 +2182,12 @@ bool mtmd_decode_use_non_causal(const mtmd_context * ctx, const mtmd_input_chunk
     }
     switch (proj_type) {
         case PROJECTOR_TYPE_GEMMA4V:
-            // E2B (n_embd = 1536) and E4B (n_embd = 2560) always use causal
-            return ctx->n_embd_text != 1536 && ctx->n_embd_text != 2560;
+            {
+                // E2B (n_embd = 1536) and E4B (n_embd = 2560) always use causal
+                // note: use mmproj n_embd, because text model may not be provided (e.g. mtmd_get_memory_usage)
+                const int n_embd = clip_n_mmproj_embd(ctx->ctx_v);
+                return n_embd != 1536 && n_embd != 2560;
+            }
         case PROJECTOR_TYPE_GEMMA4UV:
         case PROJECTOR_TYPE_GEMMA3:
         case PROJECTOR_TYPE_DEEPSEEK4V:
@@ -2708,8 +2712,8 @@ static void stub_log_callback(enum ggml_log_level, const char *, void *) {
     // do nothing
 }
 
-std::map<ggml_backend_dev_t, size_t> mtmd_get_memory_usage(const char * mmproj_fname,
-                                                            struct mtmd_context_params ctx_params) {
+mtmd_memory_usage mtmd_get_memory_usage(const char * mmproj_fname,
+                                        struct mtmd_context_params ctx_params) {
     mtmd::context_ptr ctx;
     auto saved_log_callback = g_logger_state.log_callback;
     auto saved_log_user_data = g_logger_state.log_callback_user_data;
@@ -2732,10 +2736,14 @@ std::map<ggml_backend_dev_t, size_t> mtmd_get_memory_usage(const char * mmproj_f
         if (ctx->ctx_a) {
             merge(ctx->ctx_a);
         }
-        return total_mem;
+        mtmd_memory_usage res;
+        res.backend_mem_usage = std::move(total_mem);
+        res.image_max_tokens  = ctx->ctx_v ? clip_get_image_max_tokens(ctx->ctx_v) : -1;
+        res.use_non_causal    = ctx->ctx_v ? mtmd_decode_use_non_causal(ctx.get(), nullptr) : false;
+        return res;
     } catch (const std::exception & e) {
         mtmd_log_set(saved_log_callback, saved_log_user_data); // restore log callback
         LOG_ERR("%s: error: %s\n", __func__, e.what());
-        return {};
+        return {{}, -1, false};
     }
 }

@@ -449,7 +449,13 @@ MTMD_API mtmd_input_chunks * mtmd_test_create_input_chunks(void);
 // Get memory usage of the current model in bytes, per backend device
 // Note: this is an unstable API, used internally by fit_params; it WILL be removed or changed without deprecation
 #ifdef __cplusplus
-MTMD_API std::map<ggml_backend_dev_t, size_t> mtmd_get_memory_usage(
+struct mtmd_memory_usage {
+    std::map<ggml_backend_dev_t, size_t> backend_mem_usage;
+    // for models that use non-causal attention, max_tokens must not exceed n_ubatch of llama_context
+    int image_max_tokens;
+    bool use_non_causal;
+};
+MTMD_API struct mtmd_memory_usage mtmd_get_memory_usage(
     const char * mmproj_fname,
     struct mtmd_context_params ctx_params);
 #endif

@@ -144,6 +144,47 @@ const char * get_media_marker() {
 }
 
 //
+// model output modalities
+//
+
+std::vector<std::string> server_model_output_modalities(common_decision_type decision_type) {
+    switch (decision_type) {
+        case COMMON_DECISION_TYPE_OPENJEV:
+        case COMMON_DECISION_TYPE_LEV:
+        case COMMON_DECISION_TYPE_KEV:
+        case COMMON_DECISION_TYPE_NIMBLE:
+        case COMMON_DECISION_TYPE_LAYA:
+        case COMMON_DECISION_TYPE_CLEF:
+            return {"decisions"};
+        default:
+            // fallback when there is no decision type or the metadata is bad
+            return {"text"};
+    }
+}
+
+json server_model_architecture_json(
+        bool inp_image,
+        bool inp_audio,
+        bool inp_video,
+        const std::vector<std::string> & output_modalities) {
+    std::vector<std::string> input_modalities = {"text"};
+    if (inp_image) {
+        input_modalities.push_back("image");
+    }
+    if (inp_audio) {
+        input_modalities.push_back("audio");
+    }
+    if (inp_video) {
+        input_modalities.push_back("video");
+    }
+
+    return {
+        {"input_modalities",  input_modalities},
+        {"output_modalities", output_modalities},
+    };
+}
+
+//
 // lora utils
 //
 
@@ -667,7 +708,7 @@ void server_tokens::keep_first(size_t n) {
             // note that the case where we keep a full image at the end is allowed:
             //   tokens[n - 1] == LLAMA_TOKEN_NULL && tokens[n] != LLAMA_TOKEN_NULL
             if (tokens[n - 1] == LLAMA_TOKEN_NULL && tokens[n] == LLAMA_TOKEN_NULL) {
-                find_chunk(n - 1); // will throw an error if the token is not begin-of-chunk
+                find_chunk(n); // will throw an error if the cut is not at a chunk boundary
             }
         }
         // remove all image chunks that are not used anymore
@@ -1008,7 +1049,7 @@ server_tokens tokenize_input_subprompt(const llama_vocab * vocab, mtmd_context *
             return server_tokens(tmp, false);
         }
    } else {
-       throw std::runtime_error("\"prompt\" elements must be a string, a list of tokens, a JSON object containing a prompt string, or a list of mixed strings & tokens.");
+       throw std::invalid_argument("\"prompt\" elements must be a string, a list of tokens, a JSON object containing a prompt string, or a list of mixed strings & tokens.");
    }
 }
 
@@ -1023,7 +1064,7 @@ std::vector<server_tokens> tokenize_input_prompts(const llama_vocab * vocab, mtm
         result.push_back(tokenize_input_subprompt(vocab, mctx, json_prompt, add_special, parse_special, init_opt));
     }
     if (result.empty()) {
-        throw std::runtime_error("\"prompt\" must not be empty");
+        throw std::invalid_argument("\"prompt\" must not be empty");
     }
     return result;
 }
@@ -1076,7 +1117,7 @@ json oaicompat_completion_params_parse(const json & body) {
 // - file:// for local files (only allowed if media_path is set)
 // - data: for base64 encoded data with uri scheme (e.g. data:image/png;base64,...)
 // - raw base64 encoded data
-static void handle_media(
+void handle_media(
         std::vector<raw_buffer> & out_files,
         const std::string & url,
         const std::string & media_path) {
@@ -1885,38 +1926,71 @@ server_tokens format_prompt_rerank(
 // server_subproc
 //
 
-bool server_subproc::has_output() {
-    if (out_handle >= 0) {
-        return true;
-    }
-    FILE * f = sproc.stdout_file(); // combined stdout/stderr
-    if (!f) {
-        return false;
-    }
+FILE * server_reserve_stdout() {
+    fflush(stdout);
+    // the reserved stream is not inherited, grandchildren get stdout and stderr of their own
 #ifdef _WIN32
-    HANDLE h = (HANDLE) _get_osfhandle(_fileno(f));
-    if (h != INVALID_HANDLE_VALUE) {
-        out_handle = (intptr_t) h;
-    }
+    int fd = _dup(_fileno(stdout));
+    GGML_ASSERT(fd >= 0);
+    SetHandleInformation((HANDLE) _get_osfhandle(fd), HANDLE_FLAG_INHERIT, 0);
+    _dup2(_fileno(stderr), _fileno(stdout));
+    SetStdHandle(STD_OUTPUT_HANDLE, GetStdHandle(STD_ERROR_HANDLE));
+    FILE * f = _fdopen(fd, "w");
 #else
-    int fd = fileno(f);
-    if (fd >= 0) {
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK);
-        out_handle = fd;
-    }
+    int fd = fcntl(fileno(stdout), F_DUPFD_CLOEXEC, 0);
+    GGML_ASSERT(fd >= 0);
+    dup2(fileno(stderr), fileno(stdout));
+    FILE * f = fdopen(fd, "w");
 #endif
-    return out_handle >= 0;
+    GGML_ASSERT(f);
+    return f;
 }
 
-int server_subproc::read_output(char * buf, size_t len) {
+bool server_subproc::has_output() {
+    FILE * files[SERVER_SUBPROC_STREAMS] = { sproc.stdout_file(), sproc.stderr_file() };
+    for (int i = 0; i < SERVER_SUBPROC_STREAMS; i++) {
+        if (out_handles[i] >= 0) {
+            continue;
+        }
+        if (!files[i]) {
+            return false;
+        }
+#ifdef _WIN32
+        HANDLE h = (HANDLE) _get_osfhandle(_fileno(files[i]));
+        if (h == INVALID_HANDLE_VALUE) {
+            return false;
+        }
+        out_handles[i] = (intptr_t) h;
+#else
+        int fd = fileno(files[i]);
+        if (fd < 0) {
+            return false;
+        }
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK);
+        out_handles[i] = fd;
+#endif
+    }
+    return true;
+}
+
+bool server_subproc::output_closed() const {
+    return out_closed[SERVER_SUBPROC_STDOUT] && out_closed[SERVER_SUBPROC_STDERR];
+}
+
+int server_subproc::read_output(server_subproc_stream stream, char * buf, size_t len) {
+    if (out_closed[stream]) {
+        return -1;
+    }
     if (!has_output()) {
+        out_closed[stream] = true;
         return -1;
     }
 #ifdef _WIN32
-    HANDLE h     = (HANDLE) out_handle;
+    HANDLE h     = (HANDLE) out_handles[stream];
     DWORD  avail = 0;
     if (!PeekNamedPipe(h, NULL, 0, NULL, &avail, NULL)) {
-        return -1; // pipe broken, child gone
+        out_closed[stream] = true; // pipe broken, child gone
+        return -1;
     }
     if (avail == 0) {
         return 0;
@@ -1924,24 +1998,23 @@ int server_subproc::read_output(char * buf, size_t len) {
     DWORD to_read = avail < (DWORD) len ? avail : (DWORD) len;
     DWORD got     = 0;
     if (!ReadFile(h, buf, to_read, &got, NULL) || got == 0) {
+        out_closed[stream] = true;
         return -1;
     }
     return (int) got;
 #else
     while (true) {
-        ssize_t r = read((int) out_handle, buf, len);
+        ssize_t r = read((int) out_handles[stream], buf, len);
         if (r > 0) {
             return (int) r;
         }
-        if (r == 0) {
-            return -1; // EOF
-        }
-        if (errno == EINTR) {
+        if (r < 0 && errno == EINTR) {
             continue;
         }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             return 0;
         }
+        out_closed[stream] = true; // EOF or error
         return -1;
     }
 #endif
@@ -1979,11 +2052,15 @@ void server_subproc::waiter::wait(const std::vector<server_subproc *> & procs, s
     // no waitable wait exists for anonymous pipes, so poll them in 50 ms steps
     bool any = false;
     for (size_t i = 0; i < procs.size(); i++) {
-        DWORD avail = 0;
-        if (!procs[i]->has_output() || !PeekNamedPipe((HANDLE) procs[i]->out_handle, NULL, 0, NULL, &avail, NULL) || avail > 0) {
-            ready[i] = true; // data or broken pipe, read_output() tells which
-            any = true;
+        server_subproc * p = procs[i];
+        ready[i] = !p->has_output();
+        for (int s = 0; s < SERVER_SUBPROC_STREAMS && !ready[i]; s++) {
+            DWORD avail = 0;
+            if (!p->out_closed[s] && (!PeekNamedPipe((HANDLE) p->out_handles[s], NULL, 0, NULL, &avail, NULL) || avail > 0)) {
+                ready[i] = true; // data or broken pipe, read_output() tells which
+            }
         }
+        any = any || ready[i];
     }
     if (!any) {
         int64_t step = timeout_ms < 0 ? 50 : std::min<int64_t>(timeout_ms, 50);
@@ -1991,10 +2068,13 @@ void server_subproc::waiter::wait(const std::vector<server_subproc *> & procs, s
     }
 #else
     std::vector<pollfd> pfds;
-    pfds.reserve(procs.size() + 1);
+    pfds.reserve(procs.size() * SERVER_SUBPROC_STREAMS + 1);
     pfds.push_back({ (int) wake_fd[0], POLLIN, 0 });
     for (auto * p : procs) {
-        pfds.push_back({ p->has_output() ? (int) p->out_handle : -1, POLLIN, 0 }); // poll() skips negative fds
+        const bool open = p->has_output();
+        for (int s = 0; s < SERVER_SUBPROC_STREAMS; s++) {
+            pfds.push_back({ open && !p->out_closed[s] ? (int) p->out_handles[s] : -1, POLLIN, 0 }); // poll() skips negative fds
+        }
     }
     int timeout = timeout_ms < 0 ? -1 : (int) std::min<int64_t>(timeout_ms, std::numeric_limits<int>::max());
     int r = poll(pfds.data(), pfds.size(), timeout);
@@ -2006,7 +2086,10 @@ void server_subproc::waiter::wait(const std::vector<server_subproc *> & procs, s
         while (read((int) wake_fd[0], buf, sizeof(buf)) > 0) {}
     }
     for (size_t i = 0; i < procs.size(); i++) {
-        ready[i] = pfds[i + 1].fd < 0 || pfds[i + 1].revents != 0;
+        ready[i] = !procs[i]->has_output();
+        for (int s = 0; s < SERVER_SUBPROC_STREAMS; s++) {
+            ready[i] = ready[i] || pfds[1 + i * SERVER_SUBPROC_STREAMS + s].revents != 0;
+        }
     }
 #endif
 }

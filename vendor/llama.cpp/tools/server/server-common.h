@@ -106,6 +106,20 @@ std::string gen_tool_call_id();
 const char * get_media_marker();
 
 //
+// model output modalities
+//
+
+// output modalities for architecture.output_modalities in GET /models
+std::vector<std::string> server_model_output_modalities(common_decision_type decision_type);
+
+// architecture object of GET /models; shared by the direct server and the router
+json server_model_architecture_json(
+        bool inp_image,
+        bool inp_audio,
+        bool inp_video,
+        const std::vector<std::string> & output_modalities);
+
+//
 // lora utils
 //
 
@@ -269,6 +283,12 @@ llama_tokens tokenize_mixed(const llama_vocab * vocab, const json & json_prompt,
 // if the last character is potentially cut in half, return the index before the cut
 // if validate_utf8(text) == text.size(), then the whole text is valid utf8
 size_t validate_utf8(const std::string& text);
+
+// load a media file from an URL (http, file, data) or from raw base64 data
+void handle_media(
+        std::vector<raw_buffer> & out_files,
+        const std::string & url,
+        const std::string & media_path);
 
 // process mtmd prompt, return the server_tokens containing both text tokens and media chunks
 // if is_placeholder is true, the media chunk will be treated as placeholder for counting tokens; the output tokens are not usable for actual inference (e.g. for submitting a task to server_queue)
@@ -633,6 +653,16 @@ struct server_pipe {
     }
 };
 
+// a child server writes its state commands to stdout and its logs to stderr
+enum server_subproc_stream {
+    SERVER_SUBPROC_STDOUT,
+    SERVER_SUBPROC_STDERR,
+    SERVER_SUBPROC_STREAMS,
+};
+
+// gives the current stdout to the caller as a stream of its own, and sends everything else written to stdout to stderr
+FILE * server_reserve_stdout();
+
 // wrapper around common_subproc to manage a child server process
 // mainly used by router mode
 struct server_subproc {
@@ -643,12 +673,15 @@ struct server_subproc {
     void terminate() { sproc.terminate(); }
     int  join() { return sproc.join(); }
 
-    // true if the child's combined stdout/stderr pipe is available (call after create())
+    // true if both output pipes of the child are available (call after create())
     bool has_output();
 
-    // non-blocking read
+    // true once both output pipes are closed
+    bool output_closed() const;
+
+    // non-blocking read from one output pipe
     // returns the number of bytes read, 0 when nothing is available, -1 when the pipe is closed or broken
-    int read_output(char * buf, size_t len);
+    int read_output(server_subproc_stream stream, char * buf, size_t len);
 
     // wait until one of a set of children has output, wake() is called, or a timeout passes
     struct waiter {
@@ -658,7 +691,7 @@ struct server_subproc {
         // thread-safe; on Windows this is a no-op, wait() returns within 50 ms anyway
         void wake();
 
-        // timeout_ms < 0 waits until data or wake(); ready[i] is set for each child with data (or a broken pipe)
+        // timeout_ms < 0 waits until data or wake(); ready[i] is set for each child with data on an open pipe (or a broken pipe)
         void wait(const std::vector<server_subproc *> & procs, std::vector<bool> & ready, int64_t timeout_ms);
 
     private:
@@ -668,5 +701,6 @@ struct server_subproc {
     };
 
 private:
-    intptr_t out_handle = -1; // fd on POSIX, HANDLE on Windows; taken lazily from sproc
+    intptr_t out_handles[SERVER_SUBPROC_STREAMS] = { -1, -1 }; // fd on POSIX, HANDLE on Windows; taken lazily from sproc
+    bool     out_closed [SERVER_SUBPROC_STREAMS] = { false, false };
 };

@@ -228,12 +228,14 @@ static bool ggml_amx_init() {
 ggml_backend_buffer_type_t ggml_backend_amx_buffer_type() {
     static struct ggml_backend_buffer_type ggml_backend_buffer_type_amx = {
         /* .iface = */ {
-                        /* .get_name         = */ ggml_backend_amx_buffer_type_get_name,
-                        /* .alloc_buffer     = */ ggml_backend_amx_buffer_type_alloc_buffer,
-                        /* .get_alignment    = */ ggml_backend_amx_buffer_type_get_alignment,
-                        /* .get_max_size     = */ nullptr,  // defaults to SIZE_MAX
-                        /* .get_alloc_size   = */ ggml_backend_amx_buffer_type_get_alloc_size,
-                        /* .is_host          = */ nullptr,
+                        /* .get_name            = */ ggml_backend_amx_buffer_type_get_name,
+                        /* .alloc_buffer        = */ ggml_backend_amx_buffer_type_alloc_buffer,
+                        /* .alloc_buffer_n      = */ nullptr,
+                        /* .get_alignment       = */ ggml_backend_amx_buffer_type_get_alignment,
+                        /* .get_max_size        = */ nullptr,  // defaults to SIZE_MAX
+                        /* .get_alloc_size      = */ ggml_backend_amx_buffer_type_get_alloc_size,
+                        /* .get_alloc_size_n    = */ NULL,
+                        /* .is_host             = */ nullptr,
                         },
         /* .device  = */ ggml_backend_reg_dev_get(ggml_backend_cpu_reg(), 0),
         /* .context = */ new ggml::cpu::amx::extra_buffer_type(),

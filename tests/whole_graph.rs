@@ -1,0 +1,144 @@
+//! LLMK computing a whole graph, as llama.cpp's RPC worker (`rpc-server -d
+//! LLMK`) asks of it: matmuls on llmkernel's kernels, the other ops
+//! (softmax, scale) on the host's CPU backend, in one `graph_compute`. The
+//! result equals the CPU backend's own computation of the same graph, and the
+//! counters show which backend did what.
+
+use llmkernel::{backend, ffi};
+
+const K: usize = 512;
+const M: usize = 256;
+const N: usize = 3;
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// y = scale(W · softmax(W' · x)) with W, W' in `wtype`, all in `buft`.
+struct Graph {
+    ctx: *mut ffi::ggml_context,
+    buf: ffi::ggml_backend_buffer_t,
+    graph: *mut ffi::ggml_cgraph,
+    out: *mut ffi::ggml_tensor,
+}
+
+impl Graph {
+    unsafe fn new(wtype: ffi::ggml_type, buft: ffi::ggml_backend_buffer_type_t) -> Graph {
+        unsafe {
+            let ctx = ffi::ggml_init(ffi::ggml_init_params {
+                mem_size: 64 * ffi::ggml_tensor_overhead() + ffi::ggml_graph_overhead(),
+                mem_buffer: std::ptr::null_mut(),
+                no_alloc: true,
+            });
+            assert!(!ctx.is_null());
+            let w1 = ffi::ggml_new_tensor_2d(ctx, wtype, K as i64, M as i64);
+            let w2 = ffi::ggml_new_tensor_2d(ctx, wtype, M as i64, K as i64);
+            let x = ffi::ggml_new_tensor_2d(ctx, ffi::GGML_TYPE_F32, K as i64, N as i64);
+            let h = ffi::ggml_mul_mat(ctx, w1, x);
+            let p = ffi::ggml_soft_max(ctx, h);
+            let y = ffi::ggml_mul_mat(ctx, w2, p);
+            let out = ffi::ggml_scale(ctx, y, 0.5);
+            let graph = ffi::ggml_new_graph(ctx);
+            ffi::ggml_build_forward_expand(graph, out);
+            let buf = ffi::ggml_backend_alloc_ctx_tensors_from_buft(ctx, buft);
+            assert!(!buf.is_null());
+            for (t, seed, rows, cols) in [(w1, 1, M, K), (w2, 2, K, M)] {
+                let f = rand_vec(rows * cols, seed);
+                let mut q = vec![0u8; ffi::ggml_nbytes(t)];
+                ffi::ggml_quantize_chunk(
+                    wtype,
+                    f.as_ptr(),
+                    q.as_mut_ptr().cast(),
+                    0,
+                    rows as i64,
+                    cols as i64,
+                    std::ptr::null(),
+                );
+                ffi::ggml_backend_tensor_set(t, q.as_ptr().cast(), 0, q.len());
+            }
+            let xs = rand_vec(K * N, 3);
+            ffi::ggml_backend_tensor_set(x, xs.as_ptr().cast(), 0, xs.len() * 4);
+            Graph {
+                ctx,
+                buf,
+                graph,
+                out,
+            }
+        }
+    }
+
+    unsafe fn compute(&self, backend: ffi::ggml_backend_t) -> Vec<f32> {
+        unsafe {
+            assert_eq!(
+                ffi::ggml_backend_graph_compute(backend, self.graph),
+                ffi::GGML_STATUS_SUCCESS
+            );
+            let mut v = vec![0f32; K * N];
+            ffi::ggml_backend_tensor_get(self.out, v.as_mut_ptr().cast(), 0, v.len() * 4);
+            v
+        }
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: made in new(), freed once.
+        unsafe {
+            ffi::ggml_backend_buffer_free(self.buf);
+            ffi::ggml_free(self.ctx);
+        }
+    }
+}
+
+#[test]
+fn llmk_computes_a_whole_graph_with_the_cpu_backend_for_other_ops() {
+    let reg = match backend::register_in_process() {
+        Ok(r) => r,
+        // No SIMD kernels here (LLMKERNEL_ISA=scalar): nothing registers, by design.
+        Err(e) if llmkernel_backend::usable_isa().is_err() => {
+            eprintln!("LLMK not registered here ({e}); the whole-graph path is not reachable");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let dev = backend::device().expect("LLMK registered");
+    // SAFETY: ggml's API on live objects made here; every pointer is freed once.
+    unsafe {
+        for wtype in [ffi::GGML_TYPE_Q4_K, ffi::GGML_TYPE_Q8_0] {
+            let g = Graph::new(wtype, ffi::ggml_backend_dev_buffer_type(dev));
+            let llmk = ffi::ggml_backend_dev_init(dev, std::ptr::null());
+            let cpu = ffi::ggml_backend_cpu_init();
+            let before = backend::stats(reg).unwrap();
+            let ours = g.compute(llmk);
+            let after = backend::stats(reg).unwrap();
+            let theirs = g.compute(cpu);
+            assert_eq!(after.mul_mat - before.mul_mat, 2, "LLMK ran both matmuls");
+            assert_eq!(after.failed, before.failed);
+            // soft_max and scale (views are skipped: none here).
+            assert_eq!(
+                after.cpu_nodes - before.cpu_nodes,
+                2,
+                "the CPU backend ran the rest"
+            );
+            let (mut err, mut sig) = (0f64, 0f64);
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert!(a.is_finite());
+                err += ((a - b) as f64).powi(2);
+                sig += (*b as f64).powi(2);
+            }
+            // Both quantize the activations the same way (Q8_K / Q8_0) and sum
+            // the same integer products; only float rounding differs.
+            assert!(err / sig < 1e-8, "type {wtype}: NMSE {}", err / sig);
+            ffi::ggml_backend_free(llmk);
+            ffi::ggml_backend_free(cpu);
+        }
+    }
+}
