@@ -8,7 +8,8 @@
 #     supports (the rest are reported "not supported");
 #  3. with LLMKERNEL_ISA=scalar the plugin declines with one log line and the
 #     program runs stock;
-#  4. in a host whose ggml it does not know (ggml_version() preloaded to say
+#  4. in each host, stock llama-bench with the plugin lists LLMK and runs;
+#  5. in a host whose ggml it does not know (ggml_version() preloaded to say
 #     0.99.0) it registers nothing, says so in one line, and the program runs
 #     stock and exits 0.
 # Run by .ci/run. Builds what it needs (cargo, scripts/build-llama-tools.sh).
@@ -26,12 +27,13 @@ undefined=$(nm -D --undefined-only "$SO" | grep -cE ' (ggml|gguf)_' || true)
 [ "$undefined" = 0 ] || { echo "FAIL: the .so links ggml symbols (they must come from the host via dlsym)"; exit 1; }
 echo "ok: exports ggml_backend_init and ggml_backend_score only; ggml-base is resolved from the host at run time"
 
-# check_host NAME TEST-BACKEND-OPS API
+# check_host NAME TEST-BACKEND-OPS API [PARAMS-REGEX]: the regex (test-backend-ops -p)
+# narrows the cases, for a second host of the same kernels.
 check_host() {
-  local name=$1 tbo=$2 api=$3 op out passed ok total unsupported
+  local name=$1 tbo=$2 api=$3 filter=${4:-.} op out passed ok total unsupported
   for op in MUL_MAT MUL_MAT_ID; do
-    echo "--- $name host: test-backend-ops test -o $op with GGML_BACKEND_PATH=$SO"
-    out=$(GGML_BACKEND_PATH=$SO "$tbo" test -o "$op" -j "$(nproc)" 2>&1) || { echo "$out" | grep -v "not supported" | tail -40; echo "FAIL: test-backend-ops -o $op"; exit 1; }
+    echo "--- $name host: test-backend-ops test -o $op -p '$filter' with GGML_BACKEND_PATH=$SO"
+    out=$(GGML_BACKEND_PATH=$SO "$tbo" test -o "$op" -p "$filter" -j "$(nproc)" 2>&1) || { echo "$out" | grep -v "not supported" | tail -40; echo "FAIL: test-backend-ops -o $op"; exit 1; }
     grep -q "Backend 2/2: LLMK" <<< "$out" || { echo "$out" | tail; echo "FAIL: no LLMK backend listed"; exit 1; }
     grep -q "llmkernel: device LLMK registered.*(backend API $api)" <<< "$out" \
       || { echo "$out" | grep llmkernel; echo "FAIL: not registered for backend API $api"; exit 1; }
@@ -66,15 +68,37 @@ check_host() {
   echo "ok"
 }
 
+# bench_host NAME TOOLS-DIR [LLAMA-SRC]: stock llama-bench with the plugin on a small
+# Q4_0 model lists LLMK as its backend and runs (a smoke test: speed is in BENCHMARKS).
+bench_host() {
+  local name=$1 dir=$2 out
+  LLMKERNEL_LLAMA_SRC=${3:-} LLMKERNEL_TOOLS_DIR=$dir scripts/build-llama-tools.sh llama-bench
+  echo "--- $name host: llama-bench -p 32 -n 4 with GGML_BACKEND_PATH=$SO"
+  out=$(GGML_BACKEND_PATH=$SO timeout 300 "$dir/bin/llama-bench" -m "$model" -p 32 -n 4 -r 1 -t "$(nproc)" 2>&1) \
+    || { echo "$out" | tail; echo "FAIL: llama-bench"; exit 1; }
+  echo "$out" | grep -E "^\| (model|llama)"
+  [ "$(echo "$out" | grep -cE '^\| llama .*\| LLMK ')" = 2 ] || { echo "FAIL: LLMK not the backend of llama-bench's two rows"; exit 1; }
+  echo "ok"
+}
+model=$(scripts/fetch-models.sh smollm2-q4_0)
+
 for host in ${LLMKERNEL_PLUGIN_HOSTS:-vendored api2}; do
   case $host in
     vendored)
       scripts/build-llama-tools.sh test-backend-ops
-      check_host "vendored llama.cpp (ggml 0.26.0)" "${LLMKERNEL_TOOLS_DIR:-$PWD/target/llama-tools}/bin/test-backend-ops" 3 ;;
+      check_host "vendored llama.cpp (ggml 0.26.0)" "${LLMKERNEL_TOOLS_DIR:-$PWD/target/llama-tools}/bin/test-backend-ops" 3
+      bench_host "vendored llama.cpp (ggml 0.26.0)" "${LLMKERNEL_TOOLS_DIR:-$PWD/target/llama-tools}" ;;
     api2)
       src=$(scripts/fetch-llama-cpp.sh api2)
       LLMKERNEL_LLAMA_SRC=$src LLMKERNEL_TOOLS_DIR=$PWD/target/llama-tools-api2 scripts/build-llama-tools.sh test-backend-ops
-      check_host "llama.cpp 0c1e570 (ggml 0.25.3)" "$PWD/target/llama-tools-api2/bin/test-backend-ops" 2 ;;
+      # Without the three MUL_MAT_ID cases of 128 Q4_K experts of 4096 x 2048
+      # (0.5 GB of weights each): test-backend-ops spends some 90 s a case
+      # making their random data, the vendored host runs them, and the kernels
+      # and the code path are the same in both hosts (only the buffer type's
+      # layout differs, which every case exercises).
+      check_host "llama.cpp 0c1e570 (ggml 0.25.3)" "$PWD/target/llama-tools-api2/bin/test-backend-ops" 2 \
+        '^(?!.*n_mats=128,n_used=4,b=0,m=4096,)'
+      bench_host "llama.cpp 0c1e570 (ggml 0.25.3)" "$PWD/target/llama-tools-api2" "$src" ;;
     *) echo "unknown host $host (vendored, api2)" >&2; exit 2 ;;
   esac
 done

@@ -13,14 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SO=$PWD/target/release/libllmkernel.so
 BIN=${LLMKERNEL_TOOLS_DIR:-$PWD/target/llama-tools}/bin
-CACHE=${LLMKERNEL_CACHE:-$HOME/.cache/llmkernel}
 cargo build --release
 cargo build --release -p llmkernel-plugin
 scripts/build-llama-tools.sh rpc-server llama-perplexity
-src=$(scripts/fetch-models.sh smollm2)
 text=$(scripts/fetch-models.sh wiki)
-model=$CACHE/smollm2-135m-instruct-q4_0.gguf
-[ -f "$model" ] || target/release/llmkernel quantize "$src" "$model" --format q4_0 >/dev/null
+model=$(scripts/fetch-models.sh smollm2-q4_0)
 
 tmp=$(mktemp -d)
 pids=()

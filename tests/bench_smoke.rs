@@ -42,6 +42,8 @@ fn check_json_line(line: &str) {
 #[test]
 fn every_format_agrees_with_ggml_in_process() {
     std::env::set_var("LLMKERNEL_BANDWIDTH_BYTES", "16777216");
+    // Few decode copies: a smoke test of correctness, not a timing.
+    std::env::set_var("LLMKERNEL_LLC_BYTES", "1048576");
     let opts = Options {
         formats: Format::WEIGHTS.to_vec(),
         shapes: vec![(256, 512), (96, 1024)],
@@ -67,6 +69,8 @@ fn every_format_agrees_with_ggml_in_process() {
 #[test]
 fn sparse_2_4_cases_agree_with_dense_and_ggml() {
     std::env::set_var("LLMKERNEL_BANDWIDTH_BYTES", "16777216");
+    // Few decode copies: a smoke test of correctness, not a timing.
+    std::env::set_var("LLMKERNEL_LLC_BYTES", "1048576");
     let opts = Options {
         formats: vec![Format::Q4_0, Format::Q8_0],
         shapes: vec![(256, 512), (33, 1024)],

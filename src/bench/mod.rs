@@ -88,8 +88,15 @@ impl Case {
     }
 }
 
-/// The last-level cache size in bytes (Linux sysfs), or 32 MiB if unknown.
+/// The last-level cache size in bytes: `LLMKERNEL_LLC_BYTES`, else Linux sysfs,
+/// else 32 MiB.
 fn llc_bytes() -> usize {
+    if let Some(v) = std::env::var("LLMKERNEL_LLC_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return v;
+    }
     (0..8)
         .rev()
         .filter_map(|i| {
