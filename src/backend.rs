@@ -31,8 +31,11 @@ pub fn omp() -> llmkernel_backend::Omp {
 /// return the same registry). Errors say why the backend may not run here.
 pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
     crate::ggml::init();
-    static REG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    if let Some(&r) = REG.get() {
+    // Held for the whole registration: threads that register at once get one
+    // registry, registered with ggml once.
+    static REG: std::sync::Mutex<Option<usize>> = std::sync::Mutex::new(None);
+    let mut done = REG.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = *done {
         return Ok(r as ffi::ggml_backend_reg_t);
     }
     llmkernel_backend::usable_isa()?;
@@ -70,7 +73,7 @@ pub fn register_in_process() -> Result<ffi::ggml_backend_reg_t, String> {
     }
     // SAFETY: a valid registry that lives for the whole process.
     unsafe { ffi::ggml_backend_register(reg) };
-    let _ = REG.set(reg as usize);
+    *done = Some(reg as usize);
     Ok(reg)
 }
 

@@ -76,6 +76,77 @@ fn row(name: &str, file: &Path, r: &Report, base_ppl: f64) -> Row {
     }
 }
 
+/// What a derived file was made from and how: the inputs' paths, sizes and
+/// modification times, and the options. A file in the output directory is
+/// reused only when its recipe (`<file>.recipe`, written next to it) is this
+/// one: a file of the same name made from another base, imatrix or
+/// calibration text, or by another llmkernel, is made again.
+fn recipe(o: &Options, what: &str) -> String {
+    let stamp = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) => format!(
+            "{} ({} bytes, modified {:?})",
+            p.display(),
+            m.len(),
+            m.modified().ok()
+        ),
+        Err(_) => format!("{} (missing)", p.display()),
+    };
+    let mut r = format!(
+        "llmkernel {} ({})\nbase: {}\n{what}\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::info::llmkernel_commit(),
+        stamp(&o.base)
+    );
+    if let Some(i) = &o.imatrix {
+        r += &format!("imatrix: {}\n", stamp(i));
+    }
+    match &o.calibration {
+        Some(prune::Calibration::Text { path, ctx, chunks }) => {
+            r += &format!(
+                "calibration text: {}, ctx {ctx}, chunks {chunks:?}\n",
+                stamp(path)
+            )
+        }
+        Some(prune::Calibration::Imatrix(p)) => {
+            r += &format!("calibration imatrix: {}\n", stamp(p))
+        }
+        None => {}
+    }
+    if let Some(t) = &o.reconstruct_text {
+        r += &format!("reconstruction text: {}, ctx {}\n", stamp(t), o.ctx);
+    }
+    r
+}
+
+fn recipe_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".recipe");
+    p.into()
+}
+
+/// Whether `path` exists and was made by `recipe`.
+fn up_to_date(path: &Path, recipe: &str) -> bool {
+    path.exists() && std::fs::read_to_string(recipe_path(path)).is_ok_and(|r| r == recipe)
+}
+
+/// Makes `path` with `make` unless it is up to date, then records its recipe.
+fn make_once(
+    path: &Path,
+    recipe: &str,
+    doing: &str,
+    make: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    if up_to_date(path, recipe) {
+        eprintln!("compare: reusing {} (same recipe)", path.display());
+        return Ok(());
+    }
+    eprintln!("compare: {doing} {}", path.display());
+    let _ = std::fs::remove_file(recipe_path(path));
+    make()?;
+    std::fs::write(recipe_path(path), recipe)
+        .map_err(|e| format!("{}: {e}", recipe_path(path).display()))
+}
+
 pub fn run(o: &Options) -> Result<Vec<Row>, String> {
     std::fs::create_dir_all(&o.out_dir).map_err(|e| format!("{}: {e}", o.out_dir.display()))?;
     let stem = o
@@ -113,10 +184,14 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
             f.name(),
             if o.pure { "-pure" } else { "" }
         ));
-        if !path.exists() {
-            eprintln!("compare: quantizing to {}", path.display());
-            quantize::quantize(&o.base, &path, f, o.pure, o.threads, o.imatrix.as_deref())?;
-        }
+        let how = format!(
+            "quantize --format {}{}",
+            f.name(),
+            if o.pure { " --pure" } else { "" }
+        );
+        make_once(&path, &recipe(o, &how), "quantizing to", || {
+            quantize::quantize(&o.base, &path, f, o.pure, o.threads, o.imatrix.as_deref())
+        })?;
         eprintln!("compare: measuring {}", path.display());
         let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
         rows.push(row(f.name(), &path, &r, base_ppl));
@@ -134,8 +209,8 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
             }),
             (None, true) => return Err(format!("{variant}: reconstruction needs --calib text")),
         };
-        if !path.exists() {
-            eprintln!("compare: pruning to {}", path.display());
+        let how = format!("prune {variant} --format {fname}");
+        make_once(&path, &recipe(o, &how), "pruning to", || {
             let calibration = match (&o.calibration, method) {
                 (Some(prune::Calibration::Text { path, ctx, chunks }), _) => {
                     Some(prune::Calibration::Text {
@@ -158,8 +233,9 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
                 skip: None,
                 threads: o.threads,
                 reconstruct,
-            })?;
-        }
+            })
+            .map(|_| ())
+        })?;
         eprintln!("compare: measuring {}", path.display());
         let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
         rows.push(row(&format!("{fname} 2:4 {variant}"), &path, &r, base_ppl));
@@ -369,4 +445,35 @@ pub fn plot(rows: &[Row], title: &str, svg: &Path, png: &Path) -> Result<(), Str
         bounds,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod recipe_tests {
+    use super::*;
+
+    /// A derived file is reused only when it was made by the same recipe.
+    #[test]
+    fn files_are_remade_when_their_recipe_changes() {
+        let dir = std::env::temp_dir().join(format!("llmk-recipe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m-q4_k.gguf");
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            std::fs::write(&path, b"x").map_err(|e| e.to_string())
+        };
+        // A file of that name from elsewhere (no recipe): made again.
+        std::fs::write(&path, b"stale").unwrap();
+        make_once(&path, "recipe A", "making", make).unwrap();
+        assert_eq!(made.get(), 1);
+        make_once(&path, "recipe A", "making", make).unwrap();
+        assert_eq!(made.get(), 1, "same recipe: reused");
+        make_once(&path, "recipe B", "making", make).unwrap();
+        assert_eq!(made.get(), 2, "another recipe: made again");
+        // A failed make leaves no recipe, so the next run makes it again.
+        assert!(make_once(&path, "recipe C", "making", || Err("no".into())).is_err());
+        make_once(&path, "recipe C", "making", make).unwrap();
+        assert_eq!(made.get(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -373,6 +373,17 @@ fn score_chunk(
     let mut rows = Vec::new();
     // Position first + i predicts token first + i + 1.
     for (i, row) in logits.chunks(n_vocab).take(o.ctx - 1 - first).enumerate() {
+        if let Some(j) = row.iter().position(|x| !x.is_finite()) {
+            // A NaN here would turn the whole perplexity into NaN with no
+            // hint of where: say which position and logit, and stop.
+            return Err(format!(
+                "non-finite logit {} (token id {j}) at position {} of a chunk with {} kernels: \
+                 the model or the kernels produced NaN or infinity",
+                row[j],
+                first + i,
+                inst.score.label
+            ));
+        }
         let (lp, arg) = log_softmax(row);
         let v = -(lp[chunk[first + i + 1] as usize] as f64);
         inst.score.nll += v;

@@ -240,18 +240,26 @@ unsafe extern "C" fn cpy_tensor(
     src: *const ffi::ggml_tensor,
     dst: *mut ffi::ggml_tensor,
 ) -> bool {
-    // SAFETY: ggml passes live tensors of equal byte size; a host source is plain memory.
+    // SAFETY: ggml passes live tensors; a host source is plain memory. ggml
+    // checks the sizes match before it calls this (ggml_backend_tensor_copy),
+    // but a copy of more bytes than `dst` holds would write past it, so the
+    // sizes are checked here too and a mismatch is refused (ggml then copies
+    // through its own path, which asserts).
     unsafe {
         let sbuf = (*src).buffer;
-        if sbuf.is_null() || !is_host((*sbuf).buft) {
+        if sbuf.is_null()
+            || !is_host((*sbuf).buft)
+            || (*src).data.is_null()
+            || (*dst).data.is_null()
+        {
             return false;
         }
-        crate::sparse::invalidate((*dst).data as *const u8, crate::ops::nbytes(&*dst));
-        std::ptr::copy_nonoverlapping(
-            (*src).data as *const u8,
-            (*dst).data as *mut u8,
-            crate::ops::nbytes(&*src),
-        );
+        let (n_src, n_dst) = (crate::ops::nbytes(&*src), crate::ops::nbytes(&*dst));
+        if n_src != n_dst {
+            return false;
+        }
+        crate::sparse::invalidate((*dst).data as *const u8, n_dst);
+        std::ptr::copy_nonoverlapping((*src).data as *const u8, (*dst).data as *mut u8, n_src);
     }
     true
 }

@@ -365,6 +365,10 @@ pub(crate) fn isa() -> Isa {
 /// stays loaded for the life of the process.
 pub unsafe fn init(h: Host) -> ffi::ggml_backend_reg_t {
     set_logger(h.log);
+    // One init at a time: two threads loading backends at once must get the
+    // same registry, not two, of which only one is the device ops check for.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INIT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(o) = OBJECTS.get() {
         // SAFETY: see objects().
         return unsafe { &mut (*o.0).reg };

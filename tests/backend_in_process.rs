@@ -1,8 +1,10 @@
-//! LLMK computing a whole graph, as llama.cpp's RPC worker (`rpc-server -d
-//! LLMK`) asks of it: matmuls on llmkernel's kernels, the other ops
-//! (softmax, scale) on the host's CPU backend, in one `graph_compute`. The
-//! result equals the CPU backend's own computation of the same graph, and the
-//! counters show which backend did what.
+//! The LLMK backend registered in this process, as the CLI does:
+//! - computing a whole graph, as llama.cpp's RPC worker (`rpc-server -d LLMK`)
+//!   asks of it: matmuls on llmkernel's kernels, the other ops (softmax,
+//!   scale) on the host's CPU backend, in one `graph_compute`; the result
+//!   equals the CPU backend's own computation of the same graph, and the
+//!   counters show which backend did what;
+//! - registered from several threads at once: one registry, one device.
 
 use llmkernel::{backend, ffi};
 
@@ -141,4 +143,38 @@ fn llmk_computes_a_whole_graph_with_the_cpu_backend_for_other_ops() {
             ffi::ggml_backend_free(cpu);
         }
     }
+}
+
+/// Threads that register the backend at once get one registry, and ggml
+/// lists one LLMK device.
+#[test]
+fn concurrent_registration_makes_one_device() {
+    if llmkernel_backend::usable_isa().is_err() {
+        eprintln!("LLMK not registered here (no SIMD kernels): nothing to race");
+        return;
+    }
+    let start = std::sync::Barrier::new(8);
+    let regs: Vec<usize> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    backend::register_in_process().unwrap() as usize
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(regs.iter().all(|&r| r == regs[0]), "{regs:?}");
+    // SAFETY: ggml's device list; names are NUL-terminated.
+    let llmk = unsafe {
+        (0..ffi::ggml_backend_dev_count())
+            .filter(|&i| {
+                std::ffi::CStr::from_ptr(ffi::ggml_backend_dev_name(ffi::ggml_backend_dev_get(i)))
+                    .to_bytes()
+                    == b"LLMK"
+            })
+            .count()
+    };
+    assert_eq!(llmk, 1);
 }
