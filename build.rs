@@ -7,7 +7,12 @@
 //! Environment:
 //! - `LLMKERNEL_GGML_CPU`: `native` (default when host == target: `-march=native`,
 //!   as upstream's GGML_NATIVE), `portable` (the target's baseline ISA; default
-//!   when cross-compiling), or literal compiler flags, e.g. `-mcpu=cortex-a76`.
+//!   when cross-compiling), a tier of llmkernel's (`avx2`, `avx2+vnni`, `avx512`:
+//!   this CPU's `-march=native` with the ISA extensions above the tier turned
+//!   off, so the tuning stays native; `neon`, `dotprod`, `i8mm`: the Armv8
+//!   architecture level that has them), or literal compiler flags, e.g.
+//!   `-mcpu=cortex-a76`. `llmkernel bench --isa <tier>` compares against a
+//!   ggml-cpu built at the same tier this way.
 
 use std::env;
 use std::fs;
@@ -199,6 +204,16 @@ fn ggml_cpu_flags(arch: &str, cross: bool) -> Vec<String> {
         ("native", "aarch64") => vec!["-mcpu=native".into()],
         ("native", _) => vec!["-march=native".into()],
         ("portable", _) => vec![],
+        ("avx512", "x86_64") => vec!["-march=native".into()],
+        ("avx2+vnni", "x86_64") => ["-march=native", "-mno-avx512f", "-mavxvnni"]
+            .map(String::from)
+            .to_vec(),
+        ("avx2", "x86_64") => ["-march=native", "-mno-avx512f", "-mno-avxvnni"]
+            .map(String::from)
+            .to_vec(),
+        ("neon", "aarch64") => vec!["-march=armv8-a".into()],
+        ("dotprod", "aarch64") => vec!["-march=armv8.2-a+dotprod".into()],
+        ("i8mm", "aarch64") => vec!["-march=armv8.6-a+dotprod+i8mm".into()],
         (flags, _) => flags.split_whitespace().map(String::from).collect(),
     }
 }

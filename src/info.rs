@@ -22,6 +22,33 @@ pub fn ggml_cpu_flags() -> &'static str {
     }
 }
 
+/// The ISA tier the linked ggml-cpu was compiled for, in llmkernel's names
+/// (`avx512`, `avx2+vnni`, `avx2`, `i8mm`, `dotprod`, `neon`, else `scalar`),
+/// read from ggml's own `ggml_cpu_has_*`, which report its compile-time
+/// features (`LLMKERNEL_GGML_CPU` at build time sets them).
+pub fn ggml_tier() -> &'static str {
+    crate::ggml::init();
+    // SAFETY: ggml-cpu's feature queries, no arguments, no state.
+    unsafe {
+        use crate::ffi::*;
+        if ggml_cpu_has_avx512() != 0 {
+            "avx512"
+        } else if ggml_cpu_has_avx2() != 0 && ggml_cpu_has_avx_vnni() != 0 {
+            "avx2+vnni"
+        } else if ggml_cpu_has_avx2() != 0 {
+            "avx2"
+        } else if ggml_cpu_has_matmul_int8() != 0 {
+            "i8mm"
+        } else if ggml_cpu_has_dotprod() != 0 {
+            "dotprod"
+        } else if ggml_cpu_has_neon() != 0 {
+            "neon"
+        } else {
+            "scalar"
+        }
+    }
+}
+
 /// The CPU's marketing name, from /proc/cpuinfo where there is one.
 pub fn cpu_name() -> String {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -101,7 +128,8 @@ pub fn report() -> String {
     let flags = ggml_cpu_flags();
     writeln!(
         s,
-        "ggml-cpu:  built with {flags}, OpenMP, llamafile sgemm, repack buffer types"
+        "ggml-cpu:  built with {flags} (tier {}), OpenMP, llamafile sgemm, repack buffer types",
+        ggml_tier()
     )
     .unwrap();
     let bindings = match (crate::ffi::BINDINGS_SOURCE, crate::ffi::BINDINGS_MATCH_COMMITTED) {

@@ -20,9 +20,9 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
     rest[..end].trim_matches('"')
 }
 
-const KEYS: [&str; 13] = [
-    "format", "m", "k", "batch", "threads", "isa", "ggml_ms", "ours_ms", "speedup", "gbps",
-    "bw_frac", "gflops", "nmse",
+const KEYS: [&str; 14] = [
+    "format", "m", "k", "batch", "threads", "isa", "ggml_isa", "ggml_ms", "ours_ms", "speedup",
+    "gbps", "bw_frac", "gflops", "nmse",
 ];
 
 fn check_json_line(line: &str) {
@@ -54,6 +54,7 @@ fn every_format_agrees_with_ggml_in_process() {
         reps: 1,
         json: true,
         sparse: false,
+        mixed_tiers: false,
     };
     let cases = bench::run(&opts).unwrap();
     assert_eq!(cases.len(), 5 * 2 * 4 * 2);
@@ -80,6 +81,7 @@ fn sparse_2_4_cases_agree_with_dense_and_ggml() {
         reps: 1,
         json: true,
         sparse: true,
+        mixed_tiers: false,
     };
     let cases = bench::run(&opts).unwrap();
     assert_eq!(cases.len(), 2 * 2 * 3 * 2);
@@ -154,6 +156,47 @@ fn cli_json_lines() {
     stdout.lines().for_each(check_json_line);
 }
 
+/// `--mixed-tiers` runs a capped bench against a ggml-cpu of another tier, and
+/// every row names both tiers.
+#[test]
+fn mixed_tiers_are_named_in_each_row() {
+    let Some(mut cmd) = binary() else {
+        return;
+    };
+    let out = cmd
+        .args([
+            "bench",
+            "--isa",
+            "scalar",
+            "--mixed-tiers",
+            "--format",
+            "q4_0",
+        ])
+        .args([
+            "--shape",
+            "32x256",
+            "--batch",
+            "1",
+            "--threads",
+            "1",
+            "--reps",
+            "1",
+            "--json",
+        ])
+        .env("LLMKERNEL_BANDWIDTH_BYTES", "16777216")
+        .env("LLMKERNEL_LLC_BYTES", "1048576")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(field(line.trim(), "isa"), "scalar");
+    assert_ne!(field(line.trim(), "ggml_isa"), "scalar");
+}
+
 #[test]
 fn cli_rejects_bad_arguments_with_a_clear_error() {
     if binary().is_none() {
@@ -169,6 +212,11 @@ fn cli_rejects_bad_arguments_with_a_clear_error() {
         (vec!["bench", "--isa", "sse9"], "unknown ISA"),
         (vec!["bench", "--batch", "0"], "must be positive"),
         (vec!["bench", "--sparse", "1:4"], "only 2:4"),
+        // Ours capped below the linked ggml-cpu's tier: not a same-tier comparison.
+        (
+            vec!["bench", "--isa", "scalar", "--shape", "32x256"],
+            "the linked ggml-cpu is compiled for",
+        ),
         // A thread count of 0 is an error everywhere, never silently 1.
         (vec!["bench", "--threads", "0"], "at least 1"),
         (

@@ -38,6 +38,38 @@ pub struct Options {
     /// 2:4 by magnitude before ggml quantizes them; ggml and our dense kernel
     /// run the dense blocks, our sparse kernel the same blocks packed.
     pub sparse: bool,
+    /// With `isa`: compare against the linked ggml-cpu even when it was
+    /// compiled for another tier (otherwise that is an error naming the build
+    /// that matches).
+    pub mixed_tiers: bool,
+}
+
+/// Checks that a capped run (`--isa`) meets a ggml-cpu of the same tier, and
+/// returns the two tiers' names (ours, ggml's).
+fn tiers(opts: &Options) -> Result<(String, &'static str), String> {
+    let ggml = info::ggml_tier();
+    let ours = match opts.isa {
+        Some(isa) => isa,
+        None => Isa::ceiling().map_err(|e| e.to_string())?,
+    };
+    let ours = Isa::ALL
+        .into_iter()
+        .rfind(|i| i.admitted_under(ours))
+        .unwrap_or(Isa::Scalar)
+        .to_string();
+    if let Some(isa) = opts.isa {
+        // ggml's "avx2+vnni" is a superset of llmkernel's avx2 level.
+        let same = ggml == ours || (ggml == "avx2+vnni" && ours == "avx2");
+        if !same && !opts.mixed_tiers {
+            return Err(format!(
+                "--isa {isa}: the linked ggml-cpu is compiled for {ggml}, so the ratios would \
+                 compare two tiers. Build a bench with ggml-cpu at that tier: \
+                 LLMKERNEL_GGML_CPU={isa} cargo run --release --target-dir target/ggml-{isa} -- bench --isa {isa} ... \
+                 (or pass --mixed-tiers to compare anyway)"
+            ));
+        }
+    }
+    Ok((ours, ggml))
 }
 
 /// One measured case.
@@ -81,8 +113,8 @@ impl Case {
             None => String::new(),
         };
         format!(
-            "{{\"format\":\"{}\",\"m\":{},\"k\":{},\"batch\":{},\"threads\":{},\"isa\":\"{}\",\"kernel\":\"{}\",\"ggml_buffer\":\"{}\",\"ggml_ms\":{:.6},\"ours_ms\":{:.6},\"speedup\":{:.4},\"gbps\":{:.3},\"bw_frac\":{:.4},\"gflops\":{:.3},\"nmse\":{:e}{sparse}}}",
-            self.format.dense(), self.m, self.k, self.batch, self.threads, self.isa, self.kernel, self.ggml_buffer,
+            "{{\"format\":\"{}\",\"m\":{},\"k\":{},\"batch\":{},\"threads\":{},\"isa\":\"{}\",\"ggml_isa\":\"{}\",\"kernel\":\"{}\",\"ggml_buffer\":\"{}\",\"ggml_ms\":{:.6},\"ours_ms\":{:.6},\"speedup\":{:.4},\"gbps\":{:.3},\"bw_frac\":{:.4},\"gflops\":{:.3},\"nmse\":{:e}{sparse}}}",
+            self.format.dense(), self.m, self.k, self.batch, self.threads, self.isa, info::ggml_tier(), self.kernel, self.ggml_buffer,
             self.ggml_ms, self.ours_ms, self.speedup(), self.gbps, self.bw_frac, self.gflops, self.nmse
         )
     }
@@ -136,6 +168,7 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
                 .map_err(|e| format!("shape {m}x{k}: {e}"))?;
         }
     }
+    let (our_tier, ggml_tier) = tiers(opts)?;
     let max_threads = opts.threads.iter().copied().max().unwrap_or(1);
     eprintln!(
         "measuring read bandwidth (streaming read of {} MiB)...",
@@ -154,6 +187,14 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
             "ggml: vendored llama.cpp {} built with {}",
             info::UPSTREAM_COMMIT,
             info::ggml_cpu_flags()
+        );
+        println!(
+            "tiers: llmkernel {our_tier}, ggml-cpu {ggml_tier}{}",
+            if our_tier == ggml_tier {
+                ""
+            } else {
+                " (not the same tier: see --isa and LLMKERNEL_GGML_CPU)"
+            }
         );
         println!("read bandwidth: {:.1} GB/s ({})", bw.gbps, bw.how);
         println!(

@@ -34,6 +34,10 @@ pub struct Args {
     /// against our dense kernel and ggml's on the same blocks.
     #[arg(long, value_parser = parse_sparse)]
     sparse: Option<Sparse>,
+    /// With --isa: compare against this binary's ggml-cpu even if it was
+    /// compiled for another tier (by default an error naming the matching build).
+    #[arg(long)]
+    mixed_tiers: bool,
 }
 
 /// A sparsity pattern; 2:4 is the one llmkernel has kernels for.
@@ -70,6 +74,7 @@ impl Args {
             reps: self.reps,
             json: self.json,
             sparse: self.sparse.is_some(),
+            mixed_tiers: self.mixed_tiers,
         };
         bench::run(&opts)?;
         Ok(())
