@@ -199,6 +199,9 @@ unsafe fn to_f32(t: *const ffi::ggml_tensor) -> Result<Vec<f32>, String> {
     unsafe {
         let n = ffi::ggml_nelements(t) as usize;
         let ne0 = (*t).ne[0];
+        if n == 0 || ne0 <= 0 {
+            return Ok(Vec::new());
+        }
         let rows = n / ne0 as usize;
         let row_bytes = ffi::ggml_row_size((*t).type_, ne0);
         let mut out = vec![0f32; n];
