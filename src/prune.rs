@@ -558,3 +558,29 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, StoredTensor>, Strin
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod zero_width_tests {
+    use super::*;
+
+    /// A tensor with no columns (`ne0 = 0`) passes `k % 32 == 0`; reading it
+    /// must give no values, not a division by zero.
+    #[test]
+    fn a_zero_width_tensor_reads_as_empty() {
+        crate::ggml::init();
+        // SAFETY: a ggml context made and freed here; the tensor lives in it.
+        unsafe {
+            let ctx = ffi::ggml_init(ffi::ggml_init_params {
+                mem_size: 4 * ffi::ggml_tensor_overhead() + 1024,
+                mem_buffer: std::ptr::null_mut(),
+                no_alloc: false,
+            });
+            assert!(!ctx.is_null());
+            for ty in [ffi::GGML_TYPE_Q8_0, ffi::GGML_TYPE_F32] {
+                let t = ffi::ggml_new_tensor_2d(ctx, ty, 0, 4);
+                assert_eq!(to_f32(t).unwrap(), Vec::<f32>::new());
+            }
+            ffi::ggml_free(ctx);
+        }
+    }
+}
