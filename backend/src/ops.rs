@@ -147,11 +147,7 @@ unsafe fn supports(op: &ffi::ggml_tensor) -> bool {
         return false;
     }
     match op.op {
-        ffi::GGML_OP_NONE
-        | ffi::GGML_OP_RESHAPE
-        | ffi::GGML_OP_VIEW
-        | ffi::GGML_OP_PERMUTE
-        | ffi::GGML_OP_TRANSPOSE => return true,
+        o if is_noop(o) => return true,
         ffi::GGML_OP_MUL_MAT | ffi::GGML_OP_MUL_MAT_ID => {}
         _ => return false,
     }
@@ -337,6 +333,7 @@ unsafe extern "C" fn backend_graph_compute(
     status
 }
 
+/// The ops every backend takes as no-ops: views of their source's data.
 fn is_noop(op: ffi::ggml_op) -> bool {
     matches!(
         op,
@@ -452,11 +449,7 @@ type Result<T> = std::result::Result<T, String>;
 /// `node` is a live tensor whose sources are live and allocated.
 unsafe fn compute(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Result<()> {
     match node.op {
-        ffi::GGML_OP_NONE
-        | ffi::GGML_OP_RESHAPE
-        | ffi::GGML_OP_VIEW
-        | ffi::GGML_OP_PERMUTE
-        | ffi::GGML_OP_TRANSPOSE => Ok(()),
+        op if is_noop(op) => Ok(()),
         ffi::GGML_OP_MUL_MAT | ffi::GGML_OP_MUL_MAT_ID => {
             // SAFETY: forwarded contract.
             if !unsafe { supports(node) } {
