@@ -140,7 +140,7 @@ pub fn set_logger(f: Option<LogFn>) {
 /// and type numbers and every other interface are the same in both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostApi {
-    /// ggml 0.25.x (llama.cpp until about September 2026).
+    /// ggml 0.25.x (e.g. llama.cpp 0c1e570, the previously vendored copy).
     V2,
     /// ggml 0.26.x, the vendored one.
     V3,
