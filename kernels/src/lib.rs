@@ -89,6 +89,7 @@ pub mod panel;
 pub mod scalar;
 pub mod table;
 pub mod testdata;
+#[cfg(target_arch = "aarch64")]
 mod tile_pass;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_avx2;

@@ -102,6 +102,9 @@ pub trait PanelFormat: WeightBlock<Act: PanelAct> {
     const SUB: usize;
     /// Values per integer min (16 or 32), or 0 for formats without mins.
     const MIN_SUB: usize;
+    /// The largest magnitude an unpacked code takes, for any block bytes
+    /// (kernels without a u8 x i8 multiply-add choose their method by it).
+    const MAX_CODE: u8;
     /// Unpacks one block: `codes` (one per value), `scale` (one per `SUB`
     /// values), `mins` (one per `MIN_SUB` values) and `min_scale`.
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32);
@@ -132,6 +135,8 @@ pub struct Shape {
     pub sub: usize,
     /// Values per integer min, 0 for none.
     pub min_sub: usize,
+    /// The largest magnitude of a code ([`PanelFormat::MAX_CODE`]).
+    pub max_code: u8,
 }
 
 impl Shape {
@@ -146,6 +151,7 @@ impl Shape {
             block,
             sub: B::SUB,
             min_sub: B::MIN_SUB,
+            max_code: B::MAX_CODE,
         }
     }
     /// Pairs of mins per block (mins go two to an i32: the kernel multiplies i16 pairs).
@@ -343,6 +349,7 @@ impl Unpacked {
             block,
             sub,
             min_sub,
+            ..
         } = self.shape;
         let v = self.scale[r * (self.k / sub) + i / sub] * self.codes[r * self.k + i] as f32;
         if min_sub == 0 {
@@ -460,6 +467,8 @@ pub struct Tile<'a> {
     pub mins: &'a [i32],
     pub min_scale: &'a [f32],
     pub cols: &'a ColBlock,
+    /// The blocks along K this call adds up (all of them unless narrowed by [`Tile::blocks`]).
+    blocks: std::ops::Range<usize>,
 }
 
 impl<'a> Tile<'a> {
@@ -486,7 +495,20 @@ impl<'a> Tile<'a> {
             mins: &w.mins[r0 * nblk * pairs..(r0 + ROWS) * nblk * pairs],
             min_scale: with_min(&w.min_scale),
             cols,
+            blocks: 0..nblk,
         }
+    }
+    /// This tile over blocks `blocks` of K only (a matmul splits K into
+    /// chunks whose activations stay in cache; the tile adds each chunk into
+    /// its outputs, in the order one call over all of K would).
+    pub fn blocks(mut self, blocks: std::ops::Range<usize>) -> Tile<'a> {
+        assert!(blocks.start <= blocks.end && blocks.end <= self.k / self.shape.block);
+        self.blocks = blocks;
+        self
+    }
+    /// The blocks along K this call adds up.
+    pub fn block_range(&self) -> std::ops::Range<usize> {
+        self.blocks.clone()
     }
     pub fn acodes(&self) -> &[u8] {
         bytemuck::cast_slice(&self.cols.codes)
@@ -501,9 +523,11 @@ impl<'a> Tile<'a> {
 
 /// The scalar reference of the tile kernels: the same integer sums and the
 /// same fused multiply-adds in the same order, so every SIMD tile kernel
-/// must equal it bit for bit. Per block of each column: per `sub` values the
-/// exact `sum(code * a)` times its scale; the exact `sum(min * sum(a))` times
-/// the block's min scale; the total times the activation scale.
+/// must equal it bit for bit. Each output starts from its value in `out`
+/// (zero for a whole matmul; the previous chunk's sum for a chunk of K) and
+/// adds, per block of [`Tile::block_range`]: per `sub` values the exact
+/// `sum(code * a)` times its scale, plus the exact `sum(min * sum(a))` times
+/// the block's min scale, that total times the activation scale.
 ///
 /// # Safety
 /// None (safe code; `unsafe fn` to fit [`TileFn`]).
@@ -513,8 +537,8 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
     let lo_hi = |v: i32| (v as i16 as i32, v >> 16);
     for r in 0..ROWS {
         for c in 0..COLS {
-            let mut acc = 0f32;
-            for b in 0..nblk {
+            let mut acc = out[r * COLS + c];
+            for b in t.block_range() {
                 let mut sb = 0f32;
                 for g in b * block / sub..(b + 1) * block / sub {
                     let mut isum = t.corr[r * nsub + g];

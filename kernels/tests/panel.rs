@@ -190,24 +190,69 @@ fn check_tiles<B: Kernels + RandomBlock>(
             ));
             continue;
         }
-        for (nblk, n, rows) in [(1usize, 32usize, 4usize), (3, 7, 3), (5, 32, 2), (2, 45, 4)] {
+        // (blocks along K, columns, rows, extreme weights and activations);
+        // 19 and 40 blocks run past the SIMD tiles' chunks of K.
+        let cases = [
+            (1usize, 32usize, 4usize, false),
+            (3, 7, 3, false),
+            (5, 32, 2, false),
+            (2, 45, 4, false),
+            (19, 32, 8, false),
+            (40, 9, 8, true),
+            (3, 32, 8, true),
+        ];
+        for (nblk, n, rows, extreme) in cases {
             let k = nblk * shape.block;
-            let w = B::random_vec(&mut r, rows * nblk);
+            let mut w = B::random_vec(&mut r, rows * nblk);
+            let x = if extreme {
+                // Codes at their extremes in every block, against activations
+                // that quantize to +127 and -127 (the largest products, where
+                // the i16 sums of an AVX2 tile would overflow first): Q8_0
+                // gives +127 for +1; Q8_K gives -127 to the first largest
+                // value of a block, so +127 to the rest where that one is +1.
+                let e = extremes::<B>(&mut r);
+                if !matches!(B::FORMAT, Format::Q4_0S | Format::Q8_0S) {
+                    for (i, b) in w.iter_mut().enumerate() {
+                        *b = e[(i / nblk) % e.len()];
+                    }
+                }
+                (0..n * k)
+                    .map(|i| match (i / k) % 3 {
+                        0 => 1.0,
+                        1 => -1.0,
+                        _ if i % 256 == 0 => 1.0,
+                        _ => -1.0,
+                    })
+                    .collect()
+            } else {
+                r.activations(n * k)
+            };
             let mut u = Unpacked::new(ROWS, k, shape);
             u.fill(&w, rows, kernel.isa());
-            let x = r.activations(n * k);
             let acts = quantize_activations::<B>(&x, n, k, 1).unwrap();
             for c0 in (0..n).step_by(COLS) {
                 let cb = pack_columns(&acts, n, k, c0, shape);
                 let tile = Tile::new(&u, 0, &cb);
-                let (mut want, mut got) = ([0f32; ROWS * COLS], [f32::NAN; ROWS * COLS]);
+                // Tiles add into their outputs: start both from the same values.
+                let start: [f32; ROWS * COLS] = std::array::from_fn(|i| (i % 7) as f32 - 3.0);
+                let (mut want, mut got) = (start, start);
                 // SAFETY: the scalar tile has no requirement.
                 unsafe { panel::gemm_i8_q8x32_8x32(&tile, &mut want) };
                 kernel.run(&tile, &mut got).unwrap();
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                // The same in two chunks of K, as a matmul runs long K.
+                let mut chunked = start;
+                let mid = nblk / 2;
+                kernel
+                    .run(&Tile::new(&u, 0, &cb).blocks(0..mid), &mut chunked)
+                    .unwrap();
+                kernel
+                    .run(&Tile::new(&u, 0, &cb).blocks(mid..nblk), &mut chunked)
+                    .unwrap();
+                for (i, ((g, w), ch)) in got.iter().zip(&want).zip(&chunked).enumerate() {
                     assert!(
-                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
-                        "{} ({}), {}: k {k}, n {n}, output {i}: {g:e}, scalar tile {w:e}",
+                        (g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()))
+                            && (ch.to_bits() == w.to_bits() || (ch.is_nan() && w.is_nan())),
+                        "{} ({}), {}: k {k}, n {n}, extreme {extreme}, output {i}: {g:e}, in two chunks {ch:e}, scalar tile {w:e}",
                         kernel.name(),
                         kernel.isa(),
                         B::FORMAT

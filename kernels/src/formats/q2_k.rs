@@ -93,6 +93,7 @@ fn block_magnitude(a: &BlockQ2K, b: &BlockQ8K) -> f32 {
 impl PanelFormat for BlockQ2K {
     const SUB: usize = 256;
     const MIN_SUB: usize = 16;
+    const MAX_CODE: u8 = 45; // codes 0..=45
     /// Codes are `q * sc` (0..=45).
     #[inline(always)]
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32) {

@@ -112,6 +112,7 @@ fn block_magnitude(a: &BlockQ3K, b: &BlockQ8K) -> f32 {
 impl PanelFormat for BlockQ3K {
     const SUB: usize = 256;
     const MIN_SUB: usize = 0;
+    const MAX_CODE: u8 = 128; // codes -128..=124
     /// Codes are `-q * sc` (q in -4..=3, sc in -32..=31: -128..=124, an i8;
     /// `q * sc` would reach +128), the scale `-d`.
     #[inline(always)]

@@ -65,6 +65,7 @@ fn block_magnitude(a: &BlockQ4_0, b: &BlockQ8_0) -> f32 {
 impl PanelFormat for BlockQ4_0 {
     const SUB: usize = 32;
     const MIN_SUB: usize = 0;
+    const MAX_CODE: u8 = 8; // codes -8..=7
     #[inline(always)]
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
         scale[0] = self.d.to_f32();

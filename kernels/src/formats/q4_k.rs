@@ -136,6 +136,7 @@ fn block_magnitude(a: &BlockQ4K, b: &BlockQ8K) -> f32 {
 impl PanelFormat for BlockQ4K {
     const SUB: usize = 32;
     const MIN_SUB: usize = 32;
+    const MAX_CODE: u8 = 15; // codes 0..=15
     #[inline(always)]
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32) {
         let sm = crate::formats::q4_k::scales_mins(&self.scales);

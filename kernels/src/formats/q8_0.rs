@@ -123,6 +123,7 @@ fn block_magnitude(a: &BlockQ8_0, b: &BlockQ8_0) -> f32 {
 impl PanelFormat for BlockQ8_0 {
     const SUB: usize = 32;
     const MIN_SUB: usize = 0;
+    const MAX_CODE: u8 = 128; // codes -128..=127
     #[inline(always)]
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
         scale[0] = self.d.to_f32();

@@ -308,6 +308,7 @@ fn block_magnitude_q8_0s(a: &BlockQ8_0S, b: &BlockQ8_0) -> f32 {
 impl PanelFormat for BlockQ4_0S {
     const SUB: usize = 32;
     const MIN_SUB: usize = 0;
+    const MAX_CODE: u8 = 8; // Q4_0's codes and zeros
     #[inline(always)]
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
         scale[0] = self.d.to_f32();
@@ -320,6 +321,7 @@ impl PanelFormat for BlockQ4_0S {
 impl PanelFormat for BlockQ8_0S {
     const SUB: usize = 32;
     const MIN_SUB: usize = 0;
+    const MAX_CODE: u8 = 128; // Q8_0's codes and zeros
     #[inline(always)]
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
         scale[0] = self.d.to_f32();

@@ -1,118 +1,227 @@
-//! The panel GEMM tile ([`crate::panel`]) with AVX2: [`ROWS`] weight rows x 32
-//! activation columns, done as passes of 2 rows x 16 columns (8 for Q4_K,
-//! whose per-sub-block sums need more registers) to fit 16 vector registers.
+//! The panel GEMM tile ([`crate::panel`]) with AVX2: [`ROWS`] weight rows x
+//! 32 activation columns, done in chunks of K small enough that the chunk's
+//! interleaved activations (8 KB) stay in L1 while every pass of `R` rows x
+//! `V` vectors of 8 columns runs over them. The accumulators live in `out`
+//! between chunks (one load and store per block and vector); the float steps
+//! are the scalar tile's fused multiply-adds in its order, so every shape
+//! equals [`crate::panel::gemm_i8_q8x32_8x32`] bit for bit.
 //!
-//! Without VNNI there is no u8 x i8 multiply-add into i32, and `vpmaddubsw`
-//! saturates its i16 pair sums, which codes up to +-128 times activations up
-//! to 255 (stored + 128) would overflow. So the activations are taken back to
-//! signed (`^ 0x80`, once per load, shared by the rows) and multiplied as
-//! `|w| x sign(a, w)` (`vpabsb` once per row and four values, `vpsignb` per
-//! vector): pairs of at most 128 x 127, no saturation. `vpmaddwd` by ones
-//! widens to i32. These sums are exactly `sum(code * a)`, which the scalar
-//! tile reaches from the correction instead, so the float steps, done in its
-//! order, give its results bit for bit.
+//! Without VNNI the integer products come from `vpmaddubsw` (u8 x i8, pairs
+//! added into i16, saturating), in one of two ways chosen by the format's
+//! largest code ([`crate::panel::PanelFormat::MAX_CODE`]):
+//!
+//! - **Narrow codes** (at most 64: Q4_0, Q4_K, Q2_K): the activations as
+//!   stored (`+ 128`, a `u8` up to 255) times the codes: a pair is at most
+//!   `2 * 255 * max` in magnitude, so `S` of them add up in i16 without
+//!   overflow (8 for Q4_0, 4 for Q4_K, 1 for Q2_K) before one `vpmaddwd` by
+//!   ones widens them. The sum starts at the row's correction
+//!   `-128 * sum(codes)`, which makes it exactly `sum(code * a)`: per 32
+//!   products, one multiply-add and one add where the wide form needs four ops.
+//! - **Wide codes** (Q8_0, Q3_K, up to 128): activations taken back to signed
+//!   (`^ 0x80`) and multiplied as `|w| x sign(a, w)` (`vpabsb` per row and
+//!   four values, `vpsignb` per vector): pairs of at most 128 x 128, widened
+//!   at once with `vpmaddwd` by ones.
 
-use crate::panel::{Tile, COLS, ROWS};
-use crate::tile_pass::{tile, TilePrims};
+use crate::panel::{Shape, Tile, COLS, ROWS};
 use std::arch::x86_64::*;
+
+/// Columns per vector.
+const LANES: usize = 8;
 
 /// # Safety
 /// The CPU must have AVX2 and FMA; `t` built by [`Tile::new`].
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
-    // Passes of 2 vectors of 8 columns (1 for Q4_K, whose per-sub-block sums
-    // need more registers); `U`: the codes are never negative (and at most
-    // 45), so they multiply the signed activations directly (pairs of at most
-    // 2 x 45 x 127 in i16), without the `vpabsb` / `vpsignb`.
+    // Arms: <Q groups of four values per scale sub-block, G sub-blocks per
+    // block, P min pairs per block, R rows x V vectors per pass, S i16 steps
+    // (0: wide), CH blocks per chunk>. A narrow arm's S times the largest
+    // pair, 2 * 255 * max_code, stays within i16 (matched on max_code).
     // SAFETY: forwarded contract; each arm is the tile's shape.
     unsafe {
-        match (t.shape.block, t.shape.sub, t.shape.pairs()) {
-            (256, 32, 4) => tile::<Avx2, 8, 8, 4, 1, true>(t, out), // Q4_K: codes 0..=15
-            (256, 256, 8) => tile::<Avx2, 64, 1, 8, 2, true>(t, out), // Q2_K: codes 0..=45
-            (256, 256, 0) => tile::<Avx2, 64, 1, 0, 2, false>(t, out), // Q3_K
-            (32, 32, 0) => tile::<Avx2, 8, 1, 0, 2, false>(t, out), // Q4_0, Q8_0 (and 2:4)
+        match (
+            t.shape.block,
+            t.shape.sub,
+            t.shape.pairs(),
+            t.shape.max_code,
+        ) {
+            (256, 32, 4, 15) => tile::<8, 8, 4, 2, 2, 4, 1>(t, out), // Q4_K: 4 x 7650
+            (256, 256, 8, 45) => tile::<64, 1, 8, 2, 2, 1, 1>(t, out), // Q2_K: 1 x 22950
+            (32, 32, 0, 8) => tile::<8, 1, 0, 2, 2, 8, 8>(t, out),   // Q4_0: 8 x 4080
+            (256, 256, 0, _) => tile::<64, 1, 0, 2, 2, 0, 1>(t, out), // Q3_K
+            (32, 32, 0, _) => tile::<8, 1, 0, 2, 2, 0, 8>(t, out),   // Q8_0
             _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
         }
     }
 }
 
-/// AVX2 + FMA.
-enum Avx2 {}
+/// The tile as chunks of `CH` blocks, each run as passes of `R` rows x `V` vectors.
+///
+/// # Safety
+/// AVX2 and FMA; `t` built by [`Tile::new`] for a shape with these `Q`, `G`,
+/// `P`; `S == 0` or `S * 2 * 255 * max_code <= 32767`; `R` divides `ROWS`, `V` divides `COLS / 8`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<
+    const Q: usize,
+    const G: usize,
+    const P: usize,
+    const R: usize,
+    const V: usize,
+    const S: usize,
+    const CH: usize,
+>(
+    t: &Tile,
+    out: &mut [f32; ROWS * COLS],
+) {
+    // The i16 sums of S steps cannot overflow (the arms match on max_code; this keeps them honest).
+    assert!(S == 0 || S * 2 * 255 * t.shape.max_code as usize <= i16::MAX as usize);
+    let all = t.block_range();
+    for b0 in all.clone().step_by(CH) {
+        let blocks = b0..(b0 + CH).min(all.end);
+        for r0 in (0..ROWS).step_by(R) {
+            for c0 in (0..COLS / LANES).step_by(V) {
+                // SAFETY: forwarded contract; r0 + R <= ROWS, (c0 + V) * 8 <= COLS, blocks < nblk.
+                unsafe { pass::<Q, G, P, R, V, S>(t, out, blocks.clone(), r0, c0) };
+            }
+        }
+    }
+}
 
-impl TilePrims for Avx2 {
-    const LANES: usize = 8;
-    type I = __m256i;
-    type F = __m256;
-    type A = __m256i;
-    /// The codes, and the magnitudes `vpmaddubsw` multiplies.
-    type W = (__m256i, __m256i);
-    type S = __m256i;
-    type M = __m256i;
-    #[inline(always)]
-    unsafe fn zero_i() -> __m256i {
-        // SAFETY: the caller's features.
-        unsafe { _mm256_setzero_si256() }
-    }
-    #[inline(always)]
-    unsafe fn zero_f() -> __m256 {
-        // SAFETY: the caller's features.
-        unsafe { _mm256_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn load_a(p: *const u8) -> __m256i {
-        // SAFETY: the caller guarantees 32 readable bytes and the features.
-        unsafe { _mm256_xor_si256(_mm256_loadu_si256(p.cast()), _mm256_set1_epi8(-128)) }
-    }
-    #[inline(always)]
-    unsafe fn splat_w<const U: bool>(w: i32) -> (__m256i, __m256i) {
-        // SAFETY: the caller's features.
-        unsafe {
-            let w = _mm256_set1_epi32(w);
-            (w, if U { w } else { _mm256_abs_epi8(w) })
+/// Rows `r0 .. r0 + R` against column vectors `c0 .. c0 + V` over `blocks`,
+/// adding into the accumulators in `out`.
+///
+/// # Safety
+/// As [`tile`]; `r0 + R <= ROWS`, `(c0 + V) * 8 <= COLS`, `blocks.end <= k / block`.
+/// (Compiled for the features, so that its closures are too.)
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pass<
+    const Q: usize,
+    const G: usize,
+    const P: usize,
+    const R: usize,
+    const V: usize,
+    const S: usize,
+>(
+    t: &Tile,
+    out: &mut [f32; ROWS * COLS],
+    blocks: std::ops::Range<usize>,
+    r0: usize,
+    c0: usize,
+) {
+    let Shape { sub, block, .. } = t.shape;
+    let (k, nsub, nblk) = (t.k, t.k / sub, t.k / block);
+    let codes = t.codes.as_ptr();
+    let acodes = t.acodes().as_ptr();
+    let (asums, ascales) = (t.asums().as_ptr(), t.ascales().as_ptr());
+    let o = |r: usize, v: usize| (r0 + r) * COLS + (c0 + v) * LANES;
+    // SAFETY (every pointer read below): Tile::new checked codes (ROWS * k),
+    // scale and corr (ROWS * nsub), mins (ROWS * nblk * P), min_scale
+    // (ROWS * nblk when P > 0), acodes (k * COLS bytes: kq * 4 * COLS +
+    // (c0 + v) * 32 + 32 <= k * COLS), asums (nblk * P * COLS i32) and ascales
+    // (nblk * COLS); r0 + R <= ROWS; out holds ROWS * COLS. The features are the caller's.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc: [[__m256; V]; R] = std::array::from_fn(|r| {
+            std::array::from_fn(|v| _mm256_loadu_ps(out.as_ptr().add(o(r, v))))
+        });
+        for b in blocks {
+            let mut sb = [[_mm256_setzero_ps(); V]; R];
+            for g in b * G..(b + 1) * G {
+                let mut is: [[__m256i; V]; R] = std::array::from_fn(|r| {
+                    [if S > 0 {
+                        _mm256_set1_epi32(*t.corr.get_unchecked((r0 + r) * nsub + g))
+                    } else {
+                        _mm256_setzero_si256()
+                    }; V]
+                });
+                let load_a = |kq: usize, v: usize| {
+                    let a =
+                        _mm256_loadu_si256(acodes.add(kq * 4 * COLS + (c0 + v) * 4 * LANES).cast());
+                    if S > 0 {
+                        a
+                    } else {
+                        _mm256_xor_si256(a, _mm256_set1_epi8(-128))
+                    }
+                };
+                let w_at = |r: usize, kq: usize| {
+                    _mm256_set1_epi32(
+                        codes
+                            .add((r0 + r) * k + 4 * kq)
+                            .cast::<i32>()
+                            .read_unaligned(),
+                    )
+                };
+                if S > 0 {
+                    for kq0 in (g * Q..(g + 1) * Q).step_by(S) {
+                        let mut p = [[_mm256_setzero_si256(); V]; R];
+                        for kq in kq0..kq0 + S {
+                            let a: [__m256i; V] = std::array::from_fn(|v| load_a(kq, v));
+                            for (r, p) in p.iter_mut().enumerate() {
+                                let w = w_at(r, kq);
+                                for v in 0..V {
+                                    p[v] = _mm256_add_epi16(p[v], _mm256_maddubs_epi16(a[v], w));
+                                }
+                            }
+                        }
+                        for r in 0..R {
+                            for v in 0..V {
+                                is[r][v] =
+                                    _mm256_add_epi32(is[r][v], _mm256_madd_epi16(p[r][v], ones));
+                            }
+                        }
+                    }
+                } else {
+                    for kq in g * Q..(g + 1) * Q {
+                        let a: [__m256i; V] = std::array::from_fn(|v| load_a(kq, v));
+                        for (r, is) in is.iter_mut().enumerate() {
+                            let w = w_at(r, kq);
+                            let wa = _mm256_abs_epi8(w);
+                            for v in 0..V {
+                                let p = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(a[v], w));
+                                is[v] = _mm256_add_epi32(is[v], _mm256_madd_epi16(p, ones));
+                            }
+                        }
+                    }
+                }
+                for r in 0..R {
+                    let scale = _mm256_set1_ps(*t.scale.get_unchecked((r0 + r) * nsub + g));
+                    for v in 0..V {
+                        sb[r][v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r][v]), scale, sb[r][v]);
+                    }
+                }
+            }
+            if P > 0 {
+                let mut im = [[_mm256_setzero_si256(); V]; R];
+                for p in b * P..(b + 1) * P {
+                    let s: [__m256i; V] = std::array::from_fn(|v| {
+                        _mm256_loadu_si256(asums.add(p * COLS + (c0 + v) * LANES).cast())
+                    });
+                    for (r, im) in im.iter_mut().enumerate() {
+                        let m = _mm256_set1_epi32(*t.mins.get_unchecked((r0 + r) * nblk * P + p));
+                        for v in 0..V {
+                            im[v] = _mm256_add_epi32(im[v], _mm256_madd_epi16(s[v], m));
+                        }
+                    }
+                }
+                for r in 0..R {
+                    let ms = _mm256_set1_ps(*t.min_scale.get_unchecked((r0 + r) * nblk + b));
+                    for v in 0..V {
+                        sb[r][v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im[r][v]), ms, sb[r][v]);
+                    }
+                }
+            }
+            for v in 0..V {
+                let ad = _mm256_loadu_ps(ascales.add(b * COLS + (c0 + v) * LANES));
+                for r in 0..R {
+                    acc[r][v] = _mm256_fmadd_ps(sb[r][v], ad, acc[r][v]);
+                }
+            }
         }
-    }
-    #[inline(always)]
-    unsafe fn dot<const U: bool>(acc: __m256i, a: __m256i, (w, wa): (__m256i, __m256i)) -> __m256i {
-        // SAFETY: the caller's features.
-        unsafe {
-            let av = if U { a } else { _mm256_sign_epi8(a, w) };
-            let p = _mm256_maddubs_epi16(wa, av);
-            _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+        for r in 0..R {
+            for v in 0..V {
+                _mm256_storeu_ps(out.as_mut_ptr().add(o(r, v)), acc[r][v]);
+            }
         }
-    }
-    #[inline(always)]
-    unsafe fn load_s(p: *const i32) -> __m256i {
-        // SAFETY: the caller guarantees 8 readable i32 and the features.
-        unsafe { _mm256_loadu_si256(p.cast()) }
-    }
-    #[inline(always)]
-    unsafe fn splat_m(m: i32) -> __m256i {
-        // SAFETY: the caller's features.
-        unsafe { _mm256_set1_epi32(m) }
-    }
-    #[inline(always)]
-    unsafe fn dot_mins(acc: __m256i, s: __m256i, m: __m256i) -> __m256i {
-        // SAFETY: the caller's features.
-        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(s, m)) }
-    }
-    #[inline(always)]
-    unsafe fn fma_i(acc: __m256, x: __m256i, s: f32) -> __m256 {
-        // SAFETY: the caller's features.
-        unsafe { _mm256_fmadd_ps(_mm256_cvtepi32_ps(x), _mm256_set1_ps(s), acc) }
-    }
-    #[inline(always)]
-    unsafe fn load_f(p: *const f32) -> __m256 {
-        // SAFETY: the caller guarantees 8 readable floats and the features.
-        unsafe { _mm256_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn fma(acc: __m256, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: the caller's features.
-        unsafe { _mm256_fmadd_ps(a, b, acc) }
-    }
-    #[inline(always)]
-    unsafe fn store_f(p: *mut f32, v: __m256) {
-        // SAFETY: the caller guarantees 8 writable floats and the features.
-        unsafe { _mm256_storeu_ps(p, v) }
     }
 }
