@@ -308,9 +308,6 @@ pub fn panels_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("LLMKERNEL_PANEL").map_or(true, |v| v.trim() != "0"))
 }
 
-/// Values of K a panel GEMM runs at a time ([`matmul_panel`]).
-const K_CHUNK: usize = 2048;
-
 /// The GEMM through [`crate::panel`]: activations interleaved into column
 /// blocks once (in parallel), then each task unpacks its weight rows
 /// [`PANEL_ROWS`] at a time and runs them against every column block.
@@ -340,41 +337,31 @@ fn matmul_panel<B: Kernels>(
     // SAFETY: tasks write disjoint rows of y, which outlives par.run.
     unsafe impl Sync for Out {}
     let out = Out(y.as_mut_ptr());
-    // K runs in chunks of K_CHUNK values, so that a column block's chunk and
-    // the panel's chunk of weights (64 KB each) share a 512 KB L2 (Zen 2/3);
-    // at K = 14336 whole-K tiles stream both, 458 KB each. (On a 1 MB L2 the
-    // chunk size made no measurable difference: docs/BENCHMARKS.md.)
-    let nblk = k / shape.block;
-    let chunk = (K_CHUNK / shape.block).max(1);
     par.run(tasks, &|task| {
         let out = &out;
         let rows = task * rows_per_task..((task + 1) * rows_per_task).min(m);
         let mut u = Unpacked::new(PANEL_ROWS, k, shape);
-        // The outputs of PANEL_ROWS rows against every column block, per
-        // column block PANEL_ROWS x COLS (tile after tile), written to y a
-        // column (PANEL_ROWS consecutive floats) at a time.
-        let mut o = vec![0f32; blocks.len() * PANEL_ROWS * COLS];
+        // The outputs of PANEL_ROWS rows x COLS columns, written to y a column
+        // (PANEL_ROWS consecutive floats) at a time.
+        let mut o = [0f32; PANEL_ROWS * COLS];
         for r0 in rows.clone().step_by(PANEL_ROWS) {
             let nr = PANEL_ROWS.min(rows.end - r0);
             fill(&mut u, r0, nr);
-            o.fill(0.0);
-            for b0 in (0..nblk).step_by(chunk) {
-                let kb = b0..(b0 + chunk).min(nblk);
-                for (cols, o) in blocks.iter().zip(o.chunks_exact_mut(PANEL_ROWS * COLS)) {
-                    for (rt, o) in o
-                        .chunks_exact_mut(ROWS * COLS)
-                        .enumerate()
-                        .take(nr.div_ceil(ROWS))
-                    {
-                        let tile = Tile::new(&u, rt * ROWS, cols).blocks(kb.clone());
-                        let o: &mut [f32; ROWS * COLS] = o.try_into().expect("a tile's outputs");
-                        // SAFETY: the caller checked the kernel's ISA; the tile checked its lengths.
-                        unsafe { (panel.f)(&tile, o) };
-                    }
+            for (cb, cols) in blocks.iter().enumerate() {
+                let nc = COLS.min(n - cb * COLS);
+                // Tiles add into their outputs.
+                o.fill(0.0);
+                for (rt, o) in o
+                    .chunks_exact_mut(ROWS * COLS)
+                    .enumerate()
+                    .take(nr.div_ceil(ROWS))
+                {
+                    let tile = Tile::new(&u, rt * ROWS, cols);
+                    let o: &mut [f32; ROWS * COLS] = o.try_into().expect("a tile's outputs");
+                    // SAFETY: the caller checked the kernel's ISA; the tile checked its lengths.
+                    unsafe { (panel.f)(&tile, o) };
                 }
-            }
-            for (cb, o) in o.chunks_exact(PANEL_ROWS * COLS).enumerate() {
-                for c in 0..COLS.min(n - cb * COLS) {
+                for c in 0..nc {
                     for r in 0..nr {
                         // SAFETY: row r0 + r < m is this task's; column cb * COLS + c < n.
                         unsafe { *out.0.add((cb * COLS + c) * m + r0 + r) = o[r * COLS + c] };

@@ -108,7 +108,22 @@ pub trait PanelFormat: WeightBlock<Act: PanelAct> {
     /// Unpacks one block: `codes` (one per value), `scale` (one per `SUB`
     /// values), `mins` (one per `MIN_SUB` values) and `min_scale`.
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32);
+    /// Whether [`PanelFormat::factor`] writes the codes' factored form.
+    const FACTORED: bool = false;
+    /// Where every code is a product `factor * scale` of a small factor (at
+    /// most [`MAX_FACTOR`] in magnitude) and an integer scale per 16 values
+    /// (Q3_K, Q2_K, whose codes carry their sub-block scales), writes the
+    /// factors (one per value) and the scales (one per 16 values). A tile
+    /// without a u8 x i8 multiply-add into i32 (AVX2) multiplies the narrow
+    /// factors and applies the scales once per 16 values.
+    #[inline(always)]
+    fn factor(&self, _factors: &mut [i8], _scales: &mut [i16]) {}
 }
+
+/// The largest magnitude of a factor ([`PanelFormat::factor`]).
+pub const MAX_FACTOR: u8 = 4;
+/// Values per integer scale of the factored form.
+pub const FACTOR_SUB: usize = 16;
 
 /// The 32-value runs of a Q2_K / Q3_K block's codes, `(h, s, codes, qs)`:
 /// values `128h + 32s ..` take their low two bits from `qs[32h ..][..32]` at
@@ -137,6 +152,8 @@ pub struct Shape {
     pub min_sub: usize,
     /// The largest magnitude of a code ([`PanelFormat::MAX_CODE`]).
     pub max_code: u8,
+    /// Whether the codes have a factored form ([`PanelFormat::FACTORED`]).
+    pub factored: bool,
 }
 
 impl Shape {
@@ -152,6 +169,7 @@ impl Shape {
             sub: B::SUB,
             min_sub: B::MIN_SUB,
             max_code: B::MAX_CODE,
+            factored: B::FACTORED,
         }
     }
     /// Pairs of mins per block (mins go two to an i32: the kernel multiplies i16 pairs).
@@ -172,6 +190,11 @@ pub struct Unpacked {
     rows: usize,
     /// `rows * k` codes, row after row.
     codes: Vec<i8>,
+    /// The codes' factored form ([`PanelFormat::factor`]), where the format
+    /// has one and the fill ran for AVX2 (whose tile reads it; empty
+    /// otherwise): `rows * k` factors and `rows * k / 16` scales.
+    factors: Vec<i8>,
+    factor_scales: Vec<i16>,
     /// Per row, per `sub` values: the float scale and the correction `-128 * sum(codes)`.
     scale: Vec<f32>,
     corr: Vec<i32>,
@@ -192,6 +215,8 @@ impl Unpacked {
             shape,
             rows,
             codes: vec![0; rows * k],
+            factors: vec![],
+            factor_scales: vec![],
             scale: vec![0.0; rows * nsub],
             corr: vec![0; rows * nsub],
             mins: vec![0; rows * nblk * shape.pairs()],
@@ -256,6 +281,15 @@ impl Unpacked {
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     fn fill_from<B: PanelFormat>(&mut self, blocks: impl Iterator<Item = B>, n: usize, isa: Isa) {
         assert!(n <= self.rows && self.shape == Shape::of::<B>());
+        // Only the AVX2 tile reads the factored form.
+        let factored = B::FACTORED && isa == Isa::Avx2;
+        if factored && self.factors.is_empty() {
+            self.factors = vec![0; self.rows * self.k];
+            self.factor_scales = vec![0; self.rows * self.k / FACTOR_SUB];
+        } else if !factored {
+            self.factors.clear();
+            self.factor_scales.clear();
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if Isa::Avx512.admitted_under(isa) {
@@ -296,6 +330,12 @@ impl Unpacked {
             .enumerate()
         {
             b.unpack(codes, scale, &mut self.block_mins, &mut min_scale);
+            if !self.factors.is_empty() {
+                b.factor(
+                    &mut self.factors[i * block..][..block],
+                    &mut self.factor_scales[i * block / FACTOR_SUB..][..block / FACTOR_SUB],
+                );
+            }
             if pairs > 0 {
                 self.min_scale[i] = min_scale;
                 for (p, m) in self.mins[i * pairs..][..pairs]
@@ -335,12 +375,31 @@ impl Unpacked {
             *corr = -128 * codes.iter().map(|&c| c as i32).sum::<i32>();
         }
         self.codes[n * self.k..].fill(0);
+        if !self.factors.is_empty() {
+            self.factors[n * self.k..].fill(0);
+            self.factor_scales[n * self.k / FACTOR_SUB..].fill(0);
+        }
         self.scale[n * nsub..].fill(0.0);
         self.corr[n * nsub..].fill(0);
         self.mins[n * nblk * pairs..].fill(0);
         if pairs > 0 {
             self.min_scale[n * nblk..].fill(0.0);
         }
+    }
+
+    /// Factor and scale of value `i` of row `r`, where the factored form was filled.
+    pub fn factored(&self, r: usize, i: usize) -> Option<(i8, i16)> {
+        (!self.factors.is_empty()).then(|| {
+            (
+                self.factors[r * self.k + i],
+                self.factor_scales[(r * self.k + i) / FACTOR_SUB],
+            )
+        })
+    }
+
+    /// The code of value `i` of row `r`.
+    pub fn code(&self, r: usize, i: usize) -> i8 {
+        self.codes[r * self.k + i]
     }
 
     /// Value `i` of row `r` as the unpacked form gives it.
@@ -460,6 +519,10 @@ pub struct Tile<'a> {
     pub shape: Shape,
     /// Row r's codes: `codes[r * k ..][..k]`.
     pub codes: &'a [i8],
+    /// Row r's factored codes, where filled (else empty): `factors[r * k ..][..k]`,
+    /// `factor_scales[r * k / 16 ..][..k / 16]`.
+    pub factors: &'a [i8],
+    pub factor_scales: &'a [i16],
     /// Row r's scales and corrections: `[r * k / sub ..][..k / sub]`.
     pub scale: &'a [f32],
     pub corr: &'a [i32],
@@ -490,6 +553,16 @@ impl<'a> Tile<'a> {
             k,
             shape,
             codes: &w.codes[r0 * k..(r0 + ROWS) * k],
+            factors: if w.factors.is_empty() {
+                &[]
+            } else {
+                &w.factors[r0 * k..(r0 + ROWS) * k]
+            },
+            factor_scales: if w.factors.is_empty() {
+                &[]
+            } else {
+                &w.factor_scales[r0 * k / FACTOR_SUB..(r0 + ROWS) * k / FACTOR_SUB]
+            },
             scale: &w.scale[r0 * nsub..(r0 + ROWS) * nsub],
             corr: &w.corr[r0 * nsub..(r0 + ROWS) * nsub],
             mins: &w.mins[r0 * nblk * pairs..(r0 + ROWS) * nblk * pairs],

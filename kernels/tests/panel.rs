@@ -15,7 +15,9 @@
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::quantize_activations;
-use llmkernel_kernels::panel::{self, pack_columns, PanelAct, Shape, Tile, Unpacked, COLS, ROWS};
+use llmkernel_kernels::panel::{
+    self, pack_columns, PanelAct, Shape, Tile, Unpacked, COLS, MAX_FACTOR, ROWS,
+};
 use llmkernel_kernels::table::{panel_kernels, Config, Isa, Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
 use llmkernel_kernels::{each_format, Format};
@@ -72,6 +74,13 @@ fn check_unpack<B: Kernels + RandomBlock>(seed: u64) {
             // Dirty it first: fill must reset rows it does not fill.
             u.fill(&B::random_vec(&mut r, 8 * per_row), 8, isa);
             u.fill(&blocks, rows, isa);
+            let factored = (0..8).all(|row| u.factored(row, 0).is_some());
+            assert_eq!(
+                factored,
+                shape.factored && isa == Isa::Avx2,
+                "{} ({isa} fill): factored form filled",
+                B::FORMAT
+            );
             let mut want = vec![0f32; k];
             for row in 0..8 {
                 if row < rows {
@@ -80,6 +89,16 @@ fn check_unpack<B: Kernels + RandomBlock>(seed: u64) {
                     want.fill(0.0);
                 }
                 for (i, &w) in want.iter().enumerate() {
+                    // The factored form (AVX2 fills of Q3_K, Q2_K) multiplies back to the code.
+                    if let Some((f, s)) = u.factored(row, i) {
+                        assert!(f.unsigned_abs() <= MAX_FACTOR, "{}: factor {f}", B::FORMAT);
+                        assert_eq!(
+                            f as i32 * s as i32,
+                            u.code(row, i) as i32,
+                            "{} ({isa} fill): row {row}, value {i}: factor {f} x scale {s}",
+                            B::FORMAT
+                        );
+                    }
                     let got = u.value(row, i);
                     assert!(
                     same(got, w),

@@ -110,6 +110,19 @@ impl PanelFormat for BlockQ2K {
             }
         }
     }
+    const FACTORED: bool = true;
+    /// Factors `q` (0..=3), scales the 4-bit `sc` of each 16 values.
+    #[inline(always)]
+    fn factor(&self, factors: &mut [i8], scales: &mut [i16]) {
+        for (s, &sc) in scales.iter_mut().zip(&self.scales) {
+            *s = (sc & 0x0F) as i16;
+        }
+        for (_, s, f, qs) in quarters(factors, &self.qs) {
+            for (f, &q) in f.iter_mut().zip(qs) {
+                *f = ((q >> (2 * s)) & 3) as i8;
+            }
+        }
+    }
 }
 
 impl RandomBlock for BlockQ2K {

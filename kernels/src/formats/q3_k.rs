@@ -129,6 +129,20 @@ impl PanelFormat for BlockQ3K {
             }
         }
     }
+    const FACTORED: bool = true;
+    /// Factors `-q` (-3..=4), scales the 6-bit signed `sc` of each 16 values.
+    #[inline(always)]
+    fn factor(&self, factors: &mut [i8], scales: &mut [i16]) {
+        for (s, sc) in scales.iter_mut().zip(scales_q3_k(&self.scales)) {
+            *s = sc as i16;
+        }
+        for (h, s, f, qs) in quarters(factors, &self.qs) {
+            for ((f, &q), &hm) in f.iter_mut().zip(qs).zip(&self.hmask) {
+                let (low, high) = ((q >> (2 * s)) & 3, (hm >> (4 * h + s)) & 1);
+                *f = 4 - (low | high << 2) as i8;
+            }
+        }
+    }
 }
 
 impl RandomBlock for BlockQ3K {

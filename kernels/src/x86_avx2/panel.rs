@@ -22,7 +22,7 @@
 //!   four values, `vpsignb` per vector): pairs of at most 128 x 128, widened
 //!   at once with `vpmaddwd` by ones.
 
-use crate::panel::{Shape, Tile, COLS, ROWS};
+use crate::panel::{Shape, Tile, COLS, FACTOR_SUB, MAX_FACTOR, ROWS};
 use std::arch::x86_64::*;
 
 /// Columns per vector.
@@ -34,31 +34,38 @@ const LANES: usize = 8;
 pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
     // Arms: <Q groups of four values per scale sub-block, G sub-blocks per
     // block, P min pairs per block, R rows x V vectors per pass, S i16 steps
-    // (0: wide), CH blocks per chunk>. A narrow arm's S times the largest
-    // pair, 2 * 255 * max_code, stays within i16 (matched on max_code).
+    // (0: wide), CH blocks per chunk, F factored>. A narrow arm's S times the
+    // largest pair, 2 * 255 * max_code (max factor when factored), stays
+    // within i16 (matched on max_code; asserted in `tile`).
     // SAFETY: forwarded contract; each arm is the tile's shape.
+    let factored = !t.factors.is_empty();
     unsafe {
         match (
             t.shape.block,
             t.shape.sub,
             t.shape.pairs(),
             t.shape.max_code,
+            factored,
         ) {
-            (256, 32, 4, 15) => tile::<8, 8, 4, 2, 2, 4, 1>(t, out), // Q4_K: 4 x 7650
-            (256, 256, 8, 45) => tile::<64, 1, 8, 2, 2, 1, 1>(t, out), // Q2_K: 1 x 22950
-            (32, 32, 0, 8) => tile::<8, 1, 0, 2, 2, 8, 8>(t, out),   // Q4_0: 8 x 4080
-            (256, 256, 0, _) => tile::<64, 1, 0, 2, 2, 0, 1>(t, out), // Q3_K
-            (32, 32, 0, _) => tile::<8, 1, 0, 2, 2, 0, 8>(t, out),   // Q8_0
+            (256, 32, 4, 15, _) => tile::<8, 8, 4, 2, 1, 4, 1, false>(t, out), // Q4_K: 4 x 7650
+            (32, 32, 0, 8, _) => tile::<8, 1, 0, 2, 2, 8, 8, false>(t, out),   // Q4_0: 8 x 4080
+            (256, 256, 8, _, true) => tile::<64, 1, 8, 2, 2, 4, 1, true>(t, out), // Q2_K: 4 x 2040
+            (256, 256, 0, _, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // Q3_K: 4 x 2040
+            (256, 256, 8, 45, false) => tile::<64, 1, 8, 2, 2, 1, 1, false>(t, out), // Q2_K: 1 x 22950
+            (256, 256, 0, _, false) => tile::<64, 1, 0, 2, 2, 0, 1, false>(t, out),  // Q3_K
+            (32, 32, 0, _, _) => tile::<8, 1, 0, 2, 2, 0, 8, false>(t, out),         // Q8_0
             _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
         }
     }
 }
 
-/// The tile as chunks of `CH` blocks, each run as passes of `R` rows x `V` vectors.
+/// The tile as chunks of `CH` blocks, each run as passes of `R` rows x `V`
+/// vectors. `F`: the factors (and their scales per 16 values, `S` steps)
+/// take the codes' place.
 ///
 /// # Safety
 /// AVX2 and FMA; `t` built by [`Tile::new`] for a shape with these `Q`, `G`,
-/// `P`; `S == 0` or `S * 2 * 255 * max_code <= 32767`; `R` divides `ROWS`, `V` divides `COLS / 8`.
+/// `P`, with factors where `F`; `R` divides `ROWS`, `V` divides `COLS / 8`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile<
@@ -69,19 +76,22 @@ unsafe fn tile<
     const V: usize,
     const S: usize,
     const CH: usize,
+    const F: bool,
 >(
     t: &Tile,
     out: &mut [f32; ROWS * COLS],
 ) {
     // The i16 sums of S steps cannot overflow (the arms match on max_code; this keeps them honest).
-    assert!(S == 0 || S * 2 * 255 * t.shape.max_code as usize <= i16::MAX as usize);
+    let max = if F { MAX_FACTOR } else { t.shape.max_code };
+    assert!(S == 0 || S * 2 * 255 * max as usize <= i16::MAX as usize);
+    assert!(!F || (t.factors.len() == t.codes.len() && S * 4 == FACTOR_SUB && G == 1));
     let all = t.block_range();
     for b0 in all.clone().step_by(CH) {
         let blocks = b0..(b0 + CH).min(all.end);
         for r0 in (0..ROWS).step_by(R) {
             for c0 in (0..COLS / LANES).step_by(V) {
                 // SAFETY: forwarded contract; r0 + R <= ROWS, (c0 + V) * 8 <= COLS, blocks < nblk.
-                unsafe { pass::<Q, G, P, R, V, S>(t, out, blocks.clone(), r0, c0) };
+                unsafe { pass::<Q, G, P, R, V, S, F>(t, out, blocks.clone(), r0, c0) };
             }
         }
     }
@@ -102,6 +112,7 @@ unsafe fn pass<
     const R: usize,
     const V: usize,
     const S: usize,
+    const F: bool,
 >(
     t: &Tile,
     out: &mut [f32; ROWS * COLS],
@@ -111,11 +122,19 @@ unsafe fn pass<
 ) {
     let Shape { sub, block, .. } = t.shape;
     let (k, nsub, nblk) = (t.k, t.k / sub, t.k / block);
-    let codes = t.codes.as_ptr();
+    // Factored: the factors, scaled per S steps (16 values) by factor_scales.
+    let codes = if F {
+        t.factors.as_ptr()
+    } else {
+        t.codes.as_ptr()
+    };
+    let fscales = t.factor_scales.as_ptr();
     let acodes = t.acodes().as_ptr();
     let (asums, ascales) = (t.asums().as_ptr(), t.ascales().as_ptr());
     let o = |r: usize, v: usize| (r0 + r) * COLS + (c0 + v) * LANES;
-    // SAFETY (every pointer read below): Tile::new checked codes (ROWS * k),
+    // SAFETY (every pointer read below): Tile::new checked codes and, where
+    // F, factors (ROWS * k) and factor_scales (ROWS * k / 16: kq0 is a
+    // multiple of S = 4, so 4 * kq0 / 16 indexes its 16 values),
     // scale and corr (ROWS * nsub), mins (ROWS * nblk * P), min_scale
     // (ROWS * nblk when P > 0), acodes (k * COLS bytes: kq * 4 * COLS +
     // (c0 + v) * 32 + 32 <= k * COLS), asums (nblk * P * COLS i32) and ascales
@@ -165,9 +184,16 @@ unsafe fn pass<
                             }
                         }
                         for r in 0..R {
+                            let m = if F {
+                                _mm256_set1_epi16(
+                                    *fscales.add(((r0 + r) * k + 4 * kq0) / FACTOR_SUB),
+                                )
+                            } else {
+                                ones
+                            };
                             for v in 0..V {
                                 is[r][v] =
-                                    _mm256_add_epi32(is[r][v], _mm256_madd_epi16(p[r][v], ones));
+                                    _mm256_add_epi32(is[r][v], _mm256_madd_epi16(p[r][v], m));
                             }
                         }
                     }
