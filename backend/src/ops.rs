@@ -177,6 +177,19 @@ unsafe fn supports(op: &ffi::ggml_tensor) -> bool {
     if !row_ok {
         return false;
     }
+    // The columns one weight matrix meets: a MUL_MAT's batch; for MUL_MAT_ID
+    // the tokens (an expert meets at most as many).
+    let batch = if op.op == ffi::GGML_OP_MUL_MAT {
+        x.ne[1]
+    } else if op.src[2].is_null() {
+        return false;
+    } else {
+        // SAFETY: non-null source of a live op.
+        unsafe { (*op.src[2]).ne[1] }
+    };
+    if !takes(w.type_, usize::try_from(batch).unwrap_or(0)) {
+        return false;
+    }
     if op.op == ffi::GGML_OP_MUL_MAT {
         w.ne[2] > 0
             && w.ne[3] > 0
@@ -199,6 +212,69 @@ unsafe fn supports(op: &ffi::ggml_tensor) -> bool {
             && ids.ne[0] % x.ne[1] == 0
             && op.ne == [w.ne[1], ids.ne[0], x.ne[2], 1]
     }
+}
+
+/// Whether LLMK takes a matmul of weights of ggml type `t` against `batch`
+/// columns: the dispatch table's policy for the format on this ISA
+/// ([`llmkernel_kernels::table::PluginTakes`]: where ggml's kernel is the
+/// faster one, measured in docs/BENCHMARKS.md, the CPU backend keeps the
+/// op), less what `LLMKERNEL_PLUGIN_DECLINE` declines. A format the policy
+/// declines at batch 512 (llama.cpp's probe when it places weights) keeps its
+/// weights in the CPU backend's buffers, repacked as ggml likes them.
+pub fn takes(t: ffi::ggml_type, batch: usize) -> bool {
+    struct Takes(usize);
+    impl WithFormat for Takes {
+        type Out = bool;
+        fn run<B: Kernels>(self) -> bool {
+            config::<B>().plugin().takes(self.0)
+        }
+    }
+    let Some(format) = Format::from_ggml_type(t) else {
+        return false;
+    };
+    !declined()
+        .iter()
+        .any(|(f, lo, hi)| *f == format && (*lo..=*hi).contains(&batch))
+        && format.with(Takes(batch)).unwrap_or(false)
+}
+
+/// `LLMKERNEL_PLUGIN_DECLINE`: matmuls the CPU backend keeps whatever the
+/// table says, as `format` (every batch) or `format:lo-hi` (batches lo to
+/// hi), comma-separated: `q4_0:1-15,q8_0`. Read once; a bad entry is logged
+/// and ignored.
+fn declined() -> &'static [(Format, usize, usize)] {
+    static LIST: OnceLock<Vec<(Format, usize, usize)>> = OnceLock::new();
+    LIST.get_or_init(|| {
+        let Ok(v) = std::env::var("LLMKERNEL_PLUGIN_DECLINE") else {
+            return vec![];
+        };
+        let mut list = vec![];
+        for e in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match parse_decline(e) {
+                Some(d) => list.push(d),
+                None => log(
+                    ffi::GGML_LOG_LEVEL_ERROR,
+                    &format!(
+                        "LLMKERNEL_PLUGIN_DECLINE: ignoring '{e}' (want a weight format such as q4_0, or q4_0:LO-HI for batches LO to HI)"
+                    ),
+                ),
+            }
+        }
+        list
+    })
+}
+
+/// One entry of `LLMKERNEL_PLUGIN_DECLINE`: `format` or `format:lo-hi`.
+fn parse_decline(e: &str) -> Option<(Format, usize, usize)> {
+    let (name, range) = e.split_once(':').unwrap_or((e, "0-"));
+    let format = Format::from_name(name).filter(|f| Format::WEIGHTS.contains(f))?;
+    let (lo, hi) = range.split_once('-')?;
+    let lo = lo.trim().parse().ok()?;
+    let hi = match hi.trim() {
+        "" => usize::MAX,
+        h => h.parse().ok()?,
+    };
+    (lo <= hi).then_some((format, lo, hi))
 }
 
 static ACCEPTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);

@@ -186,7 +186,10 @@ pub(crate) unsafe fn lookup(
     rows_k: (usize, usize),
     par: &dyn Parallel,
 ) -> Packed {
-    if !enabled() || len == 0 {
+    // The packed forms release the file's pages; where ggml keeps this
+    // format's decode (the dispatch table's policy), its kernels would fault
+    // them back in, and the copy would double the weight's memory.
+    if !enabled() || len == 0 || !crate::ops::takes(ggml_type, 1) {
         return Packed::Dense;
     }
     let block = match ggml_type {

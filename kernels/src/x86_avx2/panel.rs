@@ -7,20 +7,25 @@
 //! equals [`crate::panel::gemm_i8_q8x32_8x32`] bit for bit.
 //!
 //! Without VNNI the integer products come from `vpmaddubsw` (u8 x i8, pairs
-//! added into i16, saturating), in one of two ways chosen by the format's
-//! largest code ([`crate::panel::PanelFormat::MAX_CODE`]):
+//! added into i16, saturating), in one of three ways chosen by the format:
 //!
-//! - **Narrow codes** (at most 64: Q4_0, Q4_K, Q2_K): the activations as
-//!   stored (`+ 128`, a `u8` up to 255) times the codes: a pair is at most
-//!   `2 * 255 * max` in magnitude, so `S` of them add up in i16 without
-//!   overflow (8 for Q4_0, 4 for Q4_K, 1 for Q2_K) before one `vpmaddwd` by
-//!   ones widens them. The sum starts at the row's correction
+//! - **Narrow codes** (at most 64, [`crate::panel::PanelFormat::MAX_CODE`]:
+//!   Q4_0, Q4_K): the activations as stored (`+ 128`, a `u8` up to 255) times
+//!   the codes: a pair is at most `2 * 255 * max` in magnitude, so `S` of
+//!   them add up in i16 without overflow (8 for Q4_0, 4 for Q4_K) before one
+//!   `vpmaddwd` by ones widens them. The sum starts at the row's correction
 //!   `-128 * sum(codes)`, which makes it exactly `sum(code * a)`: per 32
 //!   products, one multiply-add and one add where the wide form needs four ops.
-//! - **Wide codes** (Q8_0, Q3_K, up to 128): activations taken back to signed
-//!   (`^ 0x80`) and multiplied as `|w| x sign(a, w)` (`vpabsb` per row and
-//!   four values, `vpsignb` per vector): pairs of at most 128 x 128, widened
-//!   at once with `vpmaddwd` by ones.
+//! - **Factored codes** (Q3_K, Q2_K: [`crate::panel::PanelFormat::factor`]):
+//!   each code is a factor of at most 4 in magnitude times an integer scale
+//!   per 16 values. The factors are multiplied as narrow codes (4 steps, 16
+//!   values, in i16), and the `vpmaddwd` that widens them multiplies by the
+//!   16 values' scale instead of ones: the same exact sums.
+//! - **Wide codes** (Q8_0, up to 128; Q3_K and Q2_K where the factors were
+//!   not filled): activations taken back to signed (`^ 0x80`) and multiplied
+//!   as `|w| x sign(a, w)` (`vpabsb` per row and four values, `vpsignb` per
+//!   vector): pairs of at most 128 x 128, widened at once with `vpmaddwd` by
+//!   ones. (Q2_K without factors is narrow, S = 1.)
 
 use crate::panel::{Shape, Tile, COLS, FACTOR_SUB, MAX_FACTOR, ROWS};
 use std::arch::x86_64::*;
