@@ -52,7 +52,7 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             t.shape.max_code,
             factored,
         ) {
-            (256, 32, 4, 15, _) => tile::<8, 8, 4, 2, 1, 4, 1, false>(t, out), // Q4_K: 4 x 7650
+            (256, 32, 4, 15, _) => tile::<8, 8, 4, 2, 2, 4, 1, false>(t, out), // Q4_K: 4 x 7650
             (32, 32, 0, 8, _) => tile::<8, 1, 0, 2, 2, 8, 8, false>(t, out),   // Q4_0: 8 x 4080
             (256, 256, 8, _, true) => tile::<64, 1, 8, 2, 2, 4, 1, true>(t, out), // Q2_K: 4 x 2040
             (256, 256, 0, _, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // Q3_K: 4 x 2040
