@@ -349,8 +349,6 @@ fn matmul_panel<B: Kernels>(
             fill(&mut u, r0, nr);
             for (cb, cols) in blocks.iter().enumerate() {
                 let nc = COLS.min(n - cb * COLS);
-                // Tiles add into their outputs.
-                o.fill(0.0);
                 for (rt, o) in o
                     .chunks_exact_mut(ROWS * COLS)
                     .enumerate()

@@ -530,8 +530,6 @@ pub struct Tile<'a> {
     pub mins: &'a [i32],
     pub min_scale: &'a [f32],
     pub cols: &'a ColBlock,
-    /// The blocks along K this call adds up (all of them unless narrowed by [`Tile::blocks`]).
-    blocks: std::ops::Range<usize>,
 }
 
 impl<'a> Tile<'a> {
@@ -568,20 +566,7 @@ impl<'a> Tile<'a> {
             mins: &w.mins[r0 * nblk * pairs..(r0 + ROWS) * nblk * pairs],
             min_scale: with_min(&w.min_scale),
             cols,
-            blocks: 0..nblk,
         }
-    }
-    /// This tile over blocks `blocks` of K only (a matmul splits K into
-    /// chunks whose activations stay in cache; the tile adds each chunk into
-    /// its outputs, in the order one call over all of K would).
-    pub fn blocks(mut self, blocks: std::ops::Range<usize>) -> Tile<'a> {
-        assert!(blocks.start <= blocks.end && blocks.end <= self.k / self.shape.block);
-        self.blocks = blocks;
-        self
-    }
-    /// The blocks along K this call adds up.
-    pub fn block_range(&self) -> std::ops::Range<usize> {
-        self.blocks.clone()
     }
     pub fn acodes(&self) -> &[u8] {
         bytemuck::cast_slice(&self.cols.codes)
@@ -596,11 +581,9 @@ impl<'a> Tile<'a> {
 
 /// The scalar reference of the tile kernels: the same integer sums and the
 /// same fused multiply-adds in the same order, so every SIMD tile kernel
-/// must equal it bit for bit. Each output starts from its value in `out`
-/// (zero for a whole matmul; the previous chunk's sum for a chunk of K) and
-/// adds, per block of [`Tile::block_range`]: per `sub` values the exact
-/// `sum(code * a)` times its scale, plus the exact `sum(min * sum(a))` times
-/// the block's min scale, that total times the activation scale.
+/// must equal it bit for bit. Per block of each column: per `sub` values the
+/// exact `sum(code * a)` times its scale; the exact `sum(min * sum(a))` times
+/// the block's min scale; the total times the activation scale.
 ///
 /// # Safety
 /// None (safe code; `unsafe fn` to fit [`TileFn`]).
@@ -610,8 +593,8 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
     let lo_hi = |v: i32| (v as i16 as i32, v >> 16);
     for r in 0..ROWS {
         for c in 0..COLS {
-            let mut acc = out[r * COLS + c];
-            for b in t.block_range() {
+            let mut acc = 0f32;
+            for b in 0..nblk {
                 let mut sb = 0f32;
                 for g in b * block / sub..(b + 1) * block / sub {
                     let mut isum = t.corr[r * nsub + g];

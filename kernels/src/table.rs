@@ -203,8 +203,7 @@ impl<X: X4Block> X4Kernel<X> {
     }
 }
 
-/// `out[r * COLS + c] += dot(row r, column c)` over the [`Tile`]'s blocks
-/// of K, in the scalar tile's order ([`crate::panel::gemm_i8_q8x32_8x32`]).
+/// `out[r * COLS + c] = dot(row r, column c)` for a [`Tile`].
 pub type TileFn = unsafe fn(t: &Tile, out: &mut [f32; PANEL_ROWS * PANEL_COLS]);
 
 /// A panel tile kernel ([`crate::panel`]): one per ISA, shared by every weight format.

@@ -134,14 +134,8 @@ unsafe fn pass<
     // 4 * LANES <= k * COLS), asums (nblk * P * COLS i32) and ascales
     // (nblk * COLS); r0 + 1 < ROWS. The features are the caller's.
     unsafe {
-        let o = |r: usize, v: usize| out.as_ptr().add((r0 + r) * COLS + (c0 + v) * lanes);
-        let mut acc = [[T::load_f(o(0, 0)); V]; 2];
-        for (r, acc) in acc.iter_mut().enumerate() {
-            for (v, acc) in acc.iter_mut().enumerate() {
-                *acc = T::load_f(o(r, v));
-            }
-        }
-        for b in t.block_range() {
+        let mut acc = [[T::zero_f(); V]; 2];
+        for b in 0..nblk {
             let mut sb = [[T::zero_f(); V]; 2];
             for g in b * G..(b + 1) * G {
                 let mut is = [[T::zero_i(); V]; 2];

@@ -21,11 +21,13 @@
 //!   per 16 values. The factors are multiplied as narrow codes (4 steps, 16
 //!   values, in i16), and the `vpmaddwd` that widens them multiplies by the
 //!   16 values' scale instead of ones: the same exact sums.
-//! - **Wide codes** (Q8_0, up to 128; Q3_K and Q2_K where the factors were
-//!   not filled): activations taken back to signed (`^ 0x80`) and multiplied
-//!   as `|w| x sign(a, w)` (`vpabsb` per row and four values, `vpsignb` per
-//!   vector): pairs of at most 128 x 128, widened at once with `vpmaddwd` by
-//!   ones. (Q2_K without factors is narrow, S = 1.)
+//! - **Wide codes** (Q8_0, up to 128): activations taken back to signed
+//!   (`^ 0x80`) and multiplied as `|w| x sign(a, w)` (`vpabsb` per row and
+//!   four values, `vpsignb` per vector): pairs of at most 128 x 128, widened
+//!   at once with `vpmaddwd` by ones.
+//!
+//! Q3_K and Q2_K unpacked without their factors (a fill for another ISA;
+//! the matmul and the tests fill for the tile's) take the scalar tile.
 
 use crate::panel::{Shape, Tile, COLS, FACTOR_SUB, MAX_FACTOR, ROWS};
 use std::arch::x86_64::*;
@@ -56,9 +58,8 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             (32, 32, 0, 8, _) => tile::<8, 1, 0, 2, 2, 8, 8, false>(t, out),   // Q4_0: 8 x 4080
             (256, 256, 8, _, true) => tile::<64, 1, 8, 2, 2, 4, 1, true>(t, out), // Q2_K: 4 x 2040
             (256, 256, 0, _, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // Q3_K: 4 x 2040
-            (256, 256, 8, 45, false) => tile::<64, 1, 8, 2, 2, 1, 1, false>(t, out), // Q2_K: 1 x 22950
-            (256, 256, 0, _, false) => tile::<64, 1, 0, 2, 2, 0, 1, false>(t, out),  // Q3_K
-            (32, 32, 0, _, _) => tile::<8, 1, 0, 2, 2, 0, 8, false>(t, out),         // Q8_0
+            (32, 32, 0, _, _) => tile::<8, 1, 0, 2, 2, 0, 8, false>(t, out),   // Q8_0
+            // Q3_K / Q2_K unpacked without factors (a fill for another ISA).
             _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
         }
     }
@@ -90,9 +91,11 @@ unsafe fn tile<
     let max = if F { MAX_FACTOR } else { t.shape.max_code };
     assert!(S == 0 || S * 2 * 255 * max as usize <= i16::MAX as usize);
     assert!(!F || (t.factors.len() == t.codes.len() && S * 4 == FACTOR_SUB && G == 1));
-    let all = t.block_range();
-    for b0 in all.clone().step_by(CH) {
-        let blocks = b0..(b0 + CH).min(all.end);
+    // The passes add into out, chunk after chunk.
+    out.fill(0.0);
+    let nblk = t.k / t.shape.block;
+    for b0 in (0..nblk).step_by(CH) {
+        let blocks = b0..(b0 + CH).min(nblk);
         for r0 in (0..ROWS).step_by(R) {
             for c0 in (0..COLS / LANES).step_by(V) {
                 // SAFETY: forwarded contract; r0 + R <= ROWS, (c0 + V) * 8 <= COLS, blocks < nblk.

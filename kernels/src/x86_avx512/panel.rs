@@ -36,19 +36,13 @@ unsafe fn tile<const Q: usize, const G: usize, const P: usize>(
     let codes = t.codes.as_ptr();
     let acodes = t.acodes().as_ptr();
     let (asums, ascales) = (t.asums().as_ptr(), t.ascales().as_ptr());
-    let o = out.as_mut_ptr();
+    let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
     // SAFETY (every pointer read below): Tile::new checked codes (ROWS * k),
     // scale/corr (ROWS * nsub), mins (ROWS * nblk * P), min_scale (ROWS * nblk
     // when P > 0), acodes (k * COLS bytes), asums (nblk * P * COLS) and
-    // ascales (nblk * COLS); kq < k / 4, g < nsub, b < nblk; out holds ROWS * COLS.
+    // ascales (nblk * COLS); kq < k / 4, g < nsub, b < nblk.
     unsafe {
-        let mut acc: [[__m512; 2]; ROWS] = std::array::from_fn(|r| {
-            [
-                _mm512_loadu_ps(o.add(r * COLS)),
-                _mm512_loadu_ps(o.add(r * COLS + 16)),
-            ]
-        });
-        for b in t.block_range() {
+        for b in 0..nblk {
             let mut sb = [[_mm512_setzero_ps(); 2]; ROWS];
             for g in b * G..(b + 1) * G {
                 let mut is: [[__m512i; 2]; ROWS] = std::array::from_fn(|r| {
@@ -103,7 +97,7 @@ unsafe fn tile<const Q: usize, const G: usize, const P: usize>(
         }
         for r in 0..ROWS {
             for h in 0..2 {
-                _mm512_storeu_ps(o.add(r * COLS + 16 * h), acc[r][h]);
+                _mm512_storeu_ps(out.as_mut_ptr().add(r * COLS + 16 * h), acc[r][h]);
             }
         }
     }
