@@ -57,7 +57,7 @@ fn every_format_agrees_with_ggml_in_process() {
         mixed_tiers: false,
     };
     let cases = bench::run(&opts).unwrap();
-    assert_eq!(cases.len(), 5 * 2 * 4 * 2);
+    assert_eq!(cases.len(), Format::WEIGHTS.len() * 2 * 4 * 2);
     for c in &cases {
         check_json_line(&c.json());
         assert!(!c.json().contains("sparse"));

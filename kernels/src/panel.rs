@@ -12,7 +12,8 @@
 //! - **Weights** ([`Unpacked`], filled by [`PanelFormat::unpack`]): each row's
 //!   codes as plain `i8` along K; per run of values sharing a float scale
 //!   (32 for Q4_K, Q4_0, Q8_0; the whole 256-value block for Q3_K and Q2_K,
-//!   whose codes carry their small integer sub-block scales) that f32 `scale`
+//!   whose codes carry their small integer sub-block scales; 16 for Q6_K,
+//!   whose 8-bit ones they cannot) that f32 `scale`
 //!   and an i32 correction `-128 * sum(codes)`; for formats with mins (Q4_K,
 //!   Q2_K), the integer mins in i16 pairs and one f32 `min_scale` per block
 //!   (value = scale * code + min_scale * min).
@@ -98,7 +99,9 @@ impl PanelAct for BlockQ8_0 {
 /// whole block, and the kernel needs one float step per block instead of one
 /// per sub-block.
 pub trait PanelFormat: WeightBlock<Act: PanelAct> {
-    /// Values per float `scale`: 32, or 256 where the codes carry the sub-block scales.
+    /// Values per float `scale`: 32; 256 where the codes carry the sub-block
+    /// scales; 16 where a sub-block's 8-bit scale times its codes would not
+    /// fit an `i8` (Q6_K).
     const SUB: usize;
     /// Values per integer min (16 or 32), or 0 for formats without mins.
     const MIN_SUB: usize;

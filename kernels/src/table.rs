@@ -319,11 +319,68 @@ unsafe fn scalar_dequant<B: WeightBlock>(x: &[B], y: &mut [f32]) {
     B::dequantize_row(x, y).expect("lengths checked by the caller");
 }
 
+/// The scalar reference dequantization compiled for AVX2: the compiler
+/// vectorizes what it can of the same operations, so it is bit-identical
+/// with the reference (Rust never fuses a multiply and an add).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn auto_dequant_avx2<B: WeightBlock>(x: &[B], y: &mut [f32]) {
+    B::dequantize_row(x, y).expect("lengths checked by the caller");
+}
+
+/// [`auto_dequant_avx2`] for NEON.
+///
+/// # Safety
+/// The CPU must have NEON.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn auto_dequant_neon<B: WeightBlock>(x: &[B], y: &mut [f32]) {
+    B::dequantize_row(x, y).expect("lengths checked by the caller");
+}
+
+/// A format's SIMD dequantizer: the one [`crate::dequant`] writes over its
+/// primitives (`dequantize_q4_k`), or, named `dequantize_x(auto)`, the scalar
+/// reference compiled for the ISA (a format's first kernels need no
+/// hand-written dequantizer; ggml's GET_ROWS and `perplexity` are its users).
+macro_rules! simd_dequant {
+    ($v:ident, $block:ty, $dq:ident (auto)) => {
+        #[cfg(target_arch = "x86_64")]
+        $v.push(DequantKernel {
+            name: concat!(stringify!($dq), "_auto_avx2"),
+            isa: Isa::Avx2,
+            f: auto_dequant_avx2::<$block>,
+        });
+        #[cfg(target_arch = "aarch64")]
+        $v.push(DequantKernel {
+            name: concat!(stringify!($dq), "_auto_neon"),
+            isa: Isa::Neon,
+            f: auto_dequant_neon::<$block>,
+        });
+    };
+    ($v:ident, $block:ty, $dq:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        $v.push(DequantKernel {
+            name: concat!(stringify!($dq), "_avx2"),
+            isa: Isa::Avx2,
+            f: crate::x86_avx2::dequant::$dq,
+        });
+        #[cfg(target_arch = "aarch64")]
+        $v.push(DequantKernel {
+            name: concat!(stringify!($dq), "_neon"),
+            isa: Isa::Neon,
+            f: crate::aarch64_neon::dequant::$dq,
+        });
+    };
+}
+
 /// Registers a format's rows: its scalar reference, then per architecture
 /// one (ISA, kernel name with tile, function, plugin policy) per ISA, lowest
-/// first; and its dequantizers.
+/// first; and its dequantizers (see [`simd_dequant!`]).
 macro_rules! rows {
-    ($block:ty, $scalar:literal, $(x4: $x4:ty,)? dequant: $dq:ident,
+    ($block:ty, $scalar:literal, $(x4: $x4:ty,)? dequant: $dq:ident $(($auto:ident))?,
      x86_64: [$(($isa:ident, $name:literal, $module:ident :: $file:ident :: $f:ident, $takes:expr)),* $(,)?],
      aarch64: [$(($aisa:ident, $aname:literal, $amodule:ident :: $afile:ident :: $aset:ident :: $af:ident, $atakes:expr)),* $(,)?]) => {
         impl Kernels for $block {
@@ -365,10 +422,7 @@ macro_rules! rows {
             fn dequant_kernels() -> Vec<DequantKernel<Self>> {
                 #[allow(unused_mut)]
                 let mut v = vec![DequantKernel { name: concat!(stringify!($dq), "_scalar"), isa: Isa::Scalar, f: scalar_dequant::<$block> }];
-                #[cfg(target_arch = "x86_64")]
-                v.push(DequantKernel { name: concat!(stringify!($dq), "_avx2"), isa: Isa::Avx2, f: crate::x86_avx2::dequant::$dq });
-                #[cfg(target_arch = "aarch64")]
-                v.push(DequantKernel { name: concat!(stringify!($dq), "_neon"), isa: Isa::Neon, f: crate::aarch64_neon::dequant::$dq });
+                simd_dequant!(v, $block, $dq $(($auto))?);
                 v
             }
         }

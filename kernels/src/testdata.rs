@@ -55,6 +55,9 @@ impl Rng {
 /// The test blocks of a format (each format's file implements it): random
 /// codes with random finite scales, and blocks at the edges.
 pub trait RandomBlock: Sized {
+    /// Byte offsets of the block's f16 scales (`d`, and `dmin` where there
+    /// is one), where tests write non-finite and extreme values.
+    const SCALE_OFFSETS: &'static [usize];
     fn random(r: &mut Rng) -> Self;
     /// Every byte of codes (and packed sub-block scales) set to `fill`, with
     /// the f16 scales `d` and `dmin` (where the format has one) given as bits.

@@ -183,17 +183,6 @@ fn isa_names_round_trip() {
     assert_eq!(Isa::from_name("sse9"), None);
 }
 
-/// Byte offsets of the f16 scales (d, and dmin where there is one) in a block.
-fn scale_offsets(format: Format) -> &'static [usize] {
-    match format {
-        Format::Q4_0 | Format::Q8_0 | Format::Q4_0S | Format::Q8_0S => &[0],
-        Format::Q4K => &[0, 2],
-        Format::Q2K => &[80, 82],
-        Format::Q3K => &[108],
-        Format::Q8K => &[],
-    }
-}
-
 /// Every dequantization kernel this CPU runs against the scalar reference,
 /// bit for bit (NaN where the reference gives NaN), on random blocks and on
 /// blocks whose scales are zero, subnormal, huge, negative, Inf or NaN.
@@ -207,7 +196,7 @@ fn check_dequant<B: Kernels + RandomBlock>(seed: u64) -> usize {
     ];
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut blocks);
     for i in 0..specials.len() {
-        for (j, &off) in scale_offsets(B::FORMAT).iter().enumerate() {
+        for (j, &off) in B::SCALE_OFFSETS.iter().enumerate() {
             let at = (i * 7 + j) * size + off;
             bytes[at..at + 2].copy_from_slice(&specials[(i + j) % specials.len()].to_le_bytes());
         }

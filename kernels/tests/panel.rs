@@ -33,17 +33,10 @@ fn extremes<B: QuantBlock + RandomBlock>(r: &mut Rng) -> Vec<B> {
     for fill in [0x00u8, 0xFF, 0x88, 0x11] {
         let mut b = B::random(r);
         let bytes: &mut [u8] = bytemuck::bytes_of_mut(&mut b);
-        // Keep the first (Q4_0/Q8_0, Q4_K: d) or last (Q2_K, Q3_K: d, dmin)
-        // bytes, which hold the f16 scales; fill the rest.
-        let n = bytes.len();
-        let keep = match B::FORMAT {
-            Format::Q2K => n - 4..n,
-            Format::Q3K => n - 2..n,
-            Format::Q4K => 0..4,
-            _ => 0..2,
-        };
+        // Keep the bytes of the f16 scales; fill the rest.
+        let keep = |i: usize| B::SCALE_OFFSETS.iter().any(|&o| (o..o + 2).contains(&i));
         for (i, x) in bytes.iter_mut().enumerate() {
-            if !keep.contains(&i) {
+            if !keep(i) {
                 *x = fill;
             }
         }

@@ -126,6 +126,7 @@ impl PanelFormat for BlockQ2K {
 }
 
 impl RandomBlock for BlockQ2K {
+    const SCALE_OFFSETS: &'static [usize] = &[80, 82];
     fn random(r: &mut Rng) -> Self {
         BlockQ2K {
             scales: r.bytes(),

@@ -146,6 +146,7 @@ impl PanelFormat for BlockQ3K {
 }
 
 impl RandomBlock for BlockQ3K {
+    const SCALE_OFFSETS: &'static [usize] = &[108];
     fn random(r: &mut Rng) -> Self {
         BlockQ3K {
             hmask: r.bytes(),

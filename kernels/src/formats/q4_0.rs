@@ -77,6 +77,7 @@ impl PanelFormat for BlockQ4_0 {
 }
 
 impl RandomBlock for BlockQ4_0 {
+    const SCALE_OFFSETS: &'static [usize] = &[0];
     fn random(r: &mut Rng) -> Self {
         BlockQ4_0 {
             d: r.scale(),

@@ -157,6 +157,7 @@ impl PanelFormat for BlockQ4K {
 }
 
 impl RandomBlock for BlockQ4K {
+    const SCALE_OFFSETS: &'static [usize] = &[0, 2];
     fn random(r: &mut Rng) -> Self {
         BlockQ4K {
             d: r.scale(),

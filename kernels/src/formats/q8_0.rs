@@ -132,6 +132,7 @@ impl PanelFormat for BlockQ8_0 {
 }
 
 impl RandomBlock for BlockQ8_0 {
+    const SCALE_OFFSETS: &'static [usize] = &[0];
     fn random(r: &mut Rng) -> Self {
         BlockQ8_0 {
             d: r.scale(),

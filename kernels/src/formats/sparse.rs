@@ -349,6 +349,7 @@ fn expand_kept(mask: [u8; 4], codes: &mut [i8], kept: impl Fn(usize) -> i8) {
 }
 
 impl RandomBlock for BlockQ4_0S {
+    const SCALE_OFFSETS: &'static [usize] = &[0];
     fn random(r: &mut Rng) -> Self {
         BlockQ4_0S {
             d: r.scale(),
@@ -367,6 +368,7 @@ impl RandomBlock for BlockQ4_0S {
 }
 
 impl RandomBlock for BlockQ8_0S {
+    const SCALE_OFFSETS: &'static [usize] = &[0];
     fn random(r: &mut Rng) -> Self {
         BlockQ8_0S {
             d: r.scale(),
