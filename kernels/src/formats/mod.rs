@@ -10,6 +10,7 @@ mod q2_k;
 mod q3_k;
 mod q4_0;
 pub mod q4_k;
+mod q6_k;
 mod q8_0;
 mod q8_k;
 pub mod sparse;
@@ -19,6 +20,7 @@ pub use q2_k::{dequantize_row_q2_k, BlockQ2K};
 pub use q3_k::{dequantize_row_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_row_q4_0, BlockQ4_0};
 pub use q4_k::{dequantize_row_q4_k, scale_min_k4, BlockQ4K};
+pub use q6_k::{code_q6_k, dequantize_row_q6_k, BlockQ6K};
 pub use q8_0::{dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_ref, BlockQ8_0};
 pub use q8_k::{dequantize_row_q8_k, quantize_row_q8_k, BlockQ8K};
 pub use sparse::{BlockQ4_0S, BlockQ8_0S};
@@ -164,6 +166,7 @@ macro_rules! formats {
 formats! {
     weights: [
         Q4K: BlockQ4K,
+        Q6K: BlockQ6K,
         Q3K: BlockQ3K,
         Q2K: BlockQ2K,
         Q4_0: BlockQ4_0,

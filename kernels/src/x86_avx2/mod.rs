@@ -5,6 +5,7 @@ pub mod dequant;
 pub mod panel;
 pub mod q2_k;
 pub mod q4_k;
+pub mod q6_k;
 pub mod q8_0;
 pub mod quant;
 

@@ -6,5 +6,6 @@
 pub mod panel;
 pub mod q2_k;
 pub mod q4_k;
+pub mod q6_k;
 pub mod q8_0;
 pub mod sparse_x4;

@@ -1,0 +1,85 @@
+//! Q6_K x Q8_K on NEON: one weight row against up to [`COLS`] activation
+//! columns. Each block's codes are unpacked once to signed bytes (`q - 32`,
+//! 16 sub-blocks of 16) and reused for every column; sub-block sums are exact
+//! i32 lanes scaled by the 8-bit scale (`mla`), then one float scaling per block.
+
+use crate::formats::{BlockQ6K, BlockQ8K};
+use std::arch::aarch64::*;
+
+/// Weight rows per call.
+pub const ROWS: usize = 1;
+/// Activation columns per call.
+pub const COLS: usize = 4;
+
+/// The kernel for one feature set (`$feat`) and its 16-byte dot product (`$dot`).
+macro_rules! kernels {
+    ($feat:literal, $dot:path) => {
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn cols<const C: usize>(row: &[BlockQ6K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+            let mut acc = [vdupq_n_f32(0.0); C];
+            let (low4, high2, m32) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30), vdupq_n_s8(32));
+            for (i, b) in row.iter().enumerate() {
+                // Sub-block 8n + 2j + h: values 128n + 32j + 16h ..
+                let mut q = [vdupq_n_s8(0); 16];
+                for n in 0..2 {
+                    for h in 0..2 {
+                        // SAFETY: ql has 128 bytes (64n + 32 + 16h + 16 <= 128), qh 64.
+                        let (l0, l1, hb) = unsafe {
+                            (
+                                vld1q_u8(b.ql.as_ptr().add(64 * n + 16 * h)),
+                                vld1q_u8(b.ql.as_ptr().add(64 * n + 32 + 16 * h)),
+                                vld1q_u8(b.qh.as_ptr().add(32 * n + 16 * h)),
+                            )
+                        };
+                        let six = [
+                            vorrq_u8(vandq_u8(l0, low4), vandq_u8(vshlq_n_u8::<4>(hb), high2)),
+                            vorrq_u8(vandq_u8(l1, low4), vandq_u8(vshlq_n_u8::<2>(hb), high2)),
+                            vorrq_u8(vshrq_n_u8::<4>(l0), vandq_u8(hb, high2)),
+                            vorrq_u8(vshrq_n_u8::<4>(l1), vandq_u8(vshrq_n_u8::<2>(hb), high2)),
+                        ];
+                        for (j, v) in six.into_iter().enumerate() {
+                            q[8 * n + 2 * j + h] = vsubq_s8(vreinterpretq_s8_u8(v), m32);
+                        }
+                    }
+                }
+                let d = b.d.to_f32();
+                for c in 0..C {
+                    // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+                    let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
+                    let mut isum = vdupq_n_s32(0);
+                    for (s, qs) in q.iter().enumerate() {
+                        // SAFETY: a.qs has 256 bytes; 16s + 16 <= 256.
+                        let y = unsafe { vld1q_s8(a.qs.as_ptr().add(16 * s)) };
+                        isum = vmlaq_n_s32(isum, $dot(vdupq_n_s32(0), *qs, y), b.scales[s] as i32);
+                    }
+                    acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum), d * a.d);
+                }
+            }
+            for c in 0..C {
+                out[c] = vaddvq_f32(acc[c]);
+            }
+        }
+
+        row_kernel!(
+            gemv_q6_k_q8_k_1x4,
+            $feat,
+            BlockQ6K,
+            BlockQ8K,
+            cols,
+            [1, 2, 3, 4]
+        );
+    };
+}
+
+/// Baseline NEON.
+pub mod neon {
+    use super::*;
+    kernels!("neon", crate::aarch64_neon::dot16);
+}
+
+/// NEON + dotprod (`sdot`).
+pub mod dotprod {
+    use super::*;
+    kernels!("neon,dotprod", crate::aarch64_neon::sdot16);
+}
