@@ -203,7 +203,7 @@ fn cli_rejects_bad_arguments_with_a_clear_error() {
         return;
     }
     for (args, want) in [
-        (vec!["bench", "--format", "q5_k"], "unknown weight format"),
+        (vec!["bench", "--format", "q9_k"], "unknown weight format"),
         (
             vec!["bench", "--shape", "256x300", "--batch", "1"],
             "not a multiple of the block size",

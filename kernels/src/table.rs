@@ -17,8 +17,8 @@
 
 use crate::formats::sparse_x4::X4Block;
 use crate::formats::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ6K,
-    BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, Format, WeightBlock,
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5K,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, Format, WeightBlock,
 };
 use crate::panel::{PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS};
 use crate::{scalar, Error, Result};
@@ -442,6 +442,15 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q4_k_q8_k_1x4_neon", aarch64_neon::q4_k::neon::gemv_q4_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q4_k_q8_k_1x4_dotprod", aarch64_neon::q4_k::dotprod::gemv_q4_k_q8_k_1x4, ALL),
+]);
+rows!(BlockQ5K, "gemv_q5_k_q8_k_1x1_scalar", dequant: dequantize_q5_k(auto),
+x86_64: [
+    (Avx2, "gemv_q5_k_q8_k_1x4_avx2", x86_avx2::q4_k::gemv_q5_k_q8_k_1x4, ALL),
+    (Avx512, "gemv_q5_k_q8_k_1x8_avx512", x86_avx512::q4_k::gemv_q5_k_q8_k_1x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_q5_k_q8_k_1x4_neon", aarch64_neon::q4_k::neon::gemv_q5_k_q8_k_1x4, ALL),
+    (Dotprod, "gemv_q5_k_q8_k_1x4_dotprod", aarch64_neon::q4_k::dotprod::gemv_q5_k_q8_k_1x4, ALL),
 ]);
 rows!(BlockQ6K, "gemv_q6_k_q8_k_1x1_scalar", dequant: dequantize_q6_k(auto),
 x86_64: [

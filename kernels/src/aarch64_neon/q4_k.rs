@@ -1,11 +1,11 @@
-//! Q4_K x Q8_K on NEON: one weight row against up to [`COLS`] activation
-//! columns. Each block's nibbles are unpacked once (8 sub-blocks of 32 bytes)
-//! and reused for every column; sub-block sums are exact i32 lanes scaled by
+//! Q4_K and Q5_K x Q8_K on NEON: one weight row against up to [`COLS`]
+//! activation columns. Each block's nibbles (and Q5_K's fifth bits) are
+//! unpacked once (8 sub-blocks of 32 bytes) and reused for every column; sub-block sums are exact i32 lanes scaled by
 //! the 6-bit scale (`mla`), then one float scaling per block.
 
 use super::{dot32, load32, sdot32};
 use crate::formats::q4_k::scales_mins;
-use crate::formats::{BlockQ4K, BlockQ8K};
+use crate::formats::{BlockK4, BlockQ4K, BlockQ5K, BlockQ8K};
 use std::arch::aarch64::*;
 
 /// Weight rows per call.
@@ -18,22 +18,44 @@ macro_rules! kernels {
     ($feat:literal, $dot:ident) => {
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn cols<const C: usize>(row: &[BlockQ4K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        unsafe fn cols<B: BlockK4, const C: usize>(
+            row: &[B],
+            acts: &[&[BlockQ8K]],
+            out: &mut [f32],
+        ) {
             let mut acc = [vdupq_n_f32(0.0); C];
             let mut acc_min = [0f32; C];
-            let low4 = vdupq_n_u8(0x0F);
+            let (low4, bit4) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x10));
             for (i, b) in row.iter().enumerate() {
-                let sm = scales_mins(&b.scales);
+                let sm = scales_mins(b.scales());
                 let mut q = [[vdupq_n_s8(0); 2]; 8];
                 for p in 0..4 {
                     for h in 0..2 {
-                        // SAFETY: qs has 128 bytes; 32p + 16h + 16 <= 128.
-                        let v = unsafe { vld1q_u8(b.qs.as_ptr().add(32 * p + 16 * h)) };
-                        q[2 * p][h] = vreinterpretq_s8_u8(vandq_u8(v, low4));
-                        q[2 * p + 1][h] = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+                        // SAFETY: qs has 128 bytes (32p + 16h + 16 <= 128), qh 32.
+                        let (v, qh) = unsafe {
+                            (
+                                vld1q_u8(b.qs().as_ptr().add(32 * p + 16 * h)),
+                                vld1q_u8(b.qh().as_ptr().add(16 * h)),
+                            )
+                        };
+                        let mut lo = vandq_u8(v, low4);
+                        let mut hi = vshrq_n_u8::<4>(v);
+                        if B::FIFTH_BIT {
+                            // Bits 2p and 2p + 1 of qh to bit 4.
+                            let (s0, s1) =
+                                (vdupq_n_s8(4 - 2 * p as i8), vdupq_n_s8(3 - 2 * p as i8));
+                            lo = vorrq_u8(lo, vandq_u8(vshlq_u8(qh, s0), bit4));
+                            hi = vorrq_u8(hi, vandq_u8(vshlq_u8(qh, s1), bit4));
+                        }
+                        q[2 * p][h] = vreinterpretq_s8_u8(lo);
+                        q[2 * p + 1][h] = vreinterpretq_s8_u8(hi);
                     }
                 }
-                let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+                let dd = b.d_dmin_bits();
+                let (d, dmin) = (
+                    half::f16::from_bits(dd as u16).to_f32(),
+                    half::f16::from_bits((dd >> 16) as u16).to_f32(),
+                );
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                     let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
@@ -62,7 +84,16 @@ macro_rules! kernels {
             $feat,
             BlockQ4K,
             BlockQ8K,
-            cols,
+            cols<BlockQ4K>,
+            [1, 2, 3, 4]
+        );
+
+        row_kernel!(
+            gemv_q5_k_q8_k_1x4,
+            $feat,
+            BlockQ5K,
+            BlockQ8K,
+            cols<BlockQ5K>,
             [1, 2, 3, 4]
         );
     };

@@ -10,6 +10,7 @@ mod q2_k;
 mod q3_k;
 mod q4_0;
 pub mod q4_k;
+mod q5_k;
 mod q6_k;
 mod q8_0;
 mod q8_k;
@@ -20,6 +21,7 @@ pub use q2_k::{dequantize_row_q2_k, BlockQ2K};
 pub use q3_k::{dequantize_row_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_row_q4_0, BlockQ4_0};
 pub use q4_k::{dequantize_row_q4_k, scale_min_k4, BlockQ4K};
+pub use q5_k::{dequantize_row_q5_k, BlockQ5K};
 pub use q6_k::{code_q6_k, dequantize_row_q6_k, BlockQ6K};
 pub use q8_0::{dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_ref, BlockQ8_0};
 pub use q8_k::{dequantize_row_q8_k, quantize_row_q8_k, BlockQ8K};
@@ -167,6 +169,7 @@ formats! {
     weights: [
         Q4K: BlockQ4K,
         Q6K: BlockQ6K,
+        Q5K: BlockQ5K,
         Q3K: BlockQ3K,
         Q2K: BlockQ2K,
         Q4_0: BlockQ4_0,
@@ -366,6 +369,20 @@ pub(crate) trait Block32 {
     fn mask(&self) -> u32 {
         0
     }
+}
+
+/// A Q4_K-layout block (Q4_K, Q5_K) as the SIMD kernels read it: the 6-bit
+/// scales and mins, 4-bit codes, and where `FIFTH_BIT`, a fifth bit of value
+/// `32j + l` at bit `j` of `qh()[l]`.
+#[allow(dead_code)] // not every architecture has kernels that use it
+pub(crate) trait BlockK4: Copy {
+    const FIFTH_BIT: bool;
+    fn scales(&self) -> &[u8; 12];
+    fn qs(&self) -> &[u8; QK_K / 2];
+    /// The fifth bits (zeros where the format has none).
+    fn qh(&self) -> &[u8; QK_K / 8];
+    /// `d` in the low 16 bits, `dmin` in the high.
+    fn d_dmin_bits(&self) -> u32;
 }
 
 impl Block32 for BlockQ8_0 {

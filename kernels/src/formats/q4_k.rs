@@ -156,6 +156,22 @@ impl PanelFormat for BlockQ4K {
     }
 }
 
+impl super::BlockK4 for BlockQ4K {
+    const FIFTH_BIT: bool = false;
+    fn scales(&self) -> &[u8; 12] {
+        &self.scales
+    }
+    fn qs(&self) -> &[u8; QK_K / 2] {
+        &self.qs
+    }
+    fn qh(&self) -> &[u8; QK_K / 8] {
+        &[0; QK_K / 8]
+    }
+    fn d_dmin_bits(&self) -> u32 {
+        self.d.to_bits() as u32 | (self.dmin.to_bits() as u32) << 16
+    }
+}
+
 impl RandomBlock for BlockQ4K {
     const SCALE_OFFSETS: &'static [usize] = &[0, 2];
     fn random(r: &mut Rng) -> Self {
