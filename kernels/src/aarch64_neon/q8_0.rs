@@ -1,12 +1,13 @@
-//! Q4_0 x Q8_0 and Q8_0 x Q8_0 on NEON: one weight row against up to
+//! Q4_0, Q5_0, IQ4_NL and Q8_0 x Q8_0 (and the 2:4 forms) on NEON: one weight row against up to
 //! [`COLS`] activation columns, each weight block loaded once for all of them.
 
 use super::{dot32, load32, sdot32};
+use crate::formats::grids::KVALUES_IQ4NL;
 use crate::formats::sparse::EXPAND_LUT;
 use crate::formats::sparse_x4::X4Row;
 use crate::formats::{
-    Block32, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4,
-    BlockQ8_0x4, Codes,
+    Block32, BlockIq4Nl, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0, BlockQ8_0,
+    BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, Codes,
 };
 use std::arch::aarch64::*;
 
@@ -36,6 +37,37 @@ pub(crate) unsafe fn codes<W: Block32>(b: &W) -> [int8x16_t; 2] {
                 return [
                     vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), eight),
                     vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), eight),
+                ];
+            }
+            Codes::Nibbles5 => {
+                let v = vld1q_u8(b.codes());
+                // Fifth bits: byte i/8 of qh to byte i, then a test of bit i%8.
+                let qh = vreinterpretq_u8_u32(vdupq_n_u32(b.high_bits()));
+                let bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
+                let fifth = |lo: u64, hi: u64| {
+                    let bytes = vqtbl1q_u8(qh, vcombine_u8(vcreate_u8(lo), vcreate_u8(hi)));
+                    vandq_u8(vtstq_u8(bytes, bit), vdupq_n_u8(0x10))
+                };
+                let sixteen = vdupq_n_s8(16);
+                let lo = vorrq_u8(
+                    vandq_u8(v, vdupq_n_u8(0x0F)),
+                    fifth(0, 0x0101_0101_0101_0101),
+                );
+                let hi = vorrq_u8(
+                    vshrq_n_u8::<4>(v),
+                    fifth(0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+                );
+                return [
+                    vsubq_s8(vreinterpretq_s8_u8(lo), sixteen),
+                    vsubq_s8(vreinterpretq_s8_u8(hi), sixteen),
+                ];
+            }
+            Codes::NonLinear => {
+                let v = vld1q_u8(b.codes());
+                let table = vld1q_s8(KVALUES_IQ4NL.as_ptr());
+                return [
+                    vqtbl1q_s8(table, vandq_u8(v, vdupq_n_u8(0x0F))),
+                    vqtbl1q_s8(table, vshrq_n_u8::<4>(v)),
                 ];
             }
             Codes::Bytes => return load32(b.codes().cast()),
@@ -184,6 +216,22 @@ macro_rules! kernels {
             BlockQ4_0,
             BlockQ8_0,
             cols<BlockQ4_0>,
+            [1, 2, 3, 4]
+        );
+        row_kernel!(
+            gemv_q5_0_q8_0_1x4,
+            $feat,
+            BlockQ5_0,
+            BlockQ8_0,
+            cols<BlockQ5_0>,
+            [1, 2, 3, 4]
+        );
+        row_kernel!(
+            gemv_iq4_nl_q8_0_1x4,
+            $feat,
+            BlockIq4Nl,
+            BlockQ8_0,
+            cols<BlockIq4Nl>,
             [1, 2, 3, 4]
         );
         row_kernel!(

@@ -6,10 +6,16 @@
 //! compiled without FMA, and Rust never contracts a*b-c into an FMA), and dot
 //! products sum the same exact integers before the final float scaling.
 
+/// The format tables of the vendored ggml (`ggml-common.h`), generated at build time.
+pub mod grids {
+    include!(concat!(env!("OUT_DIR"), "/grids.rs"));
+}
+mod iq4_nl;
 mod q2_k;
 mod q3_k;
 mod q4_0;
 pub mod q4_k;
+mod q5_0;
 mod q5_k;
 mod q6_k;
 mod q8_0;
@@ -17,10 +23,12 @@ mod q8_k;
 pub mod sparse;
 pub mod sparse_x4;
 
+pub use iq4_nl::{dequantize_row_iq4_nl, BlockIq4Nl};
 pub use q2_k::{dequantize_row_q2_k, BlockQ2K};
 pub use q3_k::{dequantize_row_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_row_q4_0, BlockQ4_0};
 pub use q4_k::{dequantize_row_q4_k, scale_min_k4, BlockQ4K};
+pub use q5_0::{dequantize_row_q5_0, BlockQ5_0};
 pub use q5_k::{dequantize_row_q5_k, BlockQ5K};
 pub use q6_k::{code_q6_k, dequantize_row_q6_k, BlockQ6K};
 pub use q8_0::{dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_ref, BlockQ8_0};
@@ -173,6 +181,8 @@ formats! {
         Q3K: BlockQ3K,
         Q2K: BlockQ2K,
         Q4_0: BlockQ4_0,
+        Q5_0: BlockQ5_0,
+        IQ4_NL: BlockIq4Nl,
         Q8_0: BlockQ8_0,
     ],
     sparse: [
@@ -349,6 +359,10 @@ fn magnitude(d: f32, iabs: i32, dmin: f32, mabs: i32) -> f32 {
 pub(crate) enum Codes {
     /// Q4_0: 16 bytes of 4-bit codes offset by 8, low nibbles values 0..16, high 16..32.
     Nibbles,
+    /// Q5_0: Q4_0's nibbles plus a fifth bit per value ([`Block32::high_bits`]), offset by 16.
+    Nibbles5,
+    /// IQ4_NL: Q4_0's nibbles as indices into [`grids::KVALUES_IQ4NL`].
+    NonLinear,
     /// Q8_0: 32 signed bytes.
     Bytes,
     /// Q4_0S: 8 bytes of 16 kept 4-bit codes offset by 8 (low nibbles kept 0..8, high 8..16), and a mask.
@@ -367,6 +381,10 @@ pub(crate) trait Block32 {
     fn d_bits(&self) -> u16;
     /// The kept-position mask of a sparse block (0 for dense ones).
     fn mask(&self) -> u32 {
+        0
+    }
+    /// The fifth bits of a [`Codes::Nibbles5`] block: bit j for value j.
+    fn high_bits(&self) -> u32 {
         0
     }
 }

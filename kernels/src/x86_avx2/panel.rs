@@ -10,9 +10,9 @@
 //! added into i16, saturating), in one of three ways chosen by the format:
 //!
 //! - **Narrow codes** (at most 64, [`crate::panel::PanelFormat::MAX_CODE`]:
-//!   Q4_0, Q4_K, Q5_K, Q6_K): the activations as stored (`+ 128`, a `u8` up to 255) times
+//!   Q4_0, Q5_0, Q4_K, Q5_K, Q6_K): the activations as stored (`+ 128`, a `u8` up to 255) times
 //!   the codes: a pair is at most `2 * 255 * max` in magnitude, so `S` of
-//!   them add up in i16 without overflow (8 for Q4_0, 4 for Q4_K, 2 for Q5_K and Q6_K) before one
+//!   them add up in i16 without overflow (8 for Q4_0, 4 for Q5_0 and Q4_K, 2 for Q5_K and Q6_K) before one
 //!   `vpmaddwd` by ones widens them. The sum starts at the row's correction
 //!   `-128 * sum(codes)`, which makes it exactly `sum(code * a)`: per 32
 //!   products, one multiply-add and one add where the wide form needs four ops.
@@ -21,7 +21,7 @@
 //!   per 16 values. The factors are multiplied as narrow codes (4 steps, 16
 //!   values, in i16), and the `vpmaddwd` that widens them multiplies by the
 //!   16 values' scale instead of ones: the same exact sums.
-//! - **Wide codes** (Q8_0, up to 128): activations taken back to signed
+//! - **Wide codes** (Q8_0, IQ4_NL, up to 128): activations taken back to signed
 //!   (`^ 0x80`) and multiplied as `|w| x sign(a, w)` (`vpabsb` per row and
 //!   four values, `vpsignb` per vector): pairs of at most 128 x 128, widened
 //!   at once with `vpmaddwd` by ones.
@@ -57,10 +57,11 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             (256, 32, 4, 15, _) => tile::<8, 8, 4, 2, 2, 4, 1, false>(t, out), // Q4_K: 4 x 7650
             (256, 32, 4, 31, _) => tile::<8, 8, 4, 2, 2, 2, 1, false>(t, out), // Q5_K: 2 x 15810
             (32, 32, 0, 8, _) => tile::<8, 1, 0, 2, 2, 8, 8, false>(t, out),   // Q4_0: 8 x 4080
+            (32, 32, 0, 16, _) => tile::<8, 1, 0, 2, 2, 4, 8, false>(t, out),  // Q5_0: 4 x 8160
             (256, 16, 0, 32, _) => tile::<4, 16, 0, 2, 2, 2, 1, false>(t, out), // Q6_K: 2 x 16320
             (256, 256, 8, _, true) => tile::<64, 1, 8, 2, 2, 4, 1, true>(t, out), // Q2_K: 4 x 2040
             (256, 256, 0, _, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // Q3_K: 4 x 2040
-            (32, 32, 0, _, _) => tile::<8, 1, 0, 2, 2, 0, 8, false>(t, out),   // Q8_0
+            (32, 32, 0, _, _) => tile::<8, 1, 0, 2, 2, 0, 8, false>(t, out),   // Q8_0, IQ4_NL
             // Q3_K / Q2_K unpacked without factors (a fill for another ISA).
             _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
         }

@@ -1,4 +1,4 @@
-//! Q4_0 x Q8_0 and Q8_0 x Q8_0 (and their 2:4 forms) on AVX2: up to
+//! Q4_0, Q5_0, IQ4_NL and Q8_0 x Q8_0 (and the 2:4 forms) on AVX2: up to
 //! [`ROWS`] weight rows against up to [`COLS`] activation columns. Blocks are 32 values with one f16 scale each.
 //!
 //! Signed x signed bytes through `vpmaddubsw` (unsigned x signed): multiply
@@ -7,11 +7,12 @@
 //! and accumulated in f32, summed once per row.
 
 use super::hsum_ps;
+use crate::formats::grids::KVALUES_IQ4NL;
 use crate::formats::sparse::EXPAND_LUT;
 use crate::formats::sparse_x4::X4Row;
 use crate::formats::{
-    Block32, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4,
-    BlockQ8_0x4, Codes,
+    Block32, BlockIq4Nl, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0, BlockQ8_0,
+    BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, Codes,
 };
 use std::arch::x86_64::*;
 
@@ -60,6 +61,25 @@ pub(crate) unsafe fn codes256<W: Block32>(b: &W) -> __m256i {
                 _mm256_set1_epi8(8),
             );
         }
+        Codes::Nibbles5 => {
+            let v = unsafe { _mm_loadu_si128(b.codes().cast()) };
+            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
+            let low = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+            return _mm256_sub_epi8(
+                _mm256_or_si256(low, fifth_bits(b.high_bits())),
+                _mm256_set1_epi8(16),
+            );
+        }
+        Codes::NonLinear => {
+            let v = unsafe { _mm_loadu_si128(b.codes().cast()) };
+            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
+            // SAFETY: the table has 16 bytes.
+            let table = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) };
+            return _mm256_shuffle_epi8(
+                _mm256_broadcastsi128_si256(table),
+                _mm256_and_si256(both, _mm256_set1_epi8(0x0F)),
+            );
+        }
         Codes::Bytes => return unsafe { _mm256_loadu_si256(b.codes().cast()) },
         Codes::SparseNibbles => {
             let v = unsafe { _mm_loadl_epi64(b.codes().cast()) };
@@ -81,6 +101,25 @@ pub(crate) unsafe fn codes256<W: Block32>(b: &W) -> __m256i {
         ),
     );
     _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(kept), idx)
+}
+
+/// 0x10 in byte i where bit i of `qh` is set (Q5_0's fifth bits): byte i/8
+/// of `qh` to byte i, then a test of its bit i%8.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fifth_bits(qh: u32) -> __m256i {
+    let bytes = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(qh as i32),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
 /// `R` weight rows against `C` activation columns: each activation block is
@@ -133,6 +172,24 @@ row_kernel!(
     BlockQ8_0,
     BlockQ8_0,
     tile<BlockQ8_0>,
+    rows [1, 2, 3, 4],
+    cols [1, 2]
+);
+row_kernel!(
+    gemv_q5_0_q8_0_4x2,
+    "avx2,fma,f16c",
+    BlockQ5_0,
+    BlockQ8_0,
+    tile<BlockQ5_0>,
+    rows [1, 2, 3, 4],
+    cols [1, 2]
+);
+row_kernel!(
+    gemv_iq4_nl_q8_0_4x2,
+    "avx2,fma,f16c",
+    BlockIq4Nl,
+    BlockQ8_0,
+    tile<BlockIq4Nl>,
     rows [1, 2, 3, 4],
     cols [1, 2]
 );

@@ -1,17 +1,20 @@
-//! Q4_0 x Q8_0 and Q8_0 x Q8_0 (and their 2:4 forms) with AVX-512 VNNI: two
+//! Q4_0, Q5_0, IQ4_NL and Q8_0 x Q8_0 (and the 2:4 forms) with AVX-512 VNNI: two
 //! 32-value blocks per 512-bit vector, up to [`ROWS`] weight rows against up
 //! to [`COLS`] activation columns.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes. The weights are made
-//! unsigned by a bias (Q4_0's codes are already `w + 8`; Q8_0's get `w + 128`
-//! as `w ^ 0x80`); the excess `bias * sum(y)` depends on the activations only,
+//! unsigned by a bias (Q4_0's and Q5_0's codes are already `w + 8`, `w + 16`;
+//! Q8_0's get `w + 128` as `w ^ 0x80`, IQ4_NL's from a table of `value ^ 0x80`); the excess `bias * sum(y)` depends on the activations only,
 //! so it is computed once per column and block pair and is where each row's
 //! `vpdpbusd` starts from (negated): exact i32 block sums with one `vpdpbusd`
 //! per 64 products per row and column, and no per-row correction.
 //! 2:4 blocks are expanded by one `vpexpandb` per pair, merging into the
 //! bias, so that dropped values read as `0 + bias` like the dense zeros.
 
-use crate::formats::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes};
+use crate::formats::grids::KVALUES_IQ4NL;
+use crate::formats::{
+    Block32, BlockIq4Nl, BlockQ4_0, BlockQ4_0S, BlockQ5_0, BlockQ8_0, BlockQ8_0S, Codes,
+};
 use std::arch::x86_64::*;
 
 /// Weight rows per call.
@@ -23,7 +26,8 @@ pub const COLS: usize = 4;
 const fn bias(codes: Codes) -> i8 {
     match codes {
         Codes::Nibbles | Codes::SparseNibbles => 8,
-        Codes::Bytes | Codes::SparseBytes => -128,
+        Codes::Nibbles5 => 16,
+        Codes::Bytes | Codes::SparseBytes | Codes::NonLinear => -128,
     }
 }
 
@@ -45,6 +49,30 @@ unsafe fn weight_pair<W: Block32>(b0: &W, b1: &W) -> __m512i {
             // 128-bit lanes [b0 lo, b1 lo, b0 hi, b1 hi] -> [b0 lo, b0 hi, b1 lo, b1 hi].
             let z = _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z);
             return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+        }
+        Codes::Nibbles5 | Codes::NonLinear => {
+            // SAFETY: Q5_0 and IQ4_NL have Q4_0's 16 nibble bytes.
+            let v = unsafe {
+                _mm256_set_m128i(
+                    _mm_loadu_si128(b1.codes().cast()),
+                    _mm_loadu_si128(b0.codes().cast()),
+                )
+            };
+            let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), _mm256_srli_epi16::<4>(v));
+            let z = _mm512_and_si512(
+                _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z),
+                _mm512_set1_epi8(0x0F),
+            );
+            if W::CODES == Codes::Nibbles5 {
+                // The fifth bits: value j of the pair is bit j of the two qh words.
+                let qh = b0.high_bits() as u64 | (b1.high_bits() as u64) << 32;
+                return _mm512_mask_mov_epi8(z, qh, _mm512_or_si512(z, _mm512_set1_epi8(0x10)));
+            }
+            // The table values + 128, as the bias wants them.
+            // SAFETY: the table has 16 bytes.
+            let table = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) };
+            let table = _mm512_broadcast_i32x4(_mm_xor_si128(table, _mm_set1_epi8(-128)));
+            return _mm512_shuffle_epi8(table, z);
         }
         Codes::Bytes => {
             // SAFETY: Q8_0 has 32 code bytes.
@@ -169,6 +197,24 @@ row_kernel!(
     BlockQ8_0,
     BlockQ8_0,
     tile<BlockQ8_0>,
+    rows [1, 2, 3, 4],
+    cols [1, 2, 3, 4]
+);
+row_kernel!(
+    gemv_q5_0_q8_0_4x4,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c",
+    BlockQ5_0,
+    BlockQ8_0,
+    tile<BlockQ5_0>,
+    rows [1, 2, 3, 4],
+    cols [1, 2, 3, 4]
+);
+row_kernel!(
+    gemv_iq4_nl_q8_0_4x4,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c",
+    BlockIq4Nl,
+    BlockQ8_0,
+    tile<BlockIq4Nl>,
     rows [1, 2, 3, 4],
     cols [1, 2, 3, 4]
 );
