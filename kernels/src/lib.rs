@@ -70,6 +70,7 @@ macro_rules! panel_tile_by_shape {
         match ($t.shape.block, $t.shape.sub, $t.shape.pairs()) {
             (256, 32, 4) => $tile::<8, 8, 4>($t, $out),   // Q4_K
             (256, 16, 0) => $tile::<4, 16, 0>($t, $out),  // 16-value scales (Q6_K)
+            (256, 32, 0) => $tile::<8, 8, 0>($t, $out),   // IQ4_XS
             (256, 256, 8) => $tile::<64, 1, 8>($t, $out), // Q2_K
             (256, 256, 0) => $tile::<64, 1, 0>($t, $out), // Q3_K
             (32, 32, 0) => $tile::<8, 1, 0>($t, $out),    // Q4_0, Q8_0 (and 2:4)

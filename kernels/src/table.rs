@@ -17,9 +17,9 @@
 
 use crate::formats::sparse_x4::X4Block;
 use crate::formats::{
-    BlockIq4Nl, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4,
-    BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4,
-    Format, WeightBlock,
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4,
+    BlockQ4_0x4, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4,
+    BlockQ8_0x4, Format, WeightBlock,
 };
 use crate::panel::{PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS};
 use crate::{scalar, Error, Result};
@@ -507,6 +507,15 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_iq4_nl_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_iq4_nl_q8_0_1x4, ALL),
     (Dotprod, "gemv_iq4_nl_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_iq4_nl_q8_0_1x4, ALL),
+]);
+rows!(BlockIq4Xs, "gemv_iq4_xs_q8_k_1x1_scalar", dequant: dequantize_iq4_xs(auto),
+x86_64: [
+    (Avx2, "gemv_iq4_xs_q8_k_1x4_avx2", x86_avx2::iq4_xs::gemv_iq4_xs_q8_k_1x4, ALL),
+    (Avx512, "gemv_iq4_xs_q8_k_1x8_avx512", x86_avx512::iq4_xs::gemv_iq4_xs_q8_k_1x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_iq4_xs_q8_k_1x4_neon", aarch64_neon::iq4_xs::neon::gemv_iq4_xs_q8_k_1x4, ALL),
+    (Dotprod, "gemv_iq4_xs_q8_k_1x4_dotprod", aarch64_neon::iq4_xs::dotprod::gemv_iq4_xs_q8_k_1x4, ALL),
 ]);
 rows!(BlockQ8_0, "gemv_q8_0_q8_0_1x1_scalar", x4: BlockQ8_0x4,
     dequant: dequantize_q8_0,

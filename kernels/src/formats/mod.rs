@@ -11,6 +11,7 @@ pub mod grids {
     include!(concat!(env!("OUT_DIR"), "/grids.rs"));
 }
 mod iq4_nl;
+mod iq4_xs;
 mod q2_k;
 mod q3_k;
 mod q4_0;
@@ -24,6 +25,7 @@ pub mod sparse;
 pub mod sparse_x4;
 
 pub use iq4_nl::{dequantize_row_iq4_nl, BlockIq4Nl};
+pub use iq4_xs::{dequantize_row_iq4_xs, scales_iq4_xs, BlockIq4Xs};
 pub use q2_k::{dequantize_row_q2_k, BlockQ2K};
 pub use q3_k::{dequantize_row_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_row_q4_0, BlockQ4_0};
@@ -183,6 +185,7 @@ formats! {
         Q4_0: BlockQ4_0,
         Q5_0: BlockQ5_0,
         IQ4_NL: BlockIq4Nl,
+        IQ4_XS: BlockIq4Xs,
         Q8_0: BlockQ8_0,
     ],
     sparse: [

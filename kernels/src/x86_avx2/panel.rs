@@ -21,7 +21,7 @@
 //!   per 16 values. The factors are multiplied as narrow codes (4 steps, 16
 //!   values, in i16), and the `vpmaddwd` that widens them multiplies by the
 //!   16 values' scale instead of ones: the same exact sums.
-//! - **Wide codes** (Q8_0, IQ4_NL, up to 128): activations taken back to signed
+//! - **Wide codes** (Q8_0, IQ4_NL, IQ4_XS, up to 128): activations taken back to signed
 //!   (`^ 0x80`) and multiplied as `|w| x sign(a, w)` (`vpabsb` per row and
 //!   four values, `vpsignb` per vector): pairs of at most 128 x 128, widened
 //!   at once with `vpmaddwd` by ones.
@@ -62,6 +62,7 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             (256, 256, 8, _, true) => tile::<64, 1, 8, 2, 2, 4, 1, true>(t, out), // Q2_K: 4 x 2040
             (256, 256, 0, _, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // Q3_K: 4 x 2040
             (32, 32, 0, _, _) => tile::<8, 1, 0, 2, 2, 0, 8, false>(t, out),   // Q8_0, IQ4_NL
+            (256, 32, 0, _, _) => tile::<8, 8, 0, 2, 2, 0, 1, false>(t, out),  // IQ4_XS
             // Q3_K / Q2_K unpacked without factors (a fill for another ISA).
             _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
         }
