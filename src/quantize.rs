@@ -104,6 +104,11 @@ mod tests {
             (Format::Q2K, ffi::LLAMA_FTYPE_MOSTLY_Q2_K),
             (Format::Q4_0, ffi::LLAMA_FTYPE_MOSTLY_Q4_0),
             (Format::Q8_0, ffi::LLAMA_FTYPE_MOSTLY_Q8_0),
+            (Format::Q5K, ffi::LLAMA_FTYPE_MOSTLY_Q5_K_M),
+            (Format::Q6K, ffi::LLAMA_FTYPE_MOSTLY_Q6_K),
+            (Format::Q5_0, ffi::LLAMA_FTYPE_MOSTLY_Q5_0),
+            (Format::IQ4_NL, ffi::LLAMA_FTYPE_MOSTLY_IQ4_NL),
+            (Format::IQ4_XS, ffi::LLAMA_FTYPE_MOSTLY_IQ4_XS),
         ];
         for (f, t) in want {
             assert_eq!(super::ftype(f), Ok(t), "{f}");

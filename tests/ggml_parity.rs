@@ -319,6 +319,11 @@ fn block_field_offsets_match_ggml_common_h() {
     same!(BlockQ3K, ffi::block_q3_K, hmask, qs, scales, d);
     same!(BlockQ2K, ffi::block_q2_K, scales, qs);
     same!(BlockQ4K, ffi::block_q4_K, scales, qs);
+    same!(BlockQ5K, ffi::block_q5_K, scales, qh, qs);
+    same!(BlockQ6K, ffi::block_q6_K, ql, qh, scales, d);
+    same!(BlockQ5_0, ffi::block_q5_0, d, qh, qs);
+    same!(BlockIq4Nl, ffi::block_iq4_nl, d, qs);
+    same!(BlockIq4Xs, ffi::block_iq4_xs, d, scales_h, scales_l, qs);
     // d and dmin sit in an anonymous union in ggml-common.h: first and last 4 bytes.
     assert_eq!(
         (offset_of!(BlockQ2K, d), offset_of!(BlockQ2K, dmin)),
@@ -326,6 +331,10 @@ fn block_field_offsets_match_ggml_common_h() {
     );
     assert_eq!(
         (offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)),
+        (0, 2)
+    );
+    assert_eq!(
+        (offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)),
         (0, 2)
     );
     assert_eq!(offset_of!(ffi::block_q2_K, __bindgen_anon_1), 80);

@@ -5,11 +5,11 @@
 //! and a whole graph handed to LLMK (an RPC worker's) runs such a node on the
 //! host's CPU backend, which the counters show.
 //!
-//! No row of the table declines a batch today (docs/BENCHMARKS.md), so the
-//! environment declines Q4_0 below the panel GEMM's 16 columns, every Q8_0
-//! and Q2_K at 2 to 100 columns; every other (format, batch) must follow the
-//! table. On x86-64 the process runs at tier avx2 (`LLMKERNEL_ISA=avx2`, set
-//! before anything reads it).
+//! The table declines IQ4_XS from 16 columns up at tier avx2
+//! (docs/BENCHMARKS.md); the environment declines Q4_0 below the panel GEMM's
+//! 16 columns, every Q8_0 and Q2_K at 2 to 100 columns; every other (format,
+//! batch) must follow the table. On x86-64 the process runs at tier avx2
+//! (`LLMKERNEL_ISA=avx2`, set before anything reads it).
 
 use llmkernel::kernels::formats::{Format, WithFormat};
 use llmkernel::kernels::table::{Config, Isa, Kernels, PluginTakes};

@@ -1,7 +1,8 @@
 //! llmkernel's kernels as a ggml backend: one ACCEL device named `LLMK`, its
 //! buffer type, and a backend that computes MUL_MAT and MUL_MAT_ID for weights
-//! in Q2_K, Q3_K, Q4_K, Q4_0 and Q8_0 with F32 activations. Every other op stays
-//! on the host's CPU backend.
+//! in any weight format of `llmkernel_kernels::Format::WEIGHTS` (the k-quants
+//! Q2_K..Q6_K, Q4_0, Q5_0, Q8_0, IQ4_NL, IQ4_XS) with F32 activations. Every
+//! other op stays on the host's CPU backend.
 //!
 //! The same code is reached two ways: `libllmkernel.so` (the `plugin/` crate)
 //! hands [`init`] the host's ggml-base functions found with `dlsym` in the

@@ -430,10 +430,16 @@ macro_rules! rows {
     };
 }
 
-// Every row takes every batch today: none measured slower than ggml on its
-// tier (docs/BENCHMARKS.md). A row that does lose names its measurement and
-// takes e.g. `PluginTakes { min_batch: crate::panel::MIN_COLS, max_batch: usize::MAX }`.
+// A row takes every batch unless it measured slower than ggml on its tier
+// (docs/BENCHMARKS.md); a row that loses names its measurement here.
 const ALL: PluginTakes = PluginTakes::ALL;
+/// Batches below the panel GEMM only (the row kernels'): IQ4_XS at tier
+/// avx2, whose panel GEMM measured 0.90x ggml's at batch 512 (0.86-0.97,
+/// `docs/bench-2026-12-04-formats-avx2.jsonl`) while its row kernel is 1.0x.
+const ROW_KERNELS_ONLY: PluginTakes = PluginTakes {
+    min_batch: 0,
+    max_batch: crate::panel::MIN_COLS - 1,
+};
 
 rows!(BlockQ4K, "gemv_q4_k_q8_k_1x1_scalar", dequant: dequantize_q4_k,
 x86_64: [
@@ -510,7 +516,7 @@ aarch64: [
 ]);
 rows!(BlockIq4Xs, "gemv_iq4_xs_q8_k_1x1_scalar", dequant: dequantize_iq4_xs(auto),
 x86_64: [
-    (Avx2, "gemv_iq4_xs_q8_k_1x4_avx2", x86_avx2::iq4_xs::gemv_iq4_xs_q8_k_1x4, ALL),
+    (Avx2, "gemv_iq4_xs_q8_k_1x4_avx2", x86_avx2::iq4_xs::gemv_iq4_xs_q8_k_1x4, ROW_KERNELS_ONLY),
     (Avx512, "gemv_iq4_xs_q8_k_1x8_avx512", x86_avx512::iq4_xs::gemv_iq4_xs_q8_k_1x8, ALL),
 ],
 aarch64: [

@@ -11,7 +11,8 @@ pub struct Args {
     input: PathBuf,
     /// Where to write the quantized model.
     output: PathBuf,
-    /// A weight format: the k-quants as llama.cpp's _M mixes (q2_k, q3_k, q4_k), or q4_0, q8_0.
+    /// A weight format: the k-quants as llama.cpp's mixes (q2_k; q3_k, q4_k, q5_k as _M; q6_k),
+    /// or q4_0, q5_0, q8_0, iq4_nl, iq4_xs.
     #[arg(long, value_parser = parse_format)]
     format: Format,
     /// Every matrix in the format (no mixes; token embedding and output included).
