@@ -11,7 +11,7 @@
 //! (`MADV_DONTNEED`: a later read faults them in again from the file), so
 //! the resident memory of a pruned model drops.
 //!
-//! A dense Q4_0 / Q8_0 weight of a mapped model file is repacked the same
+//! A dense Q4_0 / Q8_0 / IQ4_NL weight of a mapped model file is repacked the same
 //! way, by four rows ([`llmkernel_kernels::formats::sparse_x4`], as ggml
 //! repacks Q4_0), and its file pages released: one sequential stream and one
 //! activation load per four rows make decode faster, and resident memory does
@@ -26,7 +26,8 @@
 
 use llmkernel_kernels::formats::sparse_x4::{interleave, DenseOf, X4Block, GROUP};
 use llmkernel_kernels::formats::{
-    BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4,
+    BlockIq4Nl, BlockIq4Nlx4, BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0Sx4,
+    BlockQ8_0x4,
 };
 use llmkernel_kernels::matmul::Parallel;
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ pub(crate) enum Packed {
     /// replaces the released file pages instead of adding to them).
     Q4_0x4(Arc<Vec<BlockQ4_0x4>>),
     Q8_0x4(Arc<Vec<BlockQ8_0x4>>),
+    Iq4Nlx4(Arc<Vec<BlockIq4Nlx4>>),
 }
 
 impl Packed {
@@ -55,6 +57,7 @@ impl Packed {
             Packed::Q8_0(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Q4_0x4(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Q8_0x4(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Iq4Nlx4(v) => std::mem::size_of_val(v.as_slice()),
         }
     }
 
@@ -195,6 +198,7 @@ pub(crate) unsafe fn lookup(
     let block = match ggml_type {
         crate::ffi::GGML_TYPE_Q4_0 => std::mem::size_of::<BlockQ4_0>(),
         crate::ffi::GGML_TYPE_Q8_0 => std::mem::size_of::<BlockQ8_0>(),
+        crate::ffi::GGML_TYPE_IQ4_NL => std::mem::size_of::<BlockIq4Nl>(),
         _ => return Packed::Dense,
     };
     // SAFETY: forwarded contract.
@@ -206,8 +210,13 @@ pub(crate) unsafe fn lookup(
             return e.packed.clone();
         }
     }
-    let q4 = ggml_type == crate::ffi::GGML_TYPE_Q4_0;
-    let mut packed = if q4 {
+    let (q4, iq4) = (
+        ggml_type == crate::ffi::GGML_TYPE_Q4_0,
+        ggml_type == crate::ffi::GGML_TYPE_IQ4_NL,
+    );
+    let mut packed = if iq4 {
+        Packed::Dense // no 2:4 form
+    } else if q4 {
         pack_bytes::<BlockQ4_0Sx4>(bytes, rows_k, par)
             .map_or(Packed::Dense, |v| Packed::Q4_0(Arc::new(v)))
     } else {
@@ -215,7 +224,10 @@ pub(crate) unsafe fn lookup(
             .map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v)))
     };
     if matches!(packed, Packed::Dense) && repack_enabled() && file_backed_range(data, len) {
-        packed = if q4 {
+        packed = if iq4 {
+            pack_bytes::<BlockIq4Nlx4>(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Iq4Nlx4(Arc::new(v)))
+        } else if q4 {
             pack_bytes::<BlockQ4_0x4>(bytes, rows_k, par)
                 .map_or(Packed::Dense, |v| Packed::Q4_0x4(Arc::new(v)))
         } else {

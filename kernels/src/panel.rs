@@ -246,7 +246,9 @@ impl Unpacked {
         assert!(n <= self.rows && self.shape == Shape::of::<X::Row>() && self.rows % GROUP == 0);
         #[cfg(target_arch = "x86_64")]
         if Isa::Avx512.admitted_under(isa) {
-            use crate::formats::{BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0Sx4, BlockQ8_0x4};
+            use crate::formats::{
+                BlockIq4Nlx4, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0Sx4, BlockQ8_0x4,
+            };
             use crate::x86_avx512::sparse_x4::unpack_rows;
             use std::any::TypeId;
             let full = n.div_ceil(GROUP) * GROUP;
@@ -267,7 +269,13 @@ impl Unpacked {
                         }
                     };
                 }
-                unpack_as!(BlockQ8_0Sx4, BlockQ4_0Sx4, BlockQ8_0x4, BlockQ4_0x4)
+                unpack_as!(
+                    BlockQ8_0Sx4,
+                    BlockQ4_0Sx4,
+                    BlockQ8_0x4,
+                    BlockQ4_0x4,
+                    BlockIq4Nlx4
+                )
             };
             if done {
                 return self.finish(n, isa);

@@ -63,6 +63,7 @@ fn interleaving_round_trips_byte_for_byte() {
     round_trip::<BlockQ4_0Sx4>(2, |r| sparse::check_row(&[*r]).unwrap());
     round_trip::<BlockQ8_0x4>(7, |_| ());
     round_trip::<BlockQ4_0x4>(8, |_| ());
+    round_trip::<BlockIq4Nlx4>(13, |_| ());
 }
 
 fn check_gemv<X: X4Kernels>(seed: u64) -> Vec<String>
@@ -131,6 +132,7 @@ fn interleaved_gemv_kernels_match_the_reference() {
     ran.extend(check_gemv::<BlockQ4_0Sx4>(4));
     ran.extend(check_gemv::<BlockQ8_0x4>(9));
     ran.extend(check_gemv::<BlockQ4_0x4>(10));
+    ran.extend(check_gemv::<BlockIq4Nlx4>(14));
     eprintln!("ran: {ran:?}");
     assert!(ran.len() >= 4, "the scalar references always run");
 }
@@ -190,4 +192,5 @@ fn interleaved_matmul_matches_the_reference() {
     check_matmul::<BlockQ4_0Sx4>(6);
     check_matmul::<BlockQ8_0x4>(11);
     check_matmul::<BlockQ4_0x4>(12);
+    check_matmul::<BlockIq4Nlx4>(15);
 }

@@ -6,8 +6,8 @@ use crate::formats::grids::KVALUES_IQ4NL;
 use crate::formats::sparse::EXPAND_LUT;
 use crate::formats::sparse_x4::X4Row;
 use crate::formats::{
-    Block32, BlockIq4Nl, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0, BlockQ8_0,
-    BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, Codes,
+    Block32, BlockIq4Nl, BlockIq4Nlx4, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0,
+    BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, Codes,
 };
 use std::arch::aarch64::*;
 
@@ -181,6 +181,20 @@ macro_rules! kernels {
         #[target_feature(enable = $feat)]
         pub unsafe fn gemv_q8_0x4_q8_0_4x1(
             groups: &[BlockQ8_0x4],
+            act: &[BlockQ8_0],
+            out: &mut [f32],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { gemv_x4(groups, act, out) }
+        }
+
+        /// Groups of four interleaved dense IQ4_NL rows against one column.
+        ///
+        /// # Safety
+        /// As `gemv_q8_0sx4_q8_0_4x1`.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn gemv_iq4_nlx4_q8_0_4x1(
+            groups: &[BlockIq4Nlx4],
             act: &[BlockQ8_0],
             out: &mut [f32],
         ) {

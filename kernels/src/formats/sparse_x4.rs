@@ -12,15 +12,17 @@
 //! rows. Same bytes per value as the 2:4 blocks (22 and 14 per 32 values);
 //! a last group of fewer than four rows is padded with zero rows.
 //!
-//! Dense Q4_0 / Q8_0 rows interleave the same way ([`BlockQ4_0x4`],
-//! [`BlockQ8_0x4`]: four scales, then four rows' codes), as ggml repacks
-//! Q4_0 for its own GEMV.
+//! Dense Q4_0 / Q8_0 / IQ4_NL rows interleave the same way ([`BlockQ4_0x4`],
+//! [`BlockQ8_0x4`], [`BlockIq4Nlx4`]: four scales, then four rows' codes), as
+//! ggml repacks Q4_0 and IQ4_NL for its own GEMV.
 //!
 //! [`interleave`] and [`deinterleave`] are scalar and exact inverses (tested
 //! byte for byte); the kernels name them as the layout they read.
 
 use super::sparse::{pack_q4_0, pack_q8_0};
-use super::{Block32, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes, Format, WeightBlock};
+use super::{
+    Block32, BlockIq4Nl, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes, Format, WeightBlock,
+};
 use crate::{Error, Result};
 use half::f16;
 
@@ -66,6 +68,16 @@ pub struct BlockQ8_0x4 {
     pub qs: [i8; 128],
 }
 
+/// Four rows' IQ4_NL blocks at one position, laid out as [`BlockQ4_0x4`]:
+/// row r's scale `d[r]`, its 16 index bytes `qs[16r..16r+16]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockIq4Nlx4 {
+    pub d: [f16; 4],
+    pub qs: [u8; 64],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockIq4Nlx4>() == 4 * 18);
 const _: () = assert!(std::mem::size_of::<BlockQ4_0x4>() == 4 * 18);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0x4>() == 4 * 34);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0Sx4>() == 4 * 22);
@@ -124,6 +136,12 @@ impl DenseOf for BlockQ4_0 {
         Ok(dense.to_vec())
     }
 }
+impl DenseOf for BlockIq4Nl {
+    type Dense = BlockIq4Nl;
+    fn pack(dense: &[BlockIq4Nl]) -> Result<Vec<Self>> {
+        Ok(dense.to_vec())
+    }
+}
 impl DenseOf for BlockQ8_0 {
     type Dense = BlockQ8_0;
     fn pack(dense: &[BlockQ8_0]) -> Result<Vec<Self>> {
@@ -155,6 +173,34 @@ impl X4Block for BlockQ4_0x4 {
         BlockQ4_0 {
             d: f16::ZERO,
             qs: [0x88; 16],
+        }
+    }
+}
+
+impl X4Block for BlockIq4Nlx4 {
+    type Row = BlockIq4Nl;
+    const FORMAT: Format = Format::IQ4_NL;
+    fn row(&self, r: usize) -> BlockIq4Nl {
+        BlockIq4Nl {
+            d: self.d[r],
+            qs: self.qs[16 * r..16 * r + 16].try_into().unwrap(),
+        }
+    }
+    fn from_rows(rows: [BlockIq4Nl; 4]) -> Self {
+        let mut b = BlockIq4Nlx4 {
+            d: [f16::ZERO; 4],
+            qs: [0; 64],
+        };
+        for (r, row) in rows.iter().enumerate() {
+            b.d[r] = row.d;
+            b.qs[16 * r..16 * r + 16].copy_from_slice(&row.qs);
+        }
+        b
+    }
+    fn zero_row() -> BlockIq4Nl {
+        BlockIq4Nl {
+            d: f16::ZERO,
+            qs: [0; 16],
         }
     }
 }
@@ -299,6 +345,16 @@ impl Block32 for X4Row<'_, BlockQ4_0Sx4> {
 
 impl Block32 for X4Row<'_, BlockQ4_0x4> {
     const CODES: Codes = Codes::Nibbles;
+    fn codes(&self) -> *const u8 {
+        self.b.qs[16 * self.r..].as_ptr()
+    }
+    fn d_bits(&self) -> u16 {
+        self.b.d[self.r].to_bits()
+    }
+}
+
+impl Block32 for X4Row<'_, BlockIq4Nlx4> {
+    const CODES: Codes = Codes::NonLinear;
     fn codes(&self) -> *const u8 {
         self.b.qs[16 * self.r..].as_ptr()
     }

@@ -14,7 +14,10 @@
 //! so on: the float sums are split over eight lanes, so results differ from the
 //! reference in rounding only (bounded as every kernel's).
 
-use crate::formats::{BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4};
+use crate::formats::grids::KVALUES_IQ4NL;
+use crate::formats::{
+    BlockIq4Nlx4, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4,
+};
 use std::arch::x86_64::*;
 
 /// What differs between the interleaved formats.
@@ -126,25 +129,36 @@ impl Codes for BlockQ8_0x4 {
     }
 }
 
+/// Four rows' 16 nibble bytes each (row r at `16r`) as their 32 nibbles in
+/// value order: rows 0-1 in the first vector, 2-3 in the second.
+///
+/// # Safety
+/// The caller's features (AVX-512 BW).
+#[inline(always)]
+unsafe fn nibbles(qs: &[u8; 64]) -> (__m512i, __m512i) {
+    // SAFETY: qs has 64 bytes.
+    let v = unsafe { _mm512_loadu_si512(qs.as_ptr().cast()) };
+    let low4 = _mm512_set1_epi8(0x0F);
+    let (lo, hi) = (
+        _mm512_and_si512(v, low4),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(v), low4),
+    );
+    // 128-bit lanes: lo = [r0 lo, r1 lo, r2 lo, r3 lo], hi likewise; row r's
+    // 32 codes are [r lo, r hi]. [lo0 lo1 hi0 hi1] -> [lo0 hi0 lo1 hi1].
+    let t01 = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
+    let t23 = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
+    (
+        _mm512_shuffle_i64x2::<0b11_01_10_00>(t01, t01),
+        _mm512_shuffle_i64x2::<0b11_01_10_00>(t23, t23),
+    )
+}
+
 impl Codes for BlockQ4_0x4 {
     const BIAS: i8 = 8;
     #[inline(always)]
     unsafe fn expand(&self) -> (__m512i, __m512i) {
-        // SAFETY: qs has 64 bytes, row r's 16 code bytes at 16r.
-        let v = unsafe { _mm512_loadu_si512(self.qs.as_ptr().cast()) };
-        let low4 = _mm512_set1_epi8(0x0F);
-        let (lo, hi) = (
-            _mm512_and_si512(v, low4),
-            _mm512_and_si512(_mm512_srli_epi16::<4>(v), low4),
-        );
-        // 128-bit lanes: lo = [r0 lo, r1 lo, r2 lo, r3 lo], hi likewise; row r's
-        // 32 codes are [r lo, r hi]. [lo0 lo1 hi0 hi1] -> [lo0 hi0 lo1 hi1].
-        let t01 = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
-        let t23 = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
-        (
-            _mm512_shuffle_i64x2::<0b11_01_10_00>(t01, t01),
-            _mm512_shuffle_i64x2::<0b11_01_10_00>(t23, t23),
-        )
+        // SAFETY: forwarded contract.
+        unsafe { nibbles(&self.qs) }
     }
     #[inline(always)]
     unsafe fn values(&self) -> (__m512i, __m512i) {
@@ -152,6 +166,33 @@ impl Codes for BlockQ4_0x4 {
         let (w01, w23) = unsafe { self.expand() };
         let bias = _mm512_set1_epi8(Self::BIAS);
         (_mm512_sub_epi8(w01, bias), _mm512_sub_epi8(w23, bias))
+    }
+    fn d(&self) -> *const u16 {
+        self.d.as_ptr().cast()
+    }
+}
+
+impl Codes for BlockIq4Nlx4 {
+    const BIAS: i8 = -128;
+    #[inline(always)]
+    unsafe fn expand(&self) -> (__m512i, __m512i) {
+        // The table's values + 128 (`^ 0x80`), indexed by Q4_0's nibbles.
+        // SAFETY: the table has 16 bytes; the layout is BlockQ4_0x4's.
+        let (t, (i01, i23)) = unsafe {
+            (
+                _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()),
+                nibbles(&self.qs),
+            )
+        };
+        let t = _mm512_broadcast_i32x4(_mm_xor_si128(t, _mm_set1_epi8(-128)));
+        (_mm512_shuffle_epi8(t, i01), _mm512_shuffle_epi8(t, i23))
+    }
+    #[inline(always)]
+    unsafe fn values(&self) -> (__m512i, __m512i) {
+        // SAFETY: forwarded contract.
+        let (w01, w23) = unsafe { self.expand() };
+        let bias = _mm512_set1_epi8(Self::BIAS);
+        (_mm512_xor_si512(w01, bias), _mm512_xor_si512(w23, bias))
     }
     fn d(&self) -> *const u16 {
         self.d.as_ptr().cast()
@@ -269,6 +310,16 @@ pub(crate) unsafe fn unpack_rows<X: Codes>(
 /// As [`gemv_q8_0sx4_q8_0_4x1`] (no masks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
 pub unsafe fn gemv_q8_0x4_q8_0_4x1(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
+    // SAFETY: forwarded contract.
+    unsafe { gemv(groups, act, out) }
+}
+
+/// Groups of four interleaved dense IQ4_NL rows against one column.
+///
+/// # Safety
+/// As [`gemv_q8_0sx4_q8_0_4x1`] (no masks).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
+pub unsafe fn gemv_iq4_nlx4_q8_0_4x1(groups: &[BlockIq4Nlx4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe { gemv(groups, act, out) }
 }
