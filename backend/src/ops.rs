@@ -3,7 +3,7 @@
 
 use crate::{buffer, ffi, log, sparse};
 use llmkernel_kernels::formats::{
-    BlockIq4Nl, BlockQ4_0, BlockQ8_0, Format, QuantBlock, WithFormat,
+    BlockIq4Nl, BlockQ4_0, BlockQ5_0, BlockQ8_0, Format, QuantBlock, WithFormat,
 };
 use llmkernel_kernels::matmul::{matmul_on, matmul_x4_on, Parallel, QMatrix, X4Matrix};
 use llmkernel_kernels::table::{Config, Kernels, X4Kernels};
@@ -620,7 +620,7 @@ unsafe fn write_row(base: *mut u8, row: &[f32]) {
     unsafe { std::ptr::copy_nonoverlapping(row.as_ptr() as *const u8, base, 4 * row.len()) };
 }
 
-/// MUL_MAT with a contiguous Q4_0/Q8_0/IQ4_NL weight that [`sparse::lookup`] packed
+/// MUL_MAT with a contiguous Q4_0/Q5_0/Q8_0/IQ4_NL weight that [`sparse::lookup`] packed
 /// (2:4 weights, and dense ones of a mapped file), from its four-row
 /// interleaved copy; `None` if the weight stays in GGUF's layout.
 ///
@@ -633,6 +633,7 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
         ffi::GGML_TYPE_Q4_0 => std::mem::size_of::<BlockQ4_0>(),
         ffi::GGML_TYPE_Q8_0 => std::mem::size_of::<BlockQ8_0>(),
         ffi::GGML_TYPE_IQ4_NL => std::mem::size_of::<BlockIq4Nl>(),
+        ffi::GGML_TYPE_Q5_0 => std::mem::size_of::<BlockQ5_0>(),
         _ => return None,
     };
     let row = w.ne[0] as usize / 32 * block;
@@ -655,6 +656,7 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
         sparse::Packed::Q4_0x4(v) => unsafe { mul_mat_x4(node, config(), par, v) },
         sparse::Packed::Q8_0x4(v) => unsafe { mul_mat_x4(node, config(), par, v) },
         sparse::Packed::Iq4Nlx4(v) => unsafe { mul_mat_x4(node, config(), par, v) },
+        sparse::Packed::Q5_0x4(v) => unsafe { mul_mat_x4(node, config(), par, v) },
     };
     if packed.is_sparse() {
         crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);

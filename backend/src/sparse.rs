@@ -11,7 +11,7 @@
 //! (`MADV_DONTNEED`: a later read faults them in again from the file), so
 //! the resident memory of a pruned model drops.
 //!
-//! A dense Q4_0 / Q8_0 / IQ4_NL weight of a mapped model file is repacked the same
+//! A dense Q4_0 / Q5_0 / Q8_0 / IQ4_NL weight of a mapped model file is repacked the same
 //! way, by four rows ([`llmkernel_kernels::formats::sparse_x4`], as ggml
 //! repacks Q4_0), and its file pages released: one sequential stream and one
 //! activation load per four rows make decode faster, and resident memory does
@@ -26,8 +26,8 @@
 
 use llmkernel_kernels::formats::sparse_x4::{interleave, DenseOf, X4Block, GROUP};
 use llmkernel_kernels::formats::{
-    BlockIq4Nl, BlockIq4Nlx4, BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0Sx4,
-    BlockQ8_0x4,
+    BlockIq4Nl, BlockIq4Nlx4, BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0, BlockQ5_0x4,
+    BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4,
 };
 use llmkernel_kernels::matmul::Parallel;
 use std::collections::HashMap;
@@ -46,6 +46,7 @@ pub(crate) enum Packed {
     Q4_0x4(Arc<Vec<BlockQ4_0x4>>),
     Q8_0x4(Arc<Vec<BlockQ8_0x4>>),
     Iq4Nlx4(Arc<Vec<BlockIq4Nlx4>>),
+    Q5_0x4(Arc<Vec<BlockQ5_0x4>>),
 }
 
 impl Packed {
@@ -58,6 +59,7 @@ impl Packed {
             Packed::Q4_0x4(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Q8_0x4(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Iq4Nlx4(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Q5_0x4(v) => std::mem::size_of_val(v.as_slice()),
         }
     }
 
@@ -199,6 +201,7 @@ pub(crate) unsafe fn lookup(
         crate::ffi::GGML_TYPE_Q4_0 => std::mem::size_of::<BlockQ4_0>(),
         crate::ffi::GGML_TYPE_Q8_0 => std::mem::size_of::<BlockQ8_0>(),
         crate::ffi::GGML_TYPE_IQ4_NL => std::mem::size_of::<BlockIq4Nl>(),
+        crate::ffi::GGML_TYPE_Q5_0 => std::mem::size_of::<BlockQ5_0>(),
         _ => return Packed::Dense,
     };
     // SAFETY: forwarded contract.
@@ -210,11 +213,12 @@ pub(crate) unsafe fn lookup(
             return e.packed.clone();
         }
     }
-    let (q4, iq4) = (
+    let (q4, iq4, q5) = (
         ggml_type == crate::ffi::GGML_TYPE_Q4_0,
         ggml_type == crate::ffi::GGML_TYPE_IQ4_NL,
+        ggml_type == crate::ffi::GGML_TYPE_Q5_0,
     );
-    let mut packed = if iq4 {
+    let mut packed = if iq4 || q5 {
         Packed::Dense // no 2:4 form
     } else if q4 {
         pack_bytes::<BlockQ4_0Sx4>(bytes, rows_k, par)
@@ -224,7 +228,10 @@ pub(crate) unsafe fn lookup(
             .map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v)))
     };
     if matches!(packed, Packed::Dense) && repack_enabled() && file_backed_range(data, len) {
-        packed = if iq4 {
+        packed = if q5 {
+            pack_bytes::<BlockQ5_0x4>(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Q5_0x4(Arc::new(v)))
+        } else if iq4 {
             pack_bytes::<BlockIq4Nlx4>(bytes, rows_k, par)
                 .map_or(Packed::Dense, |v| Packed::Iq4Nlx4(Arc::new(v)))
         } else if q4 {

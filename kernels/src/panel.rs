@@ -247,7 +247,7 @@ impl Unpacked {
         #[cfg(target_arch = "x86_64")]
         if Isa::Avx512.admitted_under(isa) {
             use crate::formats::{
-                BlockIq4Nlx4, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0Sx4, BlockQ8_0x4,
+                BlockIq4Nlx4, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0x4, BlockQ8_0Sx4, BlockQ8_0x4,
             };
             use crate::x86_avx512::sparse_x4::unpack_rows;
             use std::any::TypeId;
@@ -274,7 +274,8 @@ impl Unpacked {
                     BlockQ4_0Sx4,
                     BlockQ8_0x4,
                     BlockQ4_0x4,
-                    BlockIq4Nlx4
+                    BlockIq4Nlx4,
+                    BlockQ5_0x4
                 )
             };
             if done {

@@ -18,8 +18,8 @@
 use crate::formats::sparse_x4::X4Block;
 use crate::formats::{
     BlockIq4Nl, BlockIq4Nlx4, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S,
-    BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0S,
-    BlockQ8_0Sx4, BlockQ8_0x4, Format, WeightBlock,
+    BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5K, BlockQ5_0, BlockQ5_0x4, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, Format, WeightBlock,
 };
 use crate::panel::{PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS};
 use crate::{scalar, Error, Result};
@@ -496,7 +496,8 @@ aarch64: [
     (Neon, "gemv_q4_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q4_0_q8_0_1x4, ALL),
     (Dotprod, "gemv_q4_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q4_0_q8_0_1x4, ALL),
 ]);
-rows!(BlockQ5_0, "gemv_q5_0_q8_0_1x1_scalar", dequant: dequantize_q5_0(auto),
+rows!(BlockQ5_0, "gemv_q5_0_q8_0_1x1_scalar", x4: BlockQ5_0x4,
+    dequant: dequantize_q5_0(auto),
 x86_64: [
     (Avx2, "gemv_q5_0_q8_0_4x2_avx2", x86_avx2::q8_0::gemv_q5_0_q8_0_4x2, ALL),
     (Avx512, "gemv_q5_0_q8_0_4x4_avx512", x86_avx512::q8_0::gemv_q5_0_q8_0_4x4, ALL),
@@ -693,6 +694,7 @@ x4_rows!(BlockQ4_0Sx4, gemv_q4_0sx4_q8_0_4x1, "gemv_q4_0sx4_q8_0");
 x4_rows!(BlockQ8_0x4, gemv_q8_0x4_q8_0_4x1, "gemv_q8_0x4_q8_0");
 x4_rows!(BlockQ4_0x4, gemv_q4_0x4_q8_0_4x1, "gemv_q4_0x4_q8_0");
 x4_rows!(BlockIq4Nlx4, gemv_iq4_nlx4_q8_0_4x1, "gemv_iq4_nlx4_q8_0");
+x4_rows!(BlockQ5_0x4, gemv_q5_0x4_q8_0_4x1, "gemv_q5_0x4_q8_0");
 
 /// The name of the panel fill ([`crate::panel::Unpacked::fill`]) compiled for `isa`.
 fn fill_name(isa: Isa) -> &'static str {

@@ -361,4 +361,5 @@ fn interleaved_groups_unpack_as_their_rows() {
     check_fill_x4::<BlockQ8_0x4>(33);
     check_fill_x4::<BlockQ4_0x4>(34);
     check_fill_x4::<BlockIq4Nlx4>(35);
+    check_fill_x4::<BlockQ5_0x4>(36);
 }

@@ -64,6 +64,7 @@ fn interleaving_round_trips_byte_for_byte() {
     round_trip::<BlockQ8_0x4>(7, |_| ());
     round_trip::<BlockQ4_0x4>(8, |_| ());
     round_trip::<BlockIq4Nlx4>(13, |_| ());
+    round_trip::<BlockQ5_0x4>(16, |_| ());
 }
 
 fn check_gemv<X: X4Kernels>(seed: u64) -> Vec<String>
@@ -133,6 +134,7 @@ fn interleaved_gemv_kernels_match_the_reference() {
     ran.extend(check_gemv::<BlockQ8_0x4>(9));
     ran.extend(check_gemv::<BlockQ4_0x4>(10));
     ran.extend(check_gemv::<BlockIq4Nlx4>(14));
+    ran.extend(check_gemv::<BlockQ5_0x4>(17));
     eprintln!("ran: {ran:?}");
     assert!(ran.len() >= 4, "the scalar references always run");
 }
@@ -193,4 +195,5 @@ fn interleaved_matmul_matches_the_reference() {
     check_matmul::<BlockQ8_0x4>(11);
     check_matmul::<BlockQ4_0x4>(12);
     check_matmul::<BlockIq4Nlx4>(15);
+    check_matmul::<BlockQ5_0x4>(18);
 }

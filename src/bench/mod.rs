@@ -245,14 +245,17 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
                 &mut cases,
                 Some(sparse::pack_q8_0),
             )?,
-            // Our dense Q4_0/Q8_0/IQ4_NL decode runs rows interleaved by four, as the plugin repacks them.
+            // Our dense Q4_0/Q5_0/Q8_0/IQ4_NL decode runs rows interleaved by four, as the plugin repacks them.
             (Format::Q4_0, _) => run_format::<BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4>(
                 format, opts, bw.gbps, &mut cases, None,
             )?,
             (Format::Q8_0, _) => run_format::<BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4>(
                 format, opts, bw.gbps, &mut cases, None,
             )?,
-            // IQ4_NL has no 2:4 form: its four-row layout stands in for both.
+            // Q5_0 and IQ4_NL have no 2:4 form: their four-row layout stands in for both.
+            (Format::Q5_0, false) => run_format::<BlockQ5_0, BlockQ5_0x4, BlockQ5_0x4>(
+                format, opts, bw.gbps, &mut cases, None,
+            )?,
             (Format::IQ4_NL, false) => run_format::<BlockIq4Nl, BlockIq4Nlx4, BlockIq4Nlx4>(
                 format, opts, bw.gbps, &mut cases, None,
             )?,

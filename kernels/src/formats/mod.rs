@@ -36,7 +36,9 @@ pub use q6_k::{code_q6_k, dequantize_row_q6_k, BlockQ6K};
 pub use q8_0::{dequantize_row_q8_0, quantize_row_q8_0, quantize_row_q8_0_ref, BlockQ8_0};
 pub use q8_k::{dequantize_row_q8_k, quantize_row_q8_k, BlockQ8K};
 pub use sparse::{BlockQ4_0S, BlockQ8_0S};
-pub use sparse_x4::{BlockIq4Nlx4, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0Sx4, BlockQ8_0x4};
+pub use sparse_x4::{
+    BlockIq4Nlx4, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0x4, BlockQ8_0Sx4, BlockQ8_0x4,
+};
 
 use crate::error::{Error, Result};
 use std::fmt;

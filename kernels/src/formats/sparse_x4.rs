@@ -12,16 +12,18 @@
 //! rows. Same bytes per value as the 2:4 blocks (22 and 14 per 32 values);
 //! a last group of fewer than four rows is padded with zero rows.
 //!
-//! Dense Q4_0 / Q8_0 / IQ4_NL rows interleave the same way ([`BlockQ4_0x4`],
-//! [`BlockQ8_0x4`], [`BlockIq4Nlx4`]: four scales, then four rows' codes), as
-//! ggml repacks Q4_0 and IQ4_NL for its own GEMV.
+//! Dense Q4_0 / Q5_0 / Q8_0 / IQ4_NL rows interleave the same way
+//! ([`BlockQ4_0x4`], [`BlockQ5_0x4`], [`BlockQ8_0x4`], [`BlockIq4Nlx4`]:
+//! four scales, then four rows' codes), as ggml repacks Q4_0 and IQ4_NL for
+//! its own GEMV.
 //!
 //! [`interleave`] and [`deinterleave`] are scalar and exact inverses (tested
 //! byte for byte); the kernels name them as the layout they read.
 
 use super::sparse::{pack_q4_0, pack_q8_0};
 use super::{
-    Block32, BlockIq4Nl, BlockQ4_0, BlockQ4_0S, BlockQ8_0, BlockQ8_0S, Codes, Format, WeightBlock,
+    Block32, BlockIq4Nl, BlockQ4_0, BlockQ4_0S, BlockQ5_0, BlockQ8_0, BlockQ8_0S, Codes, Format,
+    WeightBlock,
 };
 use crate::{Error, Result};
 use half::f16;
@@ -77,7 +79,18 @@ pub struct BlockIq4Nlx4 {
     pub qs: [u8; 64],
 }
 
+/// Four rows' Q5_0 blocks at one position: row r's scale `d[r]`, its fifth
+/// bits `qh[4r..4r+4]`, its 16 nibble bytes `qs[16r..16r+16]` (Q4_0x4's).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ5_0x4 {
+    pub d: [f16; 4],
+    pub qh: [u8; 16],
+    pub qs: [u8; 64],
+}
+
 const _: () = assert!(std::mem::size_of::<BlockIq4Nlx4>() == 4 * 18);
+const _: () = assert!(std::mem::size_of::<BlockQ5_0x4>() == 4 * 22);
 const _: () = assert!(std::mem::size_of::<BlockQ4_0x4>() == 4 * 18);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0x4>() == 4 * 34);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0Sx4>() == 4 * 22);
@@ -142,6 +155,12 @@ impl DenseOf for BlockIq4Nl {
         Ok(dense.to_vec())
     }
 }
+impl DenseOf for BlockQ5_0 {
+    type Dense = BlockQ5_0;
+    fn pack(dense: &[BlockQ5_0]) -> Result<Vec<Self>> {
+        Ok(dense.to_vec())
+    }
+}
 impl DenseOf for BlockQ8_0 {
     type Dense = BlockQ8_0;
     fn pack(dense: &[BlockQ8_0]) -> Result<Vec<Self>> {
@@ -200,6 +219,38 @@ impl X4Block for BlockIq4Nlx4 {
     fn zero_row() -> BlockIq4Nl {
         BlockIq4Nl {
             d: f16::ZERO,
+            qs: [0; 16],
+        }
+    }
+}
+
+impl X4Block for BlockQ5_0x4 {
+    type Row = BlockQ5_0;
+    const FORMAT: Format = Format::Q5_0;
+    fn row(&self, r: usize) -> BlockQ5_0 {
+        BlockQ5_0 {
+            d: self.d[r],
+            qh: self.qh[4 * r..4 * r + 4].try_into().unwrap(),
+            qs: self.qs[16 * r..16 * r + 16].try_into().unwrap(),
+        }
+    }
+    fn from_rows(rows: [BlockQ5_0; 4]) -> Self {
+        let mut b = BlockQ5_0x4 {
+            d: [f16::ZERO; 4],
+            qh: [0; 16],
+            qs: [0; 64],
+        };
+        for (r, row) in rows.iter().enumerate() {
+            b.d[r] = row.d;
+            b.qh[4 * r..4 * r + 4].copy_from_slice(&row.qh);
+            b.qs[16 * r..16 * r + 16].copy_from_slice(&row.qs);
+        }
+        b
+    }
+    fn zero_row() -> BlockQ5_0 {
+        BlockQ5_0 {
+            d: f16::ZERO,
+            qh: [0; 4],
             qs: [0; 16],
         }
     }
@@ -360,6 +411,19 @@ impl Block32 for X4Row<'_, BlockIq4Nlx4> {
     }
     fn d_bits(&self) -> u16 {
         self.b.d[self.r].to_bits()
+    }
+}
+
+impl Block32 for X4Row<'_, BlockQ5_0x4> {
+    const CODES: Codes = Codes::Nibbles5;
+    fn codes(&self) -> *const u8 {
+        self.b.qs[16 * self.r..].as_ptr()
+    }
+    fn d_bits(&self) -> u16 {
+        self.b.d[self.r].to_bits()
+    }
+    fn high_bits(&self) -> u32 {
+        u32::from_le_bytes(self.b.qh[4 * self.r..4 * self.r + 4].try_into().unwrap())
     }
 }
 

@@ -16,7 +16,7 @@
 
 use crate::formats::grids::KVALUES_IQ4NL;
 use crate::formats::{
-    BlockIq4Nlx4, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4,
+    BlockIq4Nlx4, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0x4, BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4,
 };
 use std::arch::x86_64::*;
 
@@ -172,6 +172,33 @@ impl Codes for BlockQ4_0x4 {
     }
 }
 
+impl Codes for BlockQ5_0x4 {
+    const BIAS: i8 = 16;
+    #[inline(always)]
+    unsafe fn expand(&self) -> (__m512i, __m512i) {
+        // SAFETY: the layout is BlockQ4_0x4's nibbles plus 16 bytes of fifth bits.
+        let (i01, i23) = unsafe { nibbles(&self.qs) };
+        // Rows 0-1's values in order are bits 0..64 of qh, rows 2-3's bits 64..128.
+        let m01 = u64::from_le_bytes(self.qh[..8].try_into().unwrap());
+        let m23 = u64::from_le_bytes(self.qh[8..].try_into().unwrap());
+        let bit4 = _mm512_set1_epi8(0x10);
+        (
+            _mm512_mask_mov_epi8(i01, m01, _mm512_or_si512(i01, bit4)),
+            _mm512_mask_mov_epi8(i23, m23, _mm512_or_si512(i23, bit4)),
+        )
+    }
+    #[inline(always)]
+    unsafe fn values(&self) -> (__m512i, __m512i) {
+        // SAFETY: forwarded contract.
+        let (w01, w23) = unsafe { self.expand() };
+        let bias = _mm512_set1_epi8(Self::BIAS);
+        (_mm512_sub_epi8(w01, bias), _mm512_sub_epi8(w23, bias))
+    }
+    fn d(&self) -> *const u16 {
+        self.d.as_ptr().cast()
+    }
+}
+
 impl Codes for BlockIq4Nlx4 {
     const BIAS: i8 = -128;
     #[inline(always)]
@@ -310,6 +337,16 @@ pub(crate) unsafe fn unpack_rows<X: Codes>(
 /// As [`gemv_q8_0sx4_q8_0_4x1`] (no masks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
 pub unsafe fn gemv_q8_0x4_q8_0_4x1(groups: &[BlockQ8_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
+    // SAFETY: forwarded contract.
+    unsafe { gemv(groups, act, out) }
+}
+
+/// Groups of four interleaved dense Q5_0 rows against one column.
+///
+/// # Safety
+/// As [`gemv_q8_0sx4_q8_0_4x1`] (no masks).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi2,avx2,fma,f16c")]
+pub unsafe fn gemv_q5_0x4_q8_0_4x1(groups: &[BlockQ5_0x4], act: &[BlockQ8_0], out: &mut [f32]) {
     // SAFETY: forwarded contract.
     unsafe { gemv(groups, act, out) }
 }
