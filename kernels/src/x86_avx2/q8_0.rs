@@ -297,14 +297,64 @@ pub unsafe fn gemv_q5_0x4_q8_0_4x1(groups: &[BlockQ5_0x4], act: &[BlockQ8_0], ou
     unsafe { gemv_x4(groups, act, out) }
 }
 
-/// Groups of four interleaved dense IQ4_NL rows against one column.
+/// Groups of four interleaved dense IQ4_NL rows against one column, two rows
+/// per vector (the layout of [`gemv_q4_0x4_q8_0_4x1`]).
+///
+/// A 32-byte load holds rows r and r + 1; its low and high nibbles become
+/// table values by one `vpshufb` each and meet the activation's first and
+/// last 16 values, broadcast to both lanes, as `|w| x sign(y, w)` in
+/// `vpmaddubsw` (pairs at most 2 x 127 x 128: each half widened by its own
+/// `vpmaddwd`, their sum would not fit i16). Per block and row about 7
+/// vector ops against the generic four-row GEMV's 14.
 ///
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0_4x1`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemv_iq4_nlx4_q8_0_4x1(groups: &[BlockIq4Nlx4], act: &[BlockQ8_0], out: &mut [f32]) {
-    // SAFETY: forwarded contract.
-    unsafe { gemv_x4(groups, act, out) }
+    let ones = _mm256_set1_epi16(1);
+    let low4 = _mm256_set1_epi8(0x0F);
+    // SAFETY: the table has 16 bytes.
+    let table =
+        _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) });
+    let spread01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    let spread23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+    let dot = |w: __m256i, y: __m256i| {
+        _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w)),
+            ones,
+        )
+    };
+    for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for (b, a) in group.iter().zip(act) {
+            super::prefetch_ahead(b);
+            // SAFETY (loads): qs is 32 bytes; b.qs 64; b.d four f16 (8 bytes).
+            let (y, v01, v23, d) = unsafe {
+                (
+                    _mm256_loadu_si256(a.qs.as_ptr().cast()),
+                    _mm256_loadu_si256(b.qs.as_ptr().cast()),
+                    _mm256_loadu_si256(b.qs.as_ptr().add(32).cast()),
+                    _mm_cvtph_ps(_mm_loadl_epi64(b.d.as_ptr().cast())),
+                )
+            };
+            let y_lo = _mm256_permute2x128_si256::<0x00>(y, y);
+            let y_hi = _mm256_permute2x128_si256::<0x11>(y, y);
+            let dd = _mm256_mul_ps(_mm256_set_m128(d, d), f16_splat(a.d.to_bits()));
+            for (i, (v, spread)) in [(v01, spread01), (v23, spread23)].into_iter().enumerate() {
+                let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, low4));
+                let hi =
+                    _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4));
+                let sum = _mm256_add_epi32(dot(lo, y_lo), dot(hi, y_hi));
+                let scale = _mm256_permutevar8x32_ps(dd, spread);
+                acc[i] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum), acc[i]);
+            }
+        }
+        // Row r's sum: the low lane of acc[r / 2] for even r, the high lane for odd.
+        for (pair, acc) in acc.into_iter().enumerate() {
+            out[2 * pair] = hsum128(_mm256_castps256_ps128(acc));
+            out[2 * pair + 1] = hsum128(_mm256_extractf128_ps::<1>(acc));
+        }
+    }
 }
 
 /// Groups of four interleaved dense Q4_0 rows against one column, two rows
