@@ -436,6 +436,7 @@ const ALL: PluginTakes = PluginTakes::ALL;
 /// Batches below the panel GEMM only (the row kernels'): IQ4_XS at tier
 /// avx2, whose panel GEMM measured 0.90x ggml's at batch 512 (0.86-0.97,
 /// `docs/bench-2026-12-04-formats-avx2.jsonl`) while its row kernel is 1.0x.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // an x86 row's policy
 const ROW_KERNELS_ONLY: PluginTakes = PluginTakes {
     min_batch: 0,
     max_batch: crate::panel::MIN_COLS - 1,

@@ -26,21 +26,26 @@ pub const COLS: usize = 4;
 /// NEON must be available.
 #[inline(always)]
 pub(crate) unsafe fn codes<W: Block32>(b: &W) -> [int8x16_t; 2] {
-    // SAFETY: Q8_0 has 32 code bytes, Q4_0 16 (low nibbles are values 0..16,
-    // high nibbles 16..32, both offset by 8), Q8_0S 16, Q4_0S 8; NEON is
+    // SAFETY: Q8_0 has 32 code bytes, Q4_0, Q5_0 and IQ4_NL 16 (low nibbles
+    // are values 0..16, high nibbles 16..32), Q8_0S 16, Q4_0S 8; NEON is
     // available (caller).
     unsafe {
         let eight = vdupq_n_s8(8);
+        // The 32 nibbles of a Q4_0-layout block (Q4_0, Q5_0, IQ4_NL): values
+        // 0..16 and 16..32, unsigned.
+        let nibbles = || {
+            let v = vld1q_u8(b.codes());
+            [vandq_u8(v, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(v)]
+        };
         let kept = match W::CODES {
             Codes::Nibbles => {
-                let v = vld1q_u8(b.codes());
+                let [lo, hi] = nibbles();
                 return [
-                    vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F))), eight),
-                    vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(v)), eight),
+                    vsubq_s8(vreinterpretq_s8_u8(lo), eight),
+                    vsubq_s8(vreinterpretq_s8_u8(hi), eight),
                 ];
             }
             Codes::Nibbles5 => {
-                let v = vld1q_u8(b.codes());
                 // Fifth bits: byte i/8 of qh to byte i, then a test of bit i%8.
                 let qh = vreinterpretq_u8_u32(vdupq_n_u32(b.high_bits()));
                 let bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
@@ -49,26 +54,18 @@ pub(crate) unsafe fn codes<W: Block32>(b: &W) -> [int8x16_t; 2] {
                     vandq_u8(vtstq_u8(bytes, bit), vdupq_n_u8(0x10))
                 };
                 let sixteen = vdupq_n_s8(16);
-                let lo = vorrq_u8(
-                    vandq_u8(v, vdupq_n_u8(0x0F)),
-                    fifth(0, 0x0101_0101_0101_0101),
-                );
-                let hi = vorrq_u8(
-                    vshrq_n_u8::<4>(v),
-                    fifth(0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
-                );
+                let [lo, hi] = nibbles();
+                let lo = vorrq_u8(lo, fifth(0, 0x0101_0101_0101_0101));
+                let hi = vorrq_u8(hi, fifth(0x0202_0202_0202_0202, 0x0303_0303_0303_0303));
                 return [
                     vsubq_s8(vreinterpretq_s8_u8(lo), sixteen),
                     vsubq_s8(vreinterpretq_s8_u8(hi), sixteen),
                 ];
             }
             Codes::NonLinear => {
-                let v = vld1q_u8(b.codes());
                 let table = vld1q_s8(KVALUES_IQ4NL.as_ptr());
-                return [
-                    vqtbl1q_s8(table, vandq_u8(v, vdupq_n_u8(0x0F))),
-                    vqtbl1q_s8(table, vshrq_n_u8::<4>(v)),
-                ];
+                let [lo, hi] = nibbles();
+                return [vqtbl1q_s8(table, lo), vqtbl1q_s8(table, hi)];
             }
             Codes::Bytes => return load32(b.codes().cast()),
             Codes::SparseNibbles => {

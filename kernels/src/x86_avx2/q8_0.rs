@@ -51,34 +51,27 @@ fn hsum128(v: __m128) -> f32 {
 pub(crate) unsafe fn codes256<W: Block32>(b: &W) -> __m256i {
     let eight = _mm_set1_epi8(8);
     let low4 = _mm_set1_epi8(0x0F);
-    // SAFETY (all loads): Q4_0 has 16 code bytes, Q8_0 32, Q4_0S 8, Q8_0S 16.
+    // The 32 nibbles of a Q4_0-layout block (Q4_0, Q5_0, IQ4_NL: low nibbles
+    // are values 0..16, high 16..32), unsigned.
+    // SAFETY: such blocks have 16 code bytes.
+    let nibbles = || unsafe {
+        let v = _mm_loadu_si128(b.codes().cast());
+        _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16::<4>(v), v),
+            _mm256_set1_epi8(0x0F),
+        )
+    };
+    // SAFETY (all loads): Q4_0, Q5_0 and IQ4_NL have 16 code bytes, Q8_0 32, Q4_0S 8, Q8_0S 16.
     let kept = match W::CODES {
-        Codes::Nibbles => {
-            let v = unsafe { _mm_loadu_si128(b.codes().cast()) };
-            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
-            return _mm256_sub_epi8(
-                _mm256_and_si256(both, _mm256_set1_epi8(0x0F)),
-                _mm256_set1_epi8(8),
-            );
-        }
+        Codes::Nibbles => return _mm256_sub_epi8(nibbles(), _mm256_set1_epi8(8)),
         Codes::Nibbles5 => {
-            let v = unsafe { _mm_loadu_si128(b.codes().cast()) };
-            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
-            let low = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-            return _mm256_sub_epi8(
-                _mm256_or_si256(low, fifth_bits(b.high_bits())),
-                _mm256_set1_epi8(16),
-            );
+            let q = _mm256_or_si256(nibbles(), fifth_bits(b.high_bits()));
+            return _mm256_sub_epi8(q, _mm256_set1_epi8(16));
         }
         Codes::NonLinear => {
-            let v = unsafe { _mm_loadu_si128(b.codes().cast()) };
-            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
             // SAFETY: the table has 16 bytes.
             let table = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) };
-            return _mm256_shuffle_epi8(
-                _mm256_broadcastsi128_si256(table),
-                _mm256_and_si256(both, _mm256_set1_epi8(0x0F)),
-            );
+            return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(table), nibbles());
         }
         Codes::Bytes => return unsafe { _mm256_loadu_si256(b.codes().cast()) },
         Codes::SparseNibbles => {
@@ -297,12 +290,65 @@ pub unsafe fn gemv_q5_0x4_q8_0_4x1(groups: &[BlockQ5_0x4], act: &[BlockQ8_0], ou
     unsafe { gemv_x4(groups, act, out) }
 }
 
-/// Groups of four interleaved dense IQ4_NL rows against one column, two rows
-/// per vector (the layout of [`gemv_q4_0x4_q8_0_4x1`]).
+/// The frame of the four-row GEMVs that take two rows per vector, over
+/// Q4_0x4's layout (four scales, four rows' 16 nibble bytes): per block, the
+/// activation's halves broadcast to both lanes (`y_lo`, `y_hi`), `prep` of
+/// them once for the four rows, then per 32-byte load `v` (rows r and r + 1,
+/// one per 128-bit lane) `dot(v, y_lo, y_hi, &prep)`, the exact i32 sums of
+/// row r in lanes 0-3 and of row r + 1 in lanes 4-7. The four scales convert
+/// at once and are spread to the lanes by two permutes.
 ///
-/// A 32-byte load holds rows r and r + 1; its low and high nibbles become
-/// table values by one `vpshufb` each and meet the activation's first and
-/// last 16 values, broadcast to both lanes, as `|w| x sign(y, w)` in
+/// # Safety
+/// The caller's features (AVX2, FMA, F16C); [`crate::table::X4GemvFn`]'s contract.
+#[inline(always)]
+unsafe fn gemv_two_rows<P>(
+    groups: &[BlockQ4_0x4],
+    act: &[BlockQ8_0],
+    out: &mut [f32],
+    prep: impl Fn(__m256i, __m256i) -> P,
+    dot: impl Fn(__m256i, __m256i, __m256i, &P) -> __m256i,
+) {
+    // SAFETY (the intrinsics): the caller's features.
+    unsafe {
+        // Lane spreads of the four rows' scales: rows 0, 1 and rows 2, 3.
+        let spread01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        let spread23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+        for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for (b, a) in group.iter().zip(act) {
+                super::prefetch_ahead(b);
+                // SAFETY (loads): qs is 32 bytes; b.qs 64; b.d four f16 (8 bytes).
+                let (y, v01, v23, d) = (
+                    _mm256_loadu_si256(a.qs.as_ptr().cast()),
+                    _mm256_loadu_si256(b.qs.as_ptr().cast()),
+                    _mm256_loadu_si256(b.qs.as_ptr().add(32).cast()),
+                    _mm_cvtph_ps(_mm_loadl_epi64(b.d.as_ptr().cast())),
+                );
+                let y_lo = _mm256_permute2x128_si256::<0x00>(y, y);
+                let y_hi = _mm256_permute2x128_si256::<0x11>(y, y);
+                let p = prep(y_lo, y_hi);
+                let dd = _mm256_mul_ps(_mm256_set_m128(d, d), f16_splat(a.d.to_bits()));
+                for (i, (v, spread)) in [(v01, spread01), (v23, spread23)].into_iter().enumerate() {
+                    let scale = _mm256_permutevar8x32_ps(dd, spread);
+                    let sum = dot(v, y_lo, y_hi, &p);
+                    acc[i] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum), acc[i]);
+                }
+            }
+            // Row r's sum: the low lane of acc[r / 2] for even r, the high lane for odd.
+            for (pair, acc) in acc.into_iter().enumerate() {
+                out[2 * pair] = hsum128(_mm256_castps256_ps128(acc));
+                out[2 * pair + 1] = hsum128(_mm256_extractf128_ps::<1>(acc));
+            }
+        }
+    }
+}
+
+/// Groups of four interleaved dense IQ4_NL rows against one column, two rows
+/// per vector ([`gemv_two_rows`]; [`BlockIq4Nlx4`] is laid out as
+/// [`BlockQ4_0x4`]).
+///
+/// The low and high nibbles become table values by one `vpshufb` each and
+/// meet the activation's first and last 16 values as `|w| x sign(y, w)` in
 /// `vpmaddubsw` (pairs at most 2 x 127 x 128: each half widened by its own
 /// `vpmaddwd`, their sum would not fit i16). Per block and row about 7
 /// vector ops against the generic four-row GEMV's 14.
@@ -316,60 +362,39 @@ pub unsafe fn gemv_iq4_nlx4_q8_0_4x1(groups: &[BlockIq4Nlx4], act: &[BlockQ8_0],
     // SAFETY: the table has 16 bytes.
     let table =
         _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) });
-    let spread01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    let spread23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
     let dot = |w: __m256i, y: __m256i| {
         _mm256_madd_epi16(
             _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w)),
             ones,
         )
     };
-    for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for (b, a) in group.iter().zip(act) {
-            super::prefetch_ahead(b);
-            // SAFETY (loads): qs is 32 bytes; b.qs 64; b.d four f16 (8 bytes).
-            let (y, v01, v23, d) = unsafe {
-                (
-                    _mm256_loadu_si256(a.qs.as_ptr().cast()),
-                    _mm256_loadu_si256(b.qs.as_ptr().cast()),
-                    _mm256_loadu_si256(b.qs.as_ptr().add(32).cast()),
-                    _mm_cvtph_ps(_mm_loadl_epi64(b.d.as_ptr().cast())),
-                )
-            };
-            let y_lo = _mm256_permute2x128_si256::<0x00>(y, y);
-            let y_hi = _mm256_permute2x128_si256::<0x11>(y, y);
-            let dd = _mm256_mul_ps(_mm256_set_m128(d, d), f16_splat(a.d.to_bits()));
-            for (i, (v, spread)) in [(v01, spread01), (v23, spread23)].into_iter().enumerate() {
+    // SAFETY: forwarded contract; the two block types have the same layout (Pod casts).
+    unsafe {
+        gemv_two_rows(
+            bytemuck::cast_slice(groups),
+            act,
+            out,
+            |_, _| (),
+            |v, y_lo, y_hi, _| {
                 let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, low4));
                 let hi =
                     _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4));
-                let sum = _mm256_add_epi32(dot(lo, y_lo), dot(hi, y_hi));
-                let scale = _mm256_permutevar8x32_ps(dd, spread);
-                acc[i] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum), acc[i]);
-            }
-        }
-        // Row r's sum: the low lane of acc[r / 2] for even r, the high lane for odd.
-        for (pair, acc) in acc.into_iter().enumerate() {
-            out[2 * pair] = hsum128(_mm256_castps256_ps128(acc));
-            out[2 * pair + 1] = hsum128(_mm256_extractf128_ps::<1>(acc));
-        }
+                _mm256_add_epi32(dot(lo, y_lo), dot(hi, y_hi))
+            },
+        )
     }
 }
 
 /// Groups of four interleaved dense Q4_0 rows against one column, two rows
-/// per vector.
+/// per vector ([`gemv_two_rows`]).
 ///
-/// The nibbles stay unsigned (0..15, no `- 8` and no sign trick): a 32-byte
-/// load holds rows r and r + 1 (one per 128-bit lane); its low nibbles meet
-/// the activation's first 16 values broadcast to both lanes and its high
-/// nibbles the last 16, in `vpmaddubsw` (pairs at most 2 x 15 x 128). The
-/// `- 8` comes off as `8 x` the same pairs of the activation, once per block
-/// for all four rows, in i16 (at most 2 x 2 x 8 x 128 in magnitude), before
-/// one `vpmaddwd` widens them: lanes 0-3 hold row r's exact sums, 4-7 row
-/// r + 1's. The four scales convert at once and are spread to the lanes by
-/// two permutes. Per block and row about 8 vector ops against the generic
-/// form's 14.
+/// The nibbles stay unsigned (0..15, no `- 8` and no sign trick): the low
+/// nibbles meet the activation's first 16 values and the high nibbles the
+/// last 16 in `vpmaddubsw` (pairs at most 2 x 15 x 128). The `- 8` comes off
+/// as `8 x` the same pairs of the activation, once per block for all four
+/// rows, in i16 (at most 2 x 2 x 8 x 128 in magnitude), before one
+/// `vpmaddwd` widens them. Per block and row about 8 vector ops against the
+/// generic form's 14.
 ///
 /// # Safety
 /// As [`gemv_q8_0sx4_q8_0_4x1`].
@@ -378,45 +403,27 @@ pub unsafe fn gemv_q4_0x4_q8_0_4x1(groups: &[BlockQ4_0x4], act: &[BlockQ8_0], ou
     let ones = _mm256_set1_epi16(1);
     let low4 = _mm256_set1_epi8(0x0F);
     let eights = _mm256_set1_epi8(8);
-    // Lane spreads of the four rows' scales: rows 0, 1 and rows 2, 3.
-    let spread01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    let spread23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
-    for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for (b, a) in group.iter().zip(act) {
-            super::prefetch_ahead(b);
-            // SAFETY (loads): qs is 32 bytes; b.qs 64; b.d four f16 (8 bytes).
-            let (y, v01, v23, d) = unsafe {
-                (
-                    _mm256_loadu_si256(a.qs.as_ptr().cast()),
-                    _mm256_loadu_si256(b.qs.as_ptr().cast()),
-                    _mm256_loadu_si256(b.qs.as_ptr().add(32).cast()),
-                    _mm_cvtph_ps(_mm_loadl_epi64(b.d.as_ptr().cast())),
+    // SAFETY: forwarded contract.
+    unsafe {
+        gemv_two_rows(
+            groups,
+            act,
+            out,
+            |y_lo, y_hi| {
+                _mm256_add_epi16(
+                    _mm256_maddubs_epi16(eights, y_lo),
+                    _mm256_maddubs_epi16(eights, y_hi),
                 )
-            };
-            let y_lo = _mm256_permute2x128_si256::<0x00>(y, y);
-            let y_hi = _mm256_permute2x128_si256::<0x11>(y, y);
-            let corr = _mm256_add_epi16(
-                _mm256_maddubs_epi16(eights, y_lo),
-                _mm256_maddubs_epi16(eights, y_hi),
-            );
-            let dd = _mm256_mul_ps(_mm256_set_m128(d, d), f16_splat(a.d.to_bits()));
-            for (i, (v, spread)) in [(v01, spread01), (v23, spread23)].into_iter().enumerate() {
+            },
+            |v, y_lo, y_hi, corr| {
                 let lo = _mm256_and_si256(v, low4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
                 let p = _mm256_add_epi16(
                     _mm256_maddubs_epi16(lo, y_lo),
                     _mm256_maddubs_epi16(hi, y_hi),
                 );
-                let dot = _mm256_madd_epi16(_mm256_sub_epi16(p, corr), ones);
-                let scale = _mm256_permutevar8x32_ps(dd, spread);
-                acc[i] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[i]);
-            }
-        }
-        // Row r's sum: the low lane of acc[r / 2] for even r, the high lane for odd.
-        for (pair, acc) in acc.into_iter().enumerate() {
-            out[2 * pair] = hsum128(_mm256_castps256_ps128(acc));
-            out[2 * pair + 1] = hsum128(_mm256_extractf128_ps::<1>(acc));
-        }
+                _mm256_madd_epi16(_mm256_sub_epi16(p, *corr), ones)
+            },
+        )
     }
 }
