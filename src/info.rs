@@ -6,7 +6,6 @@ use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::table::{self, Isa};
 use llmkernel_kernels::Format;
 use std::fmt::Write;
-use std::process::Command;
 
 /// The vendored llama.cpp commit (see vendor/llama.cpp/VENDORED.md).
 pub const UPSTREAM_COMMIT: &str = env!("LLMKERNEL_UPSTREAM_COMMIT");
@@ -64,31 +63,10 @@ pub fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-/// llmkernel's own git commit when run from a checkout, with `-dirty` for local changes.
+/// The llmkernel commit the binary was built from, with `-dirty` when it was
+/// built with local changes.
 pub fn llmkernel_commit() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(hash) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{hash}-dirty")
-            } else {
-                hash
-            }
-        }
-        None => "unknown (not run from a git checkout)".into(),
-    }
+    llmkernel_backend::BUILD_COMMIT.to_string()
 }
 
 /// The text `llmkernel info` prints.

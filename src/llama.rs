@@ -30,11 +30,13 @@ unsafe extern "C" fn log_quiet(level: ffi::ggml_log_level, text: *const c_char, 
         SHOWING.load(Ordering::Relaxed)
     } else {
         level >= ffi::GGML_LOG_LEVEL_WARN
-            // The LLMK device says once where it registered or why it did not.
-            || (!text.is_null()
-                && unsafe { std::ffi::CStr::from_ptr(text) }
-                    .to_bytes()
-                    .starts_with(b"llmkernel:"))
+            // The LLMK device says once where it registered or why it did not
+            // (its run summaries are for -v, which prints them itself).
+            || (!text.is_null() && {
+                // SAFETY: ggml passes a NUL-terminated message.
+                let t = unsafe { std::ffi::CStr::from_ptr(text) }.to_bytes();
+                t.starts_with(b"llmkernel:") && !t.starts_with(b"llmkernel: LLMK computed")
+            })
     };
     SHOWING.store(show, Ordering::Relaxed);
     if show && !text.is_null() {

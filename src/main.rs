@@ -14,6 +14,10 @@ use std::process::ExitCode;
     about = "Fast CPU kernels for llama.cpp's compressed models, measured against ggml"
 )]
 struct Cli {
+    /// At the end of each run on the LLMK backend, print what it computed
+    /// (as LLMKERNEL_STATS=1 does for any llama.cpp program with the plugin).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,7 +34,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let outcome = match Cli::parse().command {
+    let cli = Cli::parse();
+    if cli.verbose {
+        // Read by the backend when it first reports; no thread has started yet.
+        std::env::set_var("LLMKERNEL_STATS", "1");
+    }
+    let outcome = match cli.command {
         Command::Info(a) => a.run(),
         Command::Bench(a) => a.run(),
         Command::Perplexity(a) => a.run(),

@@ -51,6 +51,10 @@ pub const BUILT_UPSTREAM_COMMIT: &str = "b11434";
 /// The device's and the registry's name.
 pub const NAME: &CStr = c"LLMK";
 
+/// The llmkernel commit this was built from (`-dirty` when built with local
+/// changes; `unknown` outside a git checkout): see build.rs.
+pub const BUILD_COMMIT: &str = env!("LLMKERNEL_BUILD_COMMIT");
+
 /// `ggml_log_internal(level, format, ...)`.
 pub type LogFn = unsafe extern "C" fn(ffi::ggml_log_level, *const c_char, ...);
 
@@ -283,6 +287,59 @@ impl Stats {
             self.sparse_bytes,
             self.cpu_nodes
         )
+    }
+}
+
+impl Stats {
+    /// The counts from `start` to `self`; the gauges (packed weights held now) as in `self`.
+    pub fn since(&self, start: &Stats) -> Stats {
+        Stats {
+            mul_mat: self.mul_mat - start.mul_mat,
+            mul_mat_id: self.mul_mat_id - start.mul_mat_id,
+            weight_bytes: self.weight_bytes - start.weight_bytes,
+            failed: self.failed - start.failed,
+            sparse_mul_mat: self.sparse_mul_mat - start.sparse_mul_mat,
+            sparse_packed: self.sparse_packed - start.sparse_packed,
+            cpu_nodes: self.cpu_nodes - start.cpu_nodes,
+            ..*self
+        }
+    }
+
+    /// The one-line summary of a run (what [`summary`] prints).
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "LLMK computed {} MUL_MAT and {} MUL_MAT_ID nodes ({:.2} GB of weights read), {} failed",
+            self.mul_mat,
+            self.mul_mat_id,
+            self.weight_bytes as f64 / 1e9,
+            self.failed
+        );
+        if self.sparse_mul_mat > 0 {
+            s += &format!(", {} on 2:4 sparse weights", self.sparse_mul_mat);
+        }
+        if self.cpu_nodes > 0 {
+            s += &format!(", {} nodes of whole graphs on the CPU backend", self.cpu_nodes);
+        }
+        s + &format!(" (llmkernel {BUILD_COMMIT}, {} kernels)", isa())
+    }
+}
+
+/// Whether a run's summary goes to stderr (`LLMKERNEL_STATS=1`, or `-v` of
+/// the llmkernel command line); otherwise it is logged at INFO level, which
+/// llama.cpp's tools show when verbose.
+fn stats_to_stderr() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LLMKERNEL_STATS").is_ok_and(|v| v == "1"))
+}
+
+/// Reports what LLMK computed since `start` (called when a backend is freed:
+/// one line per llama.cpp context).
+pub(crate) fn summary(start: &Stats) {
+    let line = stats().since(start).summary();
+    if stats_to_stderr() {
+        eprintln!("llmkernel: {line}");
+    } else {
+        log(ffi::GGML_LOG_LEVEL_INFO, &line);
     }
 }
 

@@ -295,6 +295,8 @@ pub(crate) struct Context {
     /// The host's CPU backend, for the nodes of a whole graph LLMK does not
     /// take (started on first need: see [`crate::whole_graph`]).
     cpu: std::sync::Mutex<Option<crate::whole_graph::Cpu>>,
+    /// The counters when this backend was made: its run's summary is the difference.
+    start: crate::Stats,
 }
 impl Context {
     pub(crate) fn set_threads(&self, n: usize) {
@@ -327,6 +329,7 @@ unsafe extern "C" fn dev_init_backend(
         // The CPU backend's default; llama.cpp sets its n_threads on both.
         threads: AtomicUsize::new(ffi::GGML_DEFAULT_N_THREADS as usize),
         cpu: std::sync::Mutex::new(None),
+        start: crate::stats(),
     });
     Box::into_raw(Box::new(ffi::ggml_backend {
         guid: &GUID as *const _ as *mut _,
@@ -359,7 +362,9 @@ unsafe extern "C" fn backend_get_name(_: ffi::ggml_backend_t) -> *const c_char {
 unsafe extern "C" fn backend_free(backend: ffi::ggml_backend_t) {
     // SAFETY: made by dev_init_backend; ggml frees a backend once.
     unsafe {
-        drop(Box::from_raw((*backend).context as *mut Context));
+        let ctx = Box::from_raw((*backend).context as *mut Context);
+        crate::summary(&ctx.start);
+        drop(ctx);
         drop(Box::from_raw(backend));
     }
 }
