@@ -9,6 +9,9 @@
 use llmkernel::{backend, ffi};
 
 const K: usize = 512;
+
+/// The backend's counters are per process: tests that read them run one at a time.
+static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const M: usize = 256;
 const N: usize = 3;
 
@@ -102,6 +105,7 @@ impl Drop for Graph {
 
 #[test]
 fn llmk_computes_a_whole_graph_with_the_cpu_backend_for_other_ops() {
+    let _one = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
     let reg = match backend::register_in_process() {
         Ok(r) => r,
         // No SIMD kernels here (LLMKERNEL_ISA=scalar): nothing registers, by design.
@@ -177,4 +181,112 @@ fn concurrent_registration_makes_one_device() {
             .count()
     };
     assert_eq!(llmk, 1);
+}
+
+/// A 2:4 weight's packed copy follows every write through ggml's buffer
+/// interface: set, memset, and a buffer freed and made again (whose memory
+/// the allocator may hand back at the same address). Each result equals the
+/// CPU backend's on the weight's bytes of the moment.
+#[test]
+fn packed_weights_follow_writes_through_the_buffer_interface() {
+    let _one = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let Ok(reg) = backend::register_in_process() else {
+        assert!(llmkernel_backend::usable_isa().is_err());
+        eprintln!("LLMK not registered here (no SIMD kernels): no packed weights");
+        return;
+    };
+    let dev = backend::device().expect("LLMK registered");
+    // A 2:4 weight: two of every four values zero (at positions that move with `seed`).
+    let weight = |seed: u64| -> Vec<u8> {
+        let mut f = rand_vec(M * K, seed);
+        for (i, v) in f.iter_mut().enumerate() {
+            if (i + seed as usize) % 4 < 2 {
+                *v = 0.0;
+            }
+        }
+        let mut q = vec![0u8; M * K / 32 * 34];
+        // SAFETY: q holds M rows of K Q8_0 values.
+        unsafe {
+            ffi::ggml_quantize_chunk(
+                ffi::GGML_TYPE_Q8_0,
+                f.as_ptr(),
+                q.as_mut_ptr().cast(),
+                0,
+                M as i64,
+                K as i64,
+                std::ptr::null(),
+            )
+        };
+        q
+    };
+    // SAFETY: ggml's API on live objects made here; every pointer is freed once.
+    unsafe {
+        let buft = ffi::ggml_backend_dev_buffer_type(dev);
+        let llmk = ffi::ggml_backend_dev_init(dev, std::ptr::null());
+        let cpu = ffi::ggml_backend_cpu_init();
+        let xs = rand_vec(K * 4, 9);
+        // y = W x, W and x in a new LLMK buffer.
+        let make = || {
+            let ctx = ffi::ggml_init(ffi::ggml_init_params {
+                mem_size: 8 * ffi::ggml_tensor_overhead() + ffi::ggml_graph_overhead(),
+                mem_buffer: std::ptr::null_mut(),
+                no_alloc: true,
+            });
+            let w = ffi::ggml_new_tensor_2d(ctx, ffi::GGML_TYPE_Q8_0, K as i64, M as i64);
+            let x = ffi::ggml_new_tensor_2d(ctx, ffi::GGML_TYPE_F32, K as i64, 4);
+            let y = ffi::ggml_mul_mat(ctx, w, x);
+            let graph = ffi::ggml_new_graph(ctx);
+            ffi::ggml_build_forward_expand(graph, y);
+            let buf = ffi::ggml_backend_alloc_ctx_tensors_from_buft(ctx, buft);
+            assert!(!buf.is_null());
+            ffi::ggml_backend_tensor_set(x, xs.as_ptr().cast(), 0, xs.len() * 4);
+            (ctx, buf, w, y, graph)
+        };
+        let set = |w: *mut ffi::ggml_tensor, seed: u64| {
+            let q = weight(seed);
+            ffi::ggml_backend_tensor_set(w, q.as_ptr().cast(), 0, q.len());
+        };
+        let check = |what: &str, graph: *mut ffi::ggml_cgraph, y: *mut ffi::ggml_tensor| {
+            let run = |b: ffi::ggml_backend_t| {
+                assert_eq!(ffi::ggml_backend_graph_compute(b, graph), ffi::GGML_STATUS_SUCCESS);
+                let mut v = vec![0f32; M * 4];
+                ffi::ggml_backend_tensor_get(y, v.as_mut_ptr().cast(), 0, v.len() * 4);
+                v
+            };
+            let before = backend::stats(reg).unwrap();
+            let ours = run(llmk);
+            let after = backend::stats(reg).unwrap();
+            assert_eq!(after.sparse_mul_mat - before.sparse_mul_mat, 1, "{what}: not packed");
+            let theirs = run(cpu);
+            let (mut err, mut sig) = (0f64, 0f64);
+            for (a, b) in ours.iter().zip(&theirs) {
+                err += ((a - b) as f64).powi(2);
+                sig += (*b as f64).powi(2);
+            }
+            assert!(sig > 0.0 && err / sig < 1e-8, "{what}: NMSE {}", err / sig);
+        };
+        let (ctx, buf, w, y, graph) = make();
+        set(w, 1);
+        check("first use", graph, y);
+        set(w, 2);
+        check("after set_tensor", graph, y);
+        // Zero the first half: still 2:4, other values.
+        ffi::ggml_backend_tensor_memset(w, 0, 0, M / 2 * K / 32 * 34);
+        check("after memset_tensor", graph, y);
+        // One block, which the cache's sampled fingerprint does not read.
+        let q = weight(7);
+        ffi::ggml_backend_tensor_set(w, q[34..68].as_ptr().cast(), 34, 34);
+        check("after one block's set_tensor", graph, y);
+        ffi::ggml_backend_buffer_free(buf);
+        ffi::ggml_free(ctx);
+        for seed in 3..6 {
+            let (ctx, buf, w, y, graph) = make();
+            set(w, seed);
+            check("in a new buffer", graph, y);
+            ffi::ggml_backend_buffer_free(buf);
+            ffi::ggml_free(ctx);
+        }
+        ffi::ggml_backend_free(llmk);
+        ffi::ggml_backend_free(cpu);
+    }
 }

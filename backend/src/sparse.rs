@@ -19,10 +19,27 @@
 //! GGUF's layout, where a copy would double them. `LLMKERNEL_REPACK=0` turns
 //! this off.
 //!
-//! Entries are keyed by the weight's address and size and carry a
-//! fingerprint of sampled dense blocks, checked at every use; writes through
-//! our buffer interface (set/memset/copy/clear/free) drop the entries of the
-//! range they touch, so memory that is reused never meets a stale entry.
+//! Entries are keyed by the weight's address and size. Why a packed copy
+//! never outlives the bytes it was made from:
+//! - An entry is made at a weight's first MUL_MAT on LLMK, and only for a
+//!   weight in an LLMK buffer (`supports_op` refuses others).
+//! - ggml changes such bytes only through the buffer interface: set, memset,
+//!   copy, clear and free. Each drops the entries its range overlaps, so
+//!   memory freed and handed out again starts clean
+//!   (`tests/backend_in_process.rs` writes single blocks, half a weight and
+//!   whole new buffers).
+//! - The four-row repacks are made only from read-only file mappings
+//!   (checked in `/proc/self/maps`). Their bytes cannot change: a write
+//!   faults, and released pages are read again from the same file.
+//! - What is left is a program that writes a weight's memory through
+//!   `tensor->data` after multiplying it. ggml allows that for host buffers,
+//!   and LLMK's are host buffers (so that the CPU backend reads the weights
+//!   of declined matmuls in place). llama.cpp writes `tensor->data` directly
+//!   only in its model loader (`read_raw`), before the first graph, when no
+//!   entry exists. Only 2:4 packing of anonymous memory (`--no-mmap`) is
+//!   exposed to such a program. There, a fingerprint of 16 sampled blocks,
+//!   checked at every use, catches writes that touch a sampled block.
+//!   `LLMKERNEL_SPARSE=0` turns packing off for such a program.
 
 use llmkernel_kernels::formats::sparse_x4::{interleave, DenseOf, X4Block, GROUP};
 use llmkernel_kernels::formats::{
