@@ -49,7 +49,9 @@ fn main() {
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         let dir = Path::new(&dir);
         let branch = git(&["symbolic-ref", "-q", "HEAD"]);
-        let files = ["HEAD", "index", "packed-refs"].into_iter().chain(branch.as_deref());
+        let files = ["HEAD", "index", "packed-refs"]
+            .into_iter()
+            .chain(branch.as_deref());
         // A path that does not exist would rerun this script every build.
         for f in files.map(|f| dir.join(f)).filter(|f| f.exists()) {
             println!("cargo:rerun-if-changed={}", f.display());

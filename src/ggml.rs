@@ -18,24 +18,90 @@ pub fn init() {
     });
 }
 
-/// ggml's log callback: warnings and errors (and their continuations) to stderr.
-unsafe extern "C" fn log_warnings(
+/// ggml's (and llama.cpp's) log callback: warnings and errors, and the LLMK
+/// device's lines (where it registered or why not; its run summaries are for
+/// `-v`, which prints them itself), to stderr, or into [`failing`]'s capture
+/// when one runs on this thread.
+pub(crate) unsafe extern "C" fn log_warnings(
     level: ffi::ggml_log_level,
     text: *const std::ffi::c_char,
     _: *mut c_void,
 ) {
     use std::sync::atomic::{AtomicBool, Ordering};
     static SHOWING: AtomicBool = AtomicBool::new(false);
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: ggml passes a NUL-terminated message.
+    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
     let show = if level == ffi::GGML_LOG_LEVEL_CONT {
         SHOWING.load(Ordering::Relaxed)
     } else {
         level >= ffi::GGML_LOG_LEVEL_WARN
+            || (text.starts_with("llmkernel:") && !text.starts_with("llmkernel: LLMK computed"))
     };
     SHOWING.store(show, Ordering::Relaxed);
-    if show && !text.is_null() {
-        // SAFETY: ggml passes a NUL-terminated message.
-        eprint!("{}", unsafe { CStr::from_ptr(text) }.to_string_lossy());
+    if !show {
+        return;
     }
+    let kept = CAPTURED.with_borrow_mut(|c| match c {
+        Some(lines) => {
+            match lines.last_mut() {
+                Some(last) if level == ffi::GGML_LOG_LEVEL_CONT => last.1 += &text,
+                _ => lines.push((level, text.to_string())),
+            }
+            true
+        }
+        None => false,
+    });
+    if !kept {
+        eprint!("{text}");
+    }
+}
+
+thread_local! {
+    /// The log lines [`failing`] keeps back on this thread.
+    static CAPTURED: std::cell::RefCell<Option<Vec<(ffi::ggml_log_level, String)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, a call into ggml or llama.cpp that returns `None` when it fails
+/// (and logs why), with the warnings and errors it logs on this thread kept
+/// back. On success they are printed as usual; on failure the first error,
+/// without its function-name prefix, is returned, so that the caller's error
+/// is one line that says what is wrong.
+pub fn failing<T>(f: impl FnOnce() -> Option<T>) -> std::result::Result<T, Option<String>> {
+    let outer = CAPTURED.with_borrow_mut(|c| c.replace(Vec::new()));
+    let r = f();
+    let lines = CAPTURED
+        .with_borrow_mut(|c| std::mem::replace(c, outer))
+        .unwrap_or_default();
+    match r {
+        Some(v) => {
+            for (_, l) in &lines {
+                eprint!("{l}");
+            }
+            Ok(v)
+        }
+        None => Err(lines
+            .iter()
+            .find(|(level, _)| *level == ffi::GGML_LOG_LEVEL_ERROR)
+            .or(lines.first())
+            .map(|(_, l)| reason(l))),
+    }
+}
+
+/// `func: error loading model: what` → `what`.
+fn reason(line: &str) -> String {
+    let mut s = line.trim();
+    if let Some((head, rest)) = s.split_once(": ") {
+        if head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            s = rest;
+        }
+    }
+    s.strip_prefix("error loading model: ")
+        .unwrap_or(s)
+        .replace('\n', " ")
 }
 
 /// `ggml_version()` of the linked ggml.
@@ -146,37 +212,42 @@ pub fn vec_dot(format: Format, len: usize, x: &[u8], y: &[u8]) -> Result<f32> {
     Ok(s)
 }
 
-/// A GGUF file opened by ggml: its metadata and, when opened with data, its
-/// tensors in a ggml context. Both are freed on drop.
+/// A GGUF file opened by ggml: its metadata, and its tensors in a ggml
+/// context (their data too when opened with data). Both are freed on drop.
 pub struct GgufFile {
     pub gguf: *mut ffi::gguf_context,
-    /// Null unless opened with data.
+    /// The tensors: shapes and types, and with data their bytes.
     pub ctx: *mut ffi::ggml_context,
 }
 
 impl GgufFile {
-    /// Opens `path`; with `data`, reads every tensor into memory too.
+    /// Opens `path`; with `data`, reads every tensor's bytes into memory too.
     pub fn open(path: &std::path::Path, data: bool) -> std::result::Result<GgufFile, String> {
         init();
         let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|e| e.to_string())?;
         let mut ctx: *mut ffi::ggml_context = std::ptr::null_mut();
-        // SAFETY: a NUL-terminated path; ggml writes the context pointer only.
-        let gguf = unsafe {
-            ffi::gguf_init_from_file(
-                p.as_ptr(),
-                ffi::gguf_init_params {
-                    no_alloc: !data,
-                    ctx: if data { &mut ctx } else { std::ptr::null_mut() },
-                },
+        let gguf = failing(|| {
+            // SAFETY: a NUL-terminated path; ggml writes the context pointer only.
+            let g = unsafe {
+                ffi::gguf_init_from_file(
+                    p.as_ptr(),
+                    ffi::gguf_init_params {
+                        no_alloc: !data,
+                        ctx: &mut ctx,
+                    },
+                )
+            };
+            (!g.is_null()).then_some(g)
+        })
+        .map_err(|why| {
+            format!(
+                "{}: {}",
+                path.display(),
+                why.as_deref()
+                    .unwrap_or("not a GGUF file, truncated or unreadable")
             )
-        };
-        if gguf.is_null() {
-            return Err(format!(
-                "{}: not a GGUF file, truncated or unreadable",
-                path.display()
-            ));
-        }
+        })?;
         Ok(GgufFile { gguf, ctx })
     }
 }

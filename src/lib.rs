@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod check;
 pub mod compare;
 pub mod ffi;
 pub mod ggml;

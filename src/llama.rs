@@ -3,7 +3,7 @@
 //! (the CPU backend, and LLMK if registered) take its weights, as in llama.cpp.
 
 use crate::ffi;
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_void, CString};
 use std::path::Path;
 use std::sync::Once;
 
@@ -17,35 +17,10 @@ pub fn init() {
         unsafe {
             ffi::llama_backend_init();
             if std::env::var_os("LLMKERNEL_LLAMA_LOG").is_none_or(|v| v != "1") {
-                ffi::llama_log_set(Some(log_quiet), std::ptr::null_mut());
+                ffi::llama_log_set(Some(crate::ggml::log_warnings), std::ptr::null_mut());
             }
         }
     });
-}
-
-unsafe extern "C" fn log_quiet(level: ffi::ggml_log_level, text: *const c_char, _: *mut c_void) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static SHOWING: AtomicBool = AtomicBool::new(false);
-    let show = if level == ffi::GGML_LOG_LEVEL_CONT {
-        SHOWING.load(Ordering::Relaxed)
-    } else {
-        level >= ffi::GGML_LOG_LEVEL_WARN
-            // The LLMK device says once where it registered or why it did not
-            // (its run summaries are for -v, which prints them itself).
-            || (!text.is_null() && {
-                // SAFETY: ggml passes a NUL-terminated message.
-                let t = unsafe { std::ffi::CStr::from_ptr(text) }.to_bytes();
-                t.starts_with(b"llmkernel:") && !t.starts_with(b"llmkernel: LLMK computed")
-            })
-    };
-    SHOWING.store(show, Ordering::Relaxed);
-    if show && !text.is_null() {
-        // SAFETY: NUL-terminated message.
-        eprint!(
-            "{}",
-            unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy()
-        );
-    }
 }
 
 /// A loaded model.
@@ -60,15 +35,19 @@ impl Model {
     pub fn load(path: &Path) -> Result<Model, String> {
         init();
         let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-        // SAFETY: default params; a NUL-terminated path; null on failure.
-        let ptr = unsafe {
-            let mut p = ffi::llama_model_default_params();
-            p.n_gpu_layers = 0;
-            ffi::llama_model_load_from_file(c.as_ptr(), p)
-        };
-        if ptr.is_null() {
-            return Err(format!("llama.cpp could not load {}", path.display()));
-        }
+        let ptr = crate::ggml::failing(|| {
+            // SAFETY: default params; a NUL-terminated path; null on failure.
+            let ptr = unsafe {
+                let mut p = ffi::llama_model_default_params();
+                p.n_gpu_layers = 0;
+                ffi::llama_model_load_from_file(c.as_ptr(), p)
+            };
+            (!ptr.is_null()).then_some(ptr)
+        })
+        .map_err(|why| {
+            let why = why.unwrap_or_else(|| "see the log above".into());
+            format!("llama.cpp could not load {}: {why}", path.display())
+        })?;
         Ok(Model { ptr })
     }
 

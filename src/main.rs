@@ -26,6 +26,7 @@ struct Cli {
 enum Command {
     Info(cmd::info::Args),
     Bench(cmd::bench::Args),
+    Check(cmd::check::Args),
     Perplexity(cmd::perplexity::Args),
     Compare(cmd::compare::Args),
     Imatrix(cmd::imatrix::Args),
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Info(a) => a.run(),
         Command::Bench(a) => a.run(),
+        Command::Check(a) => a.run(),
         Command::Perplexity(a) => a.run(),
         Command::Compare(a) => a.run(),
         Command::Imatrix(a) => a.run(),

@@ -68,9 +68,9 @@ pub fn quantize(
     });
     let i = CString::new(input.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     let o = CString::new(output.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: default params with plain fields set; NUL-terminated paths; returns 0 on success.
-    let rc = unsafe {
-        let mut p = ffi::llama_model_quantize_default_params();
+    let p = {
+        // SAFETY: plain default parameters.
+        let mut p = unsafe { ffi::llama_model_quantize_default_params() };
         p.ftype = ftype(format)?;
         p.nthread = threads as i32;
         p.allow_requantize = true;
@@ -78,16 +78,17 @@ pub fn quantize(
         if imatrix.is_some() {
             p.imatrix = entries.as_ptr();
         }
-        ffi::llama_model_quantize(i.as_ptr(), o.as_ptr(), &p)
+        p
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "llama_model_quantize failed on {} (see the log above)",
-            input.display()
-        ))
-    }
+    // SAFETY: NUL-terminated paths; parameters whose imatrix (if any) lives
+    // in `entries` past the call; returns 0 on success.
+    crate::ggml::failing(|| {
+        (unsafe { ffi::llama_model_quantize(i.as_ptr(), o.as_ptr(), &p) } == 0).then_some(())
+    })
+    .map_err(|why| {
+        let why = why.unwrap_or_else(|| "see the log above".into());
+        format!("quantizing {} failed: {why}", input.display())
+    })
 }
 
 #[cfg(test)]

@@ -248,7 +248,10 @@ fn packed_weights_follow_writes_through_the_buffer_interface() {
         };
         let check = |what: &str, graph: *mut ffi::ggml_cgraph, y: *mut ffi::ggml_tensor| {
             let run = |b: ffi::ggml_backend_t| {
-                assert_eq!(ffi::ggml_backend_graph_compute(b, graph), ffi::GGML_STATUS_SUCCESS);
+                assert_eq!(
+                    ffi::ggml_backend_graph_compute(b, graph),
+                    ffi::GGML_STATUS_SUCCESS
+                );
                 let mut v = vec![0f32; M * 4];
                 ffi::ggml_backend_tensor_get(y, v.as_mut_ptr().cast(), 0, v.len() * 4);
                 v
@@ -256,7 +259,11 @@ fn packed_weights_follow_writes_through_the_buffer_interface() {
             let before = backend::stats(reg).unwrap();
             let ours = run(llmk);
             let after = backend::stats(reg).unwrap();
-            assert_eq!(after.sparse_mul_mat - before.sparse_mul_mat, 1, "{what}: not packed");
+            assert_eq!(
+                after.sparse_mul_mat - before.sparse_mul_mat,
+                1,
+                "{what}: not packed"
+            );
             let theirs = run(cpu);
             let (mut err, mut sig) = (0f64, 0f64);
             for (a, b) in ours.iter().zip(&theirs) {

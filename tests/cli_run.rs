@@ -34,8 +34,18 @@ fn info_names_the_commit_the_binary_was_built_from() {
     let first = out.lines().next().unwrap();
     let head = git(&["rev-parse", "--short=12", "HEAD"]);
     let dirty = !git(&[
-        "status", "--porcelain", "--untracked-files=no", "--", "Cargo.toml", "Cargo.lock",
-        "build.rs", "src", "kernels", "backend", "plugin", "vendor",
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "src",
+        "kernels",
+        "backend",
+        "plugin",
+        "vendor",
     ])
     .is_empty();
     let want = if dirty { format!("{head}-dirty") } else { head };
@@ -53,14 +63,27 @@ fn verbose_run_reports_what_llmk_computed() {
     let model = dir.join("q4_0.gguf");
     synthetic::write_llama(&model, Format::Q4_0, synthetic::Shape::default(), 7).unwrap();
     let text = dir.join("text.txt");
-    std::fs::write(&text, "the quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .unwrap();
     let run = |verbose: bool| {
         let mut c = llmkernel();
         if verbose {
             c.arg("-v");
         }
         let o = c
-            .args(["perplexity", "--ctx", "64", "--chunks", "1", "-t", "2", "-m"])
+            .args([
+                "perplexity",
+                "--ctx",
+                "64",
+                "--chunks",
+                "1",
+                "-t",
+                "2",
+                "-m",
+            ])
             .arg(&model)
             .arg("-f")
             .arg(&text)

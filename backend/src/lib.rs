@@ -318,7 +318,10 @@ impl Stats {
             s += &format!(", {} on 2:4 sparse weights", self.sparse_mul_mat);
         }
         if self.cpu_nodes > 0 {
-            s += &format!(", {} nodes of whole graphs on the CPU backend", self.cpu_nodes);
+            s += &format!(
+                ", {} nodes of whole graphs on the CPU backend",
+                self.cpu_nodes
+            );
         }
         s + &format!(" (llmkernel {BUILD_COMMIT}, {} kernels)", isa())
     }

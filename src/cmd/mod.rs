@@ -2,6 +2,7 @@
 //! arguments (`Args`) and its `run`; `main.rs` only dispatches.
 
 pub mod bench;
+pub mod check;
 pub mod compare;
 pub mod imatrix;
 pub mod info;

@@ -56,6 +56,7 @@ impl Args {
                 self.pattern
             )));
         }
+        llmkernel::check::refuse_non_finite(&self.input)?;
         let skip = self
             .skip
             .as_deref()
