@@ -4,7 +4,7 @@
 //! and the value.
 //!
 //! The subcommands that read a model run the same scan first and refuse a
-//! model with a non-finite value ([`refuse_non_finite`]), so a broken file
+//! model with a non-finite value ([`preflight`]), so a broken file
 //! is an error that says where, not a perplexity of NaN.
 
 use crate::ffi;
@@ -284,10 +284,13 @@ pub fn scan(path: &Path, stop: bool) -> Result<Report, String> {
     Ok(r)
 }
 
-/// The scan a subcommand runs before it reads a model: the first non-finite
-/// value, or a malformed file, is a one-line error.
-pub fn refuse_non_finite(path: &Path) -> Result<(), String> {
+/// What a subcommand does before it reads a model: the scan, stopping at the
+/// first non-finite value, then llama.cpp's reading of the metadata in a
+/// child process ([`crate::llama::probe`]). A malformed file or a non-finite
+/// value is a one-line error.
+pub fn preflight(path: &Path) -> Result<(), String> {
     let r = scan(path, true)?;
+    crate::llama::probe(path)?;
     match r.findings.iter().find(|f| f.kind == Kind::NonFinite) {
         None => Ok(()),
         Some(f) => Err(format!(

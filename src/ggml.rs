@@ -92,7 +92,7 @@ pub fn failing<T>(f: impl FnOnce() -> Option<T>) -> std::result::Result<T, Optio
 }
 
 /// `func: error loading model: what` → `what`.
-fn reason(line: &str) -> String {
+pub(crate) fn reason(line: &str) -> String {
     let mut s = line.trim();
     if let Some((head, rest)) = s.split_once(": ") {
         if head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -212,6 +212,123 @@ pub fn vec_dot(format: Format, len: usize, x: &[u8], y: &[u8]) -> Result<f32> {
     Ok(s)
 }
 
+/// Walks a GGUF's header, key-value pairs and tensor infos for what ggml
+/// accepts on reading but aborts on when the file is copied or written (by
+/// `prune`, `quantize`): an empty key, and a key or tensor name with a NUL
+/// byte, which ggml's C strings cut short (`GGML_ASSERT(!key.empty())`, or
+/// "duplicate tensor name"). Every length is checked against the file's size
+/// before it is used. Everything else ggml's reader checks itself, with a
+/// message.
+pub fn check_gguf_keys(path: &std::path::Path) -> std::result::Result<(), String> {
+    use std::io::{BufReader, Read, Seek, SeekFrom};
+    struct Walk {
+        r: BufReader<std::fs::File>,
+        at: u64,
+        len: u64,
+    }
+    impl Walk {
+        /// A little-endian integer of `n` <= 8 bytes, if the file holds it.
+        fn int(&mut self, n: u64) -> Option<u64> {
+            let mut b = [0u8; 8];
+            (n <= self.len - self.at).then_some(())?;
+            self.r.read_exact(&mut b[..n as usize]).ok()?;
+            self.at += n;
+            Some(u64::from_le_bytes(b))
+        }
+        /// Skips `n` bytes, if the file holds them.
+        fn skip(&mut self, n: u64) -> bool {
+            let ok = n <= self.len - self.at && self.r.seek(SeekFrom::Current(n as i64)).is_ok();
+            self.at = self.at.saturating_add(n).min(self.len);
+            ok
+        }
+        /// Skips a string: its length, then its bytes.
+        fn string(&mut self) -> bool {
+            self.int(8).is_some_and(|n| self.skip(n))
+        }
+        /// A name: its length, then its bytes (`None` past the end).
+        fn name(&mut self) -> Option<Vec<u8>> {
+            let n = self.int(8)?;
+            (n <= self.len - self.at).then_some(())?;
+            let mut v = vec![0u8; n as usize];
+            self.r.read_exact(&mut v).ok()?;
+            self.at += n;
+            Some(v)
+        }
+    }
+    let scalar = |t: u64| match t {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    };
+    let e = |e: std::io::Error| format!("{}: {e}", path.display());
+    let f = std::fs::File::open(path).map_err(e)?;
+    let len = f.metadata().map_err(e)?.len();
+    let mut w = Walk {
+        r: BufReader::new(f),
+        at: 0,
+        len,
+    };
+    // Magic, version and counts: ggml's reader says what is wrong with them.
+    let (Some(_), Some(_), Some(n_tensors), Some(n_kv)) = (w.int(4), w.int(4), w.int(8), w.int(8))
+    else {
+        return Ok(());
+    };
+    let bad_name = |what: &str, i: u64, name: &[u8]| -> Option<String> {
+        let why = if name.is_empty() {
+            "is empty"
+        } else if name.contains(&0) {
+            "has a NUL byte"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "{}: the {what} of {i} {why} ({:?})",
+            path.display(),
+            String::from_utf8_lossy(name)
+        ))
+    };
+    for i in 0..n_kv {
+        let Some(key) = w.name() else {
+            return Ok(());
+        };
+        if let Some(e) = bad_name("key of key-value pair", i, &key) {
+            return Err(e);
+        }
+        let ok = match w.int(4) {
+            Some(8) => w.string(),
+            Some(9) => match (w.int(4), w.int(8)) {
+                (Some(8), Some(n)) => (0..n).all(|_| w.string()),
+                (Some(t), Some(n)) => scalar(t)
+                    .and_then(|s| n.checked_mul(s))
+                    .is_some_and(|b| w.skip(b)),
+                _ => false,
+            },
+            Some(t) => scalar(t).is_some_and(|s| w.skip(s)),
+            None => false,
+        };
+        if !ok {
+            // Past the end or an unknown type: ggml's reader refuses it.
+            return Ok(());
+        }
+    }
+    for i in 0..n_tensors {
+        let Some(name) = w.name() else {
+            return Ok(());
+        };
+        if let Some(e) = bad_name("name of tensor", i, &name) {
+            return Err(e);
+        }
+        // Dimensions, then the type and the offset.
+        match w.int(4) {
+            Some(n_dims) if n_dims <= 4 && w.skip(8 * n_dims + 12) => {}
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 /// A GGUF file opened by ggml: its metadata, and its tensors in a ggml
 /// context (their data too when opened with data). Both are freed on drop.
 pub struct GgufFile {
@@ -224,6 +341,7 @@ impl GgufFile {
     /// Opens `path`; with `data`, reads every tensor's bytes into memory too.
     pub fn open(path: &std::path::Path, data: bool) -> std::result::Result<GgufFile, String> {
         init();
+        check_gguf_keys(path)?;
         let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|e| e.to_string())?;
         let mut ctx: *mut ffi::ggml_context = std::ptr::null_mut();

@@ -6,6 +6,8 @@ pub mod bench;
 pub mod check;
 pub mod compare;
 pub mod ffi;
+pub mod fuzz;
+mod fuzz_ops;
 pub mod ggml;
 pub mod ggml_mm;
 pub mod imatrix;

@@ -23,6 +23,96 @@ pub fn init() {
     });
 }
 
+/// Reads `path`'s metadata (architecture, hyperparameters, vocabulary, tensor
+/// shapes; no weights) with llama.cpp in a child process. llama.cpp aborts on some malformed
+/// hyperparameters (`GGML_ASSERT` on a block count of 0, an expert count
+/// above its maximum, ...) instead of refusing them; here that abort ends the
+/// child and becomes a one-line error naming the failed check.
+pub fn probe(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::io::Read;
+        use std::os::fd::FromRawFd;
+        unsafe extern "C" {
+            fn fork() -> i32;
+            fn pipe(fds: *mut i32) -> i32;
+            fn dup2(old: i32, new: i32) -> i32;
+            fn close(fd: i32) -> i32;
+            fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+            fn _exit(code: i32) -> !;
+        }
+        init();
+        crate::ggml::check_gguf_keys(path)?;
+        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe writes two descriptors into fds.
+        if unsafe { pipe(fds.as_mut_ptr()) } != 0 {
+            return Ok(()); // no probe possible; the load itself will tell
+        }
+        // SAFETY: the child only loads metadata with llama.cpp, writes to the
+        // pipe and exits without unwinding or running destructors.
+        let pid = unsafe { fork() };
+        if pid == 0 {
+            // SAFETY: in the child: stderr to the pipe, one load without weights, _exit.
+            unsafe {
+                dup2(fds[1], 2);
+                close(fds[0]);
+                let mut p = ffi::llama_model_default_params();
+                p.n_gpu_layers = 0;
+                // Metadata and tensor shapes, no weights read (llama.cpp's
+                // memory-fit pass: no mapping either).
+                p.no_alloc = true;
+                p.load_mode = ffi::LLAMA_LOAD_MODE_NONE;
+                let m = ffi::llama_model_load_from_file(c.as_ptr(), p);
+                _exit(if m.is_null() { 1 } else { 0 })
+            }
+        }
+        // SAFETY: our descriptors; the read end becomes a File closed on drop.
+        let mut out = String::new();
+        unsafe {
+            close(fds[1]);
+            if pid < 0 {
+                close(fds[0]);
+                return Ok(());
+            }
+            let _ = std::fs::File::from_raw_fd(fds[0]).read_to_string(&mut out);
+        }
+        let mut status = 0i32;
+        // SAFETY: waits for the child made above.
+        unsafe { waitpid(pid, &mut status, 0) };
+        let (exited, code, signal) = (status & 0x7f == 0, (status >> 8) & 0xff, status & 0x7f);
+        let line = |pick: &dyn Fn(&&str) -> bool| {
+            out.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .find(pick)
+                .map(str::to_string)
+        };
+        if exited && code == 0 {
+            return Ok(());
+        }
+        if !exited {
+            let why = line(&|l| l.contains("GGML_ASSERT") || l.contains("error"))
+                .unwrap_or_else(|| format!("signal {signal}"));
+            return Err(format!(
+                "{}: llama.cpp aborts reading this file's metadata ({why})",
+                path.display()
+            ));
+        }
+        let why = line(&|l| l.contains("error"))
+            .map_or_else(|| "see above".into(), |l| crate::ggml::reason(&l));
+        Err(format!(
+            "llama.cpp could not load {}: {why}",
+            path.display()
+        ))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
 /// A loaded model.
 pub struct Model {
     ptr: *mut ffi::llama_model,
@@ -34,6 +124,7 @@ impl Model {
     /// Loads `path` (memory-mapped, as llama.cpp does by default).
     pub fn load(path: &Path) -> Result<Model, String> {
         init();
+        crate::ggml::check_gguf_keys(path)?;
         let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
         let ptr = crate::ggml::failing(|| {
             // SAFETY: default params; a NUL-terminated path; null on failure.

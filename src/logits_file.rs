@@ -162,6 +162,24 @@ impl Reader {
                 path.display()
             ));
         }
+        // The whole file's size, from the header, before anything is allocated:
+        // a header promising more than the file holds is refused.
+        let rows = n_ctx - 1 - n_ctx / 2;
+        let want = (n_ctx * n_chunk as usize).checked_mul(4).and_then(|t| {
+            (n_chunk as usize)
+                .checked_mul(rows)?
+                .checked_mul(row_len(n_vocab as usize))?
+                .checked_mul(2)?
+                .checked_add(t + 20)
+        });
+        let len = r.get_ref().metadata().map_err(e)?.len();
+        if want.is_none_or(|w| w as u64 > len) {
+            return Err(format!(
+                "{}: truncated: its header (n_ctx {n_ctx}, n_vocab {n_vocab}, n_chunk {n_chunk}) needs {} bytes, the file has {len}",
+                path.display(),
+                want.map_or("more than 2^64".into(), |w| w.to_string())
+            ));
+        }
         let mut tokens = vec![0i32; n_ctx * n_chunk as usize];
         let mut bytes = vec![0u8; tokens.len() * 4];
         r.read_exact(&mut bytes)

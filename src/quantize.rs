@@ -38,6 +38,7 @@ pub fn quantize(
     if input == output {
         return Err("the output must be another file than the input".into());
     }
+    crate::ggml::check_gguf_keys(input)?;
     if !input.is_file() {
         return Err(format!("{}: no such file", input.display()));
     }

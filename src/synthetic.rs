@@ -58,6 +58,31 @@ impl Rng {
 /// last-bit differences of any two correct kernels, amplified by the 8-bit
 /// activation rounding of later layers, flip a few percent of them.)
 pub fn write_llama(path: &Path, format: Format, shape: Shape, seed: u64) -> Result<(), String> {
+    write(path, format, shape, None, seed)
+}
+
+/// A llama model as [`write_llama`] writes, of one layer of width 32 and 64
+/// tokens without a tokenizer (`tokenizer.ggml.model = none`): a few
+/// kilobytes, which `quantize`, `prune` and `check` read (the fuzzers' seed).
+pub fn write_tiny(path: &Path, format: Format, seed: u64) -> Result<(), String> {
+    let shape = Shape {
+        n_embd: 32,
+        n_ff: 64,
+        n_layer: 1,
+        n_head: 2,
+        n_head_kv: 1,
+    };
+    write(path, format, shape, Some(64), seed)
+}
+
+/// With `n_vocab`, no tokenizer (and that many tokens); else the vendored one.
+fn write(
+    path: &Path,
+    format: Format,
+    shape: Shape,
+    n_vocab: Option<usize>,
+    seed: u64,
+) -> Result<(), String> {
     crate::ggml::init();
     let vocab = CString::new(vocab_path().to_string_lossy().as_bytes()).unwrap();
     let head_dim = shape.n_embd / shape.n_head;
@@ -66,27 +91,36 @@ pub fn write_llama(path: &Path, format: Format, shape: Shape, seed: u64) -> Resu
     // SAFETY: gguf/ggml calls on contexts created and freed here; every tensor
     // is created with the size its data is written with.
     unsafe {
-        let src = ffi::gguf_init_from_file(
-            vocab.as_ptr(),
-            ffi::gguf_init_params {
-                no_alloc: true,
-                ctx: std::ptr::null_mut(),
-            },
-        );
-        if src.is_null() {
-            return Err(format!("cannot read {}", vocab_path().display()));
-        }
-        let n_vocab = {
-            let key = ffi::gguf_find_key(src, c"tokenizer.ggml.tokens".as_ptr());
-            if key < 0 {
-                ffi::gguf_free(src);
-                return Err("the vocab GGUF has no tokenizer.ggml.tokens".into());
-            }
-            ffi::gguf_get_arr_n(src, key)
-        };
         let g = ffi::gguf_init_empty();
-        ffi::gguf_set_kv(g, src);
-        ffi::gguf_free(src);
+        let n_vocab = match n_vocab {
+            Some(n) => {
+                ffi::gguf_set_val_str(g, c"tokenizer.ggml.model".as_ptr(), c"none".as_ptr());
+                n
+            }
+            None => {
+                let src = ffi::gguf_init_from_file(
+                    vocab.as_ptr(),
+                    ffi::gguf_init_params {
+                        no_alloc: true,
+                        ctx: std::ptr::null_mut(),
+                    },
+                );
+                if src.is_null() {
+                    ffi::gguf_free(g);
+                    return Err(format!("cannot read {}", vocab_path().display()));
+                }
+                let key = ffi::gguf_find_key(src, c"tokenizer.ggml.tokens".as_ptr());
+                if key < 0 {
+                    ffi::gguf_free(src);
+                    ffi::gguf_free(g);
+                    return Err("the vocab GGUF has no tokenizer.ggml.tokens".into());
+                }
+                let n = ffi::gguf_get_arr_n(src, key);
+                ffi::gguf_set_kv(g, src);
+                ffi::gguf_free(src);
+                n
+            }
+        };
         let set_u32 = |k: &str, v: usize| {
             let k = CString::new(k).unwrap();
             ffi::gguf_set_val_u32(g, k.as_ptr(), v as u32);

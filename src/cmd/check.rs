@@ -17,6 +17,7 @@ pub struct Args {
 impl Args {
     pub fn run(self) -> Outcome {
         let r = check::scan(&self.model, false)?;
+        llmkernel::llama::probe(&self.model)?;
         for f in &r.findings {
             println!("{f}");
         }

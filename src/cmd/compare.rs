@@ -66,7 +66,7 @@ fn parse_prune_variant(s: &str) -> Result<(Method, bool), String> {
 
 impl Args {
     pub fn run(self) -> Outcome {
-        llmkernel::check::refuse_non_finite(&self.model)?;
+        llmkernel::check::preflight(&self.model)?;
         let reconstruct_text = self.calib.clone();
         let calibration = match (self.calib, self.calib_imatrix) {
             (_, Some(p)) => Some(Calibration::Imatrix(p)),

@@ -28,7 +28,7 @@ pub struct Args {
 
 impl Args {
     pub fn run(self) -> Outcome {
-        llmkernel::check::refuse_non_finite(&self.model)?;
+        llmkernel::check::preflight(&self.model)?;
         let t = threads_or_all(self.threads);
         let n = llmkernel::imatrix::collect_to_file(
             &self.model,

@@ -49,7 +49,7 @@ pub struct Args {
 impl Args {
     pub fn run(self) -> Outcome {
         for m in std::iter::once(&self.model).chain(&self.teacher) {
-            llmkernel::check::refuse_non_finite(m)?;
+            llmkernel::check::preflight(m)?;
         }
         let opts = perplexity::Options {
             model: self.model,

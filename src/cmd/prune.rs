@@ -56,7 +56,7 @@ impl Args {
                 self.pattern
             )));
         }
-        llmkernel::check::refuse_non_finite(&self.input)?;
+        llmkernel::check::preflight(&self.input)?;
         let skip = self
             .skip
             .as_deref()

@@ -28,7 +28,7 @@ pub struct Args {
 
 impl Args {
     pub fn run(self) -> Outcome {
-        llmkernel::check::refuse_non_finite(&self.input)?;
+        llmkernel::check::preflight(&self.input)?;
         let t = threads_or_all(self.threads);
         llmkernel::quantize::quantize(
             &self.input,
