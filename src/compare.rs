@@ -167,6 +167,7 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         decode: o.decode,
         save_logits: None,
         kl_base: None,
+        teacher_is_exact: false,
     };
     eprintln!("compare: base {}", o.base.display());
     let base = perplexity::run(&ppl_opts(&o.base, None))?;

@@ -36,6 +36,9 @@ pub struct Options {
     pub threads: usize,
     pub kernels: Kernels,
     pub teacher: Option<PathBuf>,
+    /// The teacher is the model's exact reference (`--reference exact`):
+    /// its run is labelled `exact`.
+    pub teacher_is_exact: bool,
     pub progress: bool,
     /// After scoring, time this many single-token evaluations (text generation
     /// speed, as llama-bench's tg) per kernel set; 0 skips it.
@@ -311,10 +314,19 @@ fn open_kl_base(o: &Options, text: &mut Text) -> Result<Option<logits_file::Read
     Ok(Some(r))
 }
 
+/// The label of the teacher's run.
+fn teacher_label(o: &Options) -> &'static str {
+    if o.teacher_is_exact {
+        "exact"
+    } else {
+        "teacher"
+    }
+}
+
 /// One context per model: the teacher first, then ggml's, then ours.
 fn instances<'m>(o: &Options, models: &'m Models) -> Result<Vec<Instance<'m>>, String> {
     let runs = [
-        (&models.teacher, "teacher", false),
+        (&models.teacher, teacher_label(o), false),
         (&models.ggml, "ggml", false),
         (&models.ours, "llmkernel", true),
     ];
@@ -433,7 +445,7 @@ fn add_divergences(
 /// Times `o.decode` single-token evaluations on every run but the teacher
 /// (text generation speed), after one warm-up token as llama-bench does.
 fn time_decode(o: &Options, instances: &mut [Instance], first_token: i32) -> Result<(), String> {
-    for inst in instances.iter_mut().filter(|i| i.score.label != "teacher") {
+    for inst in instances.iter_mut().filter(|i| i.score.label != teacher_label(o)) {
         inst.ctx.clear();
         let mut t = first_token;
         inst.ctx.eval_from(&[t], 0)?;
@@ -496,7 +508,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         None => Vec::new(),
     };
     // Whose logits --save-logits writes: the first run that is not the teacher.
-    let saving = instances.iter().position(|i| i.score.label != "teacher");
+    let saving = instances.iter().position(|i| i.score.label != teacher_label(o));
 
     let bar = progress_bar(o, chunks * instances.len());
     for c in 0..chunks {

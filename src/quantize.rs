@@ -121,3 +121,62 @@ mod tests {
         assert!(super::ftype(Format::Q4_0S).unwrap_err().contains("prune"));
     }
 }
+
+/// The exact reference of a quantized model: every tensor dequantized to F32
+/// (ggml's dequantizers, through `llama_model_quantize` to F32), so that a run
+/// of it multiplies the same weights in F32 without quantizing any
+/// activation. Made once per model file in `dir` (named by the model's name,
+/// size and modification time) and reused.
+pub fn exact_reference(model: &Path, dir: &Path, threads: usize) -> Result<std::path::PathBuf, String> {
+    let meta = std::fs::metadata(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let stamp = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let stem = model.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let out = dir.join(format!("{stem}-{}-{stamp}.exact-f32.gguf", meta.len()));
+    if out.is_file() {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let partial = out.with_extension("partial");
+    llama::init();
+    let i = CString::new(model.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let o = CString::new(partial.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: plain default parameters.
+    let mut p = unsafe { ffi::llama_model_quantize_default_params() };
+    p.ftype = ffi::LLAMA_FTYPE_ALL_F32;
+    p.nthread = threads as i32;
+    p.allow_requantize = true;
+    p.pure_ = true;
+    // SAFETY: NUL-terminated paths, parameters without pointers; 0 on success.
+    crate::ggml::failing(|| (unsafe { ffi::llama_model_quantize(i.as_ptr(), o.as_ptr(), &p) } == 0).then_some(()))
+        .map_err(|why| {
+            let why = why.unwrap_or_else(|| "see the log above".into());
+            format!("dequantizing {} to F32 failed: {why}", model.display())
+        })?;
+    // Every tensor must now be F32: a quantized one left would not be exact.
+    let g = crate::ggml::GgufFile::open(&partial, false)?;
+    // SAFETY: gguf accessors on a live context, ids in range.
+    let left: Vec<String> = (0..unsafe { ffi::gguf_get_n_tensors(g.gguf) })
+        .filter(|&id| unsafe { ffi::gguf_get_tensor_type(g.gguf, id) } != ffi::GGML_TYPE_F32)
+        .map(|id| {
+            unsafe { std::ffi::CStr::from_ptr(ffi::gguf_get_tensor_name(g.gguf, id)) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    drop(g);
+    if !left.is_empty() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(format!(
+            "the exact reference of {} keeps {} tensors unconverted ({}...)",
+            model.display(),
+            left.len(),
+            left[0]
+        ));
+    }
+    std::fs::rename(&partial, &out).map_err(|e| e.to_string())?;
+    Ok(out)
+}

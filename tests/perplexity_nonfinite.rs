@@ -61,6 +61,7 @@ fn non_finite_logits_are_an_error_that_says_where() {
         decode: 0,
         save_logits: None,
         kl_base: None,
+        teacher_is_exact: false,
     };
     // The same model before the poison scores a finite perplexity.
     let ok = perplexity::run(&opts(&model)).unwrap();

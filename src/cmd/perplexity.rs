@@ -1,6 +1,6 @@
 //! `llmkernel perplexity`.
 
-use super::{parse_threads, progress, threads_or_all, Outcome};
+use super::{parse_threads, progress, threads_or_all, Failure, Outcome};
 use llmkernel::perplexity::{self, Kernels};
 use std::path::PathBuf;
 
@@ -30,6 +30,12 @@ pub struct Args {
     /// KL-divergence of each run's token distribution from the teacher's.
     #[arg(long)]
     teacher: Option<PathBuf>,
+    /// `exact`: the teacher is this model's exact reference, every weight
+    /// dequantized to F32 and multiplied in F32 with no activation quantized
+    /// (made once into $LLMKERNEL_CACHE/exact, default ~/.cache/llmkernel/exact). Each
+    /// kernel set's KL-divergence from it is its own rounding error.
+    #[arg(long, value_parser = ["exact"])]
+    reference: Option<String>,
     /// Also time this many single-token evaluations per kernel set (text generation speed).
     #[arg(long, default_value_t = 0)]
     decode: usize,
@@ -51,18 +57,34 @@ impl Args {
         for m in std::iter::once(&self.model).chain(&self.teacher) {
             llmkernel::check::preflight(m)?;
         }
+        let threads = threads_or_all(self.threads);
+        let teacher_is_exact = self.reference.is_some();
+        let teacher = match (self.reference, self.teacher) {
+            (Some(_), Some(_)) => {
+                return Err(Failure::Usage("give --reference exact or --teacher, not both".into()))
+            }
+            (Some(_), None) => {
+                let cache = std::env::var_os("LLMKERNEL_CACHE")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/llmkernel")))
+                    .ok_or_else(|| "no LLMKERNEL_CACHE or HOME for the exact reference".to_string())?;
+                Some(llmkernel::quantize::exact_reference(&self.model, &cache.join("exact"), threads)?)
+            }
+            (None, t) => t,
+        };
         let opts = perplexity::Options {
             model: self.model,
             text: self.file,
             ctx: self.ctx,
             chunks: self.chunks,
-            threads: threads_or_all(self.threads),
+            threads,
             kernels: self.kernels,
-            teacher: self.teacher,
+            teacher,
             progress: progress(),
             decode: self.decode,
             save_logits: self.save_logits,
             kl_base: self.kl_base,
+            teacher_is_exact,
         };
         let r = perplexity::run(&opts)?;
         if self.json {
