@@ -2,7 +2,10 @@
 # `llmkernel perplexity --kernels ggml` must agree with the vendored
 # llama-perplexity within 0.1 % on the same model, text, context and chunks
 # (a smoke test: SmolLM2-135M requantized to Q4_0, a few chunks of the
-# Wikipedia text). Then the same model with llmkernel's kernels, for the log.
+# Wikipedia text). Then both kernel sets against the model's exact reference
+# (`--reference exact`: weights dequantized to F32, no activation quantized):
+# llmkernel's KL-divergence from it may be at most 1.05x ggml's, plus twice
+# the combined error of the two means (docs/QUALITY.md has the full runs).
 # Then the model pruned 2:4 (`llmkernel prune`, Q8_0): stock llama-perplexity
 # without and with the plugin (which runs the pruned matrices packed, with its
 # sparse kernels) must agree within 0.25 % over 16 chunks (0.15 % measured
@@ -39,7 +42,15 @@ ours=$(target/release/llmkernel perplexity -m "$model" -f "$text" --ctx "$CTX" -
   --kernels ggml -t "$T" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["scores"][0]["ppl"])')
 echo "llama-perplexity: PPL $ref; llmkernel perplexity --kernels ggml: PPL $ours"
 within "$ref" "$ours" 1e-3
-target/release/llmkernel perplexity -m "$model" -f "$text" --ctx "$CTX" --chunks "$CHUNKS" --kernels both -t "$T"
+target/release/llmkernel perplexity -m "$model" -f "$text" --ctx "$CTX" --chunks "$CHUNKS" --kernels both \
+  --reference exact -t "$T" --json | python3 -c '
+import json, sys
+d = {x["of"]: x for x in json.load(sys.stdin)["divergences"] if x["base"] == "exact"}
+(g, ge), (o, oe) = [(d[k]["kld_mean"], d[k]["kld_mean_err"]) for k in ("ggml", "llmkernel")]
+bound = 1.05 * g + 2 * (ge * ge + oe * oe) ** 0.5
+print(f"KLD from the exact reference: ggml {g:.6f} ± {ge:.6f}, llmkernel {o:.6f} ± {oe:.6f},"
+      f" ratio {o / g:.4f} (bound {bound:.6f})")
+sys.exit(0 if o <= bound else 1)'
 
 pruned=$CACHE/smollm2-135m-instruct-q8_0-2_4-magnitude.gguf
 [ -f "$pruned" ] || target/release/llmkernel prune "$model" "$pruned" --format q8_0 >/dev/null

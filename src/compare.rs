@@ -27,6 +27,9 @@ pub struct Options {
     pub calibration: Option<prune::Calibration>,
     /// Calibration text for reconstruction (run through the base).
     pub reconstruct_text: Option<PathBuf>,
+    /// Also measure both kernel sets of every variant against the variant's
+    /// exact reference (`perplexity --reference exact`).
+    pub exact: bool,
 }
 
 /// One line of the table.
@@ -47,6 +50,9 @@ pub struct Row {
     pub tg: (Option<f64>, Option<f64>),
     pub llmk_matmuls: u64,
     pub chunks: usize,
+    /// Mean KLD (and error) of ggml's and of llmkernel's run from the
+    /// variant's exact reference, with `--exact`.
+    pub exact: Option<((f64, f64), (f64, f64))>,
 }
 
 fn row(name: &str, file: &Path, r: &Report, base_ppl: f64) -> Row {
@@ -73,7 +79,39 @@ fn row(name: &str, file: &Path, r: &Report, base_ppl: f64) -> Row {
         tg: (g.decode_tokens_per_s, l.decode_tokens_per_s),
         llmk_matmuls: l.llmk_matmuls.unwrap_or(0),
         chunks: r.chunks,
+        exact: None,
     }
+}
+
+/// Each kernel set's mean KLD (and error) from `model`'s exact reference.
+fn exact_klds(o: &Options, model: &Path) -> Result<((f64, f64), (f64, f64)), String> {
+    let reference = quantize::exact_reference(model, &o.out_dir.join("exact"), o.threads)?;
+    eprintln!("compare: measuring {} against its exact reference", model.display());
+    let r = perplexity::run(&perplexity::Options {
+        model: model.into(),
+        text: o.text.clone(),
+        ctx: o.ctx,
+        chunks: o.chunks,
+        threads: o.threads,
+        kernels: Kernels::Both,
+        teacher: Some(reference),
+        progress: o.progress,
+        decode: 0,
+        save_logits: None,
+        kl_base: None,
+        teacher_is_exact: true,
+    })?;
+    let of = |k: &str| {
+        r.divergences
+            .iter()
+            .find(|d| d.of == k && d.base == "exact")
+            .map(|d| {
+                let s = d.stats();
+                (s.mean, s.mean_err)
+            })
+            .ok_or_else(|| format!("no KLD of {k} from the exact reference"))
+    };
+    Ok((of("ggml")?, of("llmkernel")?))
 }
 
 /// What a derived file was made from and how: the inputs' paths, sizes and
@@ -179,6 +217,13 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         .ppl()
         .0;
     let mut rows = vec![row("base", &o.base, &base, base_ppl)];
+    let with_exact = |mut r: Row| -> Result<Row, String> {
+        if o.exact {
+            r.exact = Some(exact_klds(o, &r.file)?);
+        }
+        Ok(r)
+    };
+    rows[0] = with_exact(rows[0].clone())?;
     for &f in &o.formats {
         let path = o.out_dir.join(format!(
             "{stem}-{}{}.gguf",
@@ -195,7 +240,7 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         })?;
         eprintln!("compare: measuring {}", path.display());
         let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
-        rows.push(row(f.name(), &path, &r, base_ppl));
+        rows.push(with_exact(row(f.name(), &path, &r, base_ppl))?);
     }
     for &(method, rec, format) in &o.pruned {
         let fname = format!("{format:?}").to_lowercase();
@@ -239,7 +284,7 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         })?;
         eprintln!("compare: measuring {}", path.display());
         let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
-        rows.push(row(&format!("{fname} 2:4 {variant}"), &path, &r, base_ppl));
+        rows.push(with_exact(row(&format!("{fname} 2:4 {variant}"), &path, &r, base_ppl))?);
     }
     Ok(rows)
 }
@@ -307,6 +352,20 @@ pub fn markdown(rows: &[Row], o: &Options) -> String {
             ratio(r.tg.0, r.tg.1),
         );
     }
+    if rows.iter().any(|r| r.exact.is_some()) {
+        s += "\nEach kernel set against the variant's exact reference (its weights dequantized to F32, \
+              multiplied in F32, no activation quantized): the error the kernels add.\n\n";
+        s += "| variant | KLD of ggml from exact | KLD of llmkernel from exact | llmkernel / ggml |\n|---|---|---|---|\n";
+        for r in rows {
+            if let Some(((g, ge), (l, le))) = r.exact {
+                s += &format!(
+                    "| {} | {g:.6} ± {ge:.6} | {l:.6} ± {le:.6} | {:.3} |\n",
+                    r.name,
+                    l / g
+                );
+            }
+        }
+    }
     s.replace("pp{ctx}", &format!("pp{}", o.ctx))
 }
 
@@ -320,6 +379,8 @@ pub fn json(rows: &[Row]) -> String {
                 "kld_mean": r.kld.map(|k| k.0), "kld_mean_err": r.kld.map(|k| k.1),
                 "same_top1": r.same_top1, "pp_ggml": r.pp.0, "pp_llmkernel": r.pp.1,
                 "tg_ggml": r.tg.0, "tg_llmkernel": r.tg.1, "llmk_matmuls": r.llmk_matmuls,
+                "kld_exact_ggml": r.exact.map(|e| e.0 .0), "kld_exact_ggml_err": r.exact.map(|e| e.0 .1),
+                "kld_exact_llmkernel": r.exact.map(|e| e.1 .0), "kld_exact_llmkernel_err": r.exact.map(|e| e.1 .1),
             })
         })
         .collect();

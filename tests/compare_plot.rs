@@ -20,6 +20,7 @@ fn row(name: &str, mib: f64, kld: Option<f64>, tg: f64) -> Row {
         tg: (Some(40.0), Some(tg)),
         llmk_matmuls: 100,
         chunks: 4,
+        exact: None,
     }
 }
 
@@ -57,9 +58,19 @@ fn picture_and_table() {
         pruned: vec![],
         calibration: None,
         reconstruct_text: None,
+        exact: false,
     };
     let md = compare::markdown(&rows, &o);
     assert_eq!(md.lines().filter(|l| l.starts_with("| q")).count(), 3);
     assert!(md.contains("1.55×"), "tg ratio of q2_k missing:\n{md}");
+    assert!(!md.contains("exact reference"));
+    // With --exact: a second table, one line a variant, with the ratio.
+    let mut rows = rows;
+    rows[1].exact = Some(((0.004, 0.0001), (0.0042, 0.0001)));
+    let md = compare::markdown(&rows, &o);
+    assert!(
+        md.contains("| q4_k | 0.004000 ± 0.000100 | 0.004200 ± 0.000100 | 1.050 |"),
+        "{md}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -31,6 +31,10 @@ pub struct Args {
     /// Every matrix in the format (`quantize --pure`).
     #[arg(long)]
     pure: bool,
+    /// Also measure both kernel sets of every variant against the variant's exact
+    /// reference (weights dequantized to F32, no activation quantized; made in OUT/exact).
+    #[arg(long)]
+    exact: bool,
     /// Threads (default: all hardware threads).
     #[arg(short = 't', long, value_parser = parse_threads)]
     threads: Option<usize>,
@@ -98,6 +102,7 @@ impl Args {
             pruned,
             calibration,
             reconstruct_text,
+            exact: self.exact,
         };
         let rows = compare::run(&o)?;
         let md = compare::markdown(&rows, &o);
