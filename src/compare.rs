@@ -83,24 +83,38 @@ fn row(name: &str, file: &Path, r: &Report, base_ppl: f64) -> Row {
     }
 }
 
-/// Each kernel set's mean KLD (and error) from `model`'s exact reference.
-fn exact_klds(o: &Options, model: &Path) -> Result<((f64, f64), (f64, f64)), String> {
-    let reference = quantize::exact_reference(model, &o.out_dir.join("exact"), o.threads)?;
-    eprintln!("compare: measuring {} against its exact reference", model.display());
-    let r = perplexity::run(&perplexity::Options {
+/// Both kernel sets on `model` as `o` asks, measured against `teacher`
+/// (the model's exact reference with `exact`; then no decode timing).
+fn ppl_options(
+    o: &Options,
+    model: &Path,
+    teacher: Option<&Path>,
+    exact: bool,
+) -> perplexity::Options {
+    perplexity::Options {
         model: model.into(),
         text: o.text.clone(),
         ctx: o.ctx,
         chunks: o.chunks,
         threads: o.threads,
         kernels: Kernels::Both,
-        teacher: Some(reference),
+        teacher: teacher.map(Into::into),
         progress: o.progress,
-        decode: 0,
+        decode: if exact { 0 } else { o.decode },
         save_logits: None,
         kl_base: None,
-        teacher_is_exact: true,
-    })?;
+        teacher_is_exact: exact,
+    }
+}
+
+/// Each kernel set's mean KLD (and error) from `model`'s exact reference.
+fn exact_klds(o: &Options, model: &Path) -> Result<((f64, f64), (f64, f64)), String> {
+    let reference = quantize::exact_reference(model, &o.out_dir.join("exact"), o.threads)?;
+    eprintln!(
+        "compare: measuring {} against its exact reference",
+        model.display()
+    );
+    let r = perplexity::run(&ppl_options(o, model, Some(&reference), true))?;
     let of = |k: &str| {
         r.divergences
             .iter()
@@ -193,20 +207,7 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         .and_then(|s| s.to_str())
         .unwrap_or("model")
         .to_string();
-    let ppl_opts = |model: &Path, teacher: Option<&Path>| perplexity::Options {
-        model: model.into(),
-        text: o.text.clone(),
-        ctx: o.ctx,
-        chunks: o.chunks,
-        threads: o.threads,
-        kernels: Kernels::Both,
-        teacher: teacher.map(Into::into),
-        progress: o.progress,
-        decode: o.decode,
-        save_logits: None,
-        kl_base: None,
-        teacher_is_exact: false,
-    };
+    let ppl_opts = |model: &Path, teacher: Option<&Path>| ppl_options(o, model, teacher, false);
     eprintln!("compare: base {}", o.base.display());
     let base = perplexity::run(&ppl_opts(&o.base, None))?;
     let base_ppl = base
@@ -284,7 +285,12 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         })?;
         eprintln!("compare: measuring {}", path.display());
         let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
-        rows.push(with_exact(row(&format!("{fname} 2:4 {variant}"), &path, &r, base_ppl))?);
+        rows.push(with_exact(row(
+            &format!("{fname} 2:4 {variant}"),
+            &path,
+            &r,
+            base_ppl,
+        ))?);
     }
     Ok(rows)
 }

@@ -89,23 +89,11 @@ pub fn run(data: &[u8]) {
             w3 as i64,
         );
         let row = ffi::ggml_row_size(wtype, k as i64);
-        let w = if view_w && extra > 0 {
-            // m rows of each matrix, starting `extra` rows in: gaps between matrices.
-            ffi::ggml_view_4d(
-                ctx,
-                ws,
-                k as i64,
-                m as i64,
-                w2 as i64,
-                w3 as i64,
-                row,
-                (*ws).nb[2],
-                (*ws).nb[3],
-                extra * row,
-            )
-        } else if extra == 0 {
+        let w = if extra == 0 {
             ws
         } else {
+            // m rows of each matrix, from the first row or `extra` rows in
+            // (then with gaps between matrices).
             ffi::ggml_view_4d(
                 ctx,
                 ws,
@@ -116,7 +104,7 @@ pub fn run(data: &[u8]) {
                 row,
                 (*ws).nb[2],
                 (*ws).nb[3],
-                0,
+                if view_w { extra * row } else { 0 },
             )
         };
         let (x2, x3) = ((w2 * b2) as i64, (w3 * b3) as i64);

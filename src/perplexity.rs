@@ -445,7 +445,10 @@ fn add_divergences(
 /// Times `o.decode` single-token evaluations on every run but the teacher
 /// (text generation speed), after one warm-up token as llama-bench does.
 fn time_decode(o: &Options, instances: &mut [Instance], first_token: i32) -> Result<(), String> {
-    for inst in instances.iter_mut().filter(|i| i.score.label != teacher_label(o)) {
+    for inst in instances
+        .iter_mut()
+        .filter(|i| i.score.label != teacher_label(o))
+    {
         inst.ctx.clear();
         let mut t = first_token;
         inst.ctx.eval_from(&[t], 0)?;
@@ -508,7 +511,9 @@ pub fn run(o: &Options) -> Result<Report, String> {
         None => Vec::new(),
     };
     // Whose logits --save-logits writes: the first run that is not the teacher.
-    let saving = instances.iter().position(|i| i.score.label != teacher_label(o));
+    let saving = instances
+        .iter()
+        .position(|i| i.score.label != teacher_label(o));
 
     let bar = progress_bar(o, chunks * instances.len());
     for c in 0..chunks {

@@ -127,14 +127,20 @@ mod tests {
 /// of it multiplies the same weights in F32 without quantizing any
 /// activation. Made once per model file in `dir` (named by the model's name,
 /// size and modification time) and reused.
-pub fn exact_reference(model: &Path, dir: &Path, threads: usize) -> Result<std::path::PathBuf, String> {
+pub fn exact_reference(
+    model: &Path,
+    dir: &Path,
+    threads: usize,
+) -> Result<std::path::PathBuf, String> {
     let meta = std::fs::metadata(model).map_err(|e| format!("{}: {e}", model.display()))?;
     let stamp = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    let stem = model.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let stem = model
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
     let out = dir.join(format!("{stem}-{}-{stamp}.exact-f32.gguf", meta.len()));
     if out.is_file() {
         return Ok(out);
@@ -151,11 +157,13 @@ pub fn exact_reference(model: &Path, dir: &Path, threads: usize) -> Result<std::
     p.allow_requantize = true;
     p.pure_ = true;
     // SAFETY: NUL-terminated paths, parameters without pointers; 0 on success.
-    crate::ggml::failing(|| (unsafe { ffi::llama_model_quantize(i.as_ptr(), o.as_ptr(), &p) } == 0).then_some(()))
-        .map_err(|why| {
-            let why = why.unwrap_or_else(|| "see the log above".into());
-            format!("dequantizing {} to F32 failed: {why}", model.display())
-        })?;
+    crate::ggml::failing(|| {
+        (unsafe { ffi::llama_model_quantize(i.as_ptr(), o.as_ptr(), &p) } == 0).then_some(())
+    })
+    .map_err(|why| {
+        let why = why.unwrap_or_else(|| "see the log above".into());
+        format!("dequantizing {} to F32 failed: {why}", model.display())
+    })?;
     // Every tensor must now be F32: a quantized one left would not be exact.
     let g = crate::ggml::GgufFile::open(&partial, false)?;
     // SAFETY: gguf accessors on a live context, ids in range.

@@ -61,14 +61,24 @@ impl Args {
         let teacher_is_exact = self.reference.is_some();
         let teacher = match (self.reference, self.teacher) {
             (Some(_), Some(_)) => {
-                return Err(Failure::Usage("give --reference exact or --teacher, not both".into()))
+                return Err(Failure::Usage(
+                    "give --reference exact or --teacher, not both".into(),
+                ))
             }
             (Some(_), None) => {
                 let cache = std::env::var_os("LLMKERNEL_CACHE")
                     .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/llmkernel")))
-                    .ok_or_else(|| "no LLMKERNEL_CACHE or HOME for the exact reference".to_string())?;
-                Some(llmkernel::quantize::exact_reference(&self.model, &cache.join("exact"), threads)?)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/llmkernel"))
+                    })
+                    .ok_or_else(|| {
+                        "no LLMKERNEL_CACHE or HOME for the exact reference".to_string()
+                    })?;
+                Some(llmkernel::quantize::exact_reference(
+                    &self.model,
+                    &cache.join("exact"),
+                    threads,
+                )?)
             }
             (None, t) => t,
         };
