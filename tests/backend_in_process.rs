@@ -297,3 +297,56 @@ fn packed_weights_follow_writes_through_the_buffer_interface() {
         ffi::ggml_backend_free(cpu);
     }
 }
+
+/// An LLMK buffer refuses to copy a tensor into a smaller one (ggml then
+/// takes its own path, which checks the sizes), and the smaller tensor and
+/// the bytes after it are left as they were.
+#[test]
+fn cpy_tensor_refuses_a_smaller_destination() {
+    if backend::register_in_process().is_err() {
+        assert!(llmkernel_backend::usable_isa().is_err());
+        eprintln!("LLMK not registered here (no SIMD kernels): no LLMK buffers");
+        return;
+    }
+    let dev = backend::device().expect("LLMK registered");
+    // SAFETY: ggml's API on objects made here; the buffer's own cpy_tensor
+    // is called with live tensors of live buffers; every pointer is freed once.
+    unsafe {
+        let ctx = ffi::ggml_init(ffi::ggml_init_params {
+            mem_size: 4 * ffi::ggml_tensor_overhead(),
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        });
+        let src = ffi::ggml_new_tensor_1d(ctx, ffi::GGML_TYPE_F32, 256);
+        let dst = ffi::ggml_new_tensor_1d(ctx, ffi::GGML_TYPE_F32, 64);
+        let after = ffi::ggml_new_tensor_1d(ctx, ffi::GGML_TYPE_F32, 256);
+        let buf = ffi::ggml_backend_alloc_ctx_tensors_from_buft(
+            ctx,
+            ffi::ggml_backend_dev_buffer_type(dev),
+        );
+        assert!(!buf.is_null());
+        let ones = vec![1f32; 256];
+        let twos = vec![2f32; 256];
+        ffi::ggml_backend_tensor_set(src, ones.as_ptr().cast(), 0, 256 * 4);
+        ffi::ggml_backend_tensor_set(dst, twos.as_ptr().cast(), 0, 64 * 4);
+        ffi::ggml_backend_tensor_set(after, twos.as_ptr().cast(), 0, 256 * 4);
+        let copy = (*buf).iface.cpy_tensor.expect("LLMK buffers copy");
+        assert!(
+            !copy(buf, src, dst),
+            "a copy of 1 KiB into 256 bytes was accepted"
+        );
+        let mut v = vec![0f32; 64 + 256];
+        ffi::ggml_backend_tensor_get(dst, v.as_mut_ptr().cast(), 0, 64 * 4);
+        ffi::ggml_backend_tensor_get(after, v[64..].as_mut_ptr().cast(), 0, 256 * 4);
+        assert!(
+            v.iter().all(|&x| x == 2.0),
+            "the destination or its neighbour changed"
+        );
+        // Same sizes: copied.
+        assert!(copy(buf, src, after));
+        ffi::ggml_backend_tensor_get(after, v[64..].as_mut_ptr().cast(), 0, 256 * 4);
+        assert!(v[64..].iter().all(|&x| x == 1.0));
+        ffi::ggml_backend_buffer_free(buf);
+        ffi::ggml_free(ctx);
+    }
+}
