@@ -24,6 +24,8 @@ LLMKERNEL_PLUGIN=$PWD/target/release/libllmkernel.so \
   echo "Every llmkernel subcommand must exit non-zero with that one \`error:\` line."
   echo "Stock llama-bench must exit the same way with the plugin as without it."
   echo "llama-bench reads no weight values, so it runs the NaN and Inf files; the plugin computes them without crashing."
+  echo "On block-count-0, stock llama-bench aborts in llama.cpp's own hyperparameter check, with the plugin or without it."
+  echo "llmkernel lets llama.cpp read each file's metadata in a child process first, so it refuses that file with an error instead."
   echo
   cat "$tmp"
 } > "$doc"

@@ -382,12 +382,13 @@ fn every_subcommand_refuses_malformed_ggufs_in_one_line() {
             }
             let last = |o: &Outcome| Outcome {
                 code: o.code,
-                // llama-bench logs a lot; its last line says why it stopped.
+                // llama-bench logs a lot: the failed assertion, if any, else
+                // its last line, says why it stopped.
                 stderr: o
                     .stderr
                     .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
+                    .find(|l| l.contains("GGML_ASSERT"))
+                    .or_else(|| o.stderr.lines().rev().find(|l| !l.trim().is_empty()))
                     .unwrap_or("")
                     .into(),
             };
