@@ -210,12 +210,13 @@ pub fn scan(path: &Path, stop: bool) -> Result<Report, String> {
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let scan = scan_of(t);
-        // Whole blocks per read; floats by 4 MiB.
+        // Whole blocks or values per read, about 4 MiB at a time.
         let unit = match scan {
             Scan::Blocks(b, _) => b,
             // SAFETY: a type ggml accepted.
             Scan::Ggml => unsafe { ffi::ggml_row_size(t, ffi::ggml_blck_size(t)) },
-            _ => 4,
+            Scan::F32 => 4,
+            Scan::F16 | Scan::Bf16 => 2,
         };
         let chunk_len = (4 << 20) / unit * unit;
         let mut buf = vec![0u8; chunk_len];
