@@ -1,12 +1,14 @@
 //! The command line as a user meets it, run as a subprocess: what it says
 //! about itself (the commit it was built from) and about a run (`-v`).
 
+mod common;
+
 use llmkernel::synthetic;
 use llmkernel_kernels::Format;
 use std::process::Command;
 
 fn llmkernel() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_llmkernel"))
+    common::llmkernel_command()
 }
 
 fn git(args: &[&str]) -> String {

@@ -13,6 +13,8 @@
 //! stock llama-bench is run on each file without and with the plugin too:
 //! the plugin must not turn a clean refusal into a crash, nor add one.
 
+mod common;
+
 use llmkernel::synthetic;
 use llmkernel_kernels::Format;
 use std::path::Path;
@@ -336,7 +338,7 @@ fn every_subcommand_refuses_malformed_ggufs_in_one_line() {
         std::fs::write(&path, bytes).unwrap();
         let mut row = format!("| {name} | {what} |");
         for (sub, args) in subcommands(&path, &text, &dir.join(name)) {
-            let o = run(Command::new(env!("CARGO_BIN_EXE_llmkernel")).args(&args));
+            let o = run(common::llmkernel_command().args(&args));
             let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
             let ok = matches!(o.code, Some(c) if c != 0)
                 && lines.len() == 1
@@ -416,7 +418,7 @@ fn check_names_each_bad_value() {
     synthetic::write_llama(&path, Format::Q4_0, synthetic::Shape::default(), 12).unwrap();
     let good = std::fs::read(&path).unwrap();
     let check = |p: &Path| {
-        let o = Command::new(env!("CARGO_BIN_EXE_llmkernel"))
+        let o = common::llmkernel_command()
             .arg("check")
             .arg(p)
             .output()

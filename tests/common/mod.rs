@@ -50,3 +50,33 @@ pub fn random_activations(r: &mut StdRng, n: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// The built `llmkernel` binary as a command this host runs: directly, or,
+/// for an aarch64 build whose tests run under qemu-user (which cannot start
+/// another aarch64 program without binfmt_misc), through `qemu-aarch64 -L
+/// $LLMKERNEL_QEMU_LD_PREFIX` (default /usr/aarch64-linux-gnu, as
+/// .cargo/config.toml's runner). Panics if neither runs.
+pub fn llmkernel_command() -> std::process::Command {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_llmkernel");
+    let runs = |c: &mut Command| {
+        c.arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs(&mut Command::new(bin)) {
+        return Command::new(bin);
+    }
+    let prefix = std::env::var("LLMKERNEL_QEMU_LD_PREFIX")
+        .unwrap_or_else(|_| "/usr/aarch64-linux-gnu".into());
+    let qemu = || {
+        let mut c = Command::new("qemu-aarch64");
+        c.arg("-L").arg(&prefix).arg(bin);
+        c
+    };
+    assert!(
+        cfg!(target_arch = "aarch64") && runs(&mut qemu()),
+        "{bin} runs neither directly nor through qemu-aarch64 -L {prefix}"
+    );
+    qemu()
+}
