@@ -305,6 +305,20 @@ impl Stats {
         }
     }
 
+    /// `self` with the counts of `more` added; the gauges as in `more`.
+    pub fn plus(&self, more: &Stats) -> Stats {
+        Stats {
+            mul_mat: self.mul_mat + more.mul_mat,
+            mul_mat_id: self.mul_mat_id + more.mul_mat_id,
+            weight_bytes: self.weight_bytes + more.weight_bytes,
+            failed: self.failed + more.failed,
+            sparse_mul_mat: self.sparse_mul_mat + more.sparse_mul_mat,
+            sparse_packed: self.sparse_packed + more.sparse_packed,
+            cpu_nodes: self.cpu_nodes + more.cpu_nodes,
+            ..*more
+        }
+    }
+
     /// The one-line summary of a run (what [`summary`] prints).
     pub fn summary(&self) -> String {
         let mut s = format!(
@@ -335,10 +349,15 @@ fn stats_to_stderr() -> bool {
     *ON.get_or_init(|| std::env::var("LLMKERNEL_STATS").is_ok_and(|v| v == "1"))
 }
 
-/// Reports what LLMK computed since `start` (called when a backend is freed:
-/// one line per llama.cpp context).
-pub(crate) fn summary(start: &Stats) {
-    let line = stats().since(start).summary();
+/// Reports what one backend computed (called when it is freed: one line per
+/// llama.cpp context).
+pub(crate) fn summary(own: &Stats) {
+    let line = Stats {
+        sparse_tensors: SPARSE_TENSORS.load(Ordering::Relaxed),
+        sparse_bytes: SPARSE_BYTES.load(Ordering::Relaxed),
+        ..*own
+    }
+    .summary();
     if stats_to_stderr() {
         eprintln!("llmkernel: {line}");
     } else {

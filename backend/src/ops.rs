@@ -295,8 +295,11 @@ pub(crate) struct Context {
     /// The host's CPU backend, for the nodes of a whole graph LLMK does not
     /// take (started on first need: see [`crate::whole_graph`]).
     cpu: std::sync::Mutex<Option<crate::whole_graph::Cpu>>,
-    /// The counters when this backend was made: its run's summary is the difference.
-    start: crate::Stats,
+    /// What this backend computed: the change of the process's counters over
+    /// each of its graphs. Two contexts computing at the same time (threads of
+    /// one host) would each count the other's nodes too; llama.cpp's tools
+    /// compute one context at a time.
+    own: std::sync::Mutex<crate::Stats>,
 }
 impl Context {
     pub(crate) fn set_threads(&self, n: usize) {
@@ -329,7 +332,7 @@ unsafe extern "C" fn dev_init_backend(
         // The CPU backend's default; llama.cpp sets its n_threads on both.
         threads: AtomicUsize::new(ffi::GGML_DEFAULT_N_THREADS as usize),
         cpu: std::sync::Mutex::new(None),
-        start: crate::stats(),
+        own: std::sync::Mutex::new(crate::Stats::default()),
     });
     Box::into_raw(Box::new(ffi::ggml_backend {
         guid: &GUID as *const _ as *mut _,
@@ -363,7 +366,7 @@ unsafe extern "C" fn backend_free(backend: ffi::ggml_backend_t) {
     // SAFETY: made by dev_init_backend; ggml frees a backend once.
     unsafe {
         let ctx = Box::from_raw((*backend).context as *mut Context);
-        crate::summary(&ctx.start);
+        crate::summary(&ctx.own.lock().unwrap_or_else(|e| e.into_inner()));
         drop(ctx);
         drop(Box::from_raw(backend));
     }
@@ -377,6 +380,19 @@ unsafe extern "C" fn backend_graph_compute(
     let Some(ctx) = (unsafe { context(backend) }) else {
         return ffi::GGML_STATUS_FAILED;
     };
+    let before = crate::stats();
+    // SAFETY: forwarded (a live graph).
+    let status = unsafe { graph_compute(ctx, graph) };
+    let mut own = ctx.own.lock().unwrap_or_else(|e| e.into_inner());
+    *own = own.plus(&crate::stats().since(&before));
+    drop(own);
+    crate::write_stats_file();
+    status
+}
+
+/// # Safety
+/// `graph` is a live graph.
+unsafe fn graph_compute(ctx: &Context, graph: *mut ffi::ggml_cgraph) -> ffi::ggml_status {
     // One runner for the whole graph (every matmul of it uses the same threads).
     let par = crate::team::runner(ctx.threads());
     let h = crate::host();
@@ -407,13 +423,11 @@ unsafe extern "C" fn backend_graph_compute(
             return failed(i, node, &e);
         }
     }
-    let status = match run_on_cpu(ctx, &mut run) {
+    match run_on_cpu(ctx, &mut run) {
         Ok(()) => ffi::GGML_STATUS_SUCCESS,
         // SAFETY: n > 0 when the run was not empty.
         Err(e) => failed(n - 1, unsafe { (h.graph_node)(graph, n - 1) }, &e),
-    };
-    crate::write_stats_file();
-    status
+    }
 }
 
 /// The ops every backend takes as no-ops: views of their source's data.
