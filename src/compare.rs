@@ -393,18 +393,22 @@ pub fn json(rows: &[Row]) -> String {
     serde_json::to_string_pretty(&v).unwrap()
 }
 
-/// Draws size against KLD into `svg` and `png`.
-pub fn plot(rows: &[Row], title: &str, svg: &Path, png: &Path) -> Result<(), String> {
-    use plotters::prelude::*;
+/// Registers the font the bitmap backend draws text with (no system fonts needed).
+pub fn register_font() {
     static FONT: std::sync::Once = std::sync::Once::new();
-    // The bitmap backend draws text with this font (no system fonts needed).
     FONT.call_once(|| {
         let _ = plotters::style::register_font(
             "sans-serif",
-            FontStyle::Normal,
+            plotters::style::FontStyle::Normal,
             epaint_default_fonts::UBUNTU_LIGHT,
         );
     });
+}
+
+/// Draws size against KLD into `svg` and `png`.
+pub fn plot(rows: &[Row], title: &str, svg: &Path, png: &Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    register_font();
     let pts: Vec<&Row> = rows.iter().filter(|r| r.kld.is_some()).collect();
     if pts.is_empty() {
         return Err("no variant to plot".into());

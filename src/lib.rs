@@ -15,6 +15,7 @@ pub mod info;
 pub mod llama;
 pub mod logits_file;
 pub mod perplexity;
+pub mod profile;
 pub mod prune;
 pub mod quantize;
 pub mod reconstruct;

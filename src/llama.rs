@@ -202,6 +202,12 @@ impl Model {
         }
     }
 
+    /// The context length the model was trained for (0 if it does not say).
+    pub fn n_ctx_train(&self) -> usize {
+        // SAFETY: a live model.
+        unsafe { ffi::llama_model_n_ctx_train(self.ptr).max(0) as usize }
+    }
+
     pub fn n_vocab(&self) -> usize {
         // SAFETY: a live model.
         unsafe { ffi::llama_vocab_n_tokens(ffi::llama_model_get_vocab(self.ptr)) as usize }
@@ -317,6 +323,12 @@ impl Context<'_> {
     /// returns the logits of every one of them (`tokens.len()` rows of n_vocab).
     pub fn eval(&mut self, tokens: &[i32]) -> Result<Vec<f32>, String> {
         self.eval_from(tokens, 0)
+    }
+
+    /// [`Context::eval`] with logits for the last token only (as llama-bench
+    /// evaluates a prompt).
+    pub fn eval_last(&mut self, tokens: &[i32]) -> Result<Vec<f32>, String> {
+        self.eval_from(tokens, tokens.len().saturating_sub(1))
     }
 
     /// [`Context::eval`], returning logits only for `tokens[from..]` (llama.cpp

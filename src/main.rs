@@ -30,6 +30,7 @@ enum Command {
     Perplexity(cmd::perplexity::Args),
     Compare(cmd::compare::Args),
     Imatrix(cmd::imatrix::Args),
+    Profile(cmd::profile::Args),
     Prune(cmd::prune::Args),
     Quantize(cmd::quantize::Args),
 }
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => a.run(),
         Command::Compare(a) => a.run(),
         Command::Imatrix(a) => a.run(),
+        Command::Profile(a) => a.run(),
         Command::Prune(a) => a.run(),
         Command::Quantize(a) => a.run(),
     };

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod imatrix;
 pub mod info;
 pub mod perplexity;
+pub mod profile;
 pub mod prune;
 pub mod quantize;
 
