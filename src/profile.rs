@@ -83,6 +83,9 @@ struct Recorder {
     phases: Vec<Phase>,
     start: Option<Instant>,
     llmk_before: u64,
+    /// The layer of the node timed before (unnamed nodes, as the attention's,
+    /// belong to the layer of the node before them).
+    last_layer: Option<u32>,
 }
 
 fn llmk_matmuls() -> u64 {
@@ -111,12 +114,15 @@ unsafe extern "C" fn callback(t: *mut ffi::ggml_tensor, ask: bool, user: *mut c_
             t.op as i32,
         )
     };
-    let phase = &mut r.phases[p];
-    let i = match phase.index.get(&key) {
+    let i = match r.phases[p].index.get(&key) {
         Some(&i) => i,
         None => {
             // SAFETY: as above.
-            let info = unsafe { node_info(&*t) };
+            let mut info = unsafe { node_info(&*t) };
+            if info.layer.is_none() && info.weight.is_none() {
+                info.layer = r.last_layer;
+            }
+            let phase = &mut r.phases[p];
             let i = match phase
                 .infos
                 .iter()
@@ -133,10 +139,13 @@ unsafe extern "C" fn callback(t: *mut ffi::ggml_tensor, ask: bool, user: *mut c_
             i
         }
     };
+    let phase = &mut r.phases[p];
+    let layer = phase.infos[i].layer;
     let a = &mut phase.aggs[i];
     a.ns += ns;
     a.count += 1;
     a.llmk += llmk as u64;
+    r.last_layer = layer;
     true
 }
 
@@ -353,6 +362,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
                 phases: vec![Phase::default(), Phase::default()],
                 start: None,
                 llmk_before: 0,
+                last_layer: None,
             }))
         })
         .collect();
@@ -367,7 +377,9 @@ pub fn run(o: &Options) -> Result<Report, String> {
         )?);
     }
     let set = |rec: &Mutex<Recorder>, on: Option<usize>| {
-        rec.lock().unwrap_or_else(|e| e.into_inner()).on = on;
+        let mut r = rec.lock().unwrap_or_else(|e| e.into_inner());
+        r.on = on;
+        r.last_layer = None;
     };
     // One evaluation of the phases; with `profiled`, recorded.
     let mut once = |i: usize, profiled: bool, record: bool| -> Result<(), String> {

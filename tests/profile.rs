@@ -115,6 +115,16 @@ fn every_weight_matmul_is_counted_once_and_llmk_counts_match_its_counters() {
                 nodes > 0.0 && nodes <= wall,
                 "{kernels} {phase}: nodes {nodes} wall {wall}"
             );
+            let layers: Vec<Value> = p["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["layer"].clone())
+                .collect();
+            assert!(
+                layers.contains(&Value::from(0)) && layers.contains(&Value::from(1)),
+                "{layers:?}"
+            );
             let classes: f64 = p["classes"]
                 .as_array()
                 .unwrap()
