@@ -623,11 +623,18 @@ pub fn panel_kernels() -> Vec<PanelKernel> {
         },
     ]);
     #[cfg(target_arch = "aarch64")]
-    v.push(PanelKernel {
-        name: "gemm_i8_q8x32_8x32_dotprod",
-        isa: Isa::Dotprod,
-        f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32,
-    });
+    v.extend([
+        PanelKernel {
+            name: "gemm_i8_q8x32_8x32_dotprod",
+            isa: Isa::Dotprod,
+            f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32,
+        },
+        PanelKernel {
+            name: "gemm_i8_q8x32_8x32_i8mm",
+            isa: Isa::I8mm,
+            f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32_i8mm,
+        },
+    ]);
     v
 }
 

@@ -50,6 +50,27 @@ pub(crate) trait TilePrims {
     /// # Safety
     /// The ISA's features.
     unsafe fn dot<const U: bool>(acc: Self::I, a: Self::A, w: Self::W) -> Self::I;
+    /// `is[r][v]` plus, for rows `r` = 0, 1 (codes at `w[r]`) and column
+    /// vectors `v < V`, the exact dot products over `Q` groups of four values
+    /// of K: group `q`'s codes at `w[r] + 4 q`, its activations at
+    /// `a + q * 4 * COLS + v * 4 * LANES`. The default takes one group at a
+    /// time with [`TilePrims::dot`]; an ISA with a matrix instruction (i8mm)
+    /// takes two.
+    ///
+    /// # Safety
+    /// The ISA's features; `4 * Q` readable bytes at each `w[r]`, and the
+    /// activations above readable.
+    #[inline(always)]
+    unsafe fn sub_dots<const Q: usize, const V: usize, const U: bool>(
+        is: &mut [[Self::I; V]; 2],
+        w: [*const u8; 2],
+        a: *const u8,
+    ) where
+        Self: Sized,
+    {
+        // SAFETY: forwarded contract.
+        unsafe { dots_by_four::<Self, Q, V, U>(is, w, a) }
+    }
     /// # Safety
     /// The ISA's features; `LANES` readable i32 at `p`.
     unsafe fn load_s(p: *const i32) -> Self::S;
@@ -139,24 +160,14 @@ unsafe fn pass<
             let mut sb = [[T::zero_f(); V]; 2];
             for g in b * G..(b + 1) * G {
                 let mut is = [[T::zero_i(); V]; 2];
-                for kq in g * Q..(g + 1) * Q {
-                    // (Loops, not closures: a closure would not be compiled for the ISA.)
-                    let at = |v: usize| acodes.add(kq * 4 * COLS + (c0 + v) * 4 * lanes);
-                    let mut a = [T::load_a(at(0)); V];
-                    for (v, a) in a.iter_mut().enumerate().skip(1) {
-                        *a = T::load_a(at(v));
-                    }
-                    for (r, is) in is.iter_mut().enumerate() {
-                        let w = codes
-                            .add((r0 + r) * k + 4 * kq)
-                            .cast::<i32>()
-                            .read_unaligned();
-                        let w = T::splat_w::<U>(w);
-                        for v in 0..V {
-                            is[v] = T::dot::<U>(is[v], a[v], w);
-                        }
-                    }
-                }
+                T::sub_dots::<Q, V, U>(
+                    &mut is,
+                    [
+                        codes.add(r0 * k + 4 * g * Q).cast(),
+                        codes.add((r0 + 1) * k + 4 * g * Q).cast(),
+                    ],
+                    acodes.add(g * Q * 4 * COLS + c0 * 4 * lanes),
+                );
                 for (r, sb) in sb.iter_mut().enumerate() {
                     let scale = *t.scale.get_unchecked((r0 + r) * nsub + g);
                     for v in 0..V {
@@ -199,6 +210,35 @@ unsafe fn pass<
                     out.as_mut_ptr().add((r0 + r) * COLS + (c0 + v) * lanes),
                     acc[r][v],
                 );
+            }
+        }
+    }
+}
+
+/// [`TilePrims::sub_dots`] one group of four values at a time, with [`TilePrims::dot`].
+///
+/// # Safety
+/// As [`TilePrims::sub_dots`].
+#[inline(always)]
+pub(crate) unsafe fn dots_by_four<T: TilePrims, const Q: usize, const V: usize, const U: bool>(
+    is: &mut [[T::I; V]; 2],
+    w: [*const u8; 2],
+    a: *const u8,
+) {
+    for q in 0..Q {
+        // (Loops, not closures: a closure would not be compiled for the ISA.)
+        // SAFETY: forwarded contract.
+        unsafe {
+            let at = |v: usize| a.add(q * 4 * COLS + v * 4 * T::LANES);
+            let mut av = [T::load_a(at(0)); V];
+            for (v, av) in av.iter_mut().enumerate().skip(1) {
+                *av = T::load_a(at(v));
+            }
+            for (r, is) in is.iter_mut().enumerate() {
+                let wr = T::splat_w::<U>(w[r].add(4 * q).cast::<i32>().read_unaligned());
+                for v in 0..V {
+                    is[v] = T::dot::<U>(is[v], av[v], wr);
+                }
             }
         }
     }

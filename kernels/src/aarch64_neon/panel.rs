@@ -12,10 +12,18 @@
 //! add), exact. The float steps are [`crate::panel::gemm_i8_q8x32_8x32`]'s,
 //! fused multiply-adds in its order, so the two agree bit for bit.
 //!
+//! With i8mm, [`gemm_i8_q8x32_8x32_i8mm`] takes eight values of K at a time:
+//! the two rows' eight codes make one `smmla` operand, and two columns' eight
+//! activations the other (one `zip1`/`zip2` of the columns' two four-value
+//! groups, as the panel stores them); each `smmla` adds a 2 x 2 block of
+//! exact sums, which two `zip`s of 64-bit lanes turn back into the two rows'
+//! column vectors before the same float steps. Half the multiply
+//! instructions of the dotprod tile, for two `zip`s per two columns.
+//!
 //! Checked here under qemu for correctness only; its speed against the
 //! dotprod row kernels is for an ARM board to measure.
 
-use super::sdot16;
+use super::{sdot16, smmla};
 use crate::panel::{Tile, COLS, ROWS};
 use crate::tile_pass::TilePrims;
 use std::arch::aarch64::*;
@@ -26,6 +34,16 @@ use std::arch::aarch64::*;
 pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
     // SAFETY: forwarded contract; each arm is for the tile's shape.
     unsafe { panel_tile_by_shape!(tile, t, out) }
+}
+
+/// The tile with i8mm (`smmla`, eight values of K at a time).
+///
+/// # Safety
+/// The CPU must have NEON, dotprod and i8mm; `t` built by [`Tile::new`].
+#[target_feature(enable = "neon,dotprod,i8mm")]
+pub unsafe fn gemm_i8_q8x32_8x32_i8mm(t: &Tile, out: &mut [f32; ROWS * COLS]) {
+    // SAFETY: forwarded contract; each arm is for the tile's shape.
+    unsafe { panel_tile_by_shape!(tile_mm, t, out) }
 }
 
 /// Passes of 2 rows x 4 vectors of 4 columns: `Q` groups of four values per
@@ -39,13 +57,27 @@ unsafe fn tile<const Q: usize, const G: usize, const P: usize>(
     out: &mut [f32; ROWS * COLS],
 ) {
     // SAFETY: forwarded contract.
-    unsafe { crate::tile_pass::tile::<Dotprod, Q, G, P, 4, false>(t, out) }
+    unsafe { crate::tile_pass::tile::<Neon<false>, Q, G, P, 4, false>(t, out) }
 }
 
-/// NEON + dotprod.
-enum Dotprod {}
+/// [`tile`] with `smmla` (every shape's `Q` is even).
+///
+/// # Safety
+/// As [`gemm_i8_q8x32_8x32_i8mm`], whose features it is compiled with.
+#[inline(always)]
+unsafe fn tile_mm<const Q: usize, const G: usize, const P: usize>(
+    t: &Tile,
+    out: &mut [f32; ROWS * COLS],
+) {
+    const { assert!(Q % 2 == 0) };
+    // SAFETY: forwarded contract.
+    unsafe { crate::tile_pass::tile::<Neon<true>, Q, G, P, 4, false>(t, out) }
+}
 
-impl TilePrims for Dotprod {
+/// NEON + dotprod, and with `MM` i8mm.
+enum Neon<const MM: bool> {}
+
+impl<const MM: bool> TilePrims for Neon<MM> {
     const LANES: usize = 4;
     type I = int32x4_t;
     type F = float32x4_t;
@@ -77,6 +109,40 @@ impl TilePrims for Dotprod {
     unsafe fn dot<const U: bool>(acc: int32x4_t, a: int8x16_t, w: int8x16_t) -> int32x4_t {
         // SAFETY: the caller's features (dotprod).
         unsafe { sdot16(acc, a, w) }
+    }
+    #[inline(always)]
+    unsafe fn sub_dots<const Q: usize, const V: usize, const U: bool>(
+        is: &mut [[int32x4_t; V]; 2],
+        w: [*const u8; 2],
+        a: *const u8,
+    ) {
+        if !MM {
+            // SAFETY: forwarded contract.
+            return unsafe { crate::tile_pass::dots_by_four::<Self, Q, V, U>(is, w, a) };
+        }
+        // SAFETY: the caller's features include i8mm (MM is only
+        // instantiated by gemm_i8_q8x32_8x32_i8mm); reads as the contract says.
+        unsafe {
+            // Per column vector, the 2 x 2 sums of columns (0, 1) and (2, 3).
+            let mut mm = [[vdupq_n_s32(0); 2]; V];
+            for q in (0..Q).step_by(2) {
+                let wv = vcombine_s8(
+                    vld1_s8(w[0].add(4 * q).cast()),
+                    vld1_s8(w[1].add(4 * q).cast()),
+                );
+                for (v, mm) in mm.iter_mut().enumerate() {
+                    let lo = vreinterpretq_s32_s8(Self::load_a(a.add(q * 4 * COLS + v * 16)));
+                    let hi = vreinterpretq_s32_s8(Self::load_a(a.add((q + 1) * 4 * COLS + v * 16)));
+                    mm[0] = smmla(mm[0], wv, vreinterpretq_s8_s32(vzip1q_s32(lo, hi)));
+                    mm[1] = smmla(mm[1], wv, vreinterpretq_s8_s32(vzip2q_s32(lo, hi)));
+                }
+            }
+            for (v, mm) in mm.iter().enumerate() {
+                let (p01, p23) = (vreinterpretq_s64_s32(mm[0]), vreinterpretq_s64_s32(mm[1]));
+                is[0][v] = vaddq_s32(is[0][v], vreinterpretq_s32_s64(vzip1q_s64(p01, p23)));
+                is[1][v] = vaddq_s32(is[1][v], vreinterpretq_s32_s64(vzip2q_s64(p01, p23)));
+            }
+        }
     }
     #[inline(always)]
     unsafe fn load_s(p: *const i32) -> int16x8_t {
