@@ -123,6 +123,12 @@ unsafe impl Send for Model {}
 impl Model {
     /// Loads `path` (memory-mapped, as llama.cpp does by default).
     pub fn load(path: &Path) -> Result<Model, String> {
+        Model::load_mapped(path, true)
+    }
+
+    /// Loads `path`, memory-mapped or (`mmap` false) read into allocated
+    /// buffers, as llama-bench's `-mmp 1` / `-mmp 0`.
+    pub fn load_mapped(path: &Path, mmap: bool) -> Result<Model, String> {
         init();
         crate::ggml::check_gguf_keys(path)?;
         let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
@@ -131,6 +137,9 @@ impl Model {
             let ptr = unsafe {
                 let mut p = ffi::llama_model_default_params();
                 p.n_gpu_layers = 0;
+                if !mmap {
+                    p.load_mode = ffi::LLAMA_LOAD_MODE_NONE;
+                }
                 ffi::llama_model_load_from_file(c.as_ptr(), p)
             };
             (!ptr.is_null()).then_some(ptr)

@@ -36,6 +36,8 @@ pub struct Options {
     pub threads: usize,
     /// Repetitions of each phase, plain and profiled, after one warm-up.
     pub reps: usize,
+    /// Memory-map the model (llama.cpp's default), or read it into buffers.
+    pub mmap: bool,
     pub progress: bool,
 }
 
@@ -308,11 +310,11 @@ pub fn run(o: &Options) -> Result<Report, String> {
         return Err("-r must be at least 1".into());
     }
     let ggml = matches!(o.kernels, Kernels::Ggml | Kernels::Both)
-        .then(|| backend::without_llmk(|| llama::Model::load(&o.model)))
+        .then(|| backend::without_llmk(|| llama::Model::load_mapped(&o.model, o.mmap)))
         .transpose()?;
     let ours = if matches!(o.kernels, Kernels::Llmkernel | Kernels::Both) {
         backend::register_in_process()?;
-        Some(llama::Model::load(&o.model)?)
+        Some(llama::Model::load_mapped(&o.model, o.mmap)?)
     } else {
         None
     };
@@ -470,6 +472,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         "prompt": o.prompt,
         "gen": o.gen,
         "reps": o.reps,
+        "mmap": o.mmap,
         "threads": o.threads,
         "cpu": crate::info::cpu_name(),
         "arch": std::env::consts::ARCH,
@@ -595,7 +598,7 @@ pub fn markdown(r: &Value) -> String {
     let sets = r["sets"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(
         s,
-        "# llmkernel profile: {}\n\n{} ({:.1} MiB, {:.2} B params); {}, {} threads; llmkernel {} kernels, ggml built for {}; commit {}; bandwidth probe {:.1} GB/s ({}); {} repetitions.\n",
+        "# llmkernel profile: {}\n\n{} ({:.1} MiB, {:.2} B params); {}, {} threads; llmkernel {} kernels, ggml built for {}; commit {}; bandwidth probe {:.1} GB/s ({}); {} repetitions; model {}.\n",
         r["model"].as_str().unwrap_or(""),
         r["description"].as_str().unwrap_or(""),
         f(&r["model_bytes"]) / (1u64 << 20) as f64,
@@ -608,6 +611,7 @@ pub fn markdown(r: &Value) -> String {
         f(&r["bandwidth_gbps"]),
         r["bandwidth_how"].as_str().unwrap_or(""),
         r["reps"],
+        if r["mmap"] == false { "read into buffers (--mmap 0)" } else { "memory-mapped" },
     );
     for phase in PHASES {
         let ps: Vec<(&str, &Value)> = sets

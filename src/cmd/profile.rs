@@ -28,6 +28,10 @@ pub struct Args {
     /// Repetitions, each plain and profiled, after one warm-up.
     #[arg(short = 'r', long, default_value_t = 3)]
     reps: usize,
+    /// 1: memory-map the model (llama.cpp's default); 0: read it into
+    /// allocated buffers (llama-bench's -mmp 0).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    mmap: u8,
     /// The JSON report on stdout instead of the markdown.
     #[arg(long)]
     json: bool,
@@ -89,6 +93,7 @@ impl Args {
             kernels: self.kernels,
             threads: threads_or_all(self.threads),
             reps: self.reps,
+            mmap: self.mmap == 1,
             progress: progress(),
         };
         let r = profile::run(&opts)?;
