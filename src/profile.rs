@@ -584,6 +584,30 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+/// A phase's milliseconds in op class `c` (0 if it has none).
+fn class_ms(p: &Value, c: &str) -> f64 {
+    p["classes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|x| x["class"] == c)
+        .map_or(0.0, |x| f(&x["ms"]))
+}
+
+/// The op classes of `phases`, each once, in the order met.
+fn classes_of<'a>(phases: impl IntoIterator<Item = &'a Value>) -> Vec<String> {
+    let mut classes: Vec<String> = Vec::new();
+    for p in phases {
+        for c in p["classes"].as_array().into_iter().flatten() {
+            let c = c["class"].as_str().unwrap_or("").to_string();
+            if !classes.contains(&c) {
+                classes.push(c);
+            }
+        }
+    }
+    classes
+}
+
 /// The tensor name with its layer number replaced by `*`.
 fn role(name: &str) -> String {
     match name.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
@@ -644,7 +668,7 @@ pub fn markdown(r: &Value) -> String {
         });
         row(&mut s, "wall, profiled (mean)", &|p| {
             format!(
-                "{:.3} (+{:.0} % timing cost)",
+                "{:.3} ({:+.0} % timing cost)",
                 f(&p["wall_profiled_ms"]),
                 100.0 * f(&p["timing_cost"])
             )
@@ -656,23 +680,9 @@ pub fn markdown(r: &Value) -> String {
                 100.0 * f(&p["node_sum_ms"]) / f(&p["wall_profiled_ms"])
             )
         });
-        let mut classes: Vec<String> = Vec::new();
-        for (_, p) in &ps {
-            for c in p["classes"].as_array().into_iter().flatten() {
-                let c = c["class"].as_str().unwrap_or("").to_string();
-                if !classes.contains(&c) {
-                    classes.push(c);
-                }
-            }
-        }
-        for c in &classes {
+        for c in &classes_of(ps.iter().map(|(_, p)| *p)) {
             row(&mut s, c, &|p| {
-                let ms = p["classes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|x| x["class"] == c.as_str())
-                    .map_or(0.0, |x| f(&x["ms"]));
+                let ms = class_ms(p, c);
                 format!("{ms:.3} ({:.1} %)", 100.0 * ms / f(&p["wall_profiled_ms"]))
             });
         }
@@ -818,23 +828,7 @@ pub fn compare(a: &Value, b: &Value, names: (&str, &str)) -> String {
                 "| | {} | {} | {} / {} |\n|---|---|---|---|",
                 names.0, names.1, names.1, names.0
             );
-            let mut classes: Vec<String> = Vec::new();
-            for p in [&pa, &pb] {
-                for c in p["classes"].as_array().into_iter().flatten() {
-                    let c = c["class"].as_str().unwrap_or("").to_string();
-                    if !classes.contains(&c) {
-                        classes.push(c);
-                    }
-                }
-            }
-            let class_ms = |p: &Value, c: &str| {
-                p["classes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|x| x["class"] == c)
-                    .map_or(0.0, |x| f(&x["ms"]))
-            };
+            let classes = classes_of([&pa, &pb]);
             let mut line = |name: &str, x: f64, y: f64| {
                 let _ = writeln!(s, "| {name} | {x:.3} | {y:.3} | {:.2} |", y / x);
             };
@@ -881,21 +875,11 @@ pub fn plot(r: &Value, svg: &Path, png: &Path) -> Result<(), String> {
     ];
     let sets = r["sets"].as_array().cloned().unwrap_or_default();
     // Classes in a fixed order across the bars.
-    let mut classes: Vec<String> = Vec::new();
-    for x in &sets {
-        for phase in PHASES {
-            for c in x["phases"][phase]["classes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                let c = c["class"].as_str().unwrap_or("").to_string();
-                if !classes.contains(&c) && c != "view (no-op)" {
-                    classes.push(c);
-                }
-            }
-        }
-    }
+    let mut classes = classes_of(
+        sets.iter()
+            .flat_map(|x| PHASES.iter().map(move |phase| &x["phases"][*phase])),
+    );
+    classes.retain(|c| c != "view (no-op)");
     classes.push("between nodes".into());
     let colour = |i: usize| {
         if i + 1 == classes.len() {
@@ -932,13 +916,7 @@ pub fn plot(r: &Value, svg: &Path, png: &Path) -> Result<(), String> {
                 if c == "between nodes" {
                     return f(&p["unexplained_ms"]).max(0.0) / per;
                 }
-                p["classes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|x| x["class"] == c)
-                    .map_or(0.0, |x| f(&x["ms"]))
-                    / per
+                class_ms(p, c) / per
             };
             let ymax = cols
                 .iter()
