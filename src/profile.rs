@@ -289,6 +289,28 @@ fn llmk_kernel(ty: &str, cols: i64) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// The ggml CPU path a matmul of a `ty` weight in `buffer` takes for `cols`
+/// columns: the repacked GEMV/GEMM of the `CPU_REPACK` buffer, else the
+/// type's `vec_dot` against its activation type (for batches, llamafile's
+/// sgemm where it takes the type).
+fn ggml_kernel(ty: &str, cols: i64, buffer: &str) -> String {
+    if buffer.contains("REPACK") {
+        let how = if cols == 1 { "gemv" } else { "gemm" };
+        return format!("ggml repacked {ty} {how} ({buffer})");
+    }
+    let act = if ty.ends_with("_K") || (ty.starts_with("iq") && ty != "iq4_nl") {
+        "q8_K"
+    } else {
+        "q8_0"
+    };
+    let vec_dot = format!("ggml_vec_dot_{ty}_{act}");
+    if cols == 1 {
+        format!("{vec_dot} ({buffer})")
+    } else {
+        format!("{vec_dot} or llamafile sgemm ({buffer})")
+    }
+}
+
 /// One kernel set's run of both phases.
 struct Run {
     label: &'static str,
@@ -530,7 +552,7 @@ fn phase_json(p: &Phase, tokens: usize, label: &str, probe_gbps: f64) -> Value {
                 "both"
             };
             let kernel = if ran == "CPU" {
-                format!("ggml ({})", n.weight_buffer)
+                ggml_kernel(ty, n.cols, &n.weight_buffer)
             } else {
                 llmk_kernel(ty, n.cols)
             };

@@ -90,6 +90,13 @@ fn every_weight_matmul_is_counted_once_and_llmk_counts_match_its_counters() {
                     "CPU"
                 };
                 assert_eq!(m["backend"], want, "{m}");
+                // The kernel: the dispatch table's for LLMK, ggml's path for the CPU.
+                let kernel = m["kernel"].as_str().unwrap();
+                if kernels == "llmkernel" {
+                    assert!(kernel != "?" && !kernel.starts_with("ggml"), "{m}");
+                } else {
+                    assert!(kernel.starts_with("ggml"), "{m}");
+                }
             }
             let (llmk, counter) = (
                 p["llmk_nodes_per_eval"].as_f64().unwrap(),
