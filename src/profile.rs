@@ -151,11 +151,15 @@ unsafe extern "C" fn callback(t: *mut ffi::ggml_tensor, ask: bool, user: *mut c_
     true
 }
 
-fn cstr(p: *const std::ffi::c_char) -> String {
+/// The C string at `p` (empty for null).
+///
+/// # Safety
+/// `p` is null or points to a NUL-terminated string.
+unsafe fn cstr(p: *const std::ffi::c_char) -> String {
     if p.is_null() {
         return String::new();
     }
-    // SAFETY: ggml's names are NUL-terminated static or tensor strings.
+    // SAFETY: forwarded contract (ggml's names are NUL-terminated static or tensor strings).
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
@@ -175,9 +179,11 @@ unsafe fn node_info(t: &ffi::ggml_tensor) -> NodeInfo {
         let base = if w.view_src.is_null() {
             w
         } else {
+            // SAFETY: a live view's source is live.
             unsafe { &*w.view_src }
         };
         // SAFETY: a live buffer (or none).
+        // SAFETY: a live tensor's buffer (checked not null).
         let is_weight = !base.buffer.is_null()
             && unsafe { ffi::ggml_backend_buffer_get_usage(base.buffer) }
                 == ffi::GGML_BACKEND_BUFFER_USAGE_WEIGHTS;
