@@ -289,6 +289,17 @@ fn tile_kernels_equal_the_scalar_tile() {
     for s in &ran {
         eprintln!("ran: {s}");
     }
+    // Every SIMD tile this CPU runs must have run: the i8mm tile wherever the CPU
+    // (qemu's `-cpu max` included) has i8mm.
+    for k in panel_kernels() {
+        if k.isa() != Isa::Scalar && k.isa().supported(&CpuFeatures::get()) {
+            assert!(
+                ran.iter().any(|r| r.starts_with(&format!("{} ", k.name()))),
+                "{} runs here but was not run",
+                k.name()
+            );
+        }
+    }
     // Where the best kernels have a panel tile, it must have run.
     let best_has_panel = Config::<BlockQ4K>::at(Isa::best()).panel().is_some();
     assert!(
