@@ -323,14 +323,11 @@ struct Run {
     model: llama::Model,
 }
 
-pub struct Report {
-    pub json: Value,
-}
-
 /// The phases: 0 = prompt, 1 = decode.
 const PHASES: [&str; 2] = ["pp", "tg"];
 
-pub fn run(o: &Options) -> Result<Report, String> {
+/// The report, as JSON (what [`markdown`] and [`plot`] read).
+pub fn run(o: &Options) -> Result<Value, String> {
     if o.prompt == 0 && o.gen == 0 {
         return Err("nothing to profile: -p and -n are both 0".into());
     }
@@ -485,10 +482,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
                 continue;
             }
             let tokens = if pi == 0 { o.prompt } else { 1 };
-            phases.insert(
-                PHASES[pi].into(),
-                phase_json(p, tokens, r.label, bandwidth.gbps),
-            );
+            phases.insert(PHASES[pi].into(), phase_json(p, tokens, bandwidth.gbps));
         }
         sets.push(json!({ "kernels": r.label, "phases": phases }));
     }
@@ -514,7 +508,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         "bandwidth_how": bandwidth.how,
         "sets": sets,
     });
-    Ok(Report { json })
+    Ok(json)
 }
 
 fn median(v: &[u64]) -> f64 {
@@ -527,7 +521,7 @@ fn median(v: &[u64]) -> f64 {
     }
 }
 
-fn phase_json(p: &Phase, tokens: usize, label: &str, probe_gbps: f64) -> Value {
+fn phase_json(p: &Phase, tokens: usize, probe_gbps: f64) -> Value {
     let evals = p.evals as f64;
     let per_eval_ms = |ns: u64| ns as f64 / evals / 1e6;
     let node_ns: u64 = p.aggs.iter().map(|a| a.ns).sum();
@@ -585,7 +579,6 @@ fn phase_json(p: &Phase, tokens: usize, label: &str, probe_gbps: f64) -> Value {
     let matmul = share(&|c| c.starts_with("matmul"));
     let attention = share(&|c| c == "attention");
     let per_token = |ms: f64| ms / tokens as f64;
-    let _ = label;
     json!({
         "tokens_per_eval": tokens,
         "evals": p.evals,

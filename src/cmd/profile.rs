@@ -96,9 +96,9 @@ impl Args {
             mmap: self.mmap == 1,
             progress: progress(),
         };
-        let r = profile::run(&opts)?;
-        let md = profile::markdown(&r.json);
-        let json = serde_json::to_string_pretty(&r.json).map_err(|e| e.to_string())?;
+        let report = profile::run(&opts)?;
+        let md = profile::markdown(&report);
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         if let Some(dir) = &self.out {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let (svg, png) = (dir.join("profile.svg"), dir.join("profile.png"));
@@ -106,7 +106,7 @@ impl Args {
                 dir.join("profile.partial.svg"),
                 dir.join("profile.partial.png"),
             );
-            profile::plot(&r.json, &svg_tmp, &png_tmp)?;
+            profile::plot(&report, &svg_tmp, &png_tmp)?;
             std::fs::rename(&svg_tmp, &svg).map_err(|e| e.to_string())?;
             std::fs::rename(&png_tmp, &png).map_err(|e| e.to_string())?;
             write_whole(&dir.join("profile.md"), md.as_bytes())?;
