@@ -3,7 +3,9 @@
 //! vendored ggml at build time: [`super::grids`]).
 
 use super::grids::KVALUES_IQ4NL;
-use super::{check_out, magnitude, weight_block, Block32, BlockQ8_0, Codes, Format};
+use super::{
+    check_out, magnitude, nearest_entry, set_bits, weight_block, Block32, BlockQ8_0, Codes, Format,
+};
 use crate::panel::PanelFormat;
 use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
@@ -30,13 +32,24 @@ weight_block!(
     dequantize_row_iq4_nl,
     block_terms,
     block_magnitude,
-    super::quantize_row_q8_0
+    super::quantize_row_q8_0,
+    round round_at
 );
 
 /// The table value of value `j`.
 #[inline(always)]
 fn code(b: &BlockIq4Nl, j: usize) -> i32 {
     KVALUES_IQ4NL[((b.qs[j % 16] >> (4 * (j / 16))) & 0x0F) as usize] as i32
+}
+
+/// Rounds value `i` to the nearest of the table's values under the block's
+/// `d` ([`crate::formats::WeightBlock::round_at`]).
+fn round_at(b: &mut BlockIq4Nl, i: usize, w: f32) -> f32 {
+    let d = b.d.to_f32();
+    let value = |q: usize| d * KVALUES_IQ4NL[q] as i32 as f32;
+    let q = nearest_entry(w, 16, value);
+    set_bits(&mut b.qs[i % 16], 4 * (i / 16), 4, q as u8);
+    value(q)
 }
 
 /// Mirrors ggml's `dequantize_row_iq4_nl`: `d * value`.

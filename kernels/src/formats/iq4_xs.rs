@@ -3,7 +3,7 @@
 //! block's f16 `d`; 4-bit indices into IQ4_NL's non-linear table.
 
 use super::grids::KVALUES_IQ4NL;
-use super::{check_out, magnitude, weight_block, BlockQ8K, Format, QK_K};
+use super::{check_out, magnitude, nearest_entry, set_bits, weight_block, BlockQ8K, Format, QK_K};
 use crate::panel::PanelFormat;
 use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
@@ -34,7 +34,8 @@ weight_block!(
     dequantize_row_iq4_xs,
     block_terms,
     block_magnitude,
-    super::quantize_row_q8_k
+    super::quantize_row_q8_k,
+    round round_at
 );
 
 /// The eight signed sub-block scales (`ls - 32`, -32..=31).
@@ -53,6 +54,17 @@ fn code(b: &BlockIq4Xs, i: usize) -> i32 {
     let (ib, j) = (i / 32, i % 32);
     let nibble = (b.qs[16 * ib + j % 16] >> (4 * (j / 16))) & 0x0F;
     KVALUES_IQ4NL[nibble as usize] as i32
+}
+
+/// Rounds value `i` to the nearest of the table's values under its
+/// sub-block's scale ([`crate::formats::WeightBlock::round_at`]).
+fn round_at(b: &mut BlockIq4Xs, i: usize, w: f32) -> f32 {
+    let (ib, j) = (i / 32, i % 32);
+    let dl = b.d.to_f32() * scales_iq4_xs(b)[ib] as f32;
+    let value = |q: usize| dl * KVALUES_IQ4NL[q] as i32 as f32;
+    let q = nearest_entry(w, 16, value);
+    set_bits(&mut b.qs[16 * ib + j % 16], 4 * (j / 16), 4, q as u8);
+    value(q)
 }
 
 /// Mirrors ggml's `dequantize_row_iq4_xs`: `(d * (ls - 32)) * value`.

@@ -341,6 +341,61 @@ pub trait WeightBlock: QuantBlock {
     /// One block's dot product as `(scale term, min term)`; the dot is their
     /// difference. Each term is an exact integer sum times one float scale.
     fn block_terms(x: &Self, y: &Self::Act) -> (f32, f32);
+    /// The step of error-compensated quantization (`llmkernel quantize
+    /// --reconstruct`): with this block's scales as they are, writes into
+    /// position `i` (< [`QuantBlock::LEN`]) the code whose value is nearest
+    /// `w`, and returns that value exactly as [`WeightBlock::dequantize_row`]
+    /// gives it. `None` for a format without the step (the 2:4 forms).
+    fn round_at(&mut self, i: usize, w: f32) -> Option<f32> {
+        let _ = (i, w);
+        None
+    }
+}
+
+/// The code in `lo..=hi` whose `value` is nearest `w`, for a value linear in
+/// the code, about `step * q + offset`: the rounded guess and its two
+/// neighbours, compared by their exact values. Non-finite scales give some
+/// code in range, never a panic.
+#[inline]
+pub(crate) fn nearest_code(
+    w: f32,
+    step: f32,
+    offset: f32,
+    (lo, hi): (i32, i32),
+    value: impl Fn(i32) -> f32,
+) -> i32 {
+    let guess = ((w - offset) / step).round();
+    let g = if guess.is_nan() {
+        lo
+    } else {
+        guess.clamp(lo as f32, hi as f32) as i32
+    };
+    let mut best = g;
+    for q in [g - 1, g + 1] {
+        if (lo..=hi).contains(&q) && (value(q) - w).abs() < (value(best) - w).abs() {
+            best = q;
+        }
+    }
+    best
+}
+
+/// The index of the table entry whose `value` is nearest `w` (the non-linear formats).
+#[inline]
+pub(crate) fn nearest_entry(w: f32, n: usize, value: impl Fn(usize) -> f32) -> usize {
+    (1..n).fold(0, |best, q| {
+        if (value(q) - w).abs() < (value(best) - w).abs() {
+            q
+        } else {
+            best
+        }
+    })
+}
+
+/// Replaces the `bits`-wide field at bit `shift` of `byte` with `v`.
+#[inline]
+pub(crate) fn set_bits(byte: &mut u8, shift: usize, bits: u32, v: u8) {
+    let mask = (((1u32 << bits) - 1) << shift) as u8;
+    *byte = (*byte & !mask) | ((v << shift) & mask);
 }
 
 /// Sums block terms in block order: the sum of `scale - min`.
@@ -481,7 +536,7 @@ fn check_dot(x: usize, y: usize) -> Result<()> {
 
 macro_rules! weight_block {
     ($block:ty, $format:ident, $name:literal, len $len:expr, bytes $bytes:expr, ggml $ggml:expr, ftype $ftype:expr,
-     $act:ty, $deq:path, $terms:path, $mag:path, $quant:path) => {
+     $act:ty, $deq:path, $terms:path, $mag:path, $quant:path $(, round $round:path)?) => {
         impl crate::formats::QuantBlock for $block {
             const FORMAT: crate::formats::Format = crate::formats::Format::$format;
             const NAME: &'static str = $name;
@@ -504,6 +559,11 @@ macro_rules! weight_block {
             fn quantize_activations(x: &[f32], y: &mut [$act]) -> crate::Result<()> {
                 $quant(x, y)
             }
+            $(
+                fn round_at(&mut self, i: usize, w: f32) -> Option<f32> {
+                    Some($round(self, i, w))
+                }
+            )?
         }
         // ggml's `sizeof(block_*)`, written out so the layout is checked at compile time.
         const _: () = assert!(std::mem::size_of::<$block>() == $bytes);

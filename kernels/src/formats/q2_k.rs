@@ -1,7 +1,7 @@
 //! Q2_K: 256 values in 16 sub-blocks of 16; each sub-block has a 4-bit scale
 //! and a 4-bit min, scaled by the block's f16 `d` and `dmin`; 2-bit codes.
 
-use super::{check_out, magnitude, weight_block, BlockQ8K, Format, QK_K};
+use super::{check_out, magnitude, nearest_code, set_bits, weight_block, BlockQ8K, Format, QK_K};
 use crate::panel::{quarters, PanelFormat};
 use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
@@ -32,7 +32,8 @@ weight_block!(
     dequantize_row_q2_k,
     block_terms,
     block_magnitude,
-    super::quantize_row_q8_k
+    super::quantize_row_q8_k,
+    round round_at
 );
 
 /// The 2-bit code of value `i` of a block (0..256) and its sub-block (0..16).
@@ -40,6 +41,19 @@ weight_block!(
 fn code(qs: &[u8; 64], i: usize) -> (u8, usize) {
     let (h, s, l) = (i / 128, (i % 128) / 32, i % 32);
     ((qs[32 * h + l] >> (2 * s)) & 3, i / 16)
+}
+
+/// Rounds value `i` to its nearest code under its sub-block's scale and min
+/// ([`crate::formats::WeightBlock::round_at`]).
+fn round_at(b: &mut BlockQ2K, i: usize, w: f32) -> f32 {
+    let sc = b.scales[i / 16];
+    let dl = b.d.to_f32() * (sc & 0x0F) as f32;
+    let ml = b.dmin.to_f32() * (sc >> 4) as f32;
+    let value = |q: i32| dl * q as f32 - ml;
+    let q = nearest_code(w, dl, -ml, (0, 3), value);
+    let (h, s, l) = (i / 128, (i % 128) / 32, i % 32);
+    set_bits(&mut b.qs[32 * h + l], 2 * s, 2, q as u8);
+    value(q)
 }
 
 /// Mirrors ggml's `dequantize_row_q2_K`.

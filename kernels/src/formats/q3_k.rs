@@ -2,7 +2,7 @@
 //! scale (stored +32), scaled by the block's f16 `d`; 3-bit codes split into
 //! 2 low bits (`qs`) and a high bit (`hmask`), centred by subtracting 4.
 
-use super::{check_out, magnitude, weight_block, BlockQ8K, Format, QK_K};
+use super::{check_out, magnitude, nearest_code, set_bits, weight_block, BlockQ8K, Format, QK_K};
 use crate::panel::{quarters, PanelFormat};
 use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
@@ -33,7 +33,8 @@ weight_block!(
     dequantize_row_q3_k,
     block_terms,
     block_magnitude,
-    super::quantize_row_q8_k
+    super::quantize_row_q8_k,
+    round round_at
 );
 
 /// The sixteen signed scales (stored value - 32): the low 4 bits of scale i are
@@ -68,6 +69,18 @@ fn code(b: &BlockQ3K, i: usize) -> (i8, usize) {
     let low = ((b.qs[32 * h + l] >> (2 * s)) & 3) as i8;
     let high = b.hmask[l] & (1 << (i / 32)) != 0;
     (low - if high { 0 } else { 4 }, i / 16)
+}
+
+/// Rounds value `i` to its nearest code (-4..=3) under its sub-block's scale
+/// ([`crate::formats::WeightBlock::round_at`]).
+fn round_at(b: &mut BlockQ3K, i: usize, w: f32) -> f32 {
+    let dl = b.d.to_f32() * scales_q3_k(&b.scales)[i / 16] as f32;
+    let value = |c: i32| dl * c as f32;
+    let c = nearest_code(w, dl, 0.0, (-4, 3), value);
+    let (h, s, l) = (i / 128, (i % 128) / 32, i % 32);
+    set_bits(&mut b.qs[32 * h + l], 2 * s, 2, ((c + 4) & 3) as u8);
+    set_bits(&mut b.hmask[l], i / 32, 1, (c >= 0) as u8);
+    value(c)
 }
 
 /// Mirrors ggml's `dequantize_row_q3_K`.

@@ -1,6 +1,6 @@
 //! Q4_0: 32 values per block, one f16 scale, 4-bit codes offset by 8.
 
-use super::{check_out, magnitude, weight_block, BlockQ8_0, Format};
+use super::{check_out, magnitude, nearest_code, set_bits, weight_block, BlockQ8_0, Format};
 use crate::panel::PanelFormat;
 use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
@@ -27,8 +27,18 @@ weight_block!(
     dequantize_row_q4_0,
     block_terms,
     block_magnitude,
-    super::quantize_row_q8_0
+    super::quantize_row_q8_0,
+    round round_at
 );
+
+/// Rounds value `i` to its nearest code under the block's `d` ([`crate::formats::WeightBlock::round_at`]).
+fn round_at(b: &mut BlockQ4_0, i: usize, w: f32) -> f32 {
+    let d = b.d.to_f32();
+    let value = |q: i32| (q - 8) as f32 * d;
+    let q = nearest_code(w, d, -8.0 * d, (0, 15), value);
+    set_bits(&mut b.qs[i % 16], 4 * (i / 16), 4, q as u8);
+    value(q)
+}
 
 /// Mirrors ggml's `dequantize_row_q4_0`.
 pub fn dequantize_row_q4_0(x: &[BlockQ4_0], y: &mut [f32]) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Q4_K: 256 values in 8 sub-blocks of 32; each sub-block has a 6-bit scale and
 //! a 6-bit min, scaled by the block's f16 `d` and `dmin`; 4-bit codes.
 
-use super::{check_out, magnitude, weight_block, BlockQ8K, Format, QK_K};
+use super::{check_out, magnitude, nearest_code, set_bits, weight_block, BlockQ8K, Format, QK_K};
 use crate::panel::PanelFormat;
 use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
@@ -32,7 +32,8 @@ weight_block!(
     dequantize_row_q4_k,
     block_terms,
     block_magnitude,
-    super::quantize_row_q8_k
+    super::quantize_row_q8_k,
+    round round_at
 );
 
 /// The 6-bit (scale, min) of sub-block `j` (ggml's `get_scale_min_k4`), also used by Q5_K.
@@ -70,6 +71,18 @@ pub fn scales_mins(s: &[u8; 12]) -> [u8; 16] {
         out[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
     }
     out
+}
+
+/// Rounds value `i` to its nearest code under its sub-block's scale and min
+/// ([`crate::formats::WeightBlock::round_at`]).
+fn round_at(b: &mut BlockQ4K, i: usize, w: f32) -> f32 {
+    let (j, l) = (i / 32, i % 32);
+    let (sc, m) = scale_min_k4(j, &b.scales);
+    let (dl, ml) = (b.d.to_f32() * sc as f32, b.dmin.to_f32() * m as f32);
+    let value = |q: i32| dl * q as f32 - ml;
+    let q = nearest_code(w, dl, -ml, (0, 15), value);
+    set_bits(&mut b.qs[32 * (j / 2) + l], 4 * (j % 2), 4, q as u8);
+    value(q)
 }
 
 /// Mirrors ggml's `dequantize_row_q4_K`.

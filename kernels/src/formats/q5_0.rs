@@ -1,7 +1,9 @@
 //! Q5_0: 32 values per block, one f16 scale, 5-bit codes offset by 16 (four
 //! low bits in `qs` as Q4_0 packs them, the fifth in the 32-bit `qh`).
 
-use super::{check_out, magnitude, weight_block, Block32, BlockQ8_0, Codes, Format};
+use super::{
+    check_out, magnitude, nearest_code, set_bits, weight_block, Block32, BlockQ8_0, Codes, Format,
+};
 use crate::panel::PanelFormat;
 use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
@@ -30,7 +32,8 @@ weight_block!(
     dequantize_row_q5_0,
     block_terms,
     block_magnitude,
-    super::quantize_row_q8_0
+    super::quantize_row_q8_0,
+    round round_at
 );
 
 /// The signed code (-16..=15) of value `j`.
@@ -39,6 +42,17 @@ fn code(b: &BlockQ5_0, j: usize) -> i32 {
     let low = (b.qs[j % 16] >> (4 * (j / 16))) & 0x0F;
     let high = (u32::from_le_bytes(b.qh) >> j) & 1;
     (low as u32 | high << 4) as i32 - 16
+}
+
+/// Rounds value `i` to its nearest code under the block's `d` ([`crate::formats::WeightBlock::round_at`]).
+fn round_at(b: &mut BlockQ5_0, i: usize, w: f32) -> f32 {
+    let d = b.d.to_f32();
+    let value = |c: i32| c as f32 * d;
+    let c = nearest_code(w, d, 0.0, (-16, 15), value);
+    let u = (c + 16) as u8;
+    set_bits(&mut b.qs[i % 16], 4 * (i / 16), 4, u & 0x0F);
+    set_bits(&mut b.qh[i / 8], i % 8, 1, u >> 4);
+    value(c)
 }
 
 /// Mirrors ggml's `dequantize_row_q5_0`: `(q - 16) * d`.

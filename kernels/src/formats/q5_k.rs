@@ -1,7 +1,7 @@
 //! Q5_K: Q4_K's layout (8 sub-blocks of 32 with 6-bit scales and mins, the
 //! block's f16 `d` and `dmin`) with a fifth bit per code in `qh`.
 
-use super::{check_out, magnitude, weight_block, BlockQ8K, Format, QK_K};
+use super::{check_out, magnitude, nearest_code, set_bits, weight_block, BlockQ8K, Format, QK_K};
 use crate::formats::q4_k::scales_mins;
 use crate::formats::scale_min_k4;
 use crate::panel::PanelFormat;
@@ -36,7 +36,8 @@ weight_block!(
     dequantize_row_q5_k,
     block_terms,
     block_magnitude,
-    super::quantize_row_q8_k
+    super::quantize_row_q8_k,
+    round round_at
 );
 
 /// The 5-bit code (0..=31) of value `i` of a block.
@@ -45,6 +46,19 @@ fn code(b: &BlockQ5K, i: usize) -> u8 {
     let (j, l) = (i / 32, i % 32);
     let low = (b.qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0F;
     low | ((b.qh[l] >> j) & 1) << 4
+}
+
+/// Rounds value `i` to its nearest code under its sub-block's scale and min
+/// ([`crate::formats::WeightBlock::round_at`]).
+fn round_at(b: &mut BlockQ5K, i: usize, w: f32) -> f32 {
+    let (j, l) = (i / 32, i % 32);
+    let (sc, m) = scale_min_k4(j, &b.scales);
+    let (dl, ml) = (b.d.to_f32() * sc as f32, b.dmin.to_f32() * m as f32);
+    let value = |q: i32| dl * q as f32 - ml;
+    let q = nearest_code(w, dl, -ml, (0, 31), value) as u8;
+    set_bits(&mut b.qs[32 * (j / 2) + l], 4 * (j % 2), 4, q & 0x0F);
+    set_bits(&mut b.qh[l], j, 1, q >> 4);
+    value(q as i32)
 }
 
 /// Mirrors ggml's `dequantize_row_q5_K`.

@@ -2,7 +2,7 @@
 //! times the block's f16 `d`; 6-bit codes split into 4 low bits (`ql`) and
 //! 2 high bits (`qh`), centred by subtracting 32.
 
-use super::{check_out, magnitude, weight_block, BlockQ8K, Format, QK_K};
+use super::{check_out, magnitude, nearest_code, set_bits, weight_block, BlockQ8K, Format, QK_K};
 use crate::panel::PanelFormat;
 use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
@@ -33,7 +33,8 @@ weight_block!(
     dequantize_row_q6_k,
     block_terms,
     block_magnitude,
-    super::quantize_row_q8_k
+    super::quantize_row_q8_k,
+    round round_at
 );
 
 /// The unsigned 6-bit code (0..=63) of value `i` of a block.
@@ -43,6 +44,23 @@ pub fn code_q6_k(b: &BlockQ6K, i: usize) -> u8 {
     let low = (b.ql[64 * n + 32 * (j % 2) + l] >> (4 * (j / 2))) & 0x0F;
     let high = (b.qh[32 * n + l] >> (2 * j)) & 3;
     low | high << 4
+}
+
+/// Rounds value `i` to its nearest code under its sub-block's scale
+/// ([`crate::formats::WeightBlock::round_at`]).
+fn round_at(b: &mut BlockQ6K, i: usize, w: f32) -> f32 {
+    let dl = b.d.to_f32() * b.scales[i / 16] as f32;
+    let value = |q: i32| dl * (q - 32) as f32;
+    let q = nearest_code(w, dl, -32.0 * dl, (0, 63), value) as u8;
+    let (n, j, l) = (i / 128, (i % 128) / 32, i % 32);
+    set_bits(
+        &mut b.ql[64 * n + 32 * (j % 2) + l],
+        4 * (j / 2),
+        4,
+        q & 0x0F,
+    );
+    set_bits(&mut b.qh[32 * n + l], 2 * j, 2, q >> 4);
+    value(q as i32)
 }
 
 /// Mirrors ggml's `dequantize_row_q6_K`: `(d * scale) * (q - 32)`.

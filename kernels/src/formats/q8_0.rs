@@ -1,7 +1,7 @@
 //! Q8_0: 32 values per block, one f16 scale, 8-bit codes. Both a weight format
 //! and the activation format of Q4_0 / Q8_0 dot products.
 
-use super::{check_out, magnitude, weight_block, Format};
+use super::{check_out, magnitude, nearest_code, weight_block, Format};
 use crate::panel::PanelFormat;
 use crate::testdata::{RandomBlock, Rng};
 use crate::Result;
@@ -28,8 +28,19 @@ weight_block!(
     dequantize_row_q8_0,
     block_terms,
     block_magnitude,
-    quantize_row_q8_0
+    quantize_row_q8_0,
+    round round_at
 );
+
+/// Rounds value `i` to its nearest code in ggml's range (±127) under the
+/// block's `d` ([`crate::formats::WeightBlock::round_at`]).
+fn round_at(b: &mut BlockQ8_0, i: usize, w: f32) -> f32 {
+    let d = b.d.to_f32();
+    let value = |c: i32| c as f32 * d;
+    let c = nearest_code(w, d, 0.0, (-127, 127), value);
+    b.qs[i] = c as i8;
+    value(c)
+}
 
 /// Mirrors ggml's `dequantize_row_q8_0`.
 pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) -> Result<()> {
