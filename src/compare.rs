@@ -30,6 +30,34 @@ pub struct Options {
     /// Also measure both kernel sets of every variant against the variant's
     /// exact reference (`perplexity --reference exact`).
     pub exact: bool,
+    /// How each format's variants are quantized (one variant per method);
+    /// empty: as `imatrix` says (with it, the imatrix; without, plain).
+    pub methods: Vec<QuantMethod>,
+    /// Calibration chunks (of `ctx` tokens of `reconstruct_text`) for
+    /// [`QuantMethod::Reconstruct`].
+    pub reconstruct_chunks: usize,
+}
+
+/// How a quantized variant is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantMethod {
+    /// `quantize` without an importance matrix.
+    Plain,
+    /// `quantize --imatrix`.
+    Imatrix,
+    /// `quantize --reconstruct` (with the imatrix, where there is one).
+    Reconstruct,
+}
+
+impl QuantMethod {
+    pub fn parse(s: &str) -> Result<QuantMethod, String> {
+        match s {
+            "plain" => Ok(QuantMethod::Plain),
+            "imatrix" => Ok(QuantMethod::Imatrix),
+            "reconstruct" => Ok(QuantMethod::Reconstruct),
+            _ => Err(format!("method {s:?}: expected plain, imatrix or reconstruct")),
+        }
+    }
 }
 
 /// One line of the table.
@@ -53,6 +81,12 @@ pub struct Row {
     /// Mean KLD (and error) of ggml's and of llmkernel's run from the
     /// variant's exact reference, with `--exact`.
     pub exact: Option<((f64, f64), (f64, f64))>,
+    /// How a quantized variant was made ("plain", "imatrix",
+    /// "imatrix+reconstruct"; empty for the base and 2:4 variants).
+    pub method: String,
+    /// Seconds it took to make, and the process's peak memory (MiB) while
+    /// it was made, where this run made it.
+    pub made: Option<(f64, Option<f64>)>,
 }
 
 fn row(name: &str, file: &Path, r: &Report, base_ppl: f64) -> Row {
@@ -80,6 +114,8 @@ fn row(name: &str, file: &Path, r: &Report, base_ppl: f64) -> Row {
         llmk_matmuls: l.llmk_matmuls.unwrap_or(0),
         chunks: r.chunks,
         exact: None,
+        method: String::new(),
+        made: None,
     }
 }
 
@@ -225,23 +261,100 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         Ok(r)
     };
     rows[0] = with_exact(rows[0].clone())?;
+    let methods = match (o.methods.is_empty(), &o.imatrix) {
+        (false, _) => o.methods.clone(),
+        (true, Some(_)) => vec![QuantMethod::Imatrix],
+        (true, None) => vec![QuantMethod::Plain],
+    };
+    let named = o.methods.len() > 1 || methods != [QuantMethod::Plain];
+    // Every quantized variant: format, method, label, imatrix, path, recipe.
+    let mut variants = Vec::new();
     for &f in &o.formats {
-        let path = o.out_dir.join(format!(
-            "{stem}-{}{}.gguf",
-            f.name(),
-            if o.pure { "-pure" } else { "" }
-        ));
-        let how = format!(
-            "quantize --format {}{}",
-            f.name(),
-            if o.pure { " --pure" } else { "" }
-        );
-        make_once(&path, &recipe(o, &how), "quantizing to", || {
-            quantize::quantize(&o.base, &path, f, o.pure, o.threads, o.imatrix.as_deref())
+        for &m in &methods {
+            let imatrix = match m {
+                QuantMethod::Plain => None,
+                QuantMethod::Imatrix => {
+                    Some(o.imatrix.as_deref().ok_or("the imatrix method needs --imatrix")?)
+                }
+                QuantMethod::Reconstruct => o.imatrix.as_deref(),
+            };
+            let label = match (m, imatrix) {
+                (QuantMethod::Plain, _) => "plain",
+                (QuantMethod::Imatrix, _) => "imatrix",
+                (QuantMethod::Reconstruct, Some(_)) => "imatrix+reconstruct",
+                (QuantMethod::Reconstruct, None) => "reconstruct",
+            };
+            let path = o.out_dir.join(format!(
+                "{stem}-{}{}{}.gguf",
+                f.name(),
+                if o.pure { "-pure" } else { "" },
+                if named { format!("-{label}") } else { String::new() }
+            ));
+            let mut how = format!(
+                "quantize --format {}{} ({label})",
+                f.name(),
+                if o.pure { " --pure" } else { "" }
+            );
+            if m == QuantMethod::Reconstruct {
+                how += &format!(" --reconstruct --chunks {}", o.reconstruct_chunks);
+            }
+            let recipe = recipe(o, &how);
+            variants.push((f, m, label, imatrix, path, recipe));
+        }
+    }
+    // The error-compensated variants to make are made together: one
+    // calibration run and one Hessian factor per layer for all of them.
+    let mut made: std::collections::BTreeMap<PathBuf, (f64, Option<f64>)> = Default::default();
+    let todo: Vec<_> = variants
+        .iter()
+        .filter(|v| v.1 == QuantMethod::Reconstruct && !up_to_date(&v.4, &v.5))
+        .collect();
+    if !todo.is_empty() {
+        let calib = o
+            .reconstruct_text
+            .clone()
+            .ok_or("the reconstruct method needs --calib text")?;
+        for v in &todo {
+            eprintln!("compare: quantizing with error compensation to {}", v.4.display());
+            let _ = std::fs::remove_file(recipe_path(&v.4));
+        }
+        crate::gptq::reset_peak();
+        let reports = crate::gptq::quantize(&crate::gptq::Options {
+            input: o.base.clone(),
+            outputs: todo.iter().map(|v| (v.0, v.4.clone())).collect(),
+            pure: o.pure,
+            threads: o.threads,
+            imatrix: o.imatrix.clone(),
+            calib,
+            ctx: o.ctx,
+            chunks: o.reconstruct_chunks,
+        })?;
+        let peak = crate::gptq::peak_rss_mib();
+        for (v, r) in todo.iter().zip(reports) {
+            made.insert(v.4.clone(), (r.quantize_secs + r.calib_secs + r.solve_secs, peak));
+            std::fs::write(recipe_path(&v.4), &v.5)
+                .map_err(|e| format!("{}: {e}", recipe_path(&v.4).display()))?;
+        }
+    }
+    for (f, _, label, imatrix, path, recipe) in &variants {
+        make_once(path, recipe, "quantizing to", || {
+            crate::gptq::reset_peak();
+            let t = std::time::Instant::now();
+            quantize::quantize(&o.base, path, *f, o.pure, o.threads, *imatrix)?;
+            made.insert(path.clone(), (t.elapsed().as_secs_f64(), crate::gptq::peak_rss_mib()));
+            Ok(())
         })?;
         eprintln!("compare: measuring {}", path.display());
-        let r = perplexity::run(&ppl_opts(&path, Some(&o.base)))?;
-        rows.push(with_exact(row(f.name(), &path, &r, base_ppl))?);
+        let r = perplexity::run(&ppl_opts(path, Some(&o.base)))?;
+        let name = if named {
+            format!("{} {label}", f.name())
+        } else {
+            f.name().to_string()
+        };
+        let mut row = with_exact(row(&name, path, &r, base_ppl))?;
+        row.method = label.to_string();
+        row.made = made.get(path).copied();
+        rows.push(row);
     }
     for &(method, rec, format) in &o.pruned {
         let fname = format!("{format:?}").to_lowercase();
@@ -358,6 +471,18 @@ pub fn markdown(rows: &[Row], o: &Options) -> String {
             ratio(r.tg.0, r.tg.1),
         );
     }
+    if rows.iter().any(|r| r.made.is_some()) {
+        s += "\nHow long each variant made in this run took to make, and the process's peak memory meanwhile \
+              (VmHWM, reset before each; it includes what the process already held). The error-compensated \
+              variants are made together: each one's time counts the shared calibration run and Hessian \
+              factors in full, and the peak is the batch's.\n\n";
+        s += "| variant | method | made in s | peak memory MiB |\n|---|---|---|---|\n";
+        for r in rows {
+            if let Some((secs, peak)) = r.made {
+                s += &format!("| {} | {} | {secs:.1} | {} |\n", r.name, r.method, opt(peak, 0));
+            }
+        }
+    }
     if rows.iter().any(|r| r.exact.is_some()) {
         s += "\nEach kernel set against the variant's exact reference (its weights dequantized to F32, \
               multiplied in F32, no activation quantized): the error the kernels add.\n\n";
@@ -387,6 +512,7 @@ pub fn json(rows: &[Row]) -> String {
                 "tg_ggml": r.tg.0, "tg_llmkernel": r.tg.1, "llmk_matmuls": r.llmk_matmuls,
                 "kld_exact_ggml": r.exact.map(|e| e.0 .0), "kld_exact_ggml_err": r.exact.map(|e| e.0 .1),
                 "kld_exact_llmkernel": r.exact.map(|e| e.1 .0), "kld_exact_llmkernel_err": r.exact.map(|e| e.1 .1),
+                "method": r.method, "made_secs": r.made.map(|m| m.0), "made_peak_mib": r.made.and_then(|m| m.1),
             })
         })
         .collect();
@@ -405,7 +531,8 @@ pub fn register_font() {
     });
 }
 
-/// Draws size against KLD into `svg` and `png`.
+/// Draws size against KLD into `svg` and `png`: a point per variant, a
+/// line per quantization method.
 pub fn plot(rows: &[Row], title: &str, svg: &Path, png: &Path) -> Result<(), String> {
     use plotters::prelude::*;
     register_font();
@@ -452,6 +579,35 @@ pub fn plot(rows: &[Row], title: &str, svg: &Path, png: &Path) -> Result<(), Str
             .draw()
             .map_err(e)?;
         let mib = |r: &Row| r.size_bytes as f64 / (1 << 20) as f64;
+        // One line per quantization method through its variants: the frontiers.
+        let mut methods: Vec<&str> = pts.iter().map(|r| r.method.as_str()).filter(|m| !m.is_empty()).collect();
+        methods.sort();
+        methods.dedup();
+        let styles = [RGBColor(120, 120, 120), RGBColor(30, 140, 60), RGBColor(0, 0, 0), RGBColor(200, 120, 0)];
+        for (i, m) in methods.iter().enumerate() {
+            let mut line: Vec<(f64, f64)> = pts
+                .iter()
+                .filter(|r| r.method == *m)
+                .map(|r| (mib(r), r.kld.unwrap().0))
+                .collect();
+            line.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let style = styles[i % styles.len()];
+            chart
+                .draw_series(std::iter::once(PathElement::new(line.clone(), style.stroke_width(2))))
+                .map_err(e)?
+                .label(*m)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style.stroke_width(2)));
+        }
+        if !methods.is_empty() {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font(("sans-serif", 14))
+                .draw()
+                .map_err(e)?;
+        }
         for r in pts {
             let (x, y) = (mib(r), r.kld.unwrap().0);
             let t = r.tg.1.unwrap_or(r.pp.1);

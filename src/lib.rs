@@ -10,6 +10,7 @@ pub mod fuzz;
 mod fuzz_ops;
 pub mod ggml;
 pub mod ggml_mm;
+pub mod gptq;
 pub mod imatrix;
 pub mod info;
 pub mod llama;

@@ -194,7 +194,7 @@ fn activation_norms(
 ///
 /// # Safety
 /// `t` is a live tensor with its data in memory.
-unsafe fn to_f32(t: *const ffi::ggml_tensor) -> Result<Vec<f32>, String> {
+pub(crate) unsafe fn to_f32(t: *const ffi::ggml_tensor) -> Result<Vec<f32>, String> {
     // SAFETY: forwarded contract; traits are static.
     unsafe {
         let n = ffi::ggml_nelements(t) as usize;

@@ -19,6 +19,7 @@
 //! inverse on row-major f32, the heavy products through `matrixmultiply`).
 
 use crate::{ffi, llama};
+use llmkernel_kernels::formats::WeightBlock;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr};
@@ -30,6 +31,10 @@ use std::path::Path;
 pub struct Inputs {
     /// Key: [`input_key`] of a weight name.
     pub x: BTreeMap<String, (Vec<f32>, usize)>,
+    /// With [`collect_hessians`] instead: per group, the undamped `XᵀX`
+    /// (k x k), k, and the rows summed.
+    pub h: BTreeMap<String, (Vec<f32>, usize, usize)>,
+    hessians: bool,
     max_rows: usize,
     error: Option<String>,
 }
@@ -81,6 +86,46 @@ unsafe extern "C" fn callback(t: *mut ffi::ggml_tensor, ask: bool, ud: *mut c_vo
     }
     let key = input_key(&name);
     let k = x.ne[0] as usize;
+    if c.hessians {
+        let entry = c.h.entry(key).or_insert_with(|| (vec![0f32; k * k], k, 0));
+        if entry.1 != k {
+            c.error = Some(format!("{name}: inputs of {k} and {} values", entry.1));
+            return true;
+        }
+        let stride = x.nb[1] / 4;
+        for i3 in 0..x.ne[3] {
+            for i2 in 0..x.ne[2] {
+                let rows = (x.ne[1] as usize).min(c.max_rows.saturating_sub(entry.2));
+                if rows == 0 || x.nb[1] % 4 != 0 {
+                    continue;
+                }
+                let off = i2 as usize * x.nb[2] + i3 as usize * x.nb[3];
+                // SAFETY: `rows` rows of k f32 at stride nb[1] inside the
+                // activation tensor (f32, nb[0] = 4); H += XᵀX, H k x k.
+                unsafe {
+                    let p = (x.data as *const u8).add(off) as *const f32;
+                    matrixmultiply::sgemm(
+                        k,
+                        rows,
+                        k,
+                        1.0,
+                        p,
+                        1,
+                        stride as isize,
+                        p,
+                        stride as isize,
+                        1,
+                        1.0,
+                        entry.0.as_mut_ptr(),
+                        k as isize,
+                        1,
+                    )
+                };
+                entry.2 += rows;
+            }
+        }
+        return true;
+    }
     let max_rows = c.max_rows;
     let entry = c.x.entry(key).or_insert_with(|| (Vec::new(), k));
     if entry.1 != k {
@@ -117,6 +162,42 @@ pub fn collect(
 ) -> Result<Inputs, String> {
     let mut c = Box::new(Inputs {
         max_rows,
+        ..Default::default()
+    });
+    let ud = &mut *c as *mut Inputs as *mut c_void;
+    llama::eval_chunks(
+        model,
+        text,
+        ctx,
+        Some(chunks),
+        threads,
+        Some(callback),
+        ud,
+        "reconstruct: calibration",
+        &mut || {
+            // SAFETY: between chunks no callback runs; ud points into the live box.
+            match unsafe { &(*(ud as *const Inputs)).error } {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            }
+        },
+    )?;
+    Ok(*c)
+}
+
+/// Runs `model` over `chunks` chunks of `ctx` tokens of `text` and sums
+/// each weight group's `XᵀX` over its input rows (memory: one k x k matrix
+/// per group, whatever the number of tokens).
+pub fn collect_hessians(
+    model: &Path,
+    text: &Path,
+    ctx: usize,
+    chunks: usize,
+    threads: usize,
+) -> Result<Inputs, String> {
+    let mut c = Box::new(Inputs {
+        max_rows: ctx * chunks,
+        hessians: true,
         ..Default::default()
     });
     let ud = &mut *c as *mut Inputs as *mut c_void;
@@ -357,6 +438,12 @@ pub fn hessian(x: &[f32], rows: usize, k: usize) -> Vec<f32> {
             )
         };
     }
+    damp(&mut h, k);
+    h
+}
+
+/// Damps `XᵀX` (k x k) in place as [`hessian`] does.
+pub fn damp(h: &mut [f32], k: usize) {
     let mean = (0..k).map(|i| h[i * k + i] as f64).sum::<f64>() / k.max(1) as f64;
     let damp = (0.01 * mean).max(1e-8) as f32;
     for i in 0..k {
@@ -365,7 +452,6 @@ pub fn hessian(x: &[f32], rows: usize, k: usize) -> Vec<f32> {
         }
         h[i * k + i] += damp;
     }
-    h
 }
 
 /// `sum over rows of d H dᵀ` for the rows of `d` (m x k): the squared output
@@ -380,18 +466,82 @@ pub fn output_error(d: &[f32], m: usize, k: usize, h: &[f32]) -> f64 {
 /// pruned weights become exactly zero, kept ones absorb their removal error
 /// (SparseGPT's column-wise OBS updates with `u`, see the module docs).
 pub fn reconstruct(w: &mut [f32], keep: &[bool], m: usize, k: usize, u: &[f32]) {
-    const B: usize = 128;
-    for i1 in (0..k).step_by(B) {
-        let i2 = (i1 + B).min(k);
+    let mut rows: Vec<&[bool]> = keep.chunks(k).collect();
+    solve(w, m, k, u, 128, &mut rows, |keep, row, c| {
+        if keep[c] {
+            row[c]
+        } else {
+            0.0
+        }
+    });
+}
+
+/// Error-compensated quantization (GPTQ: Frantar et al. 2023, "GPTQ:
+/// Accurate Post-Training Quantization for Generative Pre-trained
+/// Transformers") into the blocks of format `B`, with their scales fixed
+/// beforehand: `blocks` (m rows of k / LEN) come quantized, and their codes
+/// are chosen again. The columns of `w` (m rows of k) are visited in the
+/// order `perm` (GPTQ's "act order": the inputs with the largest Hessian
+/// diagonal first); each column's code is the nearest at its block's scales
+/// ([`WeightBlock::round_at`]), and its rounding error is compensated in
+/// the columns not yet visited through `u`, the factor of the Hessian
+/// permuted by `perm` (the OBS update of [`reconstruct`]). `w` ends as the
+/// blocks' values.
+pub fn quantize_compensated<B: WeightBlock + bytemuck::Pod + Send>(
+    w: &mut [f32],
+    m: usize,
+    k: usize,
+    u: &[f32],
+    perm: &[usize],
+    blocks: &mut [B],
+) -> Result<(), String> {
+    let len = B::LEN;
+    let nb = k / len;
+    if k % len != 0 || w.len() != m * k || u.len() != k * k || perm.len() != k || blocks.len() != m * nb {
+        return Err(format!("{}: shapes do not match", B::NAME));
+    }
+    let mut pw: Vec<f32> = w
+        .chunks(k)
+        .flat_map(|row| perm.iter().map(move |&j| row[j]))
+        .collect();
+    let mut rows: Vec<&mut [B]> = blocks.chunks_mut(nb).collect();
+    solve(&mut pw, m, k, u, 128, &mut rows, |blocks, row, c| {
+        let j = perm[c];
+        blocks[j / len].round_at(j % len, row[c]).unwrap_or(f32::NAN)
+    });
+    for (row, p) in w.chunks_mut(k).zip(pw.chunks(k)) {
+        for (c, &j) in perm.iter().enumerate() {
+            row[j] = p[c];
+        }
+    }
+    Ok(())
+}
+
+/// The column-wise solver of [`reconstruct`] and [`quantize_compensated`]:
+/// column `c` of each row takes the value `step(state of the row, row, c)`,
+/// and the change is compensated in the row's later columns (at once within
+/// a batch of `batch` columns, by one matrix product for the columns after it).
+fn solve<S: Send>(
+    w: &mut [f32],
+    m: usize,
+    k: usize,
+    u: &[f32],
+    batch: usize,
+    states: &mut [S],
+    step: impl Fn(&mut S, &mut [f32], usize) -> f32 + Sync,
+) {
+    assert!(w.len() == m * k && u.len() == k * k && states.len() == m);
+    for i1 in (0..k).step_by(batch) {
+        let i2 = (i1 + batch).min(k);
         let bw = i2 - i1;
         let mut err = vec![0f32; m * bw];
         w.par_chunks_mut(k)
-            .zip(keep.par_chunks(k))
+            .zip(states.par_iter_mut())
             .zip(err.par_chunks_mut(bw))
-            .for_each(|((row, keep), e)| {
+            .for_each(|((row, state), e)| {
                 for i in 0..bw {
                     let c = i1 + i;
-                    let q = if keep[c] { row[c] } else { 0.0 };
+                    let q = step(state, row, c);
                     let d = (row[c] - q) / u[c * k + c];
                     row[c] = q;
                     e[i] = d;
@@ -427,7 +577,6 @@ pub fn reconstruct(w: &mut [f32], keep: &[bool], m: usize, k: usize, u: &[f32]) 
                     }
                 });
         }
-        // Pruned weights in later columns are zeroed when their column comes.
     }
 }
 

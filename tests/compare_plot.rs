@@ -21,6 +21,8 @@ fn row(name: &str, mib: f64, kld: Option<f64>, tg: f64) -> Row {
         llmk_matmuls: 100,
         chunks: 4,
         exact: None,
+        method: String::new(),
+        made: None,
     }
 }
 
@@ -59,6 +61,8 @@ fn picture_and_table() {
         calibration: None,
         reconstruct_text: None,
         exact: false,
+        methods: vec![],
+        reconstruct_chunks: 32,
     };
     let md = compare::markdown(&rows, &o);
     assert_eq!(md.lines().filter(|l| l.starts_with("| q")).count(), 3);
@@ -72,5 +76,22 @@ fn picture_and_table() {
         md.contains("| q4_k | 0.004000 ± 0.000100 | 0.004200 ± 0.000100 | 1.050 |"),
         "{md}"
     );
+    // Variants of two methods: a frontier line each, named in the legend,
+    // and the table of how long each took to make.
+    let mut rows = rows;
+    for (r, m) in rows[1..].iter_mut().zip(["imatrix", "imatrix", "imatrix"]) {
+        r.method = m.into();
+    }
+    let mut rec = row("q2_k imatrix+reconstruct", 552.0, Some(0.12), 61.0);
+    rec.method = "imatrix+reconstruct".into();
+    rec.made = Some((95.5, Some(1234.0)));
+    rows.push(rec);
+    compare::plot(&rows, "test", &svg, &png).unwrap();
+    let s = std::fs::read_to_string(&svg).unwrap();
+    for m in ["imatrix", "imatrix+reconstruct"] {
+        assert!(s.lines().any(|l| l.trim() == m), "no legend entry {m}");
+    }
+    let md = compare::markdown(&rows, &o);
+    assert!(md.contains("| q2_k imatrix+reconstruct | imatrix+reconstruct | 95.5 | 1234 |"), "{md}");
     std::fs::remove_dir_all(&dir).ok();
 }

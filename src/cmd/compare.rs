@@ -1,7 +1,7 @@
 //! `llmkernel compare`.
 
 use super::{parse_format, parse_threads, progress, threads_or_all, Outcome};
-use llmkernel::compare;
+use llmkernel::compare::{self, QuantMethod};
 use llmkernel::kernels::Format;
 use llmkernel::prune::{Calibration, Method, OutFormat};
 use std::path::PathBuf;
@@ -57,6 +57,17 @@ pub struct Args {
     /// An imatrix file for Wanda's activation norms (then --calib only feeds reconstruction).
     #[arg(long)]
     calib_imatrix: Option<PathBuf>,
+    /// How each format's variants are quantized, one variant per method: plain, imatrix,
+    /// reconstruct (comma-separated; default: imatrix with --imatrix, else plain).
+    #[arg(long, value_delimiter = ',', value_parser = QuantMethod::parse)]
+    methods: Vec<QuantMethod>,
+    /// Add the error-compensated variants (`quantize --reconstruct` on the --calib text,
+    /// with --imatrix where given) to the methods.
+    #[arg(long, requires = "calib")]
+    reconstruct: bool,
+    /// Calibration chunks for the error-compensated variants.
+    #[arg(long, default_value_t = 32)]
+    reconstruct_chunks: usize,
 }
 
 /// `magnitude`, `wanda`, optionally `+reconstruct`.
@@ -87,6 +98,18 @@ impl Args {
             .iter()
             .flat_map(|&(m, r)| prune_formats.iter().map(move |&f| (m, r, f)))
             .collect();
+        let mut methods = self.methods;
+        if self.reconstruct {
+            if methods.is_empty() {
+                methods.push(match self.imatrix {
+                    Some(_) => QuantMethod::Imatrix,
+                    None => QuantMethod::Plain,
+                });
+            }
+            if !methods.contains(&QuantMethod::Reconstruct) {
+                methods.push(QuantMethod::Reconstruct);
+            }
+        }
         let o = compare::Options {
             base: self.model,
             text: self.file,
@@ -103,6 +126,8 @@ impl Args {
             calibration,
             reconstruct_text,
             exact: self.exact,
+            methods,
+            reconstruct_chunks: self.reconstruct_chunks,
         };
         let rows = compare::run(&o)?;
         let md = compare::markdown(&rows, &o);

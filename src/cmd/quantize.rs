@@ -1,6 +1,7 @@
 //! `llmkernel quantize`.
 
-use super::{parse_format, parse_threads, threads_or_all, Outcome};
+use super::{parse_format, parse_threads, threads_or_all, Failure, Outcome};
+use llmkernel::gptq;
 use llmkernel::kernels::Format;
 use std::path::PathBuf;
 
@@ -21,6 +22,22 @@ pub struct Args {
     /// An importance matrix (llama.cpp's imatrix GGUF, from `llmkernel imatrix` or llama-imatrix).
     #[arg(long)]
     imatrix: Option<PathBuf>,
+    /// Error-compensated quantization (GPTQ's solver): quantize the layer matrices again,
+    /// block by block with ggml's scales, spreading each value's rounding error over the
+    /// columns not yet quantized, by the inverse Hessian of their inputs on --calib text.
+    /// The file stays llama-quantize's, byte for byte but for the values.
+    #[arg(long, requires = "calib")]
+    reconstruct: bool,
+    /// Calibration text for --reconstruct (keep it apart from the evaluation text).
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    /// Tokens per calibration chunk.
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Calibration chunks (the inputs of every layer are kept: about
+    /// ctx × chunks × 4 bytes × the model's layer widths).
+    #[arg(long, default_value_t = 8)]
+    chunks: usize,
     /// Threads (default: all hardware threads).
     #[arg(short = 't', long, value_parser = parse_threads)]
     threads: Option<usize>,
@@ -30,6 +47,46 @@ impl Args {
     pub fn run(self) -> Outcome {
         llmkernel::check::preflight(&self.input)?;
         let t = threads_or_all(self.threads);
+        if self.reconstruct {
+            let calib = self.calib.expect("clap requires --calib");
+            let o = gptq::Options {
+                input: self.input,
+                outputs: vec![(self.format, self.output.clone())],
+                pure: self.pure,
+                threads: t,
+                imatrix: self.imatrix,
+                calib,
+                ctx: self.ctx,
+                chunks: self.chunks,
+            };
+            let r = gptq::quantize(&o)?.remove(0);
+            let (g, c): (f64, f64) = r
+                .tensors
+                .iter()
+                .fold((0.0, 0.0), |(g, c), t| (g + t.err_ggml, c + t.err_rec));
+            for (name, why) in &r.kept {
+                eprintln!("reconstruct: {name} kept as llama-quantize wrote it: {why}");
+            }
+            println!(
+                "{}: {} matrices error-compensated ({} calibration tokens), calibration output error {:.4e} -> {:.4e} ({:.3}x); time: quantize {:.1} s, calibration {:.1} s, solve {:.1} s ({:.2} s per layer); peak memory {}",
+                self.output.display(),
+                r.tensors.len(),
+                r.tokens,
+                g,
+                c,
+                c / g,
+                r.quantize_secs,
+                r.calib_secs,
+                r.solve_secs,
+                r.solve_secs / layers(&r).max(1) as f64,
+                peak()
+            );
+            return Ok(());
+        }
+        if self.calib.is_some() {
+            return Err(Failure::Usage("--calib is for --reconstruct".into()));
+        }
+        let start = std::time::Instant::now();
         llmkernel::quantize::quantize(
             &self.input,
             &self.output,
@@ -38,7 +95,22 @@ impl Args {
             t,
             self.imatrix.as_deref(),
         )?;
-        println!("{}", self.output.display());
+        println!(
+            "{}: time {:.1} s; peak memory {}",
+            self.output.display(),
+            start.elapsed().as_secs_f64(),
+            peak()
+        );
         Ok(())
     }
+}
+
+fn layers(r: &gptq::Report) -> usize {
+    let mut l: Vec<&str> = r.tensors.iter().filter_map(|t| t.name.split('.').nth(1)).collect();
+    l.dedup();
+    l.len()
+}
+
+fn peak() -> String {
+    gptq::peak_rss_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB"))
 }
