@@ -55,7 +55,9 @@ impl QuantMethod {
             "plain" => Ok(QuantMethod::Plain),
             "imatrix" => Ok(QuantMethod::Imatrix),
             "reconstruct" => Ok(QuantMethod::Reconstruct),
-            _ => Err(format!("method {s:?}: expected plain, imatrix or reconstruct")),
+            _ => Err(format!(
+                "method {s:?}: expected plain, imatrix or reconstruct"
+            )),
         }
     }
 }
@@ -273,9 +275,11 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         for &m in &methods {
             let imatrix = match m {
                 QuantMethod::Plain => None,
-                QuantMethod::Imatrix => {
-                    Some(o.imatrix.as_deref().ok_or("the imatrix method needs --imatrix")?)
-                }
+                QuantMethod::Imatrix => Some(
+                    o.imatrix
+                        .as_deref()
+                        .ok_or("the imatrix method needs --imatrix")?,
+                ),
                 QuantMethod::Reconstruct => o.imatrix.as_deref(),
             };
             let label = match (m, imatrix) {
@@ -288,7 +292,11 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
                 "{stem}-{}{}{}.gguf",
                 f.name(),
                 if o.pure { "-pure" } else { "" },
-                if named { format!("-{label}") } else { String::new() }
+                if named {
+                    format!("-{label}")
+                } else {
+                    String::new()
+                }
             ));
             let mut how = format!(
                 "quantize --format {}{} ({label})",
@@ -315,7 +323,10 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
             .clone()
             .ok_or("the reconstruct method needs --calib text")?;
         for v in &todo {
-            eprintln!("compare: quantizing with error compensation to {}", v.4.display());
+            eprintln!(
+                "compare: quantizing with error compensation to {}",
+                v.4.display()
+            );
             let _ = std::fs::remove_file(recipe_path(&v.4));
         }
         crate::gptq::reset_peak();
@@ -331,7 +342,10 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
         })?;
         let peak = crate::gptq::peak_rss_mib();
         for (v, r) in todo.iter().zip(reports) {
-            made.insert(v.4.clone(), (r.quantize_secs + r.calib_secs + r.solve_secs, peak));
+            made.insert(
+                v.4.clone(),
+                (r.quantize_secs + r.calib_secs + r.solve_secs, peak),
+            );
             std::fs::write(recipe_path(&v.4), &v.5)
                 .map_err(|e| format!("{}: {e}", recipe_path(&v.4).display()))?;
         }
@@ -341,7 +355,10 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
             crate::gptq::reset_peak();
             let t = std::time::Instant::now();
             quantize::quantize(&o.base, path, *f, o.pure, o.threads, *imatrix)?;
-            made.insert(path.clone(), (t.elapsed().as_secs_f64(), crate::gptq::peak_rss_mib()));
+            made.insert(
+                path.clone(),
+                (t.elapsed().as_secs_f64(), crate::gptq::peak_rss_mib()),
+            );
             Ok(())
         })?;
         eprintln!("compare: measuring {}", path.display());
@@ -479,7 +496,12 @@ pub fn markdown(rows: &[Row], o: &Options) -> String {
         s += "| variant | method | made in s | peak memory MiB |\n|---|---|---|---|\n";
         for r in rows {
             if let Some((secs, peak)) = r.made {
-                s += &format!("| {} | {} | {secs:.1} | {} |\n", r.name, r.method, opt(peak, 0));
+                s += &format!(
+                    "| {} | {} | {secs:.1} | {} |\n",
+                    r.name,
+                    r.method,
+                    opt(peak, 0)
+                );
             }
         }
     }
@@ -580,10 +602,19 @@ pub fn plot(rows: &[Row], title: &str, svg: &Path, png: &Path) -> Result<(), Str
             .map_err(e)?;
         let mib = |r: &Row| r.size_bytes as f64 / (1 << 20) as f64;
         // One line per quantization method through its variants: the frontiers.
-        let mut methods: Vec<&str> = pts.iter().map(|r| r.method.as_str()).filter(|m| !m.is_empty()).collect();
+        let mut methods: Vec<&str> = pts
+            .iter()
+            .map(|r| r.method.as_str())
+            .filter(|m| !m.is_empty())
+            .collect();
         methods.sort();
         methods.dedup();
-        let styles = [RGBColor(120, 120, 120), RGBColor(30, 140, 60), RGBColor(0, 0, 0), RGBColor(200, 120, 0)];
+        let styles = [
+            RGBColor(120, 120, 120),
+            RGBColor(30, 140, 60),
+            RGBColor(0, 0, 0),
+            RGBColor(200, 120, 0),
+        ];
         for (i, m) in methods.iter().enumerate() {
             let mut line: Vec<(f64, f64)> = pts
                 .iter()
@@ -593,10 +624,15 @@ pub fn plot(rows: &[Row], title: &str, svg: &Path, png: &Path) -> Result<(), Str
             line.sort_by(|a, b| a.0.total_cmp(&b.0));
             let style = styles[i % styles.len()];
             chart
-                .draw_series(std::iter::once(PathElement::new(line.clone(), style.stroke_width(2))))
+                .draw_series(std::iter::once(PathElement::new(
+                    line.clone(),
+                    style.stroke_width(2),
+                )))
                 .map_err(e)?
                 .label(*m)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], style.stroke_width(2))
+                });
         }
         if !methods.is_empty() {
             chart

@@ -112,7 +112,9 @@ pub fn ggml_quantize<B: WeightBlock>(x: &[f32], k: usize, imatrix: Option<&[f32]
 pub fn act_order(h: &[f32], k: usize) -> Result<(Vec<usize>, Vec<f32>), String> {
     let mut perm: Vec<usize> = (0..k).collect();
     perm.sort_by(|&a, &b| h[b * k + b].total_cmp(&h[a * k + a]));
-    let ph: Vec<f32> = (0..k * k).map(|i| h[perm[i / k] * k + perm[i % k]]).collect();
+    let ph: Vec<f32> = (0..k * k)
+        .map(|i| h[perm[i / k] * k + perm[i % k]])
+        .collect();
     let u = reconstruct::inverse_cholesky_upper(&ph, k)?;
     Ok((perm, u))
 }
@@ -129,10 +131,17 @@ pub fn compensated<B: WeightBlock>(
     im: Option<&[f32]>,
 ) -> Result<Vec<B>, String> {
     if k % B::LEN != 0 || w.len() != rows * k {
-        return Err(format!("{}: rows of {k} values are not whole blocks of {}", B::NAME, B::LEN));
+        return Err(format!(
+            "{}: rows of {k} values are not whole blocks of {}",
+            B::NAME,
+            B::LEN
+        ));
     }
     if B::zeroed().round_at(0, 0.0).is_none() {
-        return Err(format!("{}: no error-compensated quantization for it", B::NAME));
+        return Err(format!(
+            "{}: no error-compensated quantization for it",
+            B::NAME
+        ));
     }
     let mut blocks = vec![B::zeroed(); rows * k / B::LEN];
     ggml_quantize(w, k, im, &mut blocks);
@@ -192,7 +201,13 @@ impl WithFormat for Solve<'_> {
         let theirs: &[B] = bytemuck::try_cast_slice(self.bytes)
             .ok()
             .filter(|b: &&[B]| b.len() * B::LEN == n)
-            .ok_or_else(|| format!("{} bytes are not {n} values of {}", self.bytes.len(), B::NAME))?;
+            .ok_or_else(|| {
+                format!(
+                    "{} bytes are not {n} values of {}",
+                    self.bytes.len(),
+                    B::NAME
+                )
+            })?;
         let diff = |v: Vec<f32>| -> Vec<f32> { v.iter().zip(self.w).map(|(a, b)| a - b).collect() };
         let err_ggml = sample_error(&diff(dequantize(theirs, n)), self.rows, self.k, self.h);
         let ours = compensated::<B>(self.w, self.rows, self.k, (self.perm, self.u), self.im)?;
@@ -228,8 +243,7 @@ impl Factors {
             if *xk != k {
                 return Err(format!("{name}: inputs of {xk} values, matrix of {k}"));
             }
-            let mut h = sum.clone();
-            reconstruct::damp(&mut h, k);
+            let h = reconstruct::hessian_from_lower(sum, k);
             let (perm, u) = act_order(&h, k).map_err(|e| format!("{name}: {e}"))?;
             self.by_key.insert(key.clone(), (h, perm, u));
         }
@@ -298,7 +312,14 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
     let mut reports = Vec::new();
     for (format, output) in &o.outputs {
         let start = Instant::now();
-        crate::quantize::quantize(&o.input, output, *format, o.pure, o.threads, o.imatrix.as_deref())?;
+        crate::quantize::quantize(
+            &o.input,
+            output,
+            *format,
+            o.pure,
+            o.threads,
+            o.imatrix.as_deref(),
+        )?;
         reports.push(Report {
             tensors: vec![],
             kept: vec![],
@@ -338,7 +359,11 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
         files.push((stored, file));
     }
     // The layer matrices in the first output's file order.
-    let mut names: Vec<(u64, String)> = files[0].0.values().map(|s| (s.offset, s.name.clone())).collect();
+    let mut names: Vec<(u64, String)> = files[0]
+        .0
+        .values()
+        .map(|s| (s.offset, s.name.clone()))
+        .collect();
     names.sort();
     let total: usize = files[0].0.values().map(|s| s.k * s.rows).sum();
     let (mut done, solve_start) = (0usize, Instant::now());
@@ -383,9 +408,14 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
             files.iter_mut().zip(o.outputs.iter().zip(&mut reports))
         {
             let t0 = Instant::now();
-            let s = stored.get(&name).ok_or_else(|| format!("{name}: not in {}", output.display()))?;
-            let Some(format) = Format::from_ggml_type(s.ty as u32).filter(|f| has_solver(*f)) else {
-                report.kept.push((name.clone(), format!("no solver for {}", type_name(s.ty))));
+            let s = stored
+                .get(&name)
+                .ok_or_else(|| format!("{name}: not in {}", output.display()))?;
+            let Some(format) = Format::from_ggml_type(s.ty as u32).filter(|f| has_solver(*f))
+            else {
+                report
+                    .kept
+                    .push((name.clone(), format!("no solver for {}", type_name(s.ty))));
                 continue;
             };
             let mut bytes = vec![0u8; s.size];
@@ -497,11 +527,18 @@ mod tests {
                 ggml_quantize(&w, K, Some(&im), &mut theirs);
                 let ours = compensated::<B>(&w, M, K, (&perm, &u), Some(&im)).unwrap();
                 let err = |b: &[B]| {
-                    let d: Vec<f32> = dequantize(b, M * K).iter().zip(&w).map(|(a, b)| a - b).collect();
+                    let d: Vec<f32> = dequantize(b, M * K)
+                        .iter()
+                        .zip(&w)
+                        .map(|(a, b)| a - b)
+                        .collect();
                     reconstruct::output_error(&d, M, K, &h)
                 };
                 let (g, o) = (err(&theirs), err(&ours));
-                eprintln!("{f}: calibration output error {g:.4e} -> {o:.4e} ({:.3}x)", o / g);
+                eprintln!(
+                    "{f}: calibration output error {g:.4e} -> {o:.4e} ({:.3}x)",
+                    o / g
+                );
                 // The scales are ggml's: only codes changed.
                 let scale_bytes = |b: &B| -> Vec<u8> {
                     let mut z = *b;
@@ -518,7 +555,10 @@ mod tests {
         );
         assert_eq!(ratios.len(), Format::WEIGHTS.len());
         for (f, q) in ratios {
-            assert!(q < 0.9, "{f}: compensated error {q:.3}x the imatrix-only one");
+            assert!(
+                q < 0.9,
+                "{f}: compensated error {q:.3}x the imatrix-only one"
+            );
         }
     }
 
@@ -527,7 +567,13 @@ mod tests {
         assert!(!has_solver(Format::Q8_0S) && !has_solver(Format::Q8K));
         assert!(Format::WEIGHTS.iter().all(|f| has_solver(*f)));
         let (perm, u) = ((0..48).collect::<Vec<_>>(), vec![1f32; 48 * 48]);
-        let e = compensated::<llmkernel_kernels::formats::BlockQ4_0>(&[0.0; 48], 1, 48, (&perm, &u), None);
+        let e = compensated::<llmkernel_kernels::formats::BlockQ4_0>(
+            &[0.0; 48],
+            1,
+            48,
+            (&perm, &u),
+            None,
+        );
         assert!(e.unwrap_err().contains("whole blocks"));
     }
 }

@@ -15,10 +15,12 @@
 //! matrix product. The mask is fixed beforehand (magnitude or Wanda), so
 //! this measures what reconstruction adds to a given pruning.
 //!
-//! Our own code: dense linear algebra (blocked Cholesky and triangular
-//! inverse on row-major f32, the heavy products through `matrixmultiply`).
+//! The dense linear algebra is faer's (threaded, blocked): the products in
+//! f32, the Cholesky factor and triangular inverse in f64.
 
 use crate::{ffi, llama};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use llmkernel_kernels::formats::WeightBlock;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -32,7 +34,7 @@ pub struct Inputs {
     /// Key: [`input_key`] of a weight name.
     pub x: BTreeMap<String, (Vec<f32>, usize)>,
     /// With [`collect_hessians`] instead: per group, the undamped `XᵀX`
-    /// (k x k), k, and the rows summed.
+    /// (k x k, its lower triangle: [`hessian_from_lower`]), k, and the rows summed.
     pub h: BTreeMap<String, (Vec<f32>, usize, usize)>,
     hessians: bool,
     max_rows: usize,
@@ -101,26 +103,12 @@ unsafe extern "C" fn callback(t: *mut ffi::ggml_tensor, ask: bool, ud: *mut c_vo
                 }
                 let off = i2 as usize * x.nb[2] + i3 as usize * x.nb[3];
                 // SAFETY: `rows` rows of k f32 at stride nb[1] inside the
-                // activation tensor (f32, nb[0] = 4); H += XᵀX, H k x k.
-                unsafe {
+                // activation tensor (f32, nb[0] = 4).
+                let xs = unsafe {
                     let p = (x.data as *const u8).add(off) as *const f32;
-                    matrixmultiply::sgemm(
-                        k,
-                        rows,
-                        k,
-                        1.0,
-                        p,
-                        1,
-                        stride as isize,
-                        p,
-                        stride as isize,
-                        1,
-                        1.0,
-                        entry.0.as_mut_ptr(),
-                        k as isize,
-                        1,
-                    )
+                    std::slice::from_raw_parts(p, (rows - 1) * stride + k)
                 };
+                add_gram_lower(&mut entry.0, k, xs, rows, stride);
                 entry.2 += rows;
             }
         }
@@ -221,8 +209,13 @@ pub fn collect_hessians(
     Ok(*c)
 }
 
+fn par() -> Par {
+    Par::rayon(rayon::current_num_threads())
+}
+
 /// `c (m x n) = beta * c + alpha * a (m x k) * b (k x n)`, all row-major with
-/// the given row strides (`b` transposed when `bt`: then it is n x k).
+/// the given row strides (`b` transposed when `bt`: then it is n x k);
+/// `beta` is 0 or 1. Through faer's blocked, threaded kernels.
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     m: usize,
@@ -241,173 +234,90 @@ fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n);
-    let (rsb, csb) = if bt {
-        (1, ldb as isize)
+    assert!(beta == 0.0 || beta == 1.0);
+    // faer is given column-major destinations only: C (row-major) is Cᵀ
+    // column-major, so it computes Cᵀ = Bᵀ Aᵀ. (faer 0.24 wrote out of
+    // bounds into some row-major destinations; valgrind found it.)
+    let c_len = (m - 1) * ldc + n;
+    let mut ct = MatMut::from_column_major_slice_with_stride_mut(&mut c[..c_len], n, m, ldc);
+    let accum = if beta == 0.0 {
+        Accum::Replace
     } else {
-        (ldb as isize, 1)
+        Accum::Add
     };
-    assert!(
-        k == 0
-            || if bt {
-                b.len() >= (n - 1) * ldb + k
-            } else {
-                b.len() >= (k - 1) * ldb + n
-            }
-    );
-    // SAFETY: the asserts above keep every element matrixmultiply touches
-    // inside a, b and c; c does not alias a or b (distinct borrows).
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
+    if k == 0 {
+        if beta == 0.0 {
+            ct.fill(0.0);
+        }
+        return;
+    }
+    let at = MatRef::from_column_major_slice_with_stride(&a[..(m - 1) * lda + k], k, m, lda);
+    let bt_ = if bt {
+        MatRef::from_column_major_slice_with_stride(&b[..(n - 1) * ldb + k], k, n, ldb).transpose()
+    } else {
+        MatRef::from_column_major_slice_with_stride(&b[..(k - 1) * ldb + n], n, k, ldb)
+    };
+    matmul(ct.as_mut(), accum, bt_, at, alpha, par());
+}
+
+/// `h += XᵀX` on the lower triangle of `h` (k x k, row-major), for the
+/// `rows` rows of k values of `x` that start `stride` apart.
+pub fn add_gram_lower(h: &mut [f32], k: usize, x: &[f32], rows: usize, stride: usize) {
+    if rows == 0 || k == 0 {
+        return;
+    }
+    // Xᵀ as a column-major k x rows matrix; H's block rows i0..i1 (up to
+    // column i1) as the column-major i1 x (i1 - i0) block of Hᵀ:
+    // h[i0..i1, ..i1] += X[:, i0..i1]ᵀ X[:, ..i1], about half the products of
+    // the whole XᵀX (H is symmetric; see [`gemm`] on the layouts).
+    let xt =
+        MatRef::from_column_major_slice_with_stride(&x[..(rows - 1) * stride + k], k, rows, stride);
+    const B: usize = 512;
+    for i0 in (0..k).step_by(B) {
+        let i1 = (i0 + B).min(k);
+        let ht = MatMut::from_column_major_slice_with_stride_mut(
+            &mut h[i0 * k..(i1 - 1) * k + i1],
+            i1,
+            i1 - i0,
             k,
-            n,
-            alpha,
-            a.as_ptr(),
-            lda as isize,
-            1,
-            b.as_ptr(),
-            rsb,
-            csb,
-            beta,
-            c.as_mut_ptr(),
-            ldc as isize,
-            1,
-        )
+        );
+        matmul(
+            ht,
+            Accum::Add,
+            xt.subrows(0, i1),
+            xt.subrows(i0, i1 - i0).transpose(),
+            1.0f32,
+            par(),
+        );
     }
 }
 
-const NB: usize = 128;
-
-/// In-place lower Cholesky factor of the symmetric positive definite `a`
-/// (n x n, row-major; the upper triangle is zeroed). Right-looking, blocked.
-pub fn cholesky(a: &mut [f32], n: usize) -> Result<(), String> {
-    for j0 in (0..n).step_by(NB) {
-        let j1 = (j0 + NB).min(n);
-        // The diagonal block, unblocked (f64 accumulation).
-        for j in j0..j1 {
-            let mut d = a[j * n + j] as f64;
-            for p in j0..j {
-                d -= (a[j * n + p] as f64).powi(2);
-            }
-            if !(d > 0.0) {
-                return Err(format!("matrix not positive definite at column {j}"));
-            }
-            let d = d.sqrt();
-            a[j * n + j] = d as f32;
-            for i in j + 1..j1 {
-                let mut s = a[i * n + j] as f64;
-                for p in j0..j {
-                    s -= a[i * n + p] as f64 * a[j * n + p] as f64;
-                }
-                a[i * n + j] = (s / d) as f32;
-            }
-        }
-        // The panel below it: P := P D^-T, row by row (independent rows).
-        let (top, below) = a.split_at_mut(j1 * n);
-        let diag = &top[j0 * n..];
-        below.par_chunks_mut(n).for_each(|row| {
-            for j in j0..j1 {
-                let mut s = row[j] as f64;
-                for p in j0..j {
-                    s -= row[p] as f64 * diag[(j - j0) * n + p] as f64;
-                }
-                row[j] = (s / diag[(j - j0) * n + j] as f64) as f32;
-            }
-        });
-        // The trailing matrix: A22 -= P Pᵀ.
-        let rest = n - j1;
-        if rest > 0 {
-            let p: Vec<f32> = below
-                .chunks(n)
-                .flat_map(|r| r[j0..j1].iter().copied())
-                .collect();
-            let jb = j1 - j0;
-            gemm(
-                rest,
-                jb,
-                rest,
-                -1.0,
-                &p,
-                jb,
-                &p,
-                jb,
-                true,
-                1.0,
-                &mut below[j1..],
-                n,
-            );
+/// A Hessian from the lower triangle [`add_gram_lower`] summed: mirrored
+/// to the upper, then damped ([`damp`]).
+pub fn hessian_from_lower(lower: &[f32], k: usize) -> Vec<f32> {
+    let mut h = lower.to_vec();
+    for i in 0..k {
+        for j in i + 1..k {
+            h[i * k + j] = h[j * k + i];
         }
     }
-    for i in 0..n {
-        a[i * n + i + 1..(i + 1) * n].fill(0.0);
-    }
-    Ok(())
-}
-
-/// The inverse of the lower-triangular `l` (n x n, row-major), lower-triangular.
-pub fn invert_lower(l: &[f32], n: usize) -> Vec<f32> {
-    let mut x = vec![0f32; n * n];
-    for i0 in (0..n).step_by(NB) {
-        let i1 = (i0 + NB).min(n);
-        let ib = i1 - i0;
-        // The diagonal block's inverse, unblocked: row i of D⁻¹ by forward substitution.
-        let mut dinv = vec![0f64; ib * ib];
-        for i in 0..ib {
-            for j in 0..=i {
-                let mut s = if i == j { 1.0 } else { 0.0 };
-                for p in j..i {
-                    s -= l[(i0 + i) * n + i0 + p] as f64 * dinv[p * ib + j];
-                }
-                dinv[i * ib + j] = s / l[(i0 + i) * n + i0 + i] as f64;
-            }
-        }
-        for i in 0..ib {
-            for j in 0..=i {
-                x[(i0 + i) * n + i0 + j] = dinv[i * ib + j] as f32;
-            }
-        }
-        if i0 == 0 {
-            continue;
-        }
-        // Off-diagonal: X[i, :i0] = -D⁻¹ (L[i, :i0] X[:i0, :i0]).
-        let mut t = vec![0f32; ib * i0];
-        gemm(
-            ib,
-            i0,
-            i0,
-            1.0,
-            &l[i0 * n..],
-            n,
-            &x,
-            n,
-            false,
-            0.0,
-            &mut t,
-            i0,
-        );
-        let dinv32: Vec<f32> = dinv.iter().map(|&v| v as f32).collect();
-        let mut o = vec![0f32; ib * i0];
-        gemm(
-            ib, ib, i0, -1.0, &dinv32, ib, &t, i0, false, 0.0, &mut o, i0,
-        );
-        for i in 0..ib {
-            x[(i0 + i) * n..(i0 + i) * n + i0].copy_from_slice(&o[i * i0..(i + 1) * i0]);
-        }
-    }
-    x
+    damp(&mut h, k);
+    h
 }
 
 /// U (upper, row-major) with `UᵀU = H⁻¹`, through the reversed Cholesky:
-/// with J the reversal, `JHJ = MMᵀ` gives `U = J M⁻¹ J`.
+/// with J the reversal, `JHJ = MMᵀ` gives `U = J M⁻¹ J`. In f64 (faer's
+/// blocked Cholesky and triangular inverse): the Hessians of real layers
+/// span many orders of magnitude (docs/QUALITY.md measures f32 against f64).
 pub fn inverse_cholesky_upper(h: &[f32], n: usize) -> Result<Vec<f32>, String> {
-    let mut r: Vec<f32> = (0..n * n)
-        .map(|idx| h[(n - 1 - idx / n) * n + (n - 1 - idx % n)])
-        .collect();
-    cholesky(&mut r, n)?;
-    let minv = invert_lower(&r, n);
+    let r = Mat::<f64>::from_fn(n, n, |i, j| h[(n - 1 - i) * n + (n - 1 - j)] as f64);
+    let llt = r
+        .llt(Side::Lower)
+        .map_err(|_| "matrix not positive definite".to_string())?;
+    let mut minv = Mat::<f64>::zeros(n, n);
+    faer::linalg::triangular_inverse::invert_lower_triangular(minv.as_mut(), llt.L(), par());
     Ok((0..n * n)
-        .map(|idx| minv[(n - 1 - idx / n) * n + (n - 1 - idx % n)])
+        .map(|idx| minv[(n - 1 - idx / n, n - 1 - idx % n)] as f32)
         .collect())
 }
 
@@ -415,31 +325,9 @@ pub fn inverse_cholesky_upper(h: &[f32], n: usize) -> Result<Vec<f32>, String> {
 /// inputs that are always zero get 1 on the diagonal (their weights do not
 /// matter, and this keeps H positive definite).
 pub fn hessian(x: &[f32], rows: usize, k: usize) -> Vec<f32> {
-    let mut h = vec![0f32; k * k];
-    // H = Xᵀ X: a = Xᵀ (k x rows, column-major view of X), b = X.
-    if rows > 0 {
-        // SAFETY: X is rows x k row-major; read as Xᵀ with strides (1, k).
-        unsafe {
-            matrixmultiply::sgemm(
-                k,
-                rows,
-                k,
-                1.0,
-                x.as_ptr(),
-                1,
-                k as isize,
-                x.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                h.as_mut_ptr(),
-                k as isize,
-                1,
-            )
-        };
-    }
-    damp(&mut h, k);
-    h
+    let mut lower = vec![0f32; k * k];
+    add_gram_lower(&mut lower, k, x, rows, k);
+    hessian_from_lower(&lower, k)
 }
 
 /// Damps `XᵀX` (k x k) in place as [`hessian`] does.
@@ -497,7 +385,12 @@ pub fn quantize_compensated<B: WeightBlock + bytemuck::Pod + Send>(
 ) -> Result<(), String> {
     let len = B::LEN;
     let nb = k / len;
-    if k % len != 0 || w.len() != m * k || u.len() != k * k || perm.len() != k || blocks.len() != m * nb {
+    if k % len != 0
+        || w.len() != m * k
+        || u.len() != k * k
+        || perm.len() != k
+        || blocks.len() != m * nb
+    {
         return Err(format!("{}: shapes do not match", B::NAME));
     }
     let mut pw: Vec<f32> = w
@@ -507,7 +400,9 @@ pub fn quantize_compensated<B: WeightBlock + bytemuck::Pod + Send>(
     let mut rows: Vec<&mut [B]> = blocks.chunks_mut(nb).collect();
     solve(&mut pw, m, k, u, 128, &mut rows, |blocks, row, c| {
         let j = perm[c];
-        blocks[j / len].round_at(j % len, row[c]).unwrap_or(f32::NAN)
+        blocks[j / len]
+            .round_at(j % len, row[c])
+            .unwrap_or(f32::NAN)
     });
     for (row, p) in w.chunks_mut(k).zip(pw.chunks(k)) {
         for (c, &j) in perm.iter().enumerate() {
@@ -584,6 +479,129 @@ fn solve<S: Send>(
 mod tests {
     use super::*;
     use llmkernel_kernels::testdata::Rng;
+
+    // Hand-written references for the tests: a right-looking blocked Cholesky
+    // and a blocked lower-triangular inverse (f64 inside the diagonal blocks).
+    const NB: usize = 128;
+
+    /// In-place lower Cholesky factor of the symmetric positive definite `a`
+    /// (n x n, row-major; the upper triangle is zeroed). Right-looking, blocked.
+    fn cholesky(a: &mut [f32], n: usize) -> Result<(), String> {
+        for j0 in (0..n).step_by(NB) {
+            let j1 = (j0 + NB).min(n);
+            // The diagonal block, unblocked (f64 accumulation).
+            for j in j0..j1 {
+                let mut d = a[j * n + j] as f64;
+                for p in j0..j {
+                    d -= (a[j * n + p] as f64).powi(2);
+                }
+                if !(d > 0.0) {
+                    return Err(format!("matrix not positive definite at column {j}"));
+                }
+                let d = d.sqrt();
+                a[j * n + j] = d as f32;
+                for i in j + 1..j1 {
+                    let mut s = a[i * n + j] as f64;
+                    for p in j0..j {
+                        s -= a[i * n + p] as f64 * a[j * n + p] as f64;
+                    }
+                    a[i * n + j] = (s / d) as f32;
+                }
+            }
+            // The panel below it: P := P D^-T, row by row (independent rows).
+            let (top, below) = a.split_at_mut(j1 * n);
+            let diag = &top[j0 * n..];
+            below.par_chunks_mut(n).for_each(|row| {
+                for j in j0..j1 {
+                    let mut s = row[j] as f64;
+                    for p in j0..j {
+                        s -= row[p] as f64 * diag[(j - j0) * n + p] as f64;
+                    }
+                    row[j] = (s / diag[(j - j0) * n + j] as f64) as f32;
+                }
+            });
+            // The trailing matrix: A22 -= P Pᵀ.
+            let rest = n - j1;
+            if rest > 0 {
+                let p: Vec<f32> = below
+                    .chunks(n)
+                    .flat_map(|r| r[j0..j1].iter().copied())
+                    .collect();
+                let jb = j1 - j0;
+                gemm(
+                    rest,
+                    jb,
+                    rest,
+                    -1.0,
+                    &p,
+                    jb,
+                    &p,
+                    jb,
+                    true,
+                    1.0,
+                    &mut below[j1..],
+                    n,
+                );
+            }
+        }
+        for i in 0..n {
+            a[i * n + i + 1..(i + 1) * n].fill(0.0);
+        }
+        Ok(())
+    }
+
+    /// The inverse of the lower-triangular `l` (n x n, row-major), lower-triangular.
+    fn invert_lower(l: &[f32], n: usize) -> Vec<f32> {
+        let mut x = vec![0f32; n * n];
+        for i0 in (0..n).step_by(NB) {
+            let i1 = (i0 + NB).min(n);
+            let ib = i1 - i0;
+            // The diagonal block's inverse, unblocked: row i of D⁻¹ by forward substitution.
+            let mut dinv = vec![0f64; ib * ib];
+            for i in 0..ib {
+                for j in 0..=i {
+                    let mut s = if i == j { 1.0 } else { 0.0 };
+                    for p in j..i {
+                        s -= l[(i0 + i) * n + i0 + p] as f64 * dinv[p * ib + j];
+                    }
+                    dinv[i * ib + j] = s / l[(i0 + i) * n + i0 + i] as f64;
+                }
+            }
+            for i in 0..ib {
+                for j in 0..=i {
+                    x[(i0 + i) * n + i0 + j] = dinv[i * ib + j] as f32;
+                }
+            }
+            if i0 == 0 {
+                continue;
+            }
+            // Off-diagonal: X[i, :i0] = -D⁻¹ (L[i, :i0] X[:i0, :i0]).
+            let mut t = vec![0f32; ib * i0];
+            gemm(
+                ib,
+                i0,
+                i0,
+                1.0,
+                &l[i0 * n..],
+                n,
+                &x,
+                n,
+                false,
+                0.0,
+                &mut t,
+                i0,
+            );
+            let dinv32: Vec<f32> = dinv.iter().map(|&v| v as f32).collect();
+            let mut o = vec![0f32; ib * i0];
+            gemm(
+                ib, ib, i0, -1.0, &dinv32, ib, &t, i0, false, 0.0, &mut o, i0,
+            );
+            for i in 0..ib {
+                x[(i0 + i) * n..(i0 + i) * n + i0].copy_from_slice(&o[i * i0..(i + 1) * i0]);
+            }
+        }
+        x
+    }
 
     fn matmul_t(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         // a (m x k) times bᵀ with b (n x k), in f64.

@@ -92,6 +92,9 @@ fn picture_and_table() {
         assert!(s.lines().any(|l| l.trim() == m), "no legend entry {m}");
     }
     let md = compare::markdown(&rows, &o);
-    assert!(md.contains("| q2_k imatrix+reconstruct | imatrix+reconstruct | 95.5 | 1234 |"), "{md}");
+    assert!(
+        md.contains("| q2_k imatrix+reconstruct | imatrix+reconstruct | 95.5 | 1234 |"),
+        "{md}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -48,23 +48,50 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
     let im = d.join("m.imatrix");
     imatrix::collect_to_file(&model, &text, &im, 64, Some(8), 2).unwrap();
     for format in [Format::Q4K, Format::Q2K, Format::Q4_0] {
-        let (theirs, ours) = (d.join(format!("{format}-im.gguf")), d.join(format!("{format}-rec.gguf")));
+        let (theirs, ours) = (
+            d.join(format!("{format}-im.gguf")),
+            d.join(format!("{format}-rec.gguf")),
+        );
         quantize::quantize(&model, &theirs, format, false, 2, Some(&im)).unwrap();
-        let r = gptq::quantize(&opts(&model, &ours, format, &im, &text)).unwrap().remove(0);
-        assert_eq!(r.tensors.len(), 7 * shape.n_layer, "{format}: every layer matrix");
+        let r = gptq::quantize(&opts(&model, &ours, format, &im, &text))
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            r.tensors.len(),
+            7 * shape.n_layer,
+            "{format}: every layer matrix"
+        );
         assert!(r.kept.is_empty(), "{format}: {:?}", r.kept);
         assert!(r.tokens >= gptq::MIN_TOKENS);
         for t in &r.tensors {
-            assert!(t.err_rec < t.err_ggml, "{format}: {}: {} -> {}", t.name, t.err_ggml, t.err_rec);
+            assert!(
+                t.err_rec < t.err_ggml,
+                "{format}: {}: {} -> {}",
+                t.name,
+                t.err_ggml,
+                t.err_rec
+            );
         }
         // Byte for byte llama-quantize's file outside the layer matrices' data.
-        let (a, b) = (std::fs::read(&theirs).unwrap(), std::fs::read(&ours).unwrap());
+        let (a, b) = (
+            std::fs::read(&theirs).unwrap(),
+            std::fs::read(&ours).unwrap(),
+        );
         assert_eq!(a.len(), b.len(), "{format}");
-        let (ta, tb) = (gptq::stored_tensors(&theirs).unwrap(), gptq::stored_tensors(&ours).unwrap());
+        let (ta, tb) = (
+            gptq::stored_tensors(&theirs).unwrap(),
+            gptq::stored_tensors(&ours).unwrap(),
+        );
         let layout = |t: &[gptq::Stored]| -> Vec<_> {
-            t.iter().map(|s| (s.name.clone(), s.ty, s.k, s.rows, s.offset, s.size)).collect()
+            t.iter()
+                .map(|s| (s.name.clone(), s.ty, s.k, s.rows, s.offset, s.size))
+                .collect()
         };
-        assert_eq!(layout(&ta), layout(&tb), "{format}: same tensors, types and places");
+        assert_eq!(
+            layout(&ta),
+            layout(&tb),
+            "{format}: same tensors, types and places"
+        );
         let targets = regex::Regex::new(llmkernel::prune::DEFAULT_TARGETS).unwrap();
         let mut inside = vec![false; a.len()];
         for s in tb.iter().filter(|s| targets.is_match(&s.name)) {
@@ -73,7 +100,10 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
             assert_ne!(a[o..o + n], b[o..o + n], "{format}: {} unchanged", s.name);
         }
         let outside = (0..a.len()).filter(|&i| !inside[i] && a[i] != b[i]).count();
-        assert_eq!(outside, 0, "{format}: bytes differ outside the layer matrices");
+        assert_eq!(
+            outside, 0,
+            "{format}: bytes differ outside the layer matrices"
+        );
         runs(&ours);
     }
 }
@@ -93,7 +123,10 @@ fn bad_input_is_a_clear_error() {
     let mut o = opts(&model, &out, Format::Q4K, &im, &text);
     o.chunks = 4;
     let e = err(&o);
-    assert!(e.contains("calibration tokens") && e.contains("at least"), "{e}");
+    assert!(
+        e.contains("calibration tokens") && e.contains("at least"),
+        "{e}"
+    );
     // A text shorter than one chunk.
     let short = d.join("short.txt");
     std::fs::write(&short, "a few words").unwrap();
@@ -101,7 +134,10 @@ fn bad_input_is_a_clear_error() {
     assert!(e.contains("fewer than"), "{e}");
     // An imatrix of another model (other widths).
     let other = d.join("other.gguf");
-    let wide = synthetic::Shape { n_embd: 512, ..Default::default() };
+    let wide = synthetic::Shape {
+        n_embd: 512,
+        ..Default::default()
+    };
     synthetic::write_llama(&other, Format::Q8_0, wide, 23).unwrap();
     let im_other = d.join("other.imatrix");
     imatrix::collect_to_file(&other, &text, &im_other, 64, Some(2), 2).unwrap();

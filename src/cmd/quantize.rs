@@ -106,7 +106,11 @@ impl Args {
 }
 
 fn layers(r: &gptq::Report) -> usize {
-    let mut l: Vec<&str> = r.tensors.iter().filter_map(|t| t.name.split('.').nth(1)).collect();
+    let mut l: Vec<&str> = r
+        .tensors
+        .iter()
+        .filter_map(|t| t.name.split('.').nth(1))
+        .collect();
     l.dedup();
     l.len()
 }
