@@ -411,7 +411,7 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
             let s = stored
                 .get(&name)
                 .ok_or_else(|| format!("{name}: not in {}", output.display()))?;
-            let Some(format) = Format::from_ggml_type(s.ty as u32).filter(|f| has_solver(*f))
+            let Some(format) = Format::from_ggml_type(s.ty).filter(|f| has_solver(*f))
             else {
                 report
                     .kept

@@ -47,6 +47,7 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
     std::fs::write(&text, include_str!("../README.md").repeat(3)).unwrap();
     let im = d.join("m.imatrix");
     imatrix::collect_to_file(&model, &text, &im, 64, Some(8), 2).unwrap();
+    let targets = regex::Regex::new(llmkernel::prune::DEFAULT_TARGETS).unwrap();
     for format in [Format::Q4K, Format::Q2K, Format::Q4_0] {
         let (theirs, ours) = (
             d.join(format!("{format}-im.gguf")),
@@ -92,7 +93,6 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
             layout(&tb),
             "{format}: same tensors, types and places"
         );
-        let targets = regex::Regex::new(llmkernel::prune::DEFAULT_TARGETS).unwrap();
         let mut inside = vec![false; a.len()];
         for s in tb.iter().filter(|s| targets.is_match(&s.name)) {
             let (o, n) = (s.offset as usize, s.size);
