@@ -61,7 +61,8 @@ pub struct Options {
 }
 
 /// One matrix: its calibration output error `Σ (ΔW X)²` (over a sample of
-/// rows) with llama-quantize's blocks and with the compensated ones.
+/// rows) with llama-quantize's blocks and with the compensated ones. The
+/// file keeps the blocks with the lower error ([`Tensor::compensated`]).
 pub struct Tensor {
     pub name: String,
     pub format: Format,
@@ -70,6 +71,13 @@ pub struct Tensor {
     pub err_ggml: f64,
     pub err_rec: f64,
     pub secs: f64,
+}
+
+impl Tensor {
+    /// Whether the file holds the compensated blocks.
+    pub fn compensated(&self) -> bool {
+        self.err_rec < self.err_ggml
+    }
 }
 
 pub struct Report {
@@ -212,7 +220,11 @@ impl WithFormat for Solve<'_> {
         let err_ggml = sample_error(&diff(dequantize(theirs, n)), self.rows, self.k, self.h);
         let ours = compensated::<B>(self.w, self.rows, self.k, (self.perm, self.u), self.im)?;
         let err_rec = sample_error(&diff(dequantize(&ours, n)), self.rows, self.k, self.h);
-        self.bytes.copy_from_slice(bytemuck::cast_slice(&ours));
+        // Never worse than llama-quantize on the calibration inputs (as when
+        // the input is already in the format: requantizing it is lossless).
+        if err_rec < err_ggml {
+            self.bytes.copy_from_slice(bytemuck::cast_slice(&ours));
+        }
         Ok((err_ggml, err_rec))
     }
 }
@@ -411,8 +423,7 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
             let s = stored
                 .get(&name)
                 .ok_or_else(|| format!("{name}: not in {}", output.display()))?;
-            let Some(format) = Format::from_ggml_type(s.ty).filter(|f| has_solver(*f))
-            else {
+            let Some(format) = Format::from_ggml_type(s.ty).filter(|f| has_solver(*f)) else {
                 report
                     .kept
                     .push((name.clone(), format!("no solver for {}", type_name(s.ty))));
@@ -441,7 +452,7 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
             let secs = t0.elapsed().as_secs_f64() + factor_secs;
             report.solve_secs += secs;
             eprintln!(
-                "reconstruct: {:>5.1}% {:<28} {:<6} {:>5}x{:<5} calibration error {:.3e} -> {:.3e} ({:.2}x)  {:.1} s",
+                "reconstruct: {:>5.1}% {:<28} {:<6} {:>5}x{:<5} calibration error {:.3e} -> {:.3e} ({:.2}x{})  {:.1} s",
                 100.0 * done as f64 / total as f64,
                 name,
                 format.name(),
@@ -450,6 +461,7 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
                 err_ggml,
                 err_rec,
                 err_rec / err_ggml,
+                if err_rec < err_ggml { "" } else { ", llama-quantize's kept" },
                 secs,
             );
             report.tensors.push(Tensor {

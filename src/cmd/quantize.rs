@@ -60,17 +60,18 @@ impl Args {
                 chunks: self.chunks,
             };
             let r = gptq::quantize(&o)?.remove(0);
-            let (g, c): (f64, f64) = r
-                .tensors
-                .iter()
-                .fold((0.0, 0.0), |(g, c), t| (g + t.err_ggml, c + t.err_rec));
+            let (g, c): (f64, f64) = r.tensors.iter().fold((0.0, 0.0), |(g, c), t| {
+                (g + t.err_ggml, c + t.err_rec.min(t.err_ggml))
+            });
+            let same = r.tensors.iter().filter(|t| !t.compensated()).count();
             for (name, why) in &r.kept {
                 eprintln!("reconstruct: {name} kept as llama-quantize wrote it: {why}");
             }
             println!(
-                "{}: {} matrices error-compensated ({} calibration tokens), calibration output error {:.4e} -> {:.4e} ({:.3}x); time: quantize {:.1} s, calibration {:.1} s, solve {:.1} s ({:.2} s per layer); peak memory {}",
+                "{}: {} matrices error-compensated ({} kept as llama-quantize wrote them, their error no higher; {} calibration tokens), calibration output error {:.4e} -> {:.4e} ({:.3}x); time: quantize {:.1} s, calibration {:.1} s, solve {:.1} s ({:.2} s per layer); peak memory {}",
                 self.output.display(),
-                r.tensors.len(),
+                r.tensors.len() - same,
+                same,
                 r.tokens,
                 g,
                 c,
