@@ -148,29 +148,11 @@ pub fn collect(
     max_rows: usize,
     threads: usize,
 ) -> Result<Inputs, String> {
-    let mut c = Box::new(Inputs {
+    let c = Inputs {
         max_rows,
         ..Default::default()
-    });
-    let ud = &mut *c as *mut Inputs as *mut c_void;
-    llama::eval_chunks(
-        model,
-        text,
-        ctx,
-        Some(chunks),
-        threads,
-        Some(callback),
-        ud,
-        "reconstruct: calibration",
-        &mut || {
-            // SAFETY: between chunks no callback runs; ud points into the live box.
-            match unsafe { &(*(ud as *const Inputs)).error } {
-                Some(e) => Err(e.clone()),
-                None => Ok(()),
-            }
-        },
-    )?;
-    Ok(*c)
+    };
+    run(model, text, ctx, chunks, threads, c)
 }
 
 /// Runs `model` over `chunks` chunks of `ctx` tokens of `text` and sums
@@ -183,11 +165,24 @@ pub fn collect_hessians(
     chunks: usize,
     threads: usize,
 ) -> Result<Inputs, String> {
-    let mut c = Box::new(Inputs {
+    let c = Inputs {
         max_rows: ctx * chunks,
         hessians: true,
         ..Default::default()
-    });
+    };
+    run(model, text, ctx, chunks, threads, c)
+}
+
+/// The calibration run of [`collect`] and [`collect_hessians`], filling `c`.
+fn run(
+    model: &Path,
+    text: &Path,
+    ctx: usize,
+    chunks: usize,
+    threads: usize,
+    c: Inputs,
+) -> Result<Inputs, String> {
+    let mut c = Box::new(c);
     let ud = &mut *c as *mut Inputs as *mut c_void;
     llama::eval_chunks(
         model,
