@@ -6,9 +6,11 @@
 //! (a calibration text too short, an imatrix of another model, a format
 //! without a solver) is a one-line error.
 
+mod common;
+
 use llmkernel::gptq::{self, Options};
 use llmkernel::kernels::Format;
-use llmkernel::{imatrix, llama, quantize, synthetic};
+use llmkernel::{imatrix, quantize, synthetic};
 use std::path::{Path, PathBuf};
 
 fn dir() -> PathBuf {
@@ -28,13 +30,6 @@ fn opts(input: &Path, output: &Path, format: Format, imatrix: &Path, calib: &Pat
         ctx: 64,
         chunks: 20,
     }
-}
-
-fn runs(model: &Path) {
-    let m = llama::Model::load(model).unwrap();
-    let mut cx = m.context(64, 64, 2).unwrap();
-    let logits = cx.eval(&[1, 450, 4996, 17354, 1701]).unwrap();
-    assert!(!logits.is_empty() && logits.iter().all(|v| v.is_finite()));
 }
 
 #[test]
@@ -104,7 +99,7 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
             outside, 0,
             "{format}: bytes differ outside the layer matrices"
         );
-        runs(&ours);
+        common::runs(&ours);
     }
     // Requantizing Q8_0 to Q8_0 is lossless for llama-quantize: the
     // compensated blocks cannot be better, so its file is kept byte for byte.

@@ -4,11 +4,13 @@
 //! file, Wanda's choice follows the activation norms, pruning nothing gives
 //! the tensors of `quantize --pure`, and bad input is a clear error.
 
+mod common;
+
 use llmkernel::kernels::formats::sparse::{is_2_4, pack_q4_0, pack_q8_0};
 use llmkernel::kernels::formats::{BlockQ4_0, BlockQ8_0};
 use llmkernel::kernels::Format;
 use llmkernel::prune::{self, Calibration, Method, Options, OutFormat};
-use llmkernel::{ffi, ggml, llama, quantize, synthetic};
+use llmkernel::{ffi, ggml, quantize, synthetic};
 use std::path::{Path, PathBuf};
 
 fn dir() -> PathBuf {
@@ -39,14 +41,6 @@ fn dequantize(t: &prune::StoredTensor) -> Vec<f32> {
     let mut out = vec![0f32; t.k * t.rows];
     ggml::dequantize_row(f, &t.data, &mut out).unwrap();
     out
-}
-
-/// Runs a few tokens through libllama: the file loads and gives finite logits.
-fn runs(model: &Path) {
-    let m = llama::Model::load(model).unwrap();
-    let mut cx = m.context(64, 64, 2).unwrap();
-    let logits = cx.eval(&[1, 450, 4996, 17354, 1701]).unwrap();
-    assert!(!logits.is_empty() && logits.iter().all(|v| v.is_finite()));
 }
 
 #[test]
@@ -104,7 +98,7 @@ fn magnitude_prunes_the_projections_2_4() {
                 }
             }
         }
-        runs(&out);
+        common::runs(&out);
     }
 }
 
@@ -148,7 +142,7 @@ fn wanda_follows_the_activation_norms() {
     for n in &r.pruned {
         assert!(is_2_4(&dequantize(&b[n])), "{n}");
     }
-    runs(&wanda);
+    common::runs(&wanda);
 }
 
 #[test]
@@ -253,5 +247,5 @@ fn reconstruction_keeps_the_mask_and_changes_the_kept_weights() {
         }
         assert!(xa != xb, "{n}: reconstruction changed nothing");
     }
-    runs(&rec);
+    common::runs(&rec);
 }

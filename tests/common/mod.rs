@@ -80,3 +80,11 @@ pub fn llmkernel_command() -> std::process::Command {
     );
     qemu()
 }
+
+/// Runs a few tokens through libllama: the file loads and gives finite logits.
+pub fn runs(model: &std::path::Path) {
+    let m = llmkernel::llama::Model::load(model).unwrap();
+    let mut cx = m.context(64, 64, 2).unwrap();
+    let logits = cx.eval(&[1, 450, 4996, 17354, 1701]).unwrap();
+    assert!(!logits.is_empty() && logits.iter().all(|v| v.is_finite()));
+}
