@@ -273,6 +273,14 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
     let mut variants = Vec::new();
     for &f in &o.formats {
         for &m in &methods {
+            if m == QuantMethod::Plain && quantize::needs_imatrix(f) {
+                eprintln!("compare: no plain {f} variant: {f} is made only with an importance matrix (--imatrix)");
+                continue;
+            }
+            if m == QuantMethod::Reconstruct && !crate::gptq::has_solver(f) {
+                eprintln!("compare: no reconstructed {f} variant: its values come in grid points, which the column-wise solver does not choose");
+                continue;
+            }
             let imatrix = match m {
                 QuantMethod::Plain => None,
                 QuantMethod::Imatrix => Some(

@@ -207,7 +207,9 @@ impl Drop for GgmlMatMul {
 }
 
 /// Quantizes `rows` rows of `k` floats with ggml's quantizer for `format`
-/// (`ggml_quantize_chunk`, no importance matrix), rows split across `threads`.
+/// (`ggml_quantize_chunk`), rows split across `threads`. No importance
+/// matrix, except a uniform one for the formats ggml quantizes only with
+/// one (IQ2_XXS, IQ2_XS: `ggml_quantize_requires_imatrix`).
 pub fn quantize(
     format: Format,
     x: &[f32],
@@ -223,6 +225,9 @@ pub fn quantize(
         ));
     }
     ggml::init();
+    // SAFETY: a pure predicate on the type number.
+    let uniform =
+        unsafe { ffi::ggml_quantize_requires_imatrix(format.ggml_type()) }.then(|| vec![1f32; k]);
     let mut out = vec![0u8; rows * row_bytes];
     let chunk = rows.div_ceil(threads.max(1) * 4).max(1);
     use rayon::prelude::*;
@@ -231,7 +236,8 @@ pub fn quantize(
             .zip(x.par_chunks(chunk * k))
             .for_each(|(dst, src)| {
                 let n = src.len() / k;
-                // SAFETY: src holds n rows of k floats, dst exactly their quantized bytes.
+                // SAFETY: src holds n rows of k floats, dst exactly their
+                // quantized bytes, the imatrix (where any) k weights.
                 unsafe {
                     ffi::ggml_quantize_chunk(
                         format.ggml_type(),
@@ -240,7 +246,7 @@ pub fn quantize(
                         0,
                         n as i64,
                         k as i64,
-                        ptr::null(),
+                        uniform.as_ref().map_or(ptr::null(), |m| m.as_ptr()),
                     )
                 };
             })

@@ -24,6 +24,16 @@ fn ftype(format: Format) -> Result<ffi::llama_ftype, String> {
     )
 }
 
+/// Whether llama-quantize makes `format` only with an importance matrix
+/// (its `tensor_requires_imatrix`: the 2-bit i-quants and IQ3_XXS, whose
+/// grids without one give garbage).
+pub fn needs_imatrix(format: Format) -> bool {
+    matches!(
+        format,
+        Format::IQ2_XXS | Format::IQ2_XS | Format::IQ2_S | Format::IQ3_XXS
+    )
+}
+
 /// Quantizes `input` to `output`. Inputs that are already quantized are
 /// requantized (as `llama-quantize --allow-requantize`), which loses more than
 /// quantizing from F16/BF16/F32.
@@ -41,6 +51,13 @@ pub fn quantize(
     crate::ggml::check_gguf_keys(input)?;
     if !input.is_file() {
         return Err(format!("{}: no such file", input.display()));
+    }
+    if imatrix.is_none() && needs_imatrix(format) {
+        return Err(format!(
+            "{format} needs an importance matrix (llama-quantize makes it only with one): \
+             make one with `llmkernel imatrix -m {} -f TEXT -o IMATRIX.gguf`, then add --imatrix IMATRIX.gguf",
+            input.display()
+        ));
     }
     llama::init();
     // The importance matrix as llama-quantize passes it: one entry per weight,
@@ -111,6 +128,13 @@ mod tests {
             (Format::Q5_0, ffi::LLAMA_FTYPE_MOSTLY_Q5_0),
             (Format::IQ4_NL, ffi::LLAMA_FTYPE_MOSTLY_IQ4_NL),
             (Format::IQ4_XS, ffi::LLAMA_FTYPE_MOSTLY_IQ4_XS),
+            (Format::IQ2_XXS, ffi::LLAMA_FTYPE_MOSTLY_IQ2_XXS),
+            (Format::IQ2_XS, ffi::LLAMA_FTYPE_MOSTLY_IQ2_XS),
+            (Format::IQ2_S, ffi::LLAMA_FTYPE_MOSTLY_IQ2_S),
+            (Format::IQ3_XXS, ffi::LLAMA_FTYPE_MOSTLY_IQ3_XXS),
+            (Format::IQ3_S, ffi::LLAMA_FTYPE_MOSTLY_IQ3_S),
+            (Format::TQ1_0, ffi::LLAMA_FTYPE_MOSTLY_TQ1_0),
+            (Format::TQ2_0, ffi::LLAMA_FTYPE_MOSTLY_TQ2_0),
         ];
         for (f, t) in want {
             assert_eq!(super::ftype(f), Ok(t), "{f}");

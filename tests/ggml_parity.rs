@@ -324,6 +324,13 @@ fn block_field_offsets_match_ggml_common_h() {
     same!(BlockQ5_0, ffi::block_q5_0, d, qh, qs);
     same!(BlockIq4Nl, ffi::block_iq4_nl, d, qs);
     same!(BlockIq4Xs, ffi::block_iq4_xs, d, scales_h, scales_l, qs);
+    same!(BlockIq2Xxs, ffi::block_iq2_xxs, d, qs);
+    same!(BlockIq2Xs, ffi::block_iq2_xs, d, qs, scales);
+    same!(BlockIq2S, ffi::block_iq2_s, d, qs, qh, scales);
+    same!(BlockIq3Xxs, ffi::block_iq3_xxs, d, qs);
+    same!(BlockIq3S, ffi::block_iq3_s, d, qs, qh, signs, scales);
+    same!(BlockTq1_0, ffi::block_tq1_0, qs, qh, d);
+    same!(BlockTq2_0, ffi::block_tq2_0, qs, d);
     // d and dmin sit in an anonymous union in ggml-common.h: first and last 4 bytes.
     assert_eq!(
         (offset_of!(BlockQ2K, d), offset_of!(BlockQ2K, dmin)),
@@ -339,4 +346,111 @@ fn block_field_offsets_match_ggml_common_h() {
     );
     assert_eq!(offset_of!(ffi::block_q2_K, __bindgen_anon_1), 80);
     assert_eq!(offset_of!(ffi::block_q4_K, __bindgen_anon_1), 0);
+}
+
+/// The grids `kernels/build.rs` takes from the vendored ggml-common.h, entry
+/// by entry: blocks whose grid indices sweep every entry (signs and scales
+/// zero, d = 1) dequantize bit for bit as ggml's do.
+#[test]
+fn every_grid_entry_dequantizes_as_ggmls() {
+    let d = half::f16::ONE;
+    // IQ2_XXS: 256 entries, a byte index per 8 values, 32 per block.
+    let iq2xxs: Vec<BlockIq2Xxs> = (0..8u16)
+        .map(|j| BlockIq2Xxs {
+            d,
+            qs: std::array::from_fn(|q| match q % 4 {
+                0 | 1 => {
+                    let i = 32 * j + 4 * (q as u16 / 4) + 2 * (q as u16 % 4);
+                    i | (i + 1) << 8
+                }
+                _ => 0,
+            }),
+        })
+        .collect();
+    // IQ2_XS: 512 entries, a 9-bit index per 8 values.
+    let iq2xs: Vec<BlockIq2Xs> = (0..16u16)
+        .map(|j| BlockIq2Xs {
+            d,
+            qs: std::array::from_fn(|q| 32 * j + q as u16),
+            scales: [0; 8],
+        })
+        .collect();
+    // IQ2_S: 1024 entries, a 10-bit index (low byte in qs, two bits in qh).
+    let iq2s: Vec<BlockIq2S> = (0..32usize)
+        .map(|j| {
+            let i = |g: usize| 32 * j + g;
+            BlockIq2S {
+                d,
+                qs: std::array::from_fn(|q| if q < 32 { i(q) as u8 } else { 0 }),
+                qh: std::array::from_fn(|ib| {
+                    (0..4)
+                        .map(|l| ((i(4 * ib + l) >> 8) << (2 * l)) as u8)
+                        .sum()
+                }),
+                scales: [0; 8],
+            }
+        })
+        .collect();
+    // IQ3_XXS: 256 entries, a byte index per 4 values, 64 per block.
+    let iq3xxs: Vec<BlockIq3Xxs> = (0..4usize)
+        .map(|j| BlockIq3Xxs {
+            d,
+            qs: std::array::from_fn(|q| if q < 64 { (64 * j + q) as u8 } else { 0 }),
+        })
+        .collect();
+    // IQ3_S: 512 entries, a 9-bit index per 4 values (ninth bits in qh).
+    let iq3s: Vec<BlockIq3S> = (0..8usize)
+        .map(|j| {
+            let i = |q: usize| 64 * j + q;
+            BlockIq3S {
+                d,
+                qs: std::array::from_fn(|q| i(q) as u8),
+                qh: std::array::from_fn(|ib| {
+                    (0..8).map(|b| ((i(8 * ib + b) >> 8) << b) as u8).sum()
+                }),
+                signs: [0; 32],
+                scales: [0; 4],
+            }
+        })
+        .collect();
+    dequant_parity(&iq2xxs, "every IQ2XXS_GRID entry");
+    dequant_parity(&iq2xs, "every IQ2XS_GRID entry");
+    dequant_parity(&iq2s, "every IQ2S_GRID entry");
+    dequant_parity(&iq3xxs, "every IQ3XXS_GRID entry");
+    dequant_parity(&iq3s, "every IQ3S_GRID entry");
+    // And they did reach every entry: distinct 8-value (4-value) points.
+    let points = |v: &[f32], n: usize| {
+        let mut p: Vec<Vec<u32>> = v
+            .chunks(n)
+            .map(|c| c.iter().map(|x| x.to_bits()).collect())
+            .collect();
+        p.sort();
+        p.dedup();
+        p.len()
+    };
+    let deq = |f: Format, bytes: &[u8]| {
+        let mut y = vec![0f32; bytes.len() / f.block_bytes() * 256];
+        ggml::dequantize_row(f, bytes, &mut y).unwrap();
+        y
+    };
+    assert_eq!(
+        points(&deq(Format::IQ2_XXS, bytemuck::cast_slice(&iq2xxs)), 8),
+        256
+    );
+    assert_eq!(
+        points(&deq(Format::IQ2_XS, bytemuck::cast_slice(&iq2xs)), 8),
+        512
+    );
+    assert_eq!(
+        points(&deq(Format::IQ2_S, bytemuck::cast_slice(&iq2s)), 8),
+        1024
+    );
+    assert_eq!(
+        points(&deq(Format::IQ3_XXS, bytemuck::cast_slice(&iq3xxs)), 4),
+        256
+    );
+    assert_eq!(
+        points(&deq(Format::IQ3_S, bytemuck::cast_slice(&iq3s)), 4),
+        512
+    );
 }

@@ -17,9 +17,10 @@
 
 use crate::formats::sparse_x4::X4Block;
 use crate::formats::{
-    BlockIq4Nl, BlockIq4Nlx4, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S,
-    BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5K, BlockQ5_0, BlockQ5_0x4, BlockQ6K, BlockQ8K, BlockQ8_0,
-    BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, Format, WeightBlock,
+    BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockIq4Nl, BlockIq4Nlx4,
+    BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4,
+    BlockQ5K, BlockQ5_0, BlockQ5_0x4, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4,
+    BlockQ8_0x4, BlockTq1_0, BlockTq2_0, Format, WeightBlock,
 };
 use crate::panel::{PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS};
 use crate::{scalar, Error, Result};
@@ -535,6 +536,69 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q8_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q8_0_q8_0_1x4, ALL),
     (Dotprod, "gemv_q8_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0_q8_0_1x4, ALL),
+]);
+rows!(BlockIq2Xxs, "gemv_iq2_xxs_q8_k_1x1_scalar", dequant: dequantize_iq2_xxs(auto),
+x86_64: [
+    (Avx2, "gemv_iq2_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xxs_q8_k_1x4, ALL),
+    (Avx512, "gemv_iq2_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xxs_q8_k_1x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_iq2_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xxs_q8_k_1x4, ALL),
+    (Dotprod, "gemv_iq2_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xxs_q8_k_1x4, ALL),
+]);
+rows!(BlockIq2Xs, "gemv_iq2_xs_q8_k_1x1_scalar", dequant: dequantize_iq2_xs(auto),
+x86_64: [
+    (Avx2, "gemv_iq2_xs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xs_q8_k_1x4, ALL),
+    (Avx512, "gemv_iq2_xs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xs_q8_k_1x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_iq2_xs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xs_q8_k_1x4, ALL),
+    (Dotprod, "gemv_iq2_xs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xs_q8_k_1x4, ALL),
+]);
+rows!(BlockIq2S, "gemv_iq2_s_q8_k_1x1_scalar", dequant: dequantize_iq2_s(auto),
+x86_64: [
+    (Avx2, "gemv_iq2_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_s_q8_k_1x4, ALL),
+    (Avx512, "gemv_iq2_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_s_q8_k_1x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_iq2_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_s_q8_k_1x4, ALL),
+    (Dotprod, "gemv_iq2_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_s_q8_k_1x4, ALL),
+]);
+rows!(BlockIq3Xxs, "gemv_iq3_xxs_q8_k_1x1_scalar", dequant: dequantize_iq3_xxs(auto),
+x86_64: [
+    (Avx2, "gemv_iq3_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_xxs_q8_k_1x4, ALL),
+    (Avx512, "gemv_iq3_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_xxs_q8_k_1x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_iq3_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_xxs_q8_k_1x4, ALL),
+    (Dotprod, "gemv_iq3_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_xxs_q8_k_1x4, ALL),
+]);
+rows!(BlockIq3S, "gemv_iq3_s_q8_k_1x1_scalar", dequant: dequantize_iq3_s(auto),
+x86_64: [
+    (Avx2, "gemv_iq3_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_s_q8_k_1x4, ALL),
+    (Avx512, "gemv_iq3_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_s_q8_k_1x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_iq3_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_s_q8_k_1x4, ALL),
+    (Dotprod, "gemv_iq3_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_s_q8_k_1x4, ALL),
+]);
+rows!(BlockTq1_0, "gemv_tq1_0_q8_k_1x1_scalar", dequant: dequantize_tq1_0(auto),
+x86_64: [
+    (Avx2, "gemv_tq1_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq1_0_q8_k_1x4, ALL),
+    (Avx512, "gemv_tq1_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq1_0_q8_k_1x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_tq1_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq1_0_q8_k_1x4, ALL),
+    (Dotprod, "gemv_tq1_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq1_0_q8_k_1x4, ALL),
+]);
+rows!(BlockTq2_0, "gemv_tq2_0_q8_k_1x1_scalar", dequant: dequantize_tq2_0(auto),
+x86_64: [
+    (Avx2, "gemv_tq2_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq2_0_q8_k_1x4, ALL),
+    (Avx512, "gemv_tq2_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq2_0_q8_k_1x8, ALL),
+],
+aarch64: [
+    (Neon, "gemv_tq2_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq2_0_q8_k_1x4, ALL),
+    (Dotprod, "gemv_tq2_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq2_0_q8_k_1x4, ALL),
 ]);
 rows!(BlockQ4_0S, "gemv_q4_0s_q8_0_1x1_scalar", x4: BlockQ4_0Sx4,
     dequant: dequantize_q4_0s,

@@ -13,7 +13,8 @@ pub struct Args {
     /// Where to write the quantized model.
     output: PathBuf,
     /// A weight format: the k-quants as llama.cpp's mixes (q2_k; q3_k, q4_k, q5_k as _M; q6_k),
-    /// or q4_0, q5_0, q8_0, iq4_nl, iq4_xs.
+    /// q4_0, q5_0, q8_0, iq4_nl, iq4_xs, the i-quants iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s
+    /// (llama.cpp's mixes of that name; all but iq3_s need --imatrix), or the ternary tq1_0, tq2_0.
     #[arg(long, value_parser = parse_format)]
     format: Format,
     /// Every matrix in the format (no mixes; token embedding and output included).

@@ -5,6 +5,7 @@
 //! points are `#[target_feature]` functions reached only through the dispatch table ([`crate::table`]).
 
 pub mod dequant;
+pub mod grid;
 pub mod iq4_xs;
 pub mod panel;
 pub mod q2_k;

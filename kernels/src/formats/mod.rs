@@ -10,6 +10,12 @@
 pub mod grids {
     include!(concat!(env!("OUT_DIR"), "/grids.rs"));
 }
+pub mod grid;
+mod iq2_s;
+mod iq2_xs;
+mod iq2_xxs;
+mod iq3_s;
+mod iq3_xxs;
 mod iq4_nl;
 mod iq4_xs;
 mod q2_k;
@@ -23,7 +29,15 @@ mod q8_0;
 mod q8_k;
 pub mod sparse;
 pub mod sparse_x4;
+mod tq1_0;
+mod tq2_0;
 
+pub use grid::GridBlock;
+pub use iq2_s::BlockIq2S;
+pub use iq2_xs::BlockIq2Xs;
+pub use iq2_xxs::BlockIq2Xxs;
+pub use iq3_s::BlockIq3S;
+pub use iq3_xxs::BlockIq3Xxs;
 pub use iq4_nl::{dequantize_row_iq4_nl, BlockIq4Nl};
 pub use iq4_xs::{dequantize_row_iq4_xs, scales_iq4_xs, BlockIq4Xs};
 pub use q2_k::{dequantize_row_q2_k, BlockQ2K};
@@ -39,6 +53,8 @@ pub use sparse::{BlockQ4_0S, BlockQ8_0S};
 pub use sparse_x4::{
     BlockIq4Nlx4, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0x4, BlockQ8_0Sx4, BlockQ8_0x4,
 };
+pub use tq1_0::BlockTq1_0;
+pub use tq2_0::BlockTq2_0;
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -189,6 +205,13 @@ formats! {
         IQ4_NL: BlockIq4Nl,
         IQ4_XS: BlockIq4Xs,
         Q8_0: BlockQ8_0,
+        IQ2_XXS: BlockIq2Xxs,
+        IQ2_XS: BlockIq2Xs,
+        IQ2_S: BlockIq2S,
+        IQ3_XXS: BlockIq3Xxs,
+        IQ3_S: BlockIq3S,
+        TQ1_0: BlockTq1_0,
+        TQ2_0: BlockTq2_0,
     ],
     sparse: [
         Q4_0S: BlockQ4_0S => Q4_0,

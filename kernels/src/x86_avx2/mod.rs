@@ -2,6 +2,7 @@
 //! functions reached only through the dispatch table ([`crate::table`]), which checks the CPU first.
 
 pub mod dequant;
+pub mod grid;
 pub mod iq4_xs;
 pub mod panel;
 pub mod q2_k;

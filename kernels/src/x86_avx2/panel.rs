@@ -10,9 +10,9 @@
 //! added into i16, saturating), in one of three ways chosen by the format:
 //!
 //! - **Narrow codes** (at most 64, [`crate::panel::PanelFormat::MAX_CODE`]:
-//!   Q4_0, Q5_0, Q4_K, Q5_K, Q6_K): the activations as stored (`+ 128`, a `u8` up to 255) times
+//!   Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, the i-quants and ternary formats): the activations as stored (`+ 128`, a `u8` up to 255) times
 //!   the codes: a pair is at most `2 * 255 * max` in magnitude, so `S` of
-//!   them add up in i16 without overflow (8 for Q4_0, 4 for Q5_0 and Q4_K, 2 for Q5_K and Q6_K) before one
+//!   them add up in i16 without overflow (8 for Q4_0, TQ1_0 and TQ2_0, 4 for Q5_0, Q4_K and IQ3_S, 2 for Q5_K and Q6_K, 1 for IQ2_* and IQ3_XXS) before one
 //!   `vpmaddwd` by ones widens them. The sum starts at the row's correction
 //!   `-128 * sum(codes)`, which makes it exactly `sum(code * a)`: per 32
 //!   products, one multiply-add and one add where the wide form needs four ops.
@@ -61,8 +61,14 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             (256, 16, 0, 32, _) => tile::<4, 16, 0, 2, 2, 2, 1, false>(t, out), // Q6_K: 2 x 16320
             (256, 256, 8, _, true) => tile::<64, 1, 8, 2, 2, 4, 1, true>(t, out), // Q2_K: 4 x 2040
             (256, 256, 0, _, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // Q3_K: 4 x 2040
-            (32, 32, 0, _, _) => tile::<8, 1, 0, 2, 2, 0, 8, false>(t, out),   // Q8_0, IQ4_NL
-            (256, 32, 0, _, _) => tile::<8, 8, 0, 2, 2, 0, 1, false>(t, out),  // IQ4_XS
+            (256, 32, 0, 1, _) => tile::<8, 8, 0, 2, 2, 8, 1, false>(t, out),  // TQ1_0: 8 x 510
+            (256, 32, 0, 2, _) => tile::<8, 8, 0, 2, 2, 8, 1, false>(t, out),  // TQ2_0: 8 x 1020
+            (256, 32, 0, 15, _) => tile::<8, 8, 0, 2, 2, 4, 1, false>(t, out), // IQ3_S: 4 x 7650
+            (256, 32, 0, 43, _) => tile::<8, 8, 0, 2, 2, 1, 1, false>(t, out), // IQ2_XXS: 21930
+            (256, 32, 0, 62, _) => tile::<8, 8, 0, 2, 2, 1, 1, false>(t, out), // IQ3_XXS: 31620
+            (256, 16, 0, 43, _) => tile::<4, 16, 0, 2, 2, 1, 1, false>(t, out), // IQ2_XS, IQ2_S: 21930
+            (32, 32, 0, _, _) => tile::<8, 1, 0, 2, 2, 0, 8, false>(t, out),    // Q8_0, IQ4_NL
+            (256, 32, 0, _, _) => tile::<8, 8, 0, 2, 2, 0, 1, false>(t, out),   // IQ4_XS
             // Q3_K / Q2_K unpacked without factors (a fill for another ISA).
             _ => crate::panel::gemm_i8_q8x32_8x32(t, out),
         }

@@ -3,6 +3,7 @@
 //! `#[target_feature]` functions reached only through the dispatch table ([`crate::table`]), which
 //! checks the CPU first.
 
+pub mod grid;
 pub mod iq4_xs;
 pub mod panel;
 pub mod q2_k;

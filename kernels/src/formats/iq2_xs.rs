@@ -1,0 +1,44 @@
+//! IQ2_XS (2.31 bits per weight): per 8 values a 9-bit index into the
+//! 512-entry grid (`grids::IQ2XS_GRID`) and a 7-bit sign index
+//! (`KSIGNS_IQ2XS`), a 4-bit scale per 16 values, one f16 `d` per 256.
+
+use super::grid::{put8, signed8, GridBlock};
+use super::grids::{IQ2XS_GRID, KSIGNS_IQ2XS};
+use super::QK_K;
+use half::f16;
+
+/// ggml's `block_iq2_xs`: `qs[4ib + l]` is grid index (low 9 bits) and sign
+/// index (high 7) of values `32ib + 8l ..`; `scales[ib]` holds the scales of
+/// values `32ib ..` (low nibble) and `32ib + 16 ..` (high); value
+/// `d * (0.5 + scale) * 0.25 * grid * sign`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockIq2Xs {
+    pub d: f16,
+    pub qs: [u16; QK_K / 8],
+    pub scales: [u8; QK_K / 32],
+}
+
+// GGML_TYPE_IQ2_XS; LLAMA_FTYPE_MOSTLY_IQ2_XS.
+super::grid::grid_block!(BlockIq2Xs, IQ2_XS, "iq2_xs", bytes 2 + 64 + 8, ggml 17, ftype Some(20), d_at 0);
+
+impl GridBlock for BlockIq2Xs {
+    const MAX_CODE: u8 = 43;
+    const SUB: usize = 16;
+    /// `d/8`, scales `2 * scale + 1`.
+    #[inline(always)]
+    fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
+        for (g, &q) in self.qs.iter().enumerate() {
+            let v = signed8(
+                IQ2XS_GRID[(q & 511) as usize],
+                KSIGNS_IQ2XS[(q >> 9) as usize],
+            );
+            put8(codes, 8 * g, v);
+        }
+        for (ib, &s) in self.scales.iter().enumerate() {
+            scales[2 * ib] = 2 * (s & 0x0F) as i16 + 1;
+            scales[2 * ib + 1] = 2 * (s >> 4) as i16 + 1;
+        }
+        self.d.to_f32() * 0.125
+    }
+}

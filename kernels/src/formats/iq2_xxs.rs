@@ -1,0 +1,48 @@
+//! IQ2_XXS (2.06 bits per weight): per 32 values, four 8-value points of
+//! the 256-entry E8-lattice grid (`grids::IQ2XXS_GRID`), 7 sign bits per 8
+//! values (the eighth is their parity, `KSIGNS_IQ2XS`), and a 4-bit scale;
+//! one f16 `d` per 256.
+
+use super::grid::{put8, signed8, GridBlock};
+use super::grids::{IQ2XXS_GRID, KSIGNS_IQ2XS};
+use super::QK_K;
+use half::f16;
+
+/// ggml's `block_iq2_xxs`: per 32 values `ib`, `qs[4ib..4ib+2]` hold four
+/// grid indices (a byte each), `qs[4ib+2..4ib+4]` (a u32 `aux`) four 7-bit
+/// sign indices (bits `7l..7l+7`) and the scale `aux >> 28`; value
+/// `d * (0.5 + scale) * 0.25 * grid * sign`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockIq2Xxs {
+    pub d: f16,
+    pub qs: [u16; QK_K / 8],
+}
+
+// GGML_TYPE_IQ2_XXS; LLAMA_FTYPE_MOSTLY_IQ2_XXS.
+super::grid::grid_block!(BlockIq2Xxs, IQ2_XXS, "iq2_xxs", bytes 2 + 64, ggml 16, ftype Some(19), d_at 0);
+
+impl GridBlock for BlockIq2Xxs {
+    const MAX_CODE: u8 = 43;
+    const SUB: usize = 32;
+    /// `d/8`, scales `2 * scale + 1`.
+    #[inline(always)]
+    fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
+        for ib in 0..QK_K / 32 {
+            let q = &self.qs[4 * ib..4 * ib + 4];
+            let idx = (q[0] as u32 | (q[1] as u32) << 16).to_le_bytes();
+            let aux = q[2] as u32 | (q[3] as u32) << 16;
+            for (l, &i) in idx.iter().enumerate() {
+                let signs = KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize];
+                put8(
+                    codes,
+                    32 * ib + 8 * l,
+                    signed8(IQ2XXS_GRID[i as usize], signs),
+                );
+            }
+            let s = 2 * (aux >> 28) as i16 + 1;
+            scales[2 * ib..2 * ib + 2].fill(s);
+        }
+        self.d.to_f32() * 0.125
+    }
+}

@@ -1,0 +1,44 @@
+//! IQ3_XXS (3.06 bits per weight): per 4 values a byte index into the
+//! 256-entry grid (`grids::IQ3XXS_GRID`), 7 sign bits per 8 values
+//! (`KSIGNS_IQ2XS`), a 4-bit scale per 32 values, one f16 `d` per 256.
+
+use super::grid::{put8, signed8, GridBlock};
+use super::grids::{IQ3XXS_GRID, KSIGNS_IQ2XS};
+use super::QK_K;
+use half::f16;
+
+/// ggml's `block_iq3_xxs`: `qs[..64]` are grid indices, four values each;
+/// `qs[64 + 4ib..][..4]` (a u32 `aux`) holds the four 7-bit sign indices
+/// of values `32ib ..` (bits `7l..`) and their scale `aux >> 28`; value
+/// `d * (0.5 + scale) * 0.5 * grid * sign`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockIq3Xxs {
+    pub d: f16,
+    pub qs: [u8; 3 * QK_K / 8],
+}
+
+// GGML_TYPE_IQ3_XXS; LLAMA_FTYPE_MOSTLY_IQ3_XXS.
+super::grid::grid_block!(BlockIq3Xxs, IQ3_XXS, "iq3_xxs", bytes 2 + 96, ggml 18, ftype Some(23), d_at 0);
+
+impl GridBlock for BlockIq3Xxs {
+    const MAX_CODE: u8 = 62;
+    const SUB: usize = 32;
+    /// `d/4`, scales `2 * scale + 1`.
+    #[inline(always)]
+    fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
+        let (idx, aux) = self.qs.split_at(QK_K / 4);
+        for ib in 0..QK_K / 32 {
+            let aux = u32::from_le_bytes(aux[4 * ib..4 * ib + 4].try_into().unwrap());
+            for l in 0..4 {
+                let signs = KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize];
+                let g1 = IQ3XXS_GRID[idx[8 * ib + 2 * l] as usize] as u64;
+                let g2 = IQ3XXS_GRID[idx[8 * ib + 2 * l + 1] as usize] as u64;
+                put8(codes, 32 * ib + 8 * l, signed8(g1 | g2 << 32, signs));
+            }
+            let s = 2 * (aux >> 28) as i16 + 1;
+            scales[2 * ib..2 * ib + 2].fill(s);
+        }
+        self.d.to_f32() * 0.25
+    }
+}

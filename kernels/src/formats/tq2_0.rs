@@ -1,0 +1,37 @@
+//! TQ2_0 (2.06 bits per weight): ternary weights as 2-bit codes `q - 1`
+//! (-1, 0, 1; the code 3 gives 2), one f16 `d` per 256.
+
+use super::grid::GridBlock;
+use super::QK_K;
+use half::f16;
+
+/// ggml's `block_tq2_0`: value `128h + 32l + m` is
+/// `d * (((qs[32h + m] >> 2l) & 3) - 1)`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockTq2_0 {
+    pub qs: [u8; QK_K / 4],
+    pub d: f16,
+}
+
+// GGML_TYPE_TQ2_0; LLAMA_FTYPE_MOSTLY_TQ2_0.
+super::grid::grid_block!(BlockTq2_0, TQ2_0, "tq2_0", bytes 64 + 2, ggml 35, ftype Some(37), d_at 64);
+
+impl GridBlock for BlockTq2_0 {
+    const MAX_CODE: u8 = 2;
+    const SUB: usize = 32;
+    const OFFSET: i32 = 1;
+    /// `d`, scales 1.
+    #[inline(always)]
+    fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
+        for (codes, qs) in codes.chunks_exact_mut(128).zip(self.qs.chunks_exact(32)) {
+            for (l, codes) in codes.chunks_exact_mut(32).enumerate() {
+                for (c, &q) in codes.iter_mut().zip(qs) {
+                    *c = ((q >> (2 * l)) & 3) as i8 - 1;
+                }
+            }
+        }
+        scales.fill(1);
+        self.d.to_f32()
+    }
+}
