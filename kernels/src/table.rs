@@ -443,6 +443,17 @@ const ROW_KERNELS_ONLY: PluginTakes = PluginTakes {
     max_batch: crate::panel::MIN_COLS - 1,
 };
 
+/// Batches of the panel GEMM only: the grid formats (i-quants, ternary),
+/// whose dequantize-and-dot row kernels measured 0.41-1.17x ggml's at batch 1
+/// on tier avx512 (median 0.72x) while the panel GEMM is 1.23-5.5x at batch
+/// 512 (`docs/bench-2026-12-04-grid-avx512.jsonl`). The AVX2 and NEON row
+/// kernels unpack through the scalar integer form, slower still; their
+/// panel GEMMs are not measured against ggml yet.
+const PANEL_ONLY: PluginTakes = PluginTakes {
+    min_batch: crate::panel::MIN_COLS,
+    max_batch: usize::MAX,
+};
+
 rows!(BlockQ4K, "gemv_q4_k_q8_k_1x1_scalar", dequant: dequantize_q4_k,
 x86_64: [
     (Avx2, "gemv_q4_k_q8_k_1x4_avx2", x86_avx2::q4_k::gemv_q4_k_q8_k_1x4, ALL),
@@ -539,66 +550,66 @@ aarch64: [
 ]);
 rows!(BlockIq2Xxs, "gemv_iq2_xxs_q8_k_1x1_scalar", dequant: dequantize_iq2_xxs(auto),
 x86_64: [
-    (Avx2, "gemv_iq2_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xxs_q8_k_1x4, ALL),
-    (Avx512, "gemv_iq2_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xxs_q8_k_1x8, ALL),
+    (Avx2, "gemv_iq2_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
+    (Avx512, "gemv_iq2_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xxs_q8_k_1x8, PANEL_ONLY),
 ],
 aarch64: [
-    (Neon, "gemv_iq2_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xxs_q8_k_1x4, ALL),
-    (Dotprod, "gemv_iq2_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xxs_q8_k_1x4, ALL),
+    (Neon, "gemv_iq2_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
+    (Dotprod, "gemv_iq2_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
 ]);
 rows!(BlockIq2Xs, "gemv_iq2_xs_q8_k_1x1_scalar", dequant: dequantize_iq2_xs(auto),
 x86_64: [
-    (Avx2, "gemv_iq2_xs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xs_q8_k_1x4, ALL),
-    (Avx512, "gemv_iq2_xs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xs_q8_k_1x8, ALL),
+    (Avx2, "gemv_iq2_xs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
+    (Avx512, "gemv_iq2_xs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xs_q8_k_1x8, PANEL_ONLY),
 ],
 aarch64: [
-    (Neon, "gemv_iq2_xs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xs_q8_k_1x4, ALL),
-    (Dotprod, "gemv_iq2_xs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xs_q8_k_1x4, ALL),
+    (Neon, "gemv_iq2_xs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
+    (Dotprod, "gemv_iq2_xs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
 ]);
 rows!(BlockIq2S, "gemv_iq2_s_q8_k_1x1_scalar", dequant: dequantize_iq2_s(auto),
 x86_64: [
-    (Avx2, "gemv_iq2_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_s_q8_k_1x4, ALL),
-    (Avx512, "gemv_iq2_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_s_q8_k_1x8, ALL),
+    (Avx2, "gemv_iq2_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
+    (Avx512, "gemv_iq2_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_s_q8_k_1x8, PANEL_ONLY),
 ],
 aarch64: [
-    (Neon, "gemv_iq2_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_s_q8_k_1x4, ALL),
-    (Dotprod, "gemv_iq2_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_s_q8_k_1x4, ALL),
+    (Neon, "gemv_iq2_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
+    (Dotprod, "gemv_iq2_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
 ]);
 rows!(BlockIq3Xxs, "gemv_iq3_xxs_q8_k_1x1_scalar", dequant: dequantize_iq3_xxs(auto),
 x86_64: [
-    (Avx2, "gemv_iq3_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_xxs_q8_k_1x4, ALL),
-    (Avx512, "gemv_iq3_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_xxs_q8_k_1x8, ALL),
+    (Avx2, "gemv_iq3_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
+    (Avx512, "gemv_iq3_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_xxs_q8_k_1x8, PANEL_ONLY),
 ],
 aarch64: [
-    (Neon, "gemv_iq3_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_xxs_q8_k_1x4, ALL),
-    (Dotprod, "gemv_iq3_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_xxs_q8_k_1x4, ALL),
+    (Neon, "gemv_iq3_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
+    (Dotprod, "gemv_iq3_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
 ]);
 rows!(BlockIq3S, "gemv_iq3_s_q8_k_1x1_scalar", dequant: dequantize_iq3_s(auto),
 x86_64: [
-    (Avx2, "gemv_iq3_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_s_q8_k_1x4, ALL),
-    (Avx512, "gemv_iq3_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_s_q8_k_1x8, ALL),
+    (Avx2, "gemv_iq3_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
+    (Avx512, "gemv_iq3_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_s_q8_k_1x8, PANEL_ONLY),
 ],
 aarch64: [
-    (Neon, "gemv_iq3_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_s_q8_k_1x4, ALL),
-    (Dotprod, "gemv_iq3_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_s_q8_k_1x4, ALL),
+    (Neon, "gemv_iq3_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
+    (Dotprod, "gemv_iq3_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
 ]);
 rows!(BlockTq1_0, "gemv_tq1_0_q8_k_1x1_scalar", dequant: dequantize_tq1_0(auto),
 x86_64: [
-    (Avx2, "gemv_tq1_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq1_0_q8_k_1x4, ALL),
-    (Avx512, "gemv_tq1_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq1_0_q8_k_1x8, ALL),
+    (Avx2, "gemv_tq1_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
+    (Avx512, "gemv_tq1_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq1_0_q8_k_1x8, PANEL_ONLY),
 ],
 aarch64: [
-    (Neon, "gemv_tq1_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq1_0_q8_k_1x4, ALL),
-    (Dotprod, "gemv_tq1_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq1_0_q8_k_1x4, ALL),
+    (Neon, "gemv_tq1_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
+    (Dotprod, "gemv_tq1_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
 ]);
 rows!(BlockTq2_0, "gemv_tq2_0_q8_k_1x1_scalar", dequant: dequantize_tq2_0(auto),
 x86_64: [
-    (Avx2, "gemv_tq2_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq2_0_q8_k_1x4, ALL),
-    (Avx512, "gemv_tq2_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq2_0_q8_k_1x8, ALL),
+    (Avx2, "gemv_tq2_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq2_0_q8_k_1x4, PANEL_ONLY),
+    (Avx512, "gemv_tq2_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq2_0_q8_k_1x8, PANEL_ONLY),
 ],
 aarch64: [
-    (Neon, "gemv_tq2_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq2_0_q8_k_1x4, ALL),
-    (Dotprod, "gemv_tq2_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq2_0_q8_k_1x4, ALL),
+    (Neon, "gemv_tq2_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq2_0_q8_k_1x4, PANEL_ONLY),
+    (Dotprod, "gemv_tq2_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq2_0_q8_k_1x4, PANEL_ONLY),
 ]);
 rows!(BlockQ4_0S, "gemv_q4_0s_q8_0_1x1_scalar", x4: BlockQ4_0Sx4,
     dequant: dequantize_q4_0s,
