@@ -57,24 +57,83 @@ struct Codes([i8; QK_K]);
 
 /// A grid format's block straight into four vectors of 64 codes.
 trait Unpack: GridBlock {
-    /// Writes the codes into `w` and the 16 scales; returns the factor
-    /// (as [`GridBlock::int_form`]).
+    /// Writes the codes into `w`; returns the factor and the 16 scales (as
+    /// [`GridBlock::int_form`]).
     ///
     /// # Safety
     /// The CPU must have the kernels' features.
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], scales: &mut [i16; 16]) -> f32 {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
         let mut codes = Codes([0; QK_K]);
-        let factor = self.int_form(&mut codes.0, scales);
+        let mut scales = [0i16; 16];
+        let factor = self.int_form(&mut codes.0, &mut scales);
         for (p, w) in w.iter_mut().enumerate() {
             // SAFETY: codes is 256 bytes, 64-aligned; 64p + 64 <= 256; the features are the caller's.
             *w = unsafe { _mm512_load_si512(codes.0.as_ptr().add(64 * p).cast()) };
         }
-        factor
+        // SAFETY: scales is 16 i16 = 32 bytes; the features are the caller's.
+        (factor, unsafe {
+            _mm256_loadu_si256(scales.as_ptr().cast())
+        })
     }
 }
 impl Unpack for BlockTq1_0 {}
-impl Unpack for BlockTq2_0 {}
+
+impl Unpack for BlockTq2_0 {
+    #[inline(always)]
+    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
+        // SAFETY (the block): the features are the caller's; qs has 64 bytes.
+        unsafe {
+            let three = _mm256_set1_epi8(3);
+            for h in 0..2 {
+                let x = _mm256_loadu_si256(self.qs.as_ptr().add(32 * h).cast());
+                // Values 128h + 32l + m: bits 2l of byte m.
+                let l = [
+                    _mm256_and_si256(x, three),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(x), three),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(x), three),
+                    _mm256_and_si256(_mm256_srli_epi16::<6>(x), three),
+                ];
+                for j in 0..2 {
+                    let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(l[2 * j]), l[2 * j + 1]);
+                    w[2 * h + j] = _mm512_sub_epi8(v, _mm512_set1_epi8(1));
+                }
+            }
+            (self.d.to_f32(), _mm256_set1_epi16(1))
+        }
+    }
+}
+
+/// `2 * s + 1` for 16 nibbles `s` in u8 lanes, as i16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+fn odd(s: __m128i) -> __m256i {
+    _mm256_or_si256(
+        _mm256_slli_epi16::<1>(_mm256_cvtepu8_epi16(s)),
+        _mm256_set1_epi16(1),
+    )
+}
+
+/// The 16 scales from 8 bytes of two 4-bit scales (`2 * s + 1`), low nibble first.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+fn nibble_scales(b: &[u8; 8]) -> __m256i {
+    // SAFETY: b is 8 bytes.
+    let v = unsafe { _mm_loadl_epi64(b.as_ptr().cast()) };
+    let m = _mm_set1_epi8(0x0F);
+    odd(_mm_unpacklo_epi8(
+        _mm_and_si128(v, m),
+        _mm_and_si128(_mm_srli_epi16::<4>(v), m),
+    ))
+}
+
+/// The 16 scales from one 4-bit scale per 32 values (`2 * s + 1`, each twice).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+fn scales32(s: [u8; 8]) -> __m256i {
+    let v = _mm_cvtsi64_si128(i64::from_le_bytes(s));
+    odd(_mm_unpacklo_epi8(v, v))
+}
 
 /// Eight 7-bit sign indices (u16 lanes) completed to ggml's sign bytes
 /// (`i | parity(i) << 7`), as a 64-bit mask: bit `8l + j` negates value `j`
@@ -94,15 +153,6 @@ fn sign_mask7(s: __m128i) -> u64 {
 #[target_feature(enable = "avx512f,avx512bw")]
 fn negate(g: __m512i, signs: u64) -> __m512i {
     _mm512_mask_sub_epi8(g, signs, _mm512_setzero_si512(), g)
-}
-
-/// The 16 scales from 8 bytes of two 4-bit scales (`2 * s + 1`), low nibble first.
-#[inline(always)]
-fn nibble_scales(b: &[u8; 8], scales: &mut [i16; 16]) {
-    for (ib, &s) in b.iter().enumerate() {
-        scales[2 * ib] = 2 * (s & 0x0F) as i16 + 1;
-        scales[2 * ib + 1] = 2 * (s >> 4) as i16 + 1;
-    }
 }
 
 /// The seven-bit sign indices of the four groups of a u32 `aux`
@@ -125,8 +175,9 @@ fn signs_of_aux(a0: u32, a1: u32) -> __m128i {
 
 impl Unpack for BlockIq2Xxs {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], scales: &mut [i16; 16]) -> f32 {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
         let q = |i: usize| self.qs[2 * i] as u32 | (self.qs[2 * i + 1] as u32) << 16;
+        let mut s = [0u8; 8];
         for p in 0..4 {
             let (i0, a0, i1, a1) = (q(4 * p), q(4 * p + 1), q(4 * p + 2), q(4 * p + 3));
             // SAFETY: the features are the caller's; every index is a byte (< 256 entries).
@@ -135,16 +186,16 @@ impl Unpack for BlockIq2Xxs {
                 let g = _mm512_i32gather_epi64::<8>(idx, IQ2XXS_GRID.as_ptr().cast());
                 w[p] = negate(g, sign_mask7(signs_of_aux(a0, a1)));
             }
-            scales[4 * p..4 * p + 2].fill(2 * (a0 >> 28) as i16 + 1);
-            scales[4 * p + 2..4 * p + 4].fill(2 * (a1 >> 28) as i16 + 1);
+            (s[2 * p], s[2 * p + 1]) = ((a0 >> 28) as u8, (a1 >> 28) as u8);
         }
-        self.d.to_f32() * 0.125
+        // SAFETY: the features are the caller's.
+        (self.d.to_f32() * 0.125, unsafe { scales32(s) })
     }
 }
 
 impl Unpack for BlockIq2Xs {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], scales: &mut [i16; 16]) -> f32 {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
         for p in 0..4 {
             // SAFETY: qs has 32 u16; 8p + 8 <= 32; the features are the caller's;
             // every index is 9 bits (< 512 entries).
@@ -155,14 +206,16 @@ impl Unpack for BlockIq2Xs {
                 w[p] = negate(g, sign_mask7(_mm_srli_epi16::<9>(q)));
             }
         }
-        nibble_scales(&self.scales, scales);
-        self.d.to_f32() * 0.125
+        // SAFETY: the features are the caller's.
+        (self.d.to_f32() * 0.125, unsafe {
+            nibble_scales(&self.scales)
+        })
     }
 }
 
 impl Unpack for BlockIq2S {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], scales: &mut [i16; 16]) -> f32 {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
         let signs = |p: usize| u64::from_le_bytes(self.qs[32 + 8 * p..][..8].try_into().unwrap());
         for p in 0..4 {
             let (h0, h1) = (self.qh[2 * p] as i32, self.qh[2 * p + 1] as i32);
@@ -180,15 +233,18 @@ impl Unpack for BlockIq2S {
                 w[p] = negate(g, signs(p));
             }
         }
-        nibble_scales(&self.scales, scales);
-        self.d.to_f32() * 0.125
+        // SAFETY: the features are the caller's.
+        (self.d.to_f32() * 0.125, unsafe {
+            nibble_scales(&self.scales)
+        })
     }
 }
 
 impl Unpack for BlockIq3Xxs {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], scales: &mut [i16; 16]) -> f32 {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
         let aux = |i: usize| u32::from_le_bytes(self.qs[64 + 4 * i..][..4].try_into().unwrap());
+        let mut s = [0u8; 8];
         for p in 0..4 {
             let (a0, a1) = (aux(2 * p), aux(2 * p + 1));
             // SAFETY: qs has 96 bytes; 16p + 16 <= 64; the features are the
@@ -199,16 +255,16 @@ impl Unpack for BlockIq3Xxs {
                 let g = _mm512_i32gather_epi32::<4>(idx, IQ3XXS_GRID.as_ptr().cast());
                 w[p] = negate(g, sign_mask7(signs_of_aux(a0, a1)));
             }
-            scales[4 * p..4 * p + 2].fill(2 * (a0 >> 28) as i16 + 1);
-            scales[4 * p + 2..4 * p + 4].fill(2 * (a1 >> 28) as i16 + 1);
+            (s[2 * p], s[2 * p + 1]) = ((a0 >> 28) as u8, (a1 >> 28) as u8);
         }
-        self.d.to_f32() * 0.25
+        // SAFETY: the features are the caller's.
+        (self.d.to_f32() * 0.25, unsafe { scales32(s) })
     }
 }
 
 impl Unpack for BlockIq3S {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], scales: &mut [i16; 16]) -> f32 {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
         let signs = |p: usize| u64::from_le_bytes(self.signs[8 * p..][..8].try_into().unwrap());
         for p in 0..4 {
             let h = self.qh[2 * p] as i32 | (self.qh[2 * p + 1] as i32) << 8;
@@ -227,11 +283,10 @@ impl Unpack for BlockIq3S {
                 let g = _mm512_i32gather_epi32::<4>(idx, IQ3S_GRID.as_ptr().cast());
                 w[p] = negate(g, signs(p));
             }
-            let s = self.scales[p];
-            scales[4 * p..4 * p + 2].fill(1 + 2 * (s & 0x0F) as i16);
-            scales[4 * p + 2..4 * p + 4].fill(1 + 2 * (s >> 4) as i16);
         }
-        self.d.to_f32()
+        let s: [u8; 8] = std::array::from_fn(|ib| (self.scales[ib / 2] >> (4 * (ib % 2))) & 0x0F);
+        // SAFETY: the features are the caller's.
+        (self.d.to_f32(), unsafe { scales32(s) })
     }
 }
 
@@ -239,7 +294,6 @@ impl Unpack for BlockIq3S {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn cols<B: Unpack, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: &mut [f32]) {
     let mut acc = [_mm512_setzero_ps(); C];
-    let mut scales = [0i16; 16];
     for (i, blk) in row.iter().enumerate() {
         if C == 1 {
             crate::x86_avx2::prefetch_ahead(blk);
@@ -249,9 +303,7 @@ unsafe fn cols<B: Unpack, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: 
             std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
         let mut w = [_mm512_setzero_si512(); 4];
         // SAFETY: the kernel's features are enabled.
-        let factor = unsafe { blk.unpack(&mut w, &mut scales) };
-        // SAFETY: scales is 16 i16 = 32 bytes.
-        let s16 = unsafe { _mm256_loadu_si256(scales.as_ptr().cast()) };
+        let (factor, s16) = unsafe { blk.unpack(&mut w) };
         let s32 = _mm512_cvtepi16_epi32(s16);
         let mut sc = [_mm512_setzero_si512(); 4];
         for p in 0..4 {
