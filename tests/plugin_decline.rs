@@ -11,8 +11,11 @@
 //! batch) must follow the table. On x86-64 the process runs at tier avx2
 //! (`LLMKERNEL_ISA=avx2`, set before anything reads it).
 
-use llmkernel::kernels::formats::{Format, WithFormat};
-use llmkernel::kernels::table::{Config, Isa, Kernels, PluginTakes};
+mod common;
+
+use common::table_policy;
+use llmkernel::kernels::formats::Format;
+use llmkernel::kernels::table::Isa;
 use llmkernel::{backend, ffi};
 
 /// Declined through the environment (the last entry is malformed: logged, ignored).
@@ -22,18 +25,6 @@ fn env_declines(f: Format, batch: usize) -> bool {
     (f == Format::Q4_0 && (1..=15).contains(&batch))
         || f == Format::Q8_0
         || (f == Format::Q2K && (2..=100).contains(&batch))
-}
-
-/// The table's policy for `f` under `isa`.
-fn table_policy(f: Format, isa: Isa) -> PluginTakes {
-    struct P(Isa);
-    impl WithFormat for P {
-        type Out = PluginTakes;
-        fn run<B: Kernels>(self) -> PluginTakes {
-            Config::<B>::at(self.0).plugin()
-        }
-    }
-    f.with(P(isa)).expect("a weight format")
 }
 
 /// A MUL_MAT of an unallocated `f` weight (k x 64) against `batch` F32 columns.

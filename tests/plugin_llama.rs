@@ -12,6 +12,8 @@
 //! One test function: loading a backend is process-wide, so the stock runs
 //! must all happen before it.
 
+mod common;
+
 use llmkernel::kernels::Format;
 use llmkernel::prune::{self, Method, OutFormat};
 use llmkernel::{backend, llama, synthetic};
@@ -26,17 +28,8 @@ const DECODE: usize = 8;
 
 /// Whether the plugin takes `f`'s matmuls of one column (decode) on this CPU.
 fn decodes(f: Format) -> bool {
-    use llmkernel::kernels::formats::WithFormat;
-    use llmkernel::kernels::table::{Config, Isa, Kernels};
-    struct P(Isa);
-    impl WithFormat for P {
-        type Out = bool;
-        fn run<B: Kernels>(self) -> bool {
-            Config::<B>::at(self.0).plugin().takes(1)
-        }
-    }
-    f.with(P(Isa::ceiling().expect("an ISA with kernels")))
-        .expect("a weight format")
+    let isa = llmkernel::kernels::table::Isa::ceiling().expect("an ISA with kernels");
+    common::table_policy(f, isa).takes(1)
 }
 
 /// Builds libllmkernel.so for the profile and target this test was built for

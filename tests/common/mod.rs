@@ -88,3 +88,20 @@ pub fn runs(model: &std::path::Path) {
     let logits = cx.eval(&[1, 450, 4996, 17354, 1701]).unwrap();
     assert!(!logits.is_empty() && logits.iter().all(|v| v.is_finite()));
 }
+
+/// The dispatch table's plugin policy for `f` under `isa`.
+pub fn table_policy(
+    f: llmkernel::kernels::Format,
+    isa: llmkernel::kernels::table::Isa,
+) -> llmkernel::kernels::table::PluginTakes {
+    use llmkernel::kernels::formats::WithFormat;
+    use llmkernel::kernels::table::{Config, Isa, Kernels, PluginTakes};
+    struct P(Isa);
+    impl WithFormat for P {
+        type Out = PluginTakes;
+        fn run<B: Kernels>(self) -> PluginTakes {
+            Config::<B>::at(self.0).plugin()
+        }
+    }
+    f.with(P(isa)).expect("a weight format")
+}
