@@ -61,6 +61,20 @@ pub fn write_llama(path: &Path, format: Format, shape: Shape, seed: u64) -> Resu
     write(path, format, shape, None, seed)
 }
 
+/// A llama model as [`write_llama`] writes, with `n_vocab` dummy tokens and
+/// no tokenizer (`tokenizer.ggml.model = none`, `llama.vocab_size`): for
+/// running token ids, not text. A small vocabulary keeps the embedding and
+/// output matrices, and so the time to quantize and multiply them, small.
+pub fn write_llama_untokenized(
+    path: &Path,
+    format: Format,
+    shape: Shape,
+    n_vocab: usize,
+    seed: u64,
+) -> Result<(), String> {
+    write(path, format, shape, Some(n_vocab), seed)
+}
+
 /// A llama model as [`write_llama`] writes, of one layer of width 32 and 64
 /// tokens without a tokenizer (`tokenizer.ggml.model = none`): a few
 /// kilobytes, which `quantize`, `prune` and `check` read (the fuzzers' seed).
@@ -95,6 +109,7 @@ fn write(
         let n_vocab = match n_vocab {
             Some(n) => {
                 ffi::gguf_set_val_str(g, c"tokenizer.ggml.model".as_ptr(), c"none".as_ptr());
+                ffi::gguf_set_val_u32(g, c"llama.vocab_size".as_ptr(), n as u32);
                 n
             }
             None => {
