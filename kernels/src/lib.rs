@@ -59,6 +59,39 @@ macro_rules! row_kernel {
     };
 }
 
+/// Marks a loop body for `llvm-mca` (`scripts/arm-estimate.sh`): `mca!(begin
+/// ["name", ...], key = value, ...)` at the top of the body, `mca!(end)` at its
+/// bottom. Built with the `mca` feature for aarch64, each is an empty inline
+/// assembly statement whose text is an `LLVM-MCA-BEGIN`/`END` comment, with
+/// the keys' const values in it (the columns, the weights per iteration);
+/// otherwise nothing. Never part of a normal build: the statements keep
+/// their place in the instruction order, which can change the schedule a
+/// little, so the estimate is of a build that differs only by them.
+#[cfg(all(feature = "mca", target_arch = "aarch64"))]
+macro_rules! mca {
+    (begin [$($name:expr),+] $(, $k:ident = $v:expr)* $(,)?) => {
+        // SAFETY: an assembler comment: no instruction, no operand.
+        #[allow(unused_unsafe)]
+        let () = unsafe {
+            ::core::arch::asm!(
+                concat!("// LLVM-MCA-BEGIN ", $($name,)+ $(" ", stringify!($k), "={", stringify!($k), "}",)*),
+                $($k = const $v,)*
+                options(nomem, nostack, preserves_flags)
+            )
+        };
+    };
+    (end) => {
+        // SAFETY: as above.
+        #[allow(unused_unsafe)]
+        let () = unsafe { ::core::arch::asm!("// LLVM-MCA-END", options(nomem, nostack, preserves_flags)) };
+    };
+}
+#[cfg(not(all(feature = "mca", target_arch = "aarch64")))]
+#[allow(unused_macros)] // used by the aarch64 kernels
+macro_rules! mca {
+    ($($t:tt)*) => {};
+}
+
 /// A panel tile kernel's body for the tile's shape: `$tile::<Q, G, P>(t, out)`
 /// with `Q` groups of four values per scale sub-block, `G` sub-blocks per
 /// block and `P` pairs of mins per block, one arm per weight format's shape

@@ -17,6 +17,10 @@ use crate::panel::{Shape, Tile, COLS, ROWS};
 pub(crate) trait TilePrims {
     /// Columns per vector.
     const LANES: usize;
+    /// Whether [`TilePrims::sub_dots`] uses a matrix instruction (i8mm):
+    /// told apart in the `llvm-mca` regions (`mca!`).
+    #[allow(dead_code)] // read by the mca! regions only
+    const MATRIX: bool = false;
     /// `LANES` i32 sums.
     type I: Copy;
     /// `LANES` f32.
@@ -159,6 +163,16 @@ unsafe fn pass<
         for b in 0..nblk {
             let mut sb = [[T::zero_f(); V]; 2];
             for g in b * G..(b + 1) * G {
+                // Per sub-block: 2 rows x 4Q values x V * LANES columns.
+                mca!(
+                    begin["tile.sub"],
+                    mm = T::MATRIX as u32,
+                    q = Q,
+                    g = G,
+                    p = P,
+                    v = V,
+                    lanes = T::LANES
+                );
                 let mut is = [[T::zero_i(); V]; 2];
                 T::sub_dots::<Q, V, U>(
                     &mut is,
@@ -174,6 +188,7 @@ unsafe fn pass<
                         sb[v] = T::fma_i(sb[v], is[r][v], scale);
                     }
                 }
+                mca!(end);
             }
             if P > 0 {
                 let mut im = [[T::zero_i(); V]; 2];

@@ -26,6 +26,7 @@ macro_rules! kernels {
             let mut codes = [0i8; QK_K];
             let mut scales = [0i16; 16];
             for (i, b) in row.iter().enumerate() {
+                mca!(begin ["grid.cols ", $feat], ggml_type = <B as crate::formats::QuantBlock>::GGML_TYPE, c = C, w = 256);
                 let factor = b.int_form(&mut codes, &mut scales);
                 // SAFETY: codes has 256 bytes; 16g + 16 <= 256.
                 let w: [int8x16_t; 16] =
@@ -41,6 +42,7 @@ macro_rules! kernels {
                     }
                     acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum), factor * a.d);
                 }
+                mca!(end);
             }
             for c in 0..C {
                 out[c] = vaddvq_f32(acc[c]);

@@ -3,7 +3,7 @@
 //! sub-blocks of 32) and reused for every column; sub-block sums are exact
 //! i32 lanes scaled by the sub-block scale (`mla`), then one float scaling per block.
 
-use super::load32;
+use super::{f16_to_f32, load32};
 use crate::formats::grids::KVALUES_IQ4NL;
 use crate::formats::{scales_iq4_xs, BlockIq4Xs, BlockQ8K};
 use std::arch::aarch64::*;
@@ -23,6 +23,7 @@ macro_rules! kernels {
             // SAFETY: the table has 16 bytes.
             let table = unsafe { vld1q_s8(KVALUES_IQ4NL.as_ptr()) };
             for (i, b) in row.iter().enumerate() {
+                mca!(begin ["iq4_xs.cols ", $feat], c = C, w = 256);
                 let s = scales_iq4_xs(b);
                 let q: [[int8x16_t; 2]; 8] = std::array::from_fn(|ib| {
                     // SAFETY: qs has 128 bytes; 16ib + 16 <= 128.
@@ -32,7 +33,7 @@ macro_rules! kernels {
                         vqtbl1q_s8(table, vshrq_n_u8::<4>(v)),
                     ]
                 });
-                let d = b.d.to_f32();
+                let d = f16_to_f32(b.d.to_bits());
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                     let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
@@ -44,6 +45,7 @@ macro_rules! kernels {
                     }
                     acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum), d * a.d);
                 }
+                mca!(end);
             }
             for c in 0..C {
                 out[c] = vaddvq_f32(acc[c]);

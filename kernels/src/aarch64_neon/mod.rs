@@ -15,6 +15,24 @@ pub mod q8_0;
 
 use std::arch::aarch64::*;
 
+/// An f16 (its bits) as f32, by `fcvtl`: base ARMv8 NEON, exact, NaN and
+/// subnormals as ggml's own conversion on ARM treats them. `half::f16::to_f32`
+/// checks for the fp16 extension at run time on every call and otherwise
+/// converts in software: a load, branches and a dozen integer instructions
+/// per block in every GEMV loop (found by `scripts/arm-estimate.sh`).
+#[inline]
+#[target_feature(enable = "neon")]
+fn f16_to_f32(bits: u16) -> f32 {
+    let h = vdup_n_u16(bits);
+    let f: float32x4_t;
+    // SAFETY: fcvtl reads one vector register and writes another; NEON is enabled.
+    unsafe {
+        std::arch::asm!("fcvtl {f:v}.4s, {h:v}.4h", f = lateout(vreg) f, h = in(vreg) h,
+            options(pure, nomem, nostack, preserves_flags));
+    }
+    vgetq_lane_f32::<0>(f)
+}
+
 /// Adds the 32 products of `a` and `b` (two 16-byte halves each) to four i32 lanes.
 #[inline]
 #[target_feature(enable = "neon")]

@@ -79,6 +79,7 @@ enum Neon<const MM: bool> {}
 
 impl<const MM: bool> TilePrims for Neon<MM> {
     const LANES: usize = 4;
+    const MATRIX: bool = MM;
     type I = int32x4_t;
     type F = float32x4_t;
     type A = int8x16_t;

@@ -4,7 +4,7 @@
 //! 16 of one sub-block and 16 of the next; Q3_K's codes are taken as
 //! `q + 4` (0..8) and centred afterwards with the activation block sums.
 
-use super::{dot16, sdot16};
+use super::{dot16, f16_to_f32, sdot16};
 use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ8K};
 use std::arch::aarch64::*;
 
@@ -67,6 +67,7 @@ macro_rules! kernels {
             let mut acc = [vdupq_n_f32(0.0); C];
             let mut acc_min = [0f32; C];
             for (i, b) in row.iter().enumerate() {
+                mca!(begin ["q2_k.cols ", $feat], c = C, w = 256);
                 // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                 let a: [&BlockQ8K; C] =
                     std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
@@ -75,7 +76,7 @@ macro_rules! kernels {
                 let mut isum = [vdupq_n_s32(0); C];
                 // SAFETY: the feature is enabled here; shapes as documented.
                 unsafe { block_dot(&codes, &scales, &a, &mut isum) };
-                let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+                let (d, dmin) = (f16_to_f32(b.d.to_bits()), f16_to_f32(b.dmin.to_bits()));
                 for c in 0..C {
                     let msum: i32 = (0..16)
                         .map(|s| (b.scales[s] >> 4) as i32 * a[c].bsums[s] as i32)
@@ -83,6 +84,7 @@ macro_rules! kernels {
                     acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum[c]), d * a[c].d);
                     acc_min[c] += dmin * a[c].d * msum as f32;
                 }
+                mca!(end);
             }
             for c in 0..C {
                 out[c] = vaddvq_f32(acc[c]) - acc_min[c];
@@ -95,6 +97,7 @@ macro_rules! kernels {
             let mut acc = [vdupq_n_f32(0.0); C];
             let four = vdupq_n_u8(4);
             for (i, b) in row.iter().enumerate() {
+                mca!(begin ["q3_k.cols ", $feat], c = C, w = 256);
                 // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                 let a: [&BlockQ8K; C] =
                     std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
@@ -118,7 +121,7 @@ macro_rules! kernels {
                 let mut isum = [vdupq_n_s32(0); C];
                 // SAFETY: the feature is enabled here; shapes as documented.
                 unsafe { block_dot(&codes, &scales, &a, &mut isum) };
-                let d = b.d.to_f32();
+                let d = f16_to_f32(b.d.to_bits());
                 for c in 0..C {
                     // The -4 centring: 4 * sum over sub-blocks of scale * bsum.
                     let corr: i32 = (0..16)
@@ -127,6 +130,7 @@ macro_rules! kernels {
                     let exact = vsubq_s32(isum[c], vsetq_lane_s32::<0>(4 * corr, vdupq_n_s32(0)));
                     acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(exact), d * a[c].d);
                 }
+                mca!(end);
             }
             for c in 0..C {
                 out[c] = vaddvq_f32(acc[c]);

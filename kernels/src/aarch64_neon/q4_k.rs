@@ -3,7 +3,7 @@
 //! unpacked once (8 sub-blocks of 32 bytes) and reused for every column; sub-block sums are exact i32 lanes scaled by
 //! the 6-bit scale (`mla`), then one float scaling per block.
 
-use super::{dot32, load32, sdot32};
+use super::{dot32, f16_to_f32, load32, sdot32};
 use crate::formats::q4_k::scales_mins;
 use crate::formats::{BlockK4, BlockQ4K, BlockQ5K, BlockQ8K};
 use std::arch::aarch64::*;
@@ -27,6 +27,7 @@ macro_rules! kernels {
             let mut acc_min = [0f32; C];
             let (low4, bit4) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x10));
             for (i, b) in row.iter().enumerate() {
+                mca!(begin ["q4_k.cols ", $feat], fifth = B::FIFTH_BIT as u32, c = C, w = 256);
                 let sm = scales_mins(b.scales());
                 let mut q = [[vdupq_n_s8(0); 2]; 8];
                 for p in 0..4 {
@@ -53,8 +54,8 @@ macro_rules! kernels {
                 }
                 let dd = b.d_dmin_bits();
                 let (d, dmin) = (
-                    half::f16::from_bits(dd as u16).to_f32(),
-                    half::f16::from_bits((dd >> 16) as u16).to_f32(),
+                    f16_to_f32(dd as u16),
+                    f16_to_f32((dd >> 16) as u16),
                 );
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
@@ -73,6 +74,7 @@ macro_rules! kernels {
                     acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum), d * a.d);
                     acc_min[c] += dmin * a.d * msum as f32;
                 }
+                mca!(end);
             }
             for c in 0..C {
                 out[c] = vaddvq_f32(acc[c]) - acc_min[c];

@@ -3,6 +3,7 @@
 //! 16 sub-blocks of 16) and reused for every column; sub-block sums are exact
 //! i32 lanes scaled by the 8-bit scale (`mla`), then one float scaling per block.
 
+use super::f16_to_f32;
 use crate::formats::{BlockQ6K, BlockQ8K};
 use std::arch::aarch64::*;
 
@@ -20,6 +21,7 @@ macro_rules! kernels {
             let mut acc = [vdupq_n_f32(0.0); C];
             let (low4, high2, m32) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30), vdupq_n_s8(32));
             for (i, b) in row.iter().enumerate() {
+                mca!(begin ["q6_k.cols ", $feat], c = C, w = 256);
                 // Sub-block 8n + 2j + h: values 128n + 32j + 16h ..
                 let mut q = [vdupq_n_s8(0); 16];
                 for n in 0..2 {
@@ -43,7 +45,7 @@ macro_rules! kernels {
                         }
                     }
                 }
-                let d = b.d.to_f32();
+                let d = f16_to_f32(b.d.to_bits());
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                     let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
@@ -55,6 +57,7 @@ macro_rules! kernels {
                     }
                     acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum), d * a.d);
                 }
+                mca!(end);
             }
             for c in 0..C {
                 out[c] = vaddvq_f32(acc[c]);

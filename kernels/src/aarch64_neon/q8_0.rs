@@ -1,7 +1,7 @@
 //! Q4_0, Q5_0, IQ4_NL and Q8_0 x Q8_0 (and the 2:4 forms) on NEON: one weight row against up to
 //! [`COLS`] activation columns, each weight block loaded once for all of them.
 
-use super::{dot32, load32, sdot32};
+use super::{dot32, f16_to_f32, load32, sdot32};
 use crate::formats::grids::KVALUES_IQ4NL;
 use crate::formats::sparse::EXPAND_LUT;
 use crate::formats::sparse_x4::X4Row;
@@ -97,16 +97,18 @@ macro_rules! kernels {
         ) {
             let mut acc = [vdupq_n_f32(0.0); C];
             for (i, b) in row.iter().enumerate() {
+                mca!(begin ["q8_0.cols ", $feat], codes = W::CODES as u32, c = C, w = 32);
                 // SAFETY: NEON is enabled here.
                 let w = unsafe { codes(b) };
-                let dw = half::f16::from_bits(b.d_bits()).to_f32();
+                let dw = f16_to_f32(b.d_bits());
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks; qs is 32 bytes.
                     let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
                     let y = unsafe { load32(a.qs.as_ptr()) };
                     let dot = $dot(vdupq_n_s32(0), w, y);
-                    acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(dot), dw * a.d.to_f32());
+                    acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(dot), dw * f16_to_f32(a.d.to_bits()));
                 }
+                mca!(end);
             }
             for c in 0..C {
                 out[c] = vaddvq_f32(acc[c]);
@@ -125,17 +127,19 @@ macro_rules! kernels {
             for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
                 let mut acc = [vdupq_n_f32(0.0); 4];
                 for (b, a) in group.iter().zip(act) {
+                    mca!(begin ["q8_0.x4 ", $feat], codes = <X4Row<'a, X> as Block32>::CODES as u32, c = 1, w = 128);
                     // SAFETY: qs is 32 bytes.
                     let y = unsafe { load32(a.qs.as_ptr()) };
-                    let da = a.d.to_f32();
+                    let da = f16_to_f32(a.d.to_bits());
                     for (r, acc) in acc.iter_mut().enumerate() {
                         let row = X4Row { b, r };
                         // SAFETY: NEON is enabled here; the row's codes lie inside b.
                         let w = unsafe { codes(&row) };
                         let dot = $dot(vdupq_n_s32(0), w, y);
-                        let dw = half::f16::from_bits(row.d_bits()).to_f32();
+                        let dw = f16_to_f32(row.d_bits());
                         *acc = vfmaq_n_f32(*acc, vcvtq_f32_s32(dot), dw * da);
                     }
+                    mca!(end);
                 }
                 for (o, acc) in out.iter_mut().zip(acc) {
                     *o = vaddvq_f32(acc);

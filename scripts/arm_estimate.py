@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Cycles per 256 weights of the aarch64 inner loops, ours against ggml's, by llvm-mca.
+
+Called by scripts/arm-estimate.sh, which writes the assembly this reads:
+  DIR/ours-CPU.s          the kernels crate built with `--features mca`: every
+                          loop body marked by `mca!` is an LLVM-MCA-BEGIN/END region
+  DIR/ggml-dot-CPU.s      vendored ggml-cpu/arch/arm/quants.c (vec_dot, NEON + dotprod path)
+  DIR/ggml-repack-CPU.s   vendored ggml-cpu/arch/arm/repack.cpp (interleaved GEMVs)
+
+ggml's sources carry no markers (vendor/ stays unmodified), so its loops are
+found in the assembly: the function's first innermost loop (a backward branch
+to a label, with no other loop inside), and, where GGML below says the loop
+is nested, its parent loop, whose cycles are its own instructions' plus the
+inner loop's times its trip count (read from the vendored source, stated
+below). clang fully unrolls the fixed-count inner loops of the K-quants'
+vec_dot, so those are flat.
+
+Prints a markdown table and writes DIR/estimate.jsonl.
+"""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+CPUS = ["cortex-a55", "cortex-a76", "neoverse-n1", "neoverse-v1"]
+MCA = "llvm-mca-19"
+ITER = 200
+
+# format -> (block bytes, values per block): the bytes per 256 weights follow.
+BYTES = {
+    "q4_0": (18, 32), "q5_0": (22, 32), "q8_0": (34, 32), "iq4_nl": (18, 32),
+    "q2_k": (84, 256), "q3_k": (110, 256), "q4_k": (144, 256), "q5_k": (176, 256),
+    "q6_k": (210, 256), "iq4_xs": (136, 256), "iq2_xxs": (66, 256), "iq2_xs": (74, 256),
+    "iq2_s": (82, 256), "iq3_xxs": (98, 256), "iq3_s": (110, 256), "tq1_0": (54, 256),
+    "tq2_0": (66, 256),
+}
+
+# Our regions (mca! names) -> format.
+CODES = {0: "q4_0", 1: "q5_0", 2: "iq4_nl", 3: "q8_0"}  # formats::Codes, in order
+GGML_TYPE = {16: "iq2_xxs", 17: "iq2_xs", 18: "iq3_xxs", 21: "iq3_s", 22: "iq2_s",
+             34: "tq1_0", 35: "tq2_0"}
+
+# ggml's loops: function, weights per iteration of the loop taken (the
+# parent's, where nested), and the inner loop's trip count if nested.
+# From vendor/llama.cpp/ggml/src/ggml-cpu/arch/arm/{quants.c,repack.cpp}.
+GGML = {
+    # vec_dot: Q4_0/Q5_0/Q8_0/IQ4_NL take two blocks per iteration
+    # (`for (; ib + 1 < nb; ib += 2)`); the K-quants one block (inner loops
+    # unrolled by clang); the i-quants one block with an inner loop of four
+    # (`ib32 += 2` over 8, or `ib64` over 4).
+    "vec_dot": {
+        "q4_0": ("ggml_vec_dot_q4_0_q8_0", 64, None),
+        "q5_0": ("ggml_vec_dot_q5_0_q8_0", 64, None),
+        "q8_0": ("ggml_vec_dot_q8_0_q8_0", 64, None),
+        "iq4_nl": ("ggml_vec_dot_iq4_nl_q8_0", 64, None),
+        "q2_k": ("ggml_vec_dot_q2_K_q8_K", 256, None),
+        "q3_k": ("ggml_vec_dot_q3_K_q8_K", 256, None),
+        "q4_k": ("ggml_vec_dot_q4_K_q8_K", 256, None),
+        "q5_k": ("ggml_vec_dot_q5_K_q8_K", 256, None),
+        "q6_k": ("ggml_vec_dot_q6_K_q8_K", 256, None),
+        "iq4_xs": ("ggml_vec_dot_iq4_xs_q8_K", 256, None),
+        "tq1_0": ("ggml_vec_dot_tq1_0_q8_K", 256, None),
+        "tq2_0": ("ggml_vec_dot_tq2_0_q8_K", 256, None),
+        "iq2_xxs": ("ggml_vec_dot_iq2_xxs_q8_K", 256, 4),
+        "iq2_xs": ("ggml_vec_dot_iq2_xs_q8_K", 256, 4),
+        "iq2_s": ("ggml_vec_dot_iq2_s_q8_K", 256, 4),
+        "iq3_xxs": ("ggml_vec_dot_iq3_xxs_q8_K", 256, 4),
+        "iq3_s": ("ggml_vec_dot_iq3_s_q8_K", 256, 4),
+    },
+    # The interleaved GEMVs ggml repacks these formats for (dotprod: 4x4 /
+    # 8x4; i8mm: 4x8 / 8x8): four rows x one block per iteration, or for
+    # Q4_K/Q5_K eight rows x one block with an inner loop of four sub-blocks
+    # of 64 (`for (int sb = 0; sb < QK_K / 64; sb++)`).
+    "repack dotprod": {
+        "q4_0": ("ggml_gemv_q4_0_4x4_q8_0", 128, None),
+        "iq4_nl": ("ggml_gemv_iq4_nl_4x4_q8_0", 128, None),
+        "q8_0": ("ggml_gemv_q8_0_4x4_q8_0", 128, None),
+        "q4_k": ("ggml_gemv_q4_K_8x4_q8_K", 2048, 4),
+        "q5_k": ("ggml_gemv_q5_K_8x4_q8_K", 2048, 4),
+    },
+    "repack i8mm": {
+        "q4_0": ("ggml_gemv_q4_0_4x8_q8_0", 128, None),
+        "q8_0": ("ggml_gemv_q8_0_4x8_q8_0", 128, None),
+        "q4_k": ("ggml_gemv_q4_K_8x8_q8_K", 2048, 4),
+        "q5_k": ("ggml_gemv_q5_K_8x8_q8_K", 2048, 4),
+    },
+}
+
+
+def instructions(lines):
+    """The instruction lines of a piece of assembly (no labels, directives, comments)."""
+    out = []
+    for l in lines:
+        t = l.split("//")[0].strip()
+        if not t or t.endswith(":") or t.startswith(".") or re.match(r"^[\w.$]+:", t):
+            continue
+        out.append(t)
+    return out
+
+
+def mca_cycles(insns, cpu):
+    """llvm-mca's cycles per iteration of a straight-line body."""
+    if not insns:
+        return 0.0
+    src = "\n".join(insns) + "\n"
+    r = subprocess.run([MCA, "-mtriple=aarch64", f"-mcpu={cpu}", f"-iterations={ITER}"],
+                       input=src, capture_output=True, text=True)
+    m = re.search(r"Total Cycles:\s+(\d+)", r.stdout)
+    if r.returncode != 0 or not m:
+        raise SystemExit(f"llvm-mca -mcpu={cpu} failed: {r.stderr.strip().splitlines()[:2]}")
+    return int(m.group(1)) / ITER
+
+
+def regions(path):
+    """Our marked regions: name -> instruction lines (the first of equal
+    names), or a string saying why the region cannot be estimated: a loop
+    inside it (llvm-mca takes straight-line code), or its end not after its
+    beginning in the text."""
+    out, cur, body = {}, None, []
+    for line in open(path):
+        m = re.search(r"LLVM-MCA-BEGIN (.*)$", line)
+        if m:
+            if cur:
+                out.setdefault(cur, "its end is not after its beginning in the assembly")
+            cur, body = m.group(1).strip(), []
+            continue
+        if "LLVM-MCA-END" in line and cur:
+            inner = loops(body)
+            out.setdefault(cur, body if not inner else "a loop inside the marked body")
+            cur = None
+            continue
+        if cur:
+            body.append(line)
+    return out
+
+
+def functions(path):
+    cur, body, out = None, [], {}
+    for line in open(path):
+        m = re.match(r"^([A-Za-z_][\w.$]*):", line)
+        if m and not m.group(1).startswith(".L"):
+            if cur:
+                out[cur] = body
+            cur, body = m.group(1), []
+        elif cur is not None:
+            body.append(line.rstrip("\n"))
+    if cur:
+        out[cur] = body
+    return out
+
+
+BRANCH = re.compile(r"^\s+(b(\.\w+)?|cbn?z|tbn?z)\s+.*?(\.LBB\w+)\s*$")
+
+
+def loops(body):
+    labels = {m.group(1): i for i, l in enumerate(body) if (m := re.match(r"^(\.LBB\w+):", l))}
+    found = []
+    for j, l in enumerate(body):
+        m = BRANCH.match(l)
+        if m and m.group(3) in labels and labels[m.group(3)] < j:
+            found.append((labels[m.group(3)], j))
+    return found
+
+
+def ggml_cycles(fns, fn, nested, cpu):
+    """Cycles per iteration of `fn`'s first innermost loop, or of its parent with
+    the inner loop counted `nested` times."""
+    body = fns.get(fn)
+    if body is None:
+        return None, f"{fn} not in the assembly"
+    ls = loops(body)
+    inner = [(a, b) for (a, b) in ls if not any((c, d) != (a, b) and a <= c and d <= b for (c, d) in ls)]
+    if not inner:
+        return None, f"{fn}: no loop found"
+    a, b = min(inner)
+    if nested is None:
+        return mca_cycles(instructions(body[a:b + 1]), cpu), None
+    parents = [(c, d) for (c, d) in ls if (c, d) != (a, b) and c <= a and b <= d]
+    if not parents:
+        return None, f"{fn}: no loop around the inner one"
+    pa, pb = max(parents)  # the innermost parent
+    own = body[pa:a] + body[b + 1:pb + 1]
+    return mca_cycles(instructions(own), cpu) + nested * mca_cycles(instructions(body[a:b + 1]), cpu), None
+
+
+def keyvals(name):
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", name)}
+
+
+def ours_rows(regs):
+    """(format, kernel, isa, weights per iteration, instructions, calls) for one column."""
+    rows = []
+    for name, body in regs.items():
+        kv = keyvals(name)
+        parts = name.split()
+        kernel, isa = parts[0], parts[1] if len(parts) > 1 and "=" not in parts[1] else ""
+        isa = "dotprod" if "dotprod" in isa else "neon"
+        if kernel == "tile.sub" or kv.get("c") != 1:
+            continue
+        if kernel in ("q8_0.cols", "q8_0.x4"):
+            fmt = CODES.get(kv["codes"])
+        elif kernel == "grid.cols":
+            fmt = GGML_TYPE.get(kv["ggml_type"])
+        elif kernel == "q4_k.cols":
+            fmt = "q5_k" if kv["fifth"] else "q4_k"
+        else:
+            fmt = kernel.split(".")[0]
+        if fmt is None:
+            continue
+        if isinstance(body, str):
+            rows.append((fmt, kernel, isa, kv["w"], body, 0))
+            continue
+        insns = instructions(body)
+        calls = sum(1 for i in insns if re.match(r"^bl\s", i))
+        rows.append((fmt, kernel, isa, kv["w"], insns, calls))
+    return rows
+
+
+def main():
+    d = Path(sys.argv[1])
+    results = []
+    for cpu in CPUS:
+        regs = regions(d / f"ours-{cpu}.s")
+        dot = functions(d / f"ggml-dot-{cpu}.s")
+        rep = functions(d / f"ggml-repack-{cpu}.s")
+        for fmt, kernel, isa, w, insns, calls in ours_rows(regs):
+            if isinstance(insns, str):
+                results.append(dict(cpu=cpu, format=fmt, side="llmkernel", path=f"{kernel} {isa}",
+                                    cycles_per_256=None, note=insns))
+                continue
+            cyc = mca_cycles(insns, cpu)
+            results.append(dict(cpu=cpu, format=fmt, side="llmkernel", path=f"{kernel} {isa}",
+                                cycles_per_256=cyc * 256 / w, calls=calls))
+        for path, table in GGML.items():
+            if path == "repack i8mm" and cpu != "neoverse-v1":
+                continue
+            fns = dot if path == "vec_dot" else rep
+            for fmt, (fn, w, nested) in table.items():
+                cyc, why = ggml_cycles(fns, fn, nested, cpu)
+                results.append(dict(cpu=cpu, format=fmt, side="ggml", path=f"{path} ({fn})",
+                                    cycles_per_256=None if cyc is None else cyc * 256 / w,
+                                    note=why))
+        # The panel tile's sub-block loop: 2 rows x 4Q values x V*lanes columns.
+        for name, body in regs.items():
+            if not name.startswith("tile.sub"):
+                continue
+            kv = keyvals(name)
+            if kv["mm"] and cpu != "neoverse-v1":
+                continue
+            macs = 2 * 4 * kv["q"] * kv["v"] * kv["lanes"]
+            if isinstance(body, str):
+                results.append(dict(cpu=cpu, format=f"tile q={kv['q']} p={kv['p']}", side="llmkernel",
+                                    path="tile " + ("i8mm" if kv["mm"] else "dotprod"),
+                                    cycles_per_256=None, note=body))
+                continue
+            cyc = mca_cycles(instructions(body), cpu)
+            results.append(dict(cpu=cpu, format=f"tile q={kv['q']} p={kv['p']}", side="llmkernel",
+                                path="tile " + ("i8mm" if kv["mm"] else "dotprod"),
+                                cycles_per_256=cyc * 256 / macs, per="256 weight x column products"))
+    with open(d / "estimate.jsonl", "w") as f:
+        for r in results:
+            f.write(json.dumps(r) + "\n")
+    report(results)
+
+
+def report(results):
+    fmts = [f for f in BYTES]
+    print("GEMV, one column: cycles per 256 weights (lower is better); ours = best llmkernel")
+    print("path at the CPU's ISA, ggml = best of vec_dot and its repacked GEMVs.\n")
+    print("| format | bytes/256 | " + " | ".join(f"{c} ours | ggml | ratio" for c in CPUS) + " |")
+    print("|---|---|" + "---|---|---|" * len(CPUS))
+    for fmt in fmts:
+        bb, bl = BYTES[fmt]
+        cells = []
+        for cpu in CPUS:
+            rs = [r for r in results if r["cpu"] == cpu and r["format"] == fmt]
+            ours = [r for r in rs if r["side"] == "llmkernel" and r["path"].endswith("dotprod")
+                    and r["cycles_per_256"] is not None]
+            ggml = [r for r in rs if r["side"] == "ggml" and r["cycles_per_256"] is not None]
+            o = min(ours, key=lambda r: r["cycles_per_256"], default=None)
+            g = min(ggml, key=lambda r: r["cycles_per_256"], default=None)
+            if o is None or g is None:
+                gs = f"{g['cycles_per_256']:.1f}" if g else "-"
+                cells.append(f"- | {gs} | -")
+                continue
+            mark = "*" if o.get("calls") else ""
+            cells.append(f"{o['cycles_per_256']:.1f}{mark} | {g['cycles_per_256']:.1f} | "
+                         f"{o['cycles_per_256'] / g['cycles_per_256']:.2f}")
+        print(f"| {fmt} | {bb * 256 // bl} | " + " | ".join(cells) + " |")
+    print("\n`*`: the loop calls a function that llvm-mca does not follow (its cost is missing).")
+    print("\nWhich paths were best (ours / ggml), per CPU:\n")
+    for cpu in CPUS:
+        picks = []
+        for fmt in fmts:
+            rs = [r for r in results if r["cpu"] == cpu and r["format"] == fmt and r["cycles_per_256"]]
+            o = min((r for r in rs if r["side"] == "llmkernel" and r["path"].endswith("dotprod")),
+                    key=lambda r: r["cycles_per_256"], default=None)
+            g = min((r for r in rs if r["side"] == "ggml"), key=lambda r: r["cycles_per_256"], default=None)
+            if o and g:
+                picks.append(f"{fmt}: {o['path'].split()[0]} / {g['path'].split(' (')[0]}")
+        print(f"- {cpu}: " + "; ".join(picks))
+    notes = sorted({(r["format"], r["side"], r["path"], r["note"]) for r in results if r.get("note")})
+    if notes:
+        print("\nNot estimated (`-` above), on every CPU model:\n")
+    for fmt, side, path, note in notes:
+        print(f"- {fmt}, {side} {path}: {note}")
+    print("\nPanel tile, sub-block loop: cycles per 256 weight x column products\n")
+    print("| shape | " + " | ".join(CPUS) + " |")
+    print("|---|" + "---|" * len(CPUS))
+    shapes = sorted({(r["format"], r["path"]) for r in results if r["format"].startswith("tile")})
+    for fmt, path in shapes:
+        cells = []
+        for cpu in CPUS:
+            r = [x for x in results if x["cpu"] == cpu and x["format"] == fmt and x["path"] == path]
+            cells.append(f"{r[0]['cycles_per_256']:.2f}" if r and r[0]["cycles_per_256"] else "-")
+        print(f"| {fmt} {path.split()[1]} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
