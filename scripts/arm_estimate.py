@@ -88,6 +88,21 @@ GGML = {
 }
 
 
+# The roofline's boards: CPU model, clock (GHz), cores, peak DRAM bandwidth
+# (GB/s) and where the figures come from. Peak = transfers/s x bus bytes.
+BOARDS = [
+    ("RK3566 board (4x Cortex-A55)", "cortex-a55", 1.8, 4, 12.8,
+     "32-bit LPDDR4/4X (laosan.tv/?p=66, RK3566 specifications); the data rate, "
+     "3200 MT/s, is assumed: the page does not give it"),
+    ("Raspberry Pi 5 (4x Cortex-A76)", "cortex-a76", 2.4, 4, 17.1,
+     "32-bit LPDDR4X at 4267 MT/s (circuitdigest.com, 'The New Raspberry Pi 5 is here')"),
+    ("AWS Graviton2 (64x Neoverse-N1)", "neoverse-n1", 2.5, 64, 204.8,
+     "8 channels DDR4-3200 (bateloved.github.io/Analyzing-DataCenter-Workloads/analysis.html, M6g: 204.8 GB/s)"),
+    ("AWS Graviton3 (64x Neoverse-V1)", "neoverse-v1", 2.6, 64, 307.2,
+     "8 channels DDR5-4800 (en.wikichip.org/wiki/AWS_Graviton3: 307.2 GB/s)"),
+]
+
+
 def instructions(lines):
     """The instruction lines of a piece of assembly (no labels, directives, comments)."""
     out = []
@@ -305,6 +320,23 @@ def report(results):
         print("\nNot estimated (`-` above), on every CPU model:\n")
     for fmt, side, path, note in notes:
         print(f"- {fmt}, {side} {path}: {note}")
+    print("\nRoofline: the bandwidth one core streams weights at, at the estimated rate")
+    print("(bytes per 256 weights x GHz / cycles per 256), ours / ggml's; a GEMV is")
+    print("memory-bound once the cores used stream more than the board's peak.\n")
+    print("| format | " + " | ".join(b[0] for b in BOARDS) + " |")
+    print("|---|" + "---|" * len(BOARDS))
+    for fmt in fmts:
+        bb, bl = BYTES[fmt]
+        per256 = bb * 256 / bl
+        cells = []
+        for name, cpu, ghz, cores, peak, _ in BOARDS:
+            rs = [r for r in results if r["cpu"] == cpu and r["format"] == fmt and r["cycles_per_256"]]
+            o = min((r["cycles_per_256"] for r in rs if r["side"] == "llmkernel" and r["path"].endswith("dotprod")), default=None)
+            g = min((r["cycles_per_256"] for r in rs if r["side"] == "ggml"), default=None)
+            f = lambda c: "-" if c is None else f"{per256 * ghz / c:.1f}"
+            cells.append(f"{f(o)} / {f(g)}")
+        print(f"| {fmt} | " + " | ".join(cells) + " |")
+    print("\nPeaks: " + "; ".join(f"{b[0]}: {b[4]} GB/s, {b[2]} GHz ({b[5]})" for b in BOARDS) + ".")
     print("\nPanel tile, sub-block loop: cycles per 256 weight x column products\n")
     print("| shape | " + " | ".join(CPUS) + " |")
     print("|---|" + "---|" * len(CPUS))
