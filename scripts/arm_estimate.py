@@ -103,11 +103,32 @@ BOARDS = [
 ]
 
 
+_INST = {}
+
+
+def decode_inst(word):
+    """An `.inst 0x...` word (how clang prints some i8mm intrinsics) as its instruction."""
+    if word not in _INST:
+        w = int(word, 16)
+        r = subprocess.run(["llvm-mc-19", "--disassemble", "-triple=aarch64", "-mattr=+i8mm,+dotprod,+fullfp16"],
+                           input=" ".join(f"0x{(w >> (8 * i)) & 0xFF:02x}" for i in range(4)),
+                           capture_output=True, text=True)
+        lines = [l.strip() for l in r.stdout.splitlines() if l.strip() and not l.strip().startswith(".")]
+        if r.returncode != 0 or not lines:
+            raise SystemExit(f"llvm-mc cannot decode .inst {word}: {r.stderr.strip()}")
+        _INST[word] = lines[-1]
+    return _INST[word]
+
+
 def instructions(lines):
     """The instruction lines of a piece of assembly (no labels, directives, comments)."""
     out = []
     for l in lines:
         t = l.split("//")[0].strip()
+        m = re.match(r"^\.inst\s+(0x[0-9a-fA-F]+)$", t)
+        if m:
+            out.append(decode_inst(m.group(1)))
+            continue
         if not t or t.endswith(":") or t.startswith(".") or re.match(r"^[\w.$]+:", t):
             continue
         out.append(t)
