@@ -88,6 +88,26 @@ GGML = {
 }
 
 
+# ggml's GEMMs on repacked weights (batch >= 4 activation rows): function,
+# weight x column products per iteration of the loop taken, nested trips.
+# Q8_0: four weight rows x four columns x one block per iteration; Q4_K:
+# eight rows x four columns x one block, with the inner loop of four
+# sub-blocks of 64. (ggml's Q4_0 GEMMs are inline assembly without the
+# labels this reads, and its Q6_K GEMM has two inner loops: not estimated.)
+GGML_GEMM = {
+    "gemm dotprod": {
+        "q8_0": ("ggml_gemm_q8_0_4x4_q8_0", 512, None),
+        "q4_k": ("ggml_gemm_q4_K_8x4_q8_K", 8192, 4),
+    },
+    "gemm i8mm": {
+        "q8_0": ("ggml_gemm_q8_0_4x8_q8_0", 512, None),
+        "q4_k": ("ggml_gemm_q4_K_8x8_q8_K", 8192, 4),
+    },
+}
+# Our panel tile's shape per format (panel_tile_by_shape!): q, p.
+TILE_SHAPE = {"q4_0": (8, 0), "q8_0": (8, 0), "q4_k": (8, 4), "q6_k": (4, 0),
+              "iq4_xs": (8, 0), "q2_k": (64, 8), "q3_k": (64, 0)}
+
 # The roofline's boards: CPU model, clock (GHz), cores, peak DRAM bandwidth
 # (GB/s) and where the figures come from. Peak = transfers/s x bus bytes.
 BOARDS = [
@@ -277,6 +297,14 @@ def main():
                 results.append(dict(cpu=cpu, format=fmt, side="ggml", path=f"{path} ({fn})",
                                     cycles_per_256=None if cyc is None else cyc * 256 / w,
                                     note=why))
+        for path, table in GGML_GEMM.items():
+            if path == "gemm i8mm" and cpu != "neoverse-v1":
+                continue
+            for fmt, (fn, macs, nested) in table.items():
+                cyc, why = ggml_cycles(rep, fn, nested, cpu)
+                results.append(dict(cpu=cpu, format=f"gemm {fmt}", side="ggml", path=f"{path} ({fn})",
+                                    cycles_per_256=None if cyc is None else cyc * 256 / macs,
+                                    per="256 weight x column products", note=why))
         # The panel tile's sub-block loop: 2 rows x 4Q values x V*lanes columns.
         for name, body in regs.items():
             if not name.startswith("tile.sub"):
@@ -368,6 +396,18 @@ def report(results):
             r = [x for x in results if x["cpu"] == cpu and x["format"] == fmt and x["path"] == path]
             cells.append(f"{r[0]['cycles_per_256']:.2f}" if r and r[0]["cycles_per_256"] else "-")
         print(f"| {fmt} {path.split()[1]} | " + " | ".join(cells) + " |")
+    print("\nBatch >= 16 against ggml's GEMMs on its repacked weights (cycles per 256")
+    print("weight x column products; ours: the tile's sub-block loop of the format's shape):\n")
+    print("| format | " + " | ".join(f"{c} ours dotprod / ggml" for c in CPUS) + " | neoverse-v1 ours i8mm / ggml i8mm |")
+    print("|---|" + "---|" * (len(CPUS) + 1))
+    for fmt in sorted({f for t in GGML_GEMM.values() for f in t}):
+        q, pp = TILE_SHAPE[fmt]
+        def get(cpu, fmt_key, path):
+            r = [x for x in results if x["cpu"] == cpu and x["format"] == fmt_key and x["path"].startswith(path)]
+            return f"{r[0]['cycles_per_256']:.2f}" if r and r[0]["cycles_per_256"] else "-"
+        cells = [f"{get(cpu, f'tile q={q} p={pp}', 'tile dotprod')} / {get(cpu, f'gemm {fmt}', 'gemm dotprod')}" for cpu in CPUS]
+        cells.append(f"{get('neoverse-v1', f'tile q={q} p={pp}', 'tile i8mm')} / {get('neoverse-v1', f'gemm {fmt}', 'gemm i8mm')}")
+        print(f"| {fmt} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
