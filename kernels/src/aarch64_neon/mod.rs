@@ -23,14 +23,21 @@ use std::arch::aarch64::*;
 #[inline]
 #[target_feature(enable = "neon")]
 fn f16_to_f32(bits: u16) -> f32 {
-    let h = vdup_n_u16(bits);
+    vgetq_lane_f32::<0>(f16x4_to_f32(bits as u64))
+}
+
+/// Four f16 (bits `16i..16i + 16` of `bits`) as four f32 lanes, by one `fcvtl`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn f16x4_to_f32(bits: u64) -> float32x4_t {
+    let h = vcreate_u16(bits);
     let f: float32x4_t;
     // SAFETY: fcvtl reads one vector register and writes another; NEON is enabled.
     unsafe {
         std::arch::asm!("fcvtl {f:v}.4s, {h:v}.4h", f = lateout(vreg) f, h = in(vreg) h,
             options(pure, nomem, nostack, preserves_flags));
     }
-    vgetq_lane_f32::<0>(f)
+    f
 }
 
 /// Adds the 32 products of `a` and `b` (two 16-byte halves each) to four i32 lanes.

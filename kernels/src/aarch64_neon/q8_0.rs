@@ -1,7 +1,7 @@
 //! Q4_0, Q5_0, IQ4_NL and Q8_0 x Q8_0 (and the 2:4 forms) on NEON: one weight row against up to
 //! [`COLS`] activation columns, each weight block loaded once for all of them.
 
-use super::{dot32, f16_to_f32, load32, sdot32};
+use super::{dot32, f16_to_f32, f16x4_to_f32, load32, sdot32};
 use crate::formats::grids::KVALUES_IQ4NL;
 use crate::formats::sparse::EXPAND_LUT;
 use crate::formats::sparse_x4::X4Row;
@@ -115,9 +115,12 @@ macro_rules! kernels {
             }
         }
 
-        /// Four interleaved 2:4 rows against one column: `cols`' arithmetic,
-        /// the rows read in place from one stream, the activation block
-        /// loaded once for the four.
+        /// Four interleaved rows against one column, the rows read in place
+        /// from one stream, the activation block loaded once for the four.
+        /// Per block the four rows' exact i32 sums are gathered into one
+        /// vector, lane r for row r (three pairwise adds), so the scales
+        /// (one `fcvtl` for the four), the conversion and the multiply-add
+        /// are one vector operation each for the four rows.
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn gemv_x4<'a, X: 'a>(groups: &'a [X], act: &[BlockQ8_0], out: &mut [f32])
@@ -125,25 +128,24 @@ macro_rules! kernels {
             X4Row<'a, X>: Block32,
         {
             for (group, out) in groups.chunks_exact(act.len()).zip(out.chunks_exact_mut(4)) {
-                let mut acc = [vdupq_n_f32(0.0); 4];
+                let mut acc = vdupq_n_f32(0.0);
                 for (b, a) in group.iter().zip(act) {
                     mca!(begin ["q8_0.x4 ", $feat], codes = <X4Row<'a, X> as Block32>::CODES as u32, c = 1, w = 128);
                     // SAFETY: qs is 32 bytes.
                     let y = unsafe { load32(a.qs.as_ptr()) };
-                    let da = f16_to_f32(a.d.to_bits());
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let row = X4Row { b, r };
+                    let dots: [int32x4_t; 4] = std::array::from_fn(|r| {
                         // SAFETY: NEON is enabled here; the row's codes lie inside b.
-                        let w = unsafe { codes(&row) };
-                        let dot = $dot(vdupq_n_s32(0), w, y);
-                        let dw = f16_to_f32(row.d_bits());
-                        *acc = vfmaq_n_f32(*acc, vcvtq_f32_s32(dot), dw * da);
-                    }
+                        let w = unsafe { codes(&X4Row { b, r }) };
+                        $dot(vdupq_n_s32(0), w, y)
+                    });
+                    let sums = vpaddq_s32(vpaddq_s32(dots[0], dots[1]), vpaddq_s32(dots[2], dots[3]));
+                    let bits = (0..4).fold(0u64, |v, r| v | (X4Row { b, r }.d_bits() as u64) << (16 * r));
+                    let scale = vmulq_n_f32(f16x4_to_f32(bits), f16_to_f32(a.d.to_bits()));
+                    acc = vfmaq_f32(acc, vcvtq_f32_s32(sums), scale);
                     mca!(end);
                 }
-                for (o, acc) in out.iter_mut().zip(acc) {
-                    *o = vaddvq_f32(acc);
-                }
+                // SAFETY: out has 4 floats (chunks_exact_mut(4)).
+                unsafe { vst1q_f32(out.as_mut_ptr(), acc) };
             }
         }
 
