@@ -508,6 +508,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q4_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q4_0_q8_0_1x4, ALL),
     (Dotprod, "gemv_q4_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q4_0_q8_0_1x4, ALL),
+    (I8mm, "gemv_q4_0_q8_0_2x4_i8mm", aarch64_neon::q8_0_mm::i8mm::gemv_q4_0_q8_0_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ5_0, "gemv_q5_0_q8_0_1x1_scalar", x4: BlockQ5_0x4,
     dequant: dequantize_q5_0(auto),
@@ -518,6 +519,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q5_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q5_0_q8_0_1x4, ALL),
     (Dotprod, "gemv_q5_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q5_0_q8_0_1x4, ALL),
+    (I8mm, "gemv_q5_0_q8_0_2x4_i8mm", aarch64_neon::q8_0_mm::i8mm::gemv_q5_0_q8_0_2x4_i8mm, ALL),
 ]);
 rows!(BlockIq4Nl, "gemv_iq4_nl_q8_0_1x1_scalar", x4: BlockIq4Nlx4,
     dequant: dequantize_iq4_nl(auto),
@@ -528,6 +530,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_iq4_nl_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_iq4_nl_q8_0_1x4, ALL),
     (Dotprod, "gemv_iq4_nl_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_iq4_nl_q8_0_1x4, ALL),
+    (I8mm, "gemv_iq4_nl_q8_0_2x4_i8mm", aarch64_neon::q8_0_mm::i8mm::gemv_iq4_nl_q8_0_2x4_i8mm, ALL),
 ]);
 rows!(BlockIq4Xs, "gemv_iq4_xs_q8_k_1x1_scalar", dequant: dequantize_iq4_xs(auto),
 x86_64: [
@@ -547,6 +550,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q8_0_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q8_0_q8_0_1x4, ALL),
     (Dotprod, "gemv_q8_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0_q8_0_1x4, ALL),
+    (I8mm, "gemv_q8_0_q8_0_2x4_i8mm", aarch64_neon::q8_0_mm::i8mm::gemv_q8_0_q8_0_2x4_i8mm, ALL),
 ]);
 rows!(BlockIq2Xxs, "gemv_iq2_xxs_q8_k_1x1_scalar", dequant: dequantize_iq2_xxs(auto),
 x86_64: [
@@ -620,6 +624,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q4_0s_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q4_0s_q8_0_1x4, ALL),
     (Dotprod, "gemv_q4_0s_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q4_0s_q8_0_1x4, ALL),
+    (I8mm, "gemv_q4_0s_q8_0_2x4_i8mm", aarch64_neon::q8_0_mm::i8mm::gemv_q4_0s_q8_0_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ8_0S, "gemv_q8_0s_q8_0_1x1_scalar", x4: BlockQ8_0Sx4,
     dequant: dequantize_q8_0s,
@@ -630,6 +635,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q8_0s_q8_0_1x4_neon", aarch64_neon::q8_0::neon::gemv_q8_0s_q8_0_1x4, ALL),
     (Dotprod, "gemv_q8_0s_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0s_q8_0_1x4, ALL),
+    (I8mm, "gemv_q8_0s_q8_0_2x4_i8mm", aarch64_neon::q8_0_mm::i8mm::gemv_q8_0s_q8_0_2x4_i8mm, ALL),
 ]);
 
 /// The scalar reference as an activation quantizer.

@@ -12,6 +12,7 @@ pub mod q2_k;
 pub mod q4_k;
 pub mod q6_k;
 pub mod q8_0;
+pub mod q8_0_mm;
 
 use std::arch::aarch64::*;
 

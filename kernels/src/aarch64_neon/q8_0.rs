@@ -90,7 +90,7 @@ macro_rules! kernels {
     ($feat:literal, $dot:ident) => {
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn cols<W: Block32, const C: usize>(
+        pub(crate) unsafe fn cols<W: Block32, const C: usize>(
             row: &[W],
             acts: &[&[BlockQ8_0]],
             out: &mut [f32],
