@@ -462,6 +462,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q4_k_q8_k_1x4_neon", aarch64_neon::q4_k::neon::gemv_q4_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q4_k_q8_k_1x4_dotprod", aarch64_neon::q4_k::dotprod::gemv_q4_k_q8_k_1x4, ALL),
+    (I8mm, "gemv_q4_k_q8_k_2x4_i8mm", aarch64_neon::q4_k_mm::i8mm::gemv_q4_k_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ5K, "gemv_q5_k_q8_k_1x1_scalar", dequant: dequantize_q5_k(auto),
 x86_64: [
@@ -471,6 +472,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q5_k_q8_k_1x4_neon", aarch64_neon::q4_k::neon::gemv_q5_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q5_k_q8_k_1x4_dotprod", aarch64_neon::q4_k::dotprod::gemv_q5_k_q8_k_1x4, ALL),
+    (I8mm, "gemv_q5_k_q8_k_2x4_i8mm", aarch64_neon::q4_k_mm::i8mm::gemv_q5_k_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ6K, "gemv_q6_k_q8_k_1x1_scalar", dequant: dequantize_q6_k(auto),
 x86_64: [

@@ -13,45 +13,54 @@ pub const ROWS: usize = 1;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
+/// A block's 256 codes as eight sub-blocks of 32 (two vectors each), with
+/// Q5_K's fifth bits.
+///
+/// # Safety
+/// NEON must be available.
+#[inline(always)]
+pub(crate) unsafe fn unpack<B: BlockK4>(b: &B) -> [[int8x16_t; 2]; 8] {
+    // SAFETY: NEON is available (caller); qs has 128 bytes (32p + 16h + 16 <= 128), qh 32.
+    unsafe {
+        let (low4, bit4) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x10));
+        let mut q = [[vdupq_n_s8(0); 2]; 8];
+        for p in 0..4 {
+            for h in 0..2 {
+                let v = vld1q_u8(b.qs().as_ptr().add(32 * p + 16 * h));
+                let qh = vld1q_u8(b.qh().as_ptr().add(16 * h));
+                let mut lo = vandq_u8(v, low4);
+                let mut hi = vshrq_n_u8::<4>(v);
+                if B::FIFTH_BIT {
+                    // Bits 2p and 2p + 1 of qh to bit 4.
+                    let (s0, s1) = (vdupq_n_s8(4 - 2 * p as i8), vdupq_n_s8(3 - 2 * p as i8));
+                    lo = vorrq_u8(lo, vandq_u8(vshlq_u8(qh, s0), bit4));
+                    hi = vorrq_u8(hi, vandq_u8(vshlq_u8(qh, s1), bit4));
+                }
+                q[2 * p][h] = vreinterpretq_s8_u8(lo);
+                q[2 * p + 1][h] = vreinterpretq_s8_u8(hi);
+            }
+        }
+        q
+    }
+}
+
 /// The kernel for one feature set (`$feat`) and its 32-byte dot product (`$dot`).
 macro_rules! kernels {
     ($feat:literal, $dot:ident) => {
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn cols<B: BlockK4, const C: usize>(
+        pub(crate) unsafe fn cols<B: BlockK4, const C: usize>(
             row: &[B],
             acts: &[&[BlockQ8K]],
             out: &mut [f32],
         ) {
             let mut acc = [vdupq_n_f32(0.0); C];
             let mut acc_min = [0f32; C];
-            let (low4, bit4) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x10));
             for (i, b) in row.iter().enumerate() {
                 mca!(begin ["q4_k.cols ", $feat], fifth = B::FIFTH_BIT as u32, c = C, w = 256);
                 let sm = scales_mins(b.scales());
-                let mut q = [[vdupq_n_s8(0); 2]; 8];
-                for p in 0..4 {
-                    for h in 0..2 {
-                        // SAFETY: qs has 128 bytes (32p + 16h + 16 <= 128), qh 32.
-                        let (v, qh) = unsafe {
-                            (
-                                vld1q_u8(b.qs().as_ptr().add(32 * p + 16 * h)),
-                                vld1q_u8(b.qh().as_ptr().add(16 * h)),
-                            )
-                        };
-                        let mut lo = vandq_u8(v, low4);
-                        let mut hi = vshrq_n_u8::<4>(v);
-                        if B::FIFTH_BIT {
-                            // Bits 2p and 2p + 1 of qh to bit 4.
-                            let (s0, s1) =
-                                (vdupq_n_s8(4 - 2 * p as i8), vdupq_n_s8(3 - 2 * p as i8));
-                            lo = vorrq_u8(lo, vandq_u8(vshlq_u8(qh, s0), bit4));
-                            hi = vorrq_u8(hi, vandq_u8(vshlq_u8(qh, s1), bit4));
-                        }
-                        q[2 * p][h] = vreinterpretq_s8_u8(lo);
-                        q[2 * p + 1][h] = vreinterpretq_s8_u8(hi);
-                    }
-                }
+                // SAFETY: NEON is enabled here.
+                let q = unsafe { unpack(b) };
                 let dd = b.d_dmin_bits();
                 let (d, dmin) = (
                     f16_to_f32(dd as u16),

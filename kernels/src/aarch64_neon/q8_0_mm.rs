@@ -26,13 +26,36 @@ pub const COLS: usize = 4;
 /// Two f16 bit patterns as `[a, a, b, b]` (`pairs`) or `[a, b, a, b]`, in f32.
 #[inline]
 #[target_feature(enable = "neon")]
-fn scales4(a: u16, b: u16, pairs: bool) -> float32x4_t {
+pub(crate) fn scales4(a: u16, b: u16, pairs: bool) -> float32x4_t {
     let (a, b) = (a as u64, b as u64);
     f16x4_to_f32(if pairs {
         a | a << 16 | b << 32 | b << 48
     } else {
         a | b << 16 | a << 32 | b << 48
     })
+}
+
+/// `acc` plus the 2 x 2 sums of 32 values, rows `w0`, `w1` against columns
+/// `y0`, `y1`: lanes `[w0·y0, w0·y1, w1·y0, w1·y1]`, exact (four `smmla` on
+/// eight-byte pairs).
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+pub(crate) fn smmla32(
+    mut acc: int32x4_t,
+    w0: [int8x16_t; 2],
+    w1: [int8x16_t; 2],
+    y0: [int8x16_t; 2],
+    y1: [int8x16_t; 2],
+) -> int32x4_t {
+    for h in 0..2 {
+        let (wa, wb) = (vreinterpretq_s64_s8(w0[h]), vreinterpretq_s64_s8(w1[h]));
+        let (ya, yb) = (vreinterpretq_s64_s8(y0[h]), vreinterpretq_s64_s8(y1[h]));
+        let lo = |a, b| vreinterpretq_s8_s64(vzip1q_s64(a, b));
+        let hi = |a, b| vreinterpretq_s8_s64(vzip2q_s64(a, b));
+        acc = smmla(acc, lo(wa, wb), lo(ya, yb));
+        acc = smmla(acc, hi(wa, wb), hi(ya, yb));
+    }
+    acc
 }
 
 /// `R` rows (consecutive in `row`) against `C` columns.
@@ -84,15 +107,7 @@ unsafe fn tile<W: Block32, const R: usize, const C: usize>(
                     load32(a1.qs.as_ptr()),
                 )
             };
-            let mut isum = vdupq_n_s32(0);
-            for h in 0..2 {
-                let (wa, wb) = (vreinterpretq_s64_s8(w0[h]), vreinterpretq_s64_s8(w1[h]));
-                let (ya, yb) = (vreinterpretq_s64_s8(y0[h]), vreinterpretq_s64_s8(y1[h]));
-                let lo = |a, b| vreinterpretq_s8_s64(vzip1q_s64(a, b));
-                let hi = |a, b| vreinterpretq_s8_s64(vzip2q_s64(a, b));
-                isum = smmla(isum, lo(wa, wb), lo(ya, yb));
-                isum = smmla(isum, hi(wa, wb), hi(ya, yb));
-            }
+            let isum = smmla32(vdupq_n_s32(0), w0, w1, y0, y1);
             let dw = scales4(b0.d_bits(), b1.d_bits(), true);
             let da = scales4(a0.d.to_bits(), a1.d.to_bits(), false);
             acc = vfmaq_f32(acc, vcvtq_f32_s32(isum), vmulq_f32(dw, da));
