@@ -19,6 +19,7 @@ pub const COLS: usize = 4;
 /// # Safety
 /// NEON must be available.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // p and h address codes, qs and qh alike
 pub(crate) unsafe fn unpack<B: BlockK4>(b: &B) -> [[int8x16_t; 2]; 8] {
     // SAFETY: NEON is available (caller); qs has 128 bytes (32p + 16h + 16 <= 128), qh 32.
     unsafe {
