@@ -27,6 +27,23 @@ macro_rules! row_kernel {
             }
         });
     };
+    ($name:ident, $feat:literal, $w:ty, $act:ty, $body:ident, rows [$($r:literal),*], cols [$($c:literal),*]) => {
+        row_kernel!(@doc $name, $feat, $w, $act, |row, nrows, acts, out| {
+            /// The column dispatch for `R` rows.
+            #[inline(always)]
+            unsafe fn cols<const R: usize>(row: &[$w], acts: &[&[$act]], out: &mut [f32]) {
+                match acts.len() {
+                    // SAFETY: forwarded contract; exactly R rows and C columns.
+                    $($c => unsafe { $body::<R, $c>(row, acts, out) },)*
+                    _ => {}
+                }
+            }
+            match nrows {
+                $($r => cols::<$r>(row, acts, out),)*
+                _ => {}
+            }
+        });
+    };
     ($name:ident, $feat:literal, $w:ty, $act:ty, $body:ident<$t:ty>, rows [$($r:literal),*], cols [$($c:literal),*]) => {
         row_kernel!(@doc $name, $feat, $w, $act, |row, nrows, acts, out| {
             /// The column dispatch for `R` rows.

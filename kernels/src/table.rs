@@ -482,6 +482,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q6_k_q8_k_1x4_neon", aarch64_neon::q6_k::neon::gemv_q6_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q6_k_q8_k_1x4_dotprod", aarch64_neon::q6_k::dotprod::gemv_q6_k_q8_k_1x4, ALL),
+    (I8mm, "gemv_q6_k_q8_k_2x4_i8mm", aarch64_neon::q6_k_mm::i8mm::gemv_q6_k_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ3K, "gemv_q3_k_q8_k_1x1_scalar", dequant: dequantize_q3_k,
 x86_64: [

@@ -12,39 +12,48 @@ pub const ROWS: usize = 1;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
+/// A block's 256 codes as signed bytes (`q - 32`), 16 sub-blocks of 16:
+/// sub-block `8n + 2j + h` holds values `128n + 32j + 16h ..`.
+///
+/// # Safety
+/// NEON must be available.
+#[inline(always)]
+pub(crate) unsafe fn unpack(b: &BlockQ6K) -> [int8x16_t; 16] {
+    // SAFETY: NEON is available (caller); ql has 128 bytes (64n + 32 + 16h + 16 <= 128), qh 64.
+    unsafe {
+        let (low4, high2, m32) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30), vdupq_n_s8(32));
+        let mut q = [vdupq_n_s8(0); 16];
+        for n in 0..2 {
+            for h in 0..2 {
+                let l0 = vld1q_u8(b.ql.as_ptr().add(64 * n + 16 * h));
+                let l1 = vld1q_u8(b.ql.as_ptr().add(64 * n + 32 + 16 * h));
+                let hb = vld1q_u8(b.qh.as_ptr().add(32 * n + 16 * h));
+                let six = [
+                    vorrq_u8(vandq_u8(l0, low4), vandq_u8(vshlq_n_u8::<4>(hb), high2)),
+                    vorrq_u8(vandq_u8(l1, low4), vandq_u8(vshlq_n_u8::<2>(hb), high2)),
+                    vorrq_u8(vshrq_n_u8::<4>(l0), vandq_u8(hb, high2)),
+                    vorrq_u8(vshrq_n_u8::<4>(l1), vandq_u8(vshrq_n_u8::<2>(hb), high2)),
+                ];
+                for (j, v) in six.into_iter().enumerate() {
+                    q[8 * n + 2 * j + h] = vsubq_s8(vreinterpretq_s8_u8(v), m32);
+                }
+            }
+        }
+        q
+    }
+}
+
 /// The kernel for one feature set (`$feat`) and its 16-byte dot product (`$dot`).
 macro_rules! kernels {
     ($feat:literal, $dot:path) => {
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn cols<const C: usize>(row: &[BlockQ6K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        pub(crate) unsafe fn cols<const C: usize>(row: &[BlockQ6K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             let mut acc = [vdupq_n_f32(0.0); C];
-            let (low4, high2, m32) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30), vdupq_n_s8(32));
             for (i, b) in row.iter().enumerate() {
                 mca!(begin ["q6_k.cols ", $feat], c = C, w = 256);
-                // Sub-block 8n + 2j + h: values 128n + 32j + 16h ..
-                let mut q = [vdupq_n_s8(0); 16];
-                for n in 0..2 {
-                    for h in 0..2 {
-                        // SAFETY: ql has 128 bytes (64n + 32 + 16h + 16 <= 128), qh 64.
-                        let (l0, l1, hb) = unsafe {
-                            (
-                                vld1q_u8(b.ql.as_ptr().add(64 * n + 16 * h)),
-                                vld1q_u8(b.ql.as_ptr().add(64 * n + 32 + 16 * h)),
-                                vld1q_u8(b.qh.as_ptr().add(32 * n + 16 * h)),
-                            )
-                        };
-                        let six = [
-                            vorrq_u8(vandq_u8(l0, low4), vandq_u8(vshlq_n_u8::<4>(hb), high2)),
-                            vorrq_u8(vandq_u8(l1, low4), vandq_u8(vshlq_n_u8::<2>(hb), high2)),
-                            vorrq_u8(vshrq_n_u8::<4>(l0), vandq_u8(hb, high2)),
-                            vorrq_u8(vshrq_n_u8::<4>(l1), vandq_u8(vshrq_n_u8::<2>(hb), high2)),
-                        ];
-                        for (j, v) in six.into_iter().enumerate() {
-                            q[8 * n + 2 * j + h] = vsubq_s8(vreinterpretq_s8_u8(v), m32);
-                        }
-                    }
-                }
+                // SAFETY: NEON is enabled here.
+                let q = unsafe { unpack(b) };
                 let d = f16_to_f32(b.d.to_bits());
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
