@@ -543,6 +543,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_iq4_xs_q8_k_1x4_neon", aarch64_neon::iq4_xs::neon::gemv_iq4_xs_q8_k_1x4, ALL),
     (Dotprod, "gemv_iq4_xs_q8_k_1x4_dotprod", aarch64_neon::iq4_xs::dotprod::gemv_iq4_xs_q8_k_1x4, ALL),
+    (I8mm, "gemv_iq4_xs_q8_k_2x4_i8mm", aarch64_neon::iq4_xs_mm::i8mm::gemv_iq4_xs_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ8_0, "gemv_q8_0_q8_0_1x1_scalar", x4: BlockQ8_0x4,
     dequant: dequantize_q8_0,

@@ -13,26 +13,38 @@ pub const ROWS: usize = 1;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
+/// A block's 256 values as eight sub-blocks of 32 (two vectors each),
+/// looked up in the non-linear table.
+///
+/// # Safety
+/// NEON must be available.
+#[inline(always)]
+pub(crate) unsafe fn unpack(b: &BlockIq4Xs) -> [[int8x16_t; 2]; 8] {
+    // SAFETY: NEON is available (caller); the table has 16 bytes, qs 128 (16ib + 16 <= 128).
+    unsafe {
+        let table = vld1q_s8(KVALUES_IQ4NL.as_ptr());
+        std::array::from_fn(|ib| {
+            let v = vld1q_u8(b.qs.as_ptr().add(16 * ib));
+            [
+                vqtbl1q_s8(table, vandq_u8(v, vdupq_n_u8(0x0F))),
+                vqtbl1q_s8(table, vshrq_n_u8::<4>(v)),
+            ]
+        })
+    }
+}
+
 /// The kernel for one feature set (`$feat`) and its 32-byte dot product (`$dot`).
 macro_rules! kernels {
     ($feat:literal, $dot:path) => {
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn cols<const C: usize>(row: &[BlockIq4Xs], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        pub(crate) unsafe fn cols<const C: usize>(row: &[BlockIq4Xs], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             let mut acc = [vdupq_n_f32(0.0); C];
-            // SAFETY: the table has 16 bytes.
-            let table = unsafe { vld1q_s8(KVALUES_IQ4NL.as_ptr()) };
             for (i, b) in row.iter().enumerate() {
                 mca!(begin ["iq4_xs.cols ", $feat], c = C, w = 256);
                 let s = scales_iq4_xs(b);
-                let q: [[int8x16_t; 2]; 8] = std::array::from_fn(|ib| {
-                    // SAFETY: qs has 128 bytes; 16ib + 16 <= 128.
-                    let v = unsafe { vld1q_u8(b.qs.as_ptr().add(16 * ib)) };
-                    [
-                        vqtbl1q_s8(table, vandq_u8(v, vdupq_n_u8(0x0F))),
-                        vqtbl1q_s8(table, vshrq_n_u8::<4>(v)),
-                    ]
-                });
+                // SAFETY: NEON is enabled here.
+                let q = unsafe { unpack(b) };
                 let d = f16_to_f32(b.d.to_bits());
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.

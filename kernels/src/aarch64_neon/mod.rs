@@ -7,6 +7,7 @@
 pub mod dequant;
 pub mod grid;
 pub mod iq4_xs;
+pub mod iq4_xs_mm;
 pub mod panel;
 pub mod q2_k;
 pub mod q4_k;
