@@ -492,6 +492,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q3_k_q8_k_1x4_neon", aarch64_neon::q2_k::neon::gemv_q3_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q3_k_q8_k_1x4_dotprod", aarch64_neon::q2_k::dotprod::gemv_q3_k_q8_k_1x4, ALL),
+    (I8mm, "gemv_q3_k_q8_k_2x4_i8mm", aarch64_neon::q2_k_mm::i8mm::gemv_q3_k_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ2K, "gemv_q2_k_q8_k_1x1_scalar", dequant: dequantize_q2_k,
 x86_64: [
@@ -501,6 +502,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q2_k_q8_k_1x4_neon", aarch64_neon::q2_k::neon::gemv_q2_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q2_k_q8_k_1x4_dotprod", aarch64_neon::q2_k::dotprod::gemv_q2_k_q8_k_1x4, ALL),
+    (I8mm, "gemv_q2_k_q8_k_2x4_i8mm", aarch64_neon::q2_k_mm::i8mm::gemv_q2_k_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ4_0, "gemv_q4_0_q8_0_1x1_scalar", x4: BlockQ4_0x4,
     dequant: dequantize_q4_0,

@@ -10,6 +10,7 @@ pub mod iq4_xs;
 pub mod iq4_xs_mm;
 pub mod panel;
 pub mod q2_k;
+pub mod q2_k_mm;
 pub mod q4_k;
 pub mod q4_k_mm;
 pub mod q6_k;

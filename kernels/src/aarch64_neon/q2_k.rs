@@ -13,6 +13,58 @@ pub const ROWS: usize = 1;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
+/// The 2-bit codes of a block, per (half, quarter): `[hs][half]` holds the
+/// 16 values `32 hs + 16 half ..` (sub-block `2 hs + half`).
+#[inline]
+#[target_feature(enable = "neon")]
+#[allow(clippy::needless_range_loop)] // h and half address qs and out alike
+fn low_codes(qs: &[u8; 64]) -> [[uint8x16_t; 2]; 8] {
+    let m3 = vdupq_n_u8(3);
+    let mut out = [[vdupq_n_u8(0); 2]; 8];
+    for h in 0..2 {
+        for half in 0..2 {
+            // SAFETY: qs has 64 bytes; 32h + 16 half + 16 <= 64.
+            let v = unsafe { vld1q_u8(qs.as_ptr().add(32 * h + 16 * half)) };
+            out[4 * h][half] = vandq_u8(v, m3);
+            out[4 * h + 1][half] = vandq_u8(vshrq_n_u8::<2>(v), m3);
+            out[4 * h + 2][half] = vandq_u8(vshrq_n_u8::<4>(v), m3);
+            out[4 * h + 3][half] = vshrq_n_u8::<6>(v);
+        }
+    }
+    out
+}
+
+/// A Q2_K block's codes (0..4), laid out as [`low_codes`].
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn q2_codes(b: &BlockQ2K) -> [[int8x16_t; 2]; 8] {
+    low_codes(&b.qs).map(|q| q.map(|v| vreinterpretq_s8_u8(v)))
+}
+
+/// A Q3_K block's codes as `q + 4` (0..8), laid out as [`low_codes`].
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn q3_codes(b: &BlockQ3K) -> [[int8x16_t; 2]; 8] {
+    // SAFETY: hmask has 32 bytes.
+    let hm = unsafe {
+        [
+            vld1q_u8(b.hmask.as_ptr()),
+            vld1q_u8(b.hmask.as_ptr().add(16)),
+        ]
+    };
+    let four = vdupq_n_u8(4);
+    let mut codes = [[vdupq_n_s8(0); 2]; 8];
+    for (hs, low) in low_codes(&b.qs).into_iter().enumerate() {
+        // q' = low + 4 * (bit hs of hmask[l]) for value 32 hs + l.
+        let bit = vdupq_n_u8(1 << hs);
+        for half in 0..2 {
+            let high = vandq_u8(vtstq_u8(hm[half], bit), four);
+            codes[hs][half] = vreinterpretq_s8_u8(vaddq_u8(low[half], high));
+        }
+    }
+    codes
+}
+
 /// The kernels for one feature set (`$feat`) and its 16-byte dot product (`$dot`).
 macro_rules! kernels {
     ($feat:literal, $dot:ident) => {
@@ -42,28 +94,10 @@ macro_rules! kernels {
             }
         }
 
-        /// The 2-bit codes of a block, per (half, quarter).
-        #[inline]
-        #[target_feature(enable = $feat)]
-        fn low_codes(qs: &[u8; 64]) -> [[uint8x16_t; 2]; 8] {
-            let m3 = vdupq_n_u8(3);
-            let mut out = [[vdupq_n_u8(0); 2]; 8];
-            for h in 0..2 {
-                for half in 0..2 {
-                    // SAFETY: qs has 64 bytes; 32h + 16 half + 16 <= 64.
-                    let v = unsafe { vld1q_u8(qs.as_ptr().add(32 * h + 16 * half)) };
-                    out[4 * h][half] = vandq_u8(v, m3);
-                    out[4 * h + 1][half] = vandq_u8(vshrq_n_u8::<2>(v), m3);
-                    out[4 * h + 2][half] = vandq_u8(vshrq_n_u8::<4>(v), m3);
-                    out[4 * h + 3][half] = vshrq_n_u8::<6>(v);
-                }
-            }
-            out
-        }
 
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        pub(crate) unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             let mut acc = [vdupq_n_f32(0.0); C];
             let mut acc_min = [0f32; C];
             for (i, b) in row.iter().enumerate() {
@@ -72,7 +106,7 @@ macro_rules! kernels {
                 let a: [&BlockQ8K; C] =
                     std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
                 let scales: [i8; 16] = std::array::from_fn(|s| (b.scales[s] & 0x0F) as i8);
-                let codes = low_codes(&b.qs).map(|q| q.map(|v| vreinterpretq_s8_u8(v)));
+                let codes = q2_codes(b);
                 let mut isum = [vdupq_n_s32(0); C];
                 // SAFETY: the feature is enabled here; shapes as documented.
                 unsafe { block_dot(&codes, &scales, &a, &mut isum) };
@@ -93,31 +127,15 @@ macro_rules! kernels {
 
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        pub(crate) unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             let mut acc = [vdupq_n_f32(0.0); C];
-            let four = vdupq_n_u8(4);
             for (i, b) in row.iter().enumerate() {
                 mca!(begin ["q3_k.cols ", $feat], c = C, w = 256);
                 // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                 let a: [&BlockQ8K; C] =
                     std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
                 let scales = scales_q3_k(&b.scales);
-                // SAFETY: hmask has 32 bytes.
-                let hm = unsafe {
-                    [
-                        vld1q_u8(b.hmask.as_ptr()),
-                        vld1q_u8(b.hmask.as_ptr().add(16)),
-                    ]
-                };
-                let mut codes = [[vdupq_n_s8(0); 2]; 8];
-                for (hs, low) in low_codes(&b.qs).into_iter().enumerate() {
-                    // q' = low + 4 * (bit hs of hmask[l]) for value 32 hs + l.
-                    let bit = vdupq_n_u8(1 << hs);
-                    for half in 0..2 {
-                        let high = vandq_u8(vtstq_u8(hm[half], bit), four);
-                        codes[hs][half] = vreinterpretq_s8_u8(vaddq_u8(low[half], high));
-                    }
-                }
+                let codes = q3_codes(b);
                 let mut isum = [vdupq_n_s32(0); C];
                 // SAFETY: the feature is enabled here; shapes as documented.
                 unsafe { block_dot(&codes, &scales, &a, &mut isum) };
