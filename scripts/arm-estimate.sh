@@ -36,7 +36,8 @@ G=vendor/llama.cpp/ggml
 inc=(-I$G/include -I$G/src -I$G/src/ggml-cpu)
 for cpu in cortex-a55 cortex-a76 neoverse-n1 neoverse-v1; do
   echo "--- $cpu" >&2
-  rm -f "$out"/t/aarch64-unknown-linux-gnu/release/deps/llmkernel_kernels-*.s
+  # A build that cargo finds up to date would emit no assembly: clean the crate first.
+  cargo clean -q -p llmkernel-kernels --release --target aarch64-unknown-linux-gnu --target-dir "$out/t"
   cargo rustc -q --release -p llmkernel-kernels --target aarch64-unknown-linux-gnu \
     --features mca --target-dir "$out/t" -- --emit asm -C target-cpu=$cpu
   cp "$out"/t/aarch64-unknown-linux-gnu/release/deps/llmkernel_kernels-*.s "$out/ours-$cpu.s"

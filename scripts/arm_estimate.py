@@ -240,6 +240,18 @@ def ggml_cycles(fns, fn, nested, cpu):
     return mca_cycles(instructions(own), cpu) + nested * mca_cycles(instructions(body[a:b + 1]), cpu), None
 
 
+def two_col_format(kernel, kv):
+    """The format of a two-column region (`*.cols` at c=2, `*_mm.pair`, `*_mm.sub`)."""
+    base = kernel.split(".")[0]
+    if base in ("q8_0", "q8_0_mm"):
+        return CODES.get(kv.get("codes"))
+    if base in ("q4_k", "q4_k_mm"):
+        return "q5_k" if kv.get("fifth") else "q4_k"
+    if base == "q2_k_mm":
+        return "q2_k/q3_k"
+    return base.removesuffix("_mm")
+
+
 def keyvals(name):
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", name)}
 
@@ -305,6 +317,23 @@ def main():
                 results.append(dict(cpu=cpu, format=f"gemm {fmt}", side="ggml", path=f"{path} ({fn})",
                                     cycles_per_256=None if cyc is None else cyc * 256 / macs,
                                     per="256 weight x column products", note=why))
+        # Two columns: the dotprod row kernels at c=2 against the i8mm 2-row
+        # kernels (whole block bodies where straight-line, else their
+        # sub-block bodies alone, marked `.sub`: a lower bound for the block).
+        if cpu == "neoverse-v1":
+            for name, body in regs.items():
+                kv = keyvals(name)
+                kernel = name.split()[0]
+                if not (kernel.endswith("_mm.pair") or kernel.endswith("_mm.sub")
+                        or (kv.get("c") == 2 and "dotprod" in name and ".cols" in kernel)):
+                    continue
+                fmt = two_col_format(kernel, kv)
+                if fmt is None or isinstance(body, str):
+                    continue
+                cyc = mca_cycles(instructions(body), cpu)
+                # weights per iteration: w (x 2 columns, both kernels)
+                results.append(dict(cpu=cpu, format=fmt, side="llmkernel", path=f"two columns {kernel}",
+                                    cycles_per_256=cyc * 256 / kv["w"], per="256 weights x 2 columns"))
         # The panel tile's sub-block loop: 2 rows x 4Q values x V*lanes columns.
         for name, body in regs.items():
             if not name.startswith("tile.sub"):
@@ -386,6 +415,17 @@ def report(results):
             cells.append(f"{f(o)} / {f(g)}")
         print(f"| {fmt} | " + " | ".join(cells) + " |")
     print("\nPeaks: " + "; ".join(f"{b[0]}: {b[4]} GB/s, {b[2]} GHz ({b[5]})" for b in BOARDS) + ".")
+    print("\nTwo columns on the Neoverse-V1: cycles per 256 weights (both columns), our")
+    print("dotprod row kernel against our i8mm 2-row kernel (`.sub`: its sub-block")
+    print("body alone, the per-block unpack and float steps not counted):\n")
+    print("| format | dotprod (1 row x 2 columns) | i8mm (2 rows x 2 columns) |")
+    print("|---|---|---|")
+    two = [r for r in results if r["path"].startswith("two columns")]
+    for fmt in sorted({r["format"] for r in two}):
+        d = [r for r in two if r["format"] == fmt and ".cols" in r["path"]]
+        m = [r for r in two if r["format"] == fmt and "_mm." in r["path"]]
+        f = lambda rs: " / ".join(f"{r['cycles_per_256']:.1f}" + (" (.sub)" if r["path"].endswith(".sub") else "") for r in rs) or "-"
+        print(f"| {fmt} | {f(d)} | {f(m)} |")
     print("\nPanel tile, sub-block loop: cycles per 256 weight x column products\n")
     print("| shape | " + " | ".join(CPUS) + " |")
     print("|---|" + "---|" * len(CPUS))
