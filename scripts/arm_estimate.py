@@ -247,8 +247,8 @@ def two_col_format(kernel, kv):
         return CODES.get(kv.get("codes"))
     if base in ("q4_k", "q4_k_mm"):
         return "q5_k" if kv.get("fifth") else "q4_k"
-    if base == "q2_k_mm":
-        return "q2_k/q3_k"
+    if base in ("q2_k_mm", "q4_k_mm") and "ggml_type" in kv:
+        return {10: "q2_k", 11: "q3_k", 12: "q4_k", 13: "q5_k", 14: "q6_k", 23: "iq4_xs"}.get(kv["ggml_type"])
     return base.removesuffix("_mm")
 
 

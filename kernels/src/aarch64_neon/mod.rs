@@ -7,14 +7,13 @@
 pub mod dequant;
 pub mod grid;
 pub mod iq4_xs;
-pub mod iq4_xs_mm;
+pub mod mm;
 pub mod panel;
 pub mod q2_k;
 pub mod q2_k_mm;
 pub mod q4_k;
 pub mod q4_k_mm;
 pub mod q6_k;
-pub mod q6_k_mm;
 pub mod q8_0;
 pub mod q8_0_mm;
 
