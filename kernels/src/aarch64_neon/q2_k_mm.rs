@@ -8,7 +8,7 @@
 //! subtracted there, exactly). One float multiply-add per block position for
 //! the four dot products (two for Q2_K, with its `dmin`).
 
-use super::mm::{cols_f32, pairs_i32, scales4, smmla16, tile, PairBlock};
+use super::mm::{cross, fma_scaled, pairs_i32, smmla16, tile, PairBlock};
 use super::q2_k::{q2_codes, q3_codes};
 use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ6K, BlockQ8K};
 use std::arch::aarch64::*;
@@ -47,11 +47,9 @@ unsafe fn sub_blocks<const TYPE: u32>(
     isum
 }
 
-/// `Σ_s o[s] · bsums[s]` for both rows against both columns, as the tile's lanes.
-fn offsets(o: [[i32; 16]; 2], a0: &BlockQ8K, a1: &BlockQ8K) -> [i32; 4] {
-    let f =
-        |o: &[i32; 16], a: &BlockQ8K| -> i32 { (0..16).map(|s| o[s] * a.bsums[s] as i32).sum() };
-    [f(&o[0], a0), f(&o[0], a1), f(&o[1], a0), f(&o[1], a1)]
+/// The activations' sums of each sub-block of 16, both columns.
+fn bsums(a0: &BlockQ8K, a1: &BlockQ8K) -> [[i32; 16]; 2] {
+    [a0.bsums.map(i32::from), a1.bsums.map(i32::from)]
 }
 
 /// Two `[[int8x16_t; 2]; 8]` code sets as sixteen sub-blocks each.
@@ -73,9 +71,9 @@ impl PairBlock for BlockQ2K {
         let sc =
             |b: &BlockQ2K| -> [i32; 16] { std::array::from_fn(|s| (b.scales[s] & 0x0F) as i32) };
         let mn = |b: &BlockQ2K| -> [i32; 16] { std::array::from_fn(|s| (b.scales[s] >> 4) as i32) };
-        let mins = offsets([mn(b0), mn(b1)], a0, a1);
-        // SAFETY: the caller's features; mins has four lanes.
+        // SAFETY: the caller's features.
         unsafe {
+            let mins = cross([mn(b0), mn(b1)], bsums(a0, a1));
             let q = [flat(q2_codes(b0)), flat(q2_codes(b1))];
             let isum = sub_blocks::<{ <Self as crate::formats::QuantBlock>::GGML_TYPE }>(
                 q,
@@ -83,11 +81,8 @@ impl PairBlock for BlockQ2K {
                 a0,
                 a1,
             );
-            let da = cols_f32(a0.d, a1.d);
-            let d = vmulq_f32(scales4(b0.d.to_bits(), b1.d.to_bits(), true), da);
-            let dmin = vmulq_f32(scales4(b0.dmin.to_bits(), b1.dmin.to_bits(), true), da);
-            *acc = vfmaq_f32(*acc, vcvtq_f32_s32(isum), d);
-            *sub = vfmaq_f32(*sub, vcvtq_f32_s32(vld1q_s32(mins.as_ptr())), dmin);
+            *acc = fma_scaled(*acc, isum, b0.d.to_bits(), b1.d.to_bits(), a0.d, a1.d);
+            *sub = fma_scaled(*sub, mins, b0.dmin.to_bits(), b1.dmin.to_bits(), a0.d, a1.d);
         }
     }
     #[inline(always)]
@@ -110,10 +105,10 @@ impl PairBlock for BlockQ3K {
     ) {
         let sc = |b: &BlockQ3K| -> [i32; 16] { scales_q3_k(&b.scales).map(i32::from) };
         let (s0, s1) = (sc(b0), sc(b1));
-        // The codes are q + 4: subtract 4 * scale * bsum per sub-block.
-        let centre = offsets([s0.map(|s| 4 * s), s1.map(|s| 4 * s)], a0, a1);
-        // SAFETY: the caller's features; centre has four lanes.
+        // SAFETY: the caller's features.
         unsafe {
+            // The codes are q + 4: subtract 4 * scale * bsum per sub-block.
+            let centre = cross([s0.map(|s| 4 * s), s1.map(|s| 4 * s)], bsums(a0, a1));
             let q = [flat(q3_codes(b0)), flat(q3_codes(b1))];
             let isum = sub_blocks::<{ <Self as crate::formats::QuantBlock>::GGML_TYPE }>(
                 q,
@@ -121,12 +116,8 @@ impl PairBlock for BlockQ3K {
                 a0,
                 a1,
             );
-            let exact = vsubq_s32(isum, vld1q_s32(centre.as_ptr()));
-            let d = vmulq_f32(
-                scales4(b0.d.to_bits(), b1.d.to_bits(), true),
-                cols_f32(a0.d, a1.d),
-            );
-            *acc = vfmaq_f32(*acc, vcvtq_f32_s32(exact), d);
+            let exact = vsubq_s32(isum, centre);
+            *acc = fma_scaled(*acc, exact, b0.d.to_bits(), b1.d.to_bits(), a0.d, a1.d);
         }
     }
     #[inline(always)]
@@ -157,11 +148,7 @@ impl PairBlock for BlockQ6K {
                 a0,
                 a1,
             );
-            let d = vmulq_f32(
-                scales4(b0.d.to_bits(), b1.d.to_bits(), true),
-                cols_f32(a0.d, a1.d),
-            );
-            *acc = vfmaq_f32(*acc, vcvtq_f32_s32(isum), d);
+            *acc = fma_scaled(*acc, isum, b0.d.to_bits(), b1.d.to_bits(), a0.d, a1.d);
         }
     }
     #[inline(always)]

@@ -7,7 +7,7 @@
 //! for the four dot products (two with the mins).
 
 use super::load32;
-use super::mm::{cols_f32, pairs_i32, scales4, smmla32, tile, PairBlock};
+use super::mm::{cross, fma_scaled, pairs_i32, smmla32, tile, PairBlock};
 use crate::formats::q4_k::scales_mins;
 use crate::formats::{scales_iq4_xs, BlockIq4Xs, BlockK4, BlockQ4K, BlockQ5K, BlockQ8K};
 use std::arch::aarch64::*;
@@ -66,21 +66,16 @@ macro_rules! pair_k4 {
                 let pairs = |a: &BlockQ8K| -> [i32; 8] {
                     std::array::from_fn(|j| a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32)
                 };
-                let (p0, p1) = (pairs(a0), pairs(a1));
-                let m = |s: &[u8; 16], pc: &[i32; 8]| -> i32 {
-                    (0..8).map(|j| s[8 + j] as i32 * pc[j]).sum()
-                };
-                let mins = [m(&s0, &p0), m(&s0, &p1), m(&s1, &p0), m(&s1, &p1)];
+                let mn = |s: &[u8; 16]| -> [i32; 8] { std::array::from_fn(|j| s[8 + j] as i32) };
                 let (dd0, dd1) = (b0.d_dmin_bits(), b1.d_dmin_bits());
-                // SAFETY: the caller's features; mins has four lanes.
+                // SAFETY: the caller's features.
                 unsafe {
+                    let mins = cross([mn(&s0), mn(&s1)], [pairs(a0), pairs(a1)]);
                     let q = [super::q4_k::unpack(b0), super::q4_k::unpack(b1)];
                     let isum = sub_blocks::<{ <Self as crate::formats::QuantBlock>::GGML_TYPE }>(q, [sc(&s0), sc(&s1)], a0, a1);
-                    let da = cols_f32(a0.d, a1.d);
-                    let d = vmulq_f32(scales4(dd0 as u16, dd1 as u16, true), da);
-                    let dmin = vmulq_f32(scales4((dd0 >> 16) as u16, (dd1 >> 16) as u16, true), da);
-                    *acc = vfmaq_f32(*acc, vcvtq_f32_s32(isum), d);
-                    *sub = vfmaq_f32(*sub, vcvtq_f32_s32(vld1q_s32(mins.as_ptr())), dmin);
+                    *acc = fma_scaled(*acc, isum, dd0 as u16, dd1 as u16, a0.d, a1.d);
+                    let (m0, m1) = ((dd0 >> 16) as u16, (dd1 >> 16) as u16);
+                    *sub = fma_scaled(*sub, mins, m0, m1, a0.d, a1.d);
                 }
             }
             #[inline(always)]
@@ -114,11 +109,7 @@ impl PairBlock for BlockIq4Xs {
                 a0,
                 a1,
             );
-            let d = vmulq_f32(
-                scales4(b0.d.to_bits(), b1.d.to_bits(), true),
-                cols_f32(a0.d, a1.d),
-            );
-            *acc = vfmaq_f32(*acc, vcvtq_f32_s32(isum), d);
+            *acc = fma_scaled(*acc, isum, b0.d.to_bits(), b1.d.to_bits(), a0.d, a1.d);
         }
     }
     #[inline(always)]
