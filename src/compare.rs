@@ -347,6 +347,7 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
             calib,
             ctx: o.ctx,
             chunks: o.reconstruct_chunks,
+            calib_mem: None,
         })?;
         let peak = crate::gptq::peak_rss_mib();
         for (v, r) in todo.iter().zip(reports) {

@@ -58,6 +58,9 @@ pub struct Options {
     pub calib: PathBuf,
     pub ctx: usize,
     pub chunks: usize,
+    /// Bytes the calibration Hessians may take at once ([`plan`]); `None`:
+    /// half of the memory available at the start.
+    pub calib_mem: Option<u64>,
 }
 
 /// One matrix: its calibration output error `Σ (ΔW X)²` (over a sample of
@@ -92,6 +95,51 @@ pub struct Report {
     pub solve_secs: f64,
     /// Calibration tokens the Hessians were built from.
     pub tokens: usize,
+    /// Passes over the calibration text ([`plan`]).
+    pub passes: usize,
+}
+
+/// The layer matrices' calibration passes: consecutive layers whose
+/// Hessians (a [`reconstruct::Gram`] per group of matrices sharing an
+/// input) take at most `budget` bytes together, one layer at least. Each
+/// pass gives its matrices' names in order and the bytes it holds.
+pub fn plan(names: &[(String, usize)], budget: u64) -> Vec<(Vec<String>, u64)> {
+    // Per layer (consecutive names of one `blk.N`): its names and bytes.
+    let mut layers: Vec<(String, Vec<String>, u64)> = Vec::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for (name, k) in names {
+        let l = name.split('.').take(2).collect::<Vec<_>>().join(".");
+        if layers.last().is_none_or(|(last, ..)| *last != l) {
+            layers.push((l, Vec::new(), 0));
+        }
+        let layer = layers.last_mut().expect("a layer");
+        layer.1.push(name.clone());
+        if keys.insert(reconstruct::input_key(name)) {
+            layer.2 += reconstruct::Gram::len(*k) as u64 * 4;
+        }
+    }
+    let mut passes: Vec<(Vec<String>, u64)> = Vec::new();
+    for (_, names, bytes) in layers {
+        match passes.last_mut() {
+            Some(p) if p.1 + bytes <= budget => {
+                p.0.extend(names);
+                p.1 += bytes;
+            }
+            _ => passes.push((names, bytes)),
+        }
+    }
+    passes
+}
+
+/// Half of the memory the system has available now (Linux's MemAvailable).
+fn default_budget() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(u64::MAX, |kb| kb * 1024 / 2)
 }
 
 /// ggml's quantization of rows of `k` values into `B` blocks (its
@@ -248,14 +296,17 @@ impl Factors {
         }
         let key = reconstruct::input_key(name);
         if !self.by_key.contains_key(&key) {
-            let (sum, xk, _) = inputs
+            let gram = inputs
                 .h
                 .get(&key)
                 .ok_or_else(|| format!("{name}: no calibration inputs reached it"))?;
-            if *xk != k {
-                return Err(format!("{name}: inputs of {xk} values, matrix of {k}"));
+            if gram.k != k {
+                return Err(format!(
+                    "{name}: inputs of {} values, matrix of {k}",
+                    gram.k
+                ));
             }
-            let h = reconstruct::hessian_from_lower(sum, k);
+            let h = gram.hessian();
             let (perm, u) = act_order(&h, k).map_err(|e| format!("{name}: {e}"))?;
             self.by_key.insert(key.clone(), (h, perm, u));
         }
@@ -339,23 +390,10 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
             calib_secs: 0.0,
             solve_secs: 0.0,
             tokens: 0,
+            passes: 0,
         });
     }
-    let start = Instant::now();
-    let inputs = reconstruct::collect_hessians(&o.input, &o.calib, o.ctx, o.chunks, o.threads)?;
-    let tokens = inputs.h.values().map(|h| h.2).min().unwrap_or(0);
-    if tokens < MIN_TOKENS {
-        return Err(format!(
-            "{}: {tokens} calibration tokens reached the layers; the Hessians need at least {MIN_TOKENS} (a longer text, or more --chunks)",
-            o.calib.display()
-        ));
-    }
-    let calib_secs = start.elapsed().as_secs_f64();
-    for r in &mut reports {
-        (r.calib_secs, r.tokens) = (calib_secs, tokens);
-    }
     let targets = Regex::new(crate::prune::DEFAULT_TARGETS).expect("valid regex");
-    let source = crate::ggml::GgufFile::open(&o.input, true)?;
     let mut files = Vec::new();
     for (_, output) in &o.outputs {
         let stored: BTreeMap<String, Stored> = stored_tensors(output)?
@@ -371,20 +409,18 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
         files.push((stored, file));
     }
     // The layer matrices in the first output's file order.
-    let mut names: Vec<(u64, String)> = files[0]
+    let mut names: Vec<(u64, String, usize)> = files[0]
         .0
         .values()
-        .map(|s| (s.offset, s.name.clone()))
+        .map(|s| (s.offset, s.name.clone(), s.k))
         .collect();
     names.sort();
-    let total: usize = files[0].0.values().map(|s| s.k * s.rows).sum();
-    let (mut done, solve_start) = (0usize, Instant::now());
-    let mut factors = Factors::default();
-    for (_, name) in names {
-        let first = &files[0].0[&name];
-        let (k, rows) = (first.k, first.rows);
-        let m = match im.get(&name) {
-            Some(v) if v.len() == k => Some(v.as_slice()),
+    let names: Vec<(String, usize)> = names.into_iter().map(|(_, n, k)| (n, k)).collect();
+    // The importance matrix is checked before the calibration run.
+    let mut weights: BTreeMap<&str, Option<&[f32]>> = BTreeMap::new();
+    for (name, k) in &names {
+        let m = match im.get(name) {
+            Some(v) if v.len() == *k => Some(v.as_slice()),
             Some(v) => {
                 return Err(format!(
                     "{}: the imatrix has {} values for {name}, the model {k} (an imatrix of another model?)",
@@ -400,88 +436,150 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
             }
             None => None,
         };
-        let cname = CString::new(name.as_str()).unwrap();
-        // SAFETY: the input's tensors live with `source`; to_f32 reads one
-        // by its type and shape.
-        let w = unsafe {
-            let t = ffi::ggml_get_tensor(source.ctx, cname.as_ptr());
-            if t.is_null() {
-                return Err(format!("{name}: not in {}", o.input.display()));
-            }
-            if ffi::ggml_nelements(t) as usize != k * rows {
-                return Err(format!("{name}: another shape in {}", o.input.display()));
-            }
-            crate::prune::to_f32(t)?
-        };
-        let t_factor = Instant::now();
-        let (h, perm, u) = factors.get(&name, &inputs, k)?;
-        let factor_secs = t_factor.elapsed().as_secs_f64();
-        for ((stored, file), ((_, output), report)) in
-            files.iter_mut().zip(o.outputs.iter().zip(&mut reports))
-        {
-            let t0 = Instant::now();
-            let s = stored
-                .get(&name)
-                .ok_or_else(|| format!("{name}: not in {}", output.display()))?;
-            let Some(format) = Format::from_ggml_type(s.ty).filter(|f| has_solver(*f)) else {
-                report
-                    .kept
-                    .push((name.clone(), format!("no solver for {}", type_name(s.ty))));
-                continue;
+        weights.insert(name, m);
+    }
+    let budget = o.calib_mem.unwrap_or_else(default_budget);
+    let passes = plan(&names, budget);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    eprintln!(
+        "reconstruct: the Hessians take {:.2} GiB; {} {} over the calibration text{}",
+        gib(passes.iter().map(|p| p.1).sum()),
+        passes.len(),
+        if passes.len() == 1 { "pass" } else { "passes" },
+        if passes.len() == 1 {
+            String::new()
+        } else {
+            format!(
+                " (at most {:.2} GiB at once: {} GiB{}), each stopping after its last layer",
+                gib(passes.iter().map(|p| p.1).max().unwrap_or(0)),
+                if budget == u64::MAX {
+                    "no limit".into()
+                } else {
+                    format!("{:.2}", gib(budget))
+                },
+                if o.calib_mem.is_none() {
+                    ", half the available memory"
+                } else {
+                    ""
+                }
+            )
+        }
+    );
+    for r in &mut reports {
+        r.passes = passes.len();
+    }
+    let source = crate::ggml::GgufFile::open(&o.input, true)?;
+    let total: usize = files[0].0.values().map(|s| s.k * s.rows).sum();
+    let (mut done, mut solve_secs) = (0usize, 0.0);
+    let (mut calib_secs, mut tokens) = (0.0, usize::MAX);
+    let mut factors = Factors::default();
+    for (i, (pass, _)) in passes.iter().enumerate() {
+        let t_calib = Instant::now();
+        let only = pass.iter().map(|n| reconstruct::input_key(n)).collect();
+        let inputs =
+            reconstruct::collect_hessians(&o.input, &o.calib, o.ctx, o.chunks, o.threads, only)?;
+        calib_secs += t_calib.elapsed().as_secs_f64();
+        tokens = tokens.min(inputs.h.values().map(|g| g.rows).min().unwrap_or(0));
+        if tokens < MIN_TOKENS {
+            return Err(format!(
+                "{}: {tokens} calibration tokens reached the layers; the Hessians need at least {MIN_TOKENS} (a longer text, or more --chunks)",
+                o.calib.display()
+            ));
+        }
+        for name in pass {
+            let first = &files[0].0[name];
+            let (k, rows) = (first.k, first.rows);
+            let m = weights[name.as_str()];
+            let cname = CString::new(name.as_str()).unwrap();
+            // SAFETY: the input's tensors live with `source`; to_f32 reads one
+            // by its type and shape.
+            let w = unsafe {
+                let t = ffi::ggml_get_tensor(source.ctx, cname.as_ptr());
+                if t.is_null() {
+                    return Err(format!("{name}: not in {}", o.input.display()));
+                }
+                if ffi::ggml_nelements(t) as usize != k * rows {
+                    return Err(format!("{name}: another shape in {}", o.input.display()));
+                }
+                crate::prune::to_f32(t)?
             };
-            let mut bytes = vec![0u8; s.size];
-            let io = |e: std::io::Error| format!("{}: {e}", output.display());
-            file.seek(SeekFrom::Start(s.offset)).map_err(io)?;
-            std::io::Read::read_exact(file, &mut bytes).map_err(io)?;
-            let (err_ggml, err_rec) = format
-                .with(Solve {
-                    w: &w,
+            let t_solve = Instant::now();
+            let t_factor = Instant::now();
+            let (h, perm, u) = factors.get(name, &inputs, k)?;
+            let factor_secs = t_factor.elapsed().as_secs_f64();
+            for ((stored, file), ((_, output), report)) in
+                files.iter_mut().zip(o.outputs.iter().zip(&mut reports))
+            {
+                let t0 = Instant::now();
+                let s = stored
+                    .get(name)
+                    .ok_or_else(|| format!("{name}: not in {}", output.display()))?;
+                let Some(format) = Format::from_ggml_type(s.ty).filter(|f| has_solver(*f)) else {
+                    report
+                        .kept
+                        .push((name.clone(), format!("no solver for {}", type_name(s.ty))));
+                    continue;
+                };
+                let mut bytes = vec![0u8; s.size];
+                let io = |e: std::io::Error| format!("{}: {e}", output.display());
+                file.seek(SeekFrom::Start(s.offset)).map_err(io)?;
+                std::io::Read::read_exact(file, &mut bytes).map_err(io)?;
+                let (err_ggml, err_rec) = format
+                    .with(Solve {
+                        w: &w,
+                        rows,
+                        k,
+                        perm,
+                        u,
+                        h,
+                        im: m,
+                        bytes: &mut bytes,
+                    })
+                    .expect("a weight format")
+                    .map_err(|e| format!("{name}: {e}"))?;
+                file.seek(SeekFrom::Start(s.offset)).map_err(io)?;
+                file.write_all(&bytes).map_err(io)?;
+                // The shared factor is counted in every output's time.
+                let secs = t0.elapsed().as_secs_f64() + factor_secs;
+                report.solve_secs += secs;
+                eprintln!(
+                    "reconstruct: {:>5.1}% {:<28} {:<6} {:>5}x{:<5} calibration error {:.3e} -> {:.3e} ({:.2}x{})  {:.1} s",
+                    100.0 * done as f64 / total as f64,
+                    name,
+                    format.name(),
                     rows,
                     k,
-                    perm,
-                    u,
-                    h,
-                    im: m,
-                    bytes: &mut bytes,
-                })
-                .expect("a weight format")
-                .map_err(|e| format!("{name}: {e}"))?;
-            file.seek(SeekFrom::Start(s.offset)).map_err(io)?;
-            file.write_all(&bytes).map_err(io)?;
-            // The shared factor is counted in every output's time.
-            let secs = t0.elapsed().as_secs_f64() + factor_secs;
-            report.solve_secs += secs;
+                    err_ggml,
+                    err_rec,
+                    err_rec / err_ggml,
+                    if err_rec < err_ggml { "" } else { ", llama-quantize's kept" },
+                    secs,
+                );
+                report.tensors.push(Tensor {
+                    name: name.clone(),
+                    format,
+                    rows,
+                    k,
+                    err_ggml,
+                    err_rec,
+                    secs,
+                });
+            }
+            done += k * rows;
+            solve_secs += t_solve.elapsed().as_secs_f64();
+            // The solver's rate per weight, the calibration's per pass.
+            let left = solve_secs / done as f64 * (total - done) as f64
+                + calib_secs / (i + 1) as f64 * (passes.len() - i - 1) as f64;
             eprintln!(
-                "reconstruct: {:>5.1}% {:<28} {:<6} {:>5}x{:<5} calibration error {:.3e} -> {:.3e} ({:.2}x{})  {:.1} s",
+                "reconstruct: {:>5.1}% done, {:.0} s, ETA {:.0} s",
                 100.0 * done as f64 / total as f64,
-                name,
-                format.name(),
-                rows,
-                k,
-                err_ggml,
-                err_rec,
-                err_rec / err_ggml,
-                if err_rec < err_ggml { "" } else { ", llama-quantize's kept" },
-                secs,
+                calib_secs + solve_secs,
+                left
             );
-            report.tensors.push(Tensor {
-                name: name.clone(),
-                format,
-                rows,
-                k,
-                err_ggml,
-                err_rec,
-                secs,
-            });
         }
-        done += k * rows;
-        let el = solve_start.elapsed().as_secs_f64();
-        eprintln!(
-            "reconstruct: {:>5.1}% done, {:.0} s, ETA {:.0} s",
-            100.0 * done as f64 / total as f64,
-            el,
-            el / done as f64 * (total - done) as f64
-        );
+    }
+    for r in &mut reports {
+        (r.calib_secs, r.tokens) = (calib_secs, tokens);
     }
     Ok(reports)
 }
@@ -574,6 +672,48 @@ mod tests {
             assert!(
                 q < 0.9,
                 "{f}: compensated error {q:.3}x the imatrix-only one"
+            );
+        }
+    }
+
+    /// Passes hold whole consecutive layers within the budget (one layer
+    /// at least), a Hessian per group of matrices sharing an input.
+    #[test]
+    fn passes_hold_whole_layers_within_the_budget() {
+        let layer = |l: usize| -> Vec<(String, usize)> {
+            [
+                ("attn_q", 64),
+                ("attn_k", 64),
+                ("attn_v", 64),
+                ("attn_output", 64),
+                ("ffn_gate", 64),
+                ("ffn_up", 64),
+                ("ffn_down", 1100),
+            ]
+            .iter()
+            .map(|(n, k)| (format!("blk.{l}.{n}.weight"), *k))
+            .collect()
+        };
+        let names: Vec<(String, usize)> = (0..5).flat_map(layer).collect();
+        let per_layer = 4 * (3 * reconstruct::Gram::len(64) + reconstruct::Gram::len(1100)) as u64;
+        for (budget, want) in [
+            (u64::MAX, vec![5]),
+            (5 * per_layer, vec![5]),
+            (5 * per_layer - 1, vec![4, 1]),
+            (2 * per_layer, vec![2, 2, 1]),
+            (per_layer + 1, vec![1; 5]),
+            (0, vec![1; 5]),
+        ] {
+            let p = plan(&names, budget);
+            let got: Vec<usize> = p.iter().map(|(n, _)| n.len() / 7).collect();
+            assert_eq!(got, want, "budget {budget}");
+            for (n, bytes) in &p {
+                assert_eq!(*bytes, per_layer * (n.len() / 7) as u64);
+            }
+            let flat: Vec<String> = p.into_iter().flat_map(|(n, _)| n).collect();
+            assert_eq!(
+                flat,
+                names.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
             );
         }
     }

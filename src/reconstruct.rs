@@ -23,7 +23,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use llmkernel_kernels::formats::WeightBlock;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{c_void, CStr};
 use std::path::Path;
 
@@ -33,12 +33,106 @@ use std::path::Path;
 pub struct Inputs {
     /// Key: [`input_key`] of a weight name.
     pub x: BTreeMap<String, (Vec<f32>, usize)>,
-    /// With [`collect_hessians`] instead: per group, the undamped `XᵀX`
-    /// (k x k, its lower triangle: [`hessian_from_lower`]), k, and the rows summed.
-    pub h: BTreeMap<String, (Vec<f32>, usize, usize)>,
+    /// With [`collect_hessians`] instead: per group, the undamped `XᵀX`.
+    pub h: BTreeMap<String, Gram>,
     hessians: bool,
     max_rows: usize,
+    /// Only these groups (all when empty); the chunk's graph is stopped
+    /// once each of them has had its inputs.
+    only: BTreeSet<String>,
+    /// The groups of `only` reached in the current chunk.
+    reached: BTreeSet<String>,
     error: Option<String>,
+}
+
+/// The lower triangle of a k x k `XᵀX` summed over input rows, packed by
+/// block rows of [`Gram::BLOCK`]: block row `i0..i1` holds columns `0..i1`
+/// (row-major, `i1` apart), about half of k² floats.
+pub struct Gram {
+    pub k: usize,
+    /// Input rows summed.
+    pub rows: usize,
+    data: Vec<f32>,
+}
+
+impl Gram {
+    const BLOCK: usize = 512;
+
+    pub fn new(k: usize) -> Self {
+        Gram {
+            k,
+            rows: 0,
+            data: vec![0f32; Self::len(k)],
+        }
+    }
+
+    /// Floats held for inputs of `k` values.
+    pub fn len(k: usize) -> usize {
+        // The whole block rows, then the last rows' k columns each.
+        Self::offset(k / Self::BLOCK) + (k % Self::BLOCK) * k
+    }
+
+    /// Where block row `b` (rows `b * BLOCK..`) starts, all before it whole.
+    fn offset(b: usize) -> usize {
+        Self::BLOCK * Self::BLOCK * b * (b + 1) / 2
+    }
+
+    /// Adds `XᵀX` for the `rows` rows of k values of `x` that start
+    /// `stride` apart.
+    pub fn add(&mut self, x: &[f32], rows: usize, stride: usize) {
+        let k = self.k;
+        self.rows += rows;
+        if rows == 0 || k == 0 {
+            return;
+        }
+        // Xᵀ as a column-major k x rows matrix; block row i0..i1 as the
+        // column-major i1 x (i1 - i0) matrix its rows are (columns i1 apart):
+        // it gains X[:, ..i1]ᵀ X[:, i0..i1], about half the products of the
+        // whole XᵀX (see [`gemm`] on the layouts).
+        let xt = MatRef::from_column_major_slice_with_stride(
+            &x[..(rows - 1) * stride + k],
+            k,
+            rows,
+            stride,
+        );
+        for (b, i0) in (0..k).step_by(Self::BLOCK).enumerate() {
+            let i1 = (i0 + Self::BLOCK).min(k);
+            let at = Self::offset(b);
+            let ht = MatMut::from_column_major_slice_with_stride_mut(
+                &mut self.data[at..at + (i1 - i0) * i1],
+                i1,
+                i1 - i0,
+                i1,
+            );
+            matmul(
+                ht,
+                Accum::Add,
+                xt.subrows(0, i1),
+                xt.subrows(i0, i1 - i0).transpose(),
+                1.0f32,
+                par(),
+            );
+        }
+    }
+
+    /// The whole `XᵀX` (k x k, row-major), mirrored from the lower
+    /// triangle and damped ([`damp`]).
+    pub fn hessian(&self) -> Vec<f32> {
+        let k = self.k;
+        let mut h = vec![0f32; k * k];
+        for i in 0..k {
+            let (b, i0) = (i / Self::BLOCK, i / Self::BLOCK * Self::BLOCK);
+            let i1 = (i0 + Self::BLOCK).min(k);
+            let row = Self::offset(b) + (i - i0) * i1;
+            for j in 0..=i {
+                let v = self.data[row + j];
+                h[i * k + j] = v;
+                h[j * k + i] = v;
+            }
+        }
+        damp(&mut h, k);
+        h
+    }
 }
 
 /// The weights that read the same activations share one entry:
@@ -78,26 +172,32 @@ unsafe extern "C" fn callback(t: *mut ffi::ggml_tensor, ask: bool, ud: *mut c_vo
     let representative = !["attn_k.weight", "attn_v.weight", "ffn_up.weight"]
         .iter()
         .any(|s| name.ends_with(s));
-    let wanted =
-        name.starts_with("blk.") && representative && x.type_ == ffi::GGML_TYPE_F32 && x.nb[0] == 4;
+    let key = input_key(&name);
+    let wanted = name.starts_with("blk.")
+        && representative
+        && x.type_ == ffi::GGML_TYPE_F32
+        && x.nb[0] == 4
+        && (c.only.is_empty() || c.only.contains(&key));
     if ask {
         return wanted;
     }
     if !wanted || c.error.is_some() {
         return true;
     }
-    let key = input_key(&name);
     let k = x.ne[0] as usize;
     if c.hessians {
-        let entry = c.h.entry(key).or_insert_with(|| (vec![0f32; k * k], k, 0));
-        if entry.1 != k {
-            c.error = Some(format!("{name}: inputs of {k} and {} values", entry.1));
+        if !c.only.is_empty() {
+            c.reached.insert(key.clone());
+        }
+        let entry = c.h.entry(key).or_insert_with(|| Gram::new(k));
+        if entry.k != k {
+            c.error = Some(format!("{name}: inputs of {k} and {} values", entry.k));
             return true;
         }
         let stride = x.nb[1] / 4;
         for i3 in 0..x.ne[3] {
             for i2 in 0..x.ne[2] {
-                let rows = (x.ne[1] as usize).min(c.max_rows.saturating_sub(entry.2));
+                let rows = (x.ne[1] as usize).min(c.max_rows.saturating_sub(entry.rows));
                 if rows == 0 || x.nb[1] % 4 != 0 {
                     continue;
                 }
@@ -108,11 +208,12 @@ unsafe extern "C" fn callback(t: *mut ffi::ggml_tensor, ask: bool, ud: *mut c_vo
                     let p = (x.data as *const u8).add(off) as *const f32;
                     std::slice::from_raw_parts(p, (rows - 1) * stride + k)
                 };
-                add_gram_lower(&mut entry.0, k, xs, rows, stride);
-                entry.2 += rows;
+                entry.add(xs, rows, stride);
             }
         }
-        return true;
+        // Every group asked for has had this chunk's inputs: the rest of
+        // the graph (later layers, the output) is not computed.
+        return c.only.is_empty() || c.reached.len() < c.only.len();
     }
     let max_rows = c.max_rows;
     let entry = c.x.entry(key).or_insert_with(|| (Vec::new(), k));
@@ -156,18 +257,22 @@ pub fn collect(
 }
 
 /// Runs `model` over `chunks` chunks of `ctx` tokens of `text` and sums
-/// each weight group's `XᵀX` over its input rows (memory: one k x k matrix
-/// per group, whatever the number of tokens).
+/// the `XᵀX` of the weight groups `only` (by [`input_key`]; every group
+/// when empty) over their input rows: memory is one [`Gram`] per group,
+/// whatever the number of tokens. With `only` given, each chunk's forward
+/// pass stops once those groups have had their inputs.
 pub fn collect_hessians(
     model: &Path,
     text: &Path,
     ctx: usize,
     chunks: usize,
     threads: usize,
+    only: BTreeSet<String>,
 ) -> Result<Inputs, String> {
     let c = Inputs {
         max_rows: ctx * chunks,
         hessians: true,
+        only,
         ..Default::default()
     };
     run(model, text, ctx, chunks, threads, c)
@@ -195,7 +300,9 @@ fn run(
         "reconstruct: calibration",
         &mut || {
             // SAFETY: between chunks no callback runs; ud points into the live box.
-            match unsafe { &(*(ud as *const Inputs)).error } {
+            let c = unsafe { &mut *(ud as *mut Inputs) };
+            c.reached.clear();
+            match &c.error {
                 Some(e) => Err(e.clone()),
                 None => Ok(()),
             }
@@ -255,51 +362,6 @@ fn gemm(
     matmul(ct.as_mut(), accum, bt_, at, alpha, par());
 }
 
-/// `h += XᵀX` on the lower triangle of `h` (k x k, row-major), for the
-/// `rows` rows of k values of `x` that start `stride` apart.
-pub fn add_gram_lower(h: &mut [f32], k: usize, x: &[f32], rows: usize, stride: usize) {
-    if rows == 0 || k == 0 {
-        return;
-    }
-    // Xᵀ as a column-major k x rows matrix; H's block rows i0..i1 (up to
-    // column i1) as the column-major i1 x (i1 - i0) block of Hᵀ:
-    // h[i0..i1, ..i1] += X[:, i0..i1]ᵀ X[:, ..i1], about half the products of
-    // the whole XᵀX (H is symmetric; see [`gemm`] on the layouts).
-    let xt =
-        MatRef::from_column_major_slice_with_stride(&x[..(rows - 1) * stride + k], k, rows, stride);
-    const B: usize = 512;
-    for i0 in (0..k).step_by(B) {
-        let i1 = (i0 + B).min(k);
-        let ht = MatMut::from_column_major_slice_with_stride_mut(
-            &mut h[i0 * k..(i1 - 1) * k + i1],
-            i1,
-            i1 - i0,
-            k,
-        );
-        matmul(
-            ht,
-            Accum::Add,
-            xt.subrows(0, i1),
-            xt.subrows(i0, i1 - i0).transpose(),
-            1.0f32,
-            par(),
-        );
-    }
-}
-
-/// A Hessian from the lower triangle [`add_gram_lower`] summed: mirrored
-/// to the upper, then damped ([`damp`]).
-pub fn hessian_from_lower(lower: &[f32], k: usize) -> Vec<f32> {
-    let mut h = lower.to_vec();
-    for i in 0..k {
-        for j in i + 1..k {
-            h[i * k + j] = h[j * k + i];
-        }
-    }
-    damp(&mut h, k);
-    h
-}
-
 /// U (upper, row-major) with `UᵀU = H⁻¹`, through the reversed Cholesky:
 /// with J the reversal, `JHJ = MMᵀ` gives `U = J M⁻¹ J`. In f64 (faer's
 /// blocked Cholesky and triangular inverse): the Hessians of real layers
@@ -320,9 +382,9 @@ pub fn inverse_cholesky_upper(h: &[f32], n: usize) -> Result<Vec<f32>, String> {
 /// inputs that are always zero get 1 on the diagonal (their weights do not
 /// matter, and this keeps H positive definite).
 pub fn hessian(x: &[f32], rows: usize, k: usize) -> Vec<f32> {
-    let mut lower = vec![0f32; k * k];
-    add_gram_lower(&mut lower, k, x, rows, k);
-    hessian_from_lower(&lower, k)
+    let mut g = Gram::new(k);
+    g.add(x, rows, k);
+    g.hessian()
 }
 
 /// Damps `XᵀX` (k x k) in place as [`hessian`] does.
@@ -677,6 +739,39 @@ mod tests {
         }
         let mut bad = vec![1.0, 2.0, 2.0, 1.0];
         assert!(cholesky(&mut bad, 2).is_err());
+    }
+
+    /// The packed lower triangle, summed in two parts with a row stride
+    /// wider than k, is `XᵀX` (damped) for widths below, at and across the
+    /// block rows, and holds about half of k² floats.
+    #[test]
+    fn packed_gram_is_the_whole_product() {
+        let mut r = Rng::new(9);
+        for k in [1, 7, 512, 513, 1100] {
+            let (rows, stride) = (37, k + 3);
+            let x = r.activations(rows * stride);
+            let mut g = Gram::new(k);
+            g.add(&x, 20, stride);
+            g.add(&x[20 * stride..], rows - 20, stride);
+            assert_eq!(g.rows, rows);
+            let mut want = vec![0f32; k * k];
+            for i in 0..k {
+                for j in 0..k {
+                    want[i * k + j] = (0..rows)
+                        .map(|t| x[t * stride + i] as f64 * x[t * stride + j] as f64)
+                        .sum::<f64>() as f32;
+                }
+            }
+            damp(&mut want, k);
+            let got = g.hessian();
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "k {k} at {i}: {a} != {b}"
+                );
+            }
+            assert!(Gram::len(k) <= k * k / 2 + k * Gram::BLOCK / 2 + k);
+        }
     }
 
     /// Reconstruction keeps the mask, and its output error on the calibration

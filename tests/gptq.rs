@@ -29,6 +29,7 @@ fn opts(input: &Path, output: &Path, format: Format, imatrix: &Path, calib: &Pat
         calib: calib.into(),
         ctx: 64,
         chunks: 20,
+        calib_mem: None,
     }
 }
 
@@ -50,6 +51,25 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
     o.outputs = formats.iter().map(|&f| (f, path(f, "rec"))).collect();
     let reports = gptq::quantize(&o).unwrap();
     assert_eq!(reports.len(), formats.len());
+    assert_eq!(reports[0].passes, 1);
+    // One layer per pass (each pass stops after its layer): the same
+    // Hessians, so the same file.
+    let mut one = opts(
+        &model,
+        &path(Format::Q4K, "passes"),
+        Format::Q4K,
+        &im,
+        &text,
+    );
+    one.calib_mem = Some(0);
+    let r = gptq::quantize(&one).unwrap().remove(0);
+    assert_eq!(r.passes, shape.n_layer);
+    assert_eq!(r.tokens, reports[0].tokens);
+    assert!(
+        std::fs::read(path(Format::Q4K, "passes")).unwrap()
+            == std::fs::read(path(Format::Q4K, "rec")).unwrap(),
+        "one layer per pass wrote another file"
+    );
     for (&format, r) in formats.iter().zip(&reports) {
         let (theirs, ours) = (path(format, "im"), path(format, "rec"));
         quantize::quantize(&model, &theirs, format, false, 2, Some(&im)).unwrap();

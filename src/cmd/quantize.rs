@@ -35,10 +35,14 @@ pub struct Args {
     /// Tokens per calibration chunk.
     #[arg(long, default_value_t = 512)]
     ctx: usize,
-    /// Calibration chunks (the inputs of every layer are kept: about
-    /// ctx × chunks × 4 bytes × the model's layer widths).
+    /// Calibration chunks.
     #[arg(long, default_value_t = 8)]
     chunks: usize,
+    /// Memory for the calibration Hessians in MiB (default: half the memory available).
+    /// Layers whose Hessians do not fit together are calibrated in separate passes over
+    /// the text, each stopping after its last layer; 0 gives one layer per pass.
+    #[arg(long, requires = "reconstruct")]
+    calib_mem: Option<u64>,
     /// Threads (default: all hardware threads).
     #[arg(short = 't', long, value_parser = parse_threads)]
     threads: Option<usize>,
@@ -59,6 +63,7 @@ impl Args {
                 calib,
                 ctx: self.ctx,
                 chunks: self.chunks,
+                calib_mem: self.calib_mem.map(|m| m.saturating_mul(1 << 20)),
             };
             let r = gptq::quantize(&o)?.remove(0);
             let (g, c): (f64, f64) = r.tensors.iter().fold((0.0, 0.0), |(g, c), t| {
@@ -69,7 +74,7 @@ impl Args {
                 eprintln!("reconstruct: {name} kept as llama-quantize wrote it: {why}");
             }
             println!(
-                "{}: {} matrices error-compensated ({} kept as llama-quantize wrote them, their error no higher; {} calibration tokens), calibration output error {:.4e} -> {:.4e} ({:.3}x); time: quantize {:.1} s, calibration {:.1} s, solve {:.1} s ({:.2} s per layer); peak memory {}",
+                "{}: {} matrices error-compensated ({} kept as llama-quantize wrote them, their error no higher; {} calibration tokens), calibration output error {:.4e} -> {:.4e} ({:.3}x); time: quantize {:.1} s, calibration {:.1} s in {} {}, solve {:.1} s ({:.2} s per layer); peak memory {}",
                 self.output.display(),
                 r.tensors.len() - same,
                 same,
@@ -79,6 +84,8 @@ impl Args {
                 c / g,
                 r.quantize_secs,
                 r.calib_secs,
+                r.passes,
+                if r.passes == 1 { "pass" } else { "passes" },
                 r.solve_secs,
                 r.solve_secs / layers(&r).max(1) as f64,
                 peak()
