@@ -164,10 +164,22 @@ pub fn ggml_quantize<B: WeightBlock>(x: &[f32], k: usize, imatrix: Option<&[f32]
 }
 
 /// The order the columns are visited in (descending Hessian diagonal:
-/// GPTQ's act order) and the factor `U` of the Hessian so permuted.
-pub fn act_order(h: &[f32], k: usize) -> Result<(Vec<usize>, Vec<f32>), String> {
-    let mut perm: Vec<usize> = (0..k).collect();
-    perm.sort_by(|&a, &b| h[b * k + b].total_cmp(&h[a * k + a]));
+/// GPTQ's act order; for codes chosen `group` values at a time, the groups
+/// by their diagonal's sum, each group's columns in order) and the factor
+/// `U` of the Hessian so permuted.
+pub fn act_order(h: &[f32], k: usize, group: usize) -> Result<(Vec<usize>, Vec<f32>), String> {
+    if group == 0 || k % group != 0 {
+        return Err(format!("{k} columns are not whole groups of {group}"));
+    }
+    let energy: Vec<f32> = (0..k / group)
+        .map(|g| (g * group..(g + 1) * group).map(|c| h[c * k + c]).sum())
+        .collect();
+    let mut groups: Vec<usize> = (0..k / group).collect();
+    groups.sort_by(|&a, &b| energy[b].total_cmp(&energy[a]));
+    let perm: Vec<usize> = groups
+        .iter()
+        .flat_map(|&g| g * group..(g + 1) * group)
+        .collect();
     let ph: Vec<f32> = (0..k * k)
         .map(|i| h[perm[i / k] * k + perm[i % k]])
         .collect();
@@ -193,7 +205,7 @@ pub fn compensated<B: WeightBlock>(
             B::LEN
         ));
     }
-    if B::zeroed().round_at(0, 0.0).is_none() {
+    if !llmkernel_kernels::formats::has_round::<B>() {
         return Err(format!(
             "{}: no error-compensated quantization for it",
             B::NAME
@@ -212,10 +224,22 @@ pub fn has_solver(format: Format) -> bool {
     impl WithFormat for Probe {
         type Out = bool;
         fn run<B: Kernels>(self) -> bool {
-            B::zeroed().round_at(0, 0.0).is_some()
+            llmkernel_kernels::formats::has_round::<B>()
         }
     }
     format.with(Probe).unwrap_or(false)
+}
+
+/// How many values of `format` share their codes ([`WeightBlock::GROUP`]).
+pub fn group_of(format: Format) -> usize {
+    struct Probe;
+    impl WithFormat for Probe {
+        type Out = usize;
+        fn run<B: Kernels>(self) -> usize {
+            B::GROUP
+        }
+    }
+    format.with(Probe).unwrap_or(1)
 }
 
 /// Dequantized blocks of `B`, from bytes.
@@ -277,9 +301,10 @@ impl WithFormat for Solve<'_> {
     }
 }
 
-/// The current layer's input groups: the damped Hessian, the column order
-/// and the factor ([`act_order`]).
-type Factor = (Vec<f32>, Vec<usize>, Vec<f32>);
+/// The current layer's input groups: per group the damped Hessian, and
+/// per code group size (1, or 8 for the i-quants) the column order and the
+/// factor ([`act_order`]).
+type Factor = (Vec<f32>, BTreeMap<usize, (Vec<usize>, Vec<f32>)>);
 
 #[derive(Default)]
 struct Factors {
@@ -288,7 +313,16 @@ struct Factors {
 }
 
 impl Factors {
-    fn get(&mut self, name: &str, inputs: &Inputs, k: usize) -> Result<&Factor, String> {
+    /// The Hessian, column order and factor of `name`'s inputs, for codes
+    /// chosen `group` at a time. The calibration sum is dropped once its
+    /// Hessian is made, and a layer's factors once the next layer's are asked for.
+    fn get(
+        &mut self,
+        name: &str,
+        inputs: &mut Inputs,
+        k: usize,
+        group: usize,
+    ) -> Result<(&[f32], &[usize], &[f32]), String> {
         let layer = name.split('.').take(2).collect::<Vec<_>>().join(".");
         if layer != self.layer {
             self.by_key.clear();
@@ -298,7 +332,7 @@ impl Factors {
         if !self.by_key.contains_key(&key) {
             let gram = inputs
                 .h
-                .get(&key)
+                .remove(&key)
                 .ok_or_else(|| format!("{name}: no calibration inputs reached it"))?;
             if gram.k != k {
                 return Err(format!(
@@ -306,11 +340,19 @@ impl Factors {
                     gram.k
                 ));
             }
-            let h = gram.hessian();
-            let (perm, u) = act_order(&h, k).map_err(|e| format!("{name}: {e}"))?;
-            self.by_key.insert(key.clone(), (h, perm, u));
+            self.by_key
+                .insert(key.clone(), (gram.hessian(), BTreeMap::new()));
         }
-        Ok(&self.by_key[&key])
+        let (h, orders) = self.by_key.get_mut(&key).expect("inserted");
+        if h.len() != k * k {
+            return Err(format!("{name}: inputs of another width, matrix of {k}"));
+        }
+        if !orders.contains_key(&group) {
+            let order = act_order(h, k, group).map_err(|e| format!("{name}: {e}"))?;
+            orders.insert(group, order);
+        }
+        let (perm, u) = &orders[&group];
+        Ok((h, perm, u))
     }
 }
 
@@ -468,7 +510,8 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
     for r in &mut reports {
         r.passes = passes.len();
     }
-    let source = crate::ggml::GgufFile::open(&o.input, true)?;
+    // Opened after the first calibration run, whose model and context are gone then.
+    let mut source = None;
     let total: usize = files[0].0.values().map(|s| s.k * s.rows).sum();
     let (mut done, mut solve_secs) = (0usize, 0.0);
     let (mut calib_secs, mut tokens) = (0.0, usize::MAX);
@@ -476,7 +519,7 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
     for (i, (pass, _)) in passes.iter().enumerate() {
         let t_calib = Instant::now();
         let only = pass.iter().map(|n| reconstruct::input_key(n)).collect();
-        let inputs =
+        let mut inputs =
             reconstruct::collect_hessians(&o.input, &o.calib, o.ctx, o.chunks, o.threads, only)?;
         calib_secs += t_calib.elapsed().as_secs_f64();
         tokens = tokens.min(inputs.h.values().map(|g| g.rows).min().unwrap_or(0));
@@ -486,6 +529,10 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
                 o.calib.display()
             ));
         }
+        if source.is_none() {
+            source = Some(crate::ggml::GgufFile::open(&o.input, true)?);
+        }
+        let source = source.as_ref().expect("opened");
         for name in pass {
             let first = &files[0].0[name];
             let (k, rows) = (first.k, first.rows);
@@ -504,22 +551,41 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
                 crate::prune::to_f32(t)?
             };
             let t_solve = Instant::now();
+            // Each output's format, where it has a solver; the factors they
+            // need are made first, their time shared by the outputs.
+            let formats: Vec<Result<Format, String>> = files
+                .iter()
+                .zip(&o.outputs)
+                .map(|((stored, _), (_, output))| {
+                    let s = stored
+                        .get(name)
+                        .ok_or_else(|| format!("{name}: not in {}", output.display()))?;
+                    Format::from_ggml_type(s.ty)
+                        .filter(|f| has_solver(*f))
+                        .ok_or_else(|| format!("no solver for {}", type_name(s.ty)))
+                })
+                .collect();
             let t_factor = Instant::now();
-            let (h, perm, u) = factors.get(name, &inputs, k)?;
+            for f in formats.iter().flatten() {
+                factors.get(name, &mut inputs, k, group_of(*f))?;
+            }
             let factor_secs = t_factor.elapsed().as_secs_f64();
-            for ((stored, file), ((_, output), report)) in
-                files.iter_mut().zip(o.outputs.iter().zip(&mut reports))
+            for (((stored, file), ((_, output), report)), format) in files
+                .iter_mut()
+                .zip(o.outputs.iter().zip(&mut reports))
+                .zip(&formats)
             {
                 let t0 = Instant::now();
-                let s = stored
-                    .get(name)
-                    .ok_or_else(|| format!("{name}: not in {}", output.display()))?;
-                let Some(format) = Format::from_ggml_type(s.ty).filter(|f| has_solver(*f)) else {
-                    report
-                        .kept
-                        .push((name.clone(), format!("no solver for {}", type_name(s.ty))));
-                    continue;
+                let s = &stored[name];
+                let format = match format {
+                    Ok(f) => *f,
+                    Err(e) if e.starts_with("no solver") => {
+                        report.kept.push((name.clone(), e.clone()));
+                        continue;
+                    }
+                    Err(e) => return Err(e.clone()),
                 };
+                let (h, perm, u) = factors.get(name, &mut inputs, k, group_of(format))?;
                 let mut bytes = vec![0u8; s.size];
                 let io = |e: std::io::Error| format!("{}: {e}", output.display());
                 file.seek(SeekFrom::Start(s.offset)).map_err(io)?;
@@ -627,19 +693,25 @@ mod tests {
             .map(|c| (0..n).map(|t| x[t * k + c].powi(2)).sum::<f32>() / n as f32)
             .collect();
         let h = reconstruct::hessian(&x, n, k);
-        let (perm, u) = act_order(&h, k).unwrap();
+        // The column orders and factors for codes chosen one and eight at a time.
+        let orders = [act_order(&h, k, 1).unwrap(), act_order(&h, k, 8).unwrap()];
         let solvable: Vec<Format> = Format::WEIGHTS
             .into_iter()
             .filter(|f| has_solver(*f))
             .collect();
         let ratios = each_format!(
             solvable.clone(),
-            (w, im, h, perm, u),
-            |B, f, _i, c: (Vec<f32>, Vec<f32>, Vec<f32>, Vec<usize>, Vec<f32>)| -> (Format, f64) {
-                let (w, im, h, perm, u) = c;
+            (w, im, h, orders),
+            |B,
+             f,
+             _i,
+             c: (Vec<f32>, Vec<f32>, Vec<f32>, [(Vec<usize>, Vec<f32>); 2])|
+             -> (Format, f64) {
+                let (w, im, h, orders) = c;
+                let (perm, u) = &orders[(B::GROUP > 1) as usize];
                 let mut theirs = vec![B::zeroed(); M * K / B::LEN];
                 ggml_quantize(&w, K, Some(&im), &mut theirs);
-                let ours = compensated::<B>(&w, M, K, (&perm, &u), Some(&im)).unwrap();
+                let ours = compensated::<B>(&w, M, K, (perm, u), Some(&im)).unwrap();
                 let err = |b: &[B]| {
                     let d: Vec<f32> = dequantize(b, M * K)
                         .iter()
@@ -655,9 +727,11 @@ mod tests {
                 );
                 // The scales are ggml's: only codes changed.
                 let scale_bytes = |b: &B| -> Vec<u8> {
-                    let mut z = *b;
-                    for i in 0..B::LEN {
-                        z.round_at(i, 0.0);
+                    let (mut z, g) = (*b, B::GROUP);
+                    let (zero, one, mut out) = ([0f32; 8], [1f32; 8], [0f32; 8]);
+                    for i in (0..B::LEN).step_by(g) {
+                        z.round_group(i, &zero[..g], &one[..g], &mut out[..g])
+                            .unwrap();
                     }
                     bytemuck::bytes_of(&z).to_vec()
                 };
@@ -721,21 +795,24 @@ mod tests {
     #[test]
     fn a_format_without_a_solver_and_a_bad_shape_are_refused() {
         assert!(!has_solver(Format::Q8_0S) && !has_solver(Format::Q8K));
-        // Every weight format but those whose values come in grid points.
+        // Every weight format has the step (the i-quants eight values at a time).
         let without: Vec<Format> = Format::WEIGHTS
             .into_iter()
             .filter(|f| !has_solver(*f))
             .collect();
+        assert_eq!(without, []);
+        let grouped: Vec<Format> = Format::WEIGHTS
+            .into_iter()
+            .filter(|f| group_of(*f) > 1)
+            .collect();
         assert_eq!(
-            without,
+            grouped,
             [
                 Format::IQ2_XXS,
                 Format::IQ2_XS,
                 Format::IQ2_S,
                 Format::IQ3_XXS,
-                Format::IQ3_S,
-                Format::TQ1_0,
-                Format::TQ2_0
+                Format::IQ3_S
             ]
         );
         let (perm, u) = ((0..48).collect::<Vec<_>>(), vec![1f32; 48 * 48]);

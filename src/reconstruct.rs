@@ -371,6 +371,7 @@ pub fn inverse_cholesky_upper(h: &[f32], n: usize) -> Result<Vec<f32>, String> {
     let llt = r
         .llt(Side::Lower)
         .map_err(|_| "matrix not positive definite".to_string())?;
+    drop(r);
     let mut minv = Mat::<f64>::zeros(n, n);
     faer::linalg::triangular_inverse::invert_lower_triangular(minv.as_mut(), llt.L(), par());
     Ok((0..n * n)
@@ -432,6 +433,17 @@ pub fn reconstruct(w: &mut [f32], keep: &[bool], m: usize, k: usize, u: &[f32]) 
 /// the columns not yet visited through `u`, the factor of the Hessian
 /// permuted by `perm` (the OBS update of [`reconstruct`]). `w` ends as the
 /// blocks' values.
+///
+/// Formats whose codes cover [`WeightBlock::GROUP`] values (the i-quants'
+/// grid points) choose a group's codes at its first column, from the
+/// group's values as compensated so far, each squared error weighted by
+/// `1 / U_jj²` (what leaving it costs the layer's output, column by
+/// column); `perm` must then keep each group's columns together and in
+/// order. The group's columns are then visited one by one with their codes
+/// fixed: that is the OBS update for fixing the columns together (GPTVQ,
+/// van Baalen et al. 2024), since the triangular factor's rows applied in
+/// turn give `E U_SS⁻¹ U_SR`, the error of the group through the inverse
+/// of its own block.
 pub fn quantize_compensated<B: WeightBlock + bytemuck::Pod + Send>(
     w: &mut [f32],
     m: usize,
@@ -454,13 +466,40 @@ pub fn quantize_compensated<B: WeightBlock + bytemuck::Pod + Send>(
         .chunks(k)
         .flat_map(|row| perm.iter().map(move |&j| row[j]))
         .collect();
-    let mut rows: Vec<&mut [B]> = blocks.chunks_mut(nb).collect();
-    solve(&mut pw, m, k, u, 128, &mut rows, |blocks, row, c| {
-        let j = perm[c];
-        blocks[j / len]
-            .round_at(j % len, row[c])
-            .unwrap_or(f32::NAN)
-    });
+    let g = B::GROUP;
+    let whole = (0..k)
+        .step_by(g)
+        .all(|c| perm[c] % g == 0 && (1..g).all(|t| perm[c + t] == perm[c] + t));
+    if g == 0 || g > 8 || len % g != 0 || !whole {
+        return Err(format!(
+            "{}: the column order does not keep groups of {g} together",
+            B::NAME
+        ));
+    }
+    // Per row: its blocks, and the values of the group being visited.
+    let mut rows: Vec<(&mut [B], [f32; 8])> =
+        blocks.chunks_mut(nb).map(|b| (b, [0f32; 8])).collect();
+    solve(
+        &mut pw,
+        m,
+        k,
+        u,
+        128,
+        &mut rows,
+        |(blocks, values), row, c| {
+            let j = perm[c];
+            if j % g == 0 {
+                let weights: Vec<f32> = (c..c + g).map(|c| 1.0 / u[c * k + c].powi(2)).collect();
+                if blocks[j / len]
+                    .round_group(j % len, &row[c..c + g], &weights, &mut values[..g])
+                    .is_none()
+                {
+                    values[..g].fill(f32::NAN);
+                }
+            }
+            values[j % g]
+        },
+    );
     for (row, p) in w.chunks_mut(k).zip(pw.chunks(k)) {
         for (c, &j) in perm.iter().enumerate() {
             row[j] = p[c];

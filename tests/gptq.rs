@@ -45,7 +45,13 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
     imatrix::collect_to_file(&model, &text, &im, 64, Some(8), 2).unwrap();
     let targets = regex::Regex::new(llmkernel::prune::DEFAULT_TARGETS).unwrap();
     // One call for every format: one calibration pass shared by all outputs.
-    let formats = [Format::Q4K, Format::Q2K, Format::Q4_0, Format::Q8_0];
+    let formats = [
+        Format::Q4K,
+        Format::Q2K,
+        Format::Q4_0,
+        Format::Q8_0,
+        Format::IQ2_XS,
+    ];
     let path = |f: Format, m: &str| d.join(format!("{f}-{m}.gguf"));
     let mut o = opts(&model, &path(formats[0], "rec"), formats[0], &im, &text);
     o.outputs = formats.iter().map(|&f| (f, path(f, "rec"))).collect();
@@ -79,6 +85,10 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
             "{format}: every layer matrix"
         );
         assert!(r.kept.is_empty(), "{format}: {:?}", r.kept);
+        assert!(
+            r.tensors.iter().any(|t| t.format == format),
+            "{format}: no matrix of the format itself"
+        );
         assert!(r.tokens >= gptq::MIN_TOKENS);
         if format == Format::Q8_0 {
             // Requantizing Q8_0 to Q8_0 is lossless for llama-quantize: the

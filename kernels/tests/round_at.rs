@@ -3,8 +3,9 @@
 //! what the scalar reference dequantizes (which `references.rs` holds to
 //! ggml) at that position, no other position changes, and no code of the
 //! position (every value a sweep reaches) is nearer the target. Non-finite
-//! and zero scales give some code and no panic. The grid formats (whose
-//! eight values share one lattice point) and the 2:4 forms have no step.
+//! and zero scales give some code and no panic. The i-quants (whose eight
+//! values share grid points and signs) choose eight codes at a time
+//! (`round_group`, tested in `formats/grid.rs`); the 2:4 forms have no step.
 
 use llmkernel_kernels::each_format;
 use llmkernel_kernels::formats::*;
@@ -26,11 +27,12 @@ fn round_at_writes_the_nearest_code_of_every_weight_format() {
         let mut r = Rng::new(11);
         if GRID.contains(&f) {
             assert!(
-                B::random(&mut r).round_at(0, 1.0).is_none(),
-                "{f} has a step"
+                B::random(&mut r).round_at(0, 1.0).is_none() && B::GROUP == 8,
+                "{f} has a one-value step"
             );
             return f;
         }
+        assert_eq!(B::GROUP, 1, "{f}");
         for trial in 0..6 {
             let mut b = B::random(&mut r);
             let before = dequant(&b);
@@ -92,15 +94,13 @@ fn round_at_writes_the_nearest_code_of_every_weight_format() {
     assert_eq!(done, Format::WEIGHTS.to_vec());
 }
 
-/// The formats whose values come in 8-value grid points (or base-3 digits).
-const GRID: [Format; 7] = [
+/// The formats whose values come in 8-value groups of grid points and signs.
+const GRID: [Format; 5] = [
     Format::IQ2_XXS,
     Format::IQ2_XS,
     Format::IQ2_S,
     Format::IQ3_XXS,
     Format::IQ3_S,
-    Format::TQ1_0,
-    Format::TQ2_0,
 ];
 
 #[test]

@@ -124,11 +124,137 @@ pub(crate) fn block_magnitude<B: GridBlock>(a: &B, b: &BlockQ8K) -> f32 {
     magnitude(factor * b.d, iabs, 0.0, 0)
 }
 
+/// The grid an i-quant's 8-value groups take their points from.
+pub(crate) enum Points {
+    /// One point of eight values per group (the IQ2 formats).
+    Eight(&'static [u64]),
+    /// Two points of four values per group (the IQ3 formats).
+    Four(&'static [u32]),
+}
+
+/// How an i-quant writes a group's code (error-compensated quantization).
+pub(crate) trait GridCode: GridBlock {
+    const POINTS: Points;
+    /// Whether a group's signs keep an even count of negatives (7 bits
+    /// stored, the eighth their parity: `KSIGNS_IQ2XS`).
+    const PARITY: bool;
+    /// Writes group `g`'s point indices (the second only for
+    /// [`Points::Four`]) and sign bits (bit `j` negates value `j`; with
+    /// [`GridCode::PARITY`] their count is even).
+    fn set_group(&mut self, g: usize, idx: [usize; 2], signs: u8);
+}
+
+/// The best point of one segment (8 or 4 values): the lowest weighted
+/// squared error with the values' own signs (`keep`: cost, point), and
+/// with one sign changed (`flip`: cost, point, the value flipped).
+struct Segment {
+    keep: (f32, usize),
+    flip: (f32, usize, usize),
+}
+
+/// Searches every point of a grid of `n` points for the `len` magnitudes
+/// `a` at step `db >= 0` (value `db * grid byte`), weights `wt`.
+fn segment(
+    n: usize,
+    point: impl Fn(usize) -> u64,
+    len: usize,
+    a: &[f32],
+    wt: &[f32],
+    db: f32,
+) -> Segment {
+    let mut best = Segment {
+        keep: (f32::INFINITY, 0),
+        flip: (f32::INFINITY, 0, 0),
+    };
+    for p in 0..n {
+        let g = point(p).to_le_bytes();
+        let (mut cost, mut flip, mut at) = (0f32, f32::INFINITY, 0);
+        for j in 0..len {
+            let v = db * g[j] as f32;
+            let e = a[j] - v;
+            cost += wt[j] * e * e;
+            // (a + v)² - (a - v)²: what negating value j's sign costs.
+            let f = 4.0 * wt[j] * a[j] * v;
+            if f < flip {
+                (flip, at) = (f, j);
+            }
+        }
+        if cost < best.keep.0 {
+            best.keep = (cost, p);
+        }
+        if cost + flip < best.flip.0 {
+            best.flip = (cost + flip, p, at);
+        }
+    }
+    best
+}
+
+/// [`crate::formats::WeightBlock::round_group`] of an i-quant: the group's
+/// scale as it is, every grid point searched (with the signs of `w`, and,
+/// where the format keeps their parity, the cheapest single sign change
+/// that makes it even), then the values read back as dequantization gives them.
+pub(crate) fn round_group<B: GridCode>(
+    b: &mut B,
+    i: usize,
+    w: &[f32],
+    wt: &[f32],
+    out: &mut [f32],
+) {
+    assert!(i % 8 == 0 && i < QK_K && w.len() == 8 && wt.len() == 8 && out.len() == 8);
+    let (mut codes, mut scales) = ([0i8; QK_K], [0i16; 16]);
+    let db = b.int_form(&mut codes, &mut scales) * scales[i / 16] as f32;
+    // With a negative step a code's sign is the value's opposite.
+    let negative = db < 0.0;
+    let a: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+    let mut signs = w
+        .iter()
+        .enumerate()
+        .filter(|(_, &v)| (v < 0.0) != negative && v != 0.0)
+        .fold(0u8, |s, (j, _)| s | 1 << j);
+    let odd = B::PARITY && signs.count_ones() % 2 == 1;
+    let db = db.abs();
+    let idx = match B::POINTS {
+        Points::Eight(grid) => {
+            let s = segment(grid.len(), |p| grid[p], 8, &a, wt, db);
+            if odd {
+                signs ^= 1 << s.flip.2;
+                [s.flip.1, 0]
+            } else {
+                [s.keep.1, 0]
+            }
+        }
+        Points::Four(grid) => {
+            let h: Vec<Segment> = (0..2)
+                .map(|k| {
+                    let r = 4 * k..4 * k + 4;
+                    segment(grid.len(), |p| grid[p] as u64, 4, &a[r.clone()], &wt[r], db)
+                })
+                .collect();
+            if !odd {
+                [h[0].keep.1, h[1].keep.1]
+            } else if h[0].flip.0 + h[1].keep.0 <= h[0].keep.0 + h[1].flip.0 {
+                signs ^= 1 << h[0].flip.2;
+                [h[0].flip.1, h[1].keep.1]
+            } else {
+                signs ^= 1 << (4 + h[1].flip.2);
+                [h[0].keep.1, h[1].flip.1]
+            }
+        }
+    };
+    b.set_group(i / 8, idx, signs);
+    let factor = b.int_form(&mut codes, &mut scales);
+    let db = factor * scales[i / 16] as f32;
+    for (o, &q) in out.iter_mut().zip(&codes[i..i + 8]) {
+        *o = db * q as f32;
+    }
+}
+
 /// A grid format's block: `weight_block!` with the shared reference, the
 /// panel unpack (scale per [`GridBlock::SUB`] values, no mins) and test
 /// blocks (random bytes; the f16 `d` at byte `$d_at` a random finite scale).
 macro_rules! grid_block {
-    ($block:ty, $format:ident, $name:literal, bytes $bytes:expr, ggml $ggml:expr, ftype $ftype:expr, d_at $d_at:expr) => {
+    ($block:ty, $format:ident, $name:literal, bytes $bytes:expr, ggml $ggml:expr, ftype $ftype:expr, d_at $d_at:expr
+     $(, round $round:path)? $(, group $group:path)?) => {
         crate::formats::weight_block!(
             $block,
             $format,
@@ -142,6 +268,7 @@ macro_rules! grid_block {
             crate::formats::grid::block_terms::<$block>,
             crate::formats::grid::block_magnitude::<$block>,
             crate::formats::quantize_row_q8_k
+            $(, round $round)? $(, group $group)?
         );
 
         impl crate::panel::PanelFormat for $block {
@@ -180,3 +307,125 @@ macro_rules! grid_block {
     };
 }
 pub(crate) use grid_block;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, WeightBlock};
+    use crate::testdata::{RandomBlock, Rng};
+
+    fn dequant<B: WeightBlock>(b: &B) -> Vec<f32> {
+        let mut y = vec![0f32; QK_K];
+        B::dequantize_row(std::slice::from_ref(b), &mut y).unwrap();
+        y
+    }
+
+    fn cost(v: &[f32], w: &[f32], wt: &[f32]) -> f32 {
+        v.iter()
+            .zip(w)
+            .zip(wt)
+            .map(|((v, w), t)| t * (v - w) * (v - w))
+            .sum()
+    }
+
+    /// `round_group` writes only its group, returns what dequantization
+    /// gives, keeps the sign parity the format stores, and no code the
+    /// group can hold is nearer (every sign byte with every point for the
+    /// 8-value grids; each of the two 4-value points over its grid, the
+    /// other kept, for the IQ3 formats). Zero and non-finite scales give
+    /// some code and no panic.
+    fn nearest_code_of<B: GridCode + RandomBlock>() {
+        let mut r = Rng::new(17);
+        for trial in 0..3 {
+            let mut b = B::random(&mut r);
+            let amax = dequant(&b)
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold(0f32, |m, v| m.max(v.abs()))
+                .max(1e-3);
+            let i = 8 * ((trial * 13 + 5) % 32);
+            let w: Vec<f32> = (0..8).map(|_| r.uniform(-amax, amax)).collect();
+            let wt: Vec<f32> = (0..8).map(|_| r.uniform(0.1, 2.0)).collect();
+            let before = dequant(&b);
+            let mut out = [0f32; 8];
+            round_group(&mut b, i, &w, &wt, &mut out);
+            let now = dequant(&b);
+            for j in 0..QK_K {
+                if (i..i + 8).contains(&j) {
+                    assert_eq!(now[j].to_bits(), out[j - i].to_bits(), "{}", B::NAME);
+                } else {
+                    assert_eq!(now[j].to_bits(), before[j].to_bits(), "{}: {j}", B::NAME);
+                }
+            }
+            let got = cost(&out, &w, &wt);
+            let mut probe = b;
+            let mut check = |idx: [usize; 2], s: u8| {
+                if B::PARITY && s.count_ones() % 2 == 1 {
+                    return;
+                }
+                probe.set_group(i / 8, idx, s);
+                let v = dequant(&probe);
+                let c = cost(&v[i..i + 8], &w, &wt);
+                assert!(
+                    got <= c * (1.0 + 1e-5) + 1e-12,
+                    "{}: {got} chosen, {c} at {idx:?} signs {s:#x}",
+                    B::NAME
+                );
+            };
+            let (mut codes, mut scales) = ([0i8; QK_K], [0i16; 16]);
+            b.int_form(&mut codes, &mut scales);
+            match B::POINTS {
+                Points::Eight(grid) => {
+                    for p in 0..grid.len() {
+                        for s in 0..=255u8 {
+                            check([p, 0], s);
+                        }
+                    }
+                }
+                Points::Four(grid) => {
+                    // The chosen points, found back from the codes.
+                    let find = |k: usize| {
+                        (0..grid.len())
+                            .find(|&p| {
+                                grid[p]
+                                    .to_le_bytes()
+                                    .iter()
+                                    .zip(&codes[i + 4 * k..])
+                                    .all(|(&g, &c)| g as i32 == (c as i32).abs())
+                            })
+                            .unwrap()
+                    };
+                    let chosen = [find(0), find(1)];
+                    for p in 0..grid.len() {
+                        for s in 0..=255u8 {
+                            check([p, chosen[1]], s);
+                            check([chosen[0], p], s);
+                        }
+                    }
+                }
+            }
+        }
+        for d in [0x0000u16, 0x7e00, 0x7c00, 0xfc00, 0x0001] {
+            let mut b = B::filled(0x5a, d, d);
+            let mut out = [0f32; 8];
+            for i in (0..QK_K).step_by(8) {
+                let w: Vec<f32> = (0..8).map(|j| 0.37 * (i + j) as f32 - 20.0).collect();
+                round_group(&mut b, i, &w, &[1.0; 8], &mut out);
+                let now = dequant(&b);
+                for j in 0..8 {
+                    let (a, c) = (now[i + j], out[j]);
+                    assert!(a.to_bits() == c.to_bits() || (a.is_nan() && c.is_nan()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn round_group_writes_the_nearest_code_of_every_i_quant() {
+        nearest_code_of::<BlockIq2Xxs>();
+        nearest_code_of::<BlockIq2Xs>();
+        nearest_code_of::<BlockIq2S>();
+        nearest_code_of::<BlockIq3Xxs>();
+        nearest_code_of::<BlockIq3S>();
+    }
+}

@@ -2,7 +2,7 @@
 //! 1024-entry grid (`grids::IQ2S_GRID`) and 8 explicit sign bits, a 4-bit
 //! scale per 16 values, one f16 `d` per 256.
 
-use super::grid::{put8, signed8, GridBlock};
+use super::grid::{put8, signed8, GridBlock, GridCode, Points};
 use super::grids::IQ2S_GRID;
 use super::QK_K;
 use half::f16;
@@ -20,7 +20,19 @@ pub struct BlockIq2S {
 }
 
 // GGML_TYPE_IQ2_S; LLAMA_FTYPE_MOSTLY_IQ2_S.
-super::grid::grid_block!(BlockIq2S, IQ2_S, "iq2_s", bytes 2 + 64 + 8 + 8, ggml 22, ftype Some(28), d_at 0);
+super::grid::grid_block!(BlockIq2S, IQ2_S, "iq2_s", bytes 2 + 64 + 8 + 8, ggml 22, ftype Some(28), d_at 0,
+    group super::grid::round_group);
+
+impl GridCode for BlockIq2S {
+    const POINTS: Points = Points::Eight(&IQ2S_GRID);
+    const PARITY: bool = false;
+    fn set_group(&mut self, g: usize, [i, _]: [usize; 2], signs: u8) {
+        let (ib, l) = (g / 4, g % 4);
+        self.qs[g] = i as u8;
+        self.qs[QK_K / 8 + g] = signs;
+        super::set_bits(&mut self.qh[ib], 2 * l, 2, (i >> 8) as u8);
+    }
+}
 
 impl GridBlock for BlockIq2S {
     const MAX_CODE: u8 = 43;

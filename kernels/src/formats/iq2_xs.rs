@@ -2,7 +2,7 @@
 //! 512-entry grid (`grids::IQ2XS_GRID`) and a 7-bit sign index
 //! (`KSIGNS_IQ2XS`), a 4-bit scale per 16 values, one f16 `d` per 256.
 
-use super::grid::{put8, signed8, GridBlock};
+use super::grid::{put8, signed8, GridBlock, GridCode, Points};
 use super::grids::{IQ2XS_GRID, KSIGNS_IQ2XS};
 use super::QK_K;
 use half::f16;
@@ -20,7 +20,16 @@ pub struct BlockIq2Xs {
 }
 
 // GGML_TYPE_IQ2_XS; LLAMA_FTYPE_MOSTLY_IQ2_XS.
-super::grid::grid_block!(BlockIq2Xs, IQ2_XS, "iq2_xs", bytes 2 + 64 + 8, ggml 17, ftype Some(20), d_at 0);
+super::grid::grid_block!(BlockIq2Xs, IQ2_XS, "iq2_xs", bytes 2 + 64 + 8, ggml 17, ftype Some(20), d_at 0,
+    group super::grid::round_group);
+
+impl GridCode for BlockIq2Xs {
+    const POINTS: Points = Points::Eight(&IQ2XS_GRID);
+    const PARITY: bool = true;
+    fn set_group(&mut self, g: usize, [i, _]: [usize; 2], signs: u8) {
+        self.qs[g] = (i & 511) as u16 | ((signs & 127) as u16) << 9;
+    }
+}
 
 impl GridBlock for BlockIq2Xs {
     const MAX_CODE: u8 = 43;

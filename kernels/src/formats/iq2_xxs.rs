@@ -3,7 +3,7 @@
 //! values (the eighth is their parity, `KSIGNS_IQ2XS`), and a 4-bit scale;
 //! one f16 `d` per 256.
 
-use super::grid::{put8, signed8, GridBlock};
+use super::grid::{put8, signed8, GridBlock, GridCode, Points};
 use super::grids::{IQ2XXS_GRID, KSIGNS_IQ2XS};
 use super::QK_K;
 use half::f16;
@@ -20,7 +20,28 @@ pub struct BlockIq2Xxs {
 }
 
 // GGML_TYPE_IQ2_XXS; LLAMA_FTYPE_MOSTLY_IQ2_XXS.
-super::grid::grid_block!(BlockIq2Xxs, IQ2_XXS, "iq2_xxs", bytes 2 + 64, ggml 16, ftype Some(19), d_at 0);
+super::grid::grid_block!(BlockIq2Xxs, IQ2_XXS, "iq2_xxs", bytes 2 + 64, ggml 16, ftype Some(19), d_at 0,
+    group super::grid::round_group);
+
+impl GridCode for BlockIq2Xxs {
+    const POINTS: Points = Points::Eight(&IQ2XXS_GRID);
+    const PARITY: bool = true;
+    fn set_group(&mut self, g: usize, [i, _]: [usize; 2], signs: u8) {
+        let (ib, l) = (g / 4, g % 4);
+        let q = &mut self.qs[4 * ib..4 * ib + 4];
+        let mut idx = (q[0] as u32 | (q[1] as u32) << 16).to_le_bytes();
+        idx[l] = i as u8;
+        let idx = u32::from_le_bytes(idx);
+        let mut aux = q[2] as u32 | (q[3] as u32) << 16;
+        aux = (aux & !(127 << (7 * l))) | ((signs & 127) as u32) << (7 * l);
+        q.copy_from_slice(&[
+            idx as u16,
+            (idx >> 16) as u16,
+            aux as u16,
+            (aux >> 16) as u16,
+        ]);
+    }
+}
 
 impl GridBlock for BlockIq2Xxs {
     const MAX_CODE: u8 = 43;

@@ -2,7 +2,7 @@
 //! 512-entry grid (`grids::IQ3S_GRID`), 8 explicit sign bits per 8 values,
 //! a 4-bit scale per 32 values, one f16 `d` per 256.
 
-use super::grid::{put8, signed8, GridBlock};
+use super::grid::{put8, signed8, GridBlock, GridCode, Points};
 use super::grids::IQ3S_GRID;
 use super::QK_K;
 use half::f16;
@@ -23,7 +23,21 @@ pub struct BlockIq3S {
 }
 
 // GGML_TYPE_IQ3_S; LLAMA_FTYPE_MOSTLY_IQ3_S.
-super::grid::grid_block!(BlockIq3S, IQ3_S, "iq3_s", bytes 2 + 64 + 8 + 32 + 4, ggml 21, ftype Some(26), d_at 0);
+super::grid::grid_block!(BlockIq3S, IQ3_S, "iq3_s", bytes 2 + 64 + 8 + 32 + 4, ggml 21, ftype Some(26), d_at 0,
+    group super::grid::round_group);
+
+impl GridCode for BlockIq3S {
+    const POINTS: Points = Points::Four(&IQ3S_GRID);
+    const PARITY: bool = false;
+    fn set_group(&mut self, g: usize, [i1, i2]: [usize; 2], signs: u8) {
+        let (ib, l) = (g / 4, g % 4);
+        self.qs[8 * ib + 2 * l] = i1 as u8;
+        self.qs[8 * ib + 2 * l + 1] = i2 as u8;
+        super::set_bits(&mut self.qh[ib], 2 * l, 1, (i1 >> 8) as u8);
+        super::set_bits(&mut self.qh[ib], 2 * l + 1, 1, (i2 >> 8) as u8);
+        self.signs[g] = signs;
+    }
+}
 
 impl GridBlock for BlockIq3S {
     const MAX_CODE: u8 = 15;

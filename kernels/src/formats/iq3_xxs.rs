@@ -2,7 +2,7 @@
 //! 256-entry grid (`grids::IQ3XXS_GRID`), 7 sign bits per 8 values
 //! (`KSIGNS_IQ2XS`), a 4-bit scale per 32 values, one f16 `d` per 256.
 
-use super::grid::{put8, signed8, GridBlock};
+use super::grid::{put8, signed8, GridBlock, GridCode, Points};
 use super::grids::{IQ3XXS_GRID, KSIGNS_IQ2XS};
 use super::QK_K;
 use half::f16;
@@ -19,7 +19,22 @@ pub struct BlockIq3Xxs {
 }
 
 // GGML_TYPE_IQ3_XXS; LLAMA_FTYPE_MOSTLY_IQ3_XXS.
-super::grid::grid_block!(BlockIq3Xxs, IQ3_XXS, "iq3_xxs", bytes 2 + 96, ggml 18, ftype Some(23), d_at 0);
+super::grid::grid_block!(BlockIq3Xxs, IQ3_XXS, "iq3_xxs", bytes 2 + 96, ggml 18, ftype Some(23), d_at 0,
+    group super::grid::round_group);
+
+impl GridCode for BlockIq3Xxs {
+    const POINTS: Points = Points::Four(&IQ3XXS_GRID);
+    const PARITY: bool = true;
+    fn set_group(&mut self, g: usize, [i1, i2]: [usize; 2], signs: u8) {
+        let (ib, l) = (g / 4, g % 4);
+        self.qs[8 * ib + 2 * l] = i1 as u8;
+        self.qs[8 * ib + 2 * l + 1] = i2 as u8;
+        let at = QK_K / 4 + 4 * ib;
+        let mut aux = u32::from_le_bytes(self.qs[at..at + 4].try_into().unwrap());
+        aux = (aux & !(127 << (7 * l))) | ((signs & 127) as u32) << (7 * l);
+        self.qs[at..at + 4].copy_from_slice(&aux.to_le_bytes());
+    }
+}
 
 impl GridBlock for BlockIq3Xxs {
     const MAX_CODE: u8 = 62;

@@ -373,6 +373,32 @@ pub trait WeightBlock: QuantBlock {
         let _ = (i, w);
         None
     }
+    /// Values whose codes are chosen together ([`WeightBlock::round_group`]):
+    /// 1, or 8 for the i-quants, whose eight values share grid points and signs.
+    const GROUP: usize = 1;
+    /// The step of error-compensated quantization for [`WeightBlock::GROUP`]
+    /// values from position `i` (a multiple of `GROUP`): with the block's
+    /// scales as they are, writes the codes whose values are nearest `w`
+    /// (squared errors weighted by `weights`), and puts those values into
+    /// `out` exactly as [`WeightBlock::dequantize_row`] gives them. `None`
+    /// for a format without the step; panics on slices other than `GROUP`
+    /// long or a position outside the block.
+    fn round_group(&mut self, i: usize, w: &[f32], weights: &[f32], out: &mut [f32]) -> Option<()> {
+        assert!(w.len() == 1 && weights.len() == 1 && out.len() == 1 && Self::GROUP == 1);
+        out[0] = self.round_at(i, w[0])?;
+        Some(())
+    }
+}
+
+/// Whether `B` has the step of error-compensated quantization
+/// ([`WeightBlock::round_group`]).
+pub fn has_round<B: WeightBlock>() -> bool {
+    let (w, mut out) = ([0f32; 8], [0f32; 8]);
+    let g = B::GROUP;
+    g <= 8
+        && <B as bytemuck::Zeroable>::zeroed()
+            .round_group(0, &w[..g], &w[..g], &mut out[..g])
+            .is_some()
 }
 
 /// The code in `lo..=hi` whose `value` is nearest `w`, for a value linear in
@@ -559,7 +585,7 @@ fn check_dot(x: usize, y: usize) -> Result<()> {
 
 macro_rules! weight_block {
     ($block:ty, $format:ident, $name:literal, len $len:expr, bytes $bytes:expr, ggml $ggml:expr, ftype $ftype:expr,
-     $act:ty, $deq:path, $terms:path, $mag:path, $quant:path $(, round $round:path)?) => {
+     $act:ty, $deq:path, $terms:path, $mag:path, $quant:path $(, round $round:path)? $(, group $group:path)?) => {
         impl crate::formats::QuantBlock for $block {
             const FORMAT: crate::formats::Format = crate::formats::Format::$format;
             const NAME: &'static str = $name;
@@ -585,6 +611,13 @@ macro_rules! weight_block {
             $(
                 fn round_at(&mut self, i: usize, w: f32) -> Option<f32> {
                     Some($round(self, i, w))
+                }
+            )?
+            $(
+                const GROUP: usize = 8;
+                fn round_group(&mut self, i: usize, w: &[f32], weights: &[f32], out: &mut [f32]) -> Option<()> {
+                    $group(self, i, w, weights, out);
+                    Some(())
                 }
             )?
         }

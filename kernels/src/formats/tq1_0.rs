@@ -19,7 +19,43 @@ pub struct BlockTq1_0 {
 }
 
 // GGML_TYPE_TQ1_0; LLAMA_FTYPE_MOSTLY_TQ1_0.
-super::grid::grid_block!(BlockTq1_0, TQ1_0, "tq1_0", bytes 48 + 4 + 2, ggml 34, ftype Some(36), d_at 52);
+super::grid::grid_block!(BlockTq1_0, TQ1_0, "tq1_0", bytes 48 + 4 + 2, ggml 34, ftype Some(36), d_at 52,
+    round round_at);
+
+/// The byte holding value `i` and the digit's place in it.
+fn place(i: usize) -> (usize, usize) {
+    match i {
+        0..160 => (i % 32, i / 32),
+        160..240 => (32 + (i - 160) % 16, (i - 160) / 16),
+        _ => (48 + (i - 240) % 4, (i - 240) / 4),
+    }
+}
+
+/// Rounds value `i` to the nearest of `-d, 0, d`
+/// ([`crate::formats::WeightBlock::round_at`]): the byte's five digits read
+/// as dequantization reads them, one replaced, and the byte written as
+/// ggml's quantizer writes one (base 3, scaled to 256 rounding up), which
+/// reads back as those digits.
+fn round_at(b: &mut BlockTq1_0, i: usize, w: f32) -> f32 {
+    let d = b.d.to_f32();
+    let value = |q: i32| d * (q - 1) as f32;
+    let q = super::nearest_code(w, d, -d, (0, 2), value);
+    let (at, n) = place(i);
+    let byte = if at < 48 {
+        &mut b.qs[at]
+    } else {
+        &mut b.qh[at - 48]
+    };
+    let mut digits: [u16; 5] = std::array::from_fn(|k| (digit(*byte, k) + 1) as u16);
+    digits[n] = q as u16;
+    if at >= 48 {
+        // The fifth digit of a qh byte is not read: ggml writes it 0.
+        digits[4] = 0;
+    }
+    let v = digits.iter().fold(0u16, |v, &t| 3 * v + t);
+    *byte = ((v * 256).div_ceil(243)) as u8;
+    value(q)
+}
 
 const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 

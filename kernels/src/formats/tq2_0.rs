@@ -15,7 +15,20 @@ pub struct BlockTq2_0 {
 }
 
 // GGML_TYPE_TQ2_0; LLAMA_FTYPE_MOSTLY_TQ2_0.
-super::grid::grid_block!(BlockTq2_0, TQ2_0, "tq2_0", bytes 64 + 2, ggml 35, ftype Some(37), d_at 64);
+super::grid::grid_block!(BlockTq2_0, TQ2_0, "tq2_0", bytes 64 + 2, ggml 35, ftype Some(37), d_at 64,
+    round round_at);
+
+/// Rounds value `i` to the nearest of `-d, 0, d`
+/// ([`crate::formats::WeightBlock::round_at`]). The format can also hold
+/// `2d` (code 3); the step keeps the weights ternary, as ggml writes them.
+fn round_at(b: &mut BlockTq2_0, i: usize, w: f32) -> f32 {
+    let d = b.d.to_f32();
+    let value = |q: i32| d * (q - 1) as f32;
+    let q = super::nearest_code(w, d, -d, (0, 2), value);
+    let (h, l, m) = (i / 128, (i % 128) / 32, i % 32);
+    super::set_bits(&mut b.qs[32 * h + m], 2 * l, 2, q as u8);
+    value(q)
+}
 
 impl GridBlock for BlockTq2_0 {
     const MAX_CODE: u8 = 2;
