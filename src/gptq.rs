@@ -21,8 +21,15 @@
 //! - the codes are chosen again, column by column in GPTQ's "act order"
 //!   (the inputs with the largest Hessian diagonal first): each the nearest
 //!   at its block's scales, its rounding error compensated in the columns
-//!   not yet visited;
+//!   not yet visited; the i-quants' eight values sharing grid points and
+//!   signs are chosen together, groups ordered by their diagonal's sum
+//!   ([`reconstruct::quantize_compensated`]);
 //! - the scales are not refit afterwards.
+//!
+//! Memory: the Hessians are summed while the input model runs over the
+//! calibration text, the layers in passes that fit `--calib-mem` ([`plan`]);
+//! each pass's forward run stops after its last layer, and its layers are
+//! solved before the next pass.
 //!
 //! Why these choices, measured (docs/QUALITY.md): choosing each block's
 //! scales from the compensated values when the solver reaches the block
@@ -39,7 +46,7 @@ use llmkernel_kernels::formats::{Format, WeightBlock, WithFormat};
 use llmkernel_kernels::table::Kernels;
 use regex::Regex;
 use std::collections::BTreeMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -510,8 +517,13 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
     for r in &mut reports {
         r.passes = passes.len();
     }
-    // Opened after the first calibration run, whose model and context are gone then.
-    let mut source = None;
+    // The input's matrices are read one at a time, as they are solved.
+    let inputs_at: BTreeMap<String, Stored> = stored_tensors(&o.input)?
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let mut source =
+        std::fs::File::open(&o.input).map_err(|e| format!("{}: {e}", o.input.display()))?;
     let total: usize = files[0].0.values().map(|s| s.k * s.rows).sum();
     let (mut done, mut solve_secs) = (0usize, 0.0);
     let (mut calib_secs, mut tokens) = (0.0, usize::MAX);
@@ -529,27 +541,22 @@ pub fn quantize(o: &Options) -> Result<Vec<Report>, String> {
                 o.calib.display()
             ));
         }
-        if source.is_none() {
-            source = Some(crate::ggml::GgufFile::open(&o.input, true)?);
-        }
-        let source = source.as_ref().expect("opened");
         for name in pass {
             let first = &files[0].0[name];
             let (k, rows) = (first.k, first.rows);
             let m = weights[name.as_str()];
-            let cname = CString::new(name.as_str()).unwrap();
-            // SAFETY: the input's tensors live with `source`; to_f32 reads one
-            // by its type and shape.
-            let w = unsafe {
-                let t = ffi::ggml_get_tensor(source.ctx, cname.as_ptr());
-                if t.is_null() {
-                    return Err(format!("{name}: not in {}", o.input.display()));
-                }
-                if ffi::ggml_nelements(t) as usize != k * rows {
-                    return Err(format!("{name}: another shape in {}", o.input.display()));
-                }
-                crate::prune::to_f32(t)?
-            };
+            let at = inputs_at
+                .get(name)
+                .ok_or_else(|| format!("{name}: not in {}", o.input.display()))?;
+            if (at.k, at.rows) != (k, rows) {
+                return Err(format!("{name}: another shape in {}", o.input.display()));
+            }
+            let mut bytes = vec![0u8; at.size];
+            let io = |e: std::io::Error| format!("{}: {e}", o.input.display());
+            source.seek(SeekFrom::Start(at.offset)).map_err(io)?;
+            std::io::Read::read_exact(&mut source, &mut bytes).map_err(io)?;
+            let w = crate::prune::rows_to_f32(name, at.ty, &bytes, k)?;
+            drop(bytes);
             let t_solve = Instant::now();
             // Each output's format, where it has a solver; the factors they
             // need are made first, their time shared by the outputs.

@@ -195,35 +195,70 @@ fn activation_norms(
 /// # Safety
 /// `t` is a live tensor with its data in memory.
 pub(crate) unsafe fn to_f32(t: *const ffi::ggml_tensor) -> Result<Vec<f32>, String> {
-    // SAFETY: forwarded contract; traits are static.
+    // SAFETY: forwarded contract: the tensor's bytes are its rows of its type.
     unsafe {
         let n = ffi::ggml_nelements(t) as usize;
-        let ne0 = (*t).ne[0];
-        if n == 0 || ne0 <= 0 {
-            return Ok(Vec::new());
-        }
-        let rows = n / ne0 as usize;
-        let row_bytes = ffi::ggml_row_size((*t).type_, ne0);
-        let mut out = vec![0f32; n];
-        let data = (*t).data as *const u8;
-        if (*t).type_ == ffi::GGML_TYPE_F32 {
-            std::ptr::copy_nonoverlapping(data as *const f32, out.as_mut_ptr(), n);
-            return Ok(out);
-        }
-        let traits = &*ffi::ggml_get_type_traits((*t).type_);
-        let f = traits.to_float.ok_or_else(|| {
-            let name = CStr::from_ptr((*t).name.as_ptr()).to_string_lossy();
-            format!("{name}: ggml cannot dequantize its type {}", (*t).type_)
-        })?;
-        for r in 0..rows {
-            f(
-                data.add(r * row_bytes) as *const _,
-                out.as_mut_ptr().add(r * ne0 as usize),
-                ne0,
-            );
-        }
-        Ok(out)
+        let ne0 = (*t).ne[0].max(0) as usize;
+        let name = CStr::from_ptr((*t).name.as_ptr()).to_string_lossy();
+        let bytes = if n == 0 || ne0 == 0 {
+            &[][..]
+        } else {
+            let size = n / ne0 * ffi::ggml_row_size((*t).type_, ne0 as i64);
+            std::slice::from_raw_parts((*t).data as *const u8, size)
+        };
+        rows_to_f32(&name, (*t).type_, bytes, ne0)
     }
+}
+
+/// Rows of `k` values of ggml type `ty`, dequantized by ggml (`name` for
+/// the error when ggml cannot, or the bytes are not whole rows).
+pub(crate) fn rows_to_f32(
+    name: &str,
+    ty: ffi::ggml_type,
+    bytes: &[u8],
+    k: usize,
+) -> Result<Vec<f32>, String> {
+    if bytes.is_empty() || k == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: pure lookups for any type id below GGML_TYPE_COUNT.
+    let (row_bytes, traits) = unsafe {
+        if ty >= ffi::GGML_TYPE_COUNT {
+            return Err(format!("{name}: unknown ggml type {ty}"));
+        }
+        (
+            ffi::ggml_row_size(ty, k as i64),
+            &*ffi::ggml_get_type_traits(ty),
+        )
+    };
+    if row_bytes == 0 || bytes.len() % row_bytes != 0 {
+        return Err(format!(
+            "{name}: {} bytes are not whole rows of {k} values",
+            bytes.len()
+        ));
+    }
+    let rows = bytes.len() / row_bytes;
+    let mut out = vec![0f32; rows * k];
+    if ty == ffi::GGML_TYPE_F32 {
+        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            *o = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+        }
+        return Ok(out);
+    }
+    let f = traits
+        .to_float
+        .ok_or_else(|| format!("{name}: ggml cannot dequantize its type {ty}"))?;
+    for (r, o) in out.chunks_exact_mut(k).enumerate() {
+        // SAFETY: row r's row_bytes bytes of type ty give k floats into o.
+        unsafe {
+            f(
+                bytes[r * row_bytes..].as_ptr() as *const _,
+                o.as_mut_ptr(),
+                k as i64,
+            )
+        };
+    }
+    Ok(out)
 }
 
 /// Encodes f32 rows in `format` with ggml's quantizer (no importance matrix).
