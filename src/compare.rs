@@ -278,7 +278,7 @@ pub fn run(o: &Options) -> Result<Vec<Row>, String> {
                 continue;
             }
             if m == QuantMethod::Reconstruct && !crate::gptq::has_solver(f) {
-                eprintln!("compare: no reconstructed {f} variant: its values come in grid points, which the column-wise solver does not choose");
+                eprintln!("compare: no reconstructed {f} variant: no error-compensated quantization for it");
                 continue;
             }
             let imatrix = match m {

@@ -144,6 +144,12 @@ pub(crate) trait GridCode: GridBlock {
     fn set_group(&mut self, g: usize, idx: [usize; 2], signs: u8);
 }
 
+/// `aux` with its sign index `l` (bits `7l..7l + 7`, as IQ2_XXS and
+/// IQ3_XXS store them) set to the low seven bits of `signs`.
+pub(crate) fn with_sign7(aux: u32, l: usize, signs: u8) -> u32 {
+    (aux & !(127 << (7 * l))) | ((signs & 127) as u32) << (7 * l)
+}
+
 /// The best point of one segment (8 or 4 values): the lowest weighted
 /// squared error with the values' own signs (`keep`: cost, point), and
 /// with one sign changed (`flip`: cost, point, the value flipped).

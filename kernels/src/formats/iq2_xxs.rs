@@ -3,7 +3,7 @@
 //! values (the eighth is their parity, `KSIGNS_IQ2XS`), and a 4-bit scale;
 //! one f16 `d` per 256.
 
-use super::grid::{put8, signed8, GridBlock, GridCode, Points};
+use super::grid::{put8, signed8, with_sign7, GridBlock, GridCode, Points};
 use super::grids::{IQ2XXS_GRID, KSIGNS_IQ2XS};
 use super::QK_K;
 use half::f16;
@@ -33,7 +33,7 @@ impl GridCode for BlockIq2Xxs {
         idx[l] = i as u8;
         let idx = u32::from_le_bytes(idx);
         let mut aux = q[2] as u32 | (q[3] as u32) << 16;
-        aux = (aux & !(127 << (7 * l))) | ((signs & 127) as u32) << (7 * l);
+        aux = with_sign7(aux, l, signs);
         q.copy_from_slice(&[
             idx as u16,
             (idx >> 16) as u16,

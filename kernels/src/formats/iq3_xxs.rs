@@ -2,7 +2,7 @@
 //! 256-entry grid (`grids::IQ3XXS_GRID`), 7 sign bits per 8 values
 //! (`KSIGNS_IQ2XS`), a 4-bit scale per 32 values, one f16 `d` per 256.
 
-use super::grid::{put8, signed8, GridBlock, GridCode, Points};
+use super::grid::{put8, signed8, with_sign7, GridBlock, GridCode, Points};
 use super::grids::{IQ3XXS_GRID, KSIGNS_IQ2XS};
 use super::QK_K;
 use half::f16;
@@ -31,7 +31,7 @@ impl GridCode for BlockIq3Xxs {
         self.qs[8 * ib + 2 * l + 1] = i2 as u8;
         let at = QK_K / 4 + 4 * ib;
         let mut aux = u32::from_le_bytes(self.qs[at..at + 4].try_into().unwrap());
-        aux = (aux & !(127 << (7 * l))) | ((signs & 127) as u32) << (7 * l);
+        aux = with_sign7(aux, l, signs);
         self.qs[at..at + 4].copy_from_slice(&aux.to_le_bytes());
     }
 }
