@@ -489,9 +489,12 @@ pub fn quantize_compensated<B: WeightBlock + bytemuck::Pod + Send>(
         |(blocks, values), row, c| {
             let j = perm[c];
             if j % g == 0 {
-                let weights: Vec<f32> = (c..c + g).map(|c| 1.0 / u[c * k + c].powi(2)).collect();
+                let mut weights = [0f32; 8];
+                for (t, wt) in weights[..g].iter_mut().enumerate() {
+                    *wt = 1.0 / u[(c + t) * k + c + t].powi(2);
+                }
                 if blocks[j / len]
-                    .round_group(j % len, &row[c..c + g], &weights, &mut values[..g])
+                    .round_group(j % len, &row[c..c + g], &weights[..g], &mut values[..g])
                     .is_none()
                 {
                     values[..g].fill(f32::NAN);

@@ -211,7 +211,7 @@ pub(crate) fn round_group<B: GridCode>(
     let db = b.int_form(&mut codes, &mut scales) * scales[i / 16] as f32;
     // With a negative step a code's sign is the value's opposite.
     let negative = db < 0.0;
-    let a: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+    let a: [f32; 8] = std::array::from_fn(|j| w[j].abs());
     let mut signs = w
         .iter()
         .enumerate()
@@ -230,12 +230,10 @@ pub(crate) fn round_group<B: GridCode>(
             }
         }
         Points::Four(grid) => {
-            let h: Vec<Segment> = (0..2)
-                .map(|k| {
-                    let r = 4 * k..4 * k + 4;
-                    segment(grid.len(), |p| grid[p] as u64, 4, &a[r.clone()], &wt[r], db)
-                })
-                .collect();
+            let h: [Segment; 2] = std::array::from_fn(|k| {
+                let r = 4 * k..4 * k + 4;
+                segment(grid.len(), |p| grid[p] as u64, 4, &a[r.clone()], &wt[r], db)
+            });
             if !odd {
                 [h[0].keep.1, h[1].keep.1]
             } else if h[0].flip.0 + h[1].keep.0 <= h[0].keep.0 + h[1].flip.0 {
