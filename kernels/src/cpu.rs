@@ -13,6 +13,7 @@ pub struct CpuFeatures {
     pub avx512bw: bool,
     pub avx512vl: bool,
     pub avx512vnni: bool,
+    pub avx512vbmi: bool,
     pub avx512vbmi2: bool,
     pub avxvnni: bool,
     pub neon: bool,
@@ -46,6 +47,7 @@ impl CpuFeatures {
                 ("AVX-512BW", self.avx512bw),
                 ("AVX-512VL", self.avx512vl),
                 ("AVX-512VNNI", self.avx512vnni),
+                ("AVX-512VBMI", self.avx512vbmi),
                 ("AVX-512VBMI2", self.avx512vbmi2),
                 ("AVX-VNNI", self.avxvnni),
             ]
@@ -64,6 +66,7 @@ fn detect() -> CpuFeatures {
         avx512bw: has!("avx512bw"),
         avx512vl: has!("avx512vl"),
         avx512vnni: has!("avx512vnni"),
+        avx512vbmi: has!("avx512vbmi"),
         avx512vbmi2: has!("avx512vbmi2"),
         avxvnni: has!("avxvnni"),
         ..CpuFeatures::default()

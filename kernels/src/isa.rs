@@ -12,7 +12,7 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512 F/BW/VL + VNNI + VBMI2 (Ice Lake, Zen 4 and later;
+    /// x86-64 AVX-512 F/BW/VL + VNNI + VBMI + VBMI2 (Ice Lake, Zen 4 and later;
     /// Skylake-X and Cascade Lake run the AVX2 kernels).
     Avx512,
     Neon,
@@ -61,6 +61,7 @@ impl Isa {
                     && cpu.avx512bw
                     && cpu.avx512vl
                     && cpu.avx512vnni
+                    && cpu.avx512vbmi
                     && cpu.avx512vbmi2
             }
             Isa::Neon => cfg!(target_arch = "aarch64") && cpu.neon,

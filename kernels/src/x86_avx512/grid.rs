@@ -4,13 +4,23 @@
 //! once ([`GridBlock::int_form`]: codes, a small integer scale per 16
 //! values, one float factor) and reused for every column.
 //!
-//! The codes come straight into vectors, 64 at a time: the grid points by
-//! one gather (eight 8-value points, or sixteen 4-value ones) with the
-//! indices widened in vector registers, the signs as a 64-bit mask
-//! (`vpsubb` under it from zero), the 7-bit sign indices of IQ2_XXS,
-//! IQ2_XS and IQ3_XXS completed to 8 bits by their parity in vector lanes
-//! (ggml's `ksigns_iq2xs[i]` is `i | parity(i) << 7`). The ternary formats
-//! unpack through the scalar integer form.
+//! The codes come straight into vectors, 64 at a time. IQ2_XXS, IQ2_XS,
+//! IQ3_XXS and IQ3_S take their grid points by byte-table lookups
+//! (`vpermi2b`, VBMI) instead of gathers: every grid point is stored as
+//! its values' level codes (2 bits each for the three levels of the IQ2
+//! grids, 3 bits for the eight of the IQ3 grids) in two byte tables
+//! ([`Coded`], derived at compile time from the vendored grids). A block's
+//! indices look up both tables at once (64 per lookup, 256-entry tables as
+//! two `vpermi2b` and a blend on the index's top bit); per 64 values, one
+//! `vpermi2b` puts each point's code in its lanes, `vpmultishiftqb` moves
+//! each value's code to the bottom of its byte and `vpermb` maps the code to
+//! its level. IQ2_S (1024 points) takes them by one gather per 64 values.
+//!
+//! Signs are a 64-bit mask per 64 values (`vpsubb` under it from zero); the
+//! 7-bit sign indices of IQ2_XXS, IQ2_XS and IQ3_XXS are completed to ggml's
+//! sign bytes (`ksigns_iq2xs[i]`, `i | parity(i) << 7`) by one `vpermi2b`
+//! into that 128-byte table. The ternary formats unpack through the scalar
+//! integer form.
 //!
 //! Per 64 values: the codes `+ 128` (`^ 0x80`) as the unsigned operand of
 //! `vpdpbusd` against the signed activations, `vpmulld` by the scales of
@@ -18,7 +28,9 @@
 //! once per block from the activations' 16-value sums. Exact integer sums,
 //! one float scaling per block and column.
 
-use crate::formats::grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
+use crate::formats::grids::{
+    IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS,
+};
 use crate::formats::{
     BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K, BlockTq1_0, BlockTq2_0,
     GridBlock, QK_K,
@@ -34,7 +46,7 @@ macro_rules! grid_kernels {
     ($($name:ident: $block:ty),* $(,)?) => {$(
         row_kernel!(
             $name,
-            "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+            "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c",
             $block,
             BlockQ8K,
             cols<$block>,
@@ -135,17 +147,188 @@ fn scales32(s: [u8; 8]) -> __m256i {
     odd(_mm_unpacklo_epi8(v, v))
 }
 
-/// Eight 7-bit sign indices (u16 lanes) completed to ggml's sign bytes
-/// (`i | parity(i) << 7`), as a 64-bit mask: bit `8l + j` negates value `j`
-/// of group `l`.
+/// A grid's points as level codes: value `j` of point `i` is
+/// `levels[(code >> BITS * j) & (2^BITS - 1)]`, `code = lo[i] | hi[i] << 8`;
+/// `levels` repeats the grid's distinct values every `2^BITS` bytes, so
+/// `vpermb` (which reads six index bits) needs no mask.
+#[repr(C, align(64))]
+struct Coded<const E: usize> {
+    lo: [u8; E],
+    hi: [u8; E],
+    levels: [u8; 64],
+}
+
+/// The codes of a grid of `E` points of `per` byte values (the low bytes
+/// of each entry), `bits` bits a code. Fails to compile if the grid has more
+/// than `2^bits` distinct values or a code would not fit 16 bits.
+const fn coded<const E: usize>(grid: &[u64; E], per: usize, bits: u32) -> Coded<E> {
+    assert!(per * bits as usize <= 16);
+    let (mut lv, mut n) = ([0u8; 8], 0);
+    let mut i = 0;
+    while i < E {
+        let mut j = 0;
+        while j < per {
+            let b = (grid[i] >> (8 * j)) as u8;
+            let mut k = 0;
+            while k < n && lv[k] != b {
+                k += 1;
+            }
+            if k == n {
+                assert!(n < 1 << bits);
+                lv[n] = b;
+                n += 1;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    let mut c = Coded {
+        lo: [0; E],
+        hi: [0; E],
+        levels: [0; 64],
+    };
+    let mut i = 0;
+    while i < E {
+        let (mut code, mut j) = (0u16, 0);
+        while j < per {
+            let b = (grid[i] >> (8 * j)) as u8;
+            let mut k = 0;
+            while lv[k] != b {
+                k += 1;
+            }
+            code |= (k as u16) << (bits as usize * j);
+            j += 1;
+        }
+        (c.lo[i], c.hi[i]) = (code as u8, (code >> 8) as u8);
+        i += 1;
+    }
+    let mut t = 0;
+    while t < 64 {
+        c.levels[t] = lv[t & ((1 << bits) - 1)];
+        t += 1;
+    }
+    c
+}
+
+const fn widen<const E: usize>(g: &[u32; E]) -> [u64; E] {
+    let mut w = [0u64; E];
+    let mut i = 0;
+    while i < E {
+        w[i] = g[i] as u64;
+        i += 1;
+    }
+    w
+}
+
+static IQ2XXS_CODED: Coded<256> = coded(&IQ2XXS_GRID, 8, 2);
+static IQ2XS_CODED: Coded<512> = coded(&IQ2XS_GRID, 8, 2);
+static IQ3XXS_CODED: Coded<256> = coded(&widen(&IQ3XXS_GRID), 4, 3);
+static IQ3S_CODED: Coded<512> = coded(&widen(&IQ3S_GRID), 4, 3);
+
+/// The `vpermi2b` controls that put, for the values `64p..64p + 64`, the
+/// code of their group `g`'s point (`lo` byte, then `hi` byte from the second
+/// table) at the start of the group's lanes (`n` bytes a group, 8 or 4). The
+/// point's index is byte `step * p + g` of the indices, or with `xxs` (four
+/// index bytes, then four others) `step * p + 8 * (g / 4) + g % 4`.
+const fn spread(n: usize, step: usize, xxs: bool) -> [[u8; 64]; 4] {
+    let mut c = [[0u8; 64]; 4];
+    let mut p = 0;
+    while p < 4 {
+        let mut b = 0;
+        while b < 64 {
+            let g = b / n;
+            let at = (step * p + if xxs { 8 * (g / 4) + g % 4 } else { g }) as u8;
+            c[p][b] = if b % 2 == 0 { at } else { 64 + at };
+            b += 1;
+        }
+        p += 1;
+    }
+    c
+}
+
+/// IQ2_XXS: the indices of sub-block `ib` are bytes `8ib..8ib + 4` of `qs`.
+static IQ2XXS_SPREAD: [[u8; 64]; 4] = spread(8, 16, true);
+/// IQ2_XS: one index a u16 lane, taken to bytes in order.
+static IQ2XS_SPREAD: [[u8; 64]; 4] = spread(8, 8, false);
+/// IQ3_XXS and IQ3_S: one index byte per 4 values, in order.
+static IQ3_SPREAD: [[u8; 64]; 4] = spread(4, 16, false);
+
+/// `vpmultishiftqb` controls: byte `j` of an 8-value point's lanes from
+/// bit `2j` of its code; of two 4-value points per qword, from bits `3j`
+/// and `32 + 3j`.
+const SHIFT_2BIT: i64 = i64::from_le_bytes([0, 2, 4, 6, 8, 10, 12, 14]);
+const SHIFT_3BIT: i64 = i64::from_le_bytes([0, 3, 6, 9, 32, 35, 38, 41]);
+
+/// `t[idx]` for the 64 byte indices `idx` into a 256-byte table; `top` is
+/// their bit 7.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn lookup256(t: &[u8], idx: __m512i, top: __mmask64) -> __m512i {
+    assert!(t.len() >= 256);
+    // SAFETY: t has 256 bytes; 64k + 64 <= 256.
+    let q = |k: usize| unsafe { _mm512_loadu_si512(t.as_ptr().add(64 * k).cast()) };
+    _mm512_mask_blend_epi8(
+        top,
+        _mm512_permutex2var_epi8(q(0), idx, q(1)),
+        _mm512_permutex2var_epi8(q(2), idx, q(3)),
+    )
+}
+
+/// `t[idx | bit8 << 8]` for a 512-byte table; `top` is `idx`'s bit 7.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn lookup512(t: &[u8; 512], idx: __m512i, top: __mmask64, bit8: __mmask64) -> __m512i {
+    _mm512_mask_blend_epi8(bit8, lookup256(&t[..256], idx, top), lookup256(&t[256..], idx, top))
+}
+
+/// The levels of 64 values from the codes `lo`/`hi` of their points:
+/// `spread` places each point's code, `shift` each value's bits.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn expand(lo: __m512i, hi: __m512i, spread: &[u8; 64], shift: i64, levels: &[u8; 64]) -> __m512i {
+    // SAFETY: both are 64 bytes.
+    let (spread, levels) = unsafe {
+        (
+            _mm512_loadu_si512(spread.as_ptr().cast()),
+            _mm512_loadu_si512(levels.as_ptr().cast()),
+        )
+    };
+    let codes = _mm512_permutex2var_epi8(lo, spread, hi);
+    _mm512_permutexvar_epi8(
+        _mm512_multishift_epi64_epi8(_mm512_set1_epi64(shift), codes),
+        levels,
+    )
+}
+
+/// ggml's sign bytes (`ksigns_iq2xs`) of the 7-bit indices in the low
+/// bits of each byte (bit 7 ignored).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn sign_bytes(fields: __m512i) -> [u64; 8] {
+    // SAFETY: KSIGNS_IQ2XS has 128 bytes.
+    let (k0, k1) = unsafe {
+        (
+            _mm512_loadu_si512(KSIGNS_IQ2XS.as_ptr().cast()),
+            _mm512_loadu_si512(KSIGNS_IQ2XS.as_ptr().add(64).cast()),
+        )
+    };
+    let mut out = [0u64; 8];
+    // SAFETY: out is 64 bytes.
+    unsafe {
+        _mm512_storeu_si512(
+            out.as_mut_ptr().cast(),
+            _mm512_permutex2var_epi8(k0, fields, k1),
+        )
+    };
+    out
+}
+
+/// The 16 scales (`2 * s + 1`, each twice) from one scale `s` per 32 values in 8 i16 lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-fn sign_mask7(s: __m128i) -> u64 {
-    let mut p = _mm_xor_si128(s, _mm_srli_epi16::<4>(s));
-    p = _mm_xor_si128(p, _mm_srli_epi16::<2>(p));
-    p = _mm_xor_si128(p, _mm_srli_epi16::<1>(p));
-    let bytes = _mm_or_si128(s, _mm_slli_epi16::<7>(_mm_and_si128(p, _mm_set1_epi16(1))));
-    _mm_cvtsi128_si64(_mm_packus_epi16(bytes, bytes)) as u64
+fn scales32_lanes(s: __m128i) -> __m256i {
+    let d = _mm_or_si128(_mm_slli_epi16::<1>(s), _mm_set1_epi16(1));
+    _mm256_set_m128i(_mm_unpackhi_epi16(d, d), _mm_unpacklo_epi16(d, d))
 }
 
 /// `g` with the values whose bit is set in `signs` negated.
@@ -155,61 +338,55 @@ fn negate(g: __m512i, signs: u64) -> __m512i {
     _mm512_mask_sub_epi8(g, signs, _mm512_setzero_si512(), g)
 }
 
-/// The seven-bit sign indices of the four groups of a u32 `aux`
-/// (IQ2_XXS, IQ3_XXS: bits `7l..7l + 7`) for two sub-blocks, as u16 lanes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-fn signs_of_aux(a0: u32, a1: u32) -> __m128i {
-    let a = _mm_set_epi32(a1 as i32, a0 as i32, a1 as i32, a0 as i32);
-    let lo = _mm_srlv_epi32(a, _mm_set_epi32(7, 7, 0, 0));
-    let hi = _mm_srlv_epi32(a, _mm_set_epi32(21, 21, 14, 14));
-    // lo = [a0 >> 0, a1 >> 0, a0 >> 7, a1 >> 7], hi = [a0 >> 14, a1 >> 14, a0 >> 21, a1 >> 21]
-    let m = _mm_set1_epi32(127);
-    let packed = _mm_packus_epi32(_mm_and_si128(lo, m), _mm_and_si128(hi, m));
-    // u16 lanes [a0.0, a1.0, a0.1, a1.1, a0.2, a1.2, a0.3, a1.3] -> [a0.0..a0.3, a1.0..a1.3]
-    _mm_shuffle_epi8(
-        packed,
-        _mm_set_epi8(15, 14, 11, 10, 7, 6, 3, 2, 13, 12, 9, 8, 5, 4, 1, 0),
-    )
-}
-
 impl Unpack for BlockIq2Xxs {
     #[inline(always)]
     unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
-        let q = |i: usize| self.qs[2 * i] as u32 | (self.qs[2 * i + 1] as u32) << 16;
-        let mut s = [0u8; 8];
-        for p in 0..4 {
-            let (i0, a0, i1, a1) = (q(4 * p), q(4 * p + 1), q(4 * p + 2), q(4 * p + 3));
-            // SAFETY: the features are the caller's; every index is a byte (< 256 entries).
-            unsafe {
-                let idx = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, i1 as i32, i0 as i32));
-                let g = _mm512_i32gather_epi64::<8>(idx, IQ2XXS_GRID.as_ptr().cast());
-                w[p] = negate(g, sign_mask7(signs_of_aux(a0, a1)));
+        // SAFETY: qs is 64 bytes; the features are the caller's.
+        unsafe {
+            // Qword ib: sub-block ib's four index bytes, then its aux (bits 32..64).
+            let v = _mm512_loadu_si512(self.qs.as_ptr().cast());
+            let t = &IQ2XXS_CODED;
+            let top = _mm512_movepi8_mask(v);
+            let (lo, hi) = (lookup256(&t.lo, v, top), lookup256(&t.hi, v, top));
+            // Byte l of qword ib: aux >> 7l; then bytes 4ib + l in order.
+            let fields = _mm512_multishift_epi64_epi8(
+                _mm512_set1_epi64(i64::from_le_bytes([32, 39, 46, 53, 0, 0, 0, 0])),
+                v,
+            );
+            let order: [u8; 64] = std::array::from_fn(|b| (8 * (b / 4) + b % 4) as u8);
+            let fields =
+                _mm512_permutexvar_epi8(_mm512_loadu_si512(order.as_ptr().cast()), fields);
+            let signs = sign_bytes(fields);
+            for p in 0..4 {
+                let g = expand(lo, hi, &IQ2XXS_SPREAD[p], SHIFT_2BIT, &t.levels);
+                w[p] = negate(g, signs[p]);
             }
-            (s[2 * p], s[2 * p + 1]) = ((a0 >> 28) as u8, (a1 >> 28) as u8);
+            let s = _mm512_cvtepi64_epi16(_mm512_srli_epi64::<60>(v));
+            (self.d.to_f32() * 0.125, scales32_lanes(s))
         }
-        // SAFETY: the features are the caller's.
-        (self.d.to_f32() * 0.125, unsafe { scales32(s) })
     }
 }
 
 impl Unpack for BlockIq2Xs {
     #[inline(always)]
     unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
-        for p in 0..4 {
-            // SAFETY: qs has 32 u16; 8p + 8 <= 32; the features are the caller's;
-            // every index is 9 bits (< 512 entries).
-            unsafe {
-                let q = _mm_loadu_si128(self.qs.as_ptr().add(8 * p).cast());
-                let idx = _mm256_cvtepu16_epi32(_mm_and_si128(q, _mm_set1_epi16(511)));
-                let g = _mm512_i32gather_epi64::<8>(idx, IQ2XS_GRID.as_ptr().cast());
-                w[p] = negate(g, sign_mask7(_mm_srli_epi16::<9>(q)));
+        // SAFETY: qs is 32 u16 = 64 bytes; the features are the caller's.
+        unsafe {
+            // u16 lane i: index (9 bits), then its 7-bit sign index.
+            let q = _mm512_loadu_si512(self.qs.as_ptr().cast());
+            let idx = _mm512_castsi256_si512(_mm512_cvtepi16_epi8(q));
+            let top = _mm512_movepi8_mask(idx);
+            let bit8 = _mm512_test_epi16_mask(q, _mm512_set1_epi16(0x100)) as u64;
+            let t = &IQ2XS_CODED;
+            let (lo, hi) = (lookup512(&t.lo, idx, top, bit8), lookup512(&t.hi, idx, top, bit8));
+            let fields = _mm512_castsi256_si512(_mm512_cvtepi16_epi8(_mm512_srli_epi16::<9>(q)));
+            let signs = sign_bytes(fields);
+            for p in 0..4 {
+                let g = expand(lo, hi, &IQ2XS_SPREAD[p], SHIFT_2BIT, &t.levels);
+                w[p] = negate(g, signs[p]);
             }
+            (self.d.to_f32() * 0.125, nibble_scales(&self.scales))
         }
-        // SAFETY: the features are the caller's.
-        (self.d.to_f32() * 0.125, unsafe {
-            nibble_scales(&self.scales)
-        })
     }
 }
 
@@ -243,22 +420,26 @@ impl Unpack for BlockIq2S {
 impl Unpack for BlockIq3Xxs {
     #[inline(always)]
     unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
-        let aux = |i: usize| u32::from_le_bytes(self.qs[64 + 4 * i..][..4].try_into().unwrap());
-        let mut s = [0u8; 8];
-        for p in 0..4 {
-            let (a0, a1) = (aux(2 * p), aux(2 * p + 1));
-            // SAFETY: qs has 96 bytes; 16p + 16 <= 64; the features are the
-            // caller's; every index is a byte (< 256 entries).
-            unsafe {
-                let idx =
-                    _mm512_cvtepu8_epi32(_mm_loadu_si128(self.qs.as_ptr().add(16 * p).cast()));
-                let g = _mm512_i32gather_epi32::<4>(idx, IQ3XXS_GRID.as_ptr().cast());
-                w[p] = negate(g, sign_mask7(signs_of_aux(a0, a1)));
+        // SAFETY: qs is 96 bytes: 64 indices, then 8 u32 aux; the features are the caller's.
+        unsafe {
+            let v = _mm512_loadu_si512(self.qs.as_ptr().cast());
+            let aux = _mm256_loadu_si256(self.qs.as_ptr().add(64).cast());
+            let t = &IQ3XXS_CODED;
+            let top = _mm512_movepi8_mask(v);
+            let (lo, hi) = (lookup256(&t.lo, v, top), lookup256(&t.hi, v, top));
+            // Byte 4ib + l: aux[ib] >> 7l (two aux a qword), in order.
+            let fields = _mm512_multishift_epi64_epi8(
+                _mm512_set1_epi64(i64::from_le_bytes([0, 7, 14, 21, 32, 39, 46, 53])),
+                _mm512_castsi256_si512(aux),
+            );
+            let signs = sign_bytes(fields);
+            for p in 0..4 {
+                let g = expand(lo, hi, &IQ3_SPREAD[p], SHIFT_3BIT, &t.levels);
+                w[p] = negate(g, signs[p]);
             }
-            (s[2 * p], s[2 * p + 1]) = ((a0 >> 28) as u8, (a1 >> 28) as u8);
+            let s = _mm256_cvtepi32_epi16(_mm256_srli_epi32::<28>(aux));
+            (self.d.to_f32() * 0.25, scales32_lanes(s))
         }
-        // SAFETY: the features are the caller's.
-        (self.d.to_f32() * 0.25, unsafe { scales32(s) })
     }
 }
 
@@ -266,21 +447,16 @@ impl Unpack for BlockIq3S {
     #[inline(always)]
     unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
         let signs = |p: usize| u64::from_le_bytes(self.signs[8 * p..][..8].try_into().unwrap());
-        for p in 0..4 {
-            let h = self.qh[2 * p] as i32 | (self.qh[2 * p + 1] as i32) << 8;
-            // SAFETY: qs has 64 bytes; 16p + 16 <= 64; the features are the
-            // caller's; every index is 9 bits (< 512 entries).
-            unsafe {
-                let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(self.qs.as_ptr().add(16 * p).cast()));
-                let hb = _mm512_srlv_epi32(
-                    _mm512_set1_epi32(h),
-                    _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                );
-                let idx = _mm512_or_si512(
-                    lo,
-                    _mm512_slli_epi32::<8>(_mm512_and_si512(hb, _mm512_set1_epi32(1))),
-                );
-                let g = _mm512_i32gather_epi32::<4>(idx, IQ3S_GRID.as_ptr().cast());
+        // SAFETY: qs is 64 bytes; the features are the caller's.
+        unsafe {
+            let v = _mm512_loadu_si512(self.qs.as_ptr().cast());
+            let top = _mm512_movepi8_mask(v);
+            // Bit i of qh is bit 8 of index i.
+            let bit8 = u64::from_le_bytes(self.qh);
+            let t = &IQ3S_CODED;
+            let (lo, hi) = (lookup512(&t.lo, v, top, bit8), lookup512(&t.hi, v, top, bit8));
+            for p in 0..4 {
+                let g = expand(lo, hi, &IQ3_SPREAD[p], SHIFT_3BIT, &t.levels);
                 w[p] = negate(g, signs(p));
             }
         }
@@ -291,7 +467,7 @@ impl Unpack for BlockIq3S {
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn cols<B: Unpack, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: &mut [f32]) {
     let mut acc = [_mm512_setzero_ps(); C];
     for (i, blk) in row.iter().enumerate() {
