@@ -69,19 +69,22 @@ struct Codes([i8; QK_K]);
 
 /// A grid format's block straight into four vectors of 64 codes.
 trait Unpack: GridBlock {
-    /// Writes the codes into `w`; returns the factor and the 16 scales (as
-    /// [`GridBlock::int_form`]).
+    /// Writes the codes' magnitudes into `w` and their signs into `neg`
+    /// (bit `j` of `neg[p]` set: value `64p + j` is negative); returns the
+    /// factor and the 16 scales (as [`GridBlock::int_form`]).
     ///
     /// # Safety
     /// The CPU must have the kernels' features.
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
         let mut codes = Codes([0; QK_K]);
         let mut scales = [0i16; 16];
         let factor = self.int_form(&mut codes.0, &mut scales);
         for (p, w) in w.iter_mut().enumerate() {
             // SAFETY: codes is 256 bytes, 64-aligned; 64p + 64 <= 256; the features are the caller's.
-            *w = unsafe { _mm512_load_si512(codes.0.as_ptr().add(64 * p).cast()) };
+            let x = unsafe { _mm512_load_si512(codes.0.as_ptr().add(64 * p).cast()) };
+            // SAFETY: the features are the caller's.
+            (*w, neg[p]) = unsafe { (_mm512_abs_epi8(x), _mm512_movepi8_mask(x)) };
         }
         // SAFETY: scales is 16 i16 = 32 bytes; the features are the caller's.
         (factor, unsafe {
@@ -93,7 +96,7 @@ impl Unpack for BlockTq1_0 {}
 
 impl Unpack for BlockTq2_0 {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
         // SAFETY (the block): the features are the caller's; qs has 64 bytes.
         unsafe {
             let three = _mm256_set1_epi8(3);
@@ -108,7 +111,8 @@ impl Unpack for BlockTq2_0 {
                 ];
                 for j in 0..2 {
                     let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(l[2 * j]), l[2 * j + 1]);
-                    w[2 * h + j] = _mm512_sub_epi8(v, _mm512_set1_epi8(1));
+                    let x = _mm512_sub_epi8(v, _mm512_set1_epi8(1));
+                    (w[2 * h + j], neg[2 * h + j]) = (_mm512_abs_epi8(x), _mm512_movepi8_mask(x));
                 }
             }
             (self.d.to_f32(), _mm256_set1_epi16(1))
@@ -256,6 +260,9 @@ static IQ3_SPREAD: [[u8; 64]; 4] = spread(4, 16, false);
 /// `vpmultishiftqb` controls: byte `j` of an 8-value point's lanes from
 /// bit `2j` of its code; of two 4-value points per qword, from bits `3j`
 /// and `32 + 3j`.
+/// One vpdpwssd scales a lane's dot of four values: |dot| <= 4 * MAX_CODE * 127 < 2^15.
+const _: () = assert!(4 * 62 * 127 < 1 << 15);
+
 const SHIFT_2BIT: i64 = i64::from_le_bytes([0, 2, 4, 6, 8, 10, 12, 14]);
 const SHIFT_3BIT: i64 = i64::from_le_bytes([0, 3, 6, 9, 32, 35, 38, 41]);
 
@@ -278,7 +285,11 @@ fn lookup256(t: &[u8], idx: __m512i, top: __mmask64) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 fn lookup512(t: &[u8; 512], idx: __m512i, top: __mmask64, bit8: __mmask64) -> __m512i {
-    _mm512_mask_blend_epi8(bit8, lookup256(&t[..256], idx, top), lookup256(&t[256..], idx, top))
+    _mm512_mask_blend_epi8(
+        bit8,
+        lookup256(&t[..256], idx, top),
+        lookup256(&t[256..], idx, top),
+    )
 }
 
 /// The levels of 64 values from the codes `lo`/`hi` of their points:
@@ -340,7 +351,7 @@ fn negate(g: __m512i, signs: u64) -> __m512i {
 
 impl Unpack for BlockIq2Xxs {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
         // SAFETY: qs is 64 bytes; the features are the caller's.
         unsafe {
             // Qword ib: sub-block ib's four index bytes, then its aux (bits 32..64).
@@ -354,12 +365,11 @@ impl Unpack for BlockIq2Xxs {
                 v,
             );
             let order: [u8; 64] = std::array::from_fn(|b| (8 * (b / 4) + b % 4) as u8);
-            let fields =
-                _mm512_permutexvar_epi8(_mm512_loadu_si512(order.as_ptr().cast()), fields);
+            let fields = _mm512_permutexvar_epi8(_mm512_loadu_si512(order.as_ptr().cast()), fields);
             let signs = sign_bytes(fields);
             for p in 0..4 {
                 let g = expand(lo, hi, &IQ2XXS_SPREAD[p], SHIFT_2BIT, &t.levels);
-                w[p] = negate(g, signs[p]);
+                (w[p], neg[p]) = (g, signs[p]);
             }
             let s = _mm512_cvtepi64_epi16(_mm512_srli_epi64::<60>(v));
             (self.d.to_f32() * 0.125, scales32_lanes(s))
@@ -369,7 +379,7 @@ impl Unpack for BlockIq2Xxs {
 
 impl Unpack for BlockIq2Xs {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
         // SAFETY: qs is 32 u16 = 64 bytes; the features are the caller's.
         unsafe {
             // u16 lane i: index (9 bits), then its 7-bit sign index.
@@ -378,12 +388,15 @@ impl Unpack for BlockIq2Xs {
             let top = _mm512_movepi8_mask(idx);
             let bit8 = _mm512_test_epi16_mask(q, _mm512_set1_epi16(0x100)) as u64;
             let t = &IQ2XS_CODED;
-            let (lo, hi) = (lookup512(&t.lo, idx, top, bit8), lookup512(&t.hi, idx, top, bit8));
+            let (lo, hi) = (
+                lookup512(&t.lo, idx, top, bit8),
+                lookup512(&t.hi, idx, top, bit8),
+            );
             let fields = _mm512_castsi256_si512(_mm512_cvtepi16_epi8(_mm512_srli_epi16::<9>(q)));
             let signs = sign_bytes(fields);
             for p in 0..4 {
                 let g = expand(lo, hi, &IQ2XS_SPREAD[p], SHIFT_2BIT, &t.levels);
-                w[p] = negate(g, signs[p]);
+                (w[p], neg[p]) = (g, signs[p]);
             }
             (self.d.to_f32() * 0.125, nibble_scales(&self.scales))
         }
@@ -392,7 +405,7 @@ impl Unpack for BlockIq2Xs {
 
 impl Unpack for BlockIq2S {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
         let signs = |p: usize| u64::from_le_bytes(self.qs[32 + 8 * p..][..8].try_into().unwrap());
         for p in 0..4 {
             let (h0, h1) = (self.qh[2 * p] as i32, self.qh[2 * p + 1] as i32);
@@ -407,7 +420,7 @@ impl Unpack for BlockIq2S {
                     _mm256_slli_epi32::<8>(_mm256_and_si256(h, _mm256_set1_epi32(3))),
                 );
                 let g = _mm512_i32gather_epi64::<8>(idx, IQ2S_GRID.as_ptr().cast());
-                w[p] = negate(g, signs(p));
+                (w[p], neg[p]) = (g, signs(p));
             }
         }
         // SAFETY: the features are the caller's.
@@ -419,7 +432,7 @@ impl Unpack for BlockIq2S {
 
 impl Unpack for BlockIq3Xxs {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
         // SAFETY: qs is 96 bytes: 64 indices, then 8 u32 aux; the features are the caller's.
         unsafe {
             let v = _mm512_loadu_si512(self.qs.as_ptr().cast());
@@ -435,7 +448,7 @@ impl Unpack for BlockIq3Xxs {
             let signs = sign_bytes(fields);
             for p in 0..4 {
                 let g = expand(lo, hi, &IQ3_SPREAD[p], SHIFT_3BIT, &t.levels);
-                w[p] = negate(g, signs[p]);
+                (w[p], neg[p]) = (g, signs[p]);
             }
             let s = _mm256_cvtepi32_epi16(_mm256_srli_epi32::<28>(aux));
             (self.d.to_f32() * 0.25, scales32_lanes(s))
@@ -445,7 +458,7 @@ impl Unpack for BlockIq3Xxs {
 
 impl Unpack for BlockIq3S {
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4]) -> (f32, __m256i) {
+    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
         let signs = |p: usize| u64::from_le_bytes(self.signs[8 * p..][..8].try_into().unwrap());
         // SAFETY: qs is 64 bytes; the features are the caller's.
         unsafe {
@@ -454,10 +467,13 @@ impl Unpack for BlockIq3S {
             // Bit i of qh is bit 8 of index i.
             let bit8 = u64::from_le_bytes(self.qh);
             let t = &IQ3S_CODED;
-            let (lo, hi) = (lookup512(&t.lo, v, top, bit8), lookup512(&t.hi, v, top, bit8));
+            let (lo, hi) = (
+                lookup512(&t.lo, v, top, bit8),
+                lookup512(&t.hi, v, top, bit8),
+            );
             for p in 0..4 {
                 let g = expand(lo, hi, &IQ3_SPREAD[p], SHIFT_3BIT, &t.levels);
-                w[p] = negate(g, signs(p));
+                (w[p], neg[p]) = (g, signs(p));
             }
         }
         let s: [u8; 8] = std::array::from_fn(|ib| (self.scales[ib / 2] >> (4 * (ib % 2))) & 0x0F);
@@ -477,13 +493,12 @@ unsafe fn cols<B: Unpack, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: 
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =
             std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
-        let mut w = [_mm512_setzero_si512(); 4];
+        let (mut w, mut neg) = ([_mm512_setzero_si512(); 4], [0u64; 4]);
         // SAFETY: the kernel's features are enabled.
-        let (factor, s16) = unsafe { blk.unpack(&mut w) };
+        let (factor, s16) = unsafe { blk.unpack(&mut w, &mut neg) };
         let s32 = _mm512_cvtepi16_epi32(s16);
         let mut sc = [_mm512_setzero_si512(); 4];
         for p in 0..4 {
-            w[p] = _mm512_xor_si512(w[p], _mm512_set1_epi8(-128));
             // Lane l (values 64p + 4l ..) takes the scale of 16-value group 4p + l/4.
             let idx = _mm512_add_epi32(
                 _mm512_set1_epi32(4 * p as i32),
@@ -492,6 +507,25 @@ unsafe fn cols<B: Unpack, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: 
                 )),
             );
             sc[p] = _mm512_permutexvar_epi32(idx, s32);
+        }
+        if C == 1 {
+            // The signs on the activations, the magnitudes as the unsigned
+            // operand: a lane's dot is below 2^15 in magnitude, so one
+            // vpdpwssd multiplies it by its scale (the scale's high word is 0).
+            let mut isum = _mm512_setzero_si512();
+            for p in 0..4 {
+                // SAFETY: a[0].qs has 256 bytes; 64p + 64 <= 256.
+                let y = unsafe { _mm512_loadu_si512(a[0].qs.as_ptr().add(64 * p).cast()) };
+                let y = negate(y, neg[p]);
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], y);
+                isum = _mm512_dpwssd_epi32(isum, dot, sc[p]);
+            }
+            let dd = factor * a[0].d;
+            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc[0]);
+            continue;
+        }
+        for p in 0..4 {
+            w[p] = _mm512_xor_si512(negate(w[p], neg[p]), _mm512_set1_epi8(-128));
         }
         for c in 0..C {
             let mut isum = _mm512_setzero_si512();
