@@ -359,17 +359,15 @@ impl Unpack for BlockIq2Xxs {
             let t = &IQ2XXS_CODED;
             let top = _mm512_movepi8_mask(v);
             let (lo, hi) = (lookup256(&t.lo, v, top), lookup256(&t.hi, v, top));
-            // Byte l of qword ib: aux >> 7l; then bytes 4ib + l in order.
+            // Byte l of qword ib: aux >> 7l; sub-blocks 2p and 2p + 1 make the mask of p.
             let fields = _mm512_multishift_epi64_epi8(
                 _mm512_set1_epi64(i64::from_le_bytes([32, 39, 46, 53, 0, 0, 0, 0])),
                 v,
             );
-            let order: [u8; 64] = std::array::from_fn(|b| (8 * (b / 4) + b % 4) as u8);
-            let fields = _mm512_permutexvar_epi8(_mm512_loadu_si512(order.as_ptr().cast()), fields);
             let signs = sign_bytes(fields);
             for p in 0..4 {
                 let g = expand(lo, hi, &IQ2XXS_SPREAD[p], SHIFT_2BIT, &t.levels);
-                (w[p], neg[p]) = (g, signs[p]);
+                (w[p], neg[p]) = (g, signs[2 * p] as u32 as u64 | signs[2 * p + 1] << 32);
             }
             let s = _mm512_cvtepi64_epi16(_mm512_srli_epi64::<60>(v));
             (self.d.to_f32() * 0.125, scales32_lanes(s))
