@@ -69,6 +69,23 @@ struct Codes([i8; QK_K]);
 
 /// A grid format's block straight into four vectors of 64 codes.
 trait Unpack: GridBlock {
+    /// The unpacked magnitudes are `|code| + BIAS` (TQ2_0: the 2-bit field
+    /// itself, `code + 1`, with no signs).
+    const BIAS: i8 = 0;
+    /// Every scale is 1 (the ternary formats): the values may come in any
+    /// order that [`Unpack::y`] follows, and need no scale multiply.
+    const ONE_SCALE: bool = false;
+
+    /// The activations of `w[p]`'s 64 values, in their order.
+    ///
+    /// # Safety
+    /// The CPU must have the kernels' features.
+    #[inline(always)]
+    unsafe fn y(a: &BlockQ8K, p: usize) -> __m512i {
+        // SAFETY: qs has 256 bytes; 64p + 64 <= 256.
+        unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * p).cast()) }
+    }
+
     /// Writes the codes' magnitudes into `w` and their signs into `neg`
     /// (bit `j` of `neg[p]` set: value `64p + j` is negative); returns the
     /// factor and the 16 scales (as [`GridBlock::int_form`]).
@@ -95,26 +112,32 @@ trait Unpack: GridBlock {
 impl Unpack for BlockTq1_0 {}
 
 impl Unpack for BlockTq2_0 {
+    const BIAS: i8 = 1;
+    const ONE_SCALE: bool = true;
+
+    #[inline(always)]
+    unsafe fn y(a: &BlockQ8K, p: usize) -> __m512i {
+        // SAFETY: qs has 256 bytes; 128 + 32p + 32 <= 256.
+        unsafe {
+            let lo = _mm256_loadu_si256(a.qs.as_ptr().add(32 * p).cast());
+            let hi = _mm256_loadu_si256(a.qs.as_ptr().add(128 + 32 * p).cast());
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+        }
+    }
+
     #[inline(always)]
     unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
         // SAFETY (the block): the features are the caller's; qs has 64 bytes.
         unsafe {
-            let three = _mm256_set1_epi8(3);
-            for h in 0..2 {
-                let x = _mm256_loadu_si256(self.qs.as_ptr().add(32 * h).cast());
-                // Values 128h + 32l + m: bits 2l of byte m.
-                let l = [
-                    _mm256_and_si256(x, three),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(x), three),
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(x), three),
-                    _mm256_and_si256(_mm256_srli_epi16::<6>(x), three),
-                ];
-                for j in 0..2 {
-                    let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(l[2 * j]), l[2 * j + 1]);
-                    let x = _mm512_sub_epi8(v, _mm512_set1_epi8(1));
-                    (w[2 * h + j], neg[2 * h + j]) = (_mm512_abs_epi8(x), _mm512_movepi8_mask(x));
-                }
-            }
+            // Values 128h + 32l + m: bits 2l of byte 32h + m; w[l] holds
+            // values 32l.. (h = 0), then 128 + 32l.. (h = 1), as `y` loads them.
+            let x = _mm512_loadu_si512(self.qs.as_ptr().cast());
+            let three = _mm512_set1_epi8(3);
+            w[0] = _mm512_and_si512(x, three);
+            w[1] = _mm512_and_si512(_mm512_srli_epi16::<2>(x), three);
+            w[2] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), three);
+            w[3] = _mm512_and_si512(_mm512_srli_epi16::<6>(x), three);
+            *neg = [0; 4];
             (self.d.to_f32(), _mm256_set1_epi16(1))
         }
     }
@@ -512,26 +535,44 @@ unsafe fn cols<B: Unpack, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: 
             // vpdpwssd multiplies it by its scale (the scale's high word is 0).
             let mut isum = _mm512_setzero_si512();
             for p in 0..4 {
-                // SAFETY: a[0].qs has 256 bytes; 64p + 64 <= 256.
-                let y = unsafe { _mm512_loadu_si512(a[0].qs.as_ptr().add(64 * p).cast()) };
-                let y = negate(y, neg[p]);
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], y);
-                isum = _mm512_dpwssd_epi32(isum, dot, sc[p]);
+                // SAFETY: the kernel's features are enabled.
+                let y = negate(unsafe { B::y(a[0], p) }, neg[p]);
+                if B::ONE_SCALE {
+                    isum = _mm512_dpbusd_epi32(isum, w[p], y);
+                } else {
+                    let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], y);
+                    isum = _mm512_dpwssd_epi32(isum, dot, sc[p]);
+                }
+            }
+            if B::BIAS != 0 {
+                // SAFETY: bsums is 16 i16 = 32 bytes.
+                let bsums = unsafe { _mm256_loadu_si256(a[0].bsums.as_ptr().cast()) };
+                let bias = _mm256_mullo_epi32(
+                    _mm256_madd_epi16(bsums, s16),
+                    _mm256_set1_epi32(B::BIAS as i32),
+                );
+                isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(bias));
             }
             let dd = factor * a[0].d;
             acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(isum), acc[0]);
             continue;
         }
         for p in 0..4 {
-            w[p] = _mm512_xor_si512(negate(w[p], neg[p]), _mm512_set1_epi8(-128));
+            // The signed codes (`w - BIAS` where there is a bias, and then no signs) + 128.
+            let v = _mm512_sub_epi8(negate(w[p], neg[p]), _mm512_set1_epi8(B::BIAS));
+            w[p] = _mm512_xor_si512(v, _mm512_set1_epi8(-128));
         }
         for c in 0..C {
             let mut isum = _mm512_setzero_si512();
             for p in 0..4 {
-                // SAFETY: a[c].qs has 256 bytes; 64p + 64 <= 256.
-                let y = unsafe { _mm512_loadu_si512(a[c].qs.as_ptr().add(64 * p).cast()) };
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], y);
-                isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot, sc[p]));
+                // SAFETY: the kernel's features are enabled.
+                let y = unsafe { B::y(a[c], p) };
+                if B::ONE_SCALE {
+                    isum = _mm512_dpbusd_epi32(isum, w[p], y);
+                } else {
+                    let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[p], y);
+                    isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dot, sc[p]));
+                }
             }
             // SAFETY: bsums is 16 i16 = 32 bytes.
             let bsums = unsafe { _mm256_loadu_si256(a[c].bsums.as_ptr().cast()) };
