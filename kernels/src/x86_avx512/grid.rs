@@ -1,8 +1,8 @@
 //! The grid formats (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, TQ1_0, TQ2_0)
 //! x Q8_K with AVX-512 VNNI, dequantize-and-dot: one weight row against up
-//! to [`COLS`] activation columns. Each block is put in its integer form
-//! once ([`GridBlock::int_form`]: codes, a small integer scale per 16
-//! values, one float factor) and reused for every column.
+//! to [`COLS`] activation columns. Each block is unpacked once (magnitudes,
+//! a sign mask, a small integer scale per 16 values and one float factor,
+//! as [`GridBlock::int_form`] defines them) and reused for every column.
 //!
 //! The codes come straight into vectors, 64 at a time. IQ2_XXS, IQ2_XS,
 //! IQ3_XXS and IQ3_S take their grid points by byte-table lookups
@@ -19,12 +19,22 @@
 //! Signs are a 64-bit mask per 64 values (`vpsubb` under it from zero); the
 //! 7-bit sign indices of IQ2_XXS, IQ2_XS and IQ3_XXS are completed to ggml's
 //! sign bytes (`ksigns_iq2xs[i]`, `i | parity(i) << 7`) by one `vpermi2b`
-//! into that 128-byte table. The ternary formats unpack through the scalar
-//! integer form.
+//! into that 128-byte table.
 //!
-//! Per 64 values: the codes `+ 128` (`^ 0x80`) as the unsigned operand of
-//! `vpdpbusd` against the signed activations, `vpmulld` by the scales of
-//! their 16-value groups; the excess `128 * sum(scale * sum16(y))` comes off
+//! The ternary formats hand over their fields as they are (`code + 1`,
+//! 0..2, no signs) and subtract the activations' sum once per block: TQ2_0
+//! by four shifts of one load, its activations loaded in the fields' order
+//! ([`Unpack::y`]; every scale is 1, so any order will do); TQ1_0 by two
+//! byte-table lookups of its base-3 bytes (digits 0..3 as 2-bit fields,
+//! and digit 4), then shifts and one `vpermi2b` per 64 values into
+//! ggml's value order.
+//!
+//! One column (decode): the signs on the activations (`vpsubb` under the
+//! mask), the magnitudes as `vpdpbusd`'s unsigned operand, each lane's dot
+//! times its scale by one `vpdpwssd` (a lane's dot is below 2^15). Several
+//! columns: per 64 values, the signed codes `+ 128` (`^ 0x80`) as the
+//! unsigned operand of `vpdpbusd`, `vpmulld` by the scales of their 16-value
+//! groups; the excess `128 * sum(scale * sum16(y))` comes off
 //! once per block from the activations' 16-value sums. Exact integer sums,
 //! one float scaling per block and column.
 
@@ -33,7 +43,7 @@ use crate::formats::grids::{
 };
 use crate::formats::{
     BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K, BlockTq1_0, BlockTq2_0,
-    GridBlock, QK_K,
+    GridBlock,
 };
 use std::arch::x86_64::*;
 
@@ -64,9 +74,6 @@ grid_kernels!(
     gemv_tq2_0_q8_k_1x8: BlockTq2_0,
 );
 
-#[repr(C, align(64))]
-struct Codes([i8; QK_K]);
-
 /// A grid format's block straight into four vectors of 64 codes.
 trait Unpack: GridBlock {
     /// The unpacked magnitudes are `|code| + BIAS` (TQ2_0: the 2-bit field
@@ -92,24 +99,102 @@ trait Unpack: GridBlock {
     ///
     /// # Safety
     /// The CPU must have the kernels' features.
-    #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
-        let mut codes = Codes([0; QK_K]);
-        let mut scales = [0i16; 16];
-        let factor = self.int_form(&mut codes.0, &mut scales);
-        for (p, w) in w.iter_mut().enumerate() {
-            // SAFETY: codes is 256 bytes, 64-aligned; 64p + 64 <= 256; the features are the caller's.
-            let x = unsafe { _mm512_load_si512(codes.0.as_ptr().add(64 * p).cast()) };
-            // SAFETY: the features are the caller's.
-            (*w, neg[p]) = unsafe { (_mm512_abs_epi8(x), _mm512_movepi8_mask(x)) };
+    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i);
+}
+
+/// The base-3 digits of a TQ1_0 byte as ggml reads them (digit `n` of `q`
+/// is `((q * 3^n mod 256) * 3) >> 8`): digits 0..4 two bits each, or digit 4.
+const fn tq1_digits(four: bool) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut q = 0;
+    while q < 256 {
+        let (mut n, mut pow) = (0, 1u8);
+        while n < 5 {
+            let digit = ((q as u8).wrapping_mul(pow) as u16 * 3 >> 8) as u8;
+            if four && n < 4 {
+                t[q] |= digit << (2 * n);
+            } else if !four && n == 4 {
+                t[q] = digit;
+            }
+            (n, pow) = (n + 1, pow.wrapping_mul(3));
         }
-        // SAFETY: scales is 16 i16 = 32 bytes; the features are the caller's.
-        (factor, unsafe {
-            _mm256_loadu_si256(scales.as_ptr().cast())
-        })
+        q += 1;
+    }
+    t
+}
+static TQ1_FOUR: [u8; 256] = tq1_digits(true);
+static TQ1_FIFTH: [u8; 256] = tq1_digits(false);
+
+/// TQ1_0's byte placement and shifts for the values `128..256` (vectors 2
+/// and 3) from the four-digit codes (`vpermi2b` index < 64) and the fifth
+/// digits (index 64..128): value `128 + i` is digit 4 of `qs[i]` (i < 32),
+/// digit `n` of `qs[32 + m]` (`160 + 16n + m`), digit `n` of `qh[j]`
+/// (`240 + 4n + j`). Returns the byte index and the digit's shift.
+const fn tq1_place(v: usize) -> (u8, u16) {
+    match v {
+        128..160 => (64 + (v - 128) as u8, 0),
+        224..240 => (64 + (32 + v - 224) as u8, 0),
+        160..224 => ((32 + (v - 160) % 16) as u8, 2 * ((v - 160) / 16) as u16),
+        _ => ((48 + (v - 240) % 4) as u8, 2 * ((v - 240) / 4) as u16),
     }
 }
-impl Unpack for BlockTq1_0 {}
+/// The [`tq1_place`] index bytes and word shifts of vector `2 + h`.
+const fn tq1_tables(h: usize) -> ([u8; 64], [u16; 32]) {
+    let (mut idx, mut sh) = ([0u8; 64], [0u16; 32]);
+    let mut l = 0;
+    while l < 64 {
+        let (i, s) = tq1_place(128 + 64 * h + l);
+        idx[l] = i;
+        // The digits from the fifth-digit table need no shift (bytes of one word share one).
+        sh[l / 2] = if i >= 64 { 0 } else { s };
+        l += 1;
+    }
+    (idx, sh)
+}
+static TQ1_HIGH: [([u8; 64], [u16; 32]); 2] = [tq1_tables(0), tq1_tables(1)];
+/// The word shifts of vectors 0 and 1 (digits 0, 1 and 2, 3 of `qs[0..32]`).
+static TQ1_LOW: [[u16; 32]; 2] = {
+    let mut t = [[0u16; 32]; 2];
+    let mut k = 0;
+    while k < 32 {
+        t[0][k] = if k < 16 { 0 } else { 2 };
+        t[1][k] = if k < 16 { 4 } else { 6 };
+        k += 1;
+    }
+    t
+};
+
+impl Unpack for BlockTq1_0 {
+    const BIAS: i8 = 1;
+    const ONE_SCALE: bool = true;
+
+    #[inline(always)]
+    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
+        // SAFETY: qs and qh are 52 contiguous bytes (masked-off bytes are not
+        // read); every table is 64 bytes; the features are the caller's.
+        unsafe {
+            let x = _mm512_maskz_loadu_epi8((1 << 52) - 1, self.qs.as_ptr().cast());
+            let top = _mm512_movepi8_mask(x);
+            // Byte i: digits 0..4 of byte i (2 bits each), and its digit 4.
+            let four = lookup256(&TQ1_FOUR, x, top);
+            let fifth = lookup256(&TQ1_FIFTH, x, top);
+            let three = _mm512_set1_epi8(3);
+            let load = |t: &[u16; 32]| _mm512_loadu_si512(t.as_ptr().cast());
+            // Values 0..128: digits 0..4 of qs[0..32], 32 at a time.
+            let dup = _mm512_shuffle_i64x2::<0b01_00_01_00>(four, four);
+            w[0] = _mm512_and_si512(_mm512_srlv_epi16(dup, load(&TQ1_LOW[0])), three);
+            w[1] = _mm512_and_si512(_mm512_srlv_epi16(dup, load(&TQ1_LOW[1])), three);
+            for h in 0..2 {
+                let (idx, sh) = &TQ1_HIGH[h];
+                let placed =
+                    _mm512_permutex2var_epi8(four, _mm512_loadu_si512(idx.as_ptr().cast()), fifth);
+                w[2 + h] = _mm512_and_si512(_mm512_srlv_epi16(placed, load(sh)), three);
+            }
+            *neg = [0; 4];
+            (self.d.to_f32(), _mm256_set1_epi16(1))
+        }
+    }
+}
 
 impl Unpack for BlockTq2_0 {
     const BIAS: i8 = 1;
