@@ -4,17 +4,18 @@
 //! a sign mask, a small integer scale per 16 values and one float factor,
 //! as [`GridBlock::int_form`] defines them) and reused for every column.
 //!
-//! The codes come straight into vectors, 64 at a time. IQ2_XXS, IQ2_XS,
-//! IQ3_XXS and IQ3_S take their grid points by byte-table lookups
+//! The codes come straight into vectors, 64 at a time. The i-quants take
+//! their grid points by byte-table lookups
 //! (`vpermi2b`, VBMI) instead of gathers: every grid point is stored as
 //! its values' level codes (2 bits each for the three levels of the IQ2
 //! grids, 3 bits for the eight of the IQ3 grids) in two byte tables
 //! ([`Coded`], derived at compile time from the vendored grids). A block's
 //! indices look up both tables at once (64 per lookup, 256-entry tables as
-//! two `vpermi2b` and a blend on the index's top bit); per 64 values, one
+//! two `vpermi2b` and a blend on the index's top bit, 512 and 1024 entries
+//! by blends of those on bits 8 and 9); per 64 values, one
 //! `vpermi2b` puts each point's code in its lanes, `vpmultishiftqb` moves
 //! each value's code to the bottom of its byte and `vpermb` maps the code to
-//! its level. IQ2_S (1024 points) takes them by one gather per 64 values.
+//! its level.
 //!
 //! Signs are a 64-bit mask per 64 values (`vpsubb` under it from zero); the
 //! 7-bit sign indices of IQ2_XXS, IQ2_XS and IQ3_XXS are completed to ggml's
@@ -334,6 +335,7 @@ const fn widen<const E: usize>(g: &[u32; E]) -> [u64; E] {
 
 static IQ2XXS_CODED: Coded<256> = coded(&IQ2XXS_GRID, 8, 2);
 static IQ2XS_CODED: Coded<512> = coded(&IQ2XS_GRID, 8, 2);
+static IQ2S_CODED: Coded<1024> = coded(&IQ2S_GRID, 8, 2);
 static IQ3XXS_CODED: Coded<256> = coded(&widen(&IQ3XXS_GRID), 4, 3);
 static IQ3S_CODED: Coded<512> = coded(&widen(&IQ3S_GRID), 4, 3);
 
@@ -360,7 +362,7 @@ const fn spread(n: usize, step: usize, xxs: bool) -> [[u8; 64]; 4] {
 
 /// IQ2_XXS: the indices of sub-block `ib` are bytes `8ib..8ib + 4` of `qs`.
 static IQ2XXS_SPREAD: [[u8; 64]; 4] = spread(8, 16, true);
-/// IQ2_XS: one index a u16 lane, taken to bytes in order.
+/// IQ2_XS (one index a u16 lane, taken to bytes) and IQ2_S: indices in order.
 static IQ2XS_SPREAD: [[u8; 64]; 4] = spread(8, 8, false);
 /// IQ3_XXS and IQ3_S: one index byte per 4 values, in order.
 static IQ3_SPREAD: [[u8; 64]; 4] = spread(4, 16, false);
@@ -509,23 +511,40 @@ impl Unpack for BlockIq2Xs {
     }
 }
 
+/// Bits `0, 2, 4, ..` of `x` packed to bits `0, 1, 2, ..`.
+#[inline(always)]
+fn even_bits(x: u64) -> u64 {
+    let mut x = x & 0x5555_5555_5555_5555;
+    x = (x | x >> 1) & 0x3333_3333_3333_3333;
+    x = (x | x >> 2) & 0x0F0F_0F0F_0F0F_0F0F;
+    x = (x | x >> 4) & 0x00FF_00FF_00FF_00FF;
+    x = (x | x >> 8) & 0x0000_FFFF_0000_FFFF;
+    (x | x >> 16) & 0xFFFF_FFFF
+}
+
 impl Unpack for BlockIq2S {
     #[inline(always)]
     unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
         let signs = |p: usize| u64::from_le_bytes(self.qs[32 + 8 * p..][..8].try_into().unwrap());
-        for p in 0..4 {
-            let (h0, h1) = (self.qh[2 * p] as i32, self.qh[2 * p + 1] as i32);
-            // SAFETY: qs has 64 bytes; 8p + 8 <= 32; the features are the
-            // caller's; every index is 10 bits (< 1024 entries).
-            unsafe {
-                let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(self.qs.as_ptr().add(8 * p).cast()));
-                let h = _mm256_set_epi32(h1, h1, h1, h1, h0, h0, h0, h0);
-                let h = _mm256_srlv_epi32(h, _mm256_set_epi32(6, 4, 2, 0, 6, 4, 2, 0));
-                let idx = _mm256_or_si256(
-                    lo,
-                    _mm256_slli_epi32::<8>(_mm256_and_si256(h, _mm256_set1_epi32(3))),
-                );
-                let g = _mm512_i32gather_epi64::<8>(idx, IQ2S_GRID.as_ptr().cast());
+        // Index g (g < 32): qs[g] | (qh >> 2g & 3) << 8.
+        let qh = u64::from_le_bytes(self.qh);
+        let (bit8, bit9) = (even_bits(qh), even_bits(qh >> 1));
+        // SAFETY: qs has 64 bytes; the features are the caller's.
+        unsafe {
+            let idx = _mm512_castsi256_si512(_mm256_loadu_si256(self.qs.as_ptr().cast()));
+            let top = _mm512_movepi8_mask(idx);
+            let t = &IQ2S_CODED;
+            let look = |t: &[u8; 1024]| {
+                let half = |h: usize| -> &[u8; 512] { t[512 * h..][..512].try_into().unwrap() };
+                _mm512_mask_blend_epi8(
+                    bit9,
+                    lookup512(half(0), idx, top, bit8),
+                    lookup512(half(1), idx, top, bit8),
+                )
+            };
+            let (lo, hi) = (look(&t.lo), look(&t.hi));
+            for p in 0..4 {
+                let g = expand(lo, hi, &IQ2XS_SPREAD[p], SHIFT_2BIT, &t.levels);
                 (w[p], neg[p]) = (g, signs(p));
             }
         }
