@@ -180,7 +180,7 @@ fn plugin_matches_the_cpu_backend_inside_libllama() {
         // SAFETY: as above.
         let after = unsafe { backend::stats(reg) }.unwrap();
         // The prompt, and each decoded token where the table's policy takes
-        // batch 1 (the grid formats leave decode to ggml).
+        // batch 1 (below tier avx512 the grid formats leave decode to ggml).
         let evals = 1 + if decodes(*f) { DECODE as u64 } else { 0 };
         assert_eq!(after.failed, before.failed, "{f:?}: plugin nodes failed");
         assert!(

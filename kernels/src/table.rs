@@ -443,12 +443,11 @@ const ROW_KERNELS_ONLY: PluginTakes = PluginTakes {
     max_batch: crate::panel::MIN_COLS - 1,
 };
 
-/// Batches of the panel GEMM only: the grid formats (i-quants, ternary),
-/// whose dequantize-and-dot row kernels measured 0.41-1.17x ggml's at batch 1
-/// on tier avx512 (median 0.72x) while the panel GEMM is 1.23-5.5x at batch
-/// 512 (`docs/bench-2026-12-04-grid-avx512.jsonl`). The AVX2 and NEON row
-/// kernels unpack through the scalar integer form, slower still; their
-/// panel GEMMs are not measured against ggml yet.
+/// Batches of the panel GEMM only: the grid formats (i-quants, ternary) at
+/// tiers avx2, neon and dotprod, whose row kernels have not measured faster
+/// than ggml's at batch 1 (the AVX-512 ones, 1.02-2.17x at batch 1
+/// (`docs/bench-2026-12-05-grid-avx512-decode.jsonl`) and 1.23-5.5x at
+/// batch 512 (`docs/bench-2026-12-04-grid-avx512.jsonl`), take every batch).
 const PANEL_ONLY: PluginTakes = PluginTakes {
     min_batch: crate::panel::MIN_COLS,
     max_batch: usize::MAX,
@@ -561,7 +560,7 @@ aarch64: [
 rows!(BlockIq2Xxs, "gemv_iq2_xxs_q8_k_1x1_scalar", dequant: dequantize_iq2_xxs(auto),
 x86_64: [
     (Avx2, "gemv_iq2_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
-    (Avx512, "gemv_iq2_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xxs_q8_k_1x8, PANEL_ONLY),
+    (Avx512, "gemv_iq2_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xxs_q8_k_1x8, ALL),
 ],
 aarch64: [
     (Neon, "gemv_iq2_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
@@ -570,7 +569,7 @@ aarch64: [
 rows!(BlockIq2Xs, "gemv_iq2_xs_q8_k_1x1_scalar", dequant: dequantize_iq2_xs(auto),
 x86_64: [
     (Avx2, "gemv_iq2_xs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
-    (Avx512, "gemv_iq2_xs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xs_q8_k_1x8, PANEL_ONLY),
+    (Avx512, "gemv_iq2_xs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xs_q8_k_1x8, ALL),
 ],
 aarch64: [
     (Neon, "gemv_iq2_xs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
@@ -579,7 +578,7 @@ aarch64: [
 rows!(BlockIq2S, "gemv_iq2_s_q8_k_1x1_scalar", dequant: dequantize_iq2_s(auto),
 x86_64: [
     (Avx2, "gemv_iq2_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
-    (Avx512, "gemv_iq2_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_s_q8_k_1x8, PANEL_ONLY),
+    (Avx512, "gemv_iq2_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_s_q8_k_1x8, ALL),
 ],
 aarch64: [
     (Neon, "gemv_iq2_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
@@ -588,7 +587,7 @@ aarch64: [
 rows!(BlockIq3Xxs, "gemv_iq3_xxs_q8_k_1x1_scalar", dequant: dequantize_iq3_xxs(auto),
 x86_64: [
     (Avx2, "gemv_iq3_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
-    (Avx512, "gemv_iq3_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_xxs_q8_k_1x8, PANEL_ONLY),
+    (Avx512, "gemv_iq3_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_xxs_q8_k_1x8, ALL),
 ],
 aarch64: [
     (Neon, "gemv_iq3_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
@@ -597,7 +596,7 @@ aarch64: [
 rows!(BlockIq3S, "gemv_iq3_s_q8_k_1x1_scalar", dequant: dequantize_iq3_s(auto),
 x86_64: [
     (Avx2, "gemv_iq3_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
-    (Avx512, "gemv_iq3_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_s_q8_k_1x8, PANEL_ONLY),
+    (Avx512, "gemv_iq3_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_s_q8_k_1x8, ALL),
 ],
 aarch64: [
     (Neon, "gemv_iq3_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
@@ -606,7 +605,7 @@ aarch64: [
 rows!(BlockTq1_0, "gemv_tq1_0_q8_k_1x1_scalar", dequant: dequantize_tq1_0(auto),
 x86_64: [
     (Avx2, "gemv_tq1_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
-    (Avx512, "gemv_tq1_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq1_0_q8_k_1x8, PANEL_ONLY),
+    (Avx512, "gemv_tq1_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq1_0_q8_k_1x8, ALL),
 ],
 aarch64: [
     (Neon, "gemv_tq1_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
@@ -615,7 +614,7 @@ aarch64: [
 rows!(BlockTq2_0, "gemv_tq2_0_q8_k_1x1_scalar", dequant: dequantize_tq2_0(auto),
 x86_64: [
     (Avx2, "gemv_tq2_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq2_0_q8_k_1x4, PANEL_ONLY),
-    (Avx512, "gemv_tq2_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq2_0_q8_k_1x8, PANEL_ONLY),
+    (Avx512, "gemv_tq2_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq2_0_q8_k_1x8, ALL),
 ],
 aarch64: [
     (Neon, "gemv_tq2_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq2_0_q8_k_1x4, PANEL_ONLY),

@@ -65,6 +65,29 @@ pub trait GridBlock: super::WeightBlock<Act = BlockQ8K> {
     const OFFSET: i32 = 0;
 }
 
+/// The i-quants: value `8g + j` (g < 32) is byte `j` of group `g`'s grid
+/// point times the scale, negated where bit `j` of its sign byte is set.
+pub trait GridGroups: GridBlock {
+    /// Group `g`'s grid bytes (eight magnitudes) and sign byte.
+    fn group(&self, g: usize) -> (u64, u8);
+    /// The 16 scales (as [`GridBlock::int_form`]); returns the factor.
+    fn scales(&self, scales: &mut [i16; 16]) -> f32;
+}
+
+/// [`GridBlock::int_form`] of an i-quant, from its groups.
+#[inline(always)]
+pub(crate) fn int_form_of<B: GridGroups>(
+    b: &B,
+    codes: &mut [i8; QK_K],
+    scales: &mut [i16; 16],
+) -> f32 {
+    for g in 0..QK_K / 8 {
+        let (m, s) = b.group(g);
+        put8(codes, 8 * g, signed8(m, s));
+    }
+    b.scales(scales)
+}
+
 /// ggml's `dequantize_row_*` for a grid format: `(factor * scale) * code`.
 pub(crate) fn dequantize<B: GridBlock>(x: &[B], y: &mut [f32]) -> Result<()> {
     check_out(B::FORMAT, x.len(), y.len())?;

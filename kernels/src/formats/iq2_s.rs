@@ -2,7 +2,7 @@
 //! 1024-entry grid (`grids::IQ2S_GRID`) and 8 explicit sign bits, a 4-bit
 //! scale per 16 values, one f16 `d` per 256.
 
-use super::grid::{put8, signed8, GridBlock, GridCode, Points};
+use super::grid::{GridBlock, GridCode, Points};
 use super::grids::IQ2S_GRID;
 use super::QK_K;
 use half::f16;
@@ -37,15 +37,22 @@ impl GridCode for BlockIq2S {
 impl GridBlock for BlockIq2S {
     const MAX_CODE: u8 = 43;
     const SUB: usize = 16;
-    /// `d/8`, scales `2 * scale + 1`.
     #[inline(always)]
     fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
-        let (idx, signs) = self.qs.split_at(QK_K / 8);
-        for g in 0..QK_K / 8 {
-            let (ib, l) = (g / 4, g % 4);
-            let i = idx[g] as usize | ((self.qh[ib] as usize >> (2 * l)) & 3) << 8;
-            put8(codes, 8 * g, signed8(IQ2S_GRID[i], signs[g]));
-        }
+        super::grid::int_form_of(self, codes, scales)
+    }
+}
+
+impl super::grid::GridGroups for BlockIq2S {
+    #[inline(always)]
+    fn group(&self, g: usize) -> (u64, u8) {
+        let (ib, l) = (g / 4, g % 4);
+        let i = self.qs[g] as usize | ((self.qh[ib] as usize >> (2 * l)) & 3) << 8;
+        (IQ2S_GRID[i], self.qs[QK_K / 8 + g])
+    }
+    /// `d/8`, scales `2 * scale + 1`.
+    #[inline(always)]
+    fn scales(&self, scales: &mut [i16; 16]) -> f32 {
         for (ib, &s) in self.scales.iter().enumerate() {
             scales[2 * ib] = 2 * (s & 0x0F) as i16 + 1;
             scales[2 * ib + 1] = 2 * (s >> 4) as i16 + 1;

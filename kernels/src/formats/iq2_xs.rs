@@ -2,7 +2,7 @@
 //! 512-entry grid (`grids::IQ2XS_GRID`) and a 7-bit sign index
 //! (`KSIGNS_IQ2XS`), a 4-bit scale per 16 values, one f16 `d` per 256.
 
-use super::grid::{put8, signed8, GridBlock, GridCode, Points};
+use super::grid::{GridBlock, GridCode, Points};
 use super::grids::{IQ2XS_GRID, KSIGNS_IQ2XS};
 use super::QK_K;
 use half::f16;
@@ -34,16 +34,24 @@ impl GridCode for BlockIq2Xs {
 impl GridBlock for BlockIq2Xs {
     const MAX_CODE: u8 = 43;
     const SUB: usize = 16;
-    /// `d/8`, scales `2 * scale + 1`.
     #[inline(always)]
     fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
-        for (g, &q) in self.qs.iter().enumerate() {
-            let v = signed8(
-                IQ2XS_GRID[(q & 511) as usize],
-                KSIGNS_IQ2XS[(q >> 9) as usize],
-            );
-            put8(codes, 8 * g, v);
-        }
+        super::grid::int_form_of(self, codes, scales)
+    }
+}
+
+impl super::grid::GridGroups for BlockIq2Xs {
+    #[inline(always)]
+    fn group(&self, g: usize) -> (u64, u8) {
+        let q = self.qs[g];
+        (
+            IQ2XS_GRID[(q & 511) as usize],
+            KSIGNS_IQ2XS[(q >> 9) as usize],
+        )
+    }
+    /// `d/8`, scales `2 * scale + 1`.
+    #[inline(always)]
+    fn scales(&self, scales: &mut [i16; 16]) -> f32 {
         for (ib, &s) in self.scales.iter().enumerate() {
             scales[2 * ib] = 2 * (s & 0x0F) as i16 + 1;
             scales[2 * ib + 1] = 2 * (s >> 4) as i16 + 1;

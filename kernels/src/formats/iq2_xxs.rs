@@ -3,7 +3,7 @@
 //! values (the eighth is their parity, `KSIGNS_IQ2XS`), and a 4-bit scale;
 //! one f16 `d` per 256.
 
-use super::grid::{put8, signed8, with_sign7, GridBlock, GridCode, Points};
+use super::grid::{with_sign7, GridBlock, GridCode, Points};
 use super::grids::{IQ2XXS_GRID, KSIGNS_IQ2XS};
 use super::QK_K;
 use half::f16;
@@ -46,22 +46,29 @@ impl GridCode for BlockIq2Xxs {
 impl GridBlock for BlockIq2Xxs {
     const MAX_CODE: u8 = 43;
     const SUB: usize = 32;
-    /// `d/8`, scales `2 * scale + 1`.
     #[inline(always)]
     fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
+        super::grid::int_form_of(self, codes, scales)
+    }
+}
+
+impl super::grid::GridGroups for BlockIq2Xxs {
+    #[inline(always)]
+    fn group(&self, g: usize) -> (u64, u8) {
+        let (ib, l) = (g / 4, g % 4);
+        let q = &self.qs[4 * ib..4 * ib + 4];
+        let i = (q[l / 2] >> (8 * (l % 2))) as u8;
+        let aux = q[2] as u32 | (q[3] as u32) << 16;
+        (
+            IQ2XXS_GRID[i as usize],
+            KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize],
+        )
+    }
+    /// `d/8`, scales `2 * scale + 1`.
+    #[inline(always)]
+    fn scales(&self, scales: &mut [i16; 16]) -> f32 {
         for ib in 0..QK_K / 32 {
-            let q = &self.qs[4 * ib..4 * ib + 4];
-            let idx = (q[0] as u32 | (q[1] as u32) << 16).to_le_bytes();
-            let aux = q[2] as u32 | (q[3] as u32) << 16;
-            for (l, &i) in idx.iter().enumerate() {
-                let signs = KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize];
-                put8(
-                    codes,
-                    32 * ib + 8 * l,
-                    signed8(IQ2XXS_GRID[i as usize], signs),
-                );
-            }
-            let s = 2 * (aux >> 28) as i16 + 1;
+            let s = 2 * (self.qs[4 * ib + 3] >> 12) as i16 + 1;
             scales[2 * ib..2 * ib + 2].fill(s);
         }
         self.d.to_f32() * 0.125

@@ -2,7 +2,7 @@
 //! 512-entry grid (`grids::IQ3S_GRID`), 8 explicit sign bits per 8 values,
 //! a 4-bit scale per 32 values, one f16 `d` per 256.
 
-use super::grid::{put8, signed8, GridBlock, GridCode, Points};
+use super::grid::{GridBlock, GridCode, Points};
 use super::grids::IQ3S_GRID;
 use super::QK_K;
 use half::f16;
@@ -42,17 +42,28 @@ impl GridCode for BlockIq3S {
 impl GridBlock for BlockIq3S {
     const MAX_CODE: u8 = 15;
     const SUB: usize = 32;
-    /// `d`, scales `1 + 2 * scale`.
     #[inline(always)]
     fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
+        super::grid::int_form_of(self, codes, scales)
+    }
+}
+
+impl super::grid::GridGroups for BlockIq3S {
+    #[inline(always)]
+    fn group(&self, g: usize) -> (u64, u8) {
+        let (ib, l) = (g / 4, g % 4);
+        let h = self.qh[ib] as usize;
+        let i1 = self.qs[2 * g] as usize | ((h >> (2 * l)) & 1) << 8;
+        let i2 = self.qs[2 * g + 1] as usize | ((h >> (2 * l + 1)) & 1) << 8;
+        (
+            IQ3S_GRID[i1] as u64 | (IQ3S_GRID[i2] as u64) << 32,
+            self.signs[g],
+        )
+    }
+    /// `d`, scales `1 + 2 * scale`.
+    #[inline(always)]
+    fn scales(&self, scales: &mut [i16; 16]) -> f32 {
         for ib in 0..QK_K / 32 {
-            let h = self.qh[ib] as usize;
-            for l in 0..4 {
-                let i1 = self.qs[8 * ib + 2 * l] as usize | ((h >> (2 * l)) & 1) << 8;
-                let i2 = self.qs[8 * ib + 2 * l + 1] as usize | ((h >> (2 * l + 1)) & 1) << 8;
-                let g = IQ3S_GRID[i1] as u64 | (IQ3S_GRID[i2] as u64) << 32;
-                put8(codes, 32 * ib + 8 * l, signed8(g, self.signs[4 * ib + l]));
-            }
             let s = 1 + 2 * ((self.scales[ib / 2] >> (4 * (ib % 2))) & 0x0F) as i16;
             scales[2 * ib..2 * ib + 2].fill(s);
         }

@@ -2,7 +2,7 @@
 //! 256-entry grid (`grids::IQ3XXS_GRID`), 7 sign bits per 8 values
 //! (`KSIGNS_IQ2XS`), a 4-bit scale per 32 values, one f16 `d` per 256.
 
-use super::grid::{put8, signed8, with_sign7, GridBlock, GridCode, Points};
+use super::grid::{with_sign7, GridBlock, GridCode, Points};
 use super::grids::{IQ3XXS_GRID, KSIGNS_IQ2XS};
 use super::QK_K;
 use half::f16;
@@ -39,19 +39,29 @@ impl GridCode for BlockIq3Xxs {
 impl GridBlock for BlockIq3Xxs {
     const MAX_CODE: u8 = 62;
     const SUB: usize = 32;
-    /// `d/4`, scales `2 * scale + 1`.
     #[inline(always)]
     fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
-        let (idx, aux) = self.qs.split_at(QK_K / 4);
+        super::grid::int_form_of(self, codes, scales)
+    }
+}
+
+impl super::grid::GridGroups for BlockIq3Xxs {
+    #[inline(always)]
+    fn group(&self, g: usize) -> (u64, u8) {
+        let (ib, l) = (g / 4, g % 4);
+        let aux = u32::from_le_bytes(self.qs[QK_K / 4 + 4 * ib..][..4].try_into().unwrap());
+        let g1 = IQ3XXS_GRID[self.qs[2 * g] as usize] as u64;
+        let g2 = IQ3XXS_GRID[self.qs[2 * g + 1] as usize] as u64;
+        (
+            g1 | g2 << 32,
+            KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize],
+        )
+    }
+    /// `d/4`, scales `2 * scale + 1`.
+    #[inline(always)]
+    fn scales(&self, scales: &mut [i16; 16]) -> f32 {
         for ib in 0..QK_K / 32 {
-            let aux = u32::from_le_bytes(aux[4 * ib..4 * ib + 4].try_into().unwrap());
-            for l in 0..4 {
-                let signs = KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize];
-                let g1 = IQ3XXS_GRID[idx[8 * ib + 2 * l] as usize] as u64;
-                let g2 = IQ3XXS_GRID[idx[8 * ib + 2 * l + 1] as usize] as u64;
-                put8(codes, 32 * ib + 8 * l, signed8(g1 | g2 << 32, signs));
-            }
-            let s = 2 * (aux >> 28) as i16 + 1;
+            let s = 2 * (self.qs[QK_K / 4 + 4 * ib + 3] >> 4) as i16 + 1;
             scales[2 * ib..2 * ib + 2].fill(s);
         }
         self.d.to_f32() * 0.25

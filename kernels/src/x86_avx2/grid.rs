@@ -1,7 +1,16 @@
 //! The grid formats (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, TQ1_0, TQ2_0)
 //! x Q8_K on AVX2, dequantize-and-dot: one weight row against up to
-//! [`COLS`] activation columns. Each block is put in its integer form once
-//! ([`GridBlock::int_form`]) and reused for every column.
+//! [`COLS`] activation columns. Each block is unpacked once and reused for
+//! every column.
+//!
+//! The 2-bit i-quants unpack in registers, 32 values at a time: four 8-value
+//! grid points by scalar loads (`GridGroups::group`) into one vector, the
+//! four sign bytes broadcast, each byte spread over its eight values and
+//! tested bit by bit into a ±1 vector that `vpsignb` applies to the
+//! activations. The 3-bit i-quants (two 4-value points a group: the scalar
+//! work of the register path cost more than it saved, 0.70-0.72x ggml
+//! against 0.78-0.80x, docs/BENCHMARKS.md) and the ternary formats go
+//! through their integer form ([`GridBlock::int_form`]) in memory.
 //!
 //! Per 32 values: `vpmaddubsw` of `|w|` and `sign(y, w)` (codes at most 62,
 //! pairs at most 2·62·128, no saturation), `vpmaddwd` by the scales of the
@@ -9,6 +18,7 @@
 //! column.
 
 use super::hsum_ps;
+use crate::formats::grid::GridGroups;
 use crate::formats::{
     BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K, BlockTq1_0, BlockTq2_0,
     GridBlock, QK_K,
@@ -21,19 +31,82 @@ pub const ROWS: usize = 1;
 pub const COLS: usize = 4;
 
 macro_rules! grid_kernels {
-    ($($name:ident: $block:ty),* $(,)?) => {$(
-        row_kernel!($name, "avx2,fma,f16c", $block, BlockQ8K, cols<$block>, [1, 2, 3, 4]);
+    ($($name:ident: $block:ty, $body:ident),* $(,)?) => {$(
+        row_kernel!($name, "avx2,fma,f16c", $block, BlockQ8K, $body<$block>, [1, 2, 3, 4]);
     )*};
 }
 grid_kernels!(
-    gemv_iq2_xxs_q8_k_1x4: BlockIq2Xxs,
-    gemv_iq2_xs_q8_k_1x4: BlockIq2Xs,
-    gemv_iq2_s_q8_k_1x4: BlockIq2S,
-    gemv_iq3_xxs_q8_k_1x4: BlockIq3Xxs,
-    gemv_iq3_s_q8_k_1x4: BlockIq3S,
-    gemv_tq1_0_q8_k_1x4: BlockTq1_0,
-    gemv_tq2_0_q8_k_1x4: BlockTq2_0,
+    gemv_iq2_xxs_q8_k_1x4: BlockIq2Xxs, groups,
+    gemv_iq2_xs_q8_k_1x4: BlockIq2Xs, groups,
+    gemv_iq2_s_q8_k_1x4: BlockIq2S, groups,
+    gemv_iq3_xxs_q8_k_1x4: BlockIq3Xxs, cols,
+    gemv_iq3_s_q8_k_1x4: BlockIq3S, cols,
+    gemv_tq1_0_q8_k_1x4: BlockTq1_0, cols,
+    gemv_tq2_0_q8_k_1x4: BlockTq2_0, cols,
 );
+
+/// ±1 bytes from four sign bytes (byte `l` of `signs` for values `8l..8l + 8`):
+/// -1 where the value's bit is set.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sign_vector(signs: u32) -> __m256i {
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(signs as i32),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+    _mm256_or_si256(set, _mm256_set1_epi8(1))
+}
+
+/// The i-quants: per 32 values, the grid points' bytes and a ±1 vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn groups<B: GridGroups, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+    const { assert!(B::MAX_CODE <= 127) };
+    let mut acc = [_mm256_setzero_ps(); C];
+    let mut scales = [0i16; 16];
+    for (i, blk) in row.iter().enumerate() {
+        if C == 1 {
+            super::prefetch_ahead(blk);
+        }
+        // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+        let a: [&BlockQ8K; C] =
+            std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
+        let factor = blk.scales(&mut scales);
+        let mut isum = [_mm256_setzero_si256(); C];
+        for k in 0..QK_K / 32 {
+            let mut g = [(0u64, 0u8); 4];
+            for (l, g) in g.iter_mut().enumerate() {
+                *g = blk.group(4 * k + l);
+            }
+            let w = _mm256_set_epi64x(g[3].0 as i64, g[2].0 as i64, g[1].0 as i64, g[0].0 as i64);
+            let s = sign_vector(u32::from_le_bytes([g[0].1, g[1].1, g[2].1, g[3].1]));
+            let sc = _mm256_set_m128i(
+                _mm_set1_epi16(scales[2 * k + 1]),
+                _mm_set1_epi16(scales[2 * k]),
+            );
+            for c in 0..C {
+                // SAFETY: a[c].qs has 256 bytes; 32k + 32 <= 256.
+                let y = unsafe { _mm256_loadu_si256(a[c].qs.as_ptr().add(32 * k).cast()) };
+                let p = _mm256_maddubs_epi16(w, _mm256_sign_epi8(y, s));
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(p, sc));
+            }
+        }
+        for c in 0..C {
+            let dd = factor * a[c].d;
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum[c]), acc[c]);
+        }
+    }
+    for c in 0..C {
+        out[c] = hsum_ps(acc[c]);
+    }
+}
 
 #[repr(C, align(32))]
 struct Codes([i8; QK_K]);
