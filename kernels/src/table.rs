@@ -445,7 +445,9 @@ const ROW_KERNELS_ONLY: PluginTakes = PluginTakes {
 
 /// Batches of the panel GEMM only: the grid formats (i-quants, ternary) at
 /// tiers avx2, neon and dotprod, whose row kernels have not measured faster
-/// than ggml's at batch 1 (the AVX-512 ones, 1.02-2.17x at batch 1
+/// than ggml's at batch 1 (0.63-0.89x at tier avx2,
+/// `docs/bench-2026-12-05-grid-avx2.jsonl`; TQ2_0's AVX2 row kernel, 1.13-1.22x,
+/// and the AVX-512 ones, 1.02-2.17x at batch 1
 /// (`docs/bench-2026-12-05-grid-avx512-decode.jsonl`) and 1.23-5.5x at
 /// batch 512 (`docs/bench-2026-12-04-grid-avx512.jsonl`), take every batch).
 const PANEL_ONLY: PluginTakes = PluginTakes {
@@ -613,7 +615,7 @@ aarch64: [
 ]);
 rows!(BlockTq2_0, "gemv_tq2_0_q8_k_1x1_scalar", dequant: dequantize_tq2_0(auto),
 x86_64: [
-    (Avx2, "gemv_tq2_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq2_0_q8_k_1x4, PANEL_ONLY),
+    (Avx2, "gemv_tq2_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq2_0_q8_k_1x4, ALL),
     (Avx512, "gemv_tq2_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq2_0_q8_k_1x8, ALL),
 ],
 aarch64: [

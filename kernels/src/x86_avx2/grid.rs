@@ -7,10 +7,11 @@
 //! grid points by scalar loads (`GridGroups::group`) into one vector, the
 //! four sign bytes broadcast, each byte spread over its eight values and
 //! tested bit by bit into a ±1 vector that `vpsignb` applies to the
-//! activations. The 3-bit i-quants (two 4-value points a group: the scalar
+//! activations. TQ2_0 hands over its 2-bit fields as they are (`code + 1`,
+//! 32 consecutive values a shift of one load) and subtracts the
+//! activations' sum once per block. The 3-bit i-quants (two 4-value points a group: the scalar
 //! work of the register path cost more than it saved, 0.70-0.72x ggml
-//! against 0.78-0.80x, docs/BENCHMARKS.md) and the ternary formats go
-//! through their integer form ([`GridBlock::int_form`]) in memory.
+//! against 0.78-0.80x, docs/BENCHMARKS.md) and TQ1_0 go through their integer form ([`GridBlock::int_form`]) in memory.
 //!
 //! Per 32 values: `vpmaddubsw` of `|w|` and `sign(y, w)` (codes at most 62,
 //! pairs at most 2·62·128, no saturation), `vpmaddwd` by the scales of the
@@ -42,7 +43,7 @@ grid_kernels!(
     gemv_iq3_xxs_q8_k_1x4: BlockIq3Xxs, cols,
     gemv_iq3_s_q8_k_1x4: BlockIq3S, cols,
     gemv_tq1_0_q8_k_1x4: BlockTq1_0, cols,
-    gemv_tq2_0_q8_k_1x4: BlockTq2_0, cols,
+    gemv_tq2_0_q8_k_1x4: BlockTq2_0, tq2_0,
 );
 
 /// ±1 bytes from four sign bytes (byte `l` of `signs` for values `8l..8l + 8`):
@@ -145,6 +146,63 @@ unsafe fn cols<B: GridBlock, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], ou
         for c in 0..C {
             let dd = factor * a[c].d;
             acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum[c]), acc[c]);
+        }
+    }
+    for c in 0..C {
+        out[c] = hsum_ps(acc[c]);
+    }
+}
+
+/// TQ2_0: `sum(field * y) - sum(y)` per block, fields `0..=2` as the
+/// unsigned operand; the eight `vpmaddubsw` results of a block add up in
+/// i16 lanes (each pair at most 2·2·127, eight of them at most 4064).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tq2_0<B: std::borrow::Borrow<BlockTq2_0>, const C: usize>(
+    row: &[B],
+    acts: &[&[BlockQ8K]],
+    out: &mut [f32],
+) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let (three, ones) = (_mm256_set1_epi8(3), _mm256_set1_epi16(1));
+    for (i, blk) in row.iter().enumerate() {
+        let blk: &BlockTq2_0 = blk.borrow();
+        if C == 1 {
+            super::prefetch_ahead(blk);
+        }
+        // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
+        let a: [&BlockQ8K; C] =
+            std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
+        let mut sum16 = [_mm256_setzero_si256(); C];
+        for h in 0..2 {
+            // SAFETY: qs has 64 bytes; 32h + 32 <= 64.
+            let x = unsafe { _mm256_loadu_si256(blk.qs.as_ptr().add(32 * h).cast()) };
+            // Values 128h + 32l + m: bits 2l of byte 32h + m.
+            let fields = [
+                _mm256_and_si256(x, three),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(x), three),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(x), three),
+                _mm256_and_si256(_mm256_srli_epi16::<6>(x), three),
+            ];
+            for (l, &w) in fields.iter().enumerate() {
+                for c in 0..C {
+                    // SAFETY: a[c].qs has 256 bytes; 128h + 32l + 32 <= 256.
+                    let y = unsafe {
+                        _mm256_loadu_si256(a[c].qs.as_ptr().add(128 * h + 32 * l).cast())
+                    };
+                    sum16[c] = _mm256_add_epi16(sum16[c], _mm256_maddubs_epi16(w, y));
+                }
+            }
+        }
+        for c in 0..C {
+            // SAFETY: bsums is 16 i16 = 32 bytes.
+            let bsums = unsafe { _mm256_loadu_si256(a[c].bsums.as_ptr().cast()) };
+            let isum = _mm256_sub_epi32(
+                _mm256_madd_epi16(sum16[c], ones),
+                _mm256_madd_epi16(bsums, ones),
+            );
+            let dd = blk.d.to_f32() * a[c].d;
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum), acc[c]);
         }
     }
     for c in 0..C {
