@@ -37,9 +37,9 @@ macro_rules! grid_kernels {
     )*};
 }
 grid_kernels!(
-    gemv_iq2_xxs_q8_k_1x4: BlockIq2Xxs, groups,
-    gemv_iq2_xs_q8_k_1x4: BlockIq2Xs, groups,
-    gemv_iq2_s_q8_k_1x4: BlockIq2S, groups,
+    gemv_iq2_xxs_q8_k_1x4: BlockIq2Xxs, cols,
+    gemv_iq2_xs_q8_k_1x4: BlockIq2Xs, cols,
+    gemv_iq2_s_q8_k_1x4: BlockIq2S, cols,
     gemv_iq3_xxs_q8_k_1x4: BlockIq3Xxs, cols,
     gemv_iq3_s_q8_k_1x4: BlockIq3S, cols,
     gemv_tq1_0_q8_k_1x4: BlockTq1_0, cols,
@@ -65,56 +65,73 @@ fn sign_vector(signs: u32) -> __m256i {
     _mm256_or_si256(set, _mm256_set1_epi8(1))
 }
 
-/// The i-quants: per 32 values, the grid points' bytes and a ±1 vector.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn groups<B: GridGroups, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: &mut [f32]) {
-    const { assert!(B::MAX_CODE <= 127) };
-    let mut acc = [_mm256_setzero_ps(); C];
-    let mut scales = [0i16; 16];
-    for (i, blk) in row.iter().enumerate() {
-        if C == 1 {
-            super::prefetch_ahead(blk);
-        }
-        // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
-        let a: [&BlockQ8K; C] =
-            std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
-        let factor = blk.scales(&mut scales);
-        let mut isum = [_mm256_setzero_si256(); C];
-        for k in 0..QK_K / 32 {
-            let mut g = [(0u64, 0u8); 4];
-            for (l, g) in g.iter_mut().enumerate() {
-                *g = blk.group(4 * k + l);
-            }
-            let w = _mm256_set_epi64x(g[3].0 as i64, g[2].0 as i64, g[1].0 as i64, g[0].0 as i64);
-            let s = sign_vector(u32::from_le_bytes([g[0].1, g[1].1, g[2].1, g[3].1]));
-            let sc = _mm256_set_m128i(
-                _mm_set1_epi16(scales[2 * k + 1]),
-                _mm_set1_epi16(scales[2 * k]),
-            );
-            for c in 0..C {
-                // SAFETY: a[c].qs has 256 bytes; 32k + 32 <= 256.
-                let y = unsafe { _mm256_loadu_si256(a[c].qs.as_ptr().add(32 * k).cast()) };
-                let p = _mm256_maddubs_epi16(w, _mm256_sign_epi8(y, s));
-                isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(p, sc));
-            }
-        }
-        for c in 0..C {
-            let dd = factor * a[c].d;
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum[c]), acc[c]);
-        }
-    }
-    for c in 0..C {
-        out[c] = hsum_ps(acc[c]);
-    }
-}
-
 #[repr(C, align(32))]
 struct Codes([i8; QK_K]);
 
+/// Where a block's 32-value parts come from: their magnitudes and the
+/// vector whose signs `vpsignb` gives the activations.
+trait Parts: GridBlock {
+    /// Readies the block (into `codes` where it goes through memory): the
+    /// scales, and the factor.
+    fn prepare(&self, codes: &mut Codes, scales: &mut [i16; 16]) -> f32;
+    /// Values `32k..32k + 32`: magnitudes, signs.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    unsafe fn part(&self, codes: &Codes, k: usize) -> (__m256i, __m256i);
+}
+
+/// The 2-bit i-quants: four grid points by scalar loads, a ±1 vector.
+macro_rules! parts_by_groups {
+    ($($block:ty),*) => {$(
+        impl Parts for $block {
+            #[inline(always)]
+            fn prepare(&self, _: &mut Codes, scales: &mut [i16; 16]) -> f32 {
+                self.scales(scales)
+            }
+            #[inline(always)]
+            unsafe fn part(&self, _: &Codes, k: usize) -> (__m256i, __m256i) {
+                let mut g = [(0u64, 0u8); 4];
+                for (l, g) in g.iter_mut().enumerate() {
+                    *g = self.group(4 * k + l);
+                }
+                // SAFETY: the caller's features.
+                unsafe {
+                    (
+                        _mm256_set_epi64x(g[3].0 as i64, g[2].0 as i64, g[1].0 as i64, g[0].0 as i64),
+                        sign_vector(u32::from_le_bytes([g[0].1, g[1].1, g[2].1, g[3].1])),
+                    )
+                }
+            }
+        }
+    )*};
+}
+parts_by_groups!(BlockIq2Xxs, BlockIq2Xs, BlockIq2S);
+
+/// The integer form in memory: `|w|`, and `w` itself as the signs.
+macro_rules! parts_by_int_form {
+    ($($block:ty),*) => {$(
+        impl Parts for $block {
+            #[inline(always)]
+            fn prepare(&self, codes: &mut Codes, scales: &mut [i16; 16]) -> f32 {
+                self.int_form(&mut codes.0, scales)
+            }
+            #[inline(always)]
+            unsafe fn part(&self, codes: &Codes, k: usize) -> (__m256i, __m256i) {
+                // SAFETY: codes is 256 bytes, 32-aligned; 32k + 32 <= 256; the caller's features.
+                unsafe {
+                    let w = _mm256_load_si256(codes.0.as_ptr().add(32 * k).cast());
+                    (_mm256_sign_epi8(w, w), w)
+                }
+            }
+        }
+    )*};
+}
+parts_by_int_form!(BlockIq3Xxs, BlockIq3S, BlockTq1_0);
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn cols<B: GridBlock, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+unsafe fn cols<B: Parts, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: &mut [f32]) {
     const { assert!(B::MAX_CODE <= 127) };
     let mut acc = [_mm256_setzero_ps(); C];
     let mut codes = Codes([0; QK_K]);
@@ -126,20 +143,19 @@ unsafe fn cols<B: GridBlock, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], ou
         // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
         let a: [&BlockQ8K; C] =
             std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
-        let factor = blk.int_form(&mut codes.0, &mut scales);
+        let factor = blk.prepare(&mut codes, &mut scales);
         let mut isum = [_mm256_setzero_si256(); C];
-        for g in 0..QK_K / 32 {
-            // SAFETY: codes is 256 bytes, 32-aligned; 32g + 32 <= 256.
-            let w = unsafe { _mm256_load_si256(codes.0.as_ptr().add(32 * g).cast()) };
-            let aw = _mm256_sign_epi8(w, w);
+        for k in 0..QK_K / 32 {
+            // SAFETY: the kernel's features are enabled.
+            let (w, s) = unsafe { blk.part(&codes, k) };
             let sc = _mm256_set_m128i(
-                _mm_set1_epi16(scales[2 * g + 1]),
-                _mm_set1_epi16(scales[2 * g]),
+                _mm_set1_epi16(scales[2 * k + 1]),
+                _mm_set1_epi16(scales[2 * k]),
             );
             for c in 0..C {
-                // SAFETY: a[c].qs has 256 bytes; 32g + 32 <= 256.
-                let y = unsafe { _mm256_loadu_si256(a[c].qs.as_ptr().add(32 * g).cast()) };
-                let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w));
+                // SAFETY: a[c].qs has 256 bytes; 32k + 32 <= 256.
+                let y = unsafe { _mm256_loadu_si256(a[c].qs.as_ptr().add(32 * k).cast()) };
+                let p = _mm256_maddubs_epi16(w, _mm256_sign_epi8(y, s));
                 isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(p, sc));
             }
         }
