@@ -51,18 +51,7 @@ grid_kernels!(
 #[inline]
 #[target_feature(enable = "avx2")]
 fn sign_vector(signs: u32) -> __m256i {
-    let spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(signs as i32),
-        _mm256_set_epi64x(
-            0x0303_0303_0303_0303,
-            0x0202_0202_0202_0202,
-            0x0101_0101_0101_0101,
-            0,
-        ),
-    );
-    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
-    _mm256_or_si256(set, _mm256_set1_epi8(1))
+    _mm256_or_si256(super::bit_bytes(signs), _mm256_set1_epi8(1))
 }
 
 #[repr(C, align(32))]

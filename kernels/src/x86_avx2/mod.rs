@@ -22,6 +22,24 @@ pub(crate) fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
+/// 0xFF in byte `i` where bit `i` of `bits` is set: byte `i / 8` of `bits`
+/// spread to byte `i`, then a test of its bit `i % 8`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn bit_bytes(bits: u32) -> __m256i {
+    let bytes = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit)
+}
+
 /// How far ahead of the block it is reading a GEMV (a row kernel run on one
 /// column, or a four-row interleaved GEMV) asks the CPU for the weights: the
 /// hardware prefetchers alone leave one thread's stream from DRAM well below

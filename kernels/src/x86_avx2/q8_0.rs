@@ -96,23 +96,11 @@ pub(crate) unsafe fn codes256<W: Block32>(b: &W) -> __m256i {
     _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(kept), idx)
 }
 
-/// 0x10 in byte i where bit i of `qh` is set (Q5_0's fifth bits): byte i/8
-/// of `qh` to byte i, then a test of its bit i%8.
+/// 0x10 in byte i where bit i of `qh` is set (Q5_0's fifth bits).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn fifth_bits(qh: u32) -> __m256i {
-    let bytes = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(qh as i32),
-        _mm256_set_epi64x(
-            0x0303_0303_0303_0303,
-            0x0202_0202_0202_0202,
-            0x0101_0101_0101_0101,
-            0,
-        ),
-    );
-    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    _mm256_and_si256(super::bit_bytes(qh), _mm256_set1_epi8(0x10))
 }
 
 /// `R` weight rows against `C` activation columns: each activation block is
