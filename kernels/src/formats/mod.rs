@@ -29,7 +29,7 @@ mod q8_0;
 mod q8_k;
 pub mod sparse;
 pub mod sparse_x4;
-mod tq1_0;
+pub(crate) mod tq1_0;
 mod tq2_0;
 
 pub use grid::GridBlock;

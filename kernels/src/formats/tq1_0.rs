@@ -61,7 +61,7 @@ const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
 /// Digit `n` of a packed byte, minus one.
 #[inline(always)]
-fn digit(q: u8, n: usize) -> i8 {
+pub(crate) const fn digit(q: u8, n: usize) -> i8 {
     ((q.wrapping_mul(POW3[n]) as u16 * 3) >> 8) as i8 - 1
 }
 

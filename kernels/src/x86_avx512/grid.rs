@@ -77,8 +77,8 @@ grid_kernels!(
 
 /// A grid format's block straight into four vectors of 64 codes.
 trait Unpack: GridBlock {
-    /// The unpacked magnitudes are `|code| + BIAS` (TQ2_0: the 2-bit field
-    /// itself, `code + 1`, with no signs).
+    /// The unpacked magnitudes are `|code| + BIAS` (the ternary formats: the
+    /// digit or 2-bit field itself, `code + 1`, with no signs).
     const BIAS: i8 = 0;
     /// Every scale is 1 (the ternary formats): the values may come in any
     /// order that [`Unpack::y`] follows, and need no scale multiply.
@@ -103,21 +103,21 @@ trait Unpack: GridBlock {
     unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i);
 }
 
-/// The base-3 digits of a TQ1_0 byte as ggml reads them (digit `n` of `q`
-/// is `((q * 3^n mod 256) * 3) >> 8`): digits 0..4 two bits each, or digit 4.
+/// The base-3 digits of a TQ1_0 byte as ggml reads them
+/// ([`crate::formats::tq1_0::digit`] + 1): digits 0..4 two bits each, or digit 4.
 const fn tq1_digits(four: bool) -> [u8; 256] {
     let mut t = [0u8; 256];
     let mut q = 0;
     while q < 256 {
-        let (mut n, mut pow) = (0, 1u8);
+        let mut n = 0;
         while n < 5 {
-            let digit = ((q as u8).wrapping_mul(pow) as u16 * 3 >> 8) as u8;
+            let digit = (crate::formats::tq1_0::digit(q as u8, n) + 1) as u8;
             if four && n < 4 {
                 t[q] |= digit << (2 * n);
             } else if !four && n == 4 {
                 t[q] = digit;
             }
-            (n, pow) = (n + 1, pow.wrapping_mul(3));
+            n += 1;
         }
         q += 1;
     }
