@@ -690,3 +690,55 @@ unsafe fn cols<B: Unpack, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: 
         out[c] = _mm512_reduce_add_ps(acc[c]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every point of every coded grid reads back as the vendored grid's
+    /// bytes, through the codes and the level table as the kernels read them
+    /// (`vpmultishiftqb` takes 8 bits at the code's offset, `vpermb` the low 6).
+    fn check<const E: usize>(name: &str, coded: &Coded<E>, grid: &[u64; E], per: usize, bits: u32) {
+        for (i, &point) in grid.iter().enumerate() {
+            let code = coded.lo[i] as u64 | (coded.hi[i] as u64) << 8;
+            for j in 0..per {
+                let byte = ((code >> (bits as usize * j)) & 0xFF) as usize;
+                assert_eq!(
+                    coded.levels[byte & 63],
+                    (point >> (8 * j)) as u8,
+                    "{name}: point {i}, value {j}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn coded_grids_read_back_as_the_vendored_grids() {
+        check("iq2_xxs", &IQ2XXS_CODED, &IQ2XXS_GRID, 8, 2);
+        check("iq2_xs", &IQ2XS_CODED, &IQ2XS_GRID, 8, 2);
+        check("iq2_s", &IQ2S_CODED, &IQ2S_GRID, 8, 2);
+        check("iq3_xxs", &IQ3XXS_CODED, &widen(&IQ3XXS_GRID), 4, 3);
+        check("iq3_s", &IQ3S_CODED, &widen(&IQ3S_GRID), 4, 3);
+    }
+
+    /// The TQ1_0 tables give, for every byte, the digits `formats::tq1_0`
+    /// reads (plus one).
+    #[test]
+    fn tq1_digit_tables_hold_every_bytes_digits() {
+        for q in 0..=255u8 {
+            for n in 0..4 {
+                let d = (TQ1_FOUR[q as usize] >> (2 * n)) & 3;
+                assert_eq!(
+                    d as i8 - 1,
+                    crate::formats::tq1_0::digit(q, n),
+                    "byte {q} digit {n}"
+                );
+            }
+            assert_eq!(
+                TQ1_FIFTH[q as usize] as i8 - 1,
+                crate::formats::tq1_0::digit(q, 4),
+                "byte {q}"
+            );
+        }
+    }
+}
