@@ -146,8 +146,8 @@ const fn tq1_tables(h: usize) -> ([u8; 64], [u16; 32]) {
     while l < 64 {
         let (i, s) = tq1_place(128 + 64 * h + l);
         idx[l] = i;
-        // The digits from the fifth-digit table need no shift (bytes of one word share one).
-        sh[l / 2] = if i >= 64 { 0 } else { s };
+        // Bytes of one word share its shift: tq1_place keeps them equal.
+        sh[l / 2] = s;
         l += 1;
     }
     (idx, sh)
@@ -370,9 +370,6 @@ static IQ3_SPREAD: [[u8; 64]; 4] = spread(4, 16, false);
 /// `vpmultishiftqb` controls: byte `j` of an 8-value point's lanes from
 /// bit `2j` of its code; of two 4-value points per qword, from bits `3j`
 /// and `32 + 3j`.
-/// One vpdpwssd scales a lane's dot of four values: |dot| <= 4 * MAX_CODE * 127 < 2^15.
-const _: () = assert!(4 * 62 * 127 < 1 << 15);
-
 const SHIFT_2BIT: i64 = i64::from_le_bytes([0, 2, 4, 6, 8, 10, 12, 14]);
 const SHIFT_3BIT: i64 = i64::from_le_bytes([0, 3, 6, 9, 32, 35, 38, 41]);
 
@@ -610,6 +607,8 @@ impl Unpack for BlockIq3S {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 unsafe fn cols<B: Unpack, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+    // One vpdpwssd scales a lane's dot of four values: |dot| <= 4 * (MAX_CODE + BIAS) * 127 < 2^15.
+    const { assert!(4 * (B::MAX_CODE as i32 + B::BIAS as i32) * 127 < 1 << 15) };
     let mut acc = [_mm512_setzero_ps(); C];
     for (i, blk) in row.iter().enumerate() {
         if C == 1 {
