@@ -197,10 +197,26 @@ fn base(gen: &Path) -> cc::Build {
     b
 }
 
+/// Appended to every `-march=native` build of ggml-cpu: no AMX. The vendored
+/// AMX matmul (`ggml-cpu/amx/mmq.cpp`) builds its tile configuration on the
+/// stack, GCC 12 drops those stores as dead, and the first tile instruction
+/// then faults (SIGILL) on every AMX CPU (upstream's open fix:
+/// ggml-org/llama.cpp#26954). llmkernel's tiers have no AMX either, so ggml
+/// built without it is the same-tier comparison.
+const NO_AMX: [&str; 3] = ["-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"];
+
 fn ggml_cpu_flags(arch: &str, cross: bool) -> Vec<String> {
     let mode = env::var("LLMKERNEL_GGML_CPU")
         .unwrap_or_else(|_| if cross { "portable" } else { "native" }.into());
-    match (mode.as_str(), arch) {
+    let mut flags = native_flags(&mode, arch);
+    if arch == "x86_64" && flags.iter().any(|f| f == "-march=native") {
+        flags.extend(NO_AMX.map(String::from));
+    }
+    flags
+}
+
+fn native_flags(mode: &str, arch: &str) -> Vec<String> {
+    match (mode, arch) {
         ("native", "aarch64") => vec!["-mcpu=native".into()],
         ("native", _) => vec!["-march=native".into()],
         ("portable", _) => vec![],

@@ -18,7 +18,7 @@
 # name a subset of the programs, e.g. `scripts/build-llama-tools.sh test-backend-ops`.
 # Incremental: objects newer than their source and flags are kept.
 # LLMKERNEL_GGML_CPU=<compiler flags> builds ggml-cpu for another ISA than this
-# machine's best (default -march=native / -mcpu=native, as GGML_NATIVE), e.g.
+# machine's best (default -march=native without AMX / -mcpu=native, as GGML_NATIVE), e.g.
 # "-mavx2 -mfma -mf16c" for ggml's AVX2 code paths; use another
 # LLMKERNEL_TOOLS_DIR for such a build.
 #
@@ -55,7 +55,9 @@ else
 fi
 ARCH=$(uname -m)
 case "$ARCH" in
-  x86_64) ARCH_DIR=x86; NATIVE=${LLMKERNEL_GGML_CPU:--march=native} ;;
+  # No AMX: the vendored AMX matmul faults on AMX CPUs when GCC drops its tile
+  # configuration as dead stores (ggml-org/llama.cpp#26954; build.rs NO_AMX).
+  x86_64) ARCH_DIR=x86; NATIVE=${LLMKERNEL_GGML_CPU:--march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16} ;;
   aarch64) ARCH_DIR=arm; NATIVE=${LLMKERNEL_GGML_CPU:--mcpu=native} ;;
   *) echo "unsupported architecture $ARCH" >&2; exit 1 ;;
 esac
