@@ -101,6 +101,39 @@ trait Unpack: GridBlock {
     /// # Safety
     /// The CPU must have the kernels' features.
     unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i);
+
+    /// The lookup fills half an index vector (32 grid points a block): the
+    /// kernels look up a block's points and the next one's at once
+    /// ([`Unpack::codes`]) and unpack each from its half ([`Unpack::unpack_half`]).
+    const PAIRED: bool = false;
+
+    /// The codes (`lo`, `hi`) of this block's grid points in lanes `0..32`
+    /// and `next`'s in lanes `32..64` (where [`Unpack::PAIRED`]).
+    ///
+    /// # Safety
+    /// The CPU must have the kernels' features.
+    #[inline(always)]
+    unsafe fn codes(&self, _next: &Self) -> [__m512i; 2] {
+        // SAFETY: the caller's features.
+        unsafe { [_mm512_setzero_si512(); 2] }
+    }
+
+    /// [`Unpack::unpack`] from half `half` of [`Unpack::codes`] (where
+    /// [`Unpack::PAIRED`]; else the codes are not read).
+    ///
+    /// # Safety
+    /// The CPU must have the kernels' features.
+    #[inline(always)]
+    unsafe fn unpack_half(
+        &self,
+        _codes: &[__m512i; 2],
+        _half: usize,
+        w: &mut [__m512i; 4],
+        neg: &mut [u64; 4],
+    ) -> (f32, __m256i) {
+        // SAFETY: the caller's features.
+        unsafe { self.unpack(w, neg) }
+    }
 }
 
 /// The base-3 digits of a TQ1_0 byte as ggml reads them
@@ -343,15 +376,16 @@ static IQ3S_CODED: Coded<512> = coded(&widen(&IQ3S_GRID), 4, 3);
 /// code of their group `g`'s point (`lo` byte, then `hi` byte from the second
 /// table) at the start of the group's lanes (`n` bytes a group, 8 or 4). The
 /// point's index is byte `step * p + g` of the indices, or with `xxs` (four
-/// index bytes, then four others) `step * p + 8 * (g / 4) + g % 4`.
-const fn spread(n: usize, step: usize, xxs: bool) -> [[u8; 64]; 4] {
+/// index bytes, then four others) `step * p + 8 * (g / 4) + g % 4`; plus
+/// `offset` (32: the second block of a pair, [`Unpack::PAIRED`]).
+const fn spread(n: usize, step: usize, xxs: bool, offset: usize) -> [[u8; 64]; 4] {
     let mut c = [[0u8; 64]; 4];
     let mut p = 0;
     while p < 4 {
         let mut b = 0;
         while b < 64 {
             let g = b / n;
-            let at = (step * p + if xxs { 8 * (g / 4) + g % 4 } else { g }) as u8;
+            let at = (offset + step * p + if xxs { 8 * (g / 4) + g % 4 } else { g }) as u8;
             c[p][b] = if b % 2 == 0 { at } else { 64 + at };
             b += 1;
         }
@@ -361,11 +395,12 @@ const fn spread(n: usize, step: usize, xxs: bool) -> [[u8; 64]; 4] {
 }
 
 /// IQ2_XXS: the indices of sub-block `ib` are bytes `8ib..8ib + 4` of `qs`.
-static IQ2XXS_SPREAD: [[u8; 64]; 4] = spread(8, 16, true);
-/// IQ2_XS (one index a u16 lane, taken to bytes) and IQ2_S: indices in order.
-static IQ2XS_SPREAD: [[u8; 64]; 4] = spread(8, 8, false);
+static IQ2XXS_SPREAD: [[u8; 64]; 4] = spread(8, 16, true, 0);
+/// IQ2_XS (one index a u16 lane, taken to bytes) and IQ2_S: indices in
+/// order, the first block of a pair, then the second.
+static IQ2XS_SPREAD: [[[u8; 64]; 4]; 2] = [spread(8, 8, false, 0), spread(8, 8, false, 32)];
 /// IQ3_XXS and IQ3_S: one index byte per 4 values, in order.
-static IQ3_SPREAD: [[u8; 64]; 4] = spread(4, 16, false);
+static IQ3_SPREAD: [[u8; 64]; 4] = spread(4, 16, false, 0);
 
 /// `vpmultishiftqb` controls: byte `j` of an 8-value point's lanes from
 /// bit `2j` of its code; of two 4-value points per qword, from bits `3j`
@@ -483,24 +518,55 @@ impl Unpack for BlockIq2Xxs {
 }
 
 impl Unpack for BlockIq2Xs {
+    const PAIRED: bool = true;
     #[inline(always)]
     unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
+        // SAFETY: the caller's features.
+        unsafe { self.unpack_half(&self.codes(self), 0, w, neg) }
+    }
+    #[inline(always)]
+    unsafe fn codes(&self, next: &Self) -> [__m512i; 2] {
         // SAFETY: qs is 32 u16 = 64 bytes; the features are the caller's.
         unsafe {
             // u16 lane i: index (9 bits), then its 7-bit sign index.
-            let q = _mm512_loadu_si512(self.qs.as_ptr().cast());
-            let idx = _mm512_castsi256_si512(_mm512_cvtepi16_epi8(q));
+            let q0 = _mm512_loadu_si512(self.qs.as_ptr().cast());
+            let q1 = _mm512_loadu_si512(next.qs.as_ptr().cast());
+            let idx = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm512_cvtepi16_epi8(q0)),
+                _mm512_cvtepi16_epi8(q1),
+            );
             let top = _mm512_movepi8_mask(idx);
-            let bit8 = _mm512_test_epi16_mask(q, _mm512_set1_epi16(0x100)) as u64;
+            let bit8 = _mm512_test_epi16_mask(q0, _mm512_set1_epi16(0x100)) as u64
+                | (_mm512_test_epi16_mask(q1, _mm512_set1_epi16(0x100)) as u64) << 32;
             let t = &IQ2XS_CODED;
-            let (lo, hi) = (
+            [
                 lookup512(&t.lo, idx, top, bit8),
                 lookup512(&t.hi, idx, top, bit8),
-            );
+            ]
+        }
+    }
+    #[inline(always)]
+    unsafe fn unpack_half(
+        &self,
+        codes: &[__m512i; 2],
+        half: usize,
+        w: &mut [__m512i; 4],
+        neg: &mut [u64; 4],
+    ) -> (f32, __m256i) {
+        // SAFETY: qs is 32 u16 = 64 bytes; the features are the caller's.
+        unsafe {
+            let q = _mm512_loadu_si512(self.qs.as_ptr().cast());
             let fields = _mm512_castsi256_si512(_mm512_cvtepi16_epi8(_mm512_srli_epi16::<9>(q)));
             let signs = sign_bytes(fields);
+            let [lo, hi] = *codes;
             for p in 0..4 {
-                let g = expand(lo, hi, &IQ2XS_SPREAD[p], SHIFT_2BIT, &t.levels);
+                let g = expand(
+                    lo,
+                    hi,
+                    &IQ2XS_SPREAD[half][p],
+                    SHIFT_2BIT,
+                    &IQ2XS_CODED.levels,
+                );
                 (w[p], neg[p]) = (g, signs[p]);
             }
             (self.d.to_f32() * 0.125, nibble_scales(&self.scales))
@@ -520,17 +586,25 @@ fn even_bits(x: u64) -> u64 {
 }
 
 impl Unpack for BlockIq2S {
+    const PAIRED: bool = true;
     #[inline(always)]
     unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
-        let signs = |p: usize| u64::from_le_bytes(self.qs[32 + 8 * p..][..8].try_into().unwrap());
+        // SAFETY: the caller's features.
+        unsafe { self.unpack_half(&self.codes(self), 0, w, neg) }
+    }
+    #[inline(always)]
+    unsafe fn codes(&self, next: &Self) -> [__m512i; 2] {
         // Index g (g < 32): qs[g] | (qh >> 2g & 3) << 8.
-        let qh = u64::from_le_bytes(self.qh);
-        let (bit8, bit9) = (even_bits(qh), even_bits(qh >> 1));
+        let (qh0, qh1) = (u64::from_le_bytes(self.qh), u64::from_le_bytes(next.qh));
+        let bit8 = even_bits(qh0) | even_bits(qh1) << 32;
+        let bit9 = even_bits(qh0 >> 1) | even_bits(qh1 >> 1) << 32;
         // SAFETY: qs has 64 bytes; the features are the caller's.
         unsafe {
-            let idx = _mm512_castsi256_si512(_mm256_loadu_si256(self.qs.as_ptr().cast()));
+            let idx = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_loadu_si256(self.qs.as_ptr().cast())),
+                _mm256_loadu_si256(next.qs.as_ptr().cast()),
+            );
             let top = _mm512_movepi8_mask(idx);
-            let t = &IQ2S_CODED;
             let look = |t: &[u8; 1024]| {
                 let half = |h: usize| -> &[u8; 512] { t[512 * h..][..512].try_into().unwrap() };
                 _mm512_mask_blend_epi8(
@@ -539,16 +613,33 @@ impl Unpack for BlockIq2S {
                     lookup512(half(1), idx, top, bit8),
                 )
             };
-            let (lo, hi) = (look(&t.lo), look(&t.hi));
+            [look(&IQ2S_CODED.lo), look(&IQ2S_CODED.hi)]
+        }
+    }
+    #[inline(always)]
+    unsafe fn unpack_half(
+        &self,
+        codes: &[__m512i; 2],
+        half: usize,
+        w: &mut [__m512i; 4],
+        neg: &mut [u64; 4],
+    ) -> (f32, __m256i) {
+        let signs = |p: usize| u64::from_le_bytes(self.qs[32 + 8 * p..][..8].try_into().unwrap());
+        let [lo, hi] = *codes;
+        // SAFETY: the features are the caller's.
+        unsafe {
             for p in 0..4 {
-                let g = expand(lo, hi, &IQ2XS_SPREAD[p], SHIFT_2BIT, &t.levels);
+                let g = expand(
+                    lo,
+                    hi,
+                    &IQ2XS_SPREAD[half][p],
+                    SHIFT_2BIT,
+                    &IQ2S_CODED.levels,
+                );
                 (w[p], neg[p]) = (g, signs(p));
             }
+            (self.d.to_f32() * 0.125, nibble_scales(&self.scales))
         }
-        // SAFETY: the features are the caller's.
-        (self.d.to_f32() * 0.125, unsafe {
-            nibble_scales(&self.scales)
-        })
     }
 }
 
@@ -610,6 +701,7 @@ unsafe fn cols<B: Unpack, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: 
     // One vpdpwssd scales a lane's dot of four values: |dot| <= 4 * (MAX_CODE + BIAS) * 127 < 2^15.
     const { assert!(4 * (B::MAX_CODE as i32 + B::BIAS as i32) * 127 < 1 << 15) };
     let mut acc = [_mm512_setzero_ps(); C];
+    let mut codes = [_mm512_setzero_si512(); 2];
     for (i, blk) in row.iter().enumerate() {
         if C == 1 {
             crate::x86_avx2::prefetch_ahead(blk);
@@ -618,8 +710,12 @@ unsafe fn cols<B: Unpack, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: 
         let a: [&BlockQ8K; C] =
             std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
         let (mut w, mut neg) = ([_mm512_setzero_si512(); 4], [0u64; 4]);
+        if B::PAIRED && i % 2 == 0 {
+            // SAFETY: the kernel's features are enabled.
+            codes = unsafe { blk.codes(row.get(i + 1).unwrap_or(blk)) };
+        }
         // SAFETY: the kernel's features are enabled.
-        let (factor, s16) = unsafe { blk.unpack(&mut w, &mut neg) };
+        let (factor, s16) = unsafe { blk.unpack_half(&codes, i % 2, &mut w, &mut neg) };
         let s32 = _mm512_cvtepi16_epi32(s16);
         let mut sc = [_mm512_setzero_si512(); 4];
         for p in 0..4 {
