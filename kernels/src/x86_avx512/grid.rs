@@ -96,11 +96,17 @@ trait Unpack: GridBlock {
 
     /// Writes the codes' magnitudes into `w` and their signs into `neg`
     /// (bit `j` of `neg[p]` set: value `64p + j` is negative); returns the
-    /// factor and the 16 scales (as [`GridBlock::int_form`]).
+    /// factor and the 16 scales (as [`GridBlock::int_form`]). A format
+    /// implements this or, where [`Unpack::PAIRED`], [`Unpack::codes`] and
+    /// [`Unpack::unpack_half`], which this then calls.
     ///
     /// # Safety
     /// The CPU must have the kernels' features.
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i);
+    #[inline(always)]
+    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
+        // SAFETY: the caller's features.
+        unsafe { self.unpack_half(&self.codes(self), 0, w, neg) }
+    }
 
     /// The lookup fills half an index vector (32 grid points a block): the
     /// kernels look up a block's points and the next one's at once
@@ -520,11 +526,6 @@ impl Unpack for BlockIq2Xxs {
 impl Unpack for BlockIq2Xs {
     const PAIRED: bool = true;
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
-        // SAFETY: the caller's features.
-        unsafe { self.unpack_half(&self.codes(self), 0, w, neg) }
-    }
-    #[inline(always)]
     unsafe fn codes(&self, next: &Self) -> [__m512i; 2] {
         // SAFETY: qs is 32 u16 = 64 bytes; the features are the caller's.
         unsafe {
@@ -587,11 +588,6 @@ fn even_bits(x: u64) -> u64 {
 
 impl Unpack for BlockIq2S {
     const PAIRED: bool = true;
-    #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
-        // SAFETY: the caller's features.
-        unsafe { self.unpack_half(&self.codes(self), 0, w, neg) }
-    }
     #[inline(always)]
     unsafe fn codes(&self, next: &Self) -> [__m512i; 2] {
         // Index g (g < 32): qs[g] | (qh >> 2g & 3) << 8.
