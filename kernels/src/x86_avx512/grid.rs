@@ -381,17 +381,16 @@ static IQ3S_CODED: Coded<512> = coded(&widen(&IQ3S_GRID), 4, 3);
 /// The `vpermi2b` controls that put, for the values `64p..64p + 64`, the
 /// code of their group `g`'s point (`lo` byte, then `hi` byte from the second
 /// table) at the start of the group's lanes (`n` bytes a group, 8 or 4). The
-/// point's index is byte `step * p + g` of the indices, or with `xxs` (four
-/// index bytes, then four others) `step * p + 8 * (g / 4) + g % 4`; plus
-/// `offset` (32: the second block of a pair, [`Unpack::PAIRED`]).
-const fn spread(n: usize, step: usize, xxs: bool, offset: usize) -> [[u8; 64]; 4] {
+/// point's index is byte `offset + step * p + g` of the indices (`offset`
+/// 32: the second block of a pair, [`Unpack::PAIRED`]).
+const fn spread(n: usize, step: usize, offset: usize) -> [[u8; 64]; 4] {
     let mut c = [[0u8; 64]; 4];
     let mut p = 0;
     while p < 4 {
         let mut b = 0;
         while b < 64 {
             let g = b / n;
-            let at = (offset + step * p + if xxs { 8 * (g / 4) + g % 4 } else { g }) as u8;
+            let at = (offset + step * p + g) as u8;
             c[p][b] = if b % 2 == 0 { at } else { 64 + at };
             b += 1;
         }
@@ -400,13 +399,12 @@ const fn spread(n: usize, step: usize, xxs: bool, offset: usize) -> [[u8; 64]; 4
     c
 }
 
-/// IQ2_XXS: the indices of sub-block `ib` are bytes `8ib..8ib + 4` of `qs`.
-static IQ2XXS_SPREAD: [[u8; 64]; 4] = spread(8, 16, true, 0);
-/// IQ2_XS (one index a u16 lane, taken to bytes) and IQ2_S: indices in
-/// order, the first block of a pair, then the second.
-static IQ2XS_SPREAD: [[[u8; 64]; 4]; 2] = [spread(8, 8, false, 0), spread(8, 8, false, 32)];
+/// The 2-bit i-quants (IQ2_XXS's index bytes gathered by [`IQ2XXS_INDICES`],
+/// IQ2_XS's u16 lanes taken to bytes, IQ2_S's bytes): indices in order, the
+/// first block of a pair, then the second.
+static IQ2XS_SPREAD: [[[u8; 64]; 4]; 2] = [spread(8, 8, 0), spread(8, 8, 32)];
 /// IQ3_XXS and IQ3_S: one index byte per 4 values, in order.
-static IQ3_SPREAD: [[u8; 64]; 4] = spread(4, 16, false, 0);
+static IQ3_SPREAD: [[u8; 64]; 4] = spread(4, 16, 0);
 
 /// `vpmultishiftqb` controls: byte `j` of an 8-value point's lanes from
 /// bit `2j` of its code; of two 4-value points per qword, from bits `3j`
@@ -497,24 +495,62 @@ fn negate(g: __m512i, signs: u64) -> __m512i {
     _mm512_mask_sub_epi8(g, signs, _mm512_setzero_si512(), g)
 }
 
+/// IQ2_XXS: the index bytes of two blocks, in order (a block's qword `ib`
+/// holds sub-block `ib`'s four index bytes, then its aux).
+static IQ2XXS_INDICES: [u8; 64] = {
+    let mut c = [0u8; 64];
+    let mut j = 0;
+    while j < 64 {
+        let g = j % 32;
+        c[j] = (64 * (j / 32) + 8 * (g / 4) + g % 4) as u8;
+        j += 1;
+    }
+    c
+};
+
 impl Unpack for BlockIq2Xxs {
+    const PAIRED: bool = true;
     #[inline(always)]
-    unsafe fn unpack(&self, w: &mut [__m512i; 4], neg: &mut [u64; 4]) -> (f32, __m256i) {
+    unsafe fn codes(&self, next: &Self) -> [__m512i; 2] {
+        // SAFETY: qs is 64 bytes, IQ2XXS_INDICES 64; the features are the caller's.
+        unsafe {
+            let idx = _mm512_permutex2var_epi8(
+                _mm512_loadu_si512(self.qs.as_ptr().cast()),
+                _mm512_loadu_si512(IQ2XXS_INDICES.as_ptr().cast()),
+                _mm512_loadu_si512(next.qs.as_ptr().cast()),
+            );
+            let top = _mm512_movepi8_mask(idx);
+            let t = &IQ2XXS_CODED;
+            [lookup256(&t.lo, idx, top), lookup256(&t.hi, idx, top)]
+        }
+    }
+    #[inline(always)]
+    unsafe fn unpack_half(
+        &self,
+        codes: &[__m512i; 2],
+        half: usize,
+        w: &mut [__m512i; 4],
+        neg: &mut [u64; 4],
+    ) -> (f32, __m256i) {
         // SAFETY: qs is 64 bytes; the features are the caller's.
         unsafe {
             // Qword ib: sub-block ib's four index bytes, then its aux (bits 32..64).
             let v = _mm512_loadu_si512(self.qs.as_ptr().cast());
-            let t = &IQ2XXS_CODED;
-            let top = _mm512_movepi8_mask(v);
-            let (lo, hi) = (lookup256(&t.lo, v, top), lookup256(&t.hi, v, top));
             // Byte l of qword ib: aux >> 7l; sub-blocks 2p and 2p + 1 make the mask of p.
             let fields = _mm512_multishift_epi64_epi8(
                 _mm512_set1_epi64(i64::from_le_bytes([32, 39, 46, 53, 0, 0, 0, 0])),
                 v,
             );
             let signs = sign_bytes(fields);
+            let [lo, hi] = *codes;
             for p in 0..4 {
-                let g = expand(lo, hi, &IQ2XXS_SPREAD[p], SHIFT_2BIT, &t.levels);
+                let g = expand(
+                    lo,
+                    hi,
+                    &IQ2XS_SPREAD[half][p],
+                    SHIFT_2BIT,
+                    &IQ2XXS_CODED.levels,
+                );
                 (w[p], neg[p]) = (g, signs[2 * p] as u32 as u64 | signs[2 * p + 1] << 32);
             }
             let s = _mm512_cvtepi64_epi16(_mm512_srli_epi64::<60>(v));
