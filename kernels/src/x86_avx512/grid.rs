@@ -457,6 +457,22 @@ fn expand(lo: __m512i, hi: __m512i, spread: &[u8; 64], shift: i64, levels: &[u8;
     )
 }
 
+/// The 2-bit i-quants' levels for a block's 256 values from half `half` of
+/// a pair's codes ([`Unpack::codes`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn expand_2bit(codes: &[__m512i; 2], half: usize, levels: &[u8; 64], w: &mut [__m512i; 4]) {
+    for (p, w) in w.iter_mut().enumerate() {
+        *w = expand(
+            codes[0],
+            codes[1],
+            &IQ2XS_SPREAD[half][p],
+            SHIFT_2BIT,
+            levels,
+        );
+    }
+}
+
 /// ggml's sign bytes (`ksigns_iq2xs`) of the 7-bit indices in the low
 /// bits of each byte (bit 7 ignored).
 #[inline]
@@ -542,16 +558,9 @@ impl Unpack for BlockIq2Xxs {
                 v,
             );
             let signs = sign_bytes(fields);
-            let [lo, hi] = *codes;
-            for p in 0..4 {
-                let g = expand(
-                    lo,
-                    hi,
-                    &IQ2XS_SPREAD[half][p],
-                    SHIFT_2BIT,
-                    &IQ2XXS_CODED.levels,
-                );
-                (w[p], neg[p]) = (g, signs[2 * p] as u32 as u64 | signs[2 * p + 1] << 32);
+            expand_2bit(codes, half, &IQ2XXS_CODED.levels, w);
+            for (p, neg) in neg.iter_mut().enumerate() {
+                *neg = signs[2 * p] as u32 as u64 | signs[2 * p + 1] << 32;
             }
             let s = _mm512_cvtepi64_epi16(_mm512_srli_epi64::<60>(v));
             (self.d.to_f32() * 0.125, scales32_lanes(s))
@@ -595,17 +604,8 @@ impl Unpack for BlockIq2Xs {
             let q = _mm512_loadu_si512(self.qs.as_ptr().cast());
             let fields = _mm512_castsi256_si512(_mm512_cvtepi16_epi8(_mm512_srli_epi16::<9>(q)));
             let signs = sign_bytes(fields);
-            let [lo, hi] = *codes;
-            for p in 0..4 {
-                let g = expand(
-                    lo,
-                    hi,
-                    &IQ2XS_SPREAD[half][p],
-                    SHIFT_2BIT,
-                    &IQ2XS_CODED.levels,
-                );
-                (w[p], neg[p]) = (g, signs[p]);
-            }
+            expand_2bit(codes, half, &IQ2XS_CODED.levels, w);
+            neg.copy_from_slice(&signs[..4]);
             (self.d.to_f32() * 0.125, nibble_scales(&self.scales))
         }
     }
@@ -657,19 +657,10 @@ impl Unpack for BlockIq2S {
         neg: &mut [u64; 4],
     ) -> (f32, __m256i) {
         let signs = |p: usize| u64::from_le_bytes(self.qs[32 + 8 * p..][..8].try_into().unwrap());
-        let [lo, hi] = *codes;
+        *neg = std::array::from_fn(signs);
         // SAFETY: the features are the caller's.
         unsafe {
-            for p in 0..4 {
-                let g = expand(
-                    lo,
-                    hi,
-                    &IQ2XS_SPREAD[half][p],
-                    SHIFT_2BIT,
-                    &IQ2S_CODED.levels,
-                );
-                (w[p], neg[p]) = (g, signs(p));
-            }
+            expand_2bit(codes, half, &IQ2S_CODED.levels, w);
             (self.d.to_f32() * 0.125, nibble_scales(&self.scales))
         }
     }
