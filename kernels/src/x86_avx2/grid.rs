@@ -184,26 +184,23 @@ unsafe fn cols<B: Parts, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: &
 /// The ternary formats' fields (`code + 1`, 0..=2) in the values' order:
 /// vector `k` holds values `32k..32k + 32`.
 trait Fields {
-    fn d(&self) -> f32;
+    /// The block's `d` and its fields.
+    ///
     /// # Safety
     /// The CPU must have AVX2.
-    unsafe fn fields(&self) -> [__m256i; 8];
+    unsafe fn fields(&self) -> (f32, [__m256i; 8]);
 }
 
 impl Fields for BlockTq2_0 {
-    #[inline(always)]
-    fn d(&self) -> f32 {
-        self.d.to_f32()
-    }
     /// Values `128h + 32l + m`: bits `2l` of byte `32h + m`, a shift and a mask.
     #[inline(always)]
-    unsafe fn fields(&self) -> [__m256i; 8] {
+    unsafe fn fields(&self) -> (f32, [__m256i; 8]) {
         // SAFETY: qs has 64 bytes; the caller's features.
         unsafe {
             let three = _mm256_set1_epi8(3);
             let x0 = _mm256_loadu_si256(self.qs.as_ptr().cast());
             let x1 = _mm256_loadu_si256(self.qs.as_ptr().add(32).cast());
-            [
+            let f = [
                 _mm256_and_si256(x0, three),
                 _mm256_and_si256(_mm256_srli_epi16::<2>(x0), three),
                 _mm256_and_si256(_mm256_srli_epi16::<4>(x0), three),
@@ -212,7 +209,8 @@ impl Fields for BlockTq2_0 {
                 _mm256_and_si256(_mm256_srli_epi16::<2>(x1), three),
                 _mm256_and_si256(_mm256_srli_epi16::<4>(x1), three),
                 _mm256_and_si256(_mm256_srli_epi16::<6>(x1), three),
-            ]
+            ];
+            (self.d.to_f32(), f)
         }
     }
 }
@@ -237,17 +235,13 @@ unsafe fn tq1_digit(s: __m256i) -> __m256i {
 }
 
 impl Fields for BlockTq1_0 {
-    #[inline(always)]
-    fn d(&self) -> f32 {
-        self.d.to_f32()
-    }
     /// Digit `n` of a byte `q` is 0, 1 or 2 as `x = q * 3^n mod 256` is below
     /// 86, below 171, or not ([`crate::formats::tq1_0`]'s rule, `(3x) >> 8`).
     /// Kept as `s = x ^ 0x80`, the tests are signed compares (`s > -43`,
     /// `s > 42`), and the next digit's `s` is `3s` (`3 * 128 = 128 mod 256`:
     /// any odd multiplier keeps the bias), two byte adds.
     #[inline(always)]
-    unsafe fn fields(&self) -> [__m256i; 8] {
+    unsafe fn fields(&self) -> (f32, [__m256i; 8]) {
         // SAFETY: qs has 48 bytes, qh 4; the caller's features.
         unsafe {
             let bias = _mm256_set1_epi8(-128);
@@ -277,7 +271,7 @@ impl Fields for BlockTq1_0 {
             let h = _mm256_blend_epi32::<0b0100>(h, h9);
             let h = _mm256_blend_epi32::<0b1000>(h, times3(h9));
             f[7] = tq1_digit(_mm256_permute2x128_si256::<0x20>(t, h));
-            f
+            (self.d.to_f32(), f)
         }
     }
 }
@@ -299,7 +293,7 @@ unsafe fn ternary<B: Fields, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], ou
             std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
         let mut sum16 = [_mm256_setzero_si256(); C];
         // SAFETY: the kernel's features are enabled.
-        let fields = unsafe { blk.fields() };
+        let (d, fields) = unsafe { blk.fields() };
         for (k, &w) in fields.iter().enumerate() {
             for c in 0..C {
                 // SAFETY: a[c].qs has 256 bytes; 32k + 32 <= 256.
@@ -314,7 +308,7 @@ unsafe fn ternary<B: Fields, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], ou
                 _mm256_madd_epi16(sum16[c], ones),
                 _mm256_madd_epi16(bsums, ones),
             );
-            let dd = blk.d() * a[c].d;
+            let dd = d * a[c].d;
             acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(isum), acc[c]);
         }
     }
