@@ -4,9 +4,10 @@
 
 use crate::error::Error;
 use crate::formats::sparse_x4::{X4Block, GROUP};
+use crate::formats::ternary_x64::{self, TernaryX64};
 use crate::formats::{BlockQ8_0, QuantBlock};
 use crate::panel::{pack_columns, ColBlock, Shape, Tile, Unpacked, COLS, PANEL_ROWS, ROWS};
-use crate::table::{check_cpu, Config, Kernels, PanelKernel, QuantKernel, X4Kernels};
+use crate::table::{check_cpu, Config, Kernels, LutKernels, PanelKernel, QuantKernel, X4Kernels};
 use crate::Result;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -462,5 +463,86 @@ pub fn matmul_x4_on<X: X4Kernels>(
             }
         }
     });
+    Ok(())
+}
+
+/// `rows` rows of `k` ternary values in the lookup-table layout
+/// ([`crate::formats::ternary_x64`]: block position after block position,
+/// groups of 64 rows within each).
+#[derive(Clone, Copy)]
+pub struct LutMatrix<'a, X> {
+    blocks: &'a [X],
+    rows: usize,
+    k: usize,
+}
+
+impl<'a, X: TernaryX64> LutMatrix<'a, X> {
+    pub fn new(blocks: &'a [X], rows: usize, k: usize) -> Result<Self> {
+        let per_row = X::Row::FORMAT.blocks_in(k)?;
+        let expected = ternary_x64::groups(rows) * per_row;
+        if blocks.len() != expected {
+            return Err(Error::LengthMismatch {
+                what: "lookup-table blocks (ceil(rows / 64) * k / 256)",
+                expected,
+                got: blocks.len(),
+            });
+        }
+        Ok(LutMatrix { blocks, rows, k })
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// `y = x · wᵀ` for ternary weights in the lookup-table layout, column by
+/// column through the lookup-table GEMV ([`Config::lut`]). Each task takes a
+/// range of block positions for every row (so each column's tables are
+/// built once, by the task that reads them); the tasks' partial sums are
+/// added in task order.
+pub fn matmul_lut_on<X: LutKernels>(
+    w: &LutMatrix<X>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    config: &Config<X::Row>,
+    par: &dyn Parallel,
+) -> Result<()> {
+    let (m, k) = (w.rows, w.k);
+    if y.len() != n * m {
+        return Err(Error::LengthMismatch {
+            what: "output (n * rows)",
+            expected: n * m,
+            got: y.len(),
+        });
+    }
+    let acts = quantize_activations_on(config.quant(), x, n, k, par)?;
+    if n == 0 || m == 0 || k == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
+    let lut = config.lut::<X>();
+    check_cpu(lut.name(), lut.isa())?;
+    let nb = k / crate::formats::QK_K;
+    let ngroups = ternary_x64::groups(m);
+    let slots = ternary_x64::ROWS * ngroups;
+    let tasks = par.threads().min(nb).max(1);
+    let mut partial = vec![0f32; tasks * slots];
+    for (col, y) in acts.chunks(nb).zip(y.chunks_exact_mut(m)) {
+        partial.fill(0.0);
+        for_each_chunk(par, &mut partial, slots, |t, out| {
+            let blocks = nb * t / tasks..nb * (t + 1) / tasks;
+            // SAFETY: the kernel's ISA is supported (checked above); w holds
+            // nb block positions of ngroups groups, col nb blocks, out 64 per group.
+            unsafe { (lut.f)(w.blocks, ngroups, blocks, col, out) };
+        });
+        let (sum, rest) = partial.split_at_mut(slots);
+        for p in rest.chunks_exact(slots) {
+            sum.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+        }
+        ternary_x64::unslot(sum, y);
+    }
     Ok(())
 }

@@ -16,14 +16,16 @@
 //! them.
 
 use crate::formats::sparse_x4::X4Block;
+use crate::formats::ternary_x64::{TernaryX64, ROWS as ROWS_X64};
 use crate::formats::{
     BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockIq4Nl, BlockIq4Nlx4,
     BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4,
     BlockQ5K, BlockQ5_0, BlockQ5_0x4, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4,
-    BlockQ8_0x4, BlockTq1_0, BlockTq2_0, Format, WeightBlock,
+    BlockQ8_0x4, BlockTq1_0, BlockTq1_0x64, BlockTq2_0, BlockTq2_0x64, Format, WeightBlock,
 };
 use crate::panel::{PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS};
 use crate::{scalar, Error, Result};
+use std::ops::Range;
 
 pub use crate::isa::Isa;
 
@@ -792,6 +794,111 @@ x4_rows!(BlockQ4_0x4, gemv_q4_0x4_q8_0_4x1, "gemv_q4_0x4_q8_0");
 x4_rows!(BlockIq4Nlx4, gemv_iq4_nlx4_q8_0_4x1, "gemv_iq4_nlx4_q8_0");
 x4_rows!(BlockQ5_0x4, gemv_q5_0x4_q8_0_4x1, "gemv_q5_0x4_q8_0");
 
+/// A lookup-table GEMV of a ternary layout ([`crate::formats::ternary_x64`]):
+/// block positions `blocks` of `ngroups` groups of 64 rows (block position
+/// after block position) against one column, added to `out` (64 per group,
+/// in slot order).
+pub type LutGemvFn<X> =
+    unsafe fn(x: &[X], ngroups: usize, blocks: Range<usize>, act: &[BlockQ8K], out: &mut [f32]);
+
+pub struct LutKernel<X> {
+    name: &'static str,
+    isa: Isa,
+    /// # Safety
+    /// The CPU must support `isa`; `x.len() >= blocks.end * ngroups`,
+    /// `act.len() >= blocks.end`, `out.len() >= 64 * ngroups`.
+    pub(crate) f: LutGemvFn<X>,
+}
+
+impl<X> Clone for LutKernel<X> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<X> Copy for LutKernel<X> {}
+
+impl<X: TernaryX64> LutKernel<X> {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+    /// Runs the kernel after checking the CPU and the lengths.
+    pub fn run(
+        &self,
+        x: &[X],
+        ngroups: usize,
+        blocks: Range<usize>,
+        act: &[BlockQ8K],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let need = blocks.end.checked_mul(ngroups);
+        if need.is_none_or(|n| x.len() < n) || act.len() < blocks.end {
+            return Err(Error::LengthMismatch {
+                what: "lookup-table blocks (block positions * groups)",
+                expected: need.unwrap_or(usize::MAX),
+                got: x.len(),
+            });
+        }
+        if out.len() < ROWS_X64 * ngroups {
+            return Err(Error::LengthMismatch {
+                what: "outputs (64 per group)",
+                expected: ROWS_X64 * ngroups,
+                got: out.len(),
+            });
+        }
+        check_cpu(self.name, self.isa)?;
+        // SAFETY: ISA and lengths checked above.
+        unsafe { (self.f)(x, ngroups, blocks, act, out) };
+        Ok(())
+    }
+}
+
+/// The scalar reference as a lookup-table kernel.
+///
+/// # Safety
+/// None (safe code behind the kernel signature).
+unsafe fn scalar_lut<X: TernaryX64>(
+    x: &[X],
+    ngroups: usize,
+    blocks: Range<usize>,
+    act: &[BlockQ8K],
+    out: &mut [f32],
+) {
+    crate::formats::ternary_x64::gemv_ref(x, ngroups, blocks, act, out)
+}
+
+/// The lookup-table GEMVs of a ternary layout, scalar reference first.
+pub trait LutKernels: TernaryX64<Row: Kernels> {
+    fn lut_kernels() -> Vec<LutKernel<Self>>;
+}
+
+macro_rules! lut_rows {
+    ($block:ty, $name:literal) => {
+        impl LutKernels for $block {
+            fn lut_kernels() -> Vec<LutKernel<Self>> {
+                #[allow(unused_mut)]
+                let mut v = vec![LutKernel {
+                    name: concat!($name, "_scalar"),
+                    isa: Isa::Scalar,
+                    f: scalar_lut::<Self>,
+                }];
+                #[cfg(target_arch = "x86_64")]
+                v.push(LutKernel {
+                    name: concat!($name, "_avx512"),
+                    isa: Isa::Avx512,
+                    f: crate::x86_avx512::ternary_lut::gemv_ternary_x64::<Self>,
+                });
+                v
+            }
+        }
+    };
+}
+
+lut_rows!(BlockTq1_0x64, "gemv_tq1_0x64_q8_k_lut_64x1");
+lut_rows!(BlockTq2_0x64, "gemv_tq2_0x64_q8_k_lut_64x1");
+
 /// The name of the panel fill ([`crate::panel::Unpacked::fill`]) compiled for `isa`.
 fn fill_name(isa: Isa) -> &'static str {
     match isa {
@@ -926,6 +1033,12 @@ impl<B: Kernels> Config<B> {
             .find(|k| k.isa == self.row.isa)
             .copied()
             .unwrap_or(all[0])
+    }
+
+    /// The lookup-table GEMV of layout `X` (rows of this format): the best
+    /// admitted under this configuration's ceiling.
+    pub fn lut<X: LutKernels<Row = B>>(&self) -> LutKernel<X> {
+        best(&X::lut_kernels(), |k| k.isa, self.ceiling).expect("the scalar reference")
     }
 
     /// Every piece as `(piece, kernel name, ISA)`, for `info` and tests.

@@ -29,6 +29,7 @@ mod q8_0;
 mod q8_k;
 pub mod sparse;
 pub mod sparse_x4;
+pub mod ternary_x64;
 pub(crate) mod tq1_0;
 mod tq2_0;
 
@@ -53,6 +54,7 @@ pub use sparse::{BlockQ4_0S, BlockQ8_0S};
 pub use sparse_x4::{
     BlockIq4Nlx4, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0x4, BlockQ8_0Sx4, BlockQ8_0x4,
 };
+pub use ternary_x64::{BlockTq1_0x64, BlockTq2_0x64};
 pub use tq1_0::BlockTq1_0;
 pub use tq2_0::BlockTq2_0;
 

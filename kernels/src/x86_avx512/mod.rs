@@ -11,3 +11,4 @@ pub mod q4_k;
 pub mod q6_k;
 pub mod q8_0;
 pub mod sparse_x4;
+pub mod ternary_lut;
