@@ -3,8 +3,9 @@
 //! GEMV (batch 1) and GEMM (batch 64; row kernels alone, and the panel GEMM
 //! where the ISA has one), single-threaded; beside GEMV, ggml-cpu's `vec_dot`
 //! kernel for the same format on the same data; and every panel tile kernel
-//! (`*/gemm_tile`: 8 rows x 32 columns of K = 4096, in L1/L2); and the
-//! interleaved 2:4 GEMVs (`*/gemv_x4`).
+//! (`*/gemm_tile`: 8 rows x 32 columns of K = 4096, in L1/L2); the
+//! interleaved 2:4 GEMVs (`*/gemv_x4`); and the ternary formats'
+//! lookup-table GEMVs (`*/gemv_lut`).
 //!
 //! Units: weight bytes per second for dequant and GEMV; for GEMM, "elements"
 //! are the 2*M*N*K operations (so criterion's elem/s reads as FLOP/s).
@@ -14,11 +15,11 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use llmkernel::kernels::cpu::CpuFeatures;
-use llmkernel::kernels::formats::sparse_x4;
 use llmkernel::kernels::formats::*;
+use llmkernel::kernels::formats::{sparse_x4, ternary_x64};
 use llmkernel::kernels::matmul::{matmul_quantized, quantize_activations, quantize_row, QMatrix};
 use llmkernel::kernels::panel::{pack_columns, Shape, Tile, Unpacked, COLS, ROWS};
-use llmkernel::kernels::table::{panel_kernels, Config, Isa, Kernels, X4Kernels};
+use llmkernel::kernels::table::{panel_kernels, Config, Isa, Kernels, LutKernels, X4Kernels};
 use llmkernel::kernels::testdata::{RandomBlock, Rng};
 use std::time::Duration;
 
@@ -204,8 +205,50 @@ where
     g.finish();
 }
 
+/// The ternary formats' lookup-table GEMVs over M x K random blocks in the
+/// 64-row layout, one column (`*/gemv_lut`), beside the format's best row
+/// kernel on the same blocks in GGUF's layout; weight bytes per second.
+fn bench_lut<X: LutKernels>(c: &mut Criterion)
+where
+    X::Row: RandomBlock,
+{
+    let cpu = CpuFeatures::get();
+    let mut r = Rng::new(6);
+    let rows = X::Row::random_vec(&mut r, M * K / QK_K);
+    let lut: Vec<X> = ternary_x64::interleave(&rows, M, K).unwrap();
+    let acts = quantize_activations::<X::Row>(&r.activations(K), 1, K, 1).unwrap();
+    let mut g = c.benchmark_group(format!("{}/gemv_lut", X::Row::FORMAT.name()));
+    g.throughput(Throughput::Bytes(
+        std::mem::size_of_val(rows.as_slice()) as u64
+    ));
+    let ngroups = ternary_x64::groups(M);
+    let mut out = vec![0f32; ngroups * ternary_x64::ROWS];
+    for kernel in X::lut_kernels()
+        .into_iter()
+        .filter(|k| k.isa().supported(&cpu))
+    {
+        g.bench_function(BenchmarkId::new(kernel.name(), kernel.isa()), |b| {
+            b.iter(|| {
+                kernel
+                    .run(&lut, ngroups, 0..K / QK_K, &acts, &mut out)
+                    .unwrap()
+            })
+        });
+    }
+    let config = Config::<X::Row>::best().unwrap().without_panel();
+    let qm = QMatrix::new(&rows, M, K).unwrap();
+    let mut y = vec![0f32; M];
+    let row = config.row();
+    g.bench_function(BenchmarkId::new(row.name(), row.isa()), |b| {
+        b.iter(|| matmul_quantized(&qm, &acts, 1, &mut y, &config, 1).unwrap())
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     bench_quantize(c);
+    bench_lut::<BlockTq1_0x64>(c);
+    bench_lut::<BlockTq2_0x64>(c);
     bench_x4::<BlockQ8_0Sx4>(c);
     bench_x4::<BlockQ4_0Sx4>(c);
     struct Bench<'a>(&'a mut Criterion);

@@ -2,11 +2,15 @@
 //! computes them.
 
 use crate::{buffer, ffi, log, sparse};
+use llmkernel_kernels::formats::ternary_x64;
 use llmkernel_kernels::formats::{
-    BlockIq4Nl, BlockQ4_0, BlockQ5_0, BlockQ8_0, Format, QuantBlock, WithFormat,
+    BlockIq4Nl, BlockQ4_0, BlockQ5_0, BlockQ8_0, BlockTq1_0, BlockTq2_0, Format, QuantBlock,
+    WithFormat,
 };
-use llmkernel_kernels::matmul::{matmul_on, matmul_x4_on, Parallel, QMatrix, X4Matrix};
-use llmkernel_kernels::table::{Config, Kernels, X4Kernels};
+use llmkernel_kernels::matmul::{
+    matmul_lut_on, matmul_on, matmul_x4_on, LutMatrix, Parallel, QMatrix, X4Matrix,
+};
+use llmkernel_kernels::table::{Config, Kernels, LutKernels, X4Kernels};
 use std::any::Any;
 use std::borrow::Cow;
 use std::ffi::{c_char, c_int};
@@ -478,7 +482,7 @@ fn failed(i: c_int, node: *mut ffi::ggml_tensor, e: &str) -> ffi::ggml_status {
 
 /// The table's configuration of format `B` under the backend's ISA ceiling,
 /// chosen once per process for every format.
-fn config<B: Kernels>() -> &'static Config<B> {
+pub(crate) fn config<B: Kernels>() -> &'static Config<B> {
     struct Make;
     impl WithFormat for Make {
         type Out = Box<dyn Any + Send + Sync>;
@@ -639,23 +643,26 @@ unsafe fn write_row(base: *mut u8, row: &[f32]) {
     unsafe { std::ptr::copy_nonoverlapping(row.as_ptr() as *const u8, base, 4 * row.len()) };
 }
 
-/// MUL_MAT with a contiguous Q4_0/Q5_0/Q8_0/IQ4_NL weight that [`sparse::lookup`] packed
-/// (2:4 weights, and dense ones of a mapped file), from its four-row
-/// interleaved copy; `None` if the weight stays in GGUF's layout.
+/// MUL_MAT with a contiguous Q4_0/Q5_0/Q8_0/IQ4_NL/TQ1_0/TQ2_0 weight that
+/// [`sparse::lookup`] packed (2:4 weights, and dense ones of a mapped file),
+/// from its four-row interleaved copy or its lookup-table layout; `None` if
+/// the weight stays in GGUF's layout.
 ///
 /// # Safety
 /// As [`mul_mat`].
 unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<Result<()>> {
     // SAFETY: supports() checked the sources.
     let w = unsafe { &*node.src[0] };
-    let block = match w.type_ {
-        ffi::GGML_TYPE_Q4_0 => std::mem::size_of::<BlockQ4_0>(),
-        ffi::GGML_TYPE_Q8_0 => std::mem::size_of::<BlockQ8_0>(),
-        ffi::GGML_TYPE_IQ4_NL => std::mem::size_of::<BlockIq4Nl>(),
-        ffi::GGML_TYPE_Q5_0 => std::mem::size_of::<BlockQ5_0>(),
+    let (block, values) = match w.type_ {
+        ffi::GGML_TYPE_Q4_0 => (std::mem::size_of::<BlockQ4_0>(), 32),
+        ffi::GGML_TYPE_Q8_0 => (std::mem::size_of::<BlockQ8_0>(), 32),
+        ffi::GGML_TYPE_IQ4_NL => (std::mem::size_of::<BlockIq4Nl>(), 32),
+        ffi::GGML_TYPE_Q5_0 => (std::mem::size_of::<BlockQ5_0>(), 32),
+        ffi::GGML_TYPE_TQ1_0 => (std::mem::size_of::<BlockTq1_0>(), 256),
+        ffi::GGML_TYPE_TQ2_0 => (std::mem::size_of::<BlockTq2_0>(), 256),
         _ => return None,
     };
-    let row = w.ne[0] as usize / 32 * block;
+    let row = w.ne[0] as usize / values * block;
     let contiguous = w.nb[0] == block
         && w.nb[1] == row
         && w.nb[2] == w.ne[1] as usize * row
@@ -676,6 +683,8 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
         sparse::Packed::Q8_0x4(v) => unsafe { mul_mat_x4(node, config(), par, v) },
         sparse::Packed::Iq4Nlx4(v) => unsafe { mul_mat_x4(node, config(), par, v) },
         sparse::Packed::Q5_0x4(v) => unsafe { mul_mat_x4(node, config(), par, v) },
+        sparse::Packed::Tq1_0x64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
+        sparse::Packed::Tq2_0x64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
     };
     if packed.is_sparse() {
         crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);
@@ -740,6 +749,38 @@ unsafe fn mul_mat_x4<X: X4Kernels>(
                     .ok_or("2:4 plane out of range")?;
                 let qm = X4Matrix::new(blocks, m, k).map_err(|e| e.to_string())?;
                 matmul_x4_on(&qm, xs, n, y, kernel, par).map_err(|e| e.to_string())
+            },
+        )
+    }
+}
+
+/// [`mul_mat`] for a ternary weight in the lookup-table layout (`packed`:
+/// its planes one after the other, each `ceil(m / 64) * k / 256` blocks).
+///
+/// # Safety
+/// As [`mul_mat`].
+unsafe fn mul_mat_lut<X: LutKernels>(
+    dst: &ffi::ggml_tensor,
+    kernel: &Config<X::Row>,
+    par: &dyn Parallel,
+    packed: &[X],
+) -> Result<()> {
+    // SAFETY: supports() checked the sources.
+    let w = unsafe { &*dst.src[0] };
+    let (k, m) = (w.ne[0] as usize, w.ne[1] as usize);
+    let per_plane = ternary_x64::groups(m) * (k / 256);
+    // SAFETY: forwarded contract.
+    unsafe {
+        mul_mat_planes(
+            dst,
+            per_plane * std::mem::size_of::<X>(),
+            &|w2, w3, xs, n, y| {
+                let p = w3 * w.ne[2] as usize + w2;
+                let blocks = packed
+                    .get(p * per_plane..(p + 1) * per_plane)
+                    .ok_or("lookup-table plane out of range")?;
+                let qm = LutMatrix::new(blocks, m, k).map_err(|e| e.to_string())?;
+                matmul_lut_on(&qm, xs, n, y, kernel, par).map_err(|e| e.to_string())
             },
         )
     }

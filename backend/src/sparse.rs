@@ -15,7 +15,10 @@
 //! way, by four rows ([`llmkernel_kernels::formats::sparse_x4`], as ggml
 //! repacks Q4_0), and its file pages released: one sequential stream and one
 //! activation load per four rows make decode faster, and resident memory does
-//! not grow. Weights in anonymous memory (`--no-mmap`, test programs) keep
+//! not grow. A TQ1_0 weight of a mapped file is repacked into the
+//! lookup-table layout by 64 rows ([`llmkernel_kernels::formats::ternary_x64`],
+//! the same bytes) where the dispatch table sends its decode there (tier
+//! avx512; TQ2_0 too under `LLMKERNEL_LUT=1`). Weights in anonymous memory (`--no-mmap`, test programs) keep
 //! GGUF's layout, where a copy would double them. `LLMKERNEL_REPACK=0` turns
 //! this off.
 //!
@@ -42,11 +45,15 @@
 //!   `LLMKERNEL_SPARSE=0` turns packing off for such a program.
 
 use llmkernel_kernels::formats::sparse_x4::{interleave, DenseOf, X4Block, GROUP};
+use llmkernel_kernels::formats::ternary_x64::{self, TernaryX64};
 use llmkernel_kernels::formats::{
     BlockIq4Nl, BlockIq4Nlx4, BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0, BlockQ5_0x4,
-    BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4,
+    BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0, BlockTq1_0x64, BlockTq2_0, BlockTq2_0x64,
+    QuantBlock,
 };
 use llmkernel_kernels::matmul::Parallel;
+use llmkernel_kernels::table::LutKernels;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -64,6 +71,10 @@ pub(crate) enum Packed {
     Q8_0x4(Arc<Vec<BlockQ8_0x4>>),
     Iq4Nlx4(Arc<Vec<BlockIq4Nlx4>>),
     Q5_0x4(Arc<Vec<BlockQ5_0x4>>),
+    /// Ternary, in the lookup-table layout (64 rows a group; file-backed
+    /// weights only, where the dispatch table sends decode there).
+    Tq1_0x64(Arc<Vec<BlockTq1_0x64>>),
+    Tq2_0x64(Arc<Vec<BlockTq2_0x64>>),
 }
 
 impl Packed {
@@ -77,6 +88,8 @@ impl Packed {
             Packed::Q8_0x4(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Iq4Nlx4(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Q5_0x4(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Tq1_0x64(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Tq2_0x64(v) => std::mem::size_of_val(v.as_slice()),
         }
     }
 
@@ -195,8 +208,48 @@ where
     Some(v)
 }
 
-/// The packed form of the weight at `data` (`len` bytes of Q4_0 or Q8_0
-/// blocks, `ggml_type` saying which), packing it on first use.
+/// Ternary rows given as bytes (planes of `m` rows of `k` values) in the
+/// lookup-table layout, plane after plane, block positions filled in
+/// parallel on `par`; `None` if the shape does not fit the bytes.
+fn pack_lut<X: TernaryX64>(
+    bytes: &[u8],
+    (m, k): (usize, usize),
+    par: &dyn Parallel,
+) -> Option<Vec<X>> {
+    let per_row = X::Row::FORMAT.blocks_in(k).ok()?;
+    let plane = m * per_row * std::mem::size_of::<X::Row>();
+    if plane == 0 || bytes.len() % plane != 0 {
+        return None;
+    }
+    let rows: Cow<[X::Row]> = match bytemuck::try_cast_slice(bytes) {
+        Ok(r) => Cow::Borrowed(r),
+        Err(_) => {
+            let mut v =
+                vec![<X::Row as bytemuck::Zeroable>::zeroed(); bytes.len() / plane * m * per_row];
+            bytemuck::cast_slice_mut::<X::Row, u8>(&mut v).copy_from_slice(bytes);
+            Cow::Owned(v)
+        }
+    };
+    let (planes, groups) = (bytes.len() / plane, ternary_x64::groups(m));
+    let mut out = vec![X::zeroed(); planes * per_row * groups];
+    let at: Vec<Mutex<&mut [X]>> = out.chunks_mut(groups).map(Mutex::new).collect();
+    par.run(at.len(), &|i| {
+        let (p, b) = (i / per_row, i % per_row);
+        let plane_rows = &rows[p * m * per_row..(p + 1) * m * per_row];
+        ternary_x64::interleave_position(plane_rows, m, per_row, b, &mut at[i].lock().unwrap());
+    });
+    drop(at);
+    Some(out)
+}
+
+/// Whether the dispatch table sends decode of layout `X`'s format through
+/// its lookup-table GEMV on this backend's ISA.
+fn lut_decode<X: LutKernels>() -> bool {
+    crate::ops::config::<X::Row>().lut_for::<X>(1).is_some()
+}
+
+/// The packed form of the weight at `data` (`len` bytes of blocks of
+/// `ggml_type`), packing it on first use.
 ///
 /// # Safety
 /// `data` points to `len` readable bytes that stay valid while the weight's
@@ -219,6 +272,8 @@ pub(crate) unsafe fn lookup(
         crate::ffi::GGML_TYPE_Q8_0 => std::mem::size_of::<BlockQ8_0>(),
         crate::ffi::GGML_TYPE_IQ4_NL => std::mem::size_of::<BlockIq4Nl>(),
         crate::ffi::GGML_TYPE_Q5_0 => std::mem::size_of::<BlockQ5_0>(),
+        crate::ffi::GGML_TYPE_TQ1_0 => std::mem::size_of::<BlockTq1_0>(),
+        crate::ffi::GGML_TYPE_TQ2_0 => std::mem::size_of::<BlockTq2_0>(),
         _ => return Packed::Dense,
     };
     // SAFETY: forwarded contract.
@@ -230,33 +285,32 @@ pub(crate) unsafe fn lookup(
             return e.packed.clone();
         }
     }
-    let (q4, iq4, q5) = (
-        ggml_type == crate::ffi::GGML_TYPE_Q4_0,
-        ggml_type == crate::ffi::GGML_TYPE_IQ4_NL,
-        ggml_type == crate::ffi::GGML_TYPE_Q5_0,
-    );
-    let mut packed = if iq4 || q5 {
-        Packed::Dense // no 2:4 form
-    } else if q4 {
-        pack_bytes::<BlockQ4_0Sx4>(bytes, rows_k, par)
-            .map_or(Packed::Dense, |v| Packed::Q4_0(Arc::new(v)))
-    } else {
-        pack_bytes::<BlockQ8_0Sx4>(bytes, rows_k, par)
-            .map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v)))
+    use crate::ffi::{
+        GGML_TYPE_IQ4_NL, GGML_TYPE_Q4_0, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_TQ1_0,
+        GGML_TYPE_TQ2_0,
+    };
+    let mut packed = match ggml_type {
+        GGML_TYPE_Q4_0 => pack_bytes::<BlockQ4_0Sx4>(bytes, rows_k, par)
+            .map_or(Packed::Dense, |v| Packed::Q4_0(Arc::new(v))),
+        GGML_TYPE_Q8_0 => pack_bytes::<BlockQ8_0Sx4>(bytes, rows_k, par)
+            .map_or(Packed::Dense, |v| Packed::Q8_0(Arc::new(v))),
+        _ => Packed::Dense, // no 2:4 form
     };
     if matches!(packed, Packed::Dense) && repack_enabled() && file_backed_range(data, len) {
-        packed = if q5 {
-            pack_bytes::<BlockQ5_0x4>(bytes, rows_k, par)
-                .map_or(Packed::Dense, |v| Packed::Q5_0x4(Arc::new(v)))
-        } else if iq4 {
-            pack_bytes::<BlockIq4Nlx4>(bytes, rows_k, par)
-                .map_or(Packed::Dense, |v| Packed::Iq4Nlx4(Arc::new(v)))
-        } else if q4 {
-            pack_bytes::<BlockQ4_0x4>(bytes, rows_k, par)
-                .map_or(Packed::Dense, |v| Packed::Q4_0x4(Arc::new(v)))
-        } else {
-            pack_bytes::<BlockQ8_0x4>(bytes, rows_k, par)
-                .map_or(Packed::Dense, |v| Packed::Q8_0x4(Arc::new(v)))
+        packed = match ggml_type {
+            GGML_TYPE_Q5_0 => pack_bytes::<BlockQ5_0x4>(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Q5_0x4(Arc::new(v))),
+            GGML_TYPE_IQ4_NL => pack_bytes::<BlockIq4Nlx4>(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Iq4Nlx4(Arc::new(v))),
+            GGML_TYPE_Q4_0 => pack_bytes::<BlockQ4_0x4>(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Q4_0x4(Arc::new(v))),
+            GGML_TYPE_Q8_0 => pack_bytes::<BlockQ8_0x4>(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Q8_0x4(Arc::new(v))),
+            GGML_TYPE_TQ1_0 if lut_decode::<BlockTq1_0x64>() => pack_lut(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Tq1_0x64(Arc::new(v))),
+            GGML_TYPE_TQ2_0 if lut_decode::<BlockTq2_0x64>() => pack_lut(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Tq2_0x64(Arc::new(v))),
+            _ => Packed::Dense,
         };
     }
     let packed_bytes = packed.bytes();

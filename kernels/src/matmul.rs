@@ -309,6 +309,28 @@ pub fn panels_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("LLMKERNEL_PANEL").map_or(true, |v| v.trim() != "0"))
 }
 
+/// Where decode goes through the lookup-table GEMV ([`Config::lut_for`]):
+/// `LLMKERNEL_LUT=0` never, `LLMKERNEL_LUT=1` wherever a layout has a
+/// lookup-table kernel (to measure the ones the table does not pick),
+/// otherwise where the dispatch table says. Read once per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LutMode {
+    Never,
+    Always,
+    Table,
+}
+
+pub fn lut_mode() -> LutMode {
+    static MODE: OnceLock<LutMode> = OnceLock::new();
+    *MODE.get_or_init(
+        || match std::env::var("LLMKERNEL_LUT").as_deref().map(str::trim) {
+            Ok("0") => LutMode::Never,
+            Ok("1") => LutMode::Always,
+            _ => LutMode::Table,
+        },
+    )
+}
+
 /// The GEMM through [`crate::panel`]: activations interleaved into column
 /// blocks once (in parallel), then each task unpacks its weight rows
 /// [`PANEL_ROWS`] at a time and runs them against every column block.
@@ -497,8 +519,10 @@ impl<'a, X: TernaryX64> LutMatrix<'a, X> {
     }
 }
 
-/// `y = x · wᵀ` for ternary weights in the lookup-table layout, column by
-/// column through the lookup-table GEMV ([`Config::lut`]). Each task takes a
+/// `y = x · wᵀ` for ternary weights in the lookup-table layout: batches of
+/// at least [`crate::panel::MIN_COLS`] by the format's panel GEMM (its
+/// rows unpacked from the layout), smaller ones column by column through the
+/// lookup-table GEMV ([`Config::lut`]). Each task takes a
 /// range of block positions for every row (so each column's tables are
 /// built once, by the task that reads them); the tasks' partial sums are
 /// added in task order.
@@ -523,10 +547,18 @@ pub fn matmul_lut_on<X: LutKernels>(
         y.fill(0.0);
         return Ok(());
     }
-    let lut = config.lut::<X>();
-    check_cpu(lut.name(), lut.isa())?;
     let nb = k / crate::formats::QK_K;
     let ngroups = ternary_x64::groups(m);
+    if let Some(panel) = config.panel_for(n) {
+        check_cpu(panel.name(), panel.isa())?;
+        let isa = config.fill_isa();
+        let fill =
+            |u: &mut Unpacked, r0: usize, nr: usize| u.fill_lut(w.blocks, ngroups, r0, nr, isa);
+        matmul_panel::<X::Row>((m, k), &fill, &acts, n, y, panel, par);
+        return Ok(());
+    }
+    let lut = config.lut::<X>();
+    check_cpu(lut.name(), lut.isa())?;
     let slots = ternary_x64::ROWS * ngroups;
     let tasks = par.threads().min(nb).max(1);
     let mut partial = vec![0f32; tasks * slots];

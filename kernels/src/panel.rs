@@ -42,6 +42,7 @@
 //! ggml's tiled/repacked GEMMs do; this code is our own.
 
 use crate::formats::sparse_x4::{X4Block, GROUP};
+use crate::formats::ternary_x64::{TernaryX64, ROWS as LUT_ROWS};
 use crate::formats::{BlockQ8K, BlockQ8_0, QuantBlock, WeightBlock};
 use crate::isa::Isa;
 
@@ -285,6 +286,27 @@ impl Unpacked {
         let rows = (0..n).flat_map(|r| {
             let g = &groups[r / GROUP * per_row..][..per_row];
             g.iter().map(move |b| b.row(r % GROUP))
+        });
+        self.fill_from(rows, n, isa)
+    }
+
+    /// [`Unpacked::fill`] from rows `r0 .. r0 + n` of ternary rows in the
+    /// lookup-table layout (`x`: every block position's `ngroups` groups of 64).
+    pub fn fill_lut<X: TernaryX64>(
+        &mut self,
+        x: &[X],
+        ngroups: usize,
+        r0: usize,
+        n: usize,
+        isa: Isa,
+    ) where
+        X::Row: PanelFormat,
+    {
+        let per_row = self.k / self.shape.block;
+        assert_eq!(x.len(), per_row * ngroups);
+        assert!(r0 + n <= ngroups * LUT_ROWS);
+        let rows = (r0..r0 + n).flat_map(|r| {
+            (0..per_row).map(move |b| x[b * ngroups + r / LUT_ROWS].row_block(r % LUT_ROWS))
         });
         self.fill_from(rows, n, isa)
     }

@@ -303,6 +303,12 @@ pub trait Kernels: PanelFormat<Act: ActKernels> + crate::testdata::RandomBlock {
         None
     }
 
+    /// The lookup-table GEMV that decode of this format runs with `config`,
+    /// where the format has a lookup-table layout and the table sends decode there.
+    fn lut_piece(_config: &Config<Self>) -> Option<(&'static str, Isa)> {
+        None
+    }
+
     /// Every dot-product kernel for this format, scalar first.
     fn row_kernels() -> Vec<RowKernel<Self>> {
         Self::rows().into_iter().map(|r| r.kernel).collect()
@@ -384,7 +390,7 @@ macro_rules! simd_dequant {
 /// one (ISA, kernel name with tile, function, plugin policy) per ISA, lowest
 /// first; and its dequantizers (see [`simd_dequant!`]).
 macro_rules! rows {
-    ($block:ty, $scalar:literal, $(x4: $x4:ty,)? dequant: $dq:ident $(($auto:ident))?,
+    ($block:ty, $scalar:literal, $(x4: $x4:ty,)? $(lut: $lut:ty,)? dequant: $dq:ident $(($auto:ident))?,
      x86_64: [$(($isa:ident, $name:literal, $module:ident :: $file:ident :: $f:ident, $takes:expr)),* $(,)?],
      aarch64: [$(($aisa:ident, $aname:literal, $amodule:ident :: $afile:ident :: $aset:ident :: $af:ident, $atakes:expr)),* $(,)?]) => {
         impl Kernels for $block {
@@ -422,6 +428,9 @@ macro_rules! rows {
             $(fn x4_piece(config: &Config<Self>) -> Option<(&'static str, Isa)> {
                 let k = config.x4::<$x4>();
                 Some((k.name, k.isa))
+            })?
+            $(fn lut_piece(config: &Config<Self>) -> Option<(&'static str, Isa)> {
+                config.lut_for::<$lut>(1).map(|k| (k.name, k.isa))
             })?
             fn dequant_kernels() -> Vec<DequantKernel<Self>> {
                 #[allow(unused_mut)]
@@ -606,7 +615,7 @@ aarch64: [
     (Neon, "gemv_iq3_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq3_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockTq1_0, "gemv_tq1_0_q8_k_1x1_scalar", dequant: dequantize_tq1_0(auto),
+rows!(BlockTq1_0, "gemv_tq1_0_q8_k_1x1_scalar", lut: BlockTq1_0x64, dequant: dequantize_tq1_0(auto),
 x86_64: [
     (Avx2, "gemv_tq1_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_tq1_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq1_0_q8_k_1x8, ALL),
@@ -615,7 +624,7 @@ aarch64: [
     (Neon, "gemv_tq1_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_tq1_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockTq2_0, "gemv_tq2_0_q8_k_1x1_scalar", dequant: dequantize_tq2_0(auto),
+rows!(BlockTq2_0, "gemv_tq2_0_q8_k_1x1_scalar", lut: BlockTq2_0x64, dequant: dequantize_tq2_0(auto),
 x86_64: [
     (Avx2, "gemv_tq2_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq2_0_q8_k_1x4, ALL),
     (Avx512, "gemv_tq2_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq2_0_q8_k_1x8, ALL),
@@ -871,12 +880,17 @@ unsafe fn scalar_lut<X: TernaryX64>(
 
 /// The lookup-table GEMVs of a ternary layout, scalar reference first.
 pub trait LutKernels: TernaryX64<Row: Kernels> {
+    /// The ISAs at which decode (batches below [`crate::panel::MIN_COLS`])
+    /// of the rows' format goes through this layout's lookup-table GEMV
+    /// instead of the row kernel: where it measured faster (docs/BENCHMARKS.md).
+    const DECODE: &'static [Isa];
     fn lut_kernels() -> Vec<LutKernel<Self>>;
 }
 
 macro_rules! lut_rows {
-    ($block:ty, $name:literal) => {
+    ($block:ty, $name:literal, decode: [$($isa:ident),*]) => {
         impl LutKernels for $block {
+            const DECODE: &'static [Isa] = &[$(Isa::$isa),*];
             fn lut_kernels() -> Vec<LutKernel<Self>> {
                 #[allow(unused_mut)]
                 let mut v = vec![LutKernel {
@@ -896,8 +910,11 @@ macro_rules! lut_rows {
     };
 }
 
-lut_rows!(BlockTq1_0x64, "gemv_tq1_0x64_q8_k_lut_64x1");
-lut_rows!(BlockTq2_0x64, "gemv_tq2_0x64_q8_k_lut_64x1");
+// TQ1_0's lookup-table GEMV: 2.3-2.6x its AVX-512 row kernel at batch 1;
+// TQ2_0's: 1.0-1.07x, level (both at the read bandwidth), so TQ2_0 keeps
+// GGUF's layout (docs/BENCHMARKS.md, 2026-12-05 (third session)).
+lut_rows!(BlockTq1_0x64, "lut_tq1_0x64_q8_k_64x1", decode: [Avx512]);
+lut_rows!(BlockTq2_0x64, "lut_tq2_0x64_q8_k_64x1", decode: []);
 
 /// The name of the panel fill ([`crate::panel::Unpacked::fill`]) compiled for `isa`.
 fn fill_name(isa: Isa) -> &'static str {
@@ -1041,6 +1058,21 @@ impl<B: Kernels> Config<B> {
         best(&X::lut_kernels(), |k| k.isa, self.ceiling).expect("the scalar reference")
     }
 
+    /// The lookup-table GEMV that a matmul of `n` columns runs on layout
+    /// `X`, if it goes there: a batch below [`crate::panel::MIN_COLS`], a
+    /// SIMD lookup-table kernel, and [`LutKernels::DECODE`] naming its ISA
+    /// (or `LLMKERNEL_LUT`, [`crate::matmul::lut_mode`], saying otherwise).
+    pub fn lut_for<X: LutKernels<Row = B>>(&self, n: usize) -> Option<LutKernel<X>> {
+        use crate::matmul::{lut_mode, LutMode};
+        let k = self.lut::<X>();
+        let on = match lut_mode() {
+            LutMode::Never => false,
+            LutMode::Always => true,
+            LutMode::Table => X::DECODE.contains(&k.isa),
+        };
+        (on && n < crate::panel::MIN_COLS && k.isa != Isa::Scalar).then_some(k)
+    }
+
     /// Every piece as `(piece, kernel name, ISA)`, for `info` and tests.
     pub fn pieces(&self) -> Vec<(&'static str, &'static str, Isa)> {
         let mut v = vec![
@@ -1054,6 +1086,9 @@ impl<B: Kernels> Config<B> {
         }
         if let Some((name, isa)) = B::x4_piece(self) {
             v.push(("four-row gemv", name, isa));
+        }
+        if let Some((name, isa)) = B::lut_piece(self) {
+            v.push(("lookup-table gemv", name, isa));
         }
         v
     }

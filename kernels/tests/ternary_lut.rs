@@ -11,12 +11,13 @@
 //!   on random bytes (TQ2_0's code 3 included), activations at -128 and
 //!   127, and non-finite scales.
 //! - `matmul_lut_on` on rows that are not a multiple of 64, 1 to 3 threads,
-//!   1 and 3 columns, against `vec_dot`.
+//!   1, 3 and 17 columns (the panel GEMM, its rows unpacked from the
+//!   layout), against `vec_dot`.
 
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::ternary_x64::{
-    deinterleave, gemv_ref, groups, interleave, slot_row, table, unslot, TernaryRow, TernaryX64,
-    ROWS,
+    deinterleave, gemv_ref, groups, interleave, row_slot, slot_row, table, unslot, TernaryRow,
+    TernaryX64, ROWS,
 };
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul_lut_on, quantize_activations, LutMatrix, Rayon};
@@ -29,6 +30,7 @@ fn slots_are_a_permutation() {
     for s in 0..ROWS {
         assert!(!seen[slot_row(s)]);
         seen[slot_row(s)] = true;
+        assert_eq!(row_slot(slot_row(s)), s);
     }
 }
 
@@ -44,6 +46,11 @@ where
             let x: Vec<X> = interleave(&blocks, rows, k).unwrap();
             assert_eq!(x.len(), groups(rows) * per_row);
             let back = deinterleave(&x, rows, k).unwrap();
+            for (i, b) in back.iter().enumerate() {
+                let (row, pos) = (i / per_row, i % per_row);
+                let one = x[pos * groups(rows) + row / ROWS].row_block(row % ROWS);
+                assert_eq!(bytemuck::bytes_of(&one), bytemuck::bytes_of(b));
+            }
             let (a, b): (&[u8], &[u8]) =
                 (bytemuck::cast_slice(&blocks), bytemuck::cast_slice(&back));
             assert_eq!(a, b, "{}: {rows} rows of {k}", X::Row::FORMAT);
@@ -242,7 +249,7 @@ where
         let blocks = X::Row::random_vec(&mut r, rows * per_row);
         let x: Vec<X> = interleave(&blocks, rows, k).unwrap();
         let w = LutMatrix::new(&x, rows, k).unwrap();
-        for n in [1usize, 3] {
+        for n in [1usize, 3, 17] {
             let xs = r.activations(n * k);
             let acts = quantize_activations::<X::Row>(&xs, n, k, 1).unwrap();
             for threads in [1, 2, 3] {

@@ -7,11 +7,14 @@ pub mod bandwidth;
 use crate::ggml_mm::{self, GgmlMatMul};
 use crate::info;
 use llmkernel_backend::team::OmpTeam;
+use llmkernel_kernels::formats::ternary_x64;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::formats::{sparse, sparse_x4};
-use llmkernel_kernels::matmul::{matmul_on, matmul_x4_on, QMatrix, X4Matrix};
+use llmkernel_kernels::matmul::{
+    matmul_lut_on, matmul_on, matmul_x4_on, LutMatrix, Parallel, QMatrix, X4Matrix,
+};
 use llmkernel_kernels::panel::MIN_COLS;
-use llmkernel_kernels::table::{Config, Isa, Kernels, X4Kernels};
+use llmkernel_kernels::table::{Config, Isa, Kernels, LutKernels, X4Kernels};
 use llmkernel_kernels::testdata::Rng;
 use llmkernel_kernels::Format;
 use std::fmt::Write as _;
@@ -502,6 +505,57 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
     Ok(())
 }
 
+/// Our matmul on a ternary format's lookup-table layout
+/// ([`ternary_x64`]), where [`Config::lut_for`] sends the batch there:
+/// `copies` copies of the repacked weights, and the kernel used.
+struct Lut {
+    run: Box<LutRun>,
+    kernel: (&'static str, Isa),
+}
+
+/// `(copy, x, n, y, threads)`: the matmul on one copy.
+type LutRun = dyn Fn(usize, &[f32], usize, &mut [f32], &dyn Parallel) -> Result<(), String>;
+
+impl Lut {
+    fn new(
+        format: Format,
+        isa: Option<Isa>,
+        gguf: &[u8],
+        (m, k): (usize, usize),
+        copies: usize,
+        n: usize,
+    ) -> Result<Option<Lut>, String> {
+        match format {
+            Format::TQ1_0 => Lut::of::<BlockTq1_0x64>(isa, gguf, (m, k), copies, n),
+            Format::TQ2_0 => Lut::of::<BlockTq2_0x64>(isa, gguf, (m, k), copies, n),
+            _ => Ok(None),
+        }
+    }
+
+    fn of<X: LutKernels>(
+        isa: Option<Isa>,
+        gguf: &[u8],
+        (m, k): (usize, usize),
+        copies: usize,
+        n: usize,
+    ) -> Result<Option<Lut>, String> {
+        let config: Config<X::Row> = select(isa)?;
+        let Some(kernel) = config.lut_for::<X>(n) else {
+            return Ok(None);
+        };
+        let rows: Vec<X::Row> = bytemuck::pod_collect_to_vec(gguf);
+        let one = ternary_x64::interleave::<X>(&rows, m, k).map_err(|e| e.to_string())?;
+        let w: Vec<Vec<X>> = (0..copies).map(|_| one.clone()).collect();
+        Ok(Some(Lut {
+            run: Box::new(move |c, x, n, y, par| {
+                let qm = LutMatrix::new(&w[c], m, k).map_err(|e| e.to_string())?;
+                matmul_lut_on(&qm, x, n, y, &config, par).map_err(|e| e.to_string())
+            }),
+            kernel: (kernel.name(), kernel.isa()),
+        }))
+    }
+}
+
 /// One case: batch `n` on `t` threads, ggml and ours interleaved.
 fn run_case<B: Kernels, X: X4Kernels, D: X4Kernels>(
     format: Format,
@@ -519,6 +573,11 @@ fn run_case<B: Kernels, X: X4Kernels, D: X4Kernels>(
     let qms = matrices(&c.gguf, |v| QMatrix::new(v, m, k))?;
     let sqms = matrices(&c.sparse, |v| X4Matrix::new(v, m, k))?;
     let dqms = matrices(&c.dense_x4, |v| X4Matrix::new(v, m, k))?;
+    // The ternary formats' decode on their lookup-table layout (as the plugin repacks them).
+    let lut = match w.sparse {
+        None => Lut::new(format, opts.isa, &w.gguf, (m, k), copies, n)?,
+        Some(_) => None,
+    };
     let ggml_w: Vec<&[u8]> = c.gguf.iter().map(|v| bytemuck::cast_slice(v)).collect();
     let mut g = GgmlMatMul::new(format, m, k, n, &ggml_w, t)?;
     // Our matmuls run on the OpenMP team ggml's run uses, as the LLMK
@@ -528,6 +587,12 @@ fn run_case<B: Kernels, X: X4Kernels, D: X4Kernels>(
     g.set_input(x);
     let mut y = vec![0f32; n * m];
     let ours = |y: &mut [f32]| -> Result<(), String> {
+        if let Some(lut) = &lut {
+            for c in 0..copies {
+                (lut.run)(c, x, n, y, &team)?;
+            }
+            return Ok(());
+        }
         for qm in &dqms {
             matmul_x4_on(qm, x, n, y, &dconfig, &team).map_err(|e| e.to_string())?;
         }
@@ -583,6 +648,8 @@ fn run_case<B: Kernels, X: X4Kernels, D: X4Kernels>(
     let bytes = w.stored_bytes() as f64;
     let used = if dense_ms.is_some() {
         x4_kernel_used::<X>(&sconfig, n)
+    } else if let Some(lut) = &lut {
+        lut.kernel
     } else if !dqms.is_empty() {
         x4_kernel_used::<D>(&dconfig, n)
     } else {

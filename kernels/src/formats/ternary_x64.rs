@@ -38,6 +38,13 @@ pub const fn slot_row(s: usize) -> usize {
     16 * (i / 4) + 8 * (v / 2) + 2 * (i % 4) + v % 2
 }
 
+/// The slot holding row `r`'s result: [`slot_row`]'s inverse.
+pub const fn row_slot(r: usize) -> usize {
+    let (c, rest) = (r / 16, r % 16);
+    let (half, k) = (rest / 8, rest % 8);
+    16 * (2 * half + k % 2) + 4 * c + k / 2
+}
+
 /// A ternary format as the lookup-table layout reads it.
 pub trait TernaryRow: WeightBlock<Act = BlockQ8K> {
     /// Bytes per block: table lookups per block and row.
@@ -166,6 +173,15 @@ pub trait TernaryX64: bytemuck::Pod + Send + Sync {
     /// Per byte position, the 64 rows' bytes in row order.
     fn q(&self) -> &[[u8; ROWS]];
     fn q_mut(&mut self) -> &mut [[u8; ROWS]];
+    /// Row `r`'s block (`r < 64`), as the format stores it.
+    fn row_block(&self, r: usize) -> Self::Row {
+        let mut b = <Self::Row as bytemuck::Zeroable>::zeroed();
+        b.set_scale(self.d()[row_slot(r)]);
+        for (j, q) in self.q().iter().enumerate() {
+            b.set_byte(j, q[r]);
+        }
+        b
+    }
 }
 
 macro_rules! x64_block {
@@ -217,24 +233,39 @@ pub fn interleave<X: TernaryX64>(blocks: &[X::Row], rows: usize, k: usize) -> Re
     }
     let mut out = vec![X::zeroed(); per_row * groups(rows)];
     for (b, at) in out.chunks_exact_mut(groups(rows).max(1)).enumerate() {
-        for (g, x) in at.iter_mut().enumerate() {
-            for s in 0..ROWS {
-                let row = ROWS * g + slot_row(s);
-                if row < rows {
-                    x.d_mut()[s] = blocks[row * per_row + b].scale();
-                }
+        interleave_position(blocks, rows, per_row, b, at);
+    }
+    Ok(out)
+}
+
+/// Block position `b` of [`interleave`]'s output (`at`: its `groups(rows)`
+/// groups), from `rows` rows of `per_row` blocks; panics on other lengths.
+/// (Positions are independent: a caller may fill them in parallel.)
+pub fn interleave_position<X: TernaryX64>(
+    blocks: &[X::Row],
+    rows: usize,
+    per_row: usize,
+    b: usize,
+    at: &mut [X],
+) {
+    assert!(blocks.len() == rows * per_row && b < per_row && at.len() == groups(rows));
+    for (g, x) in at.iter_mut().enumerate() {
+        *x = X::zeroed();
+        for s in 0..ROWS {
+            let row = ROWS * g + slot_row(s);
+            if row < rows {
+                x.d_mut()[s] = blocks[row * per_row + b].scale();
             }
-            for (j, q) in x.q_mut().iter_mut().enumerate() {
-                for (lane, q) in q.iter_mut().enumerate() {
-                    let row = ROWS * g + lane;
-                    if row < rows {
-                        *q = blocks[row * per_row + b].byte(j);
-                    }
+        }
+        for (j, q) in x.q_mut().iter_mut().enumerate() {
+            for (lane, q) in q.iter_mut().enumerate() {
+                let row = ROWS * g + lane;
+                if row < rows {
+                    *q = blocks[row * per_row + b].byte(j);
                 }
             }
         }
     }
-    Ok(out)
 }
 
 /// [`interleave`]'s inverse: the rows' blocks, row after row.
