@@ -60,6 +60,14 @@ macro_rules! kernels {
             for (i, b) in row.iter().enumerate() {
                 mca!(begin ["q4_k.cols ", $feat], fifth = B::FIFTH_BIT as u32, c = C, w = 256);
                 let sm = scales_mins(b.scales());
+                // The eight scales as i32 lanes (multipliers by lane), the
+                // eight mins as i16 lanes.
+                // SAFETY: sm has 16 bytes.
+                let (sc, mins) = unsafe {
+                    let s = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(sm.as_ptr())));
+                    let m = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(sm.as_ptr().add(8))));
+                    ([vmovl_s16(vget_low_s16(s)), vmovl_high_s16(s)], m)
+                };
                 // SAFETY: NEON is enabled here.
                 let q = unsafe { unpack(b) };
                 let dd = b.d_dmin_bits();
@@ -70,17 +78,23 @@ macro_rules! kernels {
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                     let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
-                    let mut isum = vdupq_n_s32(0);
-                    for (j, qj) in q.iter().enumerate() {
-                        // SAFETY: a.qs has 256 bytes; 32j + 32 <= 256.
-                        let y = unsafe { load32(a.qs.as_ptr().add(32 * j)) };
-                        isum = vmlaq_n_s32(isum, $dot(vdupq_n_s32(0), *qj, y), sm[j] as i32);
-                    }
-                    let msum: i32 = (0..8)
-                        .map(|j| {
-                            sm[8 + j] as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32)
-                        })
-                        .sum();
+                    // SAFETY: a.qs has 256 bytes; 32j + 32 <= 256.
+                    let y = |j: usize| unsafe { load32(a.qs.as_ptr().add(32 * j)) };
+                    let dot = |j: usize| $dot(vdupq_n_s32(0), q[j], y(j));
+                    let mut isum = vmulq_laneq_s32::<0>(dot(0), sc[0]);
+                    isum = vmlaq_laneq_s32::<1>(isum, dot(1), sc[0]);
+                    isum = vmlaq_laneq_s32::<2>(isum, dot(2), sc[0]);
+                    isum = vmlaq_laneq_s32::<3>(isum, dot(3), sc[0]);
+                    isum = vmlaq_laneq_s32::<0>(isum, dot(4), sc[1]);
+                    isum = vmlaq_laneq_s32::<1>(isum, dot(5), sc[1]);
+                    isum = vmlaq_laneq_s32::<2>(isum, dot(6), sc[1]);
+                    isum = vmlaq_laneq_s32::<3>(isum, dot(7), sc[1]);
+                    // Sub-block j's activation sum is bsums[2j] + bsums[2j + 1].
+                    // SAFETY: bsums has 16 i16.
+                    let msum = unsafe {
+                        let bs = vpaddq_s16(vld1q_s16(a.bsums.as_ptr()), vld1q_s16(a.bsums.as_ptr().add(8)));
+                        vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(mins)), bs, mins))
+                    };
                     acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum), d * a.d);
                     acc_min[c] += dmin * a.d * msum as f32;
                 }
