@@ -722,8 +722,40 @@ unsafe fn mul_mat<'a, B: Kernels>(
     }
 }
 
-/// [`mul_mat`] for a weight packed as interleaved 2:4 groups (`packed`: its
-/// planes one after the other, each `ceil(m / 4) * k / 32` blocks).
+/// [`mul_mat`] for a weight in a repacked layout (`packed`: its planes one
+/// after the other, `per_plane(m, k)` units each), each plane multiplied
+/// by `matmul(plane, m, k, x, n, y)`.
+///
+/// # Safety
+/// As [`mul_mat`].
+unsafe fn mul_mat_repacked<T>(
+    dst: &ffi::ggml_tensor,
+    packed: &[T],
+    per_plane: fn(usize, usize) -> usize,
+    matmul: &dyn Fn(&[T], usize, usize, &[f32], usize, &mut [f32]) -> Result<()>,
+) -> Result<()> {
+    // SAFETY: supports() checked the sources.
+    let w = unsafe { &*dst.src[0] };
+    let (k, m) = (w.ne[0] as usize, w.ne[1] as usize);
+    let per_plane = per_plane(m, k);
+    // SAFETY: forwarded contract.
+    unsafe {
+        mul_mat_planes(
+            dst,
+            per_plane * std::mem::size_of::<T>(),
+            &|w2, w3, xs, n, y| {
+                let p = w3 * w.ne[2] as usize + w2;
+                let blocks = packed
+                    .get(p * per_plane..(p + 1) * per_plane)
+                    .ok_or("packed plane out of range")?;
+                matmul(blocks, m, k, xs, n, y)
+            },
+        )
+    }
+}
+
+/// [`mul_mat`] for a weight interleaved by four rows (2:4 or dense; each
+/// plane `ceil(m / 4) * k / 32` blocks).
 ///
 /// # Safety
 /// As [`mul_mat`].
@@ -733,29 +765,18 @@ unsafe fn mul_mat_x4<X: X4Kernels>(
     par: &dyn Parallel,
     packed: &[X],
 ) -> Result<()> {
-    // SAFETY: supports() checked the sources.
-    let w = unsafe { &*dst.src[0] };
-    let (k, m) = (w.ne[0] as usize, w.ne[1] as usize);
-    let per_plane = m.div_ceil(4) * (k / 32);
+    let per_plane = |m: usize, k: usize| m.div_ceil(4) * (k / 32);
     // SAFETY: forwarded contract.
     unsafe {
-        mul_mat_planes(
-            dst,
-            per_plane * std::mem::size_of::<X>(),
-            &|w2, w3, xs, n, y| {
-                let p = w3 * w.ne[2] as usize + w2;
-                let blocks = packed
-                    .get(p * per_plane..(p + 1) * per_plane)
-                    .ok_or("2:4 plane out of range")?;
-                let qm = X4Matrix::new(blocks, m, k).map_err(|e| e.to_string())?;
-                matmul_x4_on(&qm, xs, n, y, kernel, par).map_err(|e| e.to_string())
-            },
-        )
+        mul_mat_repacked(dst, packed, per_plane, &|blocks, m, k, xs, n, y| {
+            let qm = X4Matrix::new(blocks, m, k).map_err(|e| e.to_string())?;
+            matmul_x4_on(&qm, xs, n, y, kernel, par).map_err(|e| e.to_string())
+        })
     }
 }
 
-/// [`mul_mat`] for a ternary weight in the lookup-table layout (`packed`:
-/// its planes one after the other, each `ceil(m / 64) * k / 256` blocks).
+/// [`mul_mat`] for a ternary weight in the lookup-table layout (each plane
+/// `ceil(m / 64) * k / 256` blocks).
 ///
 /// # Safety
 /// As [`mul_mat`].
@@ -765,24 +786,13 @@ unsafe fn mul_mat_lut<X: LutKernels>(
     par: &dyn Parallel,
     packed: &[X],
 ) -> Result<()> {
-    // SAFETY: supports() checked the sources.
-    let w = unsafe { &*dst.src[0] };
-    let (k, m) = (w.ne[0] as usize, w.ne[1] as usize);
-    let per_plane = ternary_x64::groups(m) * (k / 256);
+    let per_plane = |m: usize, k: usize| ternary_x64::groups(m) * (k / 256);
     // SAFETY: forwarded contract.
     unsafe {
-        mul_mat_planes(
-            dst,
-            per_plane * std::mem::size_of::<X>(),
-            &|w2, w3, xs, n, y| {
-                let p = w3 * w.ne[2] as usize + w2;
-                let blocks = packed
-                    .get(p * per_plane..(p + 1) * per_plane)
-                    .ok_or("lookup-table plane out of range")?;
-                let qm = LutMatrix::new(blocks, m, k).map_err(|e| e.to_string())?;
-                matmul_lut_on(&qm, xs, n, y, kernel, par).map_err(|e| e.to_string())
-            },
-        )
+        mul_mat_repacked(dst, packed, per_plane, &|blocks, m, k, xs, n, y| {
+            let qm = LutMatrix::new(blocks, m, k).map_err(|e| e.to_string())?;
+            matmul_lut_on(&qm, xs, n, y, kernel, par).map_err(|e| e.to_string())
+        })
     }
 }
 

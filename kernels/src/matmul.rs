@@ -427,6 +427,32 @@ impl<'a, X: X4Block> X4Matrix<'a, X> {
     }
 }
 
+/// What a matmul of `n` columns on `m x k` weights starts with: the output
+/// length checked, the activations quantized; `None` (with `y` zeroed) when
+/// there is nothing to multiply.
+fn begin<A: crate::table::ActKernels>(
+    quant: &QuantKernel<A>,
+    x: &[f32],
+    n: usize,
+    (m, k): (usize, usize),
+    y: &mut [f32],
+    par: &dyn Parallel,
+) -> Result<Option<Vec<A>>> {
+    if y.len() != n * m {
+        return Err(Error::LengthMismatch {
+            what: "output (n * rows)",
+            expected: n * m,
+            got: y.len(),
+        });
+    }
+    let acts = quantize_activations_on(quant, x, n, k, par)?;
+    if n == 0 || m == 0 || k == 0 {
+        y.fill(0.0);
+        return Ok(None);
+    }
+    Ok(Some(acts))
+}
+
 /// `y = x · wᵀ` for weights interleaved by four rows. `config` is that of
 /// the rows' format: batches of at least [`crate::panel::MIN_COLS`] run its
 /// panel GEMM, smaller ones its interleaved GEMV ([`Config::x4`]), each
@@ -440,18 +466,9 @@ pub fn matmul_x4_on<X: X4Kernels>(
     par: &dyn Parallel,
 ) -> Result<()> {
     let (m, k) = (w.rows, w.k);
-    if y.len() != n * m {
-        return Err(Error::LengthMismatch {
-            what: "output (n * rows)",
-            expected: n * m,
-            got: y.len(),
-        });
-    }
-    let acts = quantize_activations_on(config.quant(), x, n, k, par)?;
-    if n == 0 || m == 0 || k == 0 {
-        y.fill(0.0);
+    let Some(acts) = begin(config.quant(), x, n, (m, k), y, par)? else {
         return Ok(());
-    }
+    };
     if let Some(panel) = config.panel_for(n) {
         check_cpu(panel.name(), panel.isa())?;
         let isa = config.fill_isa();
@@ -535,18 +552,9 @@ pub fn matmul_lut_on<X: LutKernels>(
     par: &dyn Parallel,
 ) -> Result<()> {
     let (m, k) = (w.rows, w.k);
-    if y.len() != n * m {
-        return Err(Error::LengthMismatch {
-            what: "output (n * rows)",
-            expected: n * m,
-            got: y.len(),
-        });
-    }
-    let acts = quantize_activations_on(config.quant(), x, n, k, par)?;
-    if n == 0 || m == 0 || k == 0 {
-        y.fill(0.0);
+    let Some(acts) = begin(config.quant(), x, n, (m, k), y, par)? else {
         return Ok(());
-    }
+    };
     let nb = k / crate::formats::QK_K;
     let ngroups = ternary_x64::groups(m);
     if let Some(panel) = config.panel_for(n) {
