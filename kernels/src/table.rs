@@ -457,7 +457,9 @@ const ROW_KERNELS_ONLY: PluginTakes = PluginTakes {
 /// Batches of the panel GEMM only: the grid formats (i-quants, ternary) at
 /// tiers avx2, neon and dotprod, whose row kernels have not measured faster
 /// than ggml's at batch 1 (0.63-0.89x at tier avx2,
-/// `docs/bench-2026-12-05-grid-avx2.jsonl`; TQ2_0's AVX2 row kernel, 1.13-1.22x,
+/// `docs/bench-2026-12-05-grid-avx2.jsonl`; the NEON/dotprod ternary row
+/// kernels estimated at 1.0-1.18x ggml's cycles by llvm-mca,
+/// `docs/arm-estimate-2026-12-05.jsonl`; TQ2_0's AVX2 row kernel, 1.13-1.22x,
 /// and the AVX-512 ones, 1.02-2.17x at batch 1
 /// (`docs/bench-2026-12-05-grid-avx512-decode.jsonl`) and 1.23-5.5x at
 /// batch 512 (`docs/bench-2026-12-04-grid-avx512.jsonl`), take every batch).
