@@ -11,10 +11,10 @@
 //! one-table `vpermb` (64 entries each) and three blends by the byte's bits 6
 //! and 7, and two unpacks into 16-bit sums; every 16 positions the 16-bit
 //! sums go into 32-bit ones by `vpdpwssd` (16 positions of at most 1024 in
-//! magnitude cannot overflow 16 bits). (Two-table `vpermi2b` over 128
-//! entries takes two cycles on the Sapphire Rapids, `vpermb` one: the
-//! one-table form was 20 % faster there.) The loop prefetches the same
-//! line of the group two groups ahead.
+//! magnitude cannot overflow 16 bits). One-table lookups because the
+//! two-table `vpermi2b` takes two cycles on the Sapphire Rapids and `vpermb`
+//! one (docs/BENCHMARKS.md). The loop prefetches the same line of the group
+//! two groups ahead.
 //! The rows' results stay in slot order ([`slot_row`](crate::formats::ternary_x64::slot_row)).
 
 use crate::formats::ternary_x64::{TernaryRow, TernaryX64, ROWS};
