@@ -133,16 +133,17 @@ where
     X::Row: DenseOf,
     <X::Row as DenseOf>::Dense: Sync,
 {
-    type D<X> = <<X as X4Block>::Row as DenseOf>::Dense;
-    match bytemuck::try_cast_slice::<u8, D<X>>(bytes) {
-        Ok(d) => pack_on::<X>(d, (m, k), par),
+    pack_on::<X>(&blocks_of(bytes), (m, k), par)
+}
+
+/// `bytes` as blocks: viewed in place when aligned, else copied.
+fn blocks_of<T: bytemuck::Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(v) => Cow::Borrowed(v),
         Err(_) => {
-            let mut v = vec![
-                <D<X> as bytemuck::Zeroable>::zeroed();
-                bytes.len() / std::mem::size_of::<D<X>>()
-            ];
-            bytemuck::cast_slice_mut::<D<X>, u8>(&mut v).copy_from_slice(bytes);
-            pack_on::<X>(&v, (m, k), par)
+            let mut v = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
+            bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
+            Cow::Owned(v)
         }
     }
 }
@@ -221,15 +222,7 @@ fn pack_lut<X: TernaryX64>(
     if plane == 0 || bytes.len() % plane != 0 {
         return None;
     }
-    let rows: Cow<[X::Row]> = match bytemuck::try_cast_slice(bytes) {
-        Ok(r) => Cow::Borrowed(r),
-        Err(_) => {
-            let mut v =
-                vec![<X::Row as bytemuck::Zeroable>::zeroed(); bytes.len() / plane * m * per_row];
-            bytemuck::cast_slice_mut::<X::Row, u8>(&mut v).copy_from_slice(bytes);
-            Cow::Owned(v)
-        }
-    };
+    let rows: Cow<[X::Row]> = blocks_of(bytes);
     let (planes, groups) = (bytes.len() / plane, ternary_x64::groups(m));
     let mut out = vec![X::zeroed(); planes * per_row * groups];
     let at: Vec<Mutex<&mut [X]>> = out.chunks_mut(groups).map(Mutex::new).collect();

@@ -517,15 +517,7 @@ pub struct LutMatrix<'a, X> {
 
 impl<'a, X: TernaryX64> LutMatrix<'a, X> {
     pub fn new(blocks: &'a [X], rows: usize, k: usize) -> Result<Self> {
-        let per_row = X::Row::FORMAT.blocks_in(k)?;
-        let expected = ternary_x64::groups(rows) * per_row;
-        if blocks.len() != expected {
-            return Err(Error::LengthMismatch {
-                what: "lookup-table blocks (ceil(rows / 64) * k / 256)",
-                expected,
-                got: blocks.len(),
-            });
-        }
+        ternary_x64::check_len(blocks.len(), rows, X::Row::FORMAT.blocks_in(k)?)?;
         Ok(LutMatrix { blocks, rows, k })
     }
     pub fn rows(&self) -> usize {

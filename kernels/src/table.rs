@@ -912,9 +912,9 @@ macro_rules! lut_rows {
     };
 }
 
-// TQ1_0's lookup-table GEMV: 2.3-2.6x its AVX-512 row kernel at batch 1;
-// TQ2_0's: 1.0-1.07x, level (both at the read bandwidth), so TQ2_0 keeps
-// GGUF's layout (docs/BENCHMARKS.md, 2026-12-05 (third session)).
+// TQ1_0's lookup-table GEMV: 1.6-2.1x its AVX-512 row kernel at batch 1;
+// TQ2_0's: 0.85-0.93x (the row kernel is already near the read bandwidth),
+// so TQ2_0 keeps GGUF's layout (docs/BENCHMARKS.md, 2026-12-05 (third session)).
 lut_rows!(BlockTq1_0x64, "lut_tq1_0x64_q8_k_64x1", decode: [Avx512]);
 lut_rows!(BlockTq2_0x64, "lut_tq2_0x64_q8_k_64x1", decode: []);
 

@@ -272,29 +272,17 @@ pub fn interleave_position<X: TernaryX64>(
 pub fn deinterleave<X: TernaryX64>(x: &[X], rows: usize, k: usize) -> Result<Vec<X::Row>> {
     let per_row = X::Row::FORMAT.blocks_in(k)?;
     check_len(x.len(), rows, per_row)?;
-    let mut out = vec![<X::Row as bytemuck::Zeroable>::zeroed(); rows * per_row];
-    for (b, at) in x.chunks_exact(groups(rows).max(1)).enumerate() {
-        for (g, x) in at.iter().enumerate() {
-            for s in 0..ROWS {
-                let row = ROWS * g + slot_row(s);
-                if row < rows {
-                    out[row * per_row + b].set_scale(x.d()[s]);
-                }
-            }
-            for (j, q) in x.q().iter().enumerate() {
-                for (lane, &q) in q.iter().enumerate() {
-                    let row = ROWS * g + lane;
-                    if row < rows {
-                        out[row * per_row + b].set_byte(j, q);
-                    }
-                }
-            }
+    let mut out = Vec::with_capacity(rows * per_row);
+    for row in 0..rows {
+        for b in 0..per_row {
+            out.push(x[b * groups(rows) + row / ROWS].row_block(row % ROWS));
         }
     }
     Ok(out)
 }
 
-fn check_len(len: usize, rows: usize, per_row: usize) -> Result<()> {
+/// Checks that `len` blocks hold `rows` rows of `per_row` block positions.
+pub fn check_len(len: usize, rows: usize, per_row: usize) -> Result<()> {
     let expected = groups(rows) * per_row;
     if len != expected {
         return Err(Error::LengthMismatch {
@@ -344,29 +332,6 @@ pub fn gemv_ref<X: TernaryX64>(
             }
         }
     }
-}
-
-/// The lookup-table GEMV of `rows` rows against one column, as a safe
-/// whole: lengths checked, the reference run over every block, results in
-/// row order. (Tests and the bench's scalar reference.)
-pub fn gemv_rows_ref<X: TernaryX64>(
-    x: &[X],
-    rows: usize,
-    act: &[BlockQ8K],
-    out: &mut [f32],
-) -> Result<()> {
-    check_len(x.len(), rows, act.len())?;
-    if out.len() != rows {
-        return Err(Error::LengthMismatch {
-            what: "outputs (one per row)",
-            expected: rows,
-            got: out.len(),
-        });
-    }
-    let mut slots = vec![0f32; groups(rows) * ROWS];
-    gemv_ref(x, groups(rows), 0..act.len(), act, &mut slots);
-    unslot(&slots, out);
-    Ok(())
 }
 
 /// Results in slot order (64 per group) to row order, `out.len()` rows.
