@@ -16,7 +16,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use llmkernel::kernels::cpu::CpuFeatures;
 use llmkernel::kernels::formats::*;
-use llmkernel::kernels::formats::{sparse_x4, ternary_x64};
+use llmkernel::kernels::formats::{lut, sparse_x4};
 use llmkernel::kernels::matmul::{matmul_quantized, quantize_activations, quantize_row, QMatrix};
 use llmkernel::kernels::panel::{pack_columns, Shape, Tile, Unpacked, COLS, ROWS};
 use llmkernel::kernels::table::{panel_kernels, Config, Isa, Kernels, LutKernels, X4Kernels};
@@ -205,9 +205,10 @@ where
     g.finish();
 }
 
-/// The ternary formats' lookup-table GEMVs over M x K random blocks in the
-/// 64-row layout, one column (`*/gemv_lut`), beside the format's best row
-/// kernel on the same blocks in GGUF's layout; weight bytes per second.
+/// The lookup-table GEMVs (ternary bytes, 2-bit i-quant sign planes) over
+/// M x K random blocks in their 64-row layouts, one column (`*/gemv_lut`),
+/// beside the format's best row kernel on the same blocks in GGUF's layout;
+/// the format's weight bytes per second.
 fn bench_lut<X: LutKernels>(c: &mut Criterion)
 where
     X::Row: RandomBlock,
@@ -215,14 +216,14 @@ where
     let cpu = CpuFeatures::get();
     let mut r = Rng::new(6);
     let rows = X::Row::random_vec(&mut r, M * K / QK_K);
-    let lut: Vec<X> = ternary_x64::interleave(&rows, M, K).unwrap();
+    let lut: Vec<X> = lut::interleave(&rows, M, K).unwrap();
     let acts = quantize_activations::<X::Row>(&r.activations(K), 1, K, 1).unwrap();
     let mut g = c.benchmark_group(format!("{}/gemv_lut", X::Row::FORMAT.name()));
     g.throughput(Throughput::Bytes(
         std::mem::size_of_val(rows.as_slice()) as u64
     ));
-    let ngroups = ternary_x64::groups(M);
-    let mut out = vec![0f32; ngroups * ternary_x64::ROWS];
+    let ngroups = lut::groups(M);
+    let mut out = vec![0f32; ngroups * lut::ROWS];
     for kernel in X::lut_kernels()
         .into_iter()
         .filter(|k| k.isa().supported(&cpu))
@@ -249,6 +250,9 @@ fn benches(c: &mut Criterion) {
     bench_quantize(c);
     bench_lut::<BlockTq1_0x64>(c);
     bench_lut::<BlockTq2_0x64>(c);
+    bench_lut::<BlockIq2Xxsx64>(c);
+    bench_lut::<BlockIq2Xsx64>(c);
+    bench_lut::<BlockIq2Sx64>(c);
     bench_x4::<BlockQ8_0Sx4>(c);
     bench_x4::<BlockQ4_0Sx4>(c);
     struct Bench<'a>(&'a mut Criterion);

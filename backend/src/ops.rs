@@ -2,10 +2,10 @@
 //! computes them.
 
 use crate::{buffer, ffi, log, sparse};
-use llmkernel_kernels::formats::ternary_x64;
+use llmkernel_kernels::formats::lut;
 use llmkernel_kernels::formats::{
-    BlockIq4Nl, BlockQ4_0, BlockQ5_0, BlockQ8_0, BlockTq1_0, BlockTq2_0, Format, QuantBlock,
-    WithFormat,
+    BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq4Nl, BlockQ4_0, BlockQ5_0, BlockQ8_0, BlockTq1_0,
+    BlockTq2_0, Format, QuantBlock, WithFormat,
 };
 use llmkernel_kernels::matmul::{
     matmul_lut_on, matmul_on, matmul_x4_on, LutMatrix, Parallel, QMatrix, X4Matrix,
@@ -660,6 +660,9 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
         ffi::GGML_TYPE_Q5_0 => (std::mem::size_of::<BlockQ5_0>(), 32),
         ffi::GGML_TYPE_TQ1_0 => (std::mem::size_of::<BlockTq1_0>(), 256),
         ffi::GGML_TYPE_TQ2_0 => (std::mem::size_of::<BlockTq2_0>(), 256),
+        ffi::GGML_TYPE_IQ2_XXS => (std::mem::size_of::<BlockIq2Xxs>(), 256),
+        ffi::GGML_TYPE_IQ2_XS => (std::mem::size_of::<BlockIq2Xs>(), 256),
+        ffi::GGML_TYPE_IQ2_S => (std::mem::size_of::<BlockIq2S>(), 256),
         _ => return None,
     };
     let row = w.ne[0] as usize / values * block;
@@ -685,11 +688,30 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
         sparse::Packed::Q5_0x4(v) => unsafe { mul_mat_x4(node, config(), par, v) },
         sparse::Packed::Tq1_0x64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
         sparse::Packed::Tq2_0x64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
+        // The planes serve decode; prompt batches read the file's blocks.
+        _ if decode_batch(node) => match &packed {
+            sparse::Packed::Iq2Xxsx64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
+            sparse::Packed::Iq2Xsx64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
+            sparse::Packed::Iq2Sx64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
+            _ => unreachable!("every other packed form is matched above"),
+        },
+        _ => return None,
     };
     if packed.is_sparse() {
         crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);
     }
     Some(r)
+}
+
+/// Whether the node's batch (src1's rows) is one the lookup-table GEMV
+/// takes, below the panel GEMM's.
+///
+/// # Safety
+/// As [`mul_mat`].
+unsafe fn decode_batch(node: &ffi::ggml_tensor) -> bool {
+    // SAFETY: supports() checked the sources.
+    let x = unsafe { &*node.src[1] };
+    (x.ne[1] as usize) < llmkernel_kernels::panel::MIN_COLS
 }
 
 /// The `count` weight blocks at byte offset `off` of the weight tensor.
@@ -775,7 +797,7 @@ unsafe fn mul_mat_x4<X: X4Kernels>(
     }
 }
 
-/// [`mul_mat`] for a ternary weight in the lookup-table layout (each plane
+/// [`mul_mat`] for a weight in a lookup-table layout (each plane
 /// `ceil(m / 64) * k / 256` blocks).
 ///
 /// # Safety
@@ -786,7 +808,7 @@ unsafe fn mul_mat_lut<X: LutKernels>(
     par: &dyn Parallel,
     packed: &[X],
 ) -> Result<()> {
-    let per_plane = |m: usize, k: usize| ternary_x64::groups(m) * (k / 256);
+    let per_plane = |m: usize, k: usize| lut::groups(m) * (k / 256);
     // SAFETY: forwarded contract.
     unsafe {
         mul_mat_repacked(dst, packed, per_plane, &|blocks, m, k, xs, n, y| {

@@ -44,12 +44,12 @@
 //!   checked at every use, catches writes that touch a sampled block.
 //!   `LLMKERNEL_SPARSE=0` turns packing off for such a program.
 
+use llmkernel_kernels::formats::lut::{self, LutLayout};
 use llmkernel_kernels::formats::sparse_x4::{interleave, DenseOf, X4Block, GROUP};
-use llmkernel_kernels::formats::ternary_x64::{self, TernaryX64};
 use llmkernel_kernels::formats::{
-    BlockIq4Nl, BlockIq4Nlx4, BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0, BlockQ5_0x4,
-    BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0, BlockTq1_0x64, BlockTq2_0, BlockTq2_0x64,
-    QuantBlock,
+    BlockIq2S, BlockIq2Sx64, BlockIq2Xs, BlockIq2Xsx64, BlockIq2Xxs, BlockIq2Xxsx64, BlockIq4Nl,
+    BlockIq4Nlx4, BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0, BlockQ5_0x4, BlockQ8_0,
+    BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0, BlockTq1_0x64, BlockTq2_0, BlockTq2_0x64, QuantBlock,
 };
 use llmkernel_kernels::matmul::Parallel;
 use llmkernel_kernels::table::LutKernels;
@@ -75,6 +75,12 @@ pub(crate) enum Packed {
     /// weights only, where the dispatch table sends decode there).
     Tq1_0x64(Arc<Vec<BlockTq1_0x64>>),
     Tq2_0x64(Arc<Vec<BlockTq2_0x64>>),
+    /// A 2-bit i-quant as sign planes (64 rows a group; file-backed weights
+    /// only, where the dispatch table sends decode there). Decode only:
+    /// prompt batches read the file's blocks, whose pages stay.
+    Iq2Xxsx64(Arc<Vec<BlockIq2Xxsx64>>),
+    Iq2Xsx64(Arc<Vec<BlockIq2Xsx64>>),
+    Iq2Sx64(Arc<Vec<BlockIq2Sx64>>),
 }
 
 impl Packed {
@@ -90,7 +96,19 @@ impl Packed {
             Packed::Q5_0x4(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Tq1_0x64(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Tq2_0x64(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Iq2Xxsx64(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Iq2Xsx64(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Iq2Sx64(v) => std::mem::size_of_val(v.as_slice()),
         }
+    }
+
+    /// Whether the copy replaces the weight's file pages (every batch reads
+    /// it), so they are released.
+    fn replaces(&self) -> bool {
+        !matches!(
+            self,
+            Packed::Iq2Xxsx64(_) | Packed::Iq2Xsx64(_) | Packed::Iq2Sx64(_)
+        )
     }
 
     /// Whether this is a 2:4 weight (what the `sparse_*` counters count).
@@ -212,7 +230,7 @@ where
 /// Ternary rows given as bytes (planes of `m` rows of `k` values) in the
 /// lookup-table layout, plane after plane, block positions filled in
 /// parallel on `par`; `None` if the shape does not fit the bytes.
-fn pack_lut<X: TernaryX64>(
+fn pack_lut<X: LutLayout>(
     bytes: &[u8],
     (m, k): (usize, usize),
     par: &dyn Parallel,
@@ -223,13 +241,13 @@ fn pack_lut<X: TernaryX64>(
         return None;
     }
     let rows: Cow<[X::Row]> = blocks_of(bytes);
-    let (planes, groups) = (bytes.len() / plane, ternary_x64::groups(m));
+    let (planes, groups) = (bytes.len() / plane, lut::groups(m));
     let mut out = vec![X::zeroed(); planes * per_row * groups];
     let at: Vec<Mutex<&mut [X]>> = out.chunks_mut(groups).map(Mutex::new).collect();
     par.run(at.len(), &|i| {
         let (p, b) = (i / per_row, i % per_row);
         let plane_rows = &rows[p * m * per_row..(p + 1) * m * per_row];
-        ternary_x64::interleave_position(plane_rows, m, per_row, b, &mut at[i].lock().unwrap());
+        lut::interleave_position(plane_rows, m, per_row, b, &mut at[i].lock().unwrap());
     });
     drop(at);
     Some(out)
@@ -267,6 +285,9 @@ pub(crate) unsafe fn lookup(
         crate::ffi::GGML_TYPE_Q5_0 => std::mem::size_of::<BlockQ5_0>(),
         crate::ffi::GGML_TYPE_TQ1_0 => std::mem::size_of::<BlockTq1_0>(),
         crate::ffi::GGML_TYPE_TQ2_0 => std::mem::size_of::<BlockTq2_0>(),
+        crate::ffi::GGML_TYPE_IQ2_XXS => std::mem::size_of::<BlockIq2Xxs>(),
+        crate::ffi::GGML_TYPE_IQ2_XS => std::mem::size_of::<BlockIq2Xs>(),
+        crate::ffi::GGML_TYPE_IQ2_S => std::mem::size_of::<BlockIq2S>(),
         _ => return Packed::Dense,
     };
     // SAFETY: forwarded contract.
@@ -279,8 +300,8 @@ pub(crate) unsafe fn lookup(
         }
     }
     use crate::ffi::{
-        GGML_TYPE_IQ4_NL, GGML_TYPE_Q4_0, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_TQ1_0,
-        GGML_TYPE_TQ2_0,
+        GGML_TYPE_IQ2_S, GGML_TYPE_IQ2_XS, GGML_TYPE_IQ2_XXS, GGML_TYPE_IQ4_NL, GGML_TYPE_Q4_0,
+        GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_TQ1_0, GGML_TYPE_TQ2_0,
     };
     let mut packed = match ggml_type {
         GGML_TYPE_Q4_0 => pack_bytes::<BlockQ4_0Sx4>(bytes, rows_k, par)
@@ -303,6 +324,13 @@ pub(crate) unsafe fn lookup(
                 .map_or(Packed::Dense, |v| Packed::Tq1_0x64(Arc::new(v))),
             GGML_TYPE_TQ2_0 if lut_decode::<BlockTq2_0x64>() => pack_lut(bytes, rows_k, par)
                 .map_or(Packed::Dense, |v| Packed::Tq2_0x64(Arc::new(v))),
+            GGML_TYPE_IQ2_XXS if lut_decode::<BlockIq2Xxsx64>() => pack_lut(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Iq2Xxsx64(Arc::new(v))),
+            GGML_TYPE_IQ2_XS if lut_decode::<BlockIq2Xsx64>() => pack_lut(bytes, rows_k, par)
+                .map_or(Packed::Dense, |v| Packed::Iq2Xsx64(Arc::new(v))),
+            GGML_TYPE_IQ2_S if lut_decode::<BlockIq2Sx64>() => {
+                pack_lut(bytes, rows_k, par).map_or(Packed::Dense, |v| Packed::Iq2Sx64(Arc::new(v)))
+            }
             _ => Packed::Dense,
         };
     }
@@ -313,8 +341,10 @@ pub(crate) unsafe fn lookup(
             crate::SPARSE_TENSORS.fetch_add(1, Ordering::Relaxed);
             crate::SPARSE_BYTES.fetch_add(packed_bytes as u64, Ordering::Relaxed);
         }
-        // SAFETY: forwarded contract.
-        unsafe { release_if_file_backed(data, len) };
+        if packed.replaces() {
+            // SAFETY: forwarded contract.
+            unsafe { release_if_file_backed(data, len) };
+        }
     }
     let mut c = cache().lock().unwrap();
     if let Some(old) = c.insert(

@@ -3,8 +3,8 @@
 //! output feature); activations are quantized once, as ggml does.
 
 use crate::error::Error;
+use crate::formats::lut::{self, LutLayout};
 use crate::formats::sparse_x4::{X4Block, GROUP};
-use crate::formats::ternary_x64::{self, TernaryX64};
 use crate::formats::{BlockQ8_0, QuantBlock};
 use crate::panel::{pack_columns, ColBlock, Shape, Tile, Unpacked, COLS, PANEL_ROWS, ROWS};
 use crate::table::{check_cpu, Config, Kernels, LutKernels, PanelKernel, QuantKernel, X4Kernels};
@@ -515,9 +515,9 @@ pub struct LutMatrix<'a, X> {
     k: usize,
 }
 
-impl<'a, X: TernaryX64> LutMatrix<'a, X> {
+impl<'a, X: LutLayout> LutMatrix<'a, X> {
     pub fn new(blocks: &'a [X], rows: usize, k: usize) -> Result<Self> {
-        ternary_x64::check_len(blocks.len(), rows, X::Row::FORMAT.blocks_in(k)?)?;
+        lut::check_len(blocks.len(), rows, X::Row::FORMAT.blocks_in(k)?)?;
         Ok(LutMatrix { blocks, rows, k })
     }
     pub fn rows(&self) -> usize {
@@ -548,7 +548,7 @@ pub fn matmul_lut_on<X: LutKernels>(
         return Ok(());
     };
     let nb = k / crate::formats::QK_K;
-    let ngroups = ternary_x64::groups(m);
+    let ngroups = lut::groups(m);
     if let Some(panel) = config.panel_for(n) {
         check_cpu(panel.name(), panel.isa())?;
         let isa = config.fill_isa();
@@ -559,7 +559,7 @@ pub fn matmul_lut_on<X: LutKernels>(
     }
     let lut = config.lut::<X>();
     check_cpu(lut.name(), lut.isa())?;
-    let slots = ternary_x64::ROWS * ngroups;
+    let slots = lut::ROWS * ngroups;
     let tasks = par.threads().min(nb).max(1);
     let mut partial = vec![0f32; tasks * slots];
     for (col, y) in acts.chunks(nb).zip(y.chunks_exact_mut(m)) {
@@ -574,7 +574,7 @@ pub fn matmul_lut_on<X: LutKernels>(
         for p in rest.chunks_exact(slots) {
             sum.iter_mut().zip(p).for_each(|(s, v)| *s += v);
         }
-        ternary_x64::unslot(sum, y);
+        lut::unslot::<X>(sum, y);
     }
     Ok(())
 }

@@ -41,8 +41,8 @@
 //! activations so one load feeds a whole tile) is what ik_llama.cpp and
 //! ggml's tiled/repacked GEMMs do; this code is our own.
 
+use crate::formats::lut::{LutLayout, ROWS as LUT_ROWS};
 use crate::formats::sparse_x4::{X4Block, GROUP};
-use crate::formats::ternary_x64::{TernaryX64, ROWS as LUT_ROWS};
 use crate::formats::{BlockQ8K, BlockQ8_0, QuantBlock, WeightBlock};
 use crate::isa::Isa;
 
@@ -292,14 +292,8 @@ impl Unpacked {
 
     /// [`Unpacked::fill`] from rows `r0 .. r0 + n` of ternary rows in the
     /// lookup-table layout (`x`: every block position's `ngroups` groups of 64).
-    pub fn fill_lut<X: TernaryX64>(
-        &mut self,
-        x: &[X],
-        ngroups: usize,
-        r0: usize,
-        n: usize,
-        isa: Isa,
-    ) where
+    pub fn fill_lut<X: LutLayout>(&mut self, x: &[X], ngroups: usize, r0: usize, n: usize, isa: Isa)
+    where
         X::Row: PanelFormat,
     {
         let per_row = self.k / self.shape.block;

@@ -15,13 +15,14 @@
 //! the ISA and tile it was written for, so the safe matmul API can trust
 //! them.
 
+use crate::formats::lut::{LutLayout, ROWS as ROWS_X64};
 use crate::formats::sparse_x4::X4Block;
-use crate::formats::ternary_x64::{TernaryX64, ROWS as ROWS_X64};
 use crate::formats::{
-    BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockIq4Nl, BlockIq4Nlx4,
-    BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4,
-    BlockQ5K, BlockQ5_0, BlockQ5_0x4, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4,
-    BlockQ8_0x4, BlockTq1_0, BlockTq1_0x64, BlockTq2_0, BlockTq2_0x64, Format, WeightBlock,
+    BlockIq2S, BlockIq2Sx64, BlockIq2Xs, BlockIq2Xsx64, BlockIq2Xxs, BlockIq2Xxsx64, BlockIq3S,
+    BlockIq3Xxs, BlockIq4Nl, BlockIq4Nlx4, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0,
+    BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5K, BlockQ5_0, BlockQ5_0x4, BlockQ6K, BlockQ8K,
+    BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0, BlockTq1_0x64, BlockTq2_0,
+    BlockTq2_0x64, Format, WeightBlock,
 };
 use crate::panel::{PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS};
 use crate::{scalar, Error, Result};
@@ -572,7 +573,7 @@ aarch64: [
     (Dotprod, "gemv_q8_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0_q8_0_1x4, ALL),
     (I8mm, "gemv_q8_0_q8_0_2x4_i8mm", aarch64_neon::q8_0_mm::i8mm::gemv_q8_0_q8_0_2x4_i8mm, ALL),
 ]);
-rows!(BlockIq2Xxs, "gemv_iq2_xxs_q8_k_1x1_scalar", dequant: dequantize_iq2_xxs(auto),
+rows!(BlockIq2Xxs, "gemv_iq2_xxs_q8_k_1x1_scalar", lut: BlockIq2Xxsx64, dequant: dequantize_iq2_xxs(auto),
 x86_64: [
     (Avx2, "gemv_iq2_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_iq2_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xxs_q8_k_1x8, ALL),
@@ -581,7 +582,7 @@ aarch64: [
     (Neon, "gemv_iq2_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq2_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockIq2Xs, "gemv_iq2_xs_q8_k_1x1_scalar", dequant: dequantize_iq2_xs(auto),
+rows!(BlockIq2Xs, "gemv_iq2_xs_q8_k_1x1_scalar", lut: BlockIq2Xsx64, dequant: dequantize_iq2_xs(auto),
 x86_64: [
     (Avx2, "gemv_iq2_xs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_iq2_xs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xs_q8_k_1x8, ALL),
@@ -590,7 +591,7 @@ aarch64: [
     (Neon, "gemv_iq2_xs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq2_xs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockIq2S, "gemv_iq2_s_q8_k_1x1_scalar", dequant: dequantize_iq2_s(auto),
+rows!(BlockIq2S, "gemv_iq2_s_q8_k_1x1_scalar", lut: BlockIq2Sx64, dequant: dequantize_iq2_s(auto),
 x86_64: [
     (Avx2, "gemv_iq2_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_iq2_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_s_q8_k_1x8, ALL),
@@ -828,7 +829,7 @@ impl<X> Clone for LutKernel<X> {
 }
 impl<X> Copy for LutKernel<X> {}
 
-impl<X: TernaryX64> LutKernel<X> {
+impl<X: LutLayout> LutKernel<X> {
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -870,27 +871,28 @@ impl<X: TernaryX64> LutKernel<X> {
 ///
 /// # Safety
 /// None (safe code behind the kernel signature).
-unsafe fn scalar_lut<X: TernaryX64>(
+unsafe fn scalar_lut<X: LutLayout>(
     x: &[X],
     ngroups: usize,
     blocks: Range<usize>,
     act: &[BlockQ8K],
     out: &mut [f32],
 ) {
-    crate::formats::ternary_x64::gemv_ref(x, ngroups, blocks, act, out)
+    X::gemv_ref(x, ngroups, blocks, act, out)
 }
 
 /// The lookup-table GEMVs of a ternary layout, scalar reference first.
-pub trait LutKernels: TernaryX64<Row: Kernels> {
-    /// The ISAs at which decode (batches below [`crate::panel::MIN_COLS`])
-    /// of the rows' format goes through this layout's lookup-table GEMV
-    /// instead of the row kernel: where it measured faster (docs/BENCHMARKS.md).
+pub trait LutKernels: LutLayout<Row: Kernels> {
+    /// The ISA tiers (ceilings) at which decode (batches below
+    /// [`crate::panel::MIN_COLS`]) of the rows' format goes through this
+    /// layout's lookup-table GEMV instead of the row kernel: where it
+    /// measured faster (docs/BENCHMARKS.md).
     const DECODE: &'static [Isa];
     fn lut_kernels() -> Vec<LutKernel<Self>>;
 }
 
 macro_rules! lut_rows {
-    ($block:ty, $name:literal, decode: [$($isa:ident),*]) => {
+    ($block:ty, $name:literal, x86_64: [$(($kisa:ident, $kname:literal, $kf:path)),*], decode: [$($isa:ident),*]) => {
         impl LutKernels for $block {
             const DECODE: &'static [Isa] = &[$(Isa::$isa),*];
             fn lut_kernels() -> Vec<LutKernel<Self>> {
@@ -901,11 +903,11 @@ macro_rules! lut_rows {
                     f: scalar_lut::<Self>,
                 }];
                 #[cfg(target_arch = "x86_64")]
-                v.push(LutKernel {
-                    name: concat!($name, "_avx512"),
-                    isa: Isa::Avx512,
-                    f: crate::x86_avx512::ternary_lut::gemv_ternary_x64::<Self>,
-                });
+                v.extend([$(LutKernel {
+                    name: concat!($name, $kname),
+                    isa: Isa::$kisa,
+                    f: $kf,
+                }),*]);
                 v
             }
         }
@@ -915,8 +917,24 @@ macro_rules! lut_rows {
 // TQ1_0's lookup-table GEMV: 1.6-2.1x its AVX-512 row kernel at batch 1;
 // TQ2_0's: 0.85-0.93x (the row kernel is already near the read bandwidth),
 // so TQ2_0 keeps GGUF's layout (docs/BENCHMARKS.md, 2026-12-05 (third session)).
-lut_rows!(BlockTq1_0x64, "lut_tq1_0x64_q8_k_64x1", decode: [Avx512]);
-lut_rows!(BlockTq2_0x64, "lut_tq2_0x64_q8_k_64x1", decode: []);
+lut_rows!(BlockTq1_0x64, "lut_tq1_0x64_q8_k_64x1",
+    x86_64: [(Avx512, "_avx512", crate::x86_avx512::ternary_lut::gemv_ternary_x64::<Self>)],
+    decode: [Avx512]);
+lut_rows!(BlockTq2_0x64, "lut_tq2_0x64_q8_k_64x1",
+    x86_64: [(Avx512, "_avx512", crate::x86_avx512::ternary_lut::gemv_ternary_x64::<Self>)],
+    decode: []);
+// The 2-bit i-quants' sign planes: 2.0-2.7x ggml at batch 1 at tier avx2
+// (their row kernels 0.6-1.0x), 1.9-2.3x at tier avx512 (the AVX-512 row
+// kernels 0.9-1.6x) (docs/BENCHMARKS.md, 2026-12-05 (fourth session)).
+lut_rows!(BlockIq2Xxsx64, "lut_iq2_xxsx64_q8_k_64x1",
+    x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2, Avx512]);
+lut_rows!(BlockIq2Xsx64, "lut_iq2_xsx64_q8_k_64x1",
+    x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2, Avx512]);
+lut_rows!(BlockIq2Sx64, "lut_iq2_sx64_q8_k_64x1",
+    x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2, Avx512]);
 
 /// The name of the panel fill ([`crate::panel::Unpacked::fill`]) compiled for `isa`.
 fn fill_name(isa: Isa) -> &'static str {
@@ -1018,9 +1036,16 @@ impl<B: Kernels> Config<B> {
     pub fn quant(&self) -> &QuantKernel<B::Act> {
         &self.quant
     }
-    /// Which batches the plugin takes.
+    /// Which batches the plugin takes: the row kernels' policy, and every
+    /// decode batch where decode goes through a lookup-table GEMV.
     pub fn plugin(&self) -> PluginTakes {
-        self.plugin
+        match B::lut_piece(self) {
+            Some(_) => PluginTakes {
+                min_batch: 0,
+                ..self.plugin
+            },
+            None => self.plugin,
+        }
     }
 
     /// The panel tile a matmul of `n` columns runs, if any.
@@ -1070,7 +1095,7 @@ impl<B: Kernels> Config<B> {
         let on = match lut_mode() {
             LutMode::Never => false,
             LutMode::Always => true,
-            LutMode::Table => X::DECODE.contains(&k.isa),
+            LutMode::Table => X::DECODE.contains(&self.ceiling),
         };
         (on && n < crate::panel::MIN_COLS && k.isa != Isa::Scalar).then_some(k)
     }

@@ -7,7 +7,7 @@ pub mod bandwidth;
 use crate::ggml_mm::{self, GgmlMatMul};
 use crate::info;
 use llmkernel_backend::team::OmpTeam;
-use llmkernel_kernels::formats::ternary_x64;
+use llmkernel_kernels::formats::lut;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::formats::{sparse, sparse_x4};
 use llmkernel_kernels::matmul::{
@@ -505,8 +505,9 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
     Ok(())
 }
 
-/// Our matmul on a ternary format's lookup-table layout
-/// ([`ternary_x64`]), where [`Config::lut_for`] sends the batch there:
+/// Our matmul on a format's lookup-table layout ([`lut`]: the ternary
+/// formats' bytes, the 2-bit i-quants' sign planes), where
+/// [`Config::lut_for`] sends the batch there:
 /// `copies` copies of the repacked weights, and the kernel used.
 struct Lut {
     run: Box<LutRun>,
@@ -528,6 +529,9 @@ impl Lut {
         match format {
             Format::TQ1_0 => Lut::of::<BlockTq1_0x64>(isa, gguf, (m, k), copies, n),
             Format::TQ2_0 => Lut::of::<BlockTq2_0x64>(isa, gguf, (m, k), copies, n),
+            Format::IQ2_XXS => Lut::of::<BlockIq2Xxsx64>(isa, gguf, (m, k), copies, n),
+            Format::IQ2_XS => Lut::of::<BlockIq2Xsx64>(isa, gguf, (m, k), copies, n),
+            Format::IQ2_S => Lut::of::<BlockIq2Sx64>(isa, gguf, (m, k), copies, n),
             _ => Ok(None),
         }
     }
@@ -544,7 +548,7 @@ impl Lut {
             return Ok(None);
         };
         let rows: Vec<X::Row> = bytemuck::pod_collect_to_vec(gguf);
-        let one = ternary_x64::interleave::<X>(&rows, m, k).map_err(|e| e.to_string())?;
+        let one = lut::interleave::<X>(&rows, m, k).map_err(|e| e.to_string())?;
         let w: Vec<Vec<X>> = (0..copies).map(|_| one.clone()).collect();
         Ok(Some(Lut {
             run: Box::new(move |c, x, n, y, par| {

@@ -21,12 +21,11 @@
 //! so that one block position of every row is one contiguous run. A last
 //! group of fewer than 64 rows is padded with zero rows (scale 0).
 
-use super::{BlockQ8K, BlockTq1_0, BlockTq2_0, QuantBlock, WeightBlock, QK_K};
-use crate::{Error, Result};
+use super::lut::LutLayout;
+use super::{BlockQ8K, BlockTq1_0, BlockTq2_0, WeightBlock, QK_K};
 use half::f16;
 
-/// Rows per group.
-pub const ROWS: usize = 64;
+pub use super::lut::{check_len, deinterleave, groups, interleave, interleave_position, ROWS};
 
 /// The row (0..64) whose result the kernels keep in slot `s`: slot `16v + i`
 /// is lane `i` of the kernels' `v`-th 32-bit accumulator. (The lookup gives
@@ -165,23 +164,13 @@ impl TernaryRow for BlockTq2_0 {
 }
 
 /// One block position of 64 rows in the lookup-table layout.
-pub trait TernaryX64: bytemuck::Pod + Send + Sync {
-    type Row: TernaryRow;
+pub trait TernaryX64: LutLayout<Row: TernaryRow> {
     /// The 64 rows' scales in slot order ([`slot_row`]).
     fn d(&self) -> &[f16; ROWS];
     fn d_mut(&mut self) -> &mut [f16; ROWS];
     /// Per byte position, the 64 rows' bytes in row order.
     fn q(&self) -> &[[u8; ROWS]];
     fn q_mut(&mut self) -> &mut [[u8; ROWS]];
-    /// Row `r`'s block (`r < 64`), as the format stores it.
-    fn row_block(&self, r: usize) -> Self::Row {
-        let mut b = <Self::Row as bytemuck::Zeroable>::zeroed();
-        b.set_scale(self.d()[row_slot(r)]);
-        for (j, q) in self.q().iter().enumerate() {
-            b.set_byte(j, q[r]);
-        }
-        b
-    }
 }
 
 macro_rules! x64_block {
@@ -194,7 +183,6 @@ macro_rules! x64_block {
             pub q: [[u8; ROWS]; $groups],
         }
         impl TernaryX64 for $name {
-            type Row = $row;
             fn d(&self) -> &[f16; ROWS] {
                 &self.d
             }
@@ -208,91 +196,51 @@ macro_rules! x64_block {
                 &mut self.q
             }
         }
+        impl LutLayout for $name {
+            type Row = $row;
+            fn slot_row(s: usize) -> usize {
+                slot_row(s)
+            }
+            fn pack(row: &dyn Fn(usize) -> Option<$row>) -> Self {
+                let rows: [Option<$row>; ROWS] = std::array::from_fn(row);
+                let mut x = <Self as bytemuck::Zeroable>::zeroed();
+                for (s, d) in x.d.iter_mut().enumerate() {
+                    if let Some(r) = &rows[slot_row(s)] {
+                        *d = r.scale();
+                    }
+                }
+                for (j, q) in x.q.iter_mut().enumerate() {
+                    for (q, r) in q.iter_mut().zip(&rows) {
+                        if let Some(r) = r {
+                            *q = r.byte(j);
+                        }
+                    }
+                }
+                x
+            }
+            fn row_block(&self, r: usize) -> $row {
+                let mut b = <$row as bytemuck::Zeroable>::zeroed();
+                b.set_scale(self.d[row_slot(r)]);
+                for (j, q) in self.q.iter().enumerate() {
+                    b.set_byte(j, q[r]);
+                }
+                b
+            }
+            fn gemv_ref(
+                x: &[Self],
+                ngroups: usize,
+                blocks: std::ops::Range<usize>,
+                act: &[BlockQ8K],
+                out: &mut [f32],
+            ) {
+                gemv_ref(x, ngroups, blocks, act, out)
+            }
+        }
         const _: () = assert!(<$row as TernaryRow>::GROUPS == $groups);
     };
 }
 x64_block!(BlockTq1_0x64, BlockTq1_0, 52);
 x64_block!(BlockTq2_0x64, BlockTq2_0, 64);
-
-/// Groups of 64 rows for `rows` rows.
-pub fn groups(rows: usize) -> usize {
-    rows.div_ceil(ROWS)
-}
-
-/// `rows` rows of `k` values (row after row, GGUF's layout) in the
-/// lookup-table layout: block position after block position, groups of 64
-/// rows within each.
-pub fn interleave<X: TernaryX64>(blocks: &[X::Row], rows: usize, k: usize) -> Result<Vec<X>> {
-    let per_row = X::Row::FORMAT.blocks_in(k)?;
-    if blocks.len() != rows * per_row {
-        return Err(Error::LengthMismatch {
-            what: "row blocks (rows * k / 256)",
-            expected: rows * per_row,
-            got: blocks.len(),
-        });
-    }
-    let mut out = vec![X::zeroed(); per_row * groups(rows)];
-    for (b, at) in out.chunks_exact_mut(groups(rows).max(1)).enumerate() {
-        interleave_position(blocks, rows, per_row, b, at);
-    }
-    Ok(out)
-}
-
-/// Block position `b` of [`interleave`]'s output (`at`: its `groups(rows)`
-/// groups), from `rows` rows of `per_row` blocks; panics on other lengths.
-/// (Positions are independent: a caller may fill them in parallel.)
-pub fn interleave_position<X: TernaryX64>(
-    blocks: &[X::Row],
-    rows: usize,
-    per_row: usize,
-    b: usize,
-    at: &mut [X],
-) {
-    assert!(blocks.len() == rows * per_row && b < per_row && at.len() == groups(rows));
-    for (g, x) in at.iter_mut().enumerate() {
-        *x = X::zeroed();
-        for s in 0..ROWS {
-            let row = ROWS * g + slot_row(s);
-            if row < rows {
-                x.d_mut()[s] = blocks[row * per_row + b].scale();
-            }
-        }
-        for (j, q) in x.q_mut().iter_mut().enumerate() {
-            for (lane, q) in q.iter_mut().enumerate() {
-                let row = ROWS * g + lane;
-                if row < rows {
-                    *q = blocks[row * per_row + b].byte(j);
-                }
-            }
-        }
-    }
-}
-
-/// [`interleave`]'s inverse: the rows' blocks, row after row.
-pub fn deinterleave<X: TernaryX64>(x: &[X], rows: usize, k: usize) -> Result<Vec<X::Row>> {
-    let per_row = X::Row::FORMAT.blocks_in(k)?;
-    check_len(x.len(), rows, per_row)?;
-    let mut out = Vec::with_capacity(rows * per_row);
-    for row in 0..rows {
-        for b in 0..per_row {
-            out.push(x[b * groups(rows) + row / ROWS].row_block(row % ROWS));
-        }
-    }
-    Ok(out)
-}
-
-/// Checks that `len` blocks hold `rows` rows of `per_row` block positions.
-pub fn check_len(len: usize, rows: usize, per_row: usize) -> Result<()> {
-    let expected = groups(rows) * per_row;
-    if len != expected {
-        return Err(Error::LengthMismatch {
-            what: "lookup-table blocks (ceil(rows / 64) * k / 256)",
-            expected,
-            got: len,
-        });
-    }
-    Ok(())
-}
 
 /// Block `b`'s table for byte position `j`: `T[q] = sum_n coef_n(q) * x[pos_n]`.
 pub fn table<R: TernaryRow>(act: &BlockQ8K, j: usize) -> [i16; 256] {
@@ -329,17 +277,6 @@ pub fn gemv_ref<X: TernaryX64>(
                     .map(|(t, q)| t[q[lane] as usize] as i32)
                     .sum();
                 out[ROWS * g + s] += x.d()[s].to_f32() * act[b].d * isum as f32;
-            }
-        }
-    }
-}
-
-/// Results in slot order (64 per group) to row order, `out.len()` rows.
-pub fn unslot(slots: &[f32], out: &mut [f32]) {
-    for (g, s) in slots.chunks_exact(ROWS).enumerate() {
-        for (i, &v) in s.iter().enumerate() {
-            if let Some(o) = out.get_mut(ROWS * g + slot_row(i)) {
-                *o = v;
             }
         }
     }

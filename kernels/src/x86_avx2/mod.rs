@@ -5,6 +5,7 @@ pub mod dequant;
 pub mod grid;
 pub mod iq4_xs;
 pub mod panel;
+pub mod plane_lut;
 pub mod q2_k;
 pub mod q4_k;
 pub mod q6_k;

@@ -1,24 +1,27 @@
-//! The ternary formats' lookup-table layout (`formats::ternary_x64`) and its
-//! GEMV kernels.
+//! The lookup-table layouts (`formats::lut`): the ternary formats' bytes by
+//! 64 rows (`formats::ternary_x64`), the 2-bit i-quants' sign planes
+//! (`formats::planes_x64`), and their GEMV kernels.
 //!
 //! - `interleave` / `deinterleave` are exact inverses, byte for byte; padding
-//!   rows have scale 0.
-//! - Each table entry is the byte's exact partial sum (checked against the
-//!   format's own dequantization for every byte value at every position).
+//!   rows read back as zero blocks.
+//! - Ternary: each table entry is the byte's exact partial sum (checked
+//!   against the format's own dequantization for every byte value at every
+//!   position). Planes: `2w = 18 e0 + 35 e1 + 33 e2` for all six weights,
+//!   and the planes' integer sums equal the dequantized integer dot product.
 //! - The scalar lookup-table GEMV sums exactly what `vec_dot` sums (bit for
-//!   bit); every SIMD one this CPU runs is within the kernels' bound of it
-//!   (1e-5 * dot_magnitude per output), over part of the block range too,
-//!   on random bytes (TQ2_0's code 3 included), activations at -128 and
-//!   127, and non-finite scales.
+//!   bit: ternary) or within the kernels' bound (planes, which round per
+//!   block); every SIMD one this CPU runs is within the bound of `vec_dot`
+//!   (2e-5 * dot_magnitude per output) and, for the planes, bit for bit the
+//!   reference; over part of the block range too, on random bytes (TQ2_0's
+//!   code 3 included), activations at -128 and 127, and non-finite scales.
 //! - `matmul_lut_on` on rows that are not a multiple of 64, 1 to 3 threads,
 //!   1, 3 and 17 columns (the panel GEMM, its rows unpacked from the
 //!   layout), against `vec_dot`.
 
 use llmkernel_kernels::cpu::CpuFeatures;
-use llmkernel_kernels::formats::ternary_x64::{
-    deinterleave, gemv_ref, groups, interleave, row_slot, slot_row, table, unslot, TernaryRow,
-    TernaryX64, ROWS,
-};
+use llmkernel_kernels::formats::lut::{deinterleave, groups, interleave, unslot, LutLayout, ROWS};
+use llmkernel_kernels::formats::planes_x64::{plane_bits, plane_weight, PlaneTile};
+use llmkernel_kernels::formats::ternary_x64::{row_slot, slot_row, table, TernaryRow, TernaryX64};
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul_lut_on, quantize_activations, LutMatrix, Rayon};
 use llmkernel_kernels::table::{Config, LutKernels};
@@ -34,7 +37,7 @@ fn slots_are_a_permutation() {
     }
 }
 
-fn round_trip<X: TernaryX64>(seed: u64)
+fn round_trip<X: LutLayout>(seed: u64)
 where
     X::Row: RandomBlock,
 {
@@ -54,12 +57,11 @@ where
             let (a, b): (&[u8], &[u8]) =
                 (bytemuck::cast_slice(&blocks), bytemuck::cast_slice(&back));
             assert_eq!(a, b, "{}: {rows} rows of {k}", X::Row::FORMAT);
-            // Padding rows have scale 0.
+            // Padding rows read back as zero blocks.
             for g in x.iter().skip(groups(rows) - 1).step_by(groups(rows)) {
-                for s in 0..ROWS {
-                    if slot_row(s) >= rows % ROWS && rows % ROWS != 0 {
-                        assert_eq!(g.d()[s].to_bits(), 0);
-                    }
+                for row in (rows % ROWS..ROWS).filter(|_| rows % ROWS != 0) {
+                    let b = g.row_block(row);
+                    assert!(bytemuck::bytes_of(&b).iter().all(|&v| v == 0));
                 }
             }
         }
@@ -72,6 +74,72 @@ where
 fn interleaving_round_trips_byte_for_byte() {
     round_trip::<BlockTq1_0x64>(1);
     round_trip::<BlockTq2_0x64>(2);
+    round_trip::<BlockIq2Xxsx64>(11);
+    round_trip::<BlockIq2Xsx64>(12);
+    round_trip::<BlockIq2Sx64>(13);
+}
+
+/// The plane identity, weight by weight.
+#[test]
+fn three_planes_hold_every_weight() {
+    for v in [8u8, 25, 43] {
+        for neg in [false, true] {
+            let s = plane_bits(v, neg);
+            let e = |b: bool| if b { 1 } else { -1 };
+            let w = if neg { -(v as i32) } else { v as i32 };
+            assert_eq!(18 * e(s[0]) + 35 * e(s[1]) + 33 * e(s[2]), 2 * w);
+            assert_eq!(plane_weight(s), (v, neg));
+        }
+    }
+}
+
+/// Per row and block, the planes' integer sum (what the kernels look up)
+/// against the format's integer form dotted with the activations.
+fn plane_sums_are_exact<X: LutLayout + PlaneTiles>(seed: u64)
+where
+    X::Row: RandomBlock + GridBlock,
+{
+    let mut r = Rng::new(seed);
+    let blocks = blocks_with_edges::<X::Row>(&mut r, 64);
+    let x: Vec<X> = interleave(&blocks, 64, 256).unwrap();
+    for kind in 0..3 {
+        let act = random_act(&mut r, kind);
+        for (row, b) in blocks.iter().enumerate() {
+            let (mut codes, mut scales) = ([0i8; 256], [0i16; 16]);
+            b.int_form(&mut codes, &mut scales);
+            let want: i32 = (0..256)
+                .map(|i| scales[i / 16] as i32 * codes[i] as i32 * act.qs[i] as i32)
+                .sum();
+            let got = x[0].tile(row / 8).isum(row % 8, &act);
+            assert_eq!(
+                got,
+                want,
+                "{} row {row}, activations {kind}",
+                X::Row::FORMAT
+            );
+        }
+    }
+}
+
+trait PlaneTiles {
+    fn tile(&self, t: usize) -> &PlaneTile;
+}
+macro_rules! plane_tiles {
+    ($($x:ty),*) => {$(
+        impl PlaneTiles for $x {
+            fn tile(&self, t: usize) -> &PlaneTile {
+                &self.tiles[t]
+            }
+        }
+    )*};
+}
+plane_tiles!(BlockIq2Xxsx64, BlockIq2Xsx64, BlockIq2Sx64);
+
+#[test]
+fn plane_sums_equal_the_integer_dot() {
+    plane_sums_are_exact::<BlockIq2Xxsx64>(21);
+    plane_sums_are_exact::<BlockIq2Xsx64>(22);
+    plane_sums_are_exact::<BlockIq2Sx64>(23);
 }
 
 /// Every byte value at every byte position: the table entry against the
@@ -133,17 +201,24 @@ fn random_act(r: &mut Rng, kind: u32) -> BlockQ8K {
     a
 }
 
-/// Random blocks, some with a non-finite or extreme scale.
-fn blocks_with_edges<R: TernaryRow + RandomBlock>(r: &mut Rng, n: usize) -> Vec<R> {
+/// Random blocks, some with a non-finite or extreme scale, some with every
+/// code byte 0xff.
+fn blocks_with_edges<R: RandomBlock + bytemuck::Pod>(r: &mut Rng, n: usize) -> Vec<R> {
     let mut v = R::random_vec(r, n);
     for (i, b) in v.iter_mut().enumerate() {
-        match i % 11 {
-            3 => b.set_scale(half::f16::NAN),
-            5 => b.set_scale(half::f16::INFINITY),
-            7 => b.set_scale(half::f16::MAX),
-            8 => (0..R::GROUPS).for_each(|j| b.set_byte(j, 0xff)),
-            _ => {}
-        }
+        let d = match i % 11 {
+            3 => half::f16::NAN,
+            5 => half::f16::INFINITY,
+            7 => half::f16::MAX,
+            8 => {
+                let d = bytemuck::bytes_of(b)[R::SCALE_OFFSETS[0]..][..2].to_vec();
+                *b = R::filled(0xff, u16::from_le_bytes([d[0], d[1]]), 0);
+                continue;
+            }
+            _ => continue,
+        };
+        let at = R::SCALE_OFFSETS[0];
+        bytemuck::bytes_of_mut(b)[at..at + 2].copy_from_slice(&d.to_le_bytes());
     }
     v
 }
@@ -158,7 +233,9 @@ fn close(got: f32, want: f32, bound: f32) -> bool {
     }
 }
 
-fn check_kernels<X: LutKernels>(seed: u64) -> Vec<String>
+/// `exact_ref`: the scalar reference is `vec_dot` bit for bit (ternary);
+/// `exact_simd`: the SIMD kernels are the reference bit for bit (planes).
+fn check_kernels<X: LutKernels>(seed: u64, exact_ref: bool, exact_simd: bool) -> Vec<String>
 where
     X::Row: RandomBlock,
 {
@@ -182,7 +259,7 @@ where
             let ng = groups(rows);
             // The whole range, and a split of it added up.
             let mut want = vec![0f32; ROWS * ng];
-            gemv_ref(&x, ng, 0..per_row, &act, &mut want);
+            X::gemv_ref(&x, ng, 0..per_row, &act, &mut want);
             let mut got = vec![0f32; ROWS * ng];
             kernel.run(&x, ng, 0..per_row, &act, &mut got).unwrap();
             let mut split = vec![0f32; ROWS * ng];
@@ -194,21 +271,37 @@ where
                 .unwrap();
             let (mut want_rows, mut got_rows, mut split_rows) =
                 (vec![0f32; rows], vec![0f32; rows], vec![0f32; rows]);
-            unslot(&want, &mut want_rows);
-            unslot(&got, &mut got_rows);
-            unslot(&split, &mut split_rows);
+            unslot::<X>(&want, &mut want_rows);
+            unslot::<X>(&got, &mut got_rows);
+            unslot::<X>(&split, &mut split_rows);
             for row in 0..rows {
                 let rb = &blocks[row * per_row..(row + 1) * per_row];
                 let exact = X::Row::vec_dot(rb, &act).unwrap();
-                // Bit for bit (any NaN for a NaN).
+                let bound = 2e-5 * X::Row::dot_magnitude(rb, &act).unwrap() + 1e-30;
+                // Bit for bit (any NaN for a NaN), or within the bound.
+                let same =
+                    |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
                 assert!(
-                    want_rows[row].to_bits() == exact.to_bits()
-                        || (exact.is_nan() && want_rows[row].is_nan()),
+                    if exact_ref {
+                        same(want_rows[row], exact)
+                    } else {
+                        close(want_rows[row], exact, bound)
+                    },
                     "{}: reference {:e} vs vec_dot {exact:e}, row {row}",
                     X::Row::FORMAT,
                     want_rows[row]
                 );
-                let bound = 2e-5 * X::Row::dot_magnitude(rb, &act).unwrap() + 1e-30;
+                if exact_simd {
+                    for (what, g) in [("whole", got_rows[row]), ("split", split_rows[row])] {
+                        assert!(
+                            same(g, want_rows[row]),
+                            "{} ({}), {what}, k {k}, row {row}: {g:e}, reference {:e}",
+                            kernel.name(),
+                            kernel.isa(),
+                            want_rows[row]
+                        );
+                    }
+                }
                 for (what, g) in [("whole", got_rows[row]), ("split", split_rows[row])] {
                     assert!(
                         close(g, exact, bound),
@@ -232,10 +325,13 @@ where
 
 #[test]
 fn lookup_table_kernels_match_the_reference() {
-    let mut ran = check_kernels::<BlockTq1_0x64>(5);
-    ran.extend(check_kernels::<BlockTq2_0x64>(6));
+    let mut ran = check_kernels::<BlockTq1_0x64>(5, true, false);
+    ran.extend(check_kernels::<BlockTq2_0x64>(6, true, false));
+    ran.extend(check_kernels::<BlockIq2Xxsx64>(15, false, true));
+    ran.extend(check_kernels::<BlockIq2Xsx64>(16, false, true));
+    ran.extend(check_kernels::<BlockIq2Sx64>(17, false, true));
     eprintln!("ran: {ran:?}");
-    assert!(ran.len() >= 2, "the scalar references always run");
+    assert!(ran.len() >= 5, "the scalar references always run");
 }
 
 fn check_matmul<X: LutKernels>(seed: u64)
@@ -280,4 +376,7 @@ where
 fn matmul_through_the_lookup_table_matches_vec_dot() {
     check_matmul::<BlockTq1_0x64>(7);
     check_matmul::<BlockTq2_0x64>(8);
+    check_matmul::<BlockIq2Xxsx64>(18);
+    check_matmul::<BlockIq2Xsx64>(19);
+    check_matmul::<BlockIq2Sx64>(20);
 }

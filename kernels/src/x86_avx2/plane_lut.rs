@@ -1,0 +1,190 @@
+//! The lookup-table GEMV of the 2-bit i-quants' plane layout
+//! ([`crate::formats::planes_x64`]) on AVX2: per four weights three
+//! `vpshufb` lookups of 16-entry tables instead of two grid loads, a sign
+//! load and their shuffles per eight.
+//!
+//! Per block and column, 32 pairs of tables (`TL`, `TH`; one four-value
+//! group of the sub-block's first half in the low 128-bit lane, the
+//! matching group of the second half in the high lane), built by
+//! `vpshufb` broadcasts of the activations' nibbles and masks. Then per
+//! tile of 8 rows and group pair, one 16-byte load holds planes 0 and 1 of
+//! the 8 rows for both lanes (`vpsrlvd` by 0 or 4 and a mask picks the
+//! lane's nibble), and one `vpmovzxbw` of plane 2 serves two group pairs,
+//! its zero high bytes reading `Y`. Four lookups, four `vpmaddubsw` by
+//! (18, 35) and (33, -43), adds in 16 bits (at most 4 * 5160 a sub-block
+//! half); per sub-block `vpmaddwd` by the scales (interleaved `TL`, `TH`
+//! sums against `s`, `16 s`) into 32 bits. Exact integers; one float
+//! scaling per row and block, as the scalar reference rounds.
+
+use crate::formats::lut::ROWS;
+use crate::formats::planes_x64::{PlaneTile, PlanesX64, TILE};
+use crate::formats::{BlockQ8K, QK_K};
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+/// One block's tables: `[4 sb + p] = [TL, TH]`.
+struct Tables([[__m256i; 2]; 32]);
+
+/// Byte `i` of each lane is -1 where bit `j` of `15 ^ i` is set.
+#[inline(always)]
+unsafe fn subset_mask(j: u32) -> __m256i {
+    // SAFETY: the caller's features.
+    unsafe {
+        let i = _mm256_setr_epi8(
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+            11, 12, 13, 14, 15,
+        );
+        let bit = _mm256_set1_epi8(1 << j);
+        let c = _mm256_andnot_si256(i, bit);
+        _mm256_cmpeq_epi8(c, bit)
+    }
+}
+
+#[inline(always)]
+unsafe fn build_tables(act: &BlockQ8K) -> Tables {
+    // SAFETY: the caller's features; act.qs has 256 bytes, 32 sb + 32 <= 256.
+    unsafe {
+        let m4 = _mm256_set1_epi8(15);
+        let masks = [
+            subset_mask(0),
+            subset_mask(1),
+            subset_mask(2),
+            subset_mask(3),
+        ];
+        let mut t = Tables([[_mm256_setzero_si256(); 2]; 32]);
+        for sb in 0..QK_K / 32 {
+            let y = _mm256_loadu_si256(act.qs.as_ptr().add(32 * sb).cast());
+            let lo = _mm256_and_si256(y, m4);
+            let u = _mm256_xor_si256(y, _mm256_set1_epi8(-128));
+            let hi = _mm256_sub_epi8(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(u), m4),
+                _mm256_set1_epi8(8),
+            );
+            for p in 0..4 {
+                let mut tl = _mm256_setzero_si256();
+                let mut th = _mm256_set1_epi8(32);
+                for (j, mask) in masks.iter().enumerate() {
+                    let at = _mm256_set1_epi8((4 * p + j) as i8);
+                    tl = _mm256_add_epi8(tl, _mm256_and_si256(_mm256_shuffle_epi8(lo, at), *mask));
+                    th = _mm256_add_epi8(th, _mm256_and_si256(_mm256_shuffle_epi8(hi, at), *mask));
+                }
+                t.0[4 * sb + p] = [tl, th];
+            }
+        }
+        t
+    }
+}
+
+/// One tile's exact block sums, rows 0..8 in order.
+#[inline(always)]
+unsafe fn tile_isum(tile: &PlaneTile, t: &Tables) -> __m256i {
+    // SAFETY: the caller's features; every load is of a 16-byte array of the tile.
+    unsafe {
+        let m4 = _mm256_set1_epi8(15);
+        let lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+        let coef_a = _mm256_set1_epi16(18 | 35 << 8);
+        let coef_b = _mm256_set1_epi16(33 | ((-43i8 as u8 as i16) << 8));
+        let low_nibble_words = _mm256_set1_epi16(15);
+        let nibble_words = _mm256_set1_epi32(0x000F_000F);
+        // 4 group pairs of TH's bias: 32 * (18 + 35) + 32 * (33 - 43) each.
+        let bias = _mm256_set1_epi16(4 * 1376);
+        let spread = _mm256_setr_epi8(
+            0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1, 0, -1, 1, -1, 2, -1, 3, -1, 4,
+            -1, 5, -1, 6, -1, 7, -1,
+        );
+        let mut lo = _mm256_setzero_si256();
+        let mut hi = _mm256_setzero_si256();
+        for sb in 0..QK_K / 32 {
+            let mut al = _mm256_setzero_si256();
+            let mut ah = _mm256_setzero_si256();
+            for q in 0..2 {
+                let zx = _mm256_cvtepu8_epi16(_mm_loadu_si128(tile.b[2 * sb + q].as_ptr().cast()));
+                let ib = [
+                    _mm256_and_si256(zx, low_nibble_words),
+                    _mm256_srli_epi16::<4>(zx),
+                ];
+                for (pp, ib) in ib.into_iter().enumerate() {
+                    let p = 2 * q + pp;
+                    let [tl, th] = t.0[4 * sb + p];
+                    let raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                        tile.a[4 * sb + p].as_ptr().cast(),
+                    ));
+                    let ia = _mm256_and_si256(_mm256_srlv_epi32(raw, lane_shift), m4);
+                    let l = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl, ia), coef_a),
+                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl, ib), coef_b),
+                    );
+                    let h = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(th, ia), coef_a),
+                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(th, ib), coef_b),
+                    );
+                    al = _mm256_add_epi16(al, l);
+                    ah = _mm256_add_epi16(ah, h);
+                }
+            }
+            let ah = _mm256_sub_epi16(ah, bias);
+            // The scale bytes as words (both lanes), the high lane's nibble
+            // shifted down, then 2 s + 1.
+            let s =
+                _mm256_shuffle_epi8(_mm256_set1_epi64x(i64::from_le_bytes(tile.sc[sb])), spread);
+            let s = _mm256_and_si256(_mm256_srlv_epi32(s, lane_shift), nibble_words);
+            let s = _mm256_add_epi16(_mm256_slli_epi16::<1>(s), _mm256_set1_epi16(1));
+            let s16 = _mm256_slli_epi16::<4>(s);
+            lo = _mm256_add_epi32(
+                lo,
+                _mm256_madd_epi16(_mm256_unpacklo_epi16(al, ah), _mm256_unpacklo_epi16(s, s16)),
+            );
+            hi = _mm256_add_epi32(
+                hi,
+                _mm256_madd_epi16(_mm256_unpackhi_epi16(al, ah), _mm256_unpackhi_epi16(s, s16)),
+            );
+        }
+        // lo: rows 0..4 of each half, hi: rows 4..8; add the halves.
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(lo, hi),
+            _mm256_permute2x128_si256::<0x31>(lo, hi),
+        )
+    }
+}
+
+/// The plane layout's lookup-table GEMV ([`crate::table::LutGemvFn`]):
+/// block positions `blocks` of `ngroups` groups against `act`, added to `out`
+/// (64 per group, row order), bit for bit as
+/// [`crate::formats::lut::LutLayout::gemv_ref`].
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C. (Lengths are checked: a short
+/// slice panics.)
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv_planes_x64<X: PlanesX64>(
+    x: &[X],
+    ngroups: usize,
+    blocks: Range<usize>,
+    act: &[BlockQ8K],
+    out: &mut [f32],
+) {
+    let out = &mut out[..ROWS * ngroups];
+    for b in blocks {
+        let act = &act[b];
+        // SAFETY: the kernel's features are enabled.
+        let tables = unsafe { build_tables(act) };
+        let yd = _mm256_set1_ps(act.d);
+        for (xg, out) in x[b * ngroups..(b + 1) * ngroups]
+            .iter()
+            .zip(out.chunks_exact_mut(ROWS))
+        {
+            for (tile, out) in xg.tiles().iter().zip(out.chunks_exact_mut(TILE)) {
+                super::prefetch_ahead(tile);
+                // SAFETY: the kernel's features; tile.d is 8 f16, out 8 f32.
+                unsafe {
+                    let isum = tile_isum(tile, &tables);
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(tile.d.as_ptr().cast()));
+                    let dd = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(0.125)), yd);
+                    let o = _mm256_loadu_ps(out.as_ptr());
+                    let o = _mm256_add_ps(o, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(isum)));
+                    _mm256_storeu_ps(out.as_mut_ptr(), o);
+                }
+            }
+        }
+    }
+}
