@@ -193,7 +193,13 @@ unsafe fn supports(op: &ffi::ggml_tensor) -> bool {
         // SAFETY: non-null source of a live op.
         unsafe { (*op.src[2]).ne[1] }
     };
-    if !takes(w.type_, usize::try_from(batch).unwrap_or(0)) {
+    let batch = usize::try_from(batch).unwrap_or(0);
+    if !takes(w.type_, batch) {
+        return false;
+    }
+    // Decode that only a lookup-table layout makes faster than ggml's: a
+    // weight the plugin cannot repack (not file-backed) stays with ggml.
+    if via_lut(w.type_, batch) && !crate::sparse::repackable(w.data as *const u8, nbytes(w)) {
         return false;
     }
     if op.op == ffi::GGML_OP_MUL_MAT {
@@ -242,6 +248,19 @@ pub fn takes(t: ffi::ggml_type, batch: usize) -> bool {
         .iter()
         .any(|(f, lo, hi)| *f == format && (*lo..=*hi).contains(&batch))
         && format.with(Takes(batch)).unwrap_or(false)
+}
+
+/// Whether [`takes`] takes this batch only through a lookup-table GEMV
+/// ([`Config::plugin_via_lut`]).
+fn via_lut(t: ffi::ggml_type, batch: usize) -> bool {
+    struct Via(usize);
+    impl WithFormat for Via {
+        type Out = bool;
+        fn run<B: Kernels>(self) -> bool {
+            config::<B>().plugin_via_lut(self.0)
+        }
+    }
+    Format::from_ggml_type(t).is_some_and(|f| f.with(Via(batch)).unwrap_or(false))
 }
 
 /// `LLMKERNEL_PLUGIN_DECLINE`: matmuls the CPU backend keeps whatever the

@@ -186,6 +186,27 @@ fn repack_enabled() -> bool {
     switch(&ON, "LLMKERNEL_REPACK")
 }
 
+/// Whether a dense weight at `data` would be repacked on first use (packing
+/// on, a read-only file mapping); remembered per address.
+pub(crate) fn repackable(data: *const u8, len: usize) -> bool {
+    if !enabled() || !repack_enabled() || data.is_null() || len == 0 {
+        return false;
+    }
+    let key = (data as usize, len);
+    if let Some(&v) = mapped().lock().unwrap().get(&key) {
+        return v;
+    }
+    let v = file_backed_range(data, len);
+    mapped().lock().unwrap().insert(key, v);
+    v
+}
+
+/// [`repackable`]'s answers by (address, length).
+fn mapped() -> &'static Mutex<HashMap<(usize, usize), bool>> {
+    static MAPPED: OnceLock<Mutex<HashMap<(usize, usize), bool>>> = OnceLock::new();
+    MAPPED.get_or_init(Default::default)
+}
+
 /// Packs `dense` (planes of `m` rows of `k` values) into four-row groups of
 /// `X` on `par` (runs of groups in parallel), or `None` if `X` is a 2:4
 /// layout and a block is not 2:4.
@@ -373,6 +394,10 @@ fn forget(e: &Entry) {
 /// is being written or freed).
 pub(crate) fn invalidate(base: *const u8, size: usize) {
     let (lo, hi) = (base as usize, base as usize + size);
+    mapped()
+        .lock()
+        .unwrap()
+        .retain(|&(k, len), _| k + len <= lo || k >= hi);
     let mut c = cache().lock().unwrap();
     c.retain(|&k, e| {
         let keep = k + e.len <= lo || k >= hi;

@@ -1036,6 +1036,13 @@ impl<B: Kernels> Config<B> {
     pub fn quant(&self) -> &QuantKernel<B::Act> {
         &self.quant
     }
+    /// Whether the plugin takes `batch` only because decode goes through a
+    /// lookup-table GEMV (the row kernels' policy declines it): only for a
+    /// weight it can repack.
+    pub fn plugin_via_lut(&self, batch: usize) -> bool {
+        !self.plugin.takes(batch) && self.plugin().takes(batch)
+    }
+
     /// Which batches the plugin takes: the row kernels' policy, and every
     /// decode batch where decode goes through a lookup-table GEMV.
     pub fn plugin(&self) -> PluginTakes {
