@@ -4,7 +4,8 @@
 //! matrix is requantized with a lower output error on the calibration
 //! inputs than the imatrix alone, libllama loads and runs it, and bad input
 //! (a calibration text too short, an imatrix of another model, a format
-//! without a solver) is a one-line error.
+//! without a solver) is a one-line error. On aarch64 (under qemu in CI) the
+//! first test solves two of its five formats.
 
 mod common;
 
@@ -45,13 +46,20 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
     imatrix::collect_to_file(&model, &text, &im, 64, Some(8), 2).unwrap();
     let targets = regex::Regex::new(llmkernel::prune::DEFAULT_TARGETS).unwrap();
     // One call for every format: one calibration pass shared by all outputs.
-    let formats = [
-        Format::Q4K,
-        Format::Q2K,
-        Format::Q4_0,
-        Format::Q8_0,
-        Format::IQ2_XS,
-    ];
+    // The solver is portable code; on aarch64 (CI runs it under qemu, ten
+    // times slower) one k-quant and one i-quant stand for the five.
+    let formats: &[Format] = if cfg!(target_arch = "aarch64") {
+        &[Format::Q4K, Format::IQ2_XS]
+    } else {
+        &[
+            Format::Q4K,
+            Format::Q2K,
+            Format::Q4_0,
+            Format::Q8_0,
+            Format::IQ2_XS,
+        ]
+    };
+    eprintln!("gptq: formats {formats:?}");
     let path = |f: Format, m: &str| d.join(format!("{f}-{m}.gguf"));
     let mut o = opts(&model, &path(formats[0], "rec"), formats[0], &im, &text);
     o.outputs = formats.iter().map(|&f| (f, path(f, "rec"))).collect();
