@@ -105,3 +105,22 @@ pub fn table_policy(
     }
     f.with(P(isa)).expect("a weight format")
 }
+
+/// Whether the plugin takes `f` at `batch` under `isa` only through a
+/// lookup-table GEMV (then only for weights it can repack: a file mapping).
+pub fn table_via_lut(
+    f: llmkernel::kernels::Format,
+    isa: llmkernel::kernels::table::Isa,
+    batch: usize,
+) -> bool {
+    use llmkernel::kernels::formats::WithFormat;
+    use llmkernel::kernels::table::{Config, Isa, Kernels};
+    struct P(Isa, usize);
+    impl WithFormat for P {
+        type Out = bool;
+        fn run<B: Kernels>(self) -> bool {
+            Config::<B>::at(self.0).plugin_via_lut(self.1)
+        }
+    }
+    f.with(P(isa, batch)).expect("a weight format")
+}
