@@ -708,13 +708,18 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
         sparse::Packed::Tq1_0x64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
         sparse::Packed::Tq2_0x64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
         // The planes serve decode; prompt batches read the file's blocks.
-        _ if decode_batch(node) => match &packed {
-            sparse::Packed::Iq2Xxsx64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
-            sparse::Packed::Iq2Xsx64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
-            sparse::Packed::Iq2Sx64(v) => unsafe { mul_mat_lut(node, config(), par, v) },
-            _ => unreachable!("every other packed form is matched above"),
+        sparse::Packed::Iq2Xxsx64(v) if decode_batch(node) => unsafe {
+            mul_mat_lut(node, config(), par, v)
         },
-        _ => return None,
+        sparse::Packed::Iq2Xsx64(v) if decode_batch(node) => unsafe {
+            mul_mat_lut(node, config(), par, v)
+        },
+        sparse::Packed::Iq2Sx64(v) if decode_batch(node) => unsafe {
+            mul_mat_lut(node, config(), par, v)
+        },
+        sparse::Packed::Iq2Xxsx64(_) | sparse::Packed::Iq2Xsx64(_) | sparse::Packed::Iq2Sx64(_) => {
+            return None
+        }
     };
     if packed.is_sparse() {
         crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);

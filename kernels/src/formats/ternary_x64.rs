@@ -25,7 +25,7 @@ use super::lut::LutLayout;
 use super::{BlockQ8K, BlockTq1_0, BlockTq2_0, WeightBlock, QK_K};
 use half::f16;
 
-pub use super::lut::{check_len, deinterleave, groups, interleave, interleave_position, ROWS};
+pub use super::lut::ROWS;
 
 /// The row (0..64) whose result the kernels keep in slot `s`: slot `16v + i`
 /// is lane `i` of the kernels' `v`-th 32-bit accumulator. (The lookup gives
@@ -167,10 +167,8 @@ impl TernaryRow for BlockTq2_0 {
 pub trait TernaryX64: LutLayout<Row: TernaryRow> {
     /// The 64 rows' scales in slot order ([`slot_row`]).
     fn d(&self) -> &[f16; ROWS];
-    fn d_mut(&mut self) -> &mut [f16; ROWS];
     /// Per byte position, the 64 rows' bytes in row order.
     fn q(&self) -> &[[u8; ROWS]];
-    fn q_mut(&mut self) -> &mut [[u8; ROWS]];
 }
 
 macro_rules! x64_block {
@@ -186,14 +184,8 @@ macro_rules! x64_block {
             fn d(&self) -> &[f16; ROWS] {
                 &self.d
             }
-            fn d_mut(&mut self) -> &mut [f16; ROWS] {
-                &mut self.d
-            }
             fn q(&self) -> &[[u8; ROWS]] {
                 &self.q
-            }
-            fn q_mut(&mut self) -> &mut [[u8; ROWS]] {
-                &mut self.q
             }
         }
         impl LutLayout for $name {
