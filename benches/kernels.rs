@@ -19,7 +19,7 @@ use llmkernel::kernels::formats::*;
 use llmkernel::kernels::formats::{lut, sparse_x4};
 use llmkernel::kernels::matmul::{matmul_quantized, quantize_activations, quantize_row, QMatrix};
 use llmkernel::kernels::panel::{pack_columns, Shape, Tile, Unpacked, COLS, ROWS};
-use llmkernel::kernels::table::{panel_kernels, Config, Isa, Kernels, LutKernels, X4Kernels};
+use llmkernel::kernels::table::{panel_kernels, Config, Kernels, LutKernels, X4Kernels};
 use llmkernel::kernels::testdata::{RandomBlock, Rng};
 use std::time::Duration;
 
