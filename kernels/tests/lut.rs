@@ -1,13 +1,14 @@
 //! The lookup-table layouts (`formats::lut`): the ternary formats' bytes by
-//! 64 rows (`formats::ternary_x64`), the 2-bit i-quants' sign planes
-//! (`formats::planes_x64`), and their GEMV kernels.
+//! 64 rows (`formats::ternary_x64`), the 2-bit i-quants' and IQ3_S's sign
+//! planes (`formats::planes_x64`), and their GEMV kernels.
 //!
 //! - `interleave` / `deinterleave` are exact inverses, byte for byte; padding
 //!   rows read back as zero blocks.
 //! - Ternary: each table entry is the byte's exact partial sum (checked
 //!   against the format's own dequantization for every byte value at every
-//!   position). Planes: `2w = 18 e0 + 35 e1 + 33 e2` for all six weights,
-//!   and the planes' integer sums equal the dequantized integer dot product.
+//!   position). Planes: `2w = 18 e0 + 35 e1 + 33 e2` for all six 2-bit
+//!   weights, `w = e0 + 2 e1 + 4 e2 + 8 e3` for IQ3_S's 30, and the planes'
+//!   integer sums equal the dequantized integer dot product.
 //! - The scalar lookup-table GEMV sums exactly what `vec_dot` sums (bit for
 //!   bit: ternary) or within the kernels' bound (planes, which round per
 //!   block); every SIMD one this CPU runs is within the bound of `vec_dot`
@@ -20,7 +21,7 @@
 
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::lut::{deinterleave, groups, interleave, unslot, LutLayout, ROWS};
-use llmkernel_kernels::formats::planes_x64::{plane_bits, plane_weight, PlaneTile};
+use llmkernel_kernels::formats::planes_x64::{plane_bits, plane_weight, Plane4Tile, Planes};
 use llmkernel_kernels::formats::ternary_x64::{row_slot, slot_row, table, TernaryRow, TernaryX64};
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul_lut_on, quantize_activations, LutMatrix, Rayon};
@@ -77,11 +78,12 @@ fn interleaving_round_trips_byte_for_byte() {
     round_trip::<BlockIq2Xxsx64>(11);
     round_trip::<BlockIq2Xsx64>(12);
     round_trip::<BlockIq2Sx64>(13);
+    round_trip::<BlockIq3Sx64>(14);
 }
 
 /// The plane identity, weight by weight.
 #[test]
-fn three_planes_hold_every_weight() {
+fn planes_hold_every_weight() {
     for v in [8u8, 25, 43] {
         for neg in [false, true] {
             let s = plane_bits(v, neg);
@@ -89,6 +91,15 @@ fn three_planes_hold_every_weight() {
             let w = if neg { -(v as i32) } else { v as i32 };
             assert_eq!(18 * e(s[0]) + 35 * e(s[1]) + 33 * e(s[2]), 2 * w);
             assert_eq!(plane_weight(s), (v, neg));
+        }
+    }
+    for v in (1u8..=15).step_by(2) {
+        for neg in [false, true] {
+            let s = Plane4Tile::encode(v, neg);
+            let e = |b: bool| if b { 1 } else { -1 };
+            let w = if neg { -(v as i32) } else { v as i32 };
+            assert_eq!(e(s[0]) + 2 * e(s[1]) + 4 * e(s[2]) + 8 * e(s[3]), w);
+            assert_eq!(Plane4Tile::decode(s), (v, neg));
         }
     }
 }
@@ -122,24 +133,25 @@ where
 }
 
 trait PlaneTiles {
-    fn tile(&self, t: usize) -> &PlaneTile;
+    fn tile(&self, t: usize) -> &impl Planes;
 }
 macro_rules! plane_tiles {
     ($($x:ty),*) => {$(
         impl PlaneTiles for $x {
-            fn tile(&self, t: usize) -> &PlaneTile {
+            fn tile(&self, t: usize) -> &impl Planes {
                 &self.tiles[t]
             }
         }
     )*};
 }
-plane_tiles!(BlockIq2Xxsx64, BlockIq2Xsx64, BlockIq2Sx64);
+plane_tiles!(BlockIq2Xxsx64, BlockIq2Xsx64, BlockIq2Sx64, BlockIq3Sx64);
 
 #[test]
 fn plane_sums_equal_the_integer_dot() {
     plane_sums_are_exact::<BlockIq2Xxsx64>(21);
     plane_sums_are_exact::<BlockIq2Xsx64>(22);
     plane_sums_are_exact::<BlockIq2Sx64>(23);
+    plane_sums_are_exact::<BlockIq3Sx64>(24);
 }
 
 /// Every byte value at every byte position: the table entry against the
@@ -330,8 +342,9 @@ fn lookup_table_kernels_match_the_reference() {
     ran.extend(check_kernels::<BlockIq2Xxsx64>(15, false, true));
     ran.extend(check_kernels::<BlockIq2Xsx64>(16, false, true));
     ran.extend(check_kernels::<BlockIq2Sx64>(17, false, true));
+    ran.extend(check_kernels::<BlockIq3Sx64>(26, false, true));
     eprintln!("ran: {ran:?}");
-    assert!(ran.len() >= 5, "the scalar references always run");
+    assert!(ran.len() >= 6, "the scalar references always run");
 }
 
 fn check_matmul<X: LutKernels>(seed: u64)
@@ -379,4 +392,5 @@ fn matmul_through_the_lookup_table_matches_vec_dot() {
     check_matmul::<BlockIq2Xxsx64>(18);
     check_matmul::<BlockIq2Xsx64>(19);
     check_matmul::<BlockIq2Sx64>(20);
+    check_matmul::<BlockIq3Sx64>(25);
 }

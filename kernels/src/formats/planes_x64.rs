@@ -1,17 +1,25 @@
-//! The 2-bit i-quants (IQ2_XXS, IQ2_XS, IQ2_S) as sign planes, in groups of
-//! 64 rows, for a lookup-table GEMV with 16-entry tables (T-MAC's bit-serial
-//! technique, re-derived for these grids: Wei et al., "T-MAC: CPU Renaissance
-//! via Table Lookup for Low-Bit LLM Deployment on Edge", 2024).
+//! The i-quants whose grid values are sums of a few `±c` (IQ2_XXS, IQ2_XS,
+//! IQ2_S with three planes, IQ3_S with four) as sign planes, in groups of
+//! 64 rows, for a lookup-table GEMV with 16-entry tables (T-MAC's
+//! bit-serial technique, re-derived for these grids: Wei et al., "T-MAC:
+//! CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge",
+//! 2024).
 //!
-//! **Three planes.** Every grid value of these formats is 8, 25 or 43, so a
-//! weight is `w = s * v` with `v` one of three magnitudes and `s = ±1`. With
-//! `e_k = ±1`, `2w = 18 e_0 + 35 e_1 + 33 e_2` holds for all six weights:
-//! `(e_0, e_1, e_2) = s * (1, 1, 1)` for 43, `s * (-1, 1, 1)` for 25 and
-//! `s * (1, -1, 1)` for 8 (86, 50 and 16 halved). Writing `e = 2σ - 1`
-//! (bit `σ`), a group of four weights against four activations `y` gives
-//! `sum(w y) = 18 T(σ_0) + 35 T(σ_1) + 33 T(σ_2) - 43 Y`, where `T(S)` sums
-//! the activations whose bit is set and `Y = T(all)`: three lookups of a
-//! 16-entry table per four weights, all integers.
+//! **Planes.** With `e_k = ±1` and `e = 2σ - 1` (bit `σ`), a weight
+//! `w = sum_k c_k e_k / m` gives, for a group of four weights against four
+//! activations `y`, `sum(w y) = sum_k (2 c_k / m) T(σ_k) - (sum_k c_k / m) Y`,
+//! where `T(S)` sums the activations whose bit is set and `Y = T(all)`: one
+//! lookup of a 16-entry table per plane and four weights, all integers.
+//! - The 2-bit i-quants ([`PlaneTile`]): every grid value is 8, 25 or 43,
+//!   and `2w = 18 e_0 + 35 e_1 + 33 e_2` for all six signed weights:
+//!   `(e_0, e_1, e_2) = s * (1, 1, 1)` for 43, `s * (-1, 1, 1)` for 25 and
+//!   `s * (1, -1, 1)` for 8 (86, 50 and 16 halved). So
+//!   `sum(w y) = 18 T(σ_0) + 35 T(σ_1) + 33 T(σ_2) - 43 Y`.
+//! - IQ3_S ([`Plane4Tile`]): every grid value is odd, 1..=15, so a signed
+//!   weight is `e_0 + 2 e_1 + 4 e_2 + 8 e_3` (`σ` the bits of
+//!   `(w + 15) / 2`), and `sum(w y) = 2 T(σ_0) + 4 T(σ_1) + 8 T(σ_2) +
+//!   16 T(σ_3) - 15 Y`. (IQ3_XXS's values 4..52 step 8 and 62 are no such
+//!   sum: 62 breaks the progression.)
 //!
 //! **Exact byte tables.** `T` needs 11 bits, `vpshufb` returns bytes, so each
 //! table is split by the activations' nibbles: with `u = y ^ 0x80`,
@@ -20,10 +28,12 @@
 //! for `vpmaddubsw`). `T = TL + 16 (TH - 32)`, exactly.
 //!
 //! **Stored complemented.** Tables are indexed by `15 ^ σ` (entry `i` is
-//! `T(15 ^ i)`), so index 0 reads `Y`: a zero byte beside each third-plane
-//! index supplies the `-43 Y` term through the same lookup.
+//! `T(15 ^ i)`), so index 0 reads `Y`: in the three-plane tile a zero byte
+//! beside each third-plane index supplies the `-43 Y` term through the same
+//! lookup; the four-plane kernels add `-15 Y` per sub-block from the
+//! activations' own sums.
 //!
-//! A [`PlaneTile`] is 8 rows at one block position; a layout block
+//! A tile is 8 rows at one block position; a layout block
 //! ([`BlockIq2Xxsx64`] and the others) is 8 tiles, 64 rows, kept in row
 //! order (slot `s` is row `s`). Within a 32-value sub-block `sb`, group pair
 //! `p` (0..4) is the four-value groups `8 sb + p` (first half, the
@@ -31,25 +41,27 @@
 //! matching IQ2_XS/IQ2_S's scale per 16 values:
 //! - `a[4 sb + p][2 r + k]`: planes `k` = 0, 1 of row `r`, the low nibble
 //!   for the first half's group, the high nibble for the second's;
-//! - `b[2 sb + q][8 h + r]`: plane 2 of row `r`, half `h`, groups `2q`
-//!   (low nibble) and `2q + 1` (high nibble) of that half's four;
+//! - [`PlaneTile`]: `b[2 sb + q][8 h + r]`: plane 2 of row `r`, half `h`,
+//!   groups `2q` (low nibble) and `2q + 1` (high nibble) of that half's four;
+//! - [`Plane4Tile`]: `b[4 sb + p][2 r + k - 2]`: planes `k` = 2, 3 as `a`;
 //! - `sc[sb][r]`: the scales (0..=15) of the sub-block's halves, low nibble
-//!   first (IQ2_XS/IQ2_S's own byte; IQ2_XXS's one scale twice);
+//!   first (IQ2_XS/IQ2_S's own byte; IQ2_XXS's and IQ3_S's one scale twice);
 //! - `d[r]`: the row's `d`.
 //!
-//! 848 bytes per 8 rows and 256 values (3.3 bits a weight, against 2.06,
-//! 2.31 and 2.56 for the formats); [`LutLayout::row_block`] gives the
-//! format's block back bit for bit.
+//! 848 bytes per 8 rows and 256 values in three planes (3.3 bits a weight,
+//! against 2.06, 2.31 and 2.56 for the formats), 1104 in four (4.3, against
+//! IQ3_S's 3.44); [`LutLayout::row_block`] gives the format's block back bit
+//! for bit.
 
 use super::grid::{GridCode, GridGroups, Points};
 use super::lut::{LutLayout, ROWS};
-use super::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockQ8K, QK_K};
+use super::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockQ8K, QK_K};
 use half::f16;
 
 /// Rows per tile.
 pub const TILE: usize = 8;
 
-/// 8 rows at one block position (see the module).
+/// 8 rows of a 2-bit i-quant at one block position, three planes (see the module).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct PlaneTile {
@@ -59,7 +71,215 @@ pub struct PlaneTile {
     pub d: [f16; TILE],
 }
 
-/// A 2-bit i-quant as the plane layout reads it.
+/// 8 rows of IQ3_S at one block position, four planes (see the module).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Plane4Tile {
+    pub a: [[u8; 16]; 32],
+    pub b: [[u8; 16]; 32],
+    pub sc: [[u8; 8]; 8],
+    pub d: [f16; TILE],
+}
+
+/// A tile of sign planes: how a weight maps to plane bits and where a
+/// plane's nibble is stored.
+pub trait Planes: bytemuck::Pod + Send + Sync {
+    /// `c`: a group of four gives `sum(w y) = sum_k COEF[k] T(σ_k) + Y_COEF Y`.
+    const COEF: &'static [i32];
+    const Y_COEF: i32;
+    /// A value is `d * FACTOR * (2 scale + 1) * w`.
+    const FACTOR: f32;
+    /// The plane bits (`COEF.len()` of them) of the weight of magnitude
+    /// `v` and sign `neg`.
+    fn encode(v: u8, neg: bool) -> [bool; 4];
+    /// [`Planes::encode`]'s inverse.
+    fn decode(s: [bool; 4]) -> (u8, bool);
+    /// The stored (complemented) nibble of plane `k`, row `r`, values `4g..4g + 4`.
+    fn nibble(&self, r: usize, g: usize, k: usize) -> u8;
+    /// Sets that nibble (its bits must be clear).
+    fn or_nibble(&mut self, r: usize, g: usize, k: usize, n: u8);
+    fn sc(&self) -> &[[u8; 8]; 8];
+    fn sc_mut(&mut self) -> &mut [[u8; 8]; 8];
+    fn d(&self) -> &[f16; TILE];
+    fn d_mut(&mut self) -> &mut [f16; TILE];
+
+    /// Plane `k`'s bits (not complemented) of row `r`, values `4g..4g + 4`.
+    fn bits(&self, r: usize, g: usize, k: usize) -> u8 {
+        15 ^ (self.nibble(r, g, k) & 15)
+    }
+
+    /// Row `r`'s exact integer sum over one block against `act`:
+    /// `sum_sb sum_h (2 scale + 1) * sum_groups (sum_k COEF[k] T(σ_k) + Y_COEF Y)`,
+    /// from the planes (what the SIMD kernels compute by lookups).
+    fn isum(&self, r: usize, act: &BlockQ8K) -> i32 {
+        let mut isum = 0i32;
+        for sb in 0..QK_K / 32 {
+            for h in 0..2 {
+                let s = 2 * ((self.sc()[sb][r] >> (4 * h)) & 15) as i32 + 1;
+                let mut sum = 0i32;
+                for p in 0..4 {
+                    let g = 8 * sb + 4 * h + p;
+                    let y = &act.qs[4 * g..4 * g + 4];
+                    let t = |bits: u8| -> i32 {
+                        (0..4)
+                            .filter(|j| (bits >> j) & 1 == 1)
+                            .map(|j| y[j] as i32)
+                            .sum()
+                    };
+                    sum += Self::COEF
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &c)| c * t(self.bits(r, g, k)))
+                        .sum::<i32>()
+                        + Self::Y_COEF * t(15);
+                }
+                isum += s * sum;
+            }
+        }
+        isum
+    }
+}
+
+macro_rules! tile_fields {
+    () => {
+        fn sc(&self) -> &[[u8; 8]; 8] {
+            &self.sc
+        }
+        fn sc_mut(&mut self) -> &mut [[u8; 8]; 8] {
+            &mut self.sc
+        }
+        fn d(&self) -> &[f16; TILE] {
+            &self.d
+        }
+        fn d_mut(&mut self) -> &mut [f16; TILE] {
+            &mut self.d
+        }
+    };
+}
+
+/// Where planes 0 and 1 of group `g` sit in `a` (both tiles): index, byte, shift.
+fn a_at(r: usize, g: usize, k: usize) -> (usize, usize, u32) {
+    let (sb, rest) = (g / 8, g % 8);
+    let (h, p) = (rest / 4, rest % 4);
+    (4 * sb + p, 2 * r + k, 4 * h as u32)
+}
+
+impl Planes for PlaneTile {
+    const COEF: &'static [i32] = &[18, 35, 33];
+    const Y_COEF: i32 = -43;
+    const FACTOR: f32 = 0.125;
+    fn encode(v: u8, neg: bool) -> [bool; 4] {
+        let [a, b, c] = plane_bits(v, neg);
+        [a, b, c, false]
+    }
+    fn decode([a, b, c, _]: [bool; 4]) -> (u8, bool) {
+        plane_weight([a, b, c])
+    }
+    fn nibble(&self, r: usize, g: usize, k: usize) -> u8 {
+        if k < 2 {
+            let (i, j, sh) = a_at(r, g, k);
+            self.a[i][j] >> sh
+        } else {
+            let (sb, rest) = (g / 8, g % 8);
+            let (h, p) = (rest / 4, rest % 4);
+            self.b[2 * sb + p / 2][8 * h + r] >> (4 * (p % 2))
+        }
+    }
+    fn or_nibble(&mut self, r: usize, g: usize, k: usize, n: u8) {
+        if k < 2 {
+            let (i, j, sh) = a_at(r, g, k);
+            self.a[i][j] |= n << sh;
+        } else {
+            let (sb, rest) = (g / 8, g % 8);
+            let (h, p) = (rest / 4, rest % 4);
+            self.b[2 * sb + p / 2][8 * h + r] |= n << (4 * (p % 2));
+        }
+    }
+    tile_fields!();
+}
+
+impl Planes for Plane4Tile {
+    const COEF: &'static [i32] = &[2, 4, 8, 16];
+    const Y_COEF: i32 = -15;
+    const FACTOR: f32 = 1.0;
+    /// The bits of `(w + 15) / 2`.
+    fn encode(v: u8, neg: bool) -> [bool; 4] {
+        let w = if neg { -(v as i32) } else { v as i32 };
+        let u = (w + 15) / 2;
+        std::array::from_fn(|k| (u >> k) & 1 == 1)
+    }
+    fn decode(s: [bool; 4]) -> (u8, bool) {
+        let u: i32 = (0..4).map(|k| (s[k] as i32) << k).sum();
+        let w = 2 * u - 15;
+        (w.unsigned_abs() as u8, w < 0)
+    }
+    fn nibble(&self, r: usize, g: usize, k: usize) -> u8 {
+        let (i, j, sh) = a_at(r, g, k % 2);
+        [&self.a, &self.b][k / 2][i][j] >> sh
+    }
+    fn or_nibble(&mut self, r: usize, g: usize, k: usize, n: u8) {
+        let (i, j, sh) = a_at(r, g, k % 2);
+        let planes = if k < 2 { &mut self.a } else { &mut self.b };
+        planes[i][j] |= n << sh;
+    }
+    tile_fields!();
+}
+
+/// A tile of up to 8 rows (`None`: a padding row, zero).
+fn pack_tile<T: Planes, R: PlaneRow>(rows: &[Option<R>; TILE]) -> T {
+    let mut t = <T as bytemuck::Zeroable>::zeroed();
+    for (r, row) in rows.iter().enumerate() {
+        // A padding row: every weight index 0 of the grid, d = 0.
+        let row = row.unwrap_or_else(<R as bytemuck::Zeroable>::zeroed);
+        let w = weights(&row);
+        t.d_mut()[r] = row.d();
+        for sb in 0..QK_K / 32 {
+            t.sc_mut()[sb][r] = row.scale_byte(sb);
+        }
+        for g in 0..QK_K / 4 {
+            for k in 0..T::COEF.len() {
+                let mut n = 0;
+                for j in 0..4 {
+                    let (v, neg) = w[4 * g + j];
+                    n |= (T::encode(v, neg)[k] as u8) << j;
+                }
+                t.or_nibble(r, g, k, 15 ^ n);
+            }
+        }
+    }
+    t
+}
+
+/// Row `r` of tile `t` as the format stores it.
+fn tile_row<T: Planes, R: PlaneRow>(t: &T, r: usize) -> R {
+    let mut b = <R as bytemuck::Zeroable>::zeroed();
+    b.set_d(t.d()[r]);
+    for sb in 0..QK_K / 32 {
+        b.set_scale_byte(sb, t.sc()[sb][r]);
+    }
+    for g8 in 0..QK_K / 8 {
+        let (mut m, mut s) = (0u64, 0u8);
+        for j in 0..8 {
+            let (g, jj) = ((8 * g8 + j) / 4, j % 4);
+            let bit = |k| k < T::COEF.len() && (t.bits(r, g, k) >> jj) & 1 == 1;
+            let (v, neg) = T::decode([bit(0), bit(1), bit(2), bit(3)]);
+            m |= (v as u64) << (8 * j);
+            s |= (neg as u8) << j;
+        }
+        // Every pattern of a packed block is a grid point (the grids are
+        // sorted); one that is not (layout bytes made otherwise) takes point 0.
+        let idx = match R::POINTS {
+            Points::Eight(grid) => [grid.binary_search(&m).unwrap_or(0), 0],
+            Points::Four(grid) => {
+                [m as u32, (m >> 32) as u32].map(|p| grid.binary_search(&p).unwrap_or(0))
+            }
+        };
+        b.set_group(g8, idx, s);
+    }
+    b
+}
+
+/// An i-quant as the plane layout reads it.
 pub(crate) trait PlaneRow: GridGroups + GridCode + bytemuck::Pod {
     /// Sub-block `sb`'s scale byte: the first 16 values' scale in the low
     /// nibble, the second 16's in the high one.
@@ -77,6 +297,23 @@ impl PlaneRow for BlockIq2Xxs {
     /// The format has one scale per 32 values: the low nibble's.
     fn set_scale_byte(&mut self, sb: usize, s: u8) {
         self.qs[4 * sb + 3] = (self.qs[4 * sb + 3] & 0x0FFF) | ((s & 15) as u16) << 12;
+    }
+    fn d(&self) -> f16 {
+        self.d
+    }
+    fn set_d(&mut self, d: f16) {
+        self.d = d
+    }
+}
+
+impl PlaneRow for BlockIq3S {
+    fn scale_byte(&self, sb: usize) -> u8 {
+        let s = (self.scales[sb / 2] >> (4 * (sb % 2))) & 15;
+        s | s << 4
+    }
+    /// The format has one scale per 32 values: the low nibble's.
+    fn set_scale_byte(&mut self, sb: usize, s: u8) {
+        super::set_bits(&mut self.scales[sb / 2], 4 * (sb % 2), 4, s & 15);
     }
     fn d(&self) -> f16 {
         self.d
@@ -106,8 +343,8 @@ macro_rules! plane_row_scales {
 }
 plane_row_scales!(BlockIq2Xs, BlockIq2S);
 
-/// The three plane bits of a weight of magnitude `v` (8, 25 or 43) and sign
-/// `neg`: `σ_k = (e_k + 1) / 2` (see the module).
+/// The three plane bits of a 2-bit i-quant's weight of magnitude `v` (8,
+/// 25 or 43) and sign `neg`: `σ_k = (e_k + 1) / 2` (see the module).
 pub const fn plane_bits(v: u8, neg: bool) -> [bool; 3] {
     [(v != 25) ^ neg, (v != 8) ^ neg, !neg]
 }
@@ -136,128 +373,23 @@ fn weights<R: PlaneRow>(b: &R) -> [(u8, bool); QK_K] {
     w
 }
 
-/// The stored (complemented) nibble of plane `k` over values `4g..4g + 4`.
-fn nibble(w: &[(u8, bool); QK_K], g: usize, k: usize) -> u8 {
-    let mut n = 0;
-    for j in 0..4 {
-        let (v, neg) = w[4 * g + j];
-        n |= (plane_bits(v, neg)[k] as u8) << j;
-    }
-    15 ^ n
-}
-
-impl PlaneTile {
-    /// Lays out up to 8 rows (`None`: a padding row, zero).
-    pub(crate) fn pack<R: PlaneRow>(rows: &[Option<R>; TILE]) -> Self {
-        let mut t = <Self as bytemuck::Zeroable>::zeroed();
-        for (r, row) in rows.iter().enumerate() {
-            // A padding row: every weight +8 (index 0 of the grid) at d = 0.
-            let row = row.unwrap_or_else(<R as bytemuck::Zeroable>::zeroed);
-            let w = weights(&row);
-            t.d[r] = row.d();
-            for sb in 0..QK_K / 32 {
-                t.sc[sb][r] = row.scale_byte(sb);
-                for p in 0..4 {
-                    for k in 0..2 {
-                        t.a[4 * sb + p][2 * r + k] =
-                            nibble(&w, 8 * sb + p, k) | nibble(&w, 8 * sb + 4 + p, k) << 4;
-                    }
-                }
-                for h in 0..2 {
-                    for q in 0..2 {
-                        let g = 8 * sb + 4 * h + 2 * q;
-                        t.b[2 * sb + q][8 * h + r] = nibble(&w, g, 2) | nibble(&w, g + 1, 2) << 4;
-                    }
-                }
-            }
-        }
-        t
-    }
-
-    /// Plane `k`'s bits (not complemented) of row `r`, values `4g..4g + 4`.
-    fn bits(&self, r: usize, g: usize, k: usize) -> u8 {
-        let (sb, rest) = (g / 8, g % 8);
-        let (h, p) = (rest / 4, rest % 4);
-        let byte = if k < 2 {
-            self.a[4 * sb + p][2 * r + k] >> (4 * h)
-        } else {
-            self.b[2 * sb + p / 2][8 * h + r] >> (4 * (p % 2))
-        };
-        15 ^ (byte & 15)
-    }
-
-    /// Row `r`'s block as the format stores it.
-    pub(crate) fn row<R: PlaneRow>(&self, r: usize) -> R {
-        let Points::Eight(grid) = R::POINTS else {
-            unreachable!("the plane layout takes the 8-value grids only")
-        };
-        let mut b = <R as bytemuck::Zeroable>::zeroed();
-        b.set_d(self.d[r]);
-        for sb in 0..QK_K / 32 {
-            b.set_scale_byte(sb, self.sc[sb][r]);
-        }
-        for g8 in 0..QK_K / 8 {
-            let (mut m, mut s) = (0u64, 0u8);
-            for j in 0..8 {
-                let (g, jj) = ((8 * g8 + j) / 4, j % 4);
-                let bit = |k| (self.bits(r, g, k) >> jj) & 1 == 1;
-                let (v, neg) = plane_weight([bit(0), bit(1), bit(2)]);
-                m |= (v as u64) << (8 * j);
-                s |= (neg as u8) << j;
-            }
-            // Every 8-value pattern of a packed block is a grid point; one
-            // that is not (layout bytes made otherwise) takes point 0.
-            let i = grid.binary_search(&m).unwrap_or(0);
-            b.set_group(g8, [i, 0], s);
-        }
-        b
-    }
-
-    /// Row `r`'s exact integer sum over one block against `act`:
-    /// `sum_sb sum_h (2 scale + 1) * sum_groups (18 T0 + 35 T1 + 33 T2 - 43 Y)`,
-    /// from the planes (what the SIMD kernels compute by lookups).
-    pub fn isum(&self, r: usize, act: &BlockQ8K) -> i32 {
-        let mut isum = 0i32;
-        for sb in 0..QK_K / 32 {
-            for h in 0..2 {
-                let s = 2 * ((self.sc[sb][r] >> (4 * h)) & 15) as i32 + 1;
-                let mut sum = 0i32;
-                for p in 0..4 {
-                    let g = 8 * sb + 4 * h + p;
-                    let y = &act.qs[4 * g..4 * g + 4];
-                    let t = |bits: u8| -> i32 {
-                        (0..4)
-                            .filter(|j| (bits >> j) & 1 == 1)
-                            .map(|j| y[j] as i32)
-                            .sum()
-                    };
-                    sum += 18 * t(self.bits(r, g, 0))
-                        + 35 * t(self.bits(r, g, 1))
-                        + 33 * t(self.bits(r, g, 2))
-                        - 43 * t(15);
-                }
-                isum += s * sum;
-            }
-        }
-        isum
-    }
-}
-
-/// One block position of 64 rows of a 2-bit i-quant in the plane layout.
+/// One block position of 64 rows of an i-quant in a plane layout.
 pub(crate) trait PlanesX64: LutLayout<Row: PlaneRow> {
-    fn tiles(&self) -> &[PlaneTile; ROWS / TILE];
+    type Tile: Planes;
+    fn tiles(&self) -> &[Self::Tile; ROWS / TILE];
 }
 
 macro_rules! planes_block {
-    ($name:ident, $row:ty) => {
+    ($name:ident, $row:ty, $tile:ty) => {
         #[doc = concat!("64 rows of [`", stringify!($row), "`] at one block position as sign planes (see the module).")]
         #[repr(C)]
         #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
         pub struct $name {
-            pub tiles: [PlaneTile; ROWS / TILE],
+            pub tiles: [$tile; ROWS / TILE],
         }
         impl PlanesX64 for $name {
-            fn tiles(&self) -> &[PlaneTile; ROWS / TILE] {
+            type Tile = $tile;
+            fn tiles(&self) -> &[$tile; ROWS / TILE] {
                 &self.tiles
             }
         }
@@ -269,12 +401,12 @@ macro_rules! planes_block {
             fn pack(row: &dyn Fn(usize) -> Option<$row>) -> Self {
                 $name {
                     tiles: std::array::from_fn(|t| {
-                        PlaneTile::pack::<$row>(&std::array::from_fn(|r| row(TILE * t + r)))
+                        pack_tile::<$tile, $row>(&std::array::from_fn(|r| row(TILE * t + r)))
                     }),
                 }
             }
             fn row_block(&self, r: usize) -> $row {
-                self.tiles[r / TILE].row(r % TILE)
+                tile_row(&self.tiles[r / TILE], r % TILE)
             }
             fn gemv_ref(
                 x: &[Self],
@@ -288,13 +420,14 @@ macro_rules! planes_block {
         }
     };
 }
-planes_block!(BlockIq2Xxsx64, BlockIq2Xxs);
-planes_block!(BlockIq2Xsx64, BlockIq2Xs);
-planes_block!(BlockIq2Sx64, BlockIq2S);
+planes_block!(BlockIq2Xxsx64, BlockIq2Xxs, PlaneTile);
+planes_block!(BlockIq2Xsx64, BlockIq2Xs, PlaneTile);
+planes_block!(BlockIq2Sx64, BlockIq2S, PlaneTile);
+planes_block!(BlockIq3Sx64, BlockIq3S, Plane4Tile);
 
 /// The scalar reference of the plane lookup-table GEMV (see
 /// [`LutLayout::gemv_ref`]): per row and block the exact integer
-/// ([`PlaneTile::isum`]), then `out += ((d * 0.125) * act.d) * isum`, block
+/// ([`Planes::isum`]), then `out += ((d * FACTOR) * act.d) * isum`, block
 /// after block, as the SIMD kernels round.
 pub(crate) fn gemv_ref<X: PlanesX64>(
     x: &[X],
@@ -307,7 +440,7 @@ pub(crate) fn gemv_ref<X: PlanesX64>(
         for (g, x) in x[b * ngroups..(b + 1) * ngroups].iter().enumerate() {
             for (t, tile) in x.tiles().iter().enumerate() {
                 for r in 0..TILE {
-                    let dd = (tile.d[r].to_f32() * 0.125) * act[b].d;
+                    let dd = (tile.d()[r].to_f32() * X::Tile::FACTOR) * act[b].d;
                     out[ROWS * g + TILE * t + r] += dd * tile.isum(r, &act[b]) as f32;
                 }
             }

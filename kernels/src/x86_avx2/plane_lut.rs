@@ -1,7 +1,7 @@
-//! The lookup-table GEMV of the 2-bit i-quants' plane layout
-//! ([`crate::formats::planes_x64`]) on AVX2: per four weights three
-//! `vpshufb` lookups of 16-entry tables instead of two grid loads, a sign
-//! load and their shuffles per eight.
+//! The lookup-table GEMV of the sign-plane layouts
+//! ([`crate::formats::planes_x64`]) on AVX2: per four weights one
+//! `vpshufb` lookup of a 16-entry table per plane instead of grid loads,
+//! sign loads and their shuffles.
 //!
 //! Per block and column, 32 pairs of tables (`TL`, `TH`; one four-value
 //! group of the sub-block's first half in the low 128-bit lane, the
@@ -9,21 +9,102 @@
 //! `vpshufb` broadcasts of the activations' nibbles and masks. Then per
 //! tile of 8 rows and group pair, one 16-byte load holds planes 0 and 1 of
 //! the 8 rows for both lanes (`vpsrlvd` by 0 or 4 and a mask picks the
-//! lane's nibble), and one `vpmovzxbw` of plane 2 serves two group pairs,
-//! its zero high bytes reading `Y`. Four lookups, four `vpmaddubsw` by
-//! (18, 35) and (33, -43), adds in 16 bits (at most 4 * 5160 a sub-block
-//! half); per sub-block `vpmaddwd` by the scales (interleaved `TL`, `TH`
-//! sums against `s`, `16 s`) into 32 bits. Exact integers; one float
-//! scaling per row and block, as the scalar reference rounds.
+//! lane's nibble); planes 2 and 3 come the same way from a second load
+//! (four planes), or plane 2 from one `vpmovzxbw` per two group pairs
+//! (three planes), its zero high bytes reading `Y`. Four lookups, four
+//! `vpmaddubsw` by the coefficient pairs, adds in 16 bits (at most
+//! 4 * 1800 a sub-block half); per sub-block a constant (the `TH` bias,
+//! and for four planes `-15 Y` from the activations' nibble sums), then
+//! `vpmaddwd` by the scales (interleaved `TL`, `TH` sums against `s`,
+//! `16 s`) into 32 bits. Exact integers; one float scaling per row and
+//! block, as the scalar reference rounds.
 
 use crate::formats::lut::ROWS;
-use crate::formats::planes_x64::{PlaneTile, PlanesX64, TILE};
+use crate::formats::planes_x64::{Plane4Tile, PlaneTile, Planes, PlanesX64, TILE};
 use crate::formats::{BlockQ8K, QK_K};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-/// One block's tables: `[4 sb + p] = [TL, TH]`.
-struct Tables([[__m256i; 2]; 32]);
+/// One block's tables, `[4 sb + p] = [TL, TH]`, and per sub-block what
+/// its `TL` and `TH` sums take besides the lookups (`[sb] = [lo, hi]`).
+struct Tables {
+    t: [[__m256i; 2]; 32],
+    fix: [[__m256i; 2]; 8],
+}
+
+/// What the AVX2 kernel reads of a tile.
+pub(crate) trait TileAvx2: Planes {
+    /// `vpmaddubsw`'s coefficient pairs for the lookups of planes 0, 1 and
+    /// of [`TileAvx2::ib`] (planes 2, 3, or plane 2 and `Y`).
+    const COEF_A: [i8; 2];
+    const COEF_B: [i8; 2];
+    /// The coefficient of `Y` not looked up (added per sub-block).
+    const Y_FIX: i16;
+    /// Planes 0 and 1 (see [`crate::formats::planes_x64`]).
+    fn a(&self) -> &[[u8; 16]; 32];
+    /// Group pair `p`'s lookup indices for `COEF_B`, `p` = 0..4, sub-block `sb`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    unsafe fn ib(&self, sb: usize) -> [__m256i; 4];
+}
+
+/// Planes `2 k`, `2 k + 1` of a 16-byte pair array (`a`'s form) as
+/// indices, the low lane's nibbles low, the high lane's high.
+#[inline(always)]
+unsafe fn pair_index(bytes: &[u8; 16]) -> __m256i {
+    // SAFETY: the caller's features; a 16-byte load of a 16-byte array.
+    unsafe {
+        let raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(bytes.as_ptr().cast()));
+        let lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+        _mm256_and_si256(_mm256_srlv_epi32(raw, lane_shift), _mm256_set1_epi8(15))
+    }
+}
+
+impl TileAvx2 for PlaneTile {
+    const COEF_A: [i8; 2] = [18, 35];
+    const COEF_B: [i8; 2] = [33, -43];
+    const Y_FIX: i16 = 0;
+    fn a(&self) -> &[[u8; 16]; 32] {
+        &self.a
+    }
+    #[inline(always)]
+    unsafe fn ib(&self, sb: usize) -> [__m256i; 4] {
+        // SAFETY: the caller's features; 16-byte loads of 16-byte arrays.
+        unsafe {
+            let low_nibble_words = _mm256_set1_epi16(15);
+            let z0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(self.b[2 * sb].as_ptr().cast()));
+            let z1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(self.b[2 * sb + 1].as_ptr().cast()));
+            [
+                _mm256_and_si256(z0, low_nibble_words),
+                _mm256_srli_epi16::<4>(z0),
+                _mm256_and_si256(z1, low_nibble_words),
+                _mm256_srli_epi16::<4>(z1),
+            ]
+        }
+    }
+}
+
+impl TileAvx2 for Plane4Tile {
+    const COEF_A: [i8; 2] = [2, 4];
+    const COEF_B: [i8; 2] = [8, 16];
+    const Y_FIX: i16 = -15;
+    fn a(&self) -> &[[u8; 16]; 32] {
+        &self.a
+    }
+    #[inline(always)]
+    unsafe fn ib(&self, sb: usize) -> [__m256i; 4] {
+        // SAFETY: the caller's features.
+        unsafe {
+            [
+                pair_index(&self.b[4 * sb]),
+                pair_index(&self.b[4 * sb + 1]),
+                pair_index(&self.b[4 * sb + 2]),
+                pair_index(&self.b[4 * sb + 3]),
+            ]
+        }
+    }
+}
 
 /// Byte `i` of each lane is -1 where bit `j` of `15 ^ i` is set.
 #[inline(always)]
@@ -40,8 +121,19 @@ unsafe fn subset_mask(j: u32) -> __m256i {
     }
 }
 
+/// Each lane's byte sum, in every 16-bit word of the lane.
 #[inline(always)]
-unsafe fn build_tables(act: &BlockQ8K) -> Tables {
+unsafe fn lane_sums(v: __m256i) -> __m256i {
+    // SAFETY: the caller's features.
+    unsafe {
+        let s = _mm256_sad_epu8(v, _mm256_setzero_si256());
+        let s = _mm256_add_epi64(s, _mm256_shuffle_epi32::<0x4E>(s));
+        _mm256_shuffle_epi32::<0>(_mm256_shufflelo_epi16::<0>(s))
+    }
+}
+
+#[inline(always)]
+unsafe fn build_tables<T: TileAvx2>(act: &BlockQ8K) -> Tables {
     // SAFETY: the caller's features; act.qs has 256 bytes, 32 sb + 32 <= 256.
     unsafe {
         let m4 = _mm256_set1_epi8(15);
@@ -51,15 +143,32 @@ unsafe fn build_tables(act: &BlockQ8K) -> Tables {
             subset_mask(2),
             subset_mask(3),
         ];
-        let mut t = Tables([[_mm256_setzero_si256(); 2]; 32]);
+        // Four groups of TH's bias: 32 * 4 * (the looked-up coefficients).
+        let bias = 128
+            * (T::COEF_A[0] as i16
+                + T::COEF_A[1] as i16
+                + T::COEF_B[0] as i16
+                + T::COEF_B[1] as i16);
+        let mut t = Tables {
+            t: [[_mm256_setzero_si256(); 2]; 32],
+            fix: [[_mm256_setzero_si256(), _mm256_set1_epi16(-bias)]; 8],
+        };
         for sb in 0..QK_K / 32 {
             let y = _mm256_loadu_si256(act.qs.as_ptr().add(32 * sb).cast());
             let lo = _mm256_and_si256(y, m4);
             let u = _mm256_xor_si256(y, _mm256_set1_epi8(-128));
-            let hi = _mm256_sub_epi8(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(u), m4),
-                _mm256_set1_epi8(8),
-            );
+            let hi_u = _mm256_and_si256(_mm256_srli_epi16::<4>(u), m4);
+            let hi = _mm256_sub_epi8(hi_u, _mm256_set1_epi8(8));
+            if T::Y_FIX != 0 {
+                // Y = YL + 16 YH per half: YL = sum (y & 15), YH = sum (u >> 4) - 128.
+                let c = _mm256_set1_epi16(T::Y_FIX);
+                let yl = lane_sums(lo);
+                let yh = _mm256_sub_epi16(lane_sums(hi_u), _mm256_set1_epi16(128));
+                t.fix[sb] = [
+                    _mm256_mullo_epi16(yl, c),
+                    _mm256_add_epi16(_mm256_mullo_epi16(yh, c), t.fix[sb][1]),
+                ];
+            }
             for p in 0..4 {
                 let mut tl = _mm256_setzero_si256();
                 let mut th = _mm256_set1_epi8(32);
@@ -68,7 +177,7 @@ unsafe fn build_tables(act: &BlockQ8K) -> Tables {
                     tl = _mm256_add_epi8(tl, _mm256_and_si256(_mm256_shuffle_epi8(lo, at), *mask));
                     th = _mm256_add_epi8(th, _mm256_and_si256(_mm256_shuffle_epi8(hi, at), *mask));
                 }
-                t.0[4 * sb + p] = [tl, th];
+                t.t[4 * sb + p] = [tl, th];
             }
         }
         t
@@ -77,17 +186,13 @@ unsafe fn build_tables(act: &BlockQ8K) -> Tables {
 
 /// One tile's exact block sums, rows 0..8 in order.
 #[inline(always)]
-unsafe fn tile_isum(tile: &PlaneTile, t: &Tables) -> __m256i {
-    // SAFETY: the caller's features; every load is of a 16-byte array of the tile.
+unsafe fn tile_isum<T: TileAvx2>(tile: &T, t: &Tables) -> __m256i {
+    // SAFETY: the caller's features; every load is of an array of the tile.
     unsafe {
-        let m4 = _mm256_set1_epi8(15);
+        let coef_a = _mm256_set1_epi16(i16::from_le_bytes(T::COEF_A.map(|c| c as u8)));
+        let coef_b = _mm256_set1_epi16(i16::from_le_bytes(T::COEF_B.map(|c| c as u8)));
         let lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
-        let coef_a = _mm256_set1_epi16(18 | 35 << 8);
-        let coef_b = _mm256_set1_epi16(33 | ((-43i8 as u8 as i16) << 8));
-        let low_nibble_words = _mm256_set1_epi16(15);
         let nibble_words = _mm256_set1_epi32(0x000F_000F);
-        // 4 group pairs of TH's bias: 32 * (18 + 35) + 32 * (33 - 43) each.
-        let bias = _mm256_set1_epi16(4 * 1376);
         let spread = _mm256_setr_epi8(
             0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1, 0, -1, 1, -1, 2, -1, 3, -1, 4,
             -1, 5, -1, 6, -1, 7, -1,
@@ -95,38 +200,30 @@ unsafe fn tile_isum(tile: &PlaneTile, t: &Tables) -> __m256i {
         let mut lo = _mm256_setzero_si256();
         let mut hi = _mm256_setzero_si256();
         for sb in 0..QK_K / 32 {
-            let mut al = _mm256_setzero_si256();
-            let mut ah = _mm256_setzero_si256();
-            for q in 0..2 {
-                let zx = _mm256_cvtepu8_epi16(_mm_loadu_si128(tile.b[2 * sb + q].as_ptr().cast()));
-                let ib = [
-                    _mm256_and_si256(zx, low_nibble_words),
-                    _mm256_srli_epi16::<4>(zx),
-                ];
-                for (pp, ib) in ib.into_iter().enumerate() {
-                    let p = 2 * q + pp;
-                    let [tl, th] = t.0[4 * sb + p];
-                    let raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(
-                        tile.a[4 * sb + p].as_ptr().cast(),
-                    ));
-                    let ia = _mm256_and_si256(_mm256_srlv_epi32(raw, lane_shift), m4);
-                    let l = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl, ia), coef_a),
-                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl, ib), coef_b),
-                    );
-                    let h = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(th, ia), coef_a),
-                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(th, ib), coef_b),
-                    );
-                    al = _mm256_add_epi16(al, l);
-                    ah = _mm256_add_epi16(ah, h);
-                }
+            let [fl, fh] = t.fix[sb];
+            let mut al = fl;
+            let mut ah = fh;
+            let ib = tile.ib(sb);
+            for (p, ib) in ib.into_iter().enumerate() {
+                let [tl, th] = t.t[4 * sb + p];
+                let ia = pair_index(&tile.a()[4 * sb + p]);
+                let l = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl, ia), coef_a),
+                    _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl, ib), coef_b),
+                );
+                let h = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(_mm256_shuffle_epi8(th, ia), coef_a),
+                    _mm256_maddubs_epi16(_mm256_shuffle_epi8(th, ib), coef_b),
+                );
+                al = _mm256_add_epi16(al, l);
+                ah = _mm256_add_epi16(ah, h);
             }
-            let ah = _mm256_sub_epi16(ah, bias);
             // The scale bytes as words (both lanes), the high lane's nibble
             // shifted down, then 2 s + 1.
-            let s =
-                _mm256_shuffle_epi8(_mm256_set1_epi64x(i64::from_le_bytes(tile.sc[sb])), spread);
+            let s = _mm256_shuffle_epi8(
+                _mm256_set1_epi64x(i64::from_le_bytes(tile.sc()[sb])),
+                spread,
+            );
             let s = _mm256_and_si256(_mm256_srlv_epi32(s, lane_shift), nibble_words);
             let s = _mm256_add_epi16(_mm256_slli_epi16::<1>(s), _mm256_set1_epi16(1));
             let s16 = _mm256_slli_epi16::<4>(s);
@@ -156,18 +253,20 @@ unsafe fn tile_isum(tile: &PlaneTile, t: &Tables) -> __m256i {
 /// The CPU must have AVX2, FMA and F16C. (Lengths are checked: a short
 /// slice panics.)
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemv_planes_x64<X: PlanesX64>(
+pub(crate) unsafe fn gemv_planes_x64<X>(
     x: &[X],
     ngroups: usize,
     blocks: Range<usize>,
     act: &[BlockQ8K],
     out: &mut [f32],
-) {
+) where
+    X: PlanesX64<Tile: TileAvx2>,
+{
     let out = &mut out[..ROWS * ngroups];
     for b in blocks {
         let act = &act[b];
         // SAFETY: the kernel's features are enabled.
-        let tables = unsafe { build_tables(act) };
+        let tables = unsafe { build_tables::<X::Tile>(act) };
         let yd = _mm256_set1_ps(act.d);
         for (xg, out) in x[b * ngroups..(b + 1) * ngroups]
             .iter()
@@ -175,11 +274,11 @@ pub(crate) unsafe fn gemv_planes_x64<X: PlanesX64>(
         {
             for (tile, out) in xg.tiles().iter().zip(out.chunks_exact_mut(TILE)) {
                 super::prefetch_ahead(tile);
-                // SAFETY: the kernel's features; tile.d is 8 f16, out 8 f32.
+                // SAFETY: the kernel's features; tile.d() is 8 f16, out 8 f32.
                 unsafe {
                     let isum = tile_isum(tile, &tables);
-                    let d = _mm256_cvtph_ps(_mm_loadu_si128(tile.d.as_ptr().cast()));
-                    let dd = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(0.125)), yd);
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(tile.d().as_ptr().cast()));
+                    let dd = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(X::Tile::FACTOR)), yd);
                     let o = _mm256_loadu_ps(out.as_ptr());
                     let o = _mm256_add_ps(o, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(isum)));
                     _mm256_storeu_ps(out.as_mut_ptr(), o);
