@@ -935,6 +935,9 @@ lut_rows!(BlockIq2Xsx64, "lut_iq2_xsx64_q8_k_64x1",
 lut_rows!(BlockIq2Sx64, "lut_iq2_sx64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
     decode: [Avx2, Avx512]);
+// IQ3_S's four planes: 2.8-3.7x ggml at batch 1 at tier avx2 (its row
+// kernel 0.6x), 3.0-3.2x at tier avx512 (the AVX-512 row kernel 2.0-2.1x)
+// (docs/BENCHMARKS.md, 2026-12-05 (fifth session)).
 lut_rows!(BlockIq3Sx64, "lut_iq3_sx64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
     decode: [Avx2, Avx512]);
