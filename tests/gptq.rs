@@ -4,9 +4,7 @@
 //! matrix is requantized with a lower output error on the calibration
 //! inputs than the imatrix alone, libllama loads and runs it, and bad input
 //! (a calibration text too short, an imatrix of another model, a format
-//! without a solver) is a one-line error. On aarch64 (under qemu in CI, 457 s
-//! before, 296 s after) the first test solves two of its five formats and
-//! leaves the one-layer-per-pass check to x86.
+//! without a solver) is a one-line error.
 
 mod common;
 
@@ -47,20 +45,13 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
     imatrix::collect_to_file(&model, &text, &im, 64, Some(8), 2).unwrap();
     let targets = regex::Regex::new(llmkernel::prune::DEFAULT_TARGETS).unwrap();
     // One call for every format: one calibration pass shared by all outputs.
-    // The solver is portable code; on aarch64 (CI runs it under qemu, ten
-    // times slower) one k-quant and one i-quant stand for the five.
-    let formats: &[Format] = if cfg!(target_arch = "aarch64") {
-        &[Format::Q4K, Format::IQ2_XS]
-    } else {
-        &[
-            Format::Q4K,
-            Format::Q2K,
-            Format::Q4_0,
-            Format::Q8_0,
-            Format::IQ2_XS,
-        ]
-    };
-    eprintln!("gptq: formats {formats:?}");
+    let formats = [
+        Format::Q4K,
+        Format::Q2K,
+        Format::Q4_0,
+        Format::Q8_0,
+        Format::IQ2_XS,
+    ];
     let path = |f: Format, m: &str| d.join(format!("{f}-{m}.gguf"));
     let mut o = opts(&model, &path(formats[0], "rec"), formats[0], &im, &text);
     o.outputs = formats.iter().map(|&f| (f, path(f, "rec"))).collect();
@@ -68,13 +59,23 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
     assert_eq!(reports.len(), formats.len());
     assert_eq!(reports[0].passes, 1);
     // One layer per pass (each pass stops after its layer): the same
-    // Hessians, so the same file. (A calibration pass per layer: x86 only,
-    // where it takes seconds; the planner is portable code.)
-    if cfg!(target_arch = "aarch64") {
-        eprintln!("gptq: one layer per pass checked on x86 only");
-    } else {
-        one_layer_per_pass(&model, &im, &text, &path(Format::Q4K, "rec"), &reports[0]);
-    }
+    // Hessians, so the same file.
+    let mut one = opts(
+        &model,
+        &path(Format::Q4K, "passes"),
+        Format::Q4K,
+        &im,
+        &text,
+    );
+    one.calib_mem = Some(0);
+    let r = gptq::quantize(&one).unwrap().remove(0);
+    assert_eq!(r.passes, shape.n_layer);
+    assert_eq!(r.tokens, reports[0].tokens);
+    assert!(
+        std::fs::read(path(Format::Q4K, "passes")).unwrap()
+            == std::fs::read(path(Format::Q4K, "rec")).unwrap(),
+        "one layer per pass wrote another file"
+    );
     for (&format, r) in formats.iter().zip(&reports) {
         let (theirs, ours) = (path(format, "im"), path(format, "rec"));
         quantize::quantize(&model, &theirs, format, false, 2, Some(&im)).unwrap();
@@ -141,21 +142,6 @@ fn reconstruct_writes_llama_quantizes_file_with_compensated_values() {
         );
         common::runs(&ours);
     }
-}
-
-/// `--calib-mem 0` (one layer per pass, each pass stopping after its layer)
-/// writes the same file as one pass (`rec`, reported as `first`).
-fn one_layer_per_pass(model: &Path, im: &Path, text: &Path, rec: &Path, first: &gptq::Report) {
-    let passes = rec.with_file_name("q4_k-passes.gguf");
-    let mut one = opts(model, &passes, Format::Q4K, im, text);
-    one.calib_mem = Some(0);
-    let r = gptq::quantize(&one).unwrap().remove(0);
-    assert_eq!(r.passes, synthetic::Shape::default().n_layer);
-    assert_eq!(r.tokens, first.tokens);
-    assert!(
-        std::fs::read(&passes).unwrap() == std::fs::read(rec).unwrap(),
-        "one layer per pass wrote another file"
-    );
 }
 
 #[test]
