@@ -254,6 +254,7 @@ fn benches(c: &mut Criterion) {
     bench_lut::<BlockIq2Xsx64>(c);
     bench_lut::<BlockIq2Sx64>(c);
     bench_lut::<BlockIq3Sx64>(c);
+    bench_lut::<BlockIq3Xxsx64>(c);
     bench_x4::<BlockQ8_0Sx4>(c);
     bench_x4::<BlockQ4_0Sx4>(c);
     struct Bench<'a>(&'a mut Criterion);

@@ -4,8 +4,8 @@
 use crate::{buffer, ffi, log, sparse};
 use llmkernel_kernels::formats::lut;
 use llmkernel_kernels::formats::{
-    BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq4Nl, BlockQ4_0, BlockQ5_0, BlockQ8_0,
-    BlockTq1_0, BlockTq2_0, Format, QuantBlock, WithFormat,
+    BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockIq4Nl, BlockQ4_0, BlockQ5_0,
+    BlockQ8_0, BlockTq1_0, BlockTq2_0, Format, QuantBlock, WithFormat,
 };
 use llmkernel_kernels::matmul::{
     matmul_lut_on, matmul_on, matmul_x4_on, LutMatrix, Parallel, QMatrix, X4Matrix,
@@ -683,6 +683,7 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
         ffi::GGML_TYPE_IQ2_XS => (std::mem::size_of::<BlockIq2Xs>(), 256),
         ffi::GGML_TYPE_IQ2_S => (std::mem::size_of::<BlockIq2S>(), 256),
         ffi::GGML_TYPE_IQ3_S => (std::mem::size_of::<BlockIq3S>(), 256),
+        ffi::GGML_TYPE_IQ3_XXS => (std::mem::size_of::<BlockIq3Xxs>(), 256),
         _ => return None,
     };
     let row = w.ne[0] as usize / values * block;
@@ -721,10 +722,14 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
         sparse::Packed::Iq3Sx64(v) if decode_batch(node) => unsafe {
             mul_mat_lut(node, config(), par, v)
         },
+        sparse::Packed::Iq3Xxsx64(v) if decode_batch(node) => unsafe {
+            mul_mat_lut(node, config(), par, v)
+        },
         sparse::Packed::Iq2Xxsx64(_)
         | sparse::Packed::Iq2Xsx64(_)
         | sparse::Packed::Iq2Sx64(_)
-        | sparse::Packed::Iq3Sx64(_) => return None,
+        | sparse::Packed::Iq3Sx64(_)
+        | sparse::Packed::Iq3Xxsx64(_) => return None,
     };
     if packed.is_sparse() {
         crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);

@@ -48,9 +48,9 @@ use llmkernel_kernels::formats::lut::{self, LutLayout};
 use llmkernel_kernels::formats::sparse_x4::{interleave, DenseOf, X4Block, GROUP};
 use llmkernel_kernels::formats::{
     BlockIq2S, BlockIq2Sx64, BlockIq2Xs, BlockIq2Xsx64, BlockIq2Xxs, BlockIq2Xxsx64, BlockIq3S,
-    BlockIq3Sx64, BlockIq4Nl, BlockIq4Nlx4, BlockQ4_0, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5_0,
-    BlockQ5_0x4, BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0, BlockTq1_0x64, BlockTq2_0,
-    BlockTq2_0x64, QuantBlock,
+    BlockIq3Sx64, BlockIq3Xxs, BlockIq3Xxsx64, BlockIq4Nl, BlockIq4Nlx4, BlockQ4_0, BlockQ4_0Sx4,
+    BlockQ4_0x4, BlockQ5_0, BlockQ5_0x4, BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0,
+    BlockTq1_0x64, BlockTq2_0, BlockTq2_0x64, QuantBlock,
 };
 use llmkernel_kernels::matmul::Parallel;
 use llmkernel_kernels::table::LutKernels;
@@ -76,13 +76,14 @@ pub(crate) enum Packed {
     /// weights only, where the dispatch table sends decode there).
     Tq1_0x64(Arc<Vec<BlockTq1_0x64>>),
     Tq2_0x64(Arc<Vec<BlockTq2_0x64>>),
-    /// A 2-bit i-quant or IQ3_S as sign planes (64 rows a group; file-backed weights
+    /// An i-quant as sign planes (64 rows a group; file-backed weights
     /// only, where the dispatch table sends decode there). Decode only:
     /// prompt batches read the file's blocks, whose pages stay.
     Iq2Xxsx64(Arc<Vec<BlockIq2Xxsx64>>),
     Iq2Xsx64(Arc<Vec<BlockIq2Xsx64>>),
     Iq2Sx64(Arc<Vec<BlockIq2Sx64>>),
     Iq3Sx64(Arc<Vec<BlockIq3Sx64>>),
+    Iq3Xxsx64(Arc<Vec<BlockIq3Xxsx64>>),
 }
 
 impl Packed {
@@ -102,6 +103,7 @@ impl Packed {
             Packed::Iq2Xsx64(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Iq2Sx64(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Iq3Sx64(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Iq3Xxsx64(v) => std::mem::size_of_val(v.as_slice()),
         }
     }
 
@@ -110,7 +112,11 @@ impl Packed {
     fn replaces(&self) -> bool {
         !matches!(
             self,
-            Packed::Iq2Xxsx64(_) | Packed::Iq2Xsx64(_) | Packed::Iq2Sx64(_) | Packed::Iq3Sx64(_)
+            Packed::Iq2Xxsx64(_)
+                | Packed::Iq2Xsx64(_)
+                | Packed::Iq2Sx64(_)
+                | Packed::Iq3Sx64(_)
+                | Packed::Iq3Xxsx64(_)
         )
     }
 
@@ -313,6 +319,7 @@ pub(crate) unsafe fn lookup(
         crate::ffi::GGML_TYPE_IQ2_XS => std::mem::size_of::<BlockIq2Xs>(),
         crate::ffi::GGML_TYPE_IQ2_S => std::mem::size_of::<BlockIq2S>(),
         crate::ffi::GGML_TYPE_IQ3_S => std::mem::size_of::<BlockIq3S>(),
+        crate::ffi::GGML_TYPE_IQ3_XXS => std::mem::size_of::<BlockIq3Xxs>(),
         _ => return Packed::Dense,
     };
     // SAFETY: forwarded contract.
@@ -325,8 +332,9 @@ pub(crate) unsafe fn lookup(
         }
     }
     use crate::ffi::{
-        GGML_TYPE_IQ2_S, GGML_TYPE_IQ2_XS, GGML_TYPE_IQ2_XXS, GGML_TYPE_IQ3_S, GGML_TYPE_IQ4_NL,
-        GGML_TYPE_Q4_0, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_TQ1_0, GGML_TYPE_TQ2_0,
+        GGML_TYPE_IQ2_S, GGML_TYPE_IQ2_XS, GGML_TYPE_IQ2_XXS, GGML_TYPE_IQ3_S, GGML_TYPE_IQ3_XXS,
+        GGML_TYPE_IQ4_NL, GGML_TYPE_Q4_0, GGML_TYPE_Q5_0, GGML_TYPE_Q8_0, GGML_TYPE_TQ1_0,
+        GGML_TYPE_TQ2_0,
     };
     let mut packed = match ggml_type {
         GGML_TYPE_Q4_0 => pack_bytes::<BlockQ4_0Sx4>(bytes, rows_k, par)
@@ -358,6 +366,8 @@ pub(crate) unsafe fn lookup(
                     .map_or(Packed::Dense, |v| Packed::Iq2Sx64(Arc::new(v))),
                 GGML_TYPE_IQ3_S if lut_decode::<BlockIq3Sx64>() => pack_lut(bytes, rows_k, par)
                     .map_or(Packed::Dense, |v| Packed::Iq3Sx64(Arc::new(v))),
+                GGML_TYPE_IQ3_XXS if lut_decode::<BlockIq3Xxsx64>() => pack_lut(bytes, rows_k, par)
+                    .map_or(Packed::Dense, |v| Packed::Iq3Xxsx64(Arc::new(v))),
                 _ => Packed::Dense,
             };
     }

@@ -19,10 +19,10 @@ use crate::formats::lut::{LutLayout, ROWS as ROWS_X64};
 use crate::formats::sparse_x4::X4Block;
 use crate::formats::{
     BlockIq2S, BlockIq2Sx64, BlockIq2Xs, BlockIq2Xsx64, BlockIq2Xxs, BlockIq2Xxsx64, BlockIq3S,
-    BlockIq3Sx64, BlockIq3Xxs, BlockIq4Nl, BlockIq4Nlx4, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K,
-    BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5K, BlockQ5_0, BlockQ5_0x4, BlockQ6K,
-    BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0, BlockTq1_0x64,
-    BlockTq2_0, BlockTq2_0x64, Format, WeightBlock,
+    BlockIq3Sx64, BlockIq3Xxs, BlockIq3Xxsx64, BlockIq4Nl, BlockIq4Nlx4, BlockIq4Xs, BlockQ2K,
+    BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5K, BlockQ5_0,
+    BlockQ5_0x4, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0,
+    BlockTq1_0x64, BlockTq2_0, BlockTq2_0x64, Format, WeightBlock,
 };
 use crate::panel::{PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS};
 use crate::{scalar, Error, Result};
@@ -600,7 +600,7 @@ aarch64: [
     (Neon, "gemv_iq2_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq2_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockIq3Xxs, "gemv_iq3_xxs_q8_k_1x1_scalar", dequant: dequantize_iq3_xxs(auto),
+rows!(BlockIq3Xxs, "gemv_iq3_xxs_q8_k_1x1_scalar", lut: BlockIq3Xxsx64, dequant: dequantize_iq3_xxs(auto),
 x86_64: [
     (Avx2, "gemv_iq3_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_iq3_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_xxs_q8_k_1x8, ALL),
@@ -941,6 +941,9 @@ lut_rows!(BlockIq2Sx64, "lut_iq2_sx64_q8_k_64x1",
 lut_rows!(BlockIq3Sx64, "lut_iq3_sx64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
     decode: [Avx2, Avx512]);
+lut_rows!(BlockIq3Xxsx64, "lut_iq3_xxsx64_q8_k_64x1",
+    x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2]);
 
 /// The name of the panel fill ([`crate::panel::Unpacked::fill`]) compiled for `isa`.
 fn fill_name(isa: Isa) -> &'static str {

@@ -21,7 +21,9 @@
 
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::lut::{deinterleave, groups, interleave, unslot, LutLayout, ROWS};
-use llmkernel_kernels::formats::planes_x64::{plane_bits, plane_weight, Plane4Tile, Planes};
+use llmkernel_kernels::formats::planes_x64::{
+    plane_bits, plane_weight, Plane4Tile, Plane5Tile, Planes,
+};
 use llmkernel_kernels::formats::ternary_x64::{row_slot, slot_row, table, TernaryRow, TernaryX64};
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul_lut_on, quantize_activations, LutMatrix, Rayon};
@@ -79,6 +81,7 @@ fn interleaving_round_trips_byte_for_byte() {
     round_trip::<BlockIq2Xsx64>(12);
     round_trip::<BlockIq2Sx64>(13);
     round_trip::<BlockIq3Sx64>(14);
+    round_trip::<BlockIq3Xxsx64>(27);
 }
 
 /// The plane identity, weight by weight.
@@ -93,15 +96,24 @@ fn planes_hold_every_weight() {
             assert_eq!(plane_weight(s), (v, neg));
         }
     }
-    for v in (1u8..=15).step_by(2) {
-        for neg in [false, true] {
-            let s = Plane4Tile::encode(v, neg);
-            let e = |b: bool| if b { 1 } else { -1 };
-            let w = if neg { -(v as i32) } else { v as i32 };
-            assert_eq!(e(s[0]) + 2 * e(s[1]) + 4 * e(s[2]) + 8 * e(s[3]), w);
-            assert_eq!(Plane4Tile::decode(s), (v, neg));
+    // IQ3_S: w = e0 + 2 e1 + 4 e2 + 8 e3; IQ3_XXS: w = e0 + 4 e1 + 8 e2 + 16 e3 + 33 e4.
+    fn check<T: Planes>(values: &[u8], c: &[i32]) {
+        for &v in values {
+            for neg in [false, true] {
+                let s = T::encode(v, neg);
+                let e = |k: usize| if (s >> k) & 1 == 1 { 1 } else { -1 };
+                let w = if neg { -(v as i32) } else { v as i32 };
+                assert_eq!(
+                    (0..c.len()).map(|k| c[k] * e(k)).sum::<i32>(),
+                    w,
+                    "{v} {neg}"
+                );
+                assert_eq!(T::decode(s), (v, neg));
+            }
         }
     }
+    check::<Plane4Tile>(&[1, 3, 5, 7, 9, 11, 13, 15], &[1, 2, 4, 8]);
+    check::<Plane5Tile>(&[4, 12, 20, 28, 36, 44, 52, 62], &[1, 4, 8, 16, 33]);
 }
 
 /// Per row and block, the planes' integer sum (what the kernels look up)
@@ -144,7 +156,13 @@ macro_rules! plane_tiles {
         }
     )*};
 }
-plane_tiles!(BlockIq2Xxsx64, BlockIq2Xsx64, BlockIq2Sx64, BlockIq3Sx64);
+plane_tiles!(
+    BlockIq2Xxsx64,
+    BlockIq2Xsx64,
+    BlockIq2Sx64,
+    BlockIq3Sx64,
+    BlockIq3Xxsx64
+);
 
 #[test]
 fn plane_sums_equal_the_integer_dot() {
@@ -152,6 +170,7 @@ fn plane_sums_equal_the_integer_dot() {
     plane_sums_are_exact::<BlockIq2Xsx64>(22);
     plane_sums_are_exact::<BlockIq2Sx64>(23);
     plane_sums_are_exact::<BlockIq3Sx64>(24);
+    plane_sums_are_exact::<BlockIq3Xxsx64>(28);
 }
 
 /// Every byte value at every byte position: the table entry against the
@@ -343,8 +362,9 @@ fn lookup_table_kernels_match_the_reference() {
     ran.extend(check_kernels::<BlockIq2Xsx64>(16, false, true));
     ran.extend(check_kernels::<BlockIq2Sx64>(17, false, true));
     ran.extend(check_kernels::<BlockIq3Sx64>(26, false, true));
+    ran.extend(check_kernels::<BlockIq3Xxsx64>(29, false, true));
     eprintln!("ran: {ran:?}");
-    assert!(ran.len() >= 6, "the scalar references always run");
+    assert!(ran.len() >= 7, "the scalar references always run");
 }
 
 fn check_matmul<X: LutKernels>(seed: u64)
@@ -393,4 +413,5 @@ fn matmul_through_the_lookup_table_matches_vec_dot() {
     check_matmul::<BlockIq2Xsx64>(19);
     check_matmul::<BlockIq2Sx64>(20);
     check_matmul::<BlockIq3Sx64>(25);
+    check_matmul::<BlockIq3Xxsx64>(30);
 }

@@ -533,6 +533,7 @@ impl Lut {
             Format::IQ2_XS => Lut::of::<BlockIq2Xsx64>(isa, gguf, (m, k), copies, n),
             Format::IQ2_S => Lut::of::<BlockIq2Sx64>(isa, gguf, (m, k), copies, n),
             Format::IQ3_S => Lut::of::<BlockIq3Sx64>(isa, gguf, (m, k), copies, n),
+            Format::IQ3_XXS => Lut::of::<BlockIq3Xxsx64>(isa, gguf, (m, k), copies, n),
             _ => Ok(None),
         }
     }

@@ -1,5 +1,5 @@
-//! The i-quants whose grid values are sums of a few `±c` (IQ2_XXS, IQ2_XS,
-//! IQ2_S with three planes, IQ3_S with four) as sign planes, in groups of
+//! The i-quants, whose grid values are sums of a few `±c` (IQ2_XXS, IQ2_XS,
+//! IQ2_S with three planes, IQ3_S with four, IQ3_XXS with five), as sign planes, in groups of
 //! 64 rows, for a lookup-table GEMV with 16-entry tables (T-MAC's
 //! bit-serial technique, re-derived for these grids: Wei et al., "T-MAC:
 //! CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge",
@@ -18,8 +18,11 @@
 //! - IQ3_S ([`Plane4Tile`]): every grid value is odd, 1..=15, so a signed
 //!   weight is `e_0 + 2 e_1 + 4 e_2 + 8 e_3` (`σ` the bits of
 //!   `(w + 15) / 2`), and `sum(w y) = 2 T(σ_0) + 4 T(σ_1) + 8 T(σ_2) +
-//!   16 T(σ_3) - 15 Y`. (IQ3_XXS's values 4..52 step 8 and 62 are no such
-//!   sum: 62 breaks the progression.)
+//!   16 T(σ_3) - 15 Y`.
+//! - IQ3_XXS ([`Plane5Tile`]): its values 4..52 by 8, and 62, are no sum of
+//!   four `±c` (62 breaks the progression), but all are one of five:
+//!   `w = e_0 + 4 e_1 + 8 e_2 + 16 e_3 + 33 e_4`, so
+//!   `sum(w y) = 2 T(σ_0) + 8 T(σ_1) + 16 T(σ_2) + 32 T(σ_3) + 66 T(σ_4) - 62 Y`.
 //!
 //! **Exact byte tables.** `T` needs 11 bits, `vpshufb` returns bytes, so each
 //! table is split by the activations' nibbles: with `u = y ^ 0x80`,
@@ -28,9 +31,9 @@
 //! for `vpmaddubsw`). `T = TL + 16 (TH - 32)`, exactly.
 //!
 //! **Stored complemented.** Tables are indexed by `15 ^ σ` (entry `i` is
-//! `T(15 ^ i)`), so index 0 reads `Y`: in the three-plane tile a zero byte
-//! beside each third-plane index supplies the `-43 Y` term through the same
-//! lookup; the four-plane kernels add `-15 Y` per sub-block from the
+//! `T(15 ^ i)`), so index 0 reads `Y`: in the three- and five-plane tiles a
+//! zero byte beside each last-plane index supplies the `Y` term through the
+//! same lookup; the four-plane kernels add `-15 Y` per sub-block from the
 //! activations' own sums.
 //!
 //! A tile is 8 rows at one block position; a layout block
@@ -43,19 +46,20 @@
 //!   for the first half's group, the high nibble for the second's;
 //! - [`PlaneTile`]: `b[2 sb + q][8 h + r]`: plane 2 of row `r`, half `h`,
 //!   groups `2q` (low nibble) and `2q + 1` (high nibble) of that half's four;
-//! - [`Plane4Tile`]: `b[4 sb + p][2 r + k - 2]`: planes `k` = 2, 3 as `a`;
+//! - [`Plane4Tile`], [`Plane5Tile`]: `b[4 sb + p][2 r + k - 2]`: planes
+//!   `k` = 2, 3 as `a`; [`Plane5Tile`]: `c`, plane 4 as `PlaneTile`'s `b`;
 //! - `sc[sb][r]`: the scales (0..=15) of the sub-block's halves, low nibble
-//!   first (IQ2_XS/IQ2_S's own byte; IQ2_XXS's and IQ3_S's one scale twice);
+//!   first (IQ2_XS/IQ2_S's own byte; the others' one scale twice);
 //! - `d[r]`: the row's `d`.
 //!
 //! 848 bytes per 8 rows and 256 values in three planes (3.3 bits a weight,
 //! against 2.06, 2.31 and 2.56 for the formats), 1104 in four (4.3, against
-//! IQ3_S's 3.44); [`LutLayout::row_block`] gives the format's block back bit
-//! for bit.
+//! IQ3_S's 3.44), 1360 in five (5.3, against IQ3_XXS's 3.06);
+//! [`LutLayout::row_block`] gives the format's block back bit for bit.
 
 use super::grid::{GridCode, GridGroups, Points};
 use super::lut::{LutLayout, ROWS};
-use super::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockQ8K, QK_K};
+use super::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K, QK_K};
 use half::f16;
 
 /// Rows per tile.
@@ -81,6 +85,17 @@ pub struct Plane4Tile {
     pub d: [f16; TILE],
 }
 
+/// 8 rows of IQ3_XXS at one block position, five planes (see the module).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Plane5Tile {
+    pub a: [[u8; 16]; 32],
+    pub b: [[u8; 16]; 32],
+    pub c: [[u8; 16]; 16],
+    pub sc: [[u8; 8]; 8],
+    pub d: [f16; TILE],
+}
+
 /// A tile of sign planes: how a weight maps to plane bits and where a
 /// plane's nibble is stored.
 pub trait Planes: bytemuck::Pod + Send + Sync {
@@ -89,11 +104,19 @@ pub trait Planes: bytemuck::Pod + Send + Sync {
     const Y_COEF: i32;
     /// A value is `d * FACTOR * (2 scale + 1) * w`.
     const FACTOR: f32;
-    /// The plane bits (`COEF.len()` of them) of the weight of magnitude
-    /// `v` and sign `neg`.
-    fn encode(v: u8, neg: bool) -> [bool; 4];
-    /// [`Planes::encode`]'s inverse.
-    fn decode(s: [bool; 4]) -> (u8, bool);
+    /// The plane bits (bit `k`: `σ_k`, `COEF.len()` of them) of the weight
+    /// of magnitude `v` and sign `neg`.
+    fn encode(v: u8, neg: bool) -> u8;
+    /// [`Planes::encode`]'s inverse: `w = sum_k COEF[k] e_k / 2` as
+    /// magnitude and sign. (Bits that no weight has may give a magnitude no
+    /// grid holds; the caller then finds no grid point.)
+    fn decode(s: u8) -> (u8, bool) {
+        let w: i32 = (Self::COEF.iter().enumerate())
+            .map(|(k, &c)| if (s >> k) & 1 == 1 { c } else { -c })
+            .sum::<i32>()
+            / 2;
+        (w.unsigned_abs() as u8, w < 0)
+    }
     /// The stored (complemented) nibble of plane `k`, row `r`, values `4g..4g + 4`.
     fn nibble(&self, r: usize, g: usize, k: usize) -> u8;
     /// Sets that nibble (its bits must be clear).
@@ -164,36 +187,37 @@ fn a_at(r: usize, g: usize, k: usize) -> (usize, usize, u32) {
     (4 * sb + p, 2 * r + k, 4 * h as u32)
 }
 
+/// Where a lone plane of group `g` sits in the zero-extended form
+/// ([`PlaneTile`]'s `b`, [`Plane5Tile`]'s `c`): index, byte, shift.
+fn lone_at(r: usize, g: usize) -> (usize, usize, u32) {
+    let (sb, rest) = (g / 8, g % 8);
+    let (h, p) = (rest / 4, rest % 4);
+    (2 * sb + p / 2, 8 * h + r, 4 * (p % 2) as u32)
+}
+
 impl Planes for PlaneTile {
     const COEF: &'static [i32] = &[18, 35, 33];
     const Y_COEF: i32 = -43;
     const FACTOR: f32 = 0.125;
-    fn encode(v: u8, neg: bool) -> [bool; 4] {
+    fn encode(v: u8, neg: bool) -> u8 {
         let [a, b, c] = plane_bits(v, neg);
-        [a, b, c, false]
-    }
-    fn decode([a, b, c, _]: [bool; 4]) -> (u8, bool) {
-        plane_weight([a, b, c])
+        a as u8 | (b as u8) << 1 | (c as u8) << 2
     }
     fn nibble(&self, r: usize, g: usize, k: usize) -> u8 {
-        if k < 2 {
-            let (i, j, sh) = a_at(r, g, k);
-            self.a[i][j] >> sh
+        let ((i, j, sh), planes) = if k < 2 {
+            (a_at(r, g, k), &self.a[..])
         } else {
-            let (sb, rest) = (g / 8, g % 8);
-            let (h, p) = (rest / 4, rest % 4);
-            self.b[2 * sb + p / 2][8 * h + r] >> (4 * (p % 2))
-        }
+            (lone_at(r, g), &self.b[..])
+        };
+        planes[i][j] >> sh
     }
     fn or_nibble(&mut self, r: usize, g: usize, k: usize, n: u8) {
-        if k < 2 {
-            let (i, j, sh) = a_at(r, g, k);
-            self.a[i][j] |= n << sh;
+        let ((i, j, sh), planes) = if k < 2 {
+            (a_at(r, g, k), &mut self.a[..])
         } else {
-            let (sb, rest) = (g / 8, g % 8);
-            let (h, p) = (rest / 4, rest % 4);
-            self.b[2 * sb + p / 2][8 * h + r] |= n << (4 * (p % 2));
-        }
+            (lone_at(r, g), &mut self.b[..])
+        };
+        planes[i][j] |= n << sh;
     }
     tile_fields!();
 }
@@ -203,15 +227,9 @@ impl Planes for Plane4Tile {
     const Y_COEF: i32 = -15;
     const FACTOR: f32 = 1.0;
     /// The bits of `(w + 15) / 2`.
-    fn encode(v: u8, neg: bool) -> [bool; 4] {
+    fn encode(v: u8, neg: bool) -> u8 {
         let w = if neg { -(v as i32) } else { v as i32 };
-        let u = (w + 15) / 2;
-        std::array::from_fn(|k| (u >> k) & 1 == 1)
-    }
-    fn decode(s: [bool; 4]) -> (u8, bool) {
-        let u: i32 = (0..4).map(|k| (s[k] as i32) << k).sum();
-        let w = 2 * u - 15;
-        (w.unsigned_abs() as u8, w < 0)
+        ((w + 15) / 2) as u8
     }
     fn nibble(&self, r: usize, g: usize, k: usize) -> u8 {
         let (i, j, sh) = a_at(r, g, k % 2);
@@ -237,12 +255,9 @@ fn pack_tile<T: Planes, R: PlaneRow>(rows: &[Option<R>; TILE]) -> T {
             t.sc_mut()[sb][r] = row.scale_byte(sb);
         }
         for g in 0..QK_K / 4 {
+            let bits: [u8; 4] = std::array::from_fn(|j| T::encode(w[4 * g + j].0, w[4 * g + j].1));
             for k in 0..T::COEF.len() {
-                let mut n = 0;
-                for j in 0..4 {
-                    let (v, neg) = w[4 * g + j];
-                    n |= (T::encode(v, neg)[k] as u8) << j;
-                }
+                let n = (0..4).map(|j| ((bits[j] >> k) & 1) << j).sum::<u8>();
                 t.or_nibble(r, g, k, 15 ^ n);
             }
         }
@@ -261,8 +276,10 @@ fn tile_row<T: Planes, R: PlaneRow>(t: &T, r: usize) -> R {
         let (mut m, mut s) = (0u64, 0u8);
         for j in 0..8 {
             let (g, jj) = ((8 * g8 + j) / 4, j % 4);
-            let bit = |k| k < T::COEF.len() && (t.bits(r, g, k) >> jj) & 1 == 1;
-            let (v, neg) = T::decode([bit(0), bit(1), bit(2), bit(3)]);
+            let sigma = (0..T::COEF.len())
+                .map(|k| ((t.bits(r, g, k) >> jj) & 1) << k)
+                .sum::<u8>();
+            let (v, neg) = T::decode(sigma);
             m |= (v as u64) << (8 * j);
             s |= (neg as u8) << j;
         }
@@ -277,6 +294,65 @@ fn tile_row<T: Planes, R: PlaneRow>(t: &T, r: usize) -> R {
         b.set_group(g8, idx, s);
     }
     b
+}
+
+/// IQ3_XXS's plane coefficients halved: `w = e0 + 4 e1 + 8 e2 + 16 e3 + 33 e4`
+/// reaches every grid value (4..52 by 8, and 62) and never 0.
+const IQ3XXS_C: [i32; 5] = [1, 4, 8, 16, 33];
+
+/// Per positive IQ3_XXS magnitude (`0..64`), the plane bits of one `e`
+/// with `sum c e` equal to it (0 where there is none).
+const IQ3XXS_BITS: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut s = 0;
+    while s < 32 {
+        let (mut w, mut k) = (0i32, 0);
+        while k < 5 {
+            w += if (s >> k) & 1 == 1 {
+                IQ3XXS_C[k]
+            } else {
+                -IQ3XXS_C[k]
+            };
+            k += 1;
+        }
+        if w > 0 && w < 64 && t[w as usize] == 0 {
+            t[w as usize] = s as u8;
+        }
+        s += 1;
+    }
+    t
+};
+
+impl Planes for Plane5Tile {
+    const COEF: &'static [i32] = &[2, 8, 16, 32, 66];
+    const Y_COEF: i32 = -62;
+    const FACTOR: f32 = 0.25;
+    /// A weight's bits from the table (flipped all for a negative one).
+    fn encode(v: u8, neg: bool) -> u8 {
+        let s = IQ3XXS_BITS[(v & 63) as usize];
+        if neg {
+            s ^ 31
+        } else {
+            s
+        }
+    }
+    fn nibble(&self, r: usize, g: usize, k: usize) -> u8 {
+        let ((i, j, sh), planes) = match k {
+            0 | 1 => (a_at(r, g, k), &self.a[..]),
+            2 | 3 => (a_at(r, g, k - 2), &self.b[..]),
+            _ => (lone_at(r, g), &self.c[..]),
+        };
+        planes[i][j] >> sh
+    }
+    fn or_nibble(&mut self, r: usize, g: usize, k: usize, n: u8) {
+        let ((i, j, sh), planes) = match k {
+            0 | 1 => (a_at(r, g, k), &mut self.a[..]),
+            2 | 3 => (a_at(r, g, k - 2), &mut self.b[..]),
+            _ => (lone_at(r, g), &mut self.c[..]),
+        };
+        planes[i][j] |= n << sh;
+    }
+    tile_fields!();
 }
 
 /// An i-quant as the plane layout reads it.
@@ -297,6 +373,23 @@ impl PlaneRow for BlockIq2Xxs {
     /// The format has one scale per 32 values: the low nibble's.
     fn set_scale_byte(&mut self, sb: usize, s: u8) {
         self.qs[4 * sb + 3] = (self.qs[4 * sb + 3] & 0x0FFF) | ((s & 15) as u16) << 12;
+    }
+    fn d(&self) -> f16 {
+        self.d
+    }
+    fn set_d(&mut self, d: f16) {
+        self.d = d
+    }
+}
+
+impl PlaneRow for BlockIq3Xxs {
+    fn scale_byte(&self, sb: usize) -> u8 {
+        let s = self.qs[QK_K / 4 + 4 * sb + 3] >> 4;
+        s | s << 4
+    }
+    /// The format has one scale per 32 values: the low nibble's.
+    fn set_scale_byte(&mut self, sb: usize, s: u8) {
+        super::set_bits(&mut self.qs[QK_K / 4 + 4 * sb + 3], 4, 4, s & 15);
     }
     fn d(&self) -> f16 {
         self.d
@@ -424,6 +517,7 @@ planes_block!(BlockIq2Xxsx64, BlockIq2Xxs, PlaneTile);
 planes_block!(BlockIq2Xsx64, BlockIq2Xs, PlaneTile);
 planes_block!(BlockIq2Sx64, BlockIq2S, PlaneTile);
 planes_block!(BlockIq3Sx64, BlockIq3S, Plane4Tile);
+planes_block!(BlockIq3Xxsx64, BlockIq3Xxs, Plane5Tile);
 
 /// The scalar reference of the plane lookup-table GEMV (see
 /// [`LutLayout::gemv_ref`]): per row and block the exact integer

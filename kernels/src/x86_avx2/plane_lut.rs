@@ -20,7 +20,7 @@
 //! block, as the scalar reference rounds.
 
 use crate::formats::lut::ROWS;
-use crate::formats::planes_x64::{Plane4Tile, PlaneTile, Planes, PlanesX64, TILE};
+use crate::formats::planes_x64::{Plane4Tile, Plane5Tile, PlaneTile, Planes, PlanesX64, TILE};
 use crate::formats::{BlockQ8K, QK_K};
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -34,75 +34,112 @@ struct Tables {
 
 /// What the AVX2 kernel reads of a tile.
 pub(crate) trait TileAvx2: Planes {
-    /// `vpmaddubsw`'s coefficient pairs for the lookups of planes 0, 1 and
-    /// of [`TileAvx2::ib`] (planes 2, 3, or plane 2 and `Y`).
-    const COEF_A: [i8; 2];
-    const COEF_B: [i8; 2];
+    /// Lookups per table, group and row: 2 or 3 (pairs of planes, or a
+    /// last plane with `Y`).
+    const PAIRS: usize;
+    /// `vpmaddubsw`'s coefficient pair for each lookup's two bytes.
+    const COEF_PAIRS: [[i8; 2]; 3];
     /// The coefficient of `Y` not looked up (added per sub-block).
     const Y_FIX: i16;
-    /// Planes 0 and 1 (see [`crate::formats::planes_x64`]).
-    fn a(&self) -> &[[u8; 16]; 32];
-    /// Group pair `p`'s lookup indices for `COEF_B`, `p` = 0..4, sub-block `sb`.
+    /// Lookup `pair`'s indices for group pairs `p` = 0..4 of sub-block `sb`.
     ///
     /// # Safety
     /// The CPU must have AVX2.
-    unsafe fn ib(&self, sb: usize) -> [__m256i; 4];
+    unsafe fn index(&self, sb: usize, pair: usize) -> [__m256i; 4];
+    fn sc_bytes(&self) -> &[[u8; 8]; 8];
 }
 
-/// Planes `2 k`, `2 k + 1` of a 16-byte pair array (`a`'s form) as
-/// indices, the low lane's nibbles low, the high lane's high.
+/// Planes `2 k`, `2 k + 1` of sub-block `sb` from a pair array (`a`'s
+/// form) as indices per group pair, the low lane's nibbles low, the high
+/// lane's high.
 #[inline(always)]
-unsafe fn pair_index(bytes: &[u8; 16]) -> __m256i {
-    // SAFETY: the caller's features; a 16-byte load of a 16-byte array.
+unsafe fn pair_indices(planes: &[[u8; 16]; 32], sb: usize) -> [__m256i; 4] {
+    // SAFETY: the caller's features; 16-byte loads of 16-byte arrays.
     unsafe {
-        let raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(bytes.as_ptr().cast()));
         let lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
-        _mm256_and_si256(_mm256_srlv_epi32(raw, lane_shift), _mm256_set1_epi8(15))
+        let m4 = _mm256_set1_epi8(15);
+        let r0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(planes[4 * sb].as_ptr().cast()));
+        let r1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(planes[4 * sb + 1].as_ptr().cast()));
+        let r2 = _mm256_broadcastsi128_si256(_mm_loadu_si128(planes[4 * sb + 2].as_ptr().cast()));
+        let r3 = _mm256_broadcastsi128_si256(_mm_loadu_si128(planes[4 * sb + 3].as_ptr().cast()));
+        [
+            _mm256_and_si256(_mm256_srlv_epi32(r0, lane_shift), m4),
+            _mm256_and_si256(_mm256_srlv_epi32(r1, lane_shift), m4),
+            _mm256_and_si256(_mm256_srlv_epi32(r2, lane_shift), m4),
+            _mm256_and_si256(_mm256_srlv_epi32(r3, lane_shift), m4),
+        ]
+    }
+}
+
+/// A lone plane of sub-block `sb` in the zero-extended form ([`PlaneTile`]'s
+/// `b`) as indices per group pair, each beside a zero byte (reading `Y`).
+#[inline(always)]
+unsafe fn lone_indices(plane: &[[u8; 16]; 16], sb: usize) -> [__m256i; 4] {
+    // SAFETY: the caller's features; 16-byte loads of 16-byte arrays.
+    unsafe {
+        let low_nibble_words = _mm256_set1_epi16(15);
+        let z0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(plane[2 * sb].as_ptr().cast()));
+        let z1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(plane[2 * sb + 1].as_ptr().cast()));
+        [
+            _mm256_and_si256(z0, low_nibble_words),
+            _mm256_srli_epi16::<4>(z0),
+            _mm256_and_si256(z1, low_nibble_words),
+            _mm256_srli_epi16::<4>(z1),
+        ]
     }
 }
 
 impl TileAvx2 for PlaneTile {
-    const COEF_A: [i8; 2] = [18, 35];
-    const COEF_B: [i8; 2] = [33, -43];
+    const PAIRS: usize = 2;
+    const COEF_PAIRS: [[i8; 2]; 3] = [[18, 35], [33, -43], [0, 0]];
     const Y_FIX: i16 = 0;
-    fn a(&self) -> &[[u8; 16]; 32] {
-        &self.a
-    }
     #[inline(always)]
-    unsafe fn ib(&self, sb: usize) -> [__m256i; 4] {
-        // SAFETY: the caller's features; 16-byte loads of 16-byte arrays.
+    unsafe fn index(&self, sb: usize, pair: usize) -> [__m256i; 4] {
+        // SAFETY: the caller's features.
         unsafe {
-            let low_nibble_words = _mm256_set1_epi16(15);
-            let z0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(self.b[2 * sb].as_ptr().cast()));
-            let z1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(self.b[2 * sb + 1].as_ptr().cast()));
-            [
-                _mm256_and_si256(z0, low_nibble_words),
-                _mm256_srli_epi16::<4>(z0),
-                _mm256_and_si256(z1, low_nibble_words),
-                _mm256_srli_epi16::<4>(z1),
-            ]
+            if pair == 0 {
+                pair_indices(&self.a, sb)
+            } else {
+                lone_indices(&self.b, sb)
+            }
         }
+    }
+    fn sc_bytes(&self) -> &[[u8; 8]; 8] {
+        &self.sc
     }
 }
 
 impl TileAvx2 for Plane4Tile {
-    const COEF_A: [i8; 2] = [2, 4];
-    const COEF_B: [i8; 2] = [8, 16];
+    const PAIRS: usize = 2;
+    const COEF_PAIRS: [[i8; 2]; 3] = [[2, 4], [8, 16], [0, 0]];
     const Y_FIX: i16 = -15;
-    fn a(&self) -> &[[u8; 16]; 32] {
-        &self.a
-    }
     #[inline(always)]
-    unsafe fn ib(&self, sb: usize) -> [__m256i; 4] {
+    unsafe fn index(&self, sb: usize, pair: usize) -> [__m256i; 4] {
+        // SAFETY: the caller's features.
+        unsafe { pair_indices(if pair == 0 { &self.a } else { &self.b }, sb) }
+    }
+    fn sc_bytes(&self) -> &[[u8; 8]; 8] {
+        &self.sc
+    }
+}
+
+impl TileAvx2 for Plane5Tile {
+    const PAIRS: usize = 3;
+    const COEF_PAIRS: [[i8; 2]; 3] = [[2, 8], [16, 32], [66, -62]];
+    const Y_FIX: i16 = 0;
+    #[inline(always)]
+    unsafe fn index(&self, sb: usize, pair: usize) -> [__m256i; 4] {
         // SAFETY: the caller's features.
         unsafe {
-            [
-                pair_index(&self.b[4 * sb]),
-                pair_index(&self.b[4 * sb + 1]),
-                pair_index(&self.b[4 * sb + 2]),
-                pair_index(&self.b[4 * sb + 3]),
-            ]
+            match pair {
+                0 => pair_indices(&self.a, sb),
+                1 => pair_indices(&self.b, sb),
+                _ => lone_indices(&self.c, sb),
+            }
         }
+    }
+    fn sc_bytes(&self) -> &[[u8; 8]; 8] {
+        &self.sc
     }
 }
 
@@ -144,11 +181,10 @@ unsafe fn build_tables<T: TileAvx2>(act: &BlockQ8K) -> Tables {
             subset_mask(3),
         ];
         // Four groups of TH's bias: 32 * 4 * (the looked-up coefficients).
-        let bias = 128
-            * (T::COEF_A[0] as i16
-                + T::COEF_A[1] as i16
-                + T::COEF_B[0] as i16
-                + T::COEF_B[1] as i16);
+        let mut bias = 0i16;
+        for c in &T::COEF_PAIRS[..T::PAIRS] {
+            bias += 128 * (c[0] as i16 + c[1] as i16);
+        }
         let mut t = Tables {
             t: [[_mm256_setzero_si256(); 2]; 32],
             fix: [[_mm256_setzero_si256(), _mm256_set1_epi16(-bias)]; 8],
@@ -189,39 +225,41 @@ unsafe fn build_tables<T: TileAvx2>(act: &BlockQ8K) -> Tables {
 unsafe fn tile_isum<T: TileAvx2>(tile: &T, t: &Tables) -> __m256i {
     // SAFETY: the caller's features; every load is of an array of the tile.
     unsafe {
-        let coef_a = _mm256_set1_epi16(i16::from_le_bytes(T::COEF_A.map(|c| c as u8)));
-        let coef_b = _mm256_set1_epi16(i16::from_le_bytes(T::COEF_B.map(|c| c as u8)));
         let lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
         let nibble_words = _mm256_set1_epi32(0x000F_000F);
         let spread = _mm256_setr_epi8(
             0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1, 0, -1, 1, -1, 2, -1, 3, -1, 4,
             -1, 5, -1, 6, -1, 7, -1,
         );
+        let pair =
+            |j: usize| i16::from_le_bytes([T::COEF_PAIRS[j][0] as u8, T::COEF_PAIRS[j][1] as u8]);
+        let coef = [
+            _mm256_set1_epi16(pair(0)),
+            _mm256_set1_epi16(pair(1)),
+            _mm256_set1_epi16(pair(2)),
+        ];
         let mut lo = _mm256_setzero_si256();
         let mut hi = _mm256_setzero_si256();
         for sb in 0..QK_K / 32 {
-            let [fl, fh] = t.fix[sb];
-            let mut al = fl;
-            let mut ah = fh;
-            let ib = tile.ib(sb);
-            for (p, ib) in ib.into_iter().enumerate() {
-                let [tl, th] = t.t[4 * sb + p];
-                let ia = pair_index(&tile.a()[4 * sb + p]);
-                let l = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl, ia), coef_a),
-                    _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl, ib), coef_b),
-                );
-                let h = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(_mm256_shuffle_epi8(th, ia), coef_a),
-                    _mm256_maddubs_epi16(_mm256_shuffle_epi8(th, ib), coef_b),
-                );
-                al = _mm256_add_epi16(al, l);
-                ah = _mm256_add_epi16(ah, h);
+            let [mut al, mut ah] = t.fix[sb];
+            for (pair, &coef) in coef.iter().enumerate().take(T::PAIRS) {
+                let idx = tile.index(sb, pair);
+                for (p, idx) in idx.into_iter().enumerate() {
+                    let [tl, th] = t.t[4 * sb + p];
+                    al = _mm256_add_epi16(
+                        al,
+                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl, idx), coef),
+                    );
+                    ah = _mm256_add_epi16(
+                        ah,
+                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(th, idx), coef),
+                    );
+                }
             }
             // The scale bytes as words (both lanes), the high lane's nibble
             // shifted down, then 2 s + 1.
             let s = _mm256_shuffle_epi8(
-                _mm256_set1_epi64x(i64::from_le_bytes(tile.sc()[sb])),
+                _mm256_set1_epi64x(i64::from_le_bytes(tile.sc_bytes()[sb])),
                 spread,
             );
             let s = _mm256_and_si256(_mm256_srlv_epi32(s, lane_shift), nibble_words);
