@@ -941,6 +941,9 @@ lut_rows!(BlockIq2Sx64, "lut_iq2_sx64_q8_k_64x1",
 lut_rows!(BlockIq3Sx64, "lut_iq3_sx64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
     decode: [Avx2, Avx512]);
+// IQ3_XXS's five planes: 1.7-2.1x ggml at batch 1 at tier avx2 (its row
+// kernel 0.7x); at avx512 1.5-1.9x against the AVX-512 row kernel's
+// 1.9-2.8x, which keeps decode there (docs/BENCHMARKS.md, 2026-12-05 (fifth session)).
 lut_rows!(BlockIq3Xxsx64, "lut_iq3_xxsx64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
     decode: [Avx2]);

@@ -506,7 +506,7 @@ fn run_format<B: Kernels, X: X4Kernels, D: X4Kernels>(
 }
 
 /// Our matmul on a format's lookup-table layout ([`lut`]: the ternary
-/// formats' bytes, the 2-bit i-quants' and IQ3_S's sign planes), where
+/// formats' bytes, the i-quants' sign planes), where
 /// [`Config::lut_for`] sends the batch there:
 /// `copies` copies of the repacked weights, and the kernel used.
 struct Lut {

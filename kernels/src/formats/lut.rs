@@ -6,7 +6,7 @@
 //!
 //! The layouts: [`super::ternary_x64`] (TQ1_0, TQ2_0: the format's own bytes,
 //! one 256-entry table per byte position) and [`super::planes_x64`] (the
-//! 2-bit i-quants as three sign planes and IQ3_S as four, 16-entry tables of four activations).
+//! 2-bit i-quants as three sign planes, IQ3_S as four, IQ3_XXS as five; 16-entry tables of four activations).
 
 use super::{BlockQ8K, QuantBlock, WeightBlock};
 use crate::{Error, Result};
