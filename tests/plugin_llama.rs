@@ -33,7 +33,6 @@ fn formats() -> Vec<Format> {
             Format::Q4_0,
             Format::IQ4_NL,
             Format::IQ2_XS,
-            Format::IQ3_S,
             Format::TQ1_0,
         ]
     } else {
