@@ -46,7 +46,6 @@ pub(crate) trait TileAvx2: Planes {
     /// # Safety
     /// The CPU must have AVX2.
     unsafe fn index(&self, sb: usize, pair: usize) -> [__m256i; 4];
-    fn sc_bytes(&self) -> &[[u8; 8]; 8];
 }
 
 /// Planes `2 k`, `2 k + 1` of sub-block `sb` from a pair array (`a`'s
@@ -104,9 +103,6 @@ impl TileAvx2 for PlaneTile {
             }
         }
     }
-    fn sc_bytes(&self) -> &[[u8; 8]; 8] {
-        &self.sc
-    }
 }
 
 impl TileAvx2 for Plane4Tile {
@@ -117,9 +113,6 @@ impl TileAvx2 for Plane4Tile {
     unsafe fn index(&self, sb: usize, pair: usize) -> [__m256i; 4] {
         // SAFETY: the caller's features.
         unsafe { pair_indices(if pair == 0 { &self.a } else { &self.b }, sb) }
-    }
-    fn sc_bytes(&self) -> &[[u8; 8]; 8] {
-        &self.sc
     }
 }
 
@@ -137,9 +130,6 @@ impl TileAvx2 for Plane5Tile {
                 _ => lone_indices(&self.c, sb),
             }
         }
-    }
-    fn sc_bytes(&self) -> &[[u8; 8]; 8] {
-        &self.sc
     }
 }
 
@@ -259,7 +249,7 @@ unsafe fn tile_isum<T: TileAvx2>(tile: &T, t: &Tables) -> __m256i {
             // The scale bytes as words (both lanes), the high lane's nibble
             // shifted down, then 2 s + 1.
             let s = _mm256_shuffle_epi8(
-                _mm256_set1_epi64x(i64::from_le_bytes(tile.sc_bytes()[sb])),
+                _mm256_set1_epi64x(i64::from_le_bytes(tile.sc()[sb])),
                 spread,
             );
             let s = _mm256_and_si256(_mm256_srlv_epi32(s, lane_shift), nibble_words);
