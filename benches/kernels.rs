@@ -209,7 +209,9 @@ where
 /// M x K random blocks in their 64-row layouts, one column (`*/gemv_lut`),
 /// beside the format's best row kernel on the same blocks in GGUF's layout;
 /// the format's weight bytes per second.
-fn bench_lut<X: LutKernels>(c: &mut Criterion)
+/// `group`: the group's name after the format's (`gemv_lut`, or the
+/// layout's where a format has two).
+fn bench_lut<X: LutKernels>(c: &mut Criterion, group: &str)
 where
     X::Row: RandomBlock,
 {
@@ -218,7 +220,7 @@ where
     let rows = X::Row::random_vec(&mut r, M * K / QK_K);
     let lut: Vec<X> = lut::interleave(&rows, M, K).unwrap();
     let acts = quantize_activations::<X::Row>(&r.activations(K), 1, K, 1).unwrap();
-    let mut g = c.benchmark_group(format!("{}/gemv_lut", X::Row::FORMAT.name()));
+    let mut g = c.benchmark_group(format!("{}/{group}", X::Row::FORMAT.name()));
     g.throughput(Throughput::Bytes(
         std::mem::size_of_val(rows.as_slice()) as u64
     ));
@@ -248,13 +250,15 @@ where
 
 fn benches(c: &mut Criterion) {
     bench_quantize(c);
-    bench_lut::<BlockTq1_0x64>(c);
-    bench_lut::<BlockTq2_0x64>(c);
-    bench_lut::<BlockIq2Xxsx64>(c);
-    bench_lut::<BlockIq2Xsx64>(c);
-    bench_lut::<BlockIq2Sx64>(c);
-    bench_lut::<BlockIq3Sx64>(c);
-    bench_lut::<BlockIq3Xxsx64>(c);
+    bench_lut::<BlockTq1_0x64>(c, "gemv_lut");
+    bench_lut::<BlockTq2_0x64>(c, "gemv_lut");
+    bench_lut::<BlockTq1_0Px64>(c, "gemv_lut_planes");
+    bench_lut::<BlockTq2_0Px64>(c, "gemv_lut_planes");
+    bench_lut::<BlockIq2Xxsx64>(c, "gemv_lut");
+    bench_lut::<BlockIq2Xsx64>(c, "gemv_lut");
+    bench_lut::<BlockIq2Sx64>(c, "gemv_lut");
+    bench_lut::<BlockIq3Sx64>(c, "gemv_lut");
+    bench_lut::<BlockIq3Xxsx64>(c, "gemv_lut");
     bench_x4::<BlockQ8_0Sx4>(c);
     bench_x4::<BlockQ4_0Sx4>(c);
     struct Bench<'a>(&'a mut Criterion);

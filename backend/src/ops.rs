@@ -725,11 +725,19 @@ unsafe fn mul_mat_packed(node: &ffi::ggml_tensor, par: &dyn Parallel) -> Option<
         sparse::Packed::Iq3Xxsx64(v) if decode_batch(node) => unsafe {
             mul_mat_lut(node, config(), par, v)
         },
+        sparse::Packed::Tq1_0Px64(v) if decode_batch(node) => unsafe {
+            mul_mat_lut(node, config(), par, v)
+        },
+        sparse::Packed::Tq2_0Px64(v) if decode_batch(node) => unsafe {
+            mul_mat_lut(node, config(), par, v)
+        },
         sparse::Packed::Iq2Xxsx64(_)
         | sparse::Packed::Iq2Xsx64(_)
         | sparse::Packed::Iq2Sx64(_)
         | sparse::Packed::Iq3Sx64(_)
-        | sparse::Packed::Iq3Xxsx64(_) => return None,
+        | sparse::Packed::Iq3Xxsx64(_)
+        | sparse::Packed::Tq1_0Px64(_)
+        | sparse::Packed::Tq2_0Px64(_) => return None,
     };
     if packed.is_sparse() {
         crate::SPARSE_MUL_MAT.fetch_add(1, Ordering::Relaxed);

@@ -50,7 +50,7 @@ use llmkernel_kernels::formats::{
     BlockIq2S, BlockIq2Sx64, BlockIq2Xs, BlockIq2Xsx64, BlockIq2Xxs, BlockIq2Xxsx64, BlockIq3S,
     BlockIq3Sx64, BlockIq3Xxs, BlockIq3Xxsx64, BlockIq4Nl, BlockIq4Nlx4, BlockQ4_0, BlockQ4_0Sx4,
     BlockQ4_0x4, BlockQ5_0, BlockQ5_0x4, BlockQ8_0, BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0,
-    BlockTq1_0x64, BlockTq2_0, BlockTq2_0x64, QuantBlock,
+    BlockTq1_0Px64, BlockTq1_0x64, BlockTq2_0, BlockTq2_0Px64, BlockTq2_0x64, QuantBlock,
 };
 use llmkernel_kernels::matmul::Parallel;
 use llmkernel_kernels::table::LutKernels;
@@ -84,6 +84,9 @@ pub(crate) enum Packed {
     Iq2Sx64(Arc<Vec<BlockIq2Sx64>>),
     Iq3Sx64(Arc<Vec<BlockIq3Sx64>>),
     Iq3Xxsx64(Arc<Vec<BlockIq3Xxsx64>>),
+    /// Ternary as sign planes (tier avx2), decode only as the i-quants'.
+    Tq1_0Px64(Arc<Vec<BlockTq1_0Px64>>),
+    Tq2_0Px64(Arc<Vec<BlockTq2_0Px64>>),
 }
 
 impl Packed {
@@ -104,6 +107,8 @@ impl Packed {
             Packed::Iq2Sx64(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Iq3Sx64(v) => std::mem::size_of_val(v.as_slice()),
             Packed::Iq3Xxsx64(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Tq1_0Px64(v) => std::mem::size_of_val(v.as_slice()),
+            Packed::Tq2_0Px64(v) => std::mem::size_of_val(v.as_slice()),
         }
     }
 
@@ -117,6 +122,8 @@ impl Packed {
                 | Packed::Iq2Sx64(_)
                 | Packed::Iq3Sx64(_)
                 | Packed::Iq3Xxsx64(_)
+                | Packed::Tq1_0Px64(_)
+                | Packed::Tq2_0Px64(_)
         )
     }
 
@@ -358,6 +365,10 @@ pub(crate) unsafe fn lookup(
                     .map_or(Packed::Dense, |v| Packed::Tq1_0x64(Arc::new(v))),
                 GGML_TYPE_TQ2_0 if lut_decode::<BlockTq2_0x64>() => pack_lut(bytes, rows_k, par)
                     .map_or(Packed::Dense, |v| Packed::Tq2_0x64(Arc::new(v))),
+                GGML_TYPE_TQ1_0 if lut_decode::<BlockTq1_0Px64>() => pack_lut(bytes, rows_k, par)
+                    .map_or(Packed::Dense, |v| Packed::Tq1_0Px64(Arc::new(v))),
+                GGML_TYPE_TQ2_0 if lut_decode::<BlockTq2_0Px64>() => pack_lut(bytes, rows_k, par)
+                    .map_or(Packed::Dense, |v| Packed::Tq2_0Px64(Arc::new(v))),
                 GGML_TYPE_IQ2_XXS if lut_decode::<BlockIq2Xxsx64>() => pack_lut(bytes, rows_k, par)
                     .map_or(Packed::Dense, |v| Packed::Iq2Xxsx64(Arc::new(v))),
                 GGML_TYPE_IQ2_XS if lut_decode::<BlockIq2Xsx64>() => pack_lut(bytes, rows_k, par)

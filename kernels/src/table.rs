@@ -22,7 +22,7 @@ use crate::formats::{
     BlockIq3Sx64, BlockIq3Xxs, BlockIq3Xxsx64, BlockIq4Nl, BlockIq4Nlx4, BlockIq4Xs, BlockQ2K,
     BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_0S, BlockQ4_0Sx4, BlockQ4_0x4, BlockQ5K, BlockQ5_0,
     BlockQ5_0x4, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0,
-    BlockTq1_0x64, BlockTq2_0, BlockTq2_0x64, Format, WeightBlock,
+    BlockTq1_0Px64, BlockTq1_0x64, BlockTq2_0, BlockTq2_0Px64, BlockTq2_0x64, Format, WeightBlock,
 };
 use crate::panel::{PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS};
 use crate::{scalar, Error, Result};
@@ -391,7 +391,7 @@ macro_rules! simd_dequant {
 /// one (ISA, kernel name with tile, function, plugin policy) per ISA, lowest
 /// first; and its dequantizers (see [`simd_dequant!`]).
 macro_rules! rows {
-    ($block:ty, $scalar:literal, $(x4: $x4:ty,)? $(lut: $lut:ty,)? dequant: $dq:ident $(($auto:ident))?,
+    ($block:ty, $scalar:literal, $(x4: $x4:ty,)? $(lut: [$($lut:ty),+],)? dequant: $dq:ident $(($auto:ident))?,
      x86_64: [$(($isa:ident, $name:literal, $module:ident :: $file:ident :: $f:ident, $takes:expr)),* $(,)?],
      aarch64: [$(($aisa:ident, $aname:literal, $amodule:ident :: $afile:ident :: $aset:ident :: $af:ident, $atakes:expr)),* $(,)?]) => {
         impl Kernels for $block {
@@ -431,7 +431,7 @@ macro_rules! rows {
                 Some((k.name, k.isa))
             })?
             $(fn lut_piece(config: &Config<Self>) -> Option<(&'static str, Isa)> {
-                config.lut_for::<$lut>(1).map(|k| (k.name, k.isa))
+                None$(.or_else(|| config.lut_for::<$lut>(1).map(|k| (k.name, k.isa))))+
             })?
             fn dequant_kernels() -> Vec<DequantKernel<Self>> {
                 #[allow(unused_mut)]
@@ -573,7 +573,7 @@ aarch64: [
     (Dotprod, "gemv_q8_0_q8_0_1x4_dotprod", aarch64_neon::q8_0::dotprod::gemv_q8_0_q8_0_1x4, ALL),
     (I8mm, "gemv_q8_0_q8_0_2x4_i8mm", aarch64_neon::q8_0_mm::i8mm::gemv_q8_0_q8_0_2x4_i8mm, ALL),
 ]);
-rows!(BlockIq2Xxs, "gemv_iq2_xxs_q8_k_1x1_scalar", lut: BlockIq2Xxsx64, dequant: dequantize_iq2_xxs(auto),
+rows!(BlockIq2Xxs, "gemv_iq2_xxs_q8_k_1x1_scalar", lut: [BlockIq2Xxsx64], dequant: dequantize_iq2_xxs(auto),
 x86_64: [
     (Avx2, "gemv_iq2_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_iq2_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xxs_q8_k_1x8, ALL),
@@ -582,7 +582,7 @@ aarch64: [
     (Neon, "gemv_iq2_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq2_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockIq2Xs, "gemv_iq2_xs_q8_k_1x1_scalar", lut: BlockIq2Xsx64, dequant: dequantize_iq2_xs(auto),
+rows!(BlockIq2Xs, "gemv_iq2_xs_q8_k_1x1_scalar", lut: [BlockIq2Xsx64], dequant: dequantize_iq2_xs(auto),
 x86_64: [
     (Avx2, "gemv_iq2_xs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_iq2_xs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_xs_q8_k_1x8, ALL),
@@ -591,7 +591,7 @@ aarch64: [
     (Neon, "gemv_iq2_xs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq2_xs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockIq2S, "gemv_iq2_s_q8_k_1x1_scalar", lut: BlockIq2Sx64, dequant: dequantize_iq2_s(auto),
+rows!(BlockIq2S, "gemv_iq2_s_q8_k_1x1_scalar", lut: [BlockIq2Sx64], dequant: dequantize_iq2_s(auto),
 x86_64: [
     (Avx2, "gemv_iq2_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_iq2_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq2_s_q8_k_1x8, ALL),
@@ -600,7 +600,7 @@ aarch64: [
     (Neon, "gemv_iq2_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq2_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockIq3Xxs, "gemv_iq3_xxs_q8_k_1x1_scalar", lut: BlockIq3Xxsx64, dequant: dequantize_iq3_xxs(auto),
+rows!(BlockIq3Xxs, "gemv_iq3_xxs_q8_k_1x1_scalar", lut: [BlockIq3Xxsx64], dequant: dequantize_iq3_xxs(auto),
 x86_64: [
     (Avx2, "gemv_iq3_xxs_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_iq3_xxs_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_xxs_q8_k_1x8, ALL),
@@ -609,7 +609,7 @@ aarch64: [
     (Neon, "gemv_iq3_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq3_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockIq3S, "gemv_iq3_s_q8_k_1x1_scalar", lut: BlockIq3Sx64, dequant: dequantize_iq3_s(auto),
+rows!(BlockIq3S, "gemv_iq3_s_q8_k_1x1_scalar", lut: [BlockIq3Sx64], dequant: dequantize_iq3_s(auto),
 x86_64: [
     (Avx2, "gemv_iq3_s_q8_k_1x4_avx2", x86_avx2::grid::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_iq3_s_q8_k_1x8_avx512", x86_avx512::grid::gemv_iq3_s_q8_k_1x8, ALL),
@@ -618,7 +618,7 @@ aarch64: [
     (Neon, "gemv_iq3_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq3_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockTq1_0, "gemv_tq1_0_q8_k_1x1_scalar", lut: BlockTq1_0x64, dequant: dequantize_tq1_0(auto),
+rows!(BlockTq1_0, "gemv_tq1_0_q8_k_1x1_scalar", lut: [BlockTq1_0x64, BlockTq1_0Px64], dequant: dequantize_tq1_0(auto),
 x86_64: [
     (Avx2, "gemv_tq1_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
     (Avx512, "gemv_tq1_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq1_0_q8_k_1x8, ALL),
@@ -627,7 +627,7 @@ aarch64: [
     (Neon, "gemv_tq1_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_tq1_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
 ]);
-rows!(BlockTq2_0, "gemv_tq2_0_q8_k_1x1_scalar", lut: BlockTq2_0x64, dequant: dequantize_tq2_0(auto),
+rows!(BlockTq2_0, "gemv_tq2_0_q8_k_1x1_scalar", lut: [BlockTq2_0x64, BlockTq2_0Px64], dequant: dequantize_tq2_0(auto),
 x86_64: [
     (Avx2, "gemv_tq2_0_q8_k_1x4_avx2", x86_avx2::grid::gemv_tq2_0_q8_k_1x4, ALL),
     (Avx512, "gemv_tq2_0_q8_k_1x8_avx512", x86_avx512::grid::gemv_tq2_0_q8_k_1x8, ALL),
@@ -923,6 +923,14 @@ lut_rows!(BlockTq1_0x64, "lut_tq1_0x64_q8_k_64x1",
 lut_rows!(BlockTq2_0x64, "lut_tq2_0x64_q8_k_64x1",
     x86_64: [(Avx512, "_avx512", crate::x86_avx512::ternary_lut::gemv_ternary_x64::<Self>)],
     decode: []);
+// The ternary formats as two sign planes (`q + 1 = σ0 + 2 σ1`) at tier avx2,
+// where a 256-entry table has no one-instruction lookup.
+lut_rows!(BlockTq1_0Px64, "lut_tq1_0px64_q8_k_64x1",
+    x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2]);
+lut_rows!(BlockTq2_0Px64, "lut_tq2_0px64_q8_k_64x1",
+    x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2]);
 // The 2-bit i-quants' sign planes: 2.0-2.7x ggml at batch 1 at tier avx2
 // (their row kernels 0.6-1.0x), 1.9-2.3x at tier avx512 (the AVX-512 row
 // kernels 0.9-1.6x) (docs/BENCHMARKS.md, 2026-12-05 (fourth session)).

@@ -22,7 +22,7 @@
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::lut::{deinterleave, groups, interleave, unslot, LutLayout, ROWS};
 use llmkernel_kernels::formats::planes_x64::{
-    plane_bits, plane_weight, Plane4Tile, Plane5Tile, Planes,
+    plane_bits, plane_weight, Plane4Tile, Plane5Tile, Planes, TernaryTile,
 };
 use llmkernel_kernels::formats::ternary_x64::{row_slot, slot_row, table, TernaryRow, TernaryX64};
 use llmkernel_kernels::formats::*;
@@ -44,12 +44,21 @@ fn round_trip<X: LutLayout>(seed: u64)
 where
     X::Row: RandomBlock,
 {
+    round_trip_as::<X>(seed, |b| b)
+}
+
+/// [`round_trip`], where the layout gives back `canon(block)`.
+fn round_trip_as<X: LutLayout>(seed: u64, canon: fn(X::Row) -> X::Row)
+where
+    X::Row: RandomBlock,
+{
     let mut r = Rng::new(seed);
     for rows in [1usize, 63, 64, 65, 130] {
         for per_row in [1usize, 3] {
             let k = 256 * per_row;
             let blocks = X::Row::random_vec(&mut r, rows * per_row);
             let x: Vec<X> = interleave(&blocks, rows, k).unwrap();
+            let blocks: Vec<X::Row> = blocks.into_iter().map(canon).collect();
             assert_eq!(x.len(), groups(rows) * per_row);
             let back = deinterleave(&x, rows, k).unwrap();
             for (i, b) in back.iter().enumerate() {
@@ -82,6 +91,34 @@ fn interleaving_round_trips_byte_for_byte() {
     round_trip::<BlockIq2Sx64>(13);
     round_trip::<BlockIq3Sx64>(14);
     round_trip::<BlockIq3Xxsx64>(27);
+    round_trip::<BlockTq2_0Px64>(31);
+    // TQ1_0's planes hold its digits: a byte ggml's quantizer writes comes
+    // back byte for byte, any other as the byte it writes for those digits.
+    round_trip_as::<BlockTq1_0Px64>(32, |mut b| {
+        let canon = |q: u8, digits: usize| {
+            let v = (0..5).fold(0u32, |v, n| {
+                let d = (q.wrapping_mul(3u8.pow(n as u32)) as u32 * 3) >> 8;
+                3 * v + if n < digits { d } else { 0 }
+            });
+            (v * 256).div_ceil(243) as u8
+        };
+        b.qs = b.qs.map(|q| canon(q, 5));
+        b.qh = b.qh.map(|q| canon(q, 4));
+        b
+    });
+    let mut r = Rng::new(39);
+    let b = BlockTq1_0::random_vec(&mut r, 64);
+    let mut v = vec![0f32; 256];
+    let mut w = vec![0f32; 256];
+    for (row, b) in b.iter().enumerate() {
+        let x: Vec<BlockTq1_0Px64> = interleave(std::slice::from_ref(b), 1, 256).unwrap();
+        BlockTq1_0::dequantize_row(std::slice::from_ref(b), &mut v).unwrap();
+        BlockTq1_0::dequantize_row(&[x[0].row_block(0)], &mut w).unwrap();
+        assert!(
+            v.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "row {row}"
+        );
+    }
 }
 
 /// The plane identity, weight by weight.
@@ -114,6 +151,12 @@ fn planes_hold_every_weight() {
     }
     check::<Plane4Tile>(&[1, 3, 5, 7, 9, 11, 13, 15], &[1, 2, 4, 8]);
     check::<Plane5Tile>(&[4, 12, 20, 28, 36, 44, 52, 62], &[1, 4, 8, 16, 33]);
+    // Ternary: q + 1 = σ0 + 2 σ1, so sum(q y) = T0 + 2 T1 - Y.
+    for q in -1i32..=2 {
+        let s = TernaryTile::encode(q.unsigned_abs() as u8, q < 0);
+        assert_eq!((s & 1) as i32 + 2 * (s >> 1) as i32 - 1, q);
+        assert_eq!(TernaryTile::decode(s), (q.unsigned_abs() as u8, q < 0));
+    }
 }
 
 /// Per row and block, the planes' integer sum (what the kernels look up)
@@ -161,7 +204,9 @@ plane_tiles!(
     BlockIq2Xsx64,
     BlockIq2Sx64,
     BlockIq3Sx64,
-    BlockIq3Xxsx64
+    BlockIq3Xxsx64,
+    BlockTq1_0Px64,
+    BlockTq2_0Px64
 );
 
 #[test]
@@ -171,6 +216,8 @@ fn plane_sums_equal_the_integer_dot() {
     plane_sums_are_exact::<BlockIq2Sx64>(23);
     plane_sums_are_exact::<BlockIq3Sx64>(24);
     plane_sums_are_exact::<BlockIq3Xxsx64>(28);
+    plane_sums_are_exact::<BlockTq1_0Px64>(33);
+    plane_sums_are_exact::<BlockTq2_0Px64>(34);
 }
 
 /// Every byte value at every byte position: the table entry against the
@@ -363,8 +410,10 @@ fn lookup_table_kernels_match_the_reference() {
     ran.extend(check_kernels::<BlockIq2Sx64>(17, false, true));
     ran.extend(check_kernels::<BlockIq3Sx64>(26, false, true));
     ran.extend(check_kernels::<BlockIq3Xxsx64>(29, false, true));
+    ran.extend(check_kernels::<BlockTq1_0Px64>(35, false, true));
+    ran.extend(check_kernels::<BlockTq2_0Px64>(36, false, true));
     eprintln!("ran: {ran:?}");
-    assert!(ran.len() >= 7, "the scalar references always run");
+    assert!(ran.len() >= 9, "the scalar references always run");
 }
 
 fn check_matmul<X: LutKernels>(seed: u64)
@@ -414,4 +463,6 @@ fn matmul_through_the_lookup_table_matches_vec_dot() {
     check_matmul::<BlockIq2Sx64>(20);
     check_matmul::<BlockIq3Sx64>(25);
     check_matmul::<BlockIq3Xxsx64>(30);
+    check_matmul::<BlockTq1_0Px64>(37);
+    check_matmul::<BlockTq2_0Px64>(38);
 }

@@ -527,8 +527,15 @@ impl Lut {
         n: usize,
     ) -> Result<Option<Lut>, String> {
         match format {
-            Format::TQ1_0 => Lut::of::<BlockTq1_0x64>(isa, gguf, (m, k), copies, n),
-            Format::TQ2_0 => Lut::of::<BlockTq2_0x64>(isa, gguf, (m, k), copies, n),
+            // The ternary formats' byte tables (tier avx512), else their sign planes.
+            Format::TQ1_0 => match Lut::of::<BlockTq1_0x64>(isa, gguf, (m, k), copies, n)? {
+                None => Lut::of::<BlockTq1_0Px64>(isa, gguf, (m, k), copies, n),
+                lut => Ok(lut),
+            },
+            Format::TQ2_0 => match Lut::of::<BlockTq2_0x64>(isa, gguf, (m, k), copies, n)? {
+                None => Lut::of::<BlockTq2_0Px64>(isa, gguf, (m, k), copies, n),
+                lut => Ok(lut),
+            },
             Format::IQ2_XXS => Lut::of::<BlockIq2Xxsx64>(isa, gguf, (m, k), copies, n),
             Format::IQ2_XS => Lut::of::<BlockIq2Xsx64>(isa, gguf, (m, k), copies, n),
             Format::IQ2_S => Lut::of::<BlockIq2Sx64>(isa, gguf, (m, k), copies, n),

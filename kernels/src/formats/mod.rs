@@ -43,7 +43,10 @@ pub use iq3_s::BlockIq3S;
 pub use iq3_xxs::BlockIq3Xxs;
 pub use iq4_nl::{dequantize_row_iq4_nl, BlockIq4Nl};
 pub use iq4_xs::{dequantize_row_iq4_xs, scales_iq4_xs, BlockIq4Xs};
-pub use planes_x64::{BlockIq2Sx64, BlockIq2Xsx64, BlockIq2Xxsx64, BlockIq3Sx64, BlockIq3Xxsx64};
+pub use planes_x64::{
+    BlockIq2Sx64, BlockIq2Xsx64, BlockIq2Xxsx64, BlockIq3Sx64, BlockIq3Xxsx64, BlockTq1_0Px64,
+    BlockTq2_0Px64,
+};
 pub use q2_k::{dequantize_row_q2_k, BlockQ2K};
 pub use q3_k::{dequantize_row_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_row_q4_0, BlockQ4_0};

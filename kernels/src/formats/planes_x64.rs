@@ -1,6 +1,6 @@
 //! The i-quants, whose grid values are sums of a few `±c` (IQ2_XXS, IQ2_XS,
-//! IQ2_S with three planes, IQ3_S with four, IQ3_XXS with five), as sign planes, in groups of
-//! 64 rows, for a lookup-table GEMV with 16-entry tables (T-MAC's
+//! IQ2_S with three planes, IQ3_S with four, IQ3_XXS with five), and the
+//! ternary formats (TQ1_0, TQ2_0, two), as sign planes, in groups of 64 rows, for a lookup-table GEMV with 16-entry tables (T-MAC's
 //! bit-serial technique, re-derived for these grids: Wei et al., "T-MAC:
 //! CPU Renaissance via Table Lookup for Low-Bit LLM Deployment on Edge",
 //! 2024).
@@ -23,6 +23,10 @@
 //!   four `±c` (62 breaks the progression), but all are one of five:
 //!   `w = e_0 + 4 e_1 + 8 e_2 + 16 e_3 + 33 e_4`, so
 //!   `sum(w y) = 2 T(σ_0) + 8 T(σ_1) + 16 T(σ_2) + 32 T(σ_3) + 66 T(σ_4) - 62 Y`.
+//! - The ternary formats ([`TernaryTile`]): a weight `q` (-1, 0, 1, and 2
+//!   for TQ2_0's code 3) is `σ_0 + 2 σ_1 - 1`, the bits of TQ2_0's code
+//!   `q + 1` (TQ1_0's digit), so `sum(q y) = T(σ_0) + 2 T(σ_1) - Y`. No
+//!   scales: the tile is 2 bits a weight and `d`, TQ2_0's size.
 //!
 //! **Exact byte tables.** `T` needs 11 bits, `vpshufb` returns bytes, so each
 //! table is split by the activations' nibbles: with `u = y ^ 0x80`,
@@ -42,24 +46,33 @@
 //! `p` (0..4) is the four-value groups `8 sb + p` (first half, the
 //! kernels' low 128-bit lane) and `8 sb + 4 + p` (second half, high lane),
 //! matching IQ2_XS/IQ2_S's scale per 16 values:
-//! - `a[4 sb + p][2 r + k]`: planes `k` = 0, 1 of row `r`, the low nibble
-//!   for the first half's group, the high nibble for the second's;
+//! - `a[4 sb + 2 (p / 2) + h][2 r + k]`: planes `k` = 0, 1 of row `r`,
+//!   half `h`'s group of pair `p`, the low nibble for even `p`, the high
+//!   nibble for odd (so that one 32-byte load holds two group pairs, both
+//!   halves, in the kernels' lanes);
 //! - [`PlaneTile`]: `b[2 sb + q][8 h + r]`: plane 2 of row `r`, half `h`,
 //!   groups `2q` (low nibble) and `2q + 1` (high nibble) of that half's four;
-//! - [`Plane4Tile`], [`Plane5Tile`]: `b[4 sb + p][2 r + k - 2]`: planes
-//!   `k` = 2, 3 as `a`; [`Plane5Tile`]: `c`, plane 4 as `PlaneTile`'s `b`;
+//! - [`Plane4Tile`], [`Plane5Tile`]: `b`: planes `k` = 2, 3 as `a`;
+//!   [`Plane5Tile`]: `c`, plane 4 as `PlaneTile`'s `b`;
 //! - `sc[sb][r]`: the scales (0..=15) of the sub-block's halves, low nibble
-//!   first (IQ2_XS/IQ2_S's own byte; the others' one scale twice);
+//!   first (IQ2_XS/IQ2_S's own byte; the others' one scale twice; none in
+//!   [`TernaryTile`]);
 //! - `d[r]`: the row's `d`.
 //!
 //! 848 bytes per 8 rows and 256 values in three planes (3.3 bits a weight,
 //! against 2.06, 2.31 and 2.56 for the formats), 1104 in four (4.3, against
-//! IQ3_S's 3.44), 1360 in five (5.3, against IQ3_XXS's 3.06);
-//! [`LutLayout::row_block`] gives the format's block back bit for bit.
+//! IQ3_S's 3.44), 1360 in five (5.3, against IQ3_XXS's 3.06), 528 in two
+//! (2.06, against TQ1_0's 1.69 and TQ2_0's 2.06);
+//! [`LutLayout::row_block`] gives the format's block back bit for bit (a
+//! TQ1_0 byte as ggml's quantizer writes the byte of its digits).
 
+use super::grid::GridBlock;
 use super::grid::{GridCode, GridGroups, Points};
 use super::lut::{LutLayout, ROWS};
-use super::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K, QK_K};
+use super::{
+    BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K, BlockTq1_0, BlockTq2_0,
+    QK_K,
+};
 use half::f16;
 
 /// Rows per tile.
@@ -121,8 +134,8 @@ pub trait Planes: bytemuck::Pod + Send + Sync {
     fn nibble(&self, r: usize, g: usize, k: usize) -> u8;
     /// Sets that nibble (its bits must be clear).
     fn or_nibble(&mut self, r: usize, g: usize, k: usize, n: u8);
+    /// `[sb][r]`: the scales of sub-block `sb`'s halves, row `r`, low nibble first.
     fn sc(&self) -> &[[u8; 8]; 8];
-    fn sc_mut(&mut self) -> &mut [[u8; 8]; 8];
     fn d(&self) -> &[f16; TILE];
     fn d_mut(&mut self) -> &mut [f16; TILE];
 
@@ -163,13 +176,22 @@ pub trait Planes: bytemuck::Pod + Send + Sync {
     }
 }
 
+/// A tile with scales of its own (the i-quants').
+trait Scaled: Planes {
+    fn sc_mut(&mut self) -> &mut [[u8; 8]; 8];
+}
+
 macro_rules! tile_fields {
+    ($tile:ty) => {
+        impl Scaled for $tile {
+            fn sc_mut(&mut self) -> &mut [[u8; 8]; 8] {
+                &mut self.sc
+            }
+        }
+    };
     () => {
         fn sc(&self) -> &[[u8; 8]; 8] {
             &self.sc
-        }
-        fn sc_mut(&mut self) -> &mut [[u8; 8]; 8] {
-            &mut self.sc
         }
         fn d(&self) -> &[f16; TILE] {
             &self.d
@@ -180,11 +202,11 @@ macro_rules! tile_fields {
     };
 }
 
-/// Where planes 0 and 1 of group `g` sit in `a` (both tiles): index, byte, shift.
+/// Where planes 0 and 1 of group `g` sit in `a` (every tile): index, byte, shift.
 fn a_at(r: usize, g: usize, k: usize) -> (usize, usize, u32) {
     let (sb, rest) = (g / 8, g % 8);
     let (h, p) = (rest / 4, rest % 4);
-    (4 * sb + p, 2 * r + k, 4 * h as u32)
+    (4 * sb + 2 * (p / 2) + h, 2 * r + k, 4 * (p % 2) as u32)
 }
 
 /// Where a lone plane of group `g` sits in the zero-extended form
@@ -243,24 +265,33 @@ impl Planes for Plane4Tile {
     tile_fields!();
 }
 
+tile_fields!(PlaneTile);
+tile_fields!(Plane4Tile);
+tile_fields!(Plane5Tile);
+
+/// Row `r` of tile `t` (its bits clear): the planes of weights `w`
+/// (magnitude and sign, value order).
+fn put_weights<T: Planes>(t: &mut T, r: usize, w: &[(u8, bool); QK_K]) {
+    for g in 0..QK_K / 4 {
+        let bits: [u8; 4] = std::array::from_fn(|j| T::encode(w[4 * g + j].0, w[4 * g + j].1));
+        for k in 0..T::COEF.len() {
+            let n = (0..4).map(|j| ((bits[j] >> k) & 1) << j).sum::<u8>();
+            t.or_nibble(r, g, k, 15 ^ n);
+        }
+    }
+}
+
 /// A tile of up to 8 rows (`None`: a padding row, zero).
-fn pack_tile<T: Planes, R: PlaneRow>(rows: &[Option<R>; TILE]) -> T {
+fn pack_tile<R: PlaneRow, T: Scaled>(rows: &[Option<R>; TILE]) -> T {
     let mut t = <T as bytemuck::Zeroable>::zeroed();
     for (r, row) in rows.iter().enumerate() {
         // A padding row: every weight index 0 of the grid, d = 0.
         let row = row.unwrap_or_else(<R as bytemuck::Zeroable>::zeroed);
-        let w = weights(&row);
         t.d_mut()[r] = row.d();
         for sb in 0..QK_K / 32 {
             t.sc_mut()[sb][r] = row.scale_byte(sb);
         }
-        for g in 0..QK_K / 4 {
-            let bits: [u8; 4] = std::array::from_fn(|j| T::encode(w[4 * g + j].0, w[4 * g + j].1));
-            for k in 0..T::COEF.len() {
-                let n = (0..4).map(|j| ((bits[j] >> k) & 1) << j).sum::<u8>();
-                t.or_nibble(r, g, k, 15 ^ n);
-            }
-        }
+        put_weights(&mut t, r, &weights(&row));
     }
     t
 }
@@ -353,6 +384,104 @@ impl Planes for Plane5Tile {
         planes[i][j] |= n << sh;
     }
     tile_fields!();
+}
+
+/// 8 rows of a ternary format (TQ1_0, TQ2_0) at one block position, two
+/// planes (see the module): `a` as the i-quants' tiles, no scales.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TernaryTile {
+    pub a: [[u8; 16]; 32],
+    pub d: [f16; TILE],
+}
+
+/// A ternary tile's scale bytes: all 0, so every `2 scale + 1` is 1.
+static NO_SCALES: [[u8; 8]; 8] = [[0; 8]; 8];
+
+impl Planes for TernaryTile {
+    const COEF: &'static [i32] = &[1, 2];
+    const Y_COEF: i32 = -1;
+    const FACTOR: f32 = 1.0;
+    /// The bits of `q + 1` for the weight `q` (-1..=2).
+    fn encode(v: u8, neg: bool) -> u8 {
+        let q = if neg { -(v as i32) } else { v as i32 };
+        (q + 1).clamp(0, 3) as u8
+    }
+    /// `q = σ_0 + 2 σ_1 - 1`.
+    fn decode(s: u8) -> (u8, bool) {
+        let q = (s & 3) as i32 - 1;
+        (q.unsigned_abs() as u8, q < 0)
+    }
+    fn nibble(&self, r: usize, g: usize, k: usize) -> u8 {
+        let (i, j, sh) = a_at(r, g, k);
+        self.a[i][j] >> sh
+    }
+    fn or_nibble(&mut self, r: usize, g: usize, k: usize, n: u8) {
+        let (i, j, sh) = a_at(r, g, k);
+        self.a[i][j] |= n << sh;
+    }
+    fn sc(&self) -> &[[u8; 8]; 8] {
+        &NO_SCALES
+    }
+    fn d(&self) -> &[f16; TILE] {
+        &self.d
+    }
+    fn d_mut(&mut self) -> &mut [f16; TILE] {
+        &mut self.d
+    }
+}
+
+/// A ternary format as the plane layout reads it.
+pub(crate) trait TernaryPlaneRow: GridBlock + bytemuck::Pod {
+    fn d(&self) -> f16;
+    /// The block of scale `d` and weights `q` (value order; -1..=1, and 2
+    /// where the format has it: TQ2_0's code 3), written as ggml writes one.
+    fn from_weights(d: f16, q: &[i8; QK_K]) -> Self;
+}
+
+impl TernaryPlaneRow for BlockTq1_0 {
+    fn d(&self) -> f16 {
+        self.d
+    }
+    fn from_weights(d: f16, q: &[i8; QK_K]) -> Self {
+        super::tq1_0::from_weights(d, q)
+    }
+}
+
+impl TernaryPlaneRow for BlockTq2_0 {
+    fn d(&self) -> f16 {
+        self.d
+    }
+    fn from_weights(d: f16, q: &[i8; QK_K]) -> Self {
+        super::tq2_0::from_weights(d, q)
+    }
+}
+
+/// A ternary tile of up to 8 rows (`None`: a padding row, the zero block).
+fn pack_ternary<R: TernaryPlaneRow>(rows: &[Option<R>; TILE]) -> TernaryTile {
+    let mut t = <TernaryTile as bytemuck::Zeroable>::zeroed();
+    for (r, row) in rows.iter().enumerate() {
+        let row = row.unwrap_or_else(<R as bytemuck::Zeroable>::zeroed);
+        t.d[r] = row.d();
+        let (mut q, mut scales) = ([0i8; QK_K], [0i16; 16]);
+        row.int_form(&mut q, &mut scales);
+        put_weights(&mut t, r, &q.map(|q| (q.unsigned_abs(), q < 0)));
+    }
+    t
+}
+
+/// Row `r` of a ternary tile as ggml writes the format: the same values
+/// as the block packed (a TQ1_0 byte that ggml's quantizer would not write,
+/// one of several bytes of the same digits, comes back as the one it writes).
+fn ternary_row<R: TernaryPlaneRow>(t: &TernaryTile, r: usize) -> R {
+    let q: [i8; QK_K] = std::array::from_fn(|i| {
+        let (g, j) = (i / 4, i % 4);
+        let s = (0..2)
+            .map(|k| ((t.bits(r, g, k) >> j) & 1) << k)
+            .sum::<u8>();
+        s as i8 - 1
+    });
+    R::from_weights(t.d[r], &q)
 }
 
 /// An i-quant as the plane layout reads it.
@@ -467,13 +596,13 @@ fn weights<R: PlaneRow>(b: &R) -> [(u8, bool); QK_K] {
 }
 
 /// One block position of 64 rows of an i-quant in a plane layout.
-pub(crate) trait PlanesX64: LutLayout<Row: PlaneRow> {
+pub(crate) trait PlanesX64: LutLayout {
     type Tile: Planes;
     fn tiles(&self) -> &[Self::Tile; ROWS / TILE];
 }
 
 macro_rules! planes_block {
-    ($name:ident, $row:ty, $tile:ty) => {
+    ($name:ident, $row:ty, $tile:ty, $pack:ident, $unpack:ident) => {
         #[doc = concat!("64 rows of [`", stringify!($row), "`] at one block position as sign planes (see the module).")]
         #[repr(C)]
         #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -494,12 +623,12 @@ macro_rules! planes_block {
             fn pack(row: &dyn Fn(usize) -> Option<$row>) -> Self {
                 $name {
                     tiles: std::array::from_fn(|t| {
-                        pack_tile::<$tile, $row>(&std::array::from_fn(|r| row(TILE * t + r)))
+                        $pack(&std::array::from_fn(|r| row(TILE * t + r)))
                     }),
                 }
             }
             fn row_block(&self, r: usize) -> $row {
-                tile_row(&self.tiles[r / TILE], r % TILE)
+                $unpack(&self.tiles[r / TILE], r % TILE)
             }
             fn gemv_ref(
                 x: &[Self],
@@ -513,11 +642,25 @@ macro_rules! planes_block {
         }
     };
 }
-planes_block!(BlockIq2Xxsx64, BlockIq2Xxs, PlaneTile);
-planes_block!(BlockIq2Xsx64, BlockIq2Xs, PlaneTile);
-planes_block!(BlockIq2Sx64, BlockIq2S, PlaneTile);
-planes_block!(BlockIq3Sx64, BlockIq3S, Plane4Tile);
-planes_block!(BlockIq3Xxsx64, BlockIq3Xxs, Plane5Tile);
+planes_block!(BlockIq2Xxsx64, BlockIq2Xxs, PlaneTile, pack_tile, tile_row);
+planes_block!(BlockIq2Xsx64, BlockIq2Xs, PlaneTile, pack_tile, tile_row);
+planes_block!(BlockIq2Sx64, BlockIq2S, PlaneTile, pack_tile, tile_row);
+planes_block!(BlockIq3Sx64, BlockIq3S, Plane4Tile, pack_tile, tile_row);
+planes_block!(BlockIq3Xxsx64, BlockIq3Xxs, Plane5Tile, pack_tile, tile_row);
+planes_block!(
+    BlockTq1_0Px64,
+    BlockTq1_0,
+    TernaryTile,
+    pack_ternary,
+    ternary_row
+);
+planes_block!(
+    BlockTq2_0Px64,
+    BlockTq2_0,
+    TernaryTile,
+    pack_ternary,
+    ternary_row
+);
 
 /// The scalar reference of the plane lookup-table GEMV (see
 /// [`LutLayout::gemv_ref`]): per row and block the exact integer

@@ -90,3 +90,30 @@ impl GridBlock for BlockTq1_0 {
         self.d.to_f32()
     }
 }
+
+/// The block of scale `d` and weights `q` (value order, -1..=1; 2 reads as
+/// 1), each byte written as ggml's quantizer writes it: its digits in base
+/// 3, the first the most significant, scaled to 256 rounding up (a `qh`
+/// byte's fifth digit 0).
+pub(crate) fn from_weights(d: f16, q: &[i8; QK_K]) -> BlockTq1_0 {
+    let mut b = BlockTq1_0 {
+        qs: [0; 48],
+        qh: [0; 4],
+        d,
+    };
+    let mut digits = [[0u16; 5]; 52];
+    for (i, &q) in q.iter().enumerate() {
+        let (at, n) = place(i);
+        digits[at][n] = (q + 1).clamp(0, 2) as u16;
+    }
+    for (at, digits) in digits.iter().enumerate() {
+        let v = digits.iter().fold(0u16, |v, &t| 3 * v + t);
+        let byte = ((v * 256).div_ceil(243)) as u8;
+        if at < 48 {
+            b.qs[at] = byte;
+        } else {
+            b.qh[at - 48] = byte;
+        }
+    }
+    b
+}

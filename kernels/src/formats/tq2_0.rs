@@ -48,3 +48,16 @@ impl GridBlock for BlockTq2_0 {
         self.d.to_f32()
     }
 }
+
+/// The block of scale `d` and weights `q` (value order, -1..=2: code `q + 1`).
+pub(crate) fn from_weights(d: f16, q: &[i8; QK_K]) -> BlockTq2_0 {
+    let mut b = BlockTq2_0 {
+        qs: [0; QK_K / 4],
+        d,
+    };
+    for (i, &q) in q.iter().enumerate() {
+        let (h, l, m) = (i / 128, (i % 128) / 32, i % 32);
+        b.qs[32 * h + m] |= ((q + 1).clamp(0, 3) as u8) << (2 * l);
+    }
+    b
+}

@@ -7,20 +7,24 @@
 //! group of the sub-block's first half in the low 128-bit lane, the
 //! matching group of the second half in the high lane), built by
 //! `vpshufb` broadcasts of the activations' nibbles and masks. Then per
-//! tile of 8 rows and group pair, one 16-byte load holds planes 0 and 1 of
-//! the 8 rows for both lanes (`vpsrlvd` by 0 or 4 and a mask picks the
-//! lane's nibble); planes 2 and 3 come the same way from a second load
-//! (four planes), or plane 2 from one `vpmovzxbw` per two group pairs
-//! (three planes), its zero high bytes reading `Y`. Four lookups, four
-//! `vpmaddubsw` by the coefficient pairs, adds in 16 bits (at most
-//! 4 * 1800 a sub-block half); per sub-block a constant (the `TH` bias,
-//! and for four planes `-15 Y` from the activations' nibble sums), then
-//! `vpmaddwd` by the scales (interleaved `TL`, `TH` sums against `s`,
-//! `16 s`) into 32 bits. Exact integers; one float scaling per row and
-//! block, as the scalar reference rounds.
+//! tile of 8 rows and two group pairs, one 32-byte load holds planes 0 and
+//! 1 of the 8 rows for both lanes (a mask, or a shift and a mask, picks the
+//! pair's nibble); planes 2 and 3 come the same way from a second array
+//! (four and five planes), or a lone plane from one `vpmovzxbw` per two
+//! group pairs, its zero high bytes reading `Y`. The four group pairs'
+//! lookups of one table add up in bytes (at most 4 * 60), then one
+//! `vpmaddubsw` by the pair's coefficients per table and sub-block, adds in
+//! 16 bits; per sub-block a constant (the `TH` bias, and `Y_FIX * Y` from
+//! the activations' nibble sums), then `vpmaddwd` by the scales
+//! (interleaved `TL`, `TH` sums against `s`, `16 s`) into 32 bits, or for
+//! the ternary tiles, which have no scales, once per block. Exact
+//! integers; one float scaling per row and block, as the scalar reference
+//! rounds.
 
 use crate::formats::lut::ROWS;
-use crate::formats::planes_x64::{Plane4Tile, Plane5Tile, PlaneTile, Planes, PlanesX64, TILE};
+use crate::formats::planes_x64::{
+    Plane4Tile, Plane5Tile, PlaneTile, Planes, PlanesX64, TernaryTile, TILE,
+};
 use crate::formats::{BlockQ8K, QK_K};
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -41,6 +45,9 @@ pub(crate) trait TileAvx2: Planes {
     const COEF_PAIRS: [[i8; 2]; 3];
     /// The coefficient of `Y` not looked up (added per sub-block).
     const Y_FIX: i16;
+    /// Whether the tile has scales ([`Planes::sc`]); without them (every
+    /// factor 1) the 16-bit sums run over the whole block.
+    const SCALED: bool = true;
     /// Lookup `pair`'s indices for group pairs `p` = 0..4 of sub-block `sb`.
     ///
     /// # Safety
@@ -49,23 +56,22 @@ pub(crate) trait TileAvx2: Planes {
 }
 
 /// Planes `2 k`, `2 k + 1` of sub-block `sb` from a pair array (`a`'s
-/// form) as indices per group pair, the low lane's nibbles low, the high
-/// lane's high.
+/// form) as indices per group pair: one 32-byte load per two pairs, the
+/// even pair's nibbles low, the odd pair's high.
 #[inline(always)]
 unsafe fn pair_indices(planes: &[[u8; 16]; 32], sb: usize) -> [__m256i; 4] {
-    // SAFETY: the caller's features; 16-byte loads of 16-byte arrays.
+    // SAFETY: the caller's features; planes[4 sb .. 4 sb + 4] are 64
+    // contiguous bytes (sb < 8).
     unsafe {
-        let lane_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
         let m4 = _mm256_set1_epi8(15);
-        let r0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(planes[4 * sb].as_ptr().cast()));
-        let r1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(planes[4 * sb + 1].as_ptr().cast()));
-        let r2 = _mm256_broadcastsi128_si256(_mm_loadu_si128(planes[4 * sb + 2].as_ptr().cast()));
-        let r3 = _mm256_broadcastsi128_si256(_mm_loadu_si128(planes[4 * sb + 3].as_ptr().cast()));
+        let at = planes[4 * sb..4 * sb + 4].as_ptr().cast::<__m256i>();
+        let v01 = _mm256_loadu_si256(at);
+        let v23 = _mm256_loadu_si256(at.add(1));
         [
-            _mm256_and_si256(_mm256_srlv_epi32(r0, lane_shift), m4),
-            _mm256_and_si256(_mm256_srlv_epi32(r1, lane_shift), m4),
-            _mm256_and_si256(_mm256_srlv_epi32(r2, lane_shift), m4),
-            _mm256_and_si256(_mm256_srlv_epi32(r3, lane_shift), m4),
+            _mm256_and_si256(v01, m4),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(v01), m4),
+            _mm256_and_si256(v23, m4),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(v23), m4),
         ]
     }
 }
@@ -130,6 +136,18 @@ impl TileAvx2 for Plane5Tile {
                 _ => lone_indices(&self.c, sb),
             }
         }
+    }
+}
+
+impl TileAvx2 for TernaryTile {
+    const PAIRS: usize = 1;
+    const COEF_PAIRS: [[i8; 2]; 3] = [[1, 2], [0, 0], [0, 0]];
+    const Y_FIX: i16 = -1;
+    const SCALED: bool = false;
+    #[inline(always)]
+    unsafe fn index(&self, sb: usize, _: usize) -> [__m256i; 4] {
+        // SAFETY: the caller's features.
+        unsafe { pair_indices(&self.a, sb) }
     }
 }
 
@@ -230,21 +248,31 @@ unsafe fn tile_isum<T: TileAvx2>(tile: &T, t: &Tables) -> __m256i {
         ];
         let mut lo = _mm256_setzero_si256();
         let mut hi = _mm256_setzero_si256();
+        // Unscaled: the block's sums in 16 bits (-4000..7000 a half: per
+        // sub-block four lookups of at most 180, the bias -384 and -Y).
+        let [mut bl, mut bh] = [_mm256_setzero_si256(); 2];
         for sb in 0..QK_K / 32 {
-            let [mut al, mut ah] = t.fix[sb];
+            let [mut al, mut ah] = if T::SCALED { t.fix[sb] } else { [bl, bh] };
+            if !T::SCALED {
+                al = _mm256_add_epi16(al, t.fix[sb][0]);
+                ah = _mm256_add_epi16(ah, t.fix[sb][1]);
+            }
             for (pair, &coef) in coef.iter().enumerate().take(T::PAIRS) {
+                // The four group pairs' lookups add up in bytes (at most
+                // 4 * 60), then one `vpmaddubsw` by the pair's coefficients.
                 let idx = tile.index(sb, pair);
+                let [mut sl, mut sh] = [_mm256_setzero_si256(); 2];
                 for (p, idx) in idx.into_iter().enumerate() {
                     let [tl, th] = t.t[4 * sb + p];
-                    al = _mm256_add_epi16(
-                        al,
-                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(tl, idx), coef),
-                    );
-                    ah = _mm256_add_epi16(
-                        ah,
-                        _mm256_maddubs_epi16(_mm256_shuffle_epi8(th, idx), coef),
-                    );
+                    sl = _mm256_add_epi8(sl, _mm256_shuffle_epi8(tl, idx));
+                    sh = _mm256_add_epi8(sh, _mm256_shuffle_epi8(th, idx));
                 }
+                al = _mm256_add_epi16(al, _mm256_maddubs_epi16(sl, coef));
+                ah = _mm256_add_epi16(ah, _mm256_maddubs_epi16(sh, coef));
+            }
+            if !T::SCALED {
+                [bl, bh] = [al, ah];
+                continue;
             }
             // The scale bytes as words (both lanes), the high lane's nibble
             // shifted down, then 2 s + 1.
@@ -263,6 +291,11 @@ unsafe fn tile_isum<T: TileAvx2>(tile: &T, t: &Tables) -> __m256i {
                 hi,
                 _mm256_madd_epi16(_mm256_unpackhi_epi16(al, ah), _mm256_unpackhi_epi16(s, s16)),
             );
+        }
+        if !T::SCALED {
+            let s = _mm256_set1_epi32(16 << 16 | 1);
+            lo = _mm256_madd_epi16(_mm256_unpacklo_epi16(bl, bh), s);
+            hi = _mm256_madd_epi16(_mm256_unpackhi_epi16(bl, bh), s);
         }
         // lo: rows 0..4 of each half, hi: rows 4..8; add the halves.
         _mm256_add_epi32(
