@@ -460,7 +460,9 @@ const ROW_KERNELS_ONLY: PluginTakes = PluginTakes {
 /// than ggml's at batch 1 (0.63-0.89x at tier avx2,
 /// `docs/bench-2026-12-05-grid-avx2.jsonl`; the NEON/dotprod ternary row
 /// kernels estimated at 1.0-1.18x ggml's cycles by llvm-mca,
-/// `docs/arm-estimate-2026-12-05.jsonl`; TQ2_0's AVX2 row kernel, 1.13-1.22x,
+/// `docs/arm-estimate-2026-12-05.jsonl`; at tier avx2 decode goes through
+/// the sign planes instead, [`LutKernels::DECODE`], which lifts the decline
+/// for weights the plugin repacks; TQ2_0's AVX2 row kernel, 1.13-1.44x,
 /// and the AVX-512 ones, 1.02-2.17x at batch 1
 /// (`docs/bench-2026-12-05-grid-avx512-decode.jsonl`) and 1.23-5.5x at
 /// batch 512 (`docs/bench-2026-12-04-grid-avx512.jsonl`), take every batch).
@@ -924,7 +926,9 @@ lut_rows!(BlockTq2_0x64, "lut_tq2_0x64_q8_k_64x1",
     x86_64: [(Avx512, "_avx512", crate::x86_avx512::ternary_lut::gemv_ternary_x64::<Self>)],
     decode: []);
 // The ternary formats as two sign planes (`q + 1 = σ0 + 2 σ1`) at tier avx2,
-// where a 256-entry table has no one-instruction lookup.
+// where a 256-entry table has no one-instruction lookup: TQ1_0 2.1x ggml at
+// batch 1 (its row kernel 0.8x), TQ2_0 1.5-1.6x (its row kernel 1.4x)
+// (docs/BENCHMARKS.md, 2026-12-05 (sixth session)).
 lut_rows!(BlockTq1_0Px64, "lut_tq1_0px64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
     decode: [Avx2]);
