@@ -268,7 +268,7 @@ def ours_rows(regs):
             continue
         if kernel in ("q8_0.cols", "q8_0.x4"):
             fmt = CODES.get(kv["codes"])
-        elif kernel in ("grid.cols", "ternary.cols"):
+        elif kernel in ("grid.cols", "ternary.cols", "planes.lut"):
             fmt = GGML_TYPE.get(kv["ggml_type"])
         elif kernel == "q4_k.cols":
             fmt = "q5_k" if kv["fifth"] else "q4_k"

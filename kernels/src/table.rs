@@ -460,9 +460,9 @@ const ROW_KERNELS_ONLY: PluginTakes = PluginTakes {
 /// than ggml's at batch 1 (0.63-0.89x at tier avx2,
 /// `docs/bench-2026-12-05-grid-avx2.jsonl`; the NEON/dotprod ternary row
 /// kernels estimated at 1.0-1.18x ggml's cycles by llvm-mca,
-/// `docs/arm-estimate-2026-12-05.jsonl`; at tier avx2 decode goes through
-/// the sign planes instead, [`LutKernels::DECODE`], which lifts the decline
-/// for weights the plugin repacks; TQ2_0's AVX2 row kernel, 1.13-1.44x,
+/// `docs/arm-estimate-2026-12-05.jsonl`; at tiers avx2 and dotprod decode
+/// goes through the sign planes instead where [`LutKernels::DECODE`] says
+/// so, which lifts the decline for weights the plugin repacks; TQ2_0's AVX2 row kernel, 1.13-1.44x,
 /// and the AVX-512 ones, 1.02-2.17x at batch 1
 /// (`docs/bench-2026-12-05-grid-avx512-decode.jsonl`) and 1.23-5.5x at
 /// batch 512 (`docs/bench-2026-12-04-grid-avx512.jsonl`), take every batch).
@@ -895,6 +895,10 @@ pub trait LutKernels: LutLayout<Row: Kernels> {
 
 macro_rules! lut_rows {
     ($block:ty, $name:literal, x86_64: [$(($kisa:ident, $kname:literal, $kf:path)),*], decode: [$($isa:ident),*]) => {
+        lut_rows!($block, $name, x86_64: [$(($kisa, $kname, $kf)),*], aarch64: [], decode: [$($isa),*]);
+    };
+    ($block:ty, $name:literal, x86_64: [$(($kisa:ident, $kname:literal, $kf:path)),*],
+     aarch64: [$(($aisa:ident, $aname:literal, $af:path)),*], decode: [$($isa:ident),*]) => {
         impl LutKernels for $block {
             const DECODE: &'static [Isa] = &[$(Isa::$isa),*];
             fn lut_kernels() -> Vec<LutKernel<Self>> {
@@ -905,10 +909,16 @@ macro_rules! lut_rows {
                     f: scalar_lut::<Self>,
                 }];
                 #[cfg(target_arch = "x86_64")]
-                v.extend([$(LutKernel {
+                v.extend::<[LutKernel<Self>; _]>([$(LutKernel {
                     name: concat!($name, $kname),
                     isa: Isa::$kisa,
                     f: $kf,
+                }),*]);
+                #[cfg(target_arch = "aarch64")]
+                v.extend::<[LutKernel<Self>; _]>([$(LutKernel {
+                    name: concat!($name, $aname),
+                    isa: Isa::$aisa,
+                    f: $af,
                 }),*]);
                 v
             }
@@ -931,34 +941,45 @@ lut_rows!(BlockTq2_0x64, "lut_tq2_0x64_q8_k_64x1",
 // (docs/BENCHMARKS.md, 2026-12-05 (sixth session)).
 lut_rows!(BlockTq1_0Px64, "lut_tq1_0px64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
-    decode: [Avx2]);
+    aarch64: [(Dotprod, "_dotprod", crate::aarch64_neon::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2, Dotprod, I8mm]);
 lut_rows!(BlockTq2_0Px64, "lut_tq2_0px64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
+    aarch64: [(Dotprod, "_dotprod", crate::aarch64_neon::plane_lut::gemv_planes_x64::<Self>)],
     decode: [Avx2]);
+// At tier dotprod the sign planes' NEON kernel: 0.33-0.98x ggml's cycles
+// for the i-quants, 0.30-0.76x for TQ1_0, 0.53-1.18x for TQ2_0 (which keeps
+// ggml's decode there), by llvm-mca on four CPU models
+// (docs/arm-estimate-2026-12-05-planes.jsonl).
 // The 2-bit i-quants' sign planes: 2.0-2.7x ggml at batch 1 at tier avx2
 // (their row kernels 0.6-1.0x), 1.9-2.3x at tier avx512 (the AVX-512 row
 // kernels 0.9-1.6x) (docs/BENCHMARKS.md, 2026-12-05 (fourth session)).
 lut_rows!(BlockIq2Xxsx64, "lut_iq2_xxsx64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
-    decode: [Avx2, Avx512]);
+    aarch64: [(Dotprod, "_dotprod", crate::aarch64_neon::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2, Avx512, Dotprod, I8mm]);
 lut_rows!(BlockIq2Xsx64, "lut_iq2_xsx64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
-    decode: [Avx2, Avx512]);
+    aarch64: [(Dotprod, "_dotprod", crate::aarch64_neon::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2, Avx512, Dotprod, I8mm]);
 lut_rows!(BlockIq2Sx64, "lut_iq2_sx64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
-    decode: [Avx2, Avx512]);
+    aarch64: [(Dotprod, "_dotprod", crate::aarch64_neon::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2, Avx512, Dotprod, I8mm]);
 // IQ3_S's four planes: 2.8-3.7x ggml at batch 1 at tier avx2 (its row
 // kernel 0.6x), 3.0-3.2x at tier avx512 (the AVX-512 row kernel 2.0-2.1x)
 // (docs/BENCHMARKS.md, 2026-12-05 (fifth session)).
 lut_rows!(BlockIq3Sx64, "lut_iq3_sx64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
-    decode: [Avx2, Avx512]);
+    aarch64: [(Dotprod, "_dotprod", crate::aarch64_neon::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2, Avx512, Dotprod, I8mm]);
 // IQ3_XXS's five planes: 1.7-2.1x ggml at batch 1 at tier avx2 (its row
 // kernel 0.7x); at avx512 1.5-1.9x against the AVX-512 row kernel's
 // 1.9-2.8x, which keeps decode there (docs/BENCHMARKS.md, 2026-12-05 (fifth session)).
 lut_rows!(BlockIq3Xxsx64, "lut_iq3_xxsx64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
-    decode: [Avx2]);
+    aarch64: [(Dotprod, "_dotprod", crate::aarch64_neon::plane_lut::gemv_planes_x64::<Self>)],
+    decode: [Avx2, Dotprod, I8mm]);
 
 /// The name of the panel fill ([`crate::panel::Unpacked::fill`]) compiled for `isa`.
 fn fill_name(isa: Isa) -> &'static str {

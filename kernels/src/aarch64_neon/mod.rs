@@ -9,6 +9,7 @@ pub mod grid;
 pub mod iq4_xs;
 pub mod mm;
 pub mod panel;
+pub mod plane_lut;
 pub mod q2_k;
 pub mod q2_k_mm;
 pub mod q4_k;
