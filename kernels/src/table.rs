@@ -947,8 +947,8 @@ lut_rows!(BlockTq2_0Px64, "lut_tq2_0px64_q8_k_64x1",
     x86_64: [(Avx2, "_avx2", crate::x86_avx2::plane_lut::gemv_planes_x64::<Self>)],
     aarch64: [(Dotprod, "_dotprod", crate::aarch64_neon::plane_lut::gemv_planes_x64::<Self>)],
     decode: [Avx2]);
-// At tier dotprod the sign planes' NEON kernel: 0.33-0.98x ggml's cycles
-// for the i-quants, 0.30-0.76x for TQ1_0, 0.53-1.18x for TQ2_0 (which keeps
+// At tier dotprod the sign planes' NEON kernel: 0.35-0.85x ggml's cycles
+// for the i-quants, 0.27-0.72x for TQ1_0, 0.47-1.22x for TQ2_0 (which keeps
 // ggml's decode there), by llvm-mca on four CPU models
 // (docs/arm-estimate-2026-12-05-planes.jsonl).
 // The 2-bit i-quants' sign planes: 2.0-2.7x ggml at batch 1 at tier avx2

@@ -13,9 +13,9 @@
 //!   loads, a mask and a shift each, four lookups per table, added in bytes
 //!   (at most 4 * 60), then two `udot` per table by `(c0, c1, 0, 0)` and
 //!   `(0, 0, c0, c1)`: the even rows' and the odd rows' weighted sums;
-//! - a lone plane (three and five planes), zero-extended: two 8-byte loads,
-//!   8-lane lookups, zipped with zero bytes into the same row pairs, `udot`
-//!   by its coefficient;
+//! - a lone plane (three and five planes), zero-extended: two tiles at a
+//!   time (8 bytes of each, so the lookups fill 16 lanes), zipped with zero
+//!   bytes into each tile's row pairs, `udot` by its coefficient;
 //! - `L + 16 (H - bias) + Y_COEF * Y`, `Y` the half's activation sum, times
 //!   the rows' scales `2 s + 1` (the ternary tiles, unscaled, do this once
 //!   per block).
@@ -224,24 +224,6 @@ unsafe fn lookup4(t: &Tables, i: usize, idx: [uint8x16_t; 4]) -> [uint8x16_t; 2]
     }
 }
 
-/// [`lookup4`] for eight lanes.
-#[inline(always)]
-unsafe fn lookup4_8(t: &Tables, i: usize, idx: [uint8x8_t; 4]) -> [uint8x8_t; 2] {
-    // SAFETY: the caller's features.
-    unsafe {
-        let [t0, t1, t2, t3] = t.t[i];
-        let l = vadd_u8(
-            vadd_u8(vqtbl1_u8(t0[0], idx[0]), vqtbl1_u8(t1[0], idx[1])),
-            vadd_u8(vqtbl1_u8(t2[0], idx[2]), vqtbl1_u8(t3[0], idx[3])),
-        );
-        let h = vadd_u8(
-            vadd_u8(vqtbl1_u8(t0[1], idx[0]), vqtbl1_u8(t1[1], idx[1])),
-            vadd_u8(vqtbl1_u8(t2[1], idx[2]), vqtbl1_u8(t3[1], idx[3])),
-        );
-        [l, h]
-    }
-}
-
 /// `L` and `H` sums of even and odd rows (`[le, lo, he, ho]`).
 type Sums = [uint32x4_t; 4];
 
@@ -275,11 +257,12 @@ unsafe fn add_pairs(
     }
 }
 
-/// Adds the lone plane's share of sub-block `sb`, half `h` to `s`.
+/// Adds two tiles' lone planes' share of sub-block `sb`, half `h` to their
+/// sums `s`: one 16-lane lookup per group and table serves both tiles' 8 rows.
 #[inline(always)]
-unsafe fn add_lone(
-    s: &mut Sums,
-    lone: &[[u8; 16]; 16],
+unsafe fn add_lone2(
+    s: &mut [Sums; 2],
+    lone: [&[[u8; 16]; 16]; 2],
     t: &Tables,
     sb: usize,
     h: usize,
@@ -287,23 +270,36 @@ unsafe fn add_lone(
 ) {
     // SAFETY: the caller's features; 2 sb + 1 < 16, 8 h + 8 <= 16.
     unsafe {
-        let m = vdup_n_u8(15);
-        let w0 = vld1_u8(lone[2 * sb].as_ptr().add(8 * h));
-        let w1 = vld1_u8(lone[2 * sb + 1].as_ptr().add(8 * h));
+        let m4 = vdupq_n_u8(15);
+        let both = |q: usize| {
+            vcombine_u8(
+                vld1_u8(lone[0][2 * sb + q].as_ptr().add(8 * h)),
+                vld1_u8(lone[1][2 * sb + q].as_ptr().add(8 * h)),
+            )
+        };
+        let (w0, w1) = (both(0), both(1));
         let idx = [
-            vand_u8(w0, m),
-            vshr_n_u8::<4>(w0),
-            vand_u8(w1, m),
-            vshr_n_u8::<4>(w1),
+            vandq_u8(w0, m4),
+            vshrq_n_u8::<4>(w0),
+            vandq_u8(w1, m4),
+            vshrq_n_u8::<4>(w1),
         ];
-        let [l, hh] = lookup4_8(t, 2 * sb + h, idx);
-        // Row r's byte at 2 r, beside a zero: the pair arrays' row order.
-        let zl = vzip1q_u8(vcombine_u8(l, l), vdupq_n_u8(0));
-        let zh = vzip1q_u8(vcombine_u8(hh, hh), vdupq_n_u8(0));
-        s[0] = udot16(s[0], zl, ce);
-        s[1] = udot16(s[1], zl, co);
-        s[2] = udot16(s[2], zh, ce);
-        s[3] = udot16(s[3], zh, co);
+        let [l, hh] = lookup4(t, 2 * sb + h, idx);
+        // Row r's byte at 2 r, beside a zero: the pair arrays' row order
+        // (the first tile's rows are the low 8 lanes).
+        let z = vdupq_n_u8(0);
+        for (i, (zl, zh)) in [
+            (vzip1q_u8(l, z), vzip1q_u8(hh, z)),
+            (vzip2q_u8(l, z), vzip2q_u8(hh, z)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s[i][0] = udot16(s[i][0], zl, ce);
+            s[i][1] = udot16(s[i][1], zl, co);
+            s[i][2] = udot16(s[i][2], zh, ce);
+            s[i][3] = udot16(s[i][3], zh, co);
+        }
     }
 }
 
@@ -323,60 +319,67 @@ unsafe fn combine(s: &Sums, fix: i32) -> [int32x4_t; 2] {
     }
 }
 
-/// Sub-block `sb`, half `h` of a tile: into `s`, and for a scaled tile
-/// (`s` reset first) into `acc` (even and odd rows) times the scales.
+/// Sub-block `sb`, half `h` of two tiles: into `s`, and for scaled tiles
+/// (`s` reset first) into `acc` (per tile, even and odd rows) times the scales.
 #[inline(always)]
 unsafe fn add_half<X: PlanesX64<Tile: TileNeon>>(
-    tile: &X::Tile,
+    tiles: [&X::Tile; 2],
     t: &Tables,
     sb: usize,
     h: usize,
-    s: &mut Sums,
-    acc: &mut [int32x4_t; 2],
+    s: &mut [Sums; 2],
+    acc: &mut [[int32x4_t; 2]; 2],
 ) {
     // SAFETY: the caller's features.
     unsafe {
         let scaled = <X::Tile as TileNeon>::SCALED;
         let coef = <X::Tile as TileNeon>::PAIR_COEF;
-        if scaled {
-            *s = [vdupq_n_u32(0); 4];
-        }
-        add_pairs(s, tile.pairs(0), t, sb, h, row_coefs(coef[0]));
-        if <X::Tile as TileNeon>::NPAIRS == 2 {
-            add_pairs(s, tile.pairs(1), t, sb, h, row_coefs(coef[1]));
+        for (s, tile) in s.iter_mut().zip(tiles) {
+            if scaled {
+                *s = [vdupq_n_u32(0); 4];
+            }
+            add_pairs(s, tile.pairs(0), t, sb, h, row_coefs(coef[0]));
+            if <X::Tile as TileNeon>::NPAIRS == 2 {
+                add_pairs(s, tile.pairs(1), t, sb, h, row_coefs(coef[1]));
+            }
         }
         if <X::Tile as TileNeon>::LONE_COEF != 0 {
             let c = row_coefs([<X::Tile as TileNeon>::LONE_COEF, 0]);
-            add_lone(s, tile.lone(), t, sb, h, c);
+            add_lone2(s, [tiles[0].lone(), tiles[1].lone()], t, sb, h, c);
         }
         if scaled {
-            let [te, to] = combine(s, t.fix[2 * sb + h]);
-            let [se, so] = scales(&tile.sc()[sb], h);
-            acc[0] = vmlaq_s32(acc[0], te, se);
-            acc[1] = vmlaq_s32(acc[1], to, so);
+            for ((s, tile), acc) in s.iter().zip(tiles).zip(acc.iter_mut()) {
+                let [te, to] = combine(s, t.fix[2 * sb + h]);
+                let [se, so] = scales(&tile.sc()[sb], h);
+                acc[0] = vmlaq_s32(acc[0], te, se);
+                acc[1] = vmlaq_s32(acc[1], to, so);
+            }
         }
     }
 }
 
-/// One tile's exact block sums: rows 0..4 and 4..8.
+/// Two tiles' exact block sums: per tile rows 0..4 and 4..8.
 #[inline(always)]
-unsafe fn tile_isum<X: PlanesX64<Tile: TileNeon>>(tile: &X::Tile, t: &Tables) -> [int32x4_t; 2] {
+unsafe fn tile_isum2<X: PlanesX64<Tile: TileNeon>>(
+    tiles: [&X::Tile; 2],
+    t: &Tables,
+) -> [[int32x4_t; 2]; 2] {
     // SAFETY: the caller's features.
     unsafe {
-        let zero = vdupq_n_u32(0);
-        let mut acc = [vdupq_n_s32(0); 2];
+        let mut acc = [[vdupq_n_s32(0); 2]; 2];
         // Per half (scaled tiles) or per block (unscaled).
-        let mut s: Sums = [zero; 4];
+        let mut s = [[vdupq_n_u32(0); 4]; 2];
         for sb in 0..QK_K / 32 {
-            mca!(begin ["planes.lut ", "dotprod"], ggml_type = <X::Row as crate::formats::QuantBlock>::GGML_TYPE, c = 1, w = 256);
-            add_half::<X>(tile, t, sb, 0, &mut s, &mut acc);
-            add_half::<X>(tile, t, sb, 1, &mut s, &mut acc);
+            mca!(begin ["planes.lut ", "dotprod"], ggml_type = <X::Row as crate::formats::QuantBlock>::GGML_TYPE, c = 1, w = 512);
+            add_half::<X>(tiles, t, sb, 0, &mut s, &mut acc);
+            add_half::<X>(tiles, t, sb, 1, &mut s, &mut acc);
             mca!(end);
         }
         if !<X::Tile as TileNeon>::SCALED {
-            acc = combine(&s, t.fix.iter().sum());
+            let fix = t.fix.iter().sum();
+            acc = [combine(&s[0], fix), combine(&s[1], fix)];
         }
-        [vzip1q_s32(acc[0], acc[1]), vzip2q_s32(acc[0], acc[1])]
+        acc.map(|[e, o]| [vzip1q_s32(e, o), vzip2q_s32(e, o)])
     }
 }
 
@@ -407,19 +410,28 @@ pub(crate) unsafe fn gemv_planes_x64<X>(
             .iter()
             .zip(out.chunks_exact_mut(ROWS))
         {
-            for (tile, out) in xg.tiles().iter().zip(out.chunks_exact_mut(TILE)) {
-                // SAFETY: the kernel's features; tile.d() is 8 f16, out 8 f32.
+            for (pair, out) in xg
+                .tiles()
+                .chunks_exact(2)
+                .zip(out.chunks_exact_mut(2 * TILE))
+            {
+                // SAFETY: the kernel's features; tile.d() is 8 f16, out 16 f32.
                 unsafe {
-                    let [r0, r1] = tile_isum::<X>(tile, &tables);
-                    let d: &[u64; 2] = bytemuck::cast_ref(tile.d());
-                    for (j, r) in [r0, r1].into_iter().enumerate() {
-                        // (d * FACTOR) * act.d, then times the sum and added:
-                        // the reference's roundings.
-                        let dd =
-                            vmulq_n_f32(vmulq_n_f32(f16x4_to_f32(d[j]), X::Tile::FACTOR), act.d);
-                        let o = vld1q_f32(out.as_ptr().add(4 * j));
-                        let o = vaddq_f32(o, vmulq_f32(dd, vcvtq_f32_s32(r)));
-                        vst1q_f32(out.as_mut_ptr().add(4 * j), o);
+                    let sums = tile_isum2::<X>([&pair[0], &pair[1]], &tables);
+                    for (i, tile) in pair.iter().enumerate() {
+                        let d: &[u64; 2] = bytemuck::cast_ref(tile.d());
+                        for (j, r) in sums[i].into_iter().enumerate() {
+                            // (d * FACTOR) * act.d, then times the sum and added:
+                            // the reference's roundings.
+                            let dd = vmulq_n_f32(
+                                vmulq_n_f32(f16x4_to_f32(d[j]), X::Tile::FACTOR),
+                                act.d,
+                            );
+                            let at = TILE * i + 4 * j;
+                            let o = vld1q_f32(out.as_ptr().add(at));
+                            let o = vaddq_f32(o, vmulq_f32(dd, vcvtq_f32_s32(r)));
+                            vst1q_f32(out.as_mut_ptr().add(at), o);
+                        }
                     }
                 }
             }
