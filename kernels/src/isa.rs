@@ -18,8 +18,9 @@ pub enum Isa {
     Neon,
     /// NEON + the SDOT/UDOT instructions.
     Dotprod,
-    /// NEON + dotprod + the SMMLA instructions (no kernel uses them yet: such
-    /// a CPU runs the dotprod kernels).
+    /// NEON + dotprod + the SMMLA instructions: the two-row `smmla` row
+    /// kernels (and the panel tile) where a format has them, the dotprod
+    /// kernels otherwise.
     I8mm,
 }
 
