@@ -125,8 +125,9 @@ fn udot16(acc: uint32x4_t, a: uint8x16_t, b: uint8x16_t) -> uint32x4_t {
     r
 }
 
-/// One block's tables, `[2 sb + h][p] = [TL, TH]`, and per half
-/// `Y_COEF * Y - 16 * bias` (the terms not looked up).
+/// One block's tables, `[2 sb + h][p] = [TL, TH]`, and per half the terms
+/// not looked up: `Y_COEF * Y`, less the `TH` bias (`16 * 32` per group and
+/// looked-up coefficient).
 struct Tables {
     t: [[[uint8x16_t; 2]; 4]; 16],
     fix: [i32; 16],
