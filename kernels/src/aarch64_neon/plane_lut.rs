@@ -66,11 +66,7 @@ impl TileNeon for Plane4Tile {
     const PAIR_COEF: [[u8; 2]; 2] = [[2, 4], [8, 16]];
     const LONE_COEF: u8 = 0;
     fn pairs(&self, i: usize) -> &[[u8; 16]; 32] {
-        if i == 0 {
-            &self.a
-        } else {
-            &self.b
-        }
+        [&self.a, &self.b][i]
     }
     fn lone(&self) -> &[[u8; 16]; 16] {
         unreachable!("four planes: no lone plane")
@@ -82,11 +78,7 @@ impl TileNeon for Plane5Tile {
     const PAIR_COEF: [[u8; 2]; 2] = [[2, 8], [16, 32]];
     const LONE_COEF: u8 = 66;
     fn pairs(&self, i: usize) -> &[[u8; 16]; 32] {
-        if i == 0 {
-            &self.a
-        } else {
-            &self.b
-        }
+        [&self.a, &self.b][i]
     }
     fn lone(&self) -> &[[u8; 16]; 16] {
         &self.c
