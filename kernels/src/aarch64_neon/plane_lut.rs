@@ -33,16 +33,37 @@ use crate::formats::{BlockQ8K, QK_K};
 use std::arch::aarch64::*;
 use std::ops::Range;
 
-/// What the NEON kernel reads of a tile.
+/// [`Planes::COEF`] as the kernel weights the planes: pairs `(2i, 2i + 1)`
+/// (pair array `i`), then a lone last plane if the count is odd; every
+/// coefficient is positive and fits `udot`'s unsigned bytes.
+const fn pair_coef(c: &[i32]) -> [[u8; 2]; 2] {
+    let mut p = [[0u8; 2]; 2];
+    let mut k = 0;
+    while k < c.len() {
+        assert!(c[k] > 0 && c[k] < 256 && c.len() <= 5);
+        k += 1;
+    }
+    let mut i = 0;
+    while i < c.len() / 2 {
+        p[i] = [c[2 * i] as u8, c[2 * i + 1] as u8];
+        i += 1;
+    }
+    p
+}
+
+/// What the NEON kernel reads of a tile: its plane arrays, and the
+/// coefficients [`Planes::COEF`] gives them.
 pub(crate) trait TileNeon: Planes {
     /// Pair arrays (`a`'s form): 1 or 2.
-    const NPAIRS: usize;
+    const NPAIRS: usize = Self::COEF.len() / 2;
     /// Their coefficient pairs (planes `2i`, `2i + 1`).
-    const PAIR_COEF: [[u8; 2]; 2];
+    const PAIR_COEF: [[u8; 2]; 2] = pair_coef(Self::COEF);
     /// The lone plane's coefficient (0: none).
-    const LONE_COEF: u8;
-    /// Whether the tile has scales; without them the sums run over the block.
-    const SCALED: bool = true;
+    const LONE_COEF: u8 = if Self::COEF.len() % 2 == 1 {
+        Self::COEF[Self::COEF.len() - 1] as u8
+    } else {
+        0
+    };
     /// Pair array `i`.
     fn pairs(&self, i: usize) -> &[[u8; 16]; 32];
     /// The lone plane, zero-extended form (a tile without one: never called).
@@ -50,9 +71,6 @@ pub(crate) trait TileNeon: Planes {
 }
 
 impl TileNeon for PlaneTile {
-    const NPAIRS: usize = 1;
-    const PAIR_COEF: [[u8; 2]; 2] = [[18, 35], [0, 0]];
-    const LONE_COEF: u8 = 33;
     fn pairs(&self, _: usize) -> &[[u8; 16]; 32] {
         &self.a
     }
@@ -62,9 +80,6 @@ impl TileNeon for PlaneTile {
 }
 
 impl TileNeon for Plane4Tile {
-    const NPAIRS: usize = 2;
-    const PAIR_COEF: [[u8; 2]; 2] = [[2, 4], [8, 16]];
-    const LONE_COEF: u8 = 0;
     fn pairs(&self, i: usize) -> &[[u8; 16]; 32] {
         [&self.a, &self.b][i]
     }
@@ -74,9 +89,6 @@ impl TileNeon for Plane4Tile {
 }
 
 impl TileNeon for Plane5Tile {
-    const NPAIRS: usize = 2;
-    const PAIR_COEF: [[u8; 2]; 2] = [[2, 8], [16, 32]];
-    const LONE_COEF: u8 = 66;
     fn pairs(&self, i: usize) -> &[[u8; 16]; 32] {
         [&self.a, &self.b][i]
     }
@@ -86,10 +98,6 @@ impl TileNeon for Plane5Tile {
 }
 
 impl TileNeon for TernaryTile {
-    const NPAIRS: usize = 1;
-    const PAIR_COEF: [[u8; 2]; 2] = [[1, 2], [0, 0]];
-    const LONE_COEF: u8 = 0;
-    const SCALED: bool = false;
     fn pairs(&self, _: usize) -> &[[u8; 16]; 32] {
         &self.a
     }
@@ -325,7 +333,7 @@ unsafe fn add_half<X: PlanesX64<Tile: TileNeon>>(
 ) {
     // SAFETY: the caller's features.
     unsafe {
-        let scaled = <X::Tile as TileNeon>::SCALED;
+        let scaled = <X::Tile as Planes>::SCALED;
         let coef = <X::Tile as TileNeon>::PAIR_COEF;
         for (s, tile) in s.iter_mut().zip(tiles) {
             if scaled {
@@ -368,7 +376,7 @@ unsafe fn tile_isum2<X: PlanesX64<Tile: TileNeon>>(
             add_half::<X>(tiles, t, sb, 1, &mut s, &mut acc);
             mca!(end);
         }
-        if !<X::Tile as TileNeon>::SCALED {
+        if !<X::Tile as Planes>::SCALED {
             let fix = t.fix.iter().sum();
             acc = [combine(&s[0], fix), combine(&s[1], fix)];
         }

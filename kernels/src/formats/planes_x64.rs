@@ -117,6 +117,9 @@ pub trait Planes: bytemuck::Pod + Send + Sync {
     const Y_COEF: i32;
     /// A value is `d * FACTOR * (2 scale + 1) * w`.
     const FACTOR: f32;
+    /// Whether the tile has scales; without them (every factor 1) the
+    /// kernels' sums run over the whole block.
+    const SCALED: bool = true;
     /// The plane bits (bit `k`: `σ_k`, `COEF.len()` of them) of the weight
     /// of magnitude `v` and sign `neg`.
     fn encode(v: u8, neg: bool) -> u8;
@@ -402,6 +405,7 @@ impl Planes for TernaryTile {
     const COEF: &'static [i32] = &[1, 2];
     const Y_COEF: i32 = -1;
     const FACTOR: f32 = 1.0;
+    const SCALED: bool = false;
     /// The bits of `q + 1` for the weight `q` (-1..=2).
     fn encode(v: u8, neg: bool) -> u8 {
         let q = if neg { -(v as i32) } else { v as i32 };

@@ -45,9 +45,6 @@ pub(crate) trait TileAvx2: Planes {
     const COEF_PAIRS: [[i8; 2]; 3];
     /// The coefficient of `Y` not looked up (added per sub-block).
     const Y_FIX: i16;
-    /// Whether the tile has scales ([`Planes::sc`]); without them (every
-    /// factor 1) the 16-bit sums run over the whole block.
-    const SCALED: bool = true;
     /// Lookup `pair`'s indices for group pairs `p` = 0..4 of sub-block `sb`.
     ///
     /// # Safety
@@ -143,7 +140,6 @@ impl TileAvx2 for TernaryTile {
     const PAIRS: usize = 1;
     const COEF_PAIRS: [[i8; 2]; 3] = [[1, 2], [0, 0], [0, 0]];
     const Y_FIX: i16 = -1;
-    const SCALED: bool = false;
     #[inline(always)]
     unsafe fn index(&self, sb: usize, _: usize) -> [__m256i; 4] {
         // SAFETY: the caller's features.
