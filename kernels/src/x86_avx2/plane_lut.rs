@@ -36,15 +36,39 @@ struct Tables {
     fix: [[__m256i; 2]; 8],
 }
 
-/// What the AVX2 kernel reads of a tile.
+/// [`Planes::COEF`] as `vpmaddubsw` pairs: planes `(2i, 2i + 1)`, then a
+/// lone last plane beside `Y_COEF` (its zero-extended form's zero bytes
+/// read `Y`); each fits a signed byte.
+const fn coef_pairs(c: &[i32], y: i32) -> [[i8; 2]; 3] {
+    assert!(c.len() <= 6 && y >= -128 && y < 128);
+    let mut p = [[0i8; 2]; 3];
+    let mut k = 0;
+    while k < c.len() {
+        assert!(c[k] >= -128 && c[k] < 128);
+        p[k / 2][k % 2] = c[k] as i8;
+        k += 1;
+    }
+    if c.len() % 2 == 1 {
+        p[c.len() / 2][1] = y as i8;
+    }
+    p
+}
+
+/// What the AVX2 kernel reads of a tile: its index vectors, and the
+/// coefficients [`Planes::COEF`] and [`Planes::Y_COEF`] give them.
 pub(crate) trait TileAvx2: Planes {
-    /// Lookups per table, group and row: 2 or 3 (pairs of planes, or a
+    /// Lookups per table, group and row: 1 to 3 (pairs of planes, or a
     /// last plane with `Y`).
-    const PAIRS: usize;
+    const PAIRS: usize = Self::COEF.len().div_ceil(2);
     /// `vpmaddubsw`'s coefficient pair for each lookup's two bytes.
-    const COEF_PAIRS: [[i8; 2]; 3];
-    /// The coefficient of `Y` not looked up (added per sub-block).
-    const Y_FIX: i16;
+    const COEF_PAIRS: [[i8; 2]; 3] = coef_pairs(Self::COEF, Self::Y_COEF);
+    /// The coefficient of `Y` not looked up (added per sub-block): all of
+    /// it where no lone plane carries it.
+    const Y_FIX: i16 = if Self::COEF.len() % 2 == 0 {
+        Self::Y_COEF as i16
+    } else {
+        0
+    };
     /// Lookup `pair`'s indices for group pairs `p` = 0..4 of sub-block `sb`.
     ///
     /// # Safety
@@ -92,9 +116,6 @@ unsafe fn lone_indices(plane: &[[u8; 16]; 16], sb: usize) -> [__m256i; 4] {
 }
 
 impl TileAvx2 for PlaneTile {
-    const PAIRS: usize = 2;
-    const COEF_PAIRS: [[i8; 2]; 3] = [[18, 35], [33, -43], [0, 0]];
-    const Y_FIX: i16 = 0;
     #[inline(always)]
     unsafe fn index(&self, sb: usize, pair: usize) -> [__m256i; 4] {
         // SAFETY: the caller's features.
@@ -109,9 +130,6 @@ impl TileAvx2 for PlaneTile {
 }
 
 impl TileAvx2 for Plane4Tile {
-    const PAIRS: usize = 2;
-    const COEF_PAIRS: [[i8; 2]; 3] = [[2, 4], [8, 16], [0, 0]];
-    const Y_FIX: i16 = -15;
     #[inline(always)]
     unsafe fn index(&self, sb: usize, pair: usize) -> [__m256i; 4] {
         // SAFETY: the caller's features.
@@ -120,9 +138,6 @@ impl TileAvx2 for Plane4Tile {
 }
 
 impl TileAvx2 for Plane5Tile {
-    const PAIRS: usize = 3;
-    const COEF_PAIRS: [[i8; 2]; 3] = [[2, 8], [16, 32], [66, -62]];
-    const Y_FIX: i16 = 0;
     #[inline(always)]
     unsafe fn index(&self, sb: usize, pair: usize) -> [__m256i; 4] {
         // SAFETY: the caller's features.
@@ -137,9 +152,6 @@ impl TileAvx2 for Plane5Tile {
 }
 
 impl TileAvx2 for TernaryTile {
-    const PAIRS: usize = 1;
-    const COEF_PAIRS: [[i8; 2]; 3] = [[1, 2], [0, 0], [0, 0]];
-    const Y_FIX: i16 = -1;
     #[inline(always)]
     unsafe fn index(&self, sb: usize, _: usize) -> [__m256i; 4] {
         // SAFETY: the caller's features.
