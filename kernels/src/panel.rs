@@ -114,18 +114,25 @@ pub trait PanelFormat: WeightBlock<Act: PanelAct> {
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], mins: &mut [i16], min_scale: &mut f32);
     /// Whether [`PanelFormat::factor`] writes the codes' factored form.
     const FACTORED: bool = false;
-    /// Where every code is a product `factor * scale` of a small factor (at
-    /// most [`MAX_FACTOR`] in magnitude) and an integer scale per 16 values
-    /// (Q3_K, Q2_K, whose codes carry their sub-block scales), writes the
-    /// factors (one per value) and the scales (one per 16 values). A tile
-    /// without a u8 x i8 multiply-add into i32 (AVX2) multiplies the narrow
-    /// factors and applies the scales once per 16 values.
+    /// The largest magnitude of a factor ([`PanelFormat::factor`]).
+    const MAX_FACTOR: u8 = 0;
+    /// Where every value is `d * scale * factor`, with one float `d` per
+    /// block, an integer scale per [`FACTOR_SUB`] values and small integer
+    /// factors (at most [`PanelFormat::MAX_FACTOR`] in magnitude), writes the
+    /// factors (one per value) and the scales (one per 16 values) and returns
+    /// `d`. Q3_K and Q2_K, whose codes carry their sub-block scales, factor
+    /// them back out (factors of at most 4); the i-quants, whose float scale
+    /// per 16 or 32 values is `d` times a small odd integer, give their codes
+    /// as factors. A tile without a u8 x i8 multiply-add into i32 (AVX2)
+    /// multiplies the narrow factors in i16 and applies the integer scales as
+    /// it widens to i32, so it sums a whole block exactly in integers and
+    /// takes one float step per block.
     #[inline(always)]
-    fn factor(&self, _factors: &mut [i8], _scales: &mut [i16]) {}
+    fn factor(&self, _factors: &mut [i8], _scales: &mut [i16]) -> f32 {
+        0.0
+    }
 }
 
-/// The largest magnitude of a factor ([`PanelFormat::factor`]).
-pub const MAX_FACTOR: u8 = 4;
 /// Values per integer scale of the factored form.
 pub const FACTOR_SUB: usize = 16;
 
@@ -158,6 +165,8 @@ pub struct Shape {
     pub max_code: u8,
     /// Whether the codes have a factored form ([`PanelFormat::FACTORED`]).
     pub factored: bool,
+    /// The largest magnitude of a factor ([`PanelFormat::MAX_FACTOR`]).
+    pub max_factor: u8,
 }
 
 impl Shape {
@@ -174,6 +183,7 @@ impl Shape {
             min_sub: B::MIN_SUB,
             max_code: B::MAX_CODE,
             factored: B::FACTORED,
+            max_factor: B::MAX_FACTOR,
         }
     }
     /// Pairs of mins per block (mins go two to an i32: the kernel multiplies i16 pairs).
@@ -196,9 +206,12 @@ pub struct Unpacked {
     codes: Vec<i8>,
     /// The codes' factored form ([`PanelFormat::factor`]), where the format
     /// has one and the fill ran for AVX2 (whose tile reads it; empty
-    /// otherwise): `rows * k` factors and `rows * k / 16` scales.
+    /// otherwise): `rows * k` factors, `rows * k / 16` scales, and per row
+    /// and block the float `d` and the correction `-128 * sum(scale * factor)`.
     factors: Vec<i8>,
     factor_scales: Vec<i16>,
+    factor_d: Vec<f32>,
+    factor_corr: Vec<i32>,
     /// Per row, per `sub` values: the float scale and the correction `-128 * sum(codes)`.
     scale: Vec<f32>,
     corr: Vec<i32>,
@@ -221,6 +234,8 @@ impl Unpacked {
             codes: vec![0; rows * k],
             factors: vec![],
             factor_scales: vec![],
+            factor_d: vec![],
+            factor_corr: vec![],
             scale: vec![0.0; rows * nsub],
             corr: vec![0; rows * nsub],
             mins: vec![0; rows * nblk * shape.pairs()],
@@ -312,11 +327,16 @@ impl Unpacked {
         // Only the AVX2 tile reads the factored form.
         let factored = B::FACTORED && isa == Isa::Avx2;
         if factored && self.factors.is_empty() {
+            let nblk = self.rows * self.k / self.shape.block;
             self.factors = vec![0; self.rows * self.k];
             self.factor_scales = vec![0; self.rows * self.k / FACTOR_SUB];
+            self.factor_d = vec![0.0; nblk];
+            self.factor_corr = vec![0; nblk];
         } else if !factored {
             self.factors.clear();
             self.factor_scales.clear();
+            self.factor_d.clear();
+            self.factor_corr.clear();
         }
         #[cfg(target_arch = "x86_64")]
         {
@@ -359,7 +379,7 @@ impl Unpacked {
         {
             b.unpack(codes, scale, &mut self.block_mins, &mut min_scale);
             if !self.factors.is_empty() {
-                b.factor(
+                self.factor_d[i] = b.factor(
                     &mut self.factors[i * block..][..block],
                     &mut self.factor_scales[i * block / FACTOR_SUB..][..block / FACTOR_SUB],
                 );
@@ -404,8 +424,21 @@ impl Unpacked {
         }
         self.codes[n * self.k..].fill(0);
         if !self.factors.is_empty() {
+            for ((corr, f), s) in self.factor_corr[..n * nblk]
+                .iter_mut()
+                .zip(self.factors.chunks_exact(block))
+                .zip(self.factor_scales.chunks_exact(block / FACTOR_SUB))
+            {
+                *corr = -128
+                    * f.chunks_exact(FACTOR_SUB)
+                        .zip(s)
+                        .map(|(f, &s)| s as i32 * f.iter().map(|&f| f as i32).sum::<i32>())
+                        .sum::<i32>();
+            }
             self.factors[n * self.k..].fill(0);
             self.factor_scales[n * self.k / FACTOR_SUB..].fill(0);
+            self.factor_d[n * nblk..].fill(0.0);
+            self.factor_corr[n * nblk..].fill(0);
         }
         self.scale[n * nsub..].fill(0.0);
         self.corr[n * nsub..].fill(0);
@@ -415,12 +448,14 @@ impl Unpacked {
         }
     }
 
-    /// Factor and scale of value `i` of row `r`, where the factored form was filled.
-    pub fn factored(&self, r: usize, i: usize) -> Option<(i8, i16)> {
+    /// Factor, integer scale and block `d` of value `i` of row `r`, where
+    /// the factored form was filled.
+    pub fn factored(&self, r: usize, i: usize) -> Option<(i8, i16, f32)> {
         (!self.factors.is_empty()).then(|| {
             (
                 self.factors[r * self.k + i],
                 self.factor_scales[(r * self.k + i) / FACTOR_SUB],
+                self.factor_d[(r * self.k + i) / self.shape.block],
             )
         })
     }
@@ -548,9 +583,12 @@ pub struct Tile<'a> {
     /// Row r's codes: `codes[r * k ..][..k]`.
     pub codes: &'a [i8],
     /// Row r's factored codes, where filled (else empty): `factors[r * k ..][..k]`,
-    /// `factor_scales[r * k / 16 ..][..k / 16]`.
+    /// `factor_scales[r * k / 16 ..][..k / 16]`, `factor_d` and `factor_corr`
+    /// `[r * k / block ..][..k / block]`.
     pub factors: &'a [i8],
     pub factor_scales: &'a [i16],
+    pub factor_d: &'a [f32],
+    pub factor_corr: &'a [i32],
     /// Row r's scales and corrections: `[r * k / sub ..][..k / sub]`.
     pub scale: &'a [f32],
     pub corr: &'a [i32],
@@ -589,6 +627,16 @@ impl<'a> Tile<'a> {
             } else {
                 &w.factor_scales[r0 * k / FACTOR_SUB..(r0 + ROWS) * k / FACTOR_SUB]
             },
+            factor_d: if w.factors.is_empty() {
+                &[]
+            } else {
+                &w.factor_d[r0 * nblk..(r0 + ROWS) * nblk]
+            },
+            factor_corr: if w.factors.is_empty() {
+                &[]
+            } else {
+                &w.factor_corr[r0 * nblk..(r0 + ROWS) * nblk]
+            },
             scale: &w.scale[r0 * nsub..(r0 + ROWS) * nsub],
             corr: &w.corr[r0 * nsub..(r0 + ROWS) * nsub],
             mins: &w.mins[r0 * nblk * pairs..(r0 + ROWS) * nblk * pairs],
@@ -610,7 +658,8 @@ impl<'a> Tile<'a> {
 /// The scalar reference of the tile kernels: the same integer sums and the
 /// same fused multiply-adds in the same order, so every SIMD tile kernel
 /// must equal it bit for bit. Per block of each column: per `sub` values the
-/// exact `sum(code * a)` times its scale; the exact `sum(min * sum(a))` times
+/// exact `sum(code * a)` times its scale (where the tile has the factored
+/// form, the block's exact `sum(scale * factor * a)` times its `d`); the exact `sum(min * sum(a))` times
 /// the block's min scale; the total times the activation scale.
 ///
 /// # Safety
@@ -619,18 +668,30 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
     let Shape { block, sub, .. } = t.shape;
     let (nsub, nblk, pairs) = (t.k / sub, t.k / block, t.shape.pairs());
     let lo_hi = |v: i32| (v as i16 as i32, v >> 16);
+    let a = |i: usize, c: usize| t.acodes()[(i / 4 * COLS + c) * 4 + i % 4] as i32;
     for r in 0..ROWS {
         for c in 0..COLS {
             let mut acc = 0f32;
             for b in 0..nblk {
                 let mut sb = 0f32;
-                for g in b * block / sub..(b + 1) * block / sub {
-                    let mut isum = t.corr[r * nsub + g];
-                    for i in g * sub..(g + 1) * sub {
-                        let a = t.acodes()[(i / 4 * COLS + c) * 4 + i % 4] as i32;
-                        isum += t.codes[r * t.k + i] as i32 * a;
+                if t.factors.is_empty() {
+                    for g in b * block / sub..(b + 1) * block / sub {
+                        let mut isum = t.corr[r * nsub + g];
+                        for i in g * sub..(g + 1) * sub {
+                            isum += t.codes[r * t.k + i] as i32 * a(i, c);
+                        }
+                        sb = (isum as f32).mul_add(t.scale[r * nsub + g], sb);
                     }
-                    sb = (isum as f32).mul_add(t.scale[r * nsub + g], sb);
+                } else {
+                    // The factored form: the whole block's sum in integers.
+                    let mut isum = t.factor_corr[r * nblk + b];
+                    for j in b * block / FACTOR_SUB..(b + 1) * block / FACTOR_SUB {
+                        let part: i32 = (j * FACTOR_SUB..(j + 1) * FACTOR_SUB)
+                            .map(|i| t.factors[r * t.k + i] as i32 * a(i, c))
+                            .sum();
+                        isum += t.factor_scales[r * t.k / FACTOR_SUB + j] as i32 * part;
+                    }
+                    sb = (isum as f32).mul_add(t.factor_d[r * nblk + b], sb);
                 }
                 if pairs > 0 {
                     let mut imin = 0i32;

@@ -15,9 +15,7 @@
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::quantize_activations;
-use llmkernel_kernels::panel::{
-    self, pack_columns, PanelAct, Shape, Tile, Unpacked, COLS, MAX_FACTOR, ROWS,
-};
+use llmkernel_kernels::panel::{self, pack_columns, PanelAct, Shape, Tile, Unpacked, COLS, ROWS};
 use llmkernel_kernels::table::{panel_kernels, Config, Isa, Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
 use llmkernel_kernels::{each_format, Format};
@@ -82,13 +80,28 @@ fn check_unpack<B: Kernels + RandomBlock>(seed: u64) {
                     want.fill(0.0);
                 }
                 for (i, &w) in want.iter().enumerate() {
-                    // The factored form (AVX2 fills of Q3_K, Q2_K) multiplies back to the code.
-                    if let Some((f, s)) = u.factored(row, i) {
-                        assert!(f.unsigned_abs() <= MAX_FACTOR, "{}: factor {f}", B::FORMAT);
-                        assert_eq!(
-                            f as i32 * s as i32,
-                            u.code(row, i) as i32,
-                            "{} ({isa} fill): row {row}, value {i}: factor {f} x scale {s}",
+                    // The factored form (AVX2 fills of Q3_K, Q2_K and the
+                    // i-quants) multiplies back to the code where the codes
+                    // carry the scales, and to the dequantized value where
+                    // there are no mins.
+                    if let Some((f, s, d)) = u.factored(row, i) {
+                        assert!(
+                            f.unsigned_abs() <= shape.max_factor,
+                            "{}: factor {f}",
+                            B::FORMAT
+                        );
+                        if shape.sub == shape.block {
+                            assert_eq!(
+                                f as i32 * s as i32,
+                                u.code(row, i) as i32,
+                                "{} ({isa} fill): row {row}, value {i}: factor {f} x scale {s}",
+                                B::FORMAT
+                            );
+                        }
+                        let v = (d * s as f32) * f as f32;
+                        assert!(
+                            shape.min_sub > 0 || same(v, w),
+                            "{} ({isa} fill): row {row}, value {i}: factored {v:e}, dequantized {w:e}",
                             B::FORMAT
                         );
                     }

@@ -63,6 +63,10 @@ pub trait GridBlock: super::WeightBlock<Act = BlockQ8K> {
     /// `sum((code + 1) * y) - sum(y)`), the offset: its products are part of
     /// what such a dot product adds up, so of [`block_magnitude`].
     const OFFSET: i32 = 0;
+    /// Whether the panel GEMM's AVX2 tile takes the integer form (the
+    /// i-quants: their scales applied in integers, one float step per
+    /// block). The ternary formats have no scales to apply.
+    const FACTORED: bool = true;
 }
 
 /// The i-quants: value `8g + j` (g < 32) is byte `j` of group `g`'s grid
@@ -312,6 +316,17 @@ macro_rules! grid_block {
                 for (s, &sc) in scale.iter_mut().zip(scales.iter().step_by(step)) {
                     *s = factor * sc as f32;
                 }
+            }
+            const FACTORED: bool = <$block as crate::formats::grid::GridBlock>::FACTORED;
+            const MAX_FACTOR: u8 = <$block as crate::formats::grid::GridBlock>::MAX_CODE;
+            /// The integer form: codes, scales per 16 values, the block's factor.
+            #[inline(always)]
+            fn factor(&self, factors: &mut [i8], scales: &mut [i16]) -> f32 {
+                use crate::formats::grid::GridBlock;
+                self.int_form(
+                    factors.try_into().expect("a block's factors"),
+                    scales.try_into().expect("a block's scales"),
+                )
             }
         }
 

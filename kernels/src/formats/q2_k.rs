@@ -125,9 +125,10 @@ impl PanelFormat for BlockQ2K {
         }
     }
     const FACTORED: bool = true;
-    /// Factors `q` (0..=3), scales the 4-bit `sc` of each 16 values.
+    const MAX_FACTOR: u8 = 4;
+    /// Factors `q` (0..=3), scales the 4-bit `sc` of each 16 values, `d` the scale's.
     #[inline(always)]
-    fn factor(&self, factors: &mut [i8], scales: &mut [i16]) {
+    fn factor(&self, factors: &mut [i8], scales: &mut [i16]) -> f32 {
         for (s, &sc) in scales.iter_mut().zip(&self.scales) {
             *s = (sc & 0x0F) as i16;
         }
@@ -136,6 +137,7 @@ impl PanelFormat for BlockQ2K {
                 *f = ((q >> (2 * s)) & 3) as i8;
             }
         }
+        self.d.to_f32()
     }
 }
 

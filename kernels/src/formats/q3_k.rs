@@ -143,9 +143,10 @@ impl PanelFormat for BlockQ3K {
         }
     }
     const FACTORED: bool = true;
-    /// Factors `-q` (-3..=4), scales the 6-bit signed `sc` of each 16 values.
+    const MAX_FACTOR: u8 = 4;
+    /// Factors `-q` (-3..=4), scales the 6-bit signed `sc` of each 16 values, `d` the scale's.
     #[inline(always)]
-    fn factor(&self, factors: &mut [i8], scales: &mut [i16]) {
+    fn factor(&self, factors: &mut [i8], scales: &mut [i16]) -> f32 {
         for (s, sc) in scales.iter_mut().zip(scales_q3_k(&self.scales)) {
             *s = sc as i16;
         }
@@ -155,6 +156,7 @@ impl PanelFormat for BlockQ3K {
                 *f = 4 - (low | high << 2) as i8;
             }
         }
+        -self.d.to_f32()
     }
 }
 

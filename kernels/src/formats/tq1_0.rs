@@ -69,6 +69,7 @@ impl GridBlock for BlockTq1_0 {
     const MAX_CODE: u8 = 1;
     const SUB: usize = 32;
     const OFFSET: i32 = 1;
+    const FACTORED: bool = false;
     /// `d`, scales 1.
     #[inline(always)]
     fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {

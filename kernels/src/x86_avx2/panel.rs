@@ -10,17 +10,24 @@
 //! added into i16, saturating), in one of three ways chosen by the format:
 //!
 //! - **Narrow codes** (at most 64, [`crate::panel::PanelFormat::MAX_CODE`]:
-//!   Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, the i-quants and ternary formats): the activations as stored (`+ 128`, a `u8` up to 255) times
-//!   the codes: a pair is at most `2 * 255 * max` in magnitude, so `S` of
-//!   them add up in i16 without overflow (8 for Q4_0, TQ1_0 and TQ2_0, 4 for Q5_0, Q4_K and IQ3_S, 2 for Q5_K and Q6_K, 1 for IQ2_* and IQ3_XXS) before one
-//!   `vpmaddwd` by ones widens them. The sum starts at the row's correction
-//!   `-128 * sum(codes)`, which makes it exactly `sum(code * a)`: per 32
-//!   products, one multiply-add and one add where the wide form needs four ops.
-//! - **Factored codes** (Q3_K, Q2_K: [`crate::panel::PanelFormat::factor`]):
-//!   each code is a factor of at most 4 in magnitude times an integer scale
-//!   per 16 values. The factors are multiplied as narrow codes (4 steps, 16
-//!   values, in i16), and the `vpmaddwd` that widens them multiplies by the
-//!   16 values' scale instead of ones: the same exact sums.
+//!   Q4_0, Q5_0, Q4_K, Q5_K, Q6_K and the ternary formats): the activations
+//!   as stored (`+ 128`, a `u8` up to 255) times the codes: a pair is at
+//!   most `2 * 255 * max` in magnitude, so `S` of them add up in i16 without
+//!   overflow (8 for Q4_0, TQ1_0 and TQ2_0, 4 for Q5_0 and Q4_K, 2 for Q5_K
+//!   and Q6_K) before one `vpmaddwd` by ones widens them. The sum starts at
+//!   the row's correction `-128 * sum(codes)`, which makes it exactly
+//!   `sum(code * a)`: per 32 products, one multiply-add and one add where
+//!   the wide form needs four ops.
+//! - **Factored codes** ([`crate::panel::PanelFormat::factor`]): each value
+//!   is a block's float `d` times an integer scale per 16 values times a
+//!   factor (Q3_K and Q2_K: at most 4 in magnitude, their codes divided by
+//!   the scales they carry; the i-quants: their grid codes, at most 15 for
+//!   IQ3_S, 43 for IQ2_*, 62 for IQ3_XXS). The factors are multiplied as
+//!   narrow codes (`S` steps in i16: 4 for Q3_K, Q2_K and IQ3_S, 1 for the
+//!   rest), and the `vpmaddwd` that widens them multiplies by the 16 values'
+//!   scale instead of ones: the whole block's sum exactly in i32 (at most
+//!   256 x 255 x 62 x 31 for IQ3_XXS), then one float step per block where
+//!   the i-quants' codes would need one per 16 or 32 values.
 //! - **Wide codes** (Q8_0, IQ4_NL, IQ4_XS, up to 128): activations taken back to signed
 //!   (`^ 0x80`) and multiplied as `|w| x sign(a, w)` (`vpabsb` per row and
 //!   four values, `vpsignb` per vector): pairs of at most 128 x 128, widened
@@ -29,7 +36,7 @@
 //! Q3_K and Q2_K unpacked without their factors (a fill for another ISA;
 //! the matmul and the tests fill for the tile's) take the scalar tile.
 
-use crate::panel::{Shape, Tile, COLS, FACTOR_SUB, MAX_FACTOR, ROWS};
+use crate::panel::{Shape, Tile, COLS, FACTOR_SUB, ROWS};
 use std::arch::x86_64::*;
 
 /// Columns per vector.
@@ -61,8 +68,10 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             (256, 16, 0, 32, _) => tile::<4, 16, 0, 2, 2, 2, 1, false>(t, out), // Q6_K: 2 x 16320
             (256, 256, 8, _, true) => tile::<64, 1, 8, 2, 2, 4, 1, true>(t, out), // Q2_K: 4 x 2040
             (256, 256, 0, _, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // Q3_K: 4 x 2040
-            (256, 32, 0, 1, _) => tile::<8, 8, 0, 2, 2, 8, 1, false>(t, out),  // TQ1_0: 8 x 510
-            (256, 32, 0, 2, _) => tile::<8, 8, 0, 2, 2, 8, 1, false>(t, out),  // TQ2_0: 8 x 1020
+            (256, 32, 0, 15, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // IQ3_S: 4 x 7650
+            (256, _, 0, 43 | 62, true) => tile::<64, 1, 0, 2, 2, 1, 1, true>(t, out), // IQ2_*, IQ3_XXS: 31620
+            (256, 32, 0, 1, _) => tile::<8, 8, 0, 2, 2, 8, 1, false>(t, out), // TQ1_0: 8 x 510
+            (256, 32, 0, 2, _) => tile::<8, 8, 0, 2, 2, 8, 1, false>(t, out), // TQ2_0: 8 x 1020
             (256, 32, 0, 15, _) => tile::<8, 8, 0, 2, 2, 4, 1, false>(t, out), // IQ3_S: 4 x 7650
             (256, 32, 0, 43, _) => tile::<8, 8, 0, 2, 2, 1, 1, false>(t, out), // IQ2_XXS: 21930
             (256, 32, 0, 62, _) => tile::<8, 8, 0, 2, 2, 1, 1, false>(t, out), // IQ3_XXS: 31620
@@ -98,9 +107,19 @@ unsafe fn tile<
     out: &mut [f32; ROWS * COLS],
 ) {
     // The i16 sums of S steps cannot overflow (the arms match on max_code; this keeps them honest).
-    let max = if F { MAX_FACTOR } else { t.shape.max_code };
+    let max = if F {
+        t.shape.max_factor
+    } else {
+        t.shape.max_code
+    };
     assert!(S == 0 || S * 2 * 255 * max as usize <= i16::MAX as usize);
-    assert!(!F || (t.factors.len() == t.codes.len() && S * 4 == FACTOR_SUB && G == 1));
+    assert!(
+        !F || (t.factors.len() == t.codes.len()
+            && S > 0
+            && FACTOR_SUB.is_multiple_of(4 * S)
+            && G == 1
+            && Q * 4 == t.shape.block)
+    );
     // The passes add into out, chunk after chunk.
     out.fill(0.0);
     let nblk = t.k / t.shape.block;
@@ -140,7 +159,7 @@ unsafe fn pass<
 ) {
     let Shape { sub, block, .. } = t.shape;
     let (k, nsub, nblk) = (t.k, t.k / sub, t.k / block);
-    // Factored: the factors, scaled per S steps (16 values) by factor_scales.
+    // Factored: the factors, scaled per 16 values by factor_scales.
     let codes = if F {
         t.factors.as_ptr()
     } else {
@@ -151,9 +170,9 @@ unsafe fn pass<
     let (asums, ascales) = (t.asums().as_ptr(), t.ascales().as_ptr());
     let o = |r: usize, v: usize| (r0 + r) * COLS + (c0 + v) * LANES;
     // SAFETY (every pointer read below): Tile::new checked codes and, where
-    // F, factors (ROWS * k) and factor_scales (ROWS * k / 16: kq0 is a
-    // multiple of S = 4, so 4 * kq0 / 16 indexes its 16 values),
-    // scale and corr (ROWS * nsub), mins (ROWS * nblk * P), min_scale
+    // F, factors (ROWS * k), factor_scales (ROWS * k / 16: kr and kq0 are
+    // multiples of S steps, which S divides, so 4 * kq / 16 indexes their
+    // 16 values), factor_d and factor_corr (ROWS * nblk), scale and corr (ROWS * nsub), mins (ROWS * nblk * P), min_scale
     // (ROWS * nblk when P > 0), acodes (k * COLS bytes: kq * 4 * COLS +
     // (c0 + v) * 32 + 32 <= k * COLS), asums (nblk * P * COLS i32) and ascales
     // (nblk * COLS); r0 + R <= ROWS; out holds ROWS * COLS. The features are the caller's.
@@ -167,7 +186,11 @@ unsafe fn pass<
             for g in b * G..(b + 1) * G {
                 let mut is: [[__m256i; V]; R] = std::array::from_fn(|r| {
                     [if S > 0 {
-                        _mm256_set1_epi32(*t.corr.get_unchecked((r0 + r) * nsub + g))
+                        _mm256_set1_epi32(if F {
+                            *t.factor_corr.get_unchecked((r0 + r) * nblk + b)
+                        } else {
+                            *t.corr.get_unchecked((r0 + r) * nsub + g)
+                        })
                     } else {
                         _mm256_setzero_si256()
                     }; V]
@@ -189,7 +212,26 @@ unsafe fn pass<
                             .read_unaligned(),
                     )
                 };
-                if S > 0 {
+                let fscale = |r: usize, kq: usize| {
+                    _mm256_set1_epi16(*fscales.add(((r0 + r) * k + 4 * kq) / FACTOR_SUB))
+                };
+                if F && S == 1 {
+                    // One step per i16 sum: each product widened at once by
+                    // its row's scale, loaded once per 16 values.
+                    for kr in (g * Q..(g + 1) * Q).step_by(FACTOR_SUB / 4) {
+                        let m: [__m256i; R] = std::array::from_fn(|r| fscale(r, kr));
+                        for kq in kr..kr + FACTOR_SUB / 4 {
+                            let a: [__m256i; V] = std::array::from_fn(|v| load_a(kq, v));
+                            for (r, is) in is.iter_mut().enumerate() {
+                                let w = w_at(r, kq);
+                                for v in 0..V {
+                                    let p = _mm256_maddubs_epi16(a[v], w);
+                                    is[v] = _mm256_add_epi32(is[v], _mm256_madd_epi16(p, m[r]));
+                                }
+                            }
+                        }
+                    }
+                } else if S > 0 {
                     for kq0 in (g * Q..(g + 1) * Q).step_by(S) {
                         let mut p = [[_mm256_setzero_si256(); V]; R];
                         for kq in kq0..kq0 + S {
@@ -202,13 +244,8 @@ unsafe fn pass<
                             }
                         }
                         for r in 0..R {
-                            let m = if F {
-                                _mm256_set1_epi16(
-                                    *fscales.add(((r0 + r) * k + 4 * kq0) / FACTOR_SUB),
-                                )
-                            } else {
-                                ones
-                            };
+                            // Factored: S steps stay within one scale's 16 values.
+                            let m = if F { fscale(r, kq0) } else { ones };
                             for v in 0..V {
                                 is[r][v] =
                                     _mm256_add_epi32(is[r][v], _mm256_madd_epi16(p[r][v], m));
@@ -229,7 +266,11 @@ unsafe fn pass<
                     }
                 }
                 for r in 0..R {
-                    let scale = _mm256_set1_ps(*t.scale.get_unchecked((r0 + r) * nsub + g));
+                    let scale = _mm256_set1_ps(if F {
+                        *t.factor_d.get_unchecked((r0 + r) * nblk + b)
+                    } else {
+                        *t.scale.get_unchecked((r0 + r) * nsub + g)
+                    });
                     for v in 0..V {
                         sb[r][v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r][v]), scale, sb[r][v]);
                     }
