@@ -54,7 +54,8 @@ pub(crate) fn put8(codes: &mut [i8; QK_K], at: usize, v: u64) {
 pub trait GridBlock: super::WeightBlock<Act = BlockQ8K> {
     /// The largest magnitude of a code, for any block bytes.
     const MAX_CODE: u8;
-    /// Values per distinct scale (16 or 32; the panel GEMM's float step).
+    /// Values per distinct scale (16 or 32; 256 for the ternary formats,
+    /// whose scales are all 1): the panel GEMM's float step.
     const SUB: usize;
     /// Writes the 256 codes and the 16 scales (one per 16 values, repeated
     /// where the format has one per 32); returns the block's factor.

@@ -67,7 +67,7 @@ pub(crate) const fn digit(q: u8, n: usize) -> i8 {
 
 impl GridBlock for BlockTq1_0 {
     const MAX_CODE: u8 = 1;
-    const SUB: usize = 32;
+    const SUB: usize = 256;
     const OFFSET: i32 = 1;
     const FACTORED: bool = false;
     /// `d`, scales 1.

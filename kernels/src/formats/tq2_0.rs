@@ -32,7 +32,7 @@ fn round_at(b: &mut BlockTq2_0, i: usize, w: f32) -> f32 {
 
 impl GridBlock for BlockTq2_0 {
     const MAX_CODE: u8 = 2;
-    const SUB: usize = 32;
+    const SUB: usize = 256;
     const OFFSET: i32 = 1;
     const FACTORED: bool = false;
     /// `d`, scales 1.

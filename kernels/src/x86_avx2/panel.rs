@@ -13,8 +13,9 @@
 //!   Q4_0, Q5_0, Q4_K, Q5_K, Q6_K and the ternary formats): the activations
 //!   as stored (`+ 128`, a `u8` up to 255) times the codes: a pair is at
 //!   most `2 * 255 * max` in magnitude, so `S` of them add up in i16 without
-//!   overflow (8 for Q4_0, TQ1_0 and TQ2_0, 4 for Q5_0 and Q4_K, 2 for Q5_K
-//!   and Q6_K) before one `vpmaddwd` by ones widens them. The sum starts at
+//!   overflow (32 for TQ1_0 and 16 for TQ2_0, whose one scale per block
+//!   lets the sums run across its 32-value runs; 8 for Q4_0, 4 for Q5_0 and
+//!   Q4_K, 2 for Q5_K and Q6_K) before one `vpmaddwd` by ones widens them. The sum starts at
 //!   the row's correction `-128 * sum(codes)`, which makes it exactly
 //!   `sum(code * a)`: per 32 products, one multiply-add and one add where
 //!   the wide form needs four ops.
@@ -70,8 +71,8 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             (256, 256, 0, _, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // Q3_K: 4 x 2040
             (256, 32, 0, 15, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // IQ3_S: 4 x 7650
             (256, _, 0, 43 | 62, true) => tile::<64, 1, 0, 2, 2, 1, 1, true>(t, out), // IQ2_*, IQ3_XXS: 31620
-            (256, 32, 0, 1, _) => tile::<8, 8, 0, 2, 2, 8, 1, false>(t, out), // TQ1_0: 8 x 510
-            (256, 32, 0, 2, _) => tile::<8, 8, 0, 2, 2, 8, 1, false>(t, out), // TQ2_0: 8 x 1020
+            (256, 256, 0, 1, false) => tile::<64, 1, 0, 2, 2, 32, 1, false>(t, out), // TQ1_0: 32 x 510
+            (256, 256, 0, 2, false) => tile::<64, 1, 0, 2, 2, 16, 1, false>(t, out), // TQ2_0: 16 x 1020
             (256, 32, 0, 15, _) => tile::<8, 8, 0, 2, 2, 4, 1, false>(t, out), // IQ3_S: 4 x 7650
             (256, 32, 0, 43, _) => tile::<8, 8, 0, 2, 2, 1, 1, false>(t, out), // IQ2_XXS: 21930
             (256, 32, 0, 62, _) => tile::<8, 8, 0, 2, 2, 1, 1, false>(t, out), // IQ3_XXS: 31620
