@@ -68,6 +68,10 @@ pub trait GridBlock: super::WeightBlock<Act = BlockQ8K> {
     /// i-quants: their scales applied in integers, one float step per
     /// block). The ternary formats have no scales to apply.
     const FACTORED: bool = true;
+    /// Where every code is a multiple of `1 << FACTOR_SHIFT` (IQ3_XXS: its
+    /// grid is all even), the factored form divides the codes by it and
+    /// multiplies the scales: narrower factors, more i16 steps on AVX2.
+    const FACTOR_SHIFT: u32 = 0;
 }
 
 /// The i-quants: value `8g + j` (g < 32) is byte `j` of group `g`'s grid
@@ -319,15 +323,23 @@ macro_rules! grid_block {
                 }
             }
             const FACTORED: bool = <$block as crate::formats::grid::GridBlock>::FACTORED;
-            const MAX_FACTOR: u8 = <$block as crate::formats::grid::GridBlock>::MAX_CODE;
-            /// The integer form: codes, scales per 16 values, the block's factor.
+            const MAX_FACTOR: u8 = <$block as crate::formats::grid::GridBlock>::MAX_CODE
+                >> <$block as crate::formats::grid::GridBlock>::FACTOR_SHIFT;
+            /// The integer form: codes (divided by `1 << FACTOR_SHIFT`),
+            /// scales per 16 values (multiplied by it), the block's factor.
             #[inline(always)]
             fn factor(&self, factors: &mut [i8], scales: &mut [i16]) -> f32 {
                 use crate::formats::grid::GridBlock;
-                self.int_form(
+                let d = self.int_form(
                     factors.try_into().expect("a block's factors"),
                     scales.try_into().expect("a block's scales"),
-                )
+                );
+                let shift = <Self as GridBlock>::FACTOR_SHIFT;
+                if shift > 0 {
+                    factors.iter_mut().for_each(|f| *f >>= shift);
+                    scales.iter_mut().for_each(|s| *s <<= shift);
+                }
+                d
             }
         }
 

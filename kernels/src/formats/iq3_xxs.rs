@@ -22,6 +22,15 @@ pub struct BlockIq3Xxs {
 super::grid::grid_block!(BlockIq3Xxs, IQ3_XXS, "iq3_xxs", bytes 2 + 96, ggml 18, ftype Some(23), d_at 0,
     group super::grid::round_group);
 
+// Every grid byte is even ([`GridBlock::FACTOR_SHIFT`]).
+const _: () = {
+    let mut i = 0;
+    while i < IQ3XXS_GRID.len() {
+        assert!(IQ3XXS_GRID[i] & 0x0101_0101 == 0);
+        i += 1;
+    }
+};
+
 impl GridCode for BlockIq3Xxs {
     const POINTS: Points = Points::Four(&IQ3XXS_GRID);
     const PARITY: bool = true;
@@ -39,6 +48,7 @@ impl GridCode for BlockIq3Xxs {
 impl GridBlock for BlockIq3Xxs {
     const MAX_CODE: u8 = 62;
     const SUB: usize = 32;
+    const FACTOR_SHIFT: u32 = 1;
     #[inline(always)]
     fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
         super::grid::int_form_of(self, codes, scales)

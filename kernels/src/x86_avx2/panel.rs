@@ -23,11 +23,11 @@
 //!   is a block's float `d` times an integer scale per 16 values times a
 //!   factor (Q3_K and Q2_K: at most 4 in magnitude, their codes divided by
 //!   the scales they carry; the i-quants: their grid codes, at most 15 for
-//!   IQ3_S, 43 for IQ2_*, 62 for IQ3_XXS). The factors are multiplied as
-//!   narrow codes (`S` steps in i16: 4 for Q3_K, Q2_K and IQ3_S, 1 for the
-//!   rest), and the `vpmaddwd` that widens them multiplies by the 16 values'
+//!   IQ3_S, 43 for IQ2_*, and IQ3_XXS's all-even codes halved, 31). The
+//!   factors are multiplied as narrow codes (`S` steps in i16: 4 for Q3_K,
+//!   Q2_K and IQ3_S, 2 for IQ3_XXS, 1 for IQ2_*), and the `vpmaddwd` that widens them multiplies by the 16 values'
 //!   scale instead of ones: the whole block's sum exactly in i32 (at most
-//!   256 x 255 x 62 x 31 for IQ3_XXS), then one float step per block where
+//!   256 x 255 x 31 x 62 for IQ3_XXS), then one float step per block where
 //!   the i-quants' codes would need one per 16 or 32 values.
 //! - **Wide codes** (Q8_0, IQ4_NL, IQ4_XS, up to 128): activations taken back to signed
 //!   (`^ 0x80`) and multiplied as `|w| x sign(a, w)` (`vpabsb` per row and
@@ -70,7 +70,8 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
             (256, 256, 8, _, true) => tile::<64, 1, 8, 2, 2, 4, 1, true>(t, out), // Q2_K: 4 x 2040
             (256, 256, 0, _, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // Q3_K: 4 x 2040
             (256, 32, 0, 15, true) => tile::<64, 1, 0, 2, 2, 4, 1, true>(t, out), // IQ3_S: 4 x 7650
-            (256, _, 0, 43 | 62, true) => tile::<64, 1, 0, 2, 2, 1, 1, true>(t, out), // IQ2_*, IQ3_XXS: 31620
+            (256, _, 0, 43, true) => tile::<64, 1, 0, 2, 2, 1, 1, true>(t, out), // IQ2_*: 21930
+            (256, _, 0, 62, true) => tile::<64, 1, 0, 2, 2, 2, 1, true>(t, out), // IQ3_XXS: 2 x 15810 (halved codes)
             (256, 256, 0, 1, false) => tile::<64, 1, 0, 2, 2, 32, 1, false>(t, out), // TQ1_0: 32 x 510
             (256, 256, 0, 2, false) => tile::<64, 1, 0, 2, 2, 16, 1, false>(t, out), // TQ2_0: 16 x 1020
             (256, 32, 0, 15, _) => tile::<8, 8, 0, 2, 2, 4, 1, false>(t, out), // IQ3_S: 4 x 7650
