@@ -613,30 +613,23 @@ impl<'a> Tile<'a> {
                 &s[r0 * nblk..(r0 + ROWS) * nblk]
             }
         };
+        // This tile's rows of a per-row array (`per_row` entries a row),
+        // or nothing where the array is empty (no factored form).
+        fn rows_of<T>(v: &[T], per_row: usize, r0: usize) -> &[T] {
+            if v.is_empty() {
+                v
+            } else {
+                &v[r0 * per_row..(r0 + ROWS) * per_row]
+            }
+        }
         Tile {
             k,
             shape,
             codes: &w.codes[r0 * k..(r0 + ROWS) * k],
-            factors: if w.factors.is_empty() {
-                &[]
-            } else {
-                &w.factors[r0 * k..(r0 + ROWS) * k]
-            },
-            factor_scales: if w.factors.is_empty() {
-                &[]
-            } else {
-                &w.factor_scales[r0 * k / FACTOR_SUB..(r0 + ROWS) * k / FACTOR_SUB]
-            },
-            factor_d: if w.factors.is_empty() {
-                &[]
-            } else {
-                &w.factor_d[r0 * nblk..(r0 + ROWS) * nblk]
-            },
-            factor_corr: if w.factors.is_empty() {
-                &[]
-            } else {
-                &w.factor_corr[r0 * nblk..(r0 + ROWS) * nblk]
-            },
+            factors: rows_of(&w.factors, k, r0),
+            factor_scales: rows_of(&w.factor_scales, k / FACTOR_SUB, r0),
+            factor_d: rows_of(&w.factor_d, nblk, r0),
+            factor_corr: rows_of(&w.factor_corr, nblk, r0),
             scale: &w.scale[r0 * nsub..(r0 + ROWS) * nsub],
             corr: &w.corr[r0 * nsub..(r0 + ROWS) * nsub],
             mins: &w.mins[r0 * nblk * pairs..(r0 + ROWS) * nblk * pairs],
