@@ -131,6 +131,18 @@ pub trait PanelFormat: WeightBlock<Act: PanelAct> {
     fn factor(&self, _factors: &mut [i8], _scales: &mut [i16]) -> f32 {
         0.0
     }
+    /// [`PanelFormat::unpack`] and [`PanelFormat::factor`] of one block
+    /// (a format that derives both from one decode overrides it).
+    #[inline(always)]
+    fn unpack_factored(
+        &self,
+        (codes, scale, mins, min_scale): (&mut [i8], &mut [f32], &mut [i16], &mut f32),
+        factors: &mut [i8],
+        scales: &mut [i16],
+    ) -> f32 {
+        self.unpack(codes, scale, mins, min_scale);
+        self.factor(factors, scales)
+    }
 }
 
 /// Values per integer scale of the factored form.
@@ -377,9 +389,13 @@ impl Unpacked {
             .zip(self.scale.chunks_exact_mut(block / sub))
             .enumerate()
         {
-            b.unpack(codes, scale, &mut self.block_mins, &mut min_scale);
-            if !self.factors.is_empty() {
-                self.factor_d[i] = b.factor(
+            let unpacked = (codes, scale, &mut self.block_mins[..], &mut min_scale);
+            if self.factors.is_empty() {
+                let (codes, scale, mins, min_scale) = unpacked;
+                b.unpack(codes, scale, mins, min_scale);
+            } else {
+                self.factor_d[i] = b.unpack_factored(
+                    unpacked,
                     &mut self.factors[i * block..][..block],
                     &mut self.factor_scales[i * block / FACTOR_SUB..][..block / FACTOR_SUB],
                 );

@@ -341,6 +341,27 @@ macro_rules! grid_block {
                 }
                 d
             }
+            /// One decode for both forms: the codes are the factors times
+            /// `1 << FACTOR_SHIFT`, the float scales `d` times the integer ones.
+            #[inline(always)]
+            fn unpack_factored(
+                &self,
+                (codes, scale, _, _): (&mut [i8], &mut [f32], &mut [i16], &mut f32),
+                factors: &mut [i8],
+                scales: &mut [i16],
+            ) -> f32 {
+                use crate::formats::grid::GridBlock;
+                let d = self.factor(factors, scales);
+                let shift = <Self as GridBlock>::FACTOR_SHIFT;
+                for (c, &f) in codes.iter_mut().zip(factors.iter()) {
+                    *c = f << shift;
+                }
+                let step = <Self as GridBlock>::SUB / 16;
+                for (s, &sc) in scale.iter_mut().zip(scales.iter().step_by(step)) {
+                    *s = d * (sc >> shift) as f32;
+                }
+                d
+            }
         }
 
         impl crate::testdata::RandomBlock for $block {
