@@ -207,11 +207,19 @@ unsafe fn row_coefs(c: [u8; 2]) -> [uint8x16_t; 2] {
 }
 
 /// The four group pairs' lookups of half `i` in one table each (`TL`,
-/// `TH`), added in bytes (at most 4 * 60).
+/// `TH`), added in bytes (at most 4 * 60): pairs 0 and 1 indexed by the low
+/// and high nibbles of `v01`, pairs 2 and 3 by those of `v23`.
 #[inline(always)]
-unsafe fn lookup4(t: &Tables, i: usize, idx: [uint8x16_t; 4]) -> [uint8x16_t; 2] {
+unsafe fn lookup4(t: &Tables, i: usize, v01: uint8x16_t, v23: uint8x16_t) -> [uint8x16_t; 2] {
     // SAFETY: the caller's features.
     unsafe {
+        let m4 = vdupq_n_u8(15);
+        let idx = [
+            vandq_u8(v01, m4),
+            vshrq_n_u8::<4>(v01),
+            vandq_u8(v23, m4),
+            vshrq_n_u8::<4>(v23),
+        ];
         let [t0, t1, t2, t3] = t.t[i];
         let l = vaddq_u8(
             vaddq_u8(vqtbl1q_u8(t0[0], idx[0]), vqtbl1q_u8(t1[0], idx[1])),
@@ -241,16 +249,9 @@ unsafe fn add_pairs(
 ) {
     // SAFETY: the caller's features; 4 sb + 2 + h < 32.
     unsafe {
-        let m4 = vdupq_n_u8(15);
         let v01 = vld1q_u8(arr[4 * sb + h].as_ptr());
         let v23 = vld1q_u8(arr[4 * sb + 2 + h].as_ptr());
-        let idx = [
-            vandq_u8(v01, m4),
-            vshrq_n_u8::<4>(v01),
-            vandq_u8(v23, m4),
-            vshrq_n_u8::<4>(v23),
-        ];
-        let [l, hh] = lookup4(t, 2 * sb + h, idx);
+        let [l, hh] = lookup4(t, 2 * sb + h, v01, v23);
         s[0] = udot16(s[0], l, ce);
         s[1] = udot16(s[1], l, co);
         s[2] = udot16(s[2], hh, ce);
@@ -271,21 +272,13 @@ unsafe fn add_lone2(
 ) {
     // SAFETY: the caller's features; 2 sb + 1 < 16, 8 h + 8 <= 16.
     unsafe {
-        let m4 = vdupq_n_u8(15);
         let both = |q: usize| {
             vcombine_u8(
                 vld1_u8(lone[0][2 * sb + q].as_ptr().add(8 * h)),
                 vld1_u8(lone[1][2 * sb + q].as_ptr().add(8 * h)),
             )
         };
-        let (w0, w1) = (both(0), both(1));
-        let idx = [
-            vandq_u8(w0, m4),
-            vshrq_n_u8::<4>(w0),
-            vandq_u8(w1, m4),
-            vshrq_n_u8::<4>(w1),
-        ];
-        let [l, hh] = lookup4(t, 2 * sb + h, idx);
+        let [l, hh] = lookup4(t, 2 * sb + h, both(0), both(1));
         // Row r's byte at 2 r, beside a zero: the pair arrays' row order
         // (the first tile's rows are the low 8 lanes).
         let z = vdupq_n_u8(0);
