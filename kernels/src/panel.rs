@@ -350,16 +350,12 @@ impl Unpacked {
             self.factor_d.clear();
             self.factor_corr.clear();
         }
+        // Under AVX-512 too: compiled for AVX-512 the compiler turns the
+        // i-quants' table loads into gathers, up to 2.2x slower (docs/BENCHMARKS.md).
         #[cfg(target_arch = "x86_64")]
-        {
-            if Isa::Avx512.admitted_under(isa) {
-                // SAFETY: AVX-512 checked just above.
-                return unsafe { self.fill_avx512(blocks, n) };
-            }
-            if Isa::Avx2.admitted_under(isa) {
-                // SAFETY: AVX2 checked just above.
-                return unsafe { self.fill_avx2(blocks, n) };
-            }
+        if Isa::Avx2.admitted_under(isa) {
+            // SAFETY: AVX2 checked just above.
+            return unsafe { self.fill_avx2(blocks, n) };
         }
         self.fill_any(blocks, n)
     }
@@ -369,13 +365,6 @@ impl Unpacked {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn fill_avx2<B: PanelFormat>(&mut self, blocks: impl Iterator<Item = B>, n: usize) {
-        self.fill_any(blocks, n)
-    }
-
-    /// [`Unpacked::fill`] compiled for AVX-512 BW.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
-    unsafe fn fill_avx512<B: PanelFormat>(&mut self, blocks: impl Iterator<Item = B>, n: usize) {
         self.fill_any(blocks, n)
     }
 

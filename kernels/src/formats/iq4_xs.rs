@@ -114,14 +114,12 @@ impl PanelFormat for BlockIq4Xs {
         for (s, sc) in scale.iter_mut().zip(scales_iq4_xs(self)) {
             *s = d * sc as f32;
         }
-        for (codes, qs) in codes.chunks_exact_mut(32).zip(self.qs.chunks_exact(16)) {
-            let (lo, hi) = codes.split_at_mut(16);
-            for ((lo, hi), &b) in lo.iter_mut().zip(hi).zip(qs) {
-                (*lo, *hi) = (
-                    KVALUES_IQ4NL[(b & 0x0F) as usize],
-                    KVALUES_IQ4NL[(b >> 4) as usize],
-                );
-            }
+        // Value i from byte 16 * (i / 32) + i % 16, low or high nibble by
+        // (i / 16) % 2.
+        let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
+        for (i, c) in codes.iter_mut().enumerate() {
+            let b = self.qs[16 * (i / 32) + i % 16];
+            *c = KVALUES_IQ4NL[(b >> (4 * ((i / 16) % 2)) & 0x0F) as usize];
         }
     }
 }

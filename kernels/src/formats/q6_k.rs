@@ -114,15 +114,9 @@ impl PanelFormat for BlockQ6K {
             *s = d * sc as f32;
         }
         let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
-        for (n, codes) in codes.chunks_exact_mut(128).enumerate() {
-            let (ql, qh) = (&self.ql[64 * n..][..64], &self.qh[32 * n..][..32]);
-            for (j, codes) in codes.chunks_exact_mut(32).enumerate() {
-                let ql = &ql[32 * (j % 2)..][..32];
-                for ((c, &lo), &hi) in codes.iter_mut().zip(ql).zip(qh) {
-                    let q = ((lo >> (4 * (j / 2))) & 0x0F) | ((hi >> (2 * j)) & 3) << 4;
-                    *c = q as i8 - 32;
-                }
-            }
+        // One indexed loop ([`code_q6_k`]), which the compiler vectorizes.
+        for (i, c) in codes.iter_mut().enumerate() {
+            *c = code_q6_k(self, i) as i8 - 32;
         }
     }
 }
