@@ -350,8 +350,8 @@ impl Unpacked {
             self.factor_d.clear();
             self.factor_corr.clear();
         }
-        // Under AVX-512 too: compiled for AVX-512 the compiler turns the
-        // i-quants' table loads into gathers, up to 2.2x slower (docs/BENCHMARKS.md).
+        // Under AVX-512 too: compiled for AVX-512, the i-quants' table
+        // loads became gathers, up to 2.2x slower (docs/BENCHMARKS.md).
         #[cfg(target_arch = "x86_64")]
         if Isa::Avx2.admitted_under(isa) {
             // SAFETY: AVX2 checked just above.
