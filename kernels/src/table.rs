@@ -981,7 +981,9 @@ lut_rows!(BlockIq3Xxsx64, "lut_iq3_xxsx64_q8_k_64x1",
     aarch64: [(Dotprod, "_dotprod", crate::aarch64_neon::plane_lut::gemv_planes_x64::<Self>)],
     decode: [Avx2, Dotprod, I8mm]);
 
-/// The name of the panel fill ([`crate::panel::Unpacked::fill`]) compiled for `isa`.
+/// The name of the panel fill ([`crate::panel::Unpacked::fill`]) for the tile of
+/// `isa`. At avx512 the interleaved groups unpack with AVX-512 code and the
+/// GGUF blocks with the AVX2 build, which is faster there (docs/BENCHMARKS.md).
 fn fill_name(isa: Isa) -> &'static str {
     match isa {
         Isa::Avx512 => "unpack_avx512",
