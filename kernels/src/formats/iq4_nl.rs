@@ -82,13 +82,46 @@ impl PanelFormat for BlockIq4Nl {
     #[inline(always)]
     fn unpack(&self, codes: &mut [i8], scale: &mut [f32], _: &mut [i16], _: &mut f32) {
         scale[0] = self.d.to_f32();
-        let (lo, hi) = codes.split_at_mut(16);
-        for ((lo, hi), &b) in lo.iter_mut().zip(hi).zip(&self.qs) {
-            (*lo, *hi) = (
-                KVALUES_IQ4NL[(b & 0x0F) as usize],
-                KVALUES_IQ4NL[(b >> 4) as usize],
-            );
+        table_codes(&self.qs, codes.try_into().expect("a block's codes"));
+    }
+}
+
+/// Per byte, the table values of its low and its high nibble.
+const BYTE_VALUES: [[i8; 2]; 256] = {
+    let mut t = [[0i8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = [KVALUES_IQ4NL[b & 15], KVALUES_IQ4NL[b >> 4]];
+        b += 1;
+    }
+    t
+};
+
+/// The table values of 32 codes from 16 bytes (IQ4_NL's block, a 32-value
+/// run of IQ4_XS's): value `i` from byte `i`'s low nibble, value `16 + i`
+/// from its high one. By `pshufb` of the 16-entry table where the CPU has
+/// SSSE3 (2.5x faster in the panel fill), else one lookup of both values per byte.
+#[inline(always)]
+pub(crate) fn table_codes(qs: &[u8; 16], codes: &mut [i8; 32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") {
+        use std::arch::x86_64::*;
+        // SAFETY: SSSE3 was detected; the loads read the table's and qs's
+        // 16 bytes, the stores write codes' 32.
+        unsafe {
+            let m = _mm_set1_epi8(15);
+            let table = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast());
+            let q = _mm_loadu_si128(qs.as_ptr().cast());
+            let lo = _mm_shuffle_epi8(table, _mm_and_si128(q, m));
+            let hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16::<4>(q), m));
+            _mm_storeu_si128(codes.as_mut_ptr().cast(), lo);
+            _mm_storeu_si128(codes.as_mut_ptr().add(16).cast(), hi);
         }
+        return;
+    }
+    let (lo, hi) = codes.split_at_mut(16);
+    for ((lo, hi), &b) in lo.iter_mut().zip(hi).zip(qs) {
+        [*lo, *hi] = BYTE_VALUES[b as usize];
     }
 }
 

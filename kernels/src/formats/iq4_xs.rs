@@ -103,17 +103,6 @@ fn block_magnitude(a: &BlockIq4Xs, b: &BlockQ8K) -> f32 {
     magnitude(a.d.to_f32() * b.d, iabs, 0.0, 0)
 }
 
-/// Per byte, the table values of its low and its high nibble.
-const BYTE_VALUES: [[i8; 2]; 256] = {
-    let mut t = [[0i8; 2]; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = [KVALUES_IQ4NL[b & 15], KVALUES_IQ4NL[b >> 4]];
-        b += 1;
-    }
-    t
-};
-
 impl PanelFormat for BlockIq4Xs {
     const SUB: usize = 32;
     const MIN_SUB: usize = 0;
@@ -126,32 +115,11 @@ impl PanelFormat for BlockIq4Xs {
             *s = d * sc as f32;
         }
         // Values 32 j + i and 32 j + 16 + i from byte 16 j + i.
-        let codes: &mut [i8; 256] = codes.try_into().expect("a block's codes");
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("ssse3") {
-            use std::arch::x86_64::*;
-            // SAFETY: SSSE3 was detected; each load reads 16 of the table's
-            // 16 or of qs's 128 bytes (16 j + 16 <= 128), each store writes
-            // 16 of codes' 256 (32 j + 32 <= 256).
-            unsafe {
-                let table = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast());
-                let m = _mm_set1_epi8(15);
-                for j in 0..8 {
-                    let q = _mm_loadu_si128(self.qs.as_ptr().add(16 * j).cast());
-                    let lo = _mm_shuffle_epi8(table, _mm_and_si128(q, m));
-                    let hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16::<4>(q), m));
-                    _mm_storeu_si128(codes.as_mut_ptr().add(32 * j).cast(), lo);
-                    _mm_storeu_si128(codes.as_mut_ptr().add(32 * j + 16).cast(), hi);
-                }
-            }
-            return;
-        }
-        // Elsewhere one lookup of both table values per byte.
         for (codes, qs) in codes.chunks_exact_mut(32).zip(self.qs.chunks_exact(16)) {
-            let (lo, hi) = codes.split_at_mut(16);
-            for ((lo, hi), &b) in lo.iter_mut().zip(hi).zip(qs) {
-                [*lo, *hi] = BYTE_VALUES[b as usize];
-            }
+            super::iq4_nl::table_codes(
+                qs.try_into().expect("16 bytes"),
+                codes.try_into().expect("32 codes"),
+            );
         }
     }
 }
