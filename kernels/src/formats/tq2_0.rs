@@ -38,7 +38,9 @@ impl GridBlock for BlockTq2_0 {
     /// `d`, scales 1.
     #[inline(always)]
     fn int_form(&self, codes: &mut [i8; QK_K], scales: &mut [i16; 16]) -> f32 {
-        // Fixed-size runs and a shift per run, which the compiler vectorizes.
+        // Value i from byte 32 * (i / 128) + i % 32, bits 2 * ((i / 32) % 4):
+        // one indexed loop, which the compiler vectorizes (zipped runs of
+        // slices it did not).
         for i in 0..QK_K {
             let q = self.qs[32 * (i / 128) + i % 32];
             codes[i] = ((q >> (2 * ((i / 32) % 4))) & 3) as i8 - 1;
