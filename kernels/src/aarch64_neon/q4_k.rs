@@ -1,9 +1,12 @@
 //! Q4_K and Q5_K x Q8_K on NEON: one weight row against up to [`COLS`]
 //! activation columns. Each block's nibbles (and Q5_K's fifth bits) are
-//! unpacked once (8 sub-blocks of 32 bytes) and reused for every column; sub-block sums are exact i32 lanes scaled by
-//! the 6-bit scale (`mla`), then one float scaling per block.
+//! unpacked once (8 sub-blocks of 32 bytes) and reused for every column. Per
+//! column, the eight sub-block sums are gathered into two vectors of lanes by
+//! pairwise adds and multiplied by the 6-bit scales, the mins term stays in
+//! lanes too, and both take one float step per block (`d` and `dmin` times
+//! the activation scale); the lanes are added once, at the end of the row.
 
-use super::{dot32, f16_to_f32, load32, sdot32};
+use super::{dot32, f16x4_to_f32, load32, sdot32};
 use crate::formats::q4_k::scales_mins;
 use crate::formats::{BlockK4, BlockQ4K, BlockQ5K, BlockQ8K};
 use std::arch::aarch64::*;
@@ -55,53 +58,51 @@ macro_rules! kernels {
             acts: &[&[BlockQ8K]],
             out: &mut [f32],
         ) {
+            // Per column: the scaled sub-block sums and the mins term, each
+            // block's two added into one float vector with their two scales.
             let mut acc = [vdupq_n_f32(0.0); C];
-            let mut acc_min = [0f32; C];
             for (i, b) in row.iter().enumerate() {
                 mca!(begin ["q4_k.cols ", $feat], fifth = B::FIFTH_BIT as u32, c = C, w = 256);
+                // The eight scales as two i32 vectors (sub-blocks 0-3, 4-7),
+                // the eight mins as i16 lanes; `d` and `dmin` as lanes 0, 1.
+                // (The scales decode in scalar registers: in vector ones the
+                // V1's and N1's vector pipes, the bound there, took longer.)
                 let sm = scales_mins(b.scales());
-                // The eight scales as i32 lanes (multipliers by lane), the
-                // eight mins as i16 lanes.
-                // SAFETY: sm has 16 bytes.
-                let (sc, mins) = unsafe {
+                // SAFETY: NEON is enabled here; sm has 16 bytes.
+                let (sc, mins, q) = unsafe {
                     let s = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(sm.as_ptr())));
                     let m = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(sm.as_ptr().add(8))));
-                    ([vmovl_s16(vget_low_s16(s)), vmovl_high_s16(s)], m)
+                    ([vmovl_s16(vget_low_s16(s)), vmovl_high_s16(s)], m, unpack(b))
                 };
-                // SAFETY: NEON is enabled here.
-                let q = unsafe { unpack(b) };
-                let dd = b.d_dmin_bits();
-                let (d, dmin) = (
-                    f16_to_f32(dd as u16),
-                    f16_to_f32((dd >> 16) as u16),
-                );
+                let dd = f16x4_to_f32(b.d_dmin_bits() as u64);
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                     let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
                     // SAFETY: a.qs has 256 bytes; 32j + 32 <= 256.
                     let y = |j: usize| unsafe { load32(a.qs.as_ptr().add(32 * j)) };
                     let dot = |j: usize| $dot(vdupq_n_s32(0), q[j], y(j));
-                    let mut isum = vmulq_laneq_s32::<0>(dot(0), sc[0]);
-                    isum = vmlaq_laneq_s32::<1>(isum, dot(1), sc[0]);
-                    isum = vmlaq_laneq_s32::<2>(isum, dot(2), sc[0]);
-                    isum = vmlaq_laneq_s32::<3>(isum, dot(3), sc[0]);
-                    isum = vmlaq_laneq_s32::<0>(isum, dot(4), sc[1]);
-                    isum = vmlaq_laneq_s32::<1>(isum, dot(5), sc[1]);
-                    isum = vmlaq_laneq_s32::<2>(isum, dot(6), sc[1]);
-                    isum = vmlaq_laneq_s32::<3>(isum, dot(7), sc[1]);
-                    // Sub-block j's activation sum is bsums[2j] + bsums[2j + 1].
+                    // Sub-block sums 0-3 and 4-7 as lanes (pairwise adds of
+                    // the dot products' lanes), times the scales: the lanes
+                    // of `isum` add up to the block's scaled sum.
+                    let half = |j: usize| {
+                        vpaddq_s32(vpaddq_s32(dot(j), dot(j + 1)), vpaddq_s32(dot(j + 2), dot(j + 3)))
+                    };
+                    let isum = vmlaq_s32(vmulq_s32(half(0), sc[0]), half(4), sc[1]);
+                    // Sub-block j's activation sum is bsums[2j] + bsums[2j + 1];
+                    // times the mins, as lanes.
                     // SAFETY: bsums has 16 i16.
                     let msum = unsafe {
                         let bs = vpaddq_s16(vld1q_s16(a.bsums.as_ptr()), vld1q_s16(a.bsums.as_ptr().add(8)));
-                        vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(mins)), bs, mins))
+                        vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(mins)), bs, mins)
                     };
-                    acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum), d * a.d);
-                    acc_min[c] += dmin * a.d * msum as f32;
+                    let dda = vmulq_n_f32(dd, a.d);
+                    acc[c] = vfmaq_laneq_f32::<0>(acc[c], vcvtq_f32_s32(isum), dda);
+                    acc[c] = vfmsq_laneq_f32::<1>(acc[c], vcvtq_f32_s32(msum), dda);
                 }
                 mca!(end);
             }
             for c in 0..C {
-                out[c] = vaddvq_f32(acc[c]) - acc_min[c];
+                out[c] = vaddvq_f32(acc[c]);
             }
         }
 

@@ -1,7 +1,10 @@
 //! Q6_K x Q8_K on NEON: one weight row against up to [`COLS`] activation
-//! columns. Each block's codes are unpacked once to signed bytes (`q - 32`,
-//! 16 sub-blocks of 16) and reused for every column; sub-block sums are exact
-//! i32 lanes scaled by the 8-bit scale (`mla`), then one float scaling per block.
+//! columns. Each block's six-bit codes are unpacked once (0..=63, 16
+//! sub-blocks of 16) and reused for every column. Per column, the 16
+//! sub-block sums are gathered into four vectors of lanes by pairwise adds
+//! and multiplied by the 8-bit scales; the codes' offset of 32 is taken off
+//! once per block, as 32 times the scaled sums of the activations' 16-value
+//! sums (`bsums`); then one float scaling per block.
 
 use super::f16_to_f32;
 use crate::formats::{BlockQ6K, BlockQ8K};
@@ -12,16 +15,16 @@ pub const ROWS: usize = 1;
 /// Activation columns per call.
 pub const COLS: usize = 4;
 
-/// A block's 256 codes as signed bytes (`q - 32`), 16 sub-blocks of 16:
-/// sub-block `8n + 2j + h` holds values `128n + 32j + 16h ..`.
+/// A block's 256 six-bit codes (0..=63), 16 sub-blocks of 16: sub-block
+/// `8n + 2j + h` holds values `128n + 32j + 16h ..`.
 ///
 /// # Safety
 /// NEON must be available.
 #[inline(always)]
-pub(crate) unsafe fn unpack(b: &BlockQ6K) -> [int8x16_t; 16] {
+pub(crate) unsafe fn unpack6(b: &BlockQ6K) -> [int8x16_t; 16] {
     // SAFETY: NEON is available (caller); ql has 128 bytes (64n + 32 + 16h + 16 <= 128), qh 64.
     unsafe {
-        let (low4, high2, m32) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30), vdupq_n_s8(32));
+        let (low4, high2) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30));
         let mut q = [vdupq_n_s8(0); 16];
         for n in 0..2 {
             for h in 0..2 {
@@ -35,12 +38,22 @@ pub(crate) unsafe fn unpack(b: &BlockQ6K) -> [int8x16_t; 16] {
                     vorrq_u8(vshrq_n_u8::<4>(l1), vandq_u8(vshrq_n_u8::<2>(hb), high2)),
                 ];
                 for (j, v) in six.into_iter().enumerate() {
-                    q[8 * n + 2 * j + h] = vsubq_s8(vreinterpretq_s8_u8(v), m32);
+                    q[8 * n + 2 * j + h] = vreinterpretq_s8_u8(v);
                 }
             }
         }
         q
     }
+}
+
+/// A block's 256 codes as signed bytes (`q - 32`), laid out as [`unpack6`].
+///
+/// # Safety
+/// NEON must be available.
+#[inline(always)]
+pub(crate) unsafe fn unpack(b: &BlockQ6K) -> [int8x16_t; 16] {
+    // SAFETY: NEON is available (caller).
+    unsafe { unpack6(b).map(|v| vsubq_s8(v, vdupq_n_s8(32))) }
 }
 
 /// The kernel for one feature set (`$feat`) and its 16-byte dot product (`$dot`).
@@ -52,18 +65,44 @@ macro_rules! kernels {
             let mut acc = [vdupq_n_f32(0.0); C];
             for (i, b) in row.iter().enumerate() {
                 mca!(begin ["q6_k.cols ", $feat], c = C, w = 256);
-                // SAFETY: NEON is enabled here.
-                let q = unsafe { unpack(b) };
+                // SAFETY: NEON is enabled here; scales has 16 bytes.
+                let (q, sc16, sc) = unsafe {
+                    let s = vld1q_s8(b.scales.as_ptr());
+                    let s16 = [vmovl_s8(vget_low_s8(s)), vmovl_high_s8(s)];
+                    let s32 = [
+                        vmovl_s16(vget_low_s16(s16[0])),
+                        vmovl_high_s16(s16[0]),
+                        vmovl_s16(vget_low_s16(s16[1])),
+                        vmovl_high_s16(s16[1]),
+                    ];
+                    (unpack6(b), s16, s32)
+                };
                 let d = f16_to_f32(b.d.to_bits());
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                     let a = unsafe { acts.get_unchecked(c).get_unchecked(i) };
-                    let mut isum = vdupq_n_s32(0);
-                    for (s, qs) in q.iter().enumerate() {
-                        // SAFETY: a.qs has 256 bytes; 16s + 16 <= 256.
-                        let y = unsafe { vld1q_s8(a.qs.as_ptr().add(16 * s)) };
-                        isum = vmlaq_n_s32(isum, $dot(vdupq_n_s32(0), *qs, y), b.scales[s] as i32);
+                    // SAFETY: a.qs has 256 bytes; 16s + 16 <= 256.
+                    let dot = |s: usize| $dot(vdupq_n_s32(0), q[s], unsafe { vld1q_s8(a.qs.as_ptr().add(16 * s)) });
+                    // Sub-block sums 4t..4t + 4 as lanes (pairwise adds of the
+                    // dot products' lanes), times their scales.
+                    let four = |t: usize| {
+                        vpaddq_s32(vpaddq_s32(dot(4 * t), dot(4 * t + 1)), vpaddq_s32(dot(4 * t + 2), dot(4 * t + 3)))
+                    };
+                    let mut isum = vmulq_s32(four(0), sc[0]);
+                    for t in 1..4 {
+                        isum = vmlaq_s32(isum, four(t), sc[t]);
                     }
+                    // The codes' offset: 32 * sum(scale * sum(y)) per sub-block,
+                    // from the activations' 16-value sums.
+                    // SAFETY: bsums has 16 i16.
+                    let offset = unsafe {
+                        let (b0, b1) = (vld1q_s16(a.bsums.as_ptr()), vld1q_s16(a.bsums.as_ptr().add(8)));
+                        let o = vmull_s16(vget_low_s16(b0), vget_low_s16(sc16[0]));
+                        let o = vmlal_high_s16(o, b0, sc16[0]);
+                        let o = vmlal_s16(o, vget_low_s16(b1), vget_low_s16(sc16[1]));
+                        vmlal_high_s16(o, b1, sc16[1])
+                    };
+                    isum = vsubq_s32(isum, vshlq_n_s32::<5>(offset));
                     acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum), d * a.d);
                 }
                 mca!(end);
