@@ -45,6 +45,42 @@ fn f16x4_to_f32(bits: u64) -> float32x4_t {
     f
 }
 
+/// Four vectors' lane sums as the four lanes of one (pairwise adds): from
+/// the dot products of four consecutive sub-blocks, their four sums.
+#[inline]
+#[target_feature(enable = "neon")]
+fn lane_sums4(d: [int32x4_t; 4]) -> int32x4_t {
+    vpaddq_s32(vpaddq_s32(d[0], d[1]), vpaddq_s32(d[2], d[3]))
+}
+
+/// Sixteen signed byte scales widened: as two i16 vectors and as four i32
+/// vectors (scales `4t .. 4t + 4` in vector `t`).
+#[inline]
+#[target_feature(enable = "neon")]
+fn widen_scales(s: int8x16_t) -> ([int16x8_t; 2], [int32x4_t; 4]) {
+    let s16 = [vmovl_s8(vget_low_s8(s)), vmovl_high_s8(s)];
+    let s32 = [
+        vmovl_s16(vget_low_s16(s16[0])),
+        vmovl_high_s16(s16[0]),
+        vmovl_s16(vget_low_s16(s16[1])),
+        vmovl_high_s16(s16[1]),
+    ];
+    (s16, s32)
+}
+
+/// `sum(w[s] * bsums[s])` over a Q8_K block's 16 sixteen-value sums, as the
+/// four lanes of an i32 vector (exact: `|w| <= 255`, `|bsum| <= 2048`).
+#[inline]
+#[target_feature(enable = "neon")]
+fn bsums_dot(bsums: &[i16; 16], w: [int16x8_t; 2]) -> int32x4_t {
+    // SAFETY: bsums has 16 i16 (8 + 8); NEON is enabled.
+    let (b0, b1) = unsafe { (vld1q_s16(bsums.as_ptr()), vld1q_s16(bsums.as_ptr().add(8))) };
+    let o = vmull_s16(vget_low_s16(b0), vget_low_s16(w[0]));
+    let o = vmlal_high_s16(o, b0, w[0]);
+    let o = vmlal_s16(o, vget_low_s16(b1), vget_low_s16(w[1]));
+    vmlal_high_s16(o, b1, w[1])
+}
+
 /// Adds the 32 products of `a` and `b` (two 16-byte halves each) to four i32 lanes.
 #[inline]
 #[target_feature(enable = "neon")]

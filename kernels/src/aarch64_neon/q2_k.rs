@@ -4,7 +4,7 @@
 //! 16 of one sub-block and 16 of the next; Q3_K's codes are taken as
 //! `q + 4` (0..8) and centred afterwards with the activation block sums.
 
-use super::{dot16, f16_to_f32, sdot16};
+use super::{bsums_dot, dot16, f16_to_f32, f16x4_to_f32, lane_sums4, sdot16, widen_scales};
 use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ8K};
 use std::arch::aarch64::*;
 
@@ -68,63 +68,68 @@ pub(crate) fn q3_codes(b: &BlockQ3K) -> [[int8x16_t; 2]; 8] {
 /// The kernels for one feature set (`$feat`) and its 16-byte dot product (`$dot`).
 macro_rules! kernels {
     ($feat:literal, $dot:ident) => {
-        /// Adds `sum over the 8 (half, quarter) code vectors of sc * (codes . y)`
-        /// for each column; `codes[hs]` holds values `32 hs .. 32 hs + 32`.
+        /// `isum[c]` = the four lanes whose sum is `sum(scale[s] * sum(code * y))`
+        /// over the 16 sub-blocks of column `c`: each sub-block's dot product,
+        /// four sub-blocks' sums gathered into the lanes of one vector by
+        /// pairwise adds, times their four scales (`sc[t]`: sub-blocks `4t ..`).
+        ///
+        /// # Safety
+        /// The features of `$feat`.
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn block_dot<const C: usize>(
             codes: &[[int8x16_t; 2]; 8],
-            scales: &[i8; 16],
+            sc: &[int32x4_t; 4],
             a: &[&BlockQ8K; C],
-            isum: &mut [int32x4_t; C],
-        ) {
-            for (hs, q) in codes.iter().enumerate() {
-                for c in 0..C {
-                    for half in 0..2 {
-                        // SAFETY: a[c].qs has 256 bytes; 32 hs + 16 half + 16 <= 256.
-                        let y = unsafe { vld1q_s8(a[c].qs.as_ptr().add(32 * hs + 16 * half)) };
-                        let sub = 2 * hs + half;
-                        isum[c] = vmlaq_n_s32(
-                            isum[c],
-                            $dot(vdupq_n_s32(0), q[half], y),
-                            scales[sub] as i32,
-                        );
-                    }
+        ) -> [int32x4_t; C] {
+            std::array::from_fn(|c| {
+                // SAFETY: a[c].qs has 256 bytes; 16s + 16 <= 256.
+                let y = |s: usize| unsafe { vld1q_s8(a[c].qs.as_ptr().add(16 * s)) };
+                let dot = |s: usize| $dot(vdupq_n_s32(0), codes[s / 2][s % 2], y(s));
+                let four = |t: usize| lane_sums4([dot(4 * t), dot(4 * t + 1), dot(4 * t + 2), dot(4 * t + 3)]);
+                let mut isum = vmulq_s32(four(0), sc[0]);
+                for t in 1..4 {
+                    isum = vmlaq_s32(isum, four(t), sc[t]);
                 }
-            }
+                isum
+            })
         }
 
-
+        /// Q2_K: value `d * scale * q - dmin * min` (4-bit scale and min per
+        /// sub-block of 16); the mins term from the activations' 16-value
+        /// sums, in lanes, and both float steps per block.
         #[inline]
         #[target_feature(enable = $feat)]
         pub(crate) unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             let mut acc = [vdupq_n_f32(0.0); C];
-            let mut acc_min = [0f32; C];
             for (i, b) in row.iter().enumerate() {
                 mca!(begin ["q2_k.cols ", $feat], c = C, w = 256);
                 // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                 let a: [&BlockQ8K; C] =
                     std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
-                let scales: [i8; 16] = std::array::from_fn(|s| (b.scales[s] & 0x0F) as i8);
+                // SAFETY: scales has 16 bytes.
+                let packed = unsafe { vld1q_u8(b.scales.as_ptr()) };
+                let (_, sc) = widen_scales(vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F))));
+                let (mins, _) = widen_scales(vreinterpretq_s8_u8(vshrq_n_u8::<4>(packed)));
                 let codes = q2_codes(b);
-                let mut isum = [vdupq_n_s32(0); C];
-                // SAFETY: the feature is enabled here; shapes as documented.
-                unsafe { block_dot(&codes, &scales, &a, &mut isum) };
-                let (d, dmin) = (f16_to_f32(b.d.to_bits()), f16_to_f32(b.dmin.to_bits()));
+                // SAFETY: the features of $feat are enabled here.
+                let isum = unsafe { block_dot(&codes, &sc, &a) };
+                let dd = f16x4_to_f32(b.d.to_bits() as u64 | (b.dmin.to_bits() as u64) << 16);
                 for c in 0..C {
-                    let msum: i32 = (0..16)
-                        .map(|s| (b.scales[s] >> 4) as i32 * a[c].bsums[s] as i32)
-                        .sum();
-                    acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum[c]), d * a[c].d);
-                    acc_min[c] += dmin * a[c].d * msum as f32;
+                    let msum = bsums_dot(&a[c].bsums, mins);
+                    let dda = vmulq_n_f32(dd, a[c].d);
+                    acc[c] = vfmaq_laneq_f32::<0>(acc[c], vcvtq_f32_s32(isum[c]), dda);
+                    acc[c] = vfmsq_laneq_f32::<1>(acc[c], vcvtq_f32_s32(msum), dda);
                 }
                 mca!(end);
             }
             for c in 0..C {
-                out[c] = vaddvq_f32(acc[c]) - acc_min[c];
+                out[c] = vaddvq_f32(acc[c]);
             }
         }
 
+        /// Q3_K: codes `q + 4` (0..8) and 6-bit signed scales; the offset
+        /// of 4 taken off with the activations' 16-value sums.
         #[inline]
         #[target_feature(enable = $feat)]
         pub(crate) unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
@@ -135,17 +140,15 @@ macro_rules! kernels {
                 let a: [&BlockQ8K; C] =
                     std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
                 let scales = scales_q3_k(&b.scales);
+                // SAFETY: scales has 16 bytes.
+                let (sc16, sc) = widen_scales(unsafe { vld1q_s8(scales.as_ptr()) });
                 let codes = q3_codes(b);
-                let mut isum = [vdupq_n_s32(0); C];
-                // SAFETY: the feature is enabled here; shapes as documented.
-                unsafe { block_dot(&codes, &scales, &a, &mut isum) };
+                // SAFETY: the features of $feat are enabled here.
+                let isum = unsafe { block_dot(&codes, &sc, &a) };
                 let d = f16_to_f32(b.d.to_bits());
                 for c in 0..C {
-                    // The -4 centring: 4 * sum over sub-blocks of scale * bsum.
-                    let corr: i32 = (0..16)
-                        .map(|s| scales[s] as i32 * a[c].bsums[s] as i32)
-                        .sum();
-                    let exact = vsubq_s32(isum[c], vsetq_lane_s32::<0>(4 * corr, vdupq_n_s32(0)));
+                    let corr = bsums_dot(&a[c].bsums, sc16);
+                    let exact = vsubq_s32(isum[c], vshlq_n_s32::<2>(corr));
                     acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(exact), d * a[c].d);
                 }
                 mca!(end);

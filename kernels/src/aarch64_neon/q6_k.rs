@@ -6,7 +6,7 @@
 //! once per block, as 32 times the scaled sums of the activations' 16-value
 //! sums (`bsums`); then one float scaling per block.
 
-use super::f16_to_f32;
+use super::{bsums_dot, f16_to_f32, lane_sums4, widen_scales};
 use crate::formats::{BlockQ6K, BlockQ8K};
 use std::arch::aarch64::*;
 
@@ -66,17 +66,7 @@ macro_rules! kernels {
             for (i, b) in row.iter().enumerate() {
                 mca!(begin ["q6_k.cols ", $feat], c = C, w = 256);
                 // SAFETY: NEON is enabled here; scales has 16 bytes.
-                let (q, sc16, sc) = unsafe {
-                    let s = vld1q_s8(b.scales.as_ptr());
-                    let s16 = [vmovl_s8(vget_low_s8(s)), vmovl_high_s8(s)];
-                    let s32 = [
-                        vmovl_s16(vget_low_s16(s16[0])),
-                        vmovl_high_s16(s16[0]),
-                        vmovl_s16(vget_low_s16(s16[1])),
-                        vmovl_high_s16(s16[1]),
-                    ];
-                    (unpack6(b), s16, s32)
-                };
+                let (q, (sc16, sc)) = unsafe { (unpack6(b), widen_scales(vld1q_s8(b.scales.as_ptr()))) };
                 let d = f16_to_f32(b.d.to_bits());
                 for c in 0..C {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
@@ -85,23 +75,14 @@ macro_rules! kernels {
                     let dot = |s: usize| $dot(vdupq_n_s32(0), q[s], unsafe { vld1q_s8(a.qs.as_ptr().add(16 * s)) });
                     // Sub-block sums 4t..4t + 4 as lanes (pairwise adds of the
                     // dot products' lanes), times their scales.
-                    let four = |t: usize| {
-                        vpaddq_s32(vpaddq_s32(dot(4 * t), dot(4 * t + 1)), vpaddq_s32(dot(4 * t + 2), dot(4 * t + 3)))
-                    };
+                    let four = |t: usize| lane_sums4([0, 1, 2, 3].map(|u| dot(4 * t + u)));
                     let mut isum = vmulq_s32(four(0), sc[0]);
                     for t in 1..4 {
                         isum = vmlaq_s32(isum, four(t), sc[t]);
                     }
                     // The codes' offset: 32 * sum(scale * sum(y)) per sub-block,
                     // from the activations' 16-value sums.
-                    // SAFETY: bsums has 16 i16.
-                    let offset = unsafe {
-                        let (b0, b1) = (vld1q_s16(a.bsums.as_ptr()), vld1q_s16(a.bsums.as_ptr().add(8)));
-                        let o = vmull_s16(vget_low_s16(b0), vget_low_s16(sc16[0]));
-                        let o = vmlal_high_s16(o, b0, sc16[0]);
-                        let o = vmlal_s16(o, vget_low_s16(b1), vget_low_s16(sc16[1]));
-                        vmlal_high_s16(o, b1, sc16[1])
-                    };
+                    let offset = bsums_dot(&a.bsums, sc16);
                     isum = vsubq_s32(isum, vshlq_n_s32::<5>(offset));
                     acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(isum), d * a.d);
                 }
