@@ -5,7 +5,7 @@
 //! `q + 4` (0..8) and centred afterwards with the activation block sums.
 
 use super::{bsums_dot, dot16, f16_to_f32, f16x4_to_f32, lane_sums4, sdot16, widen_scales};
-use crate::formats::{scales_q3_k, BlockQ2K, BlockQ3K, BlockQ8K};
+use crate::formats::{scale_words_q3_k, BlockQ2K, BlockQ3K, BlockQ8K};
 use std::arch::aarch64::*;
 
 /// Weight rows per call.
@@ -139,9 +139,14 @@ macro_rules! kernels {
                 // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                 let a: [&BlockQ8K; C] =
                     std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
-                let scales = scales_q3_k(&b.scales);
-                // SAFETY: scales has 16 bytes.
-                let (sc16, sc) = widen_scales(unsafe { vld1q_s8(scales.as_ptr()) });
+                // The scales decode in scalar registers (the integer pipes),
+                // whole words moved into one vector, then centred.
+                let w = scale_words_q3_k(&b.scales);
+                let words = vcombine_u32(
+                    vcreate_u32(w[0] as u64 | (w[1] as u64) << 32),
+                    vcreate_u32(w[2] as u64 | (w[3] as u64) << 32),
+                );
+                let (sc16, sc) = widen_scales(vsubq_s8(vreinterpretq_s8_u32(words), vdupq_n_s8(32)));
                 let codes = q3_codes(b);
                 // SAFETY: the features of $feat are enabled here.
                 let isum = unsafe { block_dot(&codes, &sc, &a) };

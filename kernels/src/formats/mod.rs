@@ -48,7 +48,7 @@ pub use planes_x64::{
     BlockTq2_0Px64,
 };
 pub use q2_k::{dequantize_row_q2_k, BlockQ2K};
-pub use q3_k::{dequantize_row_q3_k, scales_q3_k, BlockQ3K};
+pub use q3_k::{dequantize_row_q3_k, scale_words_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_row_q4_0, BlockQ4_0};
 pub use q4_k::{dequantize_row_q4_k, scale_min_k4, BlockQ4K};
 pub use q5_0::{dequantize_row_q5_0, BlockQ5_0};

@@ -41,25 +41,31 @@ weight_block!(
 /// nibble i/8 of byte i%8; the high 2 bits are bit pair i/4 of byte 8 + i%4.
 #[inline]
 pub fn scales_q3_k(s: &[u8; 12]) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    for (i, word) in scale_words_q3_k(s).iter().enumerate() {
+        for (j, byte) in word.to_le_bytes().iter().enumerate() {
+            out[4 * i + j] = *byte as i8 - 32;
+        }
+    }
+    out
+}
+
+/// [`scales_q3_k`] before the `- 32`: scales `4i .. 4i + 4` (0..=63) as the
+/// bytes of word `i`.
+#[inline(always)]
+pub fn scale_words_q3_k(s: &[u8; 12]) -> [u32; 4] {
     // Four scales per 32-bit word (the form ggml's kernels use): low nibbles
     // from words 0/1, high nibbles shifted down, the 2-bit tops from word 2.
     const LOW4: u32 = 0x0f0f_0f0f;
     const LOW2: u32 = 0x0303_0303;
     let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
     let (a, b, top) = (w(0), w(4), w(8));
-    let words = [
+    [
         (a & LOW4) | ((top & LOW2) << 4),
         (b & LOW4) | (((top >> 2) & LOW2) << 4),
         ((a >> 4) & LOW4) | (((top >> 4) & LOW2) << 4),
         ((b >> 4) & LOW4) | (((top >> 6) & LOW2) << 4),
-    ];
-    let mut out = [0i8; 16];
-    for (i, word) in words.iter().enumerate() {
-        for (j, byte) in word.to_le_bytes().iter().enumerate() {
-            out[4 * i + j] = *byte as i8 - 32;
-        }
-    }
-    out
+    ]
 }
 
 /// The signed 3-bit code (-4..=3) of value `i` of a block, and its sub-block.
