@@ -18,7 +18,7 @@ use llmkernel::kernels::cpu::CpuFeatures;
 use llmkernel::kernels::formats::*;
 use llmkernel::kernels::formats::{lut, sparse_x4};
 use llmkernel::kernels::matmul::{matmul_quantized, quantize_activations, quantize_row, QMatrix};
-use llmkernel::kernels::panel::{pack_columns, Shape, Tile, Unpacked, COLS, ROWS};
+use llmkernel::kernels::panel::{pack_columns_by, Shape, Tile, Unpacked, COLS, ROWS};
 use llmkernel::kernels::table::{panel_kernels, Config, Kernels, LutKernels, X4Kernels};
 use llmkernel::kernels::testdata::{RandomBlock, Rng};
 use std::time::Duration;
@@ -98,7 +98,6 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
     let shape = Shape::of::<B>();
     let x = r.activations(COLS * K);
     let acts = quantize_activations::<B>(&x, COLS, K, 1).unwrap();
-    let cols = pack_columns(&acts, COLS, K, 0, shape);
     let mut g = c.benchmark_group(format!("{name}/gemm_tile"));
     g.throughput(Throughput::Elements((2 * ROWS * COLS * K) as u64));
     let mut out = [0f32; ROWS * COLS];
@@ -110,6 +109,7 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
         // Q3_K's and Q2_K's factored codes).
         let mut u = Unpacked::new(ROWS, K, shape);
         u.fill(&w[..ROWS * K / B::FORMAT.block_len()], ROWS, p.isa());
+        let cols = pack_columns_by(&acts, COLS, K, 0, shape, p.group());
         let tile = Tile::new(&u, 0, &cols);
         let f = p.function();
         g.bench_function(BenchmarkId::new(p.name(), p.isa()), |b| {

@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::formats::lut::{self, LutLayout};
 use crate::formats::sparse_x4::{X4Block, GROUP};
 use crate::formats::{BlockQ8_0, QuantBlock};
-use crate::panel::{pack_columns, ColBlock, Shape, Tile, Unpacked, COLS, PANEL_ROWS, ROWS};
+use crate::panel::{pack_columns_by, ColBlock, Shape, Tile, Unpacked, COLS, PANEL_ROWS, ROWS};
 use crate::table::{check_cpu, Config, Kernels, LutKernels, PanelKernel, QuantKernel, X4Kernels};
 use crate::Result;
 use rayon::prelude::*;
@@ -348,7 +348,8 @@ fn matmul_panel<B: Kernels>(
     let nblocks = n.div_ceil(COLS);
     let blocks: Vec<Mutex<Option<ColBlock>>> = (0..nblocks).map(|_| Mutex::new(None)).collect();
     par.run(nblocks, &|i| {
-        *blocks[i].lock().unwrap() = Some(pack_columns(acts, n, k, i * COLS, shape));
+        *blocks[i].lock().unwrap() =
+            Some(pack_columns_by(acts, n, k, i * COLS, shape, panel.group()));
     });
     let blocks: Vec<ColBlock> = blocks
         .into_iter()

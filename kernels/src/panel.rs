@@ -19,7 +19,8 @@
 //!   (value = scale * code + min_scale * min).
 //! - **Activations** ([`ColBlock`], from the ggml-quantized Q8_K / Q8_0
 //!   blocks by [`pack_columns`]): [`COLS`] columns interleaved by four values
-//!   along K (`[k/4][column][4]`), each code stored `+128` as a `u8`; per
+//!   along K (`[k/4][column][4]`; by eight for the i8mm tile,
+//!   [`pack_columns_by`]), each code stored `+128` as a `u8`; per
 //!   pair of min sub-blocks and column the two sums of the codes (i16 pair);
 //!   per activation block and column its scale.
 //!
@@ -495,7 +496,10 @@ impl Unpacked {
 
 /// [`COLS`] activation columns, interleaved for the tile kernels.
 pub struct ColBlock {
-    /// `[k / 4][COLS]`: four codes of a column, each + 128 (`u8`), as one word.
+    /// Values of a column stored together: 4, or 8 for the i8mm tile,
+    /// whose `usmmla` takes two columns' eight values as one operand.
+    group: usize,
+    /// `[k / group][COLS][group]`: each code + 128 (`u8`), in 32-bit words.
     codes: Vec<u32>,
     /// `[k / (2 * min_sub)][COLS]`: the sums of the column's codes over two
     /// min sub-blocks, as an i16 pair (empty without mins).
@@ -505,7 +509,8 @@ pub struct ColBlock {
 }
 
 /// Interleaves columns `c0 .. c0 + COLS` of `acts` (`n` columns of `k`
-/// values, `Act` blocks) into a [`ColBlock`] for `shape`; columns at or past `n` are zero.
+/// values, `Act` blocks) into a [`ColBlock`] for `shape`, four values of a
+/// column together; columns at or past `n` are zero.
 pub fn pack_columns<A: PanelAct>(
     acts: &[A],
     n: usize,
@@ -513,6 +518,21 @@ pub fn pack_columns<A: PanelAct>(
     c0: usize,
     shape: Shape,
 ) -> ColBlock {
+    pack_columns_by(acts, n, k, c0, shape, 4)
+}
+
+/// [`pack_columns`] with `group` (4 or 8) values of a column together, as
+/// the tile kernel that reads it wants ([`crate::table::PanelKernel::group`]).
+pub fn pack_columns_by<A: PanelAct>(
+    acts: &[A],
+    n: usize,
+    k: usize,
+    c0: usize,
+    shape: Shape,
+    group: usize,
+) -> ColBlock {
+    assert!(group == 4 || group == 8, "a column group of 4 or 8 values");
+    assert!(k % A::LEN == 0 && A::LEN % group == 0);
     let per_col = k / A::LEN;
     let npairs = if shape.min_sub == 0 {
         0
@@ -520,6 +540,7 @@ pub fn pack_columns<A: PanelAct>(
         k / shape.min_sub / 2
     };
     let mut b = ColBlock {
+        group,
         codes: vec![0x8080_8080; k / 4 * COLS],
         sums: vec![0; npairs * COLS],
         scales: vec![0.0; per_col * COLS],
@@ -529,12 +550,26 @@ pub fn pack_columns<A: PanelAct>(
         let col = &acts[(c0 + c) * per_col..][..per_col];
         for (i, blk) in col.iter().enumerate() {
             b.scales[i * COLS + c] = blk.scale();
-            let words = b.codes[i * A::LEN / 4 * COLS + c..]
-                .iter_mut()
-                .step_by(COLS);
-            for (w, q) in words.zip(blk.codes().chunks_exact(4)) {
-                *w = u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
-                    ^ 0x8080_8080;
+            let word = |q: &[i8]| {
+                u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]) ^ 0x8080_8080
+            };
+            if group == 4 {
+                let words = b.codes[i * A::LEN / 4 * COLS + c..]
+                    .iter_mut()
+                    .step_by(COLS);
+                for (w, q) in words.zip(blk.codes().chunks_exact(4)) {
+                    *w = word(q);
+                }
+            } else {
+                // Run j of the block (eight values, two words) at word
+                // 2 * (run * COLS + c).
+                let pairs = b.codes[(i * A::LEN / 8 * COLS + c) * 2..]
+                    .chunks_exact_mut(2)
+                    .step_by(COLS);
+                for (w, q) in pairs.zip(blk.codes().chunks_exact(8)) {
+                    w[0] = word(&q[..4]);
+                    w[1] = word(&q[4..]);
+                }
             }
             if npairs == 0 {
                 continue;
@@ -565,9 +600,18 @@ pub fn pack_columns<A: PanelAct>(
 }
 
 impl ColBlock {
-    /// Code `i` of column `c`, as packed (the inverse of [`pack_columns`]).
+    /// Code `i` of column `c`, as packed (the inverse of [`pack_columns_by`]).
     pub fn code(&self, c: usize, i: usize) -> i8 {
-        (self.codes[i / 4 * COLS + c].to_le_bytes()[i % 4] ^ 0x80) as i8
+        (self.acode(c, i) ^ 0x80) as i8
+    }
+    /// Code `i` of column `c` as stored (+ 128).
+    fn acode(&self, c: usize, i: usize) -> u8 {
+        let g = self.group;
+        bytemuck::cast_slice::<u32, u8>(&self.codes)[(i / g * COLS + c) * g + i % g]
+    }
+    /// Values of a column stored together (4 or 8).
+    pub fn group(&self) -> usize {
+        self.group
     }
     /// The scale of activation block `b` of column `c`.
     pub fn scale(&self, c: usize, b: usize) -> f32 {
@@ -666,7 +710,7 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
     let Shape { block, sub, .. } = t.shape;
     let (nsub, nblk, pairs) = (t.k / sub, t.k / block, t.shape.pairs());
     let lo_hi = |v: i32| (v as i16 as i32, v >> 16);
-    let a = |i: usize, c: usize| t.acodes()[(i / 4 * COLS + c) * 4 + i % 4] as i32;
+    let a = |i: usize, c: usize| t.cols.acode(c, i) as i32;
     for r in 0..ROWS {
         for c in 0..COLS {
             let mut acc = 0f32;

@@ -216,6 +216,9 @@ pub type TileFn = unsafe fn(t: &Tile, out: &mut [f32; PANEL_ROWS * PANEL_COLS]);
 pub struct PanelKernel {
     name: &'static str,
     isa: Isa,
+    /// Values of an activation column stored together in the
+    /// [`crate::panel::ColBlock`]s it reads ([`crate::panel::pack_columns_by`]).
+    group: usize,
     /// # Safety
     /// The CPU must support `isa`; the tile built by [`Tile::new`] (which checks the lengths).
     pub(crate) f: TileFn,
@@ -232,9 +235,22 @@ impl PanelKernel {
     pub fn function(&self) -> TileFn {
         self.f
     }
-    /// Runs the tile after checking the CPU ([`Tile::new`] checked the lengths).
+    /// Values of an activation column stored together in the columns it
+    /// reads: 4, or 8 (the i8mm tile).
+    pub fn group(&self) -> usize {
+        self.group
+    }
+    /// Runs the tile after checking the CPU and the columns' layout
+    /// ([`Tile::new`] checked the lengths).
     pub fn run(&self, tile: &Tile, out: &mut [f32; PANEL_ROWS * PANEL_COLS]) -> Result<()> {
         check_cpu(self.name, self.isa)?;
+        if tile.cols.group() != self.group {
+            return Err(Error::LengthMismatch {
+                what: "activation columns' group (values stored together)",
+                expected: self.group,
+                got: tile.cols.group(),
+            });
+        }
         // SAFETY: ISA checked above; the tile's lengths were checked by Tile::new.
         unsafe { (self.f)(tile, out) };
         Ok(())
@@ -711,17 +727,20 @@ pub fn panel_kernels() -> Vec<PanelKernel> {
     let mut v = vec![PanelKernel {
         name: "gemm_i8_q8x32_8x32_scalar",
         isa: Isa::Scalar,
+        group: 4,
         f: crate::panel::gemm_i8_q8x32_8x32,
     }];
     #[cfg(target_arch = "x86_64")]
     v.extend([
         PanelKernel {
             name: "gemm_i8_q8x32_8x32_avx2",
+            group: 4,
             isa: Isa::Avx2,
             f: crate::x86_avx2::panel::gemm_i8_q8x32_8x32,
         },
         PanelKernel {
             name: "gemm_i8_q8x32_8x32_avx512",
+            group: 4,
             isa: Isa::Avx512,
             f: crate::x86_avx512::panel::gemm_i8_q8x32_8x32,
         },
@@ -730,11 +749,13 @@ pub fn panel_kernels() -> Vec<PanelKernel> {
     v.extend([
         PanelKernel {
             name: "gemm_i8_q8x32_8x32_dotprod",
+            group: 4,
             isa: Isa::Dotprod,
             f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32,
         },
         PanelKernel {
             name: "gemm_i8_q8x32_8x32_i8mm",
+            group: 8,
             isa: Isa::I8mm,
             f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32_i8mm,
         },

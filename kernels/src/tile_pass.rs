@@ -21,6 +21,15 @@ pub(crate) trait TilePrims {
     /// told apart in the `llvm-mca` regions (`mca!`).
     #[allow(dead_code)] // read by the mca! regions only
     const MATRIX: bool = false;
+    /// Values of an activation column stored together (the
+    /// [`crate::panel::ColBlock`] the tile reads): 4, or 8 where
+    /// [`TilePrims::sub_dots`] takes two columns' eight values at once.
+    const GROUP: usize = 4;
+    /// Whether [`TilePrims::sub_dots`] takes the activations as stored
+    /// (`+ 128`, unsigned): each sub-block's sums then start at the rows'
+    /// corrections (`-128 * sum(codes)`, [`TilePrims::splat_i`]), which make
+    /// them exactly `sum(code * a)`.
+    const BIASED: bool = false;
     /// `LANES` i32 sums.
     type I: Copy;
     /// `LANES` f32.
@@ -36,6 +45,16 @@ pub(crate) trait TilePrims {
     /// # Safety
     /// The ISA's features.
     unsafe fn zero_i() -> Self::I;
+    /// `LANES` copies of `x` (the sums' start where [`TilePrims::BIASED`]).
+    ///
+    /// # Safety
+    /// The ISA's features.
+    #[inline(always)]
+    unsafe fn splat_i(x: i32) -> Self::I {
+        let _ = x;
+        // SAFETY: the caller's features.
+        unsafe { Self::zero_i() }
+    }
     /// # Safety
     /// The ISA's features.
     unsafe fn zero_f() -> Self::F;
@@ -57,9 +76,10 @@ pub(crate) trait TilePrims {
     /// `is[r][v]` plus, for rows `r` = 0, 1 (codes at `w[r]`) and column
     /// vectors `v < V`, the exact dot products over `Q` groups of four values
     /// of K: group `q`'s codes at `w[r] + 4 q`, its activations at
-    /// `a + q * 4 * COLS + v * 4 * LANES`. The default takes one group at a
-    /// time with [`TilePrims::dot`]; an ISA with a matrix instruction (i8mm)
-    /// takes two.
+    /// `a + q * 4 * COLS + v * GROUP * LANES` (the `GROUP`-value runs of the
+    /// vector's columns, `4 q % GROUP` into them). The default takes one
+    /// group at a time with [`TilePrims::dot`]; an ISA with a matrix
+    /// instruction (i8mm) takes two.
     ///
     /// # Safety
     /// The ISA's features; `4 * Q` readable bytes at each `w[r]`, and the
@@ -154,9 +174,10 @@ unsafe fn pass<
     let acodes = t.acodes().as_ptr();
     let (asums, ascales) = (t.asums().as_ptr(), t.ascales().as_ptr());
     // SAFETY (every pointer read below): Tile::new checked codes (ROWS * k),
-    // scale (ROWS * nsub), mins (ROWS * nblk * P), min_scale (ROWS * nblk when
-    // P > 0), acodes (k * COLS bytes: kq * 4 * COLS + (c0 + v) * 4 * LANES +
-    // 4 * LANES <= k * COLS), asums (nblk * P * COLS i32) and ascales
+    // scale and corr (ROWS * nsub), mins (ROWS * nblk * P), min_scale (ROWS * nblk when
+    // P > 0), acodes (k * COLS bytes: a run of GROUP values of K is
+    // GROUP * COLS bytes, and kq * 4 * COLS + (c0 + v) * GROUP * LANES +
+    // GROUP * LANES <= k * COLS for a run's start kq), asums (nblk * P * COLS i32) and ascales
     // (nblk * COLS); r0 + 1 < ROWS. The features are the caller's.
     unsafe {
         let mut acc = [[T::zero_f(); V]; 2];
@@ -174,13 +195,18 @@ unsafe fn pass<
                     lanes = T::LANES
                 );
                 let mut is = [[T::zero_i(); V]; 2];
+                if T::BIASED {
+                    for (r, is) in is.iter_mut().enumerate() {
+                        *is = [T::splat_i(*t.corr.get_unchecked((r0 + r) * nsub + g)); V];
+                    }
+                }
                 T::sub_dots::<Q, V, U>(
                     &mut is,
                     [
                         codes.add(r0 * k + 4 * g * Q).cast(),
                         codes.add((r0 + 1) * k + 4 * g * Q).cast(),
                     ],
-                    acodes.add(g * Q * 4 * COLS + c0 * 4 * lanes),
+                    acodes.add(g * Q * 4 * COLS + c0 * T::GROUP * lanes),
                 );
                 for (r, sb) in sb.iter_mut().enumerate() {
                     let scale = *t.scale.get_unchecked((r0 + r) * nsub + g);

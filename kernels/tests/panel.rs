@@ -15,7 +15,9 @@
 use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::quantize_activations;
-use llmkernel_kernels::panel::{self, pack_columns, PanelAct, Shape, Tile, Unpacked, COLS, ROWS};
+use llmkernel_kernels::panel::{
+    self, pack_columns, pack_columns_by, PanelAct, Shape, Tile, Unpacked, COLS, ROWS,
+};
 use llmkernel_kernels::table::{panel_kernels, Config, Isa, Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
 use llmkernel_kernels::{each_format, Format};
@@ -133,8 +135,8 @@ fn check_columns<B: Kernels + RandomBlock>(seed: u64) {
     for n in [1usize, 31, 45] {
         let x = r.activations(n * k);
         let acts = quantize_activations::<B>(&x, n, k, 1).unwrap();
-        for c0 in (0..n).step_by(COLS) {
-            let cb = pack_columns(&acts, n, k, c0, shape);
+        for (c0, group) in (0..n).step_by(COLS).flat_map(|c0| [(c0, 4), (c0, 8)]) {
+            let cb = pack_columns_by(&acts, n, k, c0, shape, group);
             for c in 0..COLS {
                 let col = (c0 + c < n).then(|| &acts[(c0 + c) * per_col..][..per_col]);
                 for i in 0..k {
@@ -144,7 +146,7 @@ fn check_columns<B: Kernels + RandomBlock>(seed: u64) {
                     assert_eq!(
                         cb.code(c, i),
                         want,
-                        "{}: n {n}, column {}, value {i}",
+                        "{}: n {n}, group {group}, column {}, value {i}",
                         B::FORMAT,
                         c0 + c
                     );
@@ -256,7 +258,8 @@ fn check_tiles<B: Kernels + RandomBlock>(
             u.fill(&w, rows, kernel.isa());
             let acts = quantize_activations::<B>(&x, n, k, 1).unwrap();
             for c0 in (0..n).step_by(COLS) {
-                let cb = pack_columns(&acts, n, k, c0, shape);
+                // The columns as this kernel reads them (the scalar tile reads any layout).
+                let cb = pack_columns_by(&acts, n, k, c0, shape, kernel.group());
                 let tile = Tile::new(&u, 0, &cb);
                 let (mut want, mut got) = ([0f32; ROWS * COLS], [f32::NAN; ROWS * COLS]);
                 // SAFETY: the scalar tile has no requirement.
@@ -386,4 +389,33 @@ fn interleaved_groups_unpack_as_their_rows() {
     check_fill_x4::<BlockQ4_0x4>(34);
     check_fill_x4::<BlockIq4Nlx4>(35);
     check_fill_x4::<BlockQ5_0x4>(36);
+}
+
+#[test]
+fn a_tile_kernel_refuses_columns_of_another_layout() {
+    let mut r = Rng::new(77);
+    let shape = Shape::of::<BlockQ4K>();
+    let k = shape.block;
+    let mut u = Unpacked::new(ROWS, k, shape);
+    u.fill(&BlockQ4K::random_vec(&mut r, ROWS), ROWS, Isa::Scalar);
+    let acts = quantize_activations::<BlockQ4K>(&r.activations(COLS * k), COLS, k, 1).unwrap();
+    let mut out = [0f32; ROWS * COLS];
+    let mut checked = 0;
+    for kernel in panel_kernels()
+        .into_iter()
+        .filter(|p| p.isa().supported(&CpuFeatures::get()))
+    {
+        let other = if kernel.group() == 4 { 8 } else { 4 };
+        let cb = pack_columns_by(&acts, COLS, k, 0, shape, other);
+        let err = kernel.run(&Tile::new(&u, 0, &cb), &mut out).unwrap_err();
+        assert!(
+            err.to_string().contains("group"),
+            "{}: {err}",
+            kernel.name()
+        );
+        let cb = pack_columns_by(&acts, COLS, k, 0, shape, kernel.group());
+        kernel.run(&Tile::new(&u, 0, &cb), &mut out).unwrap();
+        checked += 1;
+    }
+    assert!(checked >= 1);
 }

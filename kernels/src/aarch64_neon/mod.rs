@@ -114,6 +114,26 @@ fn dot16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     vpadalq_s16(acc, vmull_high_s8(a, b))
 }
 
+/// `usmmla` (ARMv8.6 i8mm), through inline assembly as [`smmla`]: `acc`
+/// plus the 2 x 2 products of `a`'s two rows of eight `u8` with `b`'s two
+/// rows of eight `i8`, as `[a0·b0, a0·b1, a1·b0, a1·b1]`, exact.
+#[inline]
+#[target_feature(enable = "neon,i8mm")]
+fn usmmla(acc: int32x4_t, a: uint8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut r = acc;
+    // SAFETY: usmmla only reads a and b and accumulates into r; i8mm is enabled.
+    unsafe {
+        std::arch::asm!(
+            "usmmla {r:v}.4s, {a:v}.16b, {b:v}.16b",
+            r = inout(vreg) r,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    r
+}
+
 /// `smmla` (ARMv8.6 i8mm), through inline assembly (`std::arch`'s
 /// `vmmlaq_s32` is unstable): `acc` plus the 2 x 2 products of `a`'s two rows
 /// of eight `i8` with `b`'s two rows of eight, as

@@ -12,18 +12,21 @@
 //! add), exact. The float steps are [`crate::panel::gemm_i8_q8x32_8x32`]'s,
 //! fused multiply-adds in its order, so the two agree bit for bit.
 //!
-//! With i8mm, [`gemm_i8_q8x32_8x32_i8mm`] takes eight values of K at a time:
-//! the two rows' eight codes make one `smmla` operand, and two columns' eight
-//! activations the other (one `zip1`/`zip2` of the columns' two four-value
-//! groups, as the panel stores them); each `smmla` adds a 2 x 2 block of
-//! exact sums, which two `zip`s of 64-bit lanes turn back into the two rows'
-//! column vectors before the same float steps. Half the multiply
-//! instructions of the dotprod tile, for two `zip`s per two columns.
+//! With i8mm, [`gemm_i8_q8x32_8x32_i8mm`] takes eight values of K at a time
+//! from columns packed eight values together
+//! ([`crate::panel::pack_columns_by`], group 8): the two rows' eight codes
+//! make one operand, two columns' sixteen stored bytes the other, as they
+//! lie, and `usmmla` (unsigned activations as stored, `+128`, by signed
+//! codes) adds a 2 x 2 block of sums, started at the rows' corrections as
+//! the AVX-512 tile starts its (`TilePrims::BIASED`), so they are exact.
+//! The sums go in and come back by `zip`/`uzp` of 32-bit lanes, once per
+//! sub-block. Half the multiply instructions of the dotprod tile and no
+//! per-load conversion or shuffle.
 //!
 //! Checked here under qemu for correctness only; its speed against the
 //! dotprod row kernels is for an ARM board to measure.
 
-use super::{sdot16, smmla};
+use super::{sdot16, usmmla};
 use crate::panel::{Tile, COLS, ROWS};
 use crate::tile_pass::TilePrims;
 use std::arch::aarch64::*;
@@ -80,6 +83,8 @@ enum Neon<const MM: bool> {}
 impl<const MM: bool> TilePrims for Neon<MM> {
     const LANES: usize = 4;
     const MATRIX: bool = MM;
+    const BIASED: bool = MM;
+    const GROUP: usize = if MM { 8 } else { 4 };
     type I = int32x4_t;
     type F = float32x4_t;
     type A = int8x16_t;
@@ -90,6 +95,11 @@ impl<const MM: bool> TilePrims for Neon<MM> {
     unsafe fn zero_i() -> int32x4_t {
         // SAFETY: the caller's features.
         unsafe { vdupq_n_s32(0) }
+    }
+    #[inline(always)]
+    unsafe fn splat_i(x: i32) -> int32x4_t {
+        // SAFETY: the caller's features.
+        unsafe { vdupq_n_s32(x) }
     }
     #[inline(always)]
     unsafe fn zero_f() -> float32x4_t {
@@ -124,24 +134,33 @@ impl<const MM: bool> TilePrims for Neon<MM> {
         // SAFETY: the caller's features include i8mm (MM is only
         // instantiated by gemm_i8_q8x32_8x32_i8mm); reads as the contract says.
         unsafe {
-            // Per column vector, the 2 x 2 sums of columns (0, 1) and (2, 3).
-            let mut mm = [[vdupq_n_s32(0); 2]; V];
+            // Per column vector, the 2 x 2 sums of columns (0, 1) and (2, 3)
+            // by the two rows, as `[c0·r0, c0·r1, c1·r0, c1·r1]`: the
+            // activations as stored (+ 128, unsigned), the sums started at
+            // the rows' corrections (BIASED). `is` goes in by zips and comes
+            // back by the inverse unzips, so no zeroing and no adds.
+            let mut mm: [[int32x4_t; 2]; V] = std::array::from_fn(|v| {
+                [
+                    vzip1q_s32(is[0][v], is[1][v]),
+                    vzip2q_s32(is[0][v], is[1][v]),
+                ]
+            });
             for q in (0..Q).step_by(2) {
                 let wv = vcombine_s8(
                     vld1_s8(w[0].add(4 * q).cast()),
                     vld1_s8(w[1].add(4 * q).cast()),
                 );
                 for (v, mm) in mm.iter_mut().enumerate() {
-                    let lo = vreinterpretq_s32_s8(Self::load_a(a.add(q * 4 * COLS + v * 16)));
-                    let hi = vreinterpretq_s32_s8(Self::load_a(a.add((q + 1) * 4 * COLS + v * 16)));
-                    mm[0] = smmla(mm[0], wv, vreinterpretq_s8_s32(vzip1q_s32(lo, hi)));
-                    mm[1] = smmla(mm[1], wv, vreinterpretq_s8_s32(vzip2q_s32(lo, hi)));
+                    // Columns 4v, 4v + 1 and 4v + 2, 4v + 3: each pair's
+                    // eight values of K, one operand each (GROUP 8).
+                    let p = a.add(q * 4 * COLS + v * 32);
+                    mm[0] = usmmla(mm[0], vld1q_u8(p), wv);
+                    mm[1] = usmmla(mm[1], vld1q_u8(p.add(16)), wv);
                 }
             }
             for (v, mm) in mm.iter().enumerate() {
-                let (p01, p23) = (vreinterpretq_s64_s32(mm[0]), vreinterpretq_s64_s32(mm[1]));
-                is[0][v] = vaddq_s32(is[0][v], vreinterpretq_s32_s64(vzip1q_s64(p01, p23)));
-                is[1][v] = vaddq_s32(is[1][v], vreinterpretq_s32_s64(vzip2q_s64(p01, p23)));
+                is[0][v] = vuzp1q_s32(mm[0], mm[1]);
+                is[1][v] = vuzp2q_s32(mm[0], mm[1]);
             }
         }
     }
