@@ -109,7 +109,7 @@ fn bench_format<B: Kernels + RandomBlock>(c: &mut Criterion) {
         // Q3_K's and Q2_K's factored codes).
         let mut u = Unpacked::new(ROWS, K, shape);
         u.fill(&w[..ROWS * K / B::FORMAT.block_len()], ROWS, p.isa());
-        let cols = pack_columns_by(&acts, COLS, K, 0, shape, p.group());
+        let cols = pack_columns_by(&acts, COLS, K, 0, shape, p.layout());
         let tile = Tile::new(&u, 0, &cols);
         let f = p.function();
         g.bench_function(BenchmarkId::new(p.name(), p.isa()), |b| {

@@ -30,6 +30,12 @@ pub enum Error {
     /// group of four (dense data to pack), or a mask without exactly two kept
     /// positions per group (sparse data to read).
     NotSparse24 { block: usize, group: usize },
+    /// Activation columns packed in another layout than the tile kernel reads.
+    ColumnLayout {
+        kernel: &'static str,
+        expected: crate::panel::ColLayout,
+        got: crate::panel::ColLayout,
+    },
 }
 
 impl fmt::Display for Error {
@@ -61,6 +67,18 @@ impl fmt::Display for Error {
             Error::NotSparse24 { block, group } => write!(
                 f,
                 "block {block}, group {group}: not 2:4 sparse (more than two non-zero values of four, or a bad kept-position mask)"
+            ),
+            Error::ColumnLayout {
+                kernel,
+                expected,
+                got,
+            } => write!(
+                f,
+                "kernel {kernel} reads activation columns in groups of {} ({}), not {} ({})",
+                expected.group,
+                if expected.biased { "stored + 128" } else { "signed" },
+                got.group,
+                if got.biased { "stored + 128" } else { "signed" },
             ),
         }
     }

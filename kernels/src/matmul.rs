@@ -349,7 +349,7 @@ fn matmul_panel<B: Kernels>(
     let blocks: Vec<Mutex<Option<ColBlock>>> = (0..nblocks).map(|_| Mutex::new(None)).collect();
     par.run(nblocks, &|i| {
         *blocks[i].lock().unwrap() =
-            Some(pack_columns_by(acts, n, k, i * COLS, shape, panel.group()));
+            Some(pack_columns_by(acts, n, k, i * COLS, shape, panel.layout()));
     });
     let blocks: Vec<ColBlock> = blocks
         .into_iter()

@@ -494,12 +494,31 @@ impl Unpacked {
     }
 }
 
-/// [`COLS`] activation columns, interleaved for the tile kernels.
-pub struct ColBlock {
+/// How a [`ColBlock`] stores its columns' codes, as the tile kernel that
+/// reads it wants ([`crate::table::PanelKernel::layout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColLayout {
     /// Values of a column stored together: 4, or 8 for the i8mm tile,
     /// whose `usmmla` takes two columns' eight values as one operand.
-    group: usize,
-    /// `[k / group][COLS][group]`: each code + 128 (`u8`), in 32-bit words.
+    pub group: usize,
+    /// Whether each code is stored `+ 128` as a `u8` (the x86 tiles'
+    /// `vpdpbusd` / `vpmaddubsw` and `usmmla` take unsigned activations),
+    /// or as the signed code (`sdot` takes signed ones).
+    pub biased: bool,
+}
+
+impl ColLayout {
+    /// Four values together, stored `+ 128`: the x86 tiles and the scalar one.
+    pub const BY4: ColLayout = ColLayout {
+        group: 4,
+        biased: true,
+    };
+}
+
+/// [`COLS`] activation columns, interleaved for the tile kernels.
+pub struct ColBlock {
+    layout: ColLayout,
+    /// `[k / group][COLS][group]` codes (`layout`), in 32-bit words.
     codes: Vec<u32>,
     /// `[k / (2 * min_sub)][COLS]`: the sums of the column's codes over two
     /// min sub-blocks, as an i16 pair (empty without mins).
@@ -518,19 +537,20 @@ pub fn pack_columns<A: PanelAct>(
     c0: usize,
     shape: Shape,
 ) -> ColBlock {
-    pack_columns_by(acts, n, k, c0, shape, 4)
+    pack_columns_by(acts, n, k, c0, shape, ColLayout::BY4)
 }
 
-/// [`pack_columns`] with `group` (4 or 8) values of a column together, as
-/// the tile kernel that reads it wants ([`crate::table::PanelKernel::group`]).
+/// [`pack_columns`] in `layout`, as the tile kernel that reads it wants
+/// ([`crate::table::PanelKernel::layout`]).
 pub fn pack_columns_by<A: PanelAct>(
     acts: &[A],
     n: usize,
     k: usize,
     c0: usize,
     shape: Shape,
-    group: usize,
+    layout: ColLayout,
 ) -> ColBlock {
+    let group = layout.group;
     assert!(group == 4 || group == 8, "a column group of 4 or 8 values");
     assert!(k % A::LEN == 0 && A::LEN % group == 0);
     let per_col = k / A::LEN;
@@ -539,9 +559,10 @@ pub fn pack_columns_by<A: PanelAct>(
     } else {
         k / shape.min_sub / 2
     };
+    let bias = if layout.biased { 0x8080_8080 } else { 0 };
     let mut b = ColBlock {
-        group,
-        codes: vec![0x8080_8080; k / 4 * COLS],
+        layout,
+        codes: vec![bias; k / 4 * COLS],
         sums: vec![0; npairs * COLS],
         scales: vec![0.0; per_col * COLS],
     };
@@ -551,7 +572,7 @@ pub fn pack_columns_by<A: PanelAct>(
         for (i, blk) in col.iter().enumerate() {
             b.scales[i * COLS + c] = blk.scale();
             let word = |q: &[i8]| {
-                u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]) ^ 0x8080_8080
+                u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]) ^ bias
             };
             if group == 4 {
                 let words = b.codes[i * A::LEN / 4 * COLS + c..]
@@ -604,14 +625,19 @@ impl ColBlock {
     pub fn code(&self, c: usize, i: usize) -> i8 {
         (self.acode(c, i) ^ 0x80) as i8
     }
-    /// Code `i` of column `c` as stored (+ 128).
+    /// Code `i` of column `c` + 128, whichever way it is stored.
     fn acode(&self, c: usize, i: usize) -> u8 {
-        let g = self.group;
-        bytemuck::cast_slice::<u32, u8>(&self.codes)[(i / g * COLS + c) * g + i % g]
+        let g = self.layout.group;
+        let stored = bytemuck::cast_slice::<u32, u8>(&self.codes)[(i / g * COLS + c) * g + i % g];
+        if self.layout.biased {
+            stored
+        } else {
+            stored ^ 0x80
+        }
     }
-    /// Values of a column stored together (4 or 8).
-    pub fn group(&self) -> usize {
-        self.group
+    /// How the codes are stored.
+    pub fn layout(&self) -> ColLayout {
+        self.layout
     }
     /// The scale of activation block `b` of column `c`.
     pub fn scale(&self, c: usize, b: usize) -> f32 {

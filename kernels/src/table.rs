@@ -24,7 +24,9 @@ use crate::formats::{
     BlockQ5_0x4, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0Sx4, BlockQ8_0x4, BlockTq1_0,
     BlockTq1_0Px64, BlockTq1_0x64, BlockTq2_0, BlockTq2_0Px64, BlockTq2_0x64, Format, WeightBlock,
 };
-use crate::panel::{PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS};
+use crate::panel::{
+    ColLayout, PanelAct, PanelFormat, Tile, COLS as PANEL_COLS, ROWS as PANEL_ROWS,
+};
 use crate::{scalar, Error, Result};
 use std::ops::Range;
 
@@ -216,9 +218,9 @@ pub type TileFn = unsafe fn(t: &Tile, out: &mut [f32; PANEL_ROWS * PANEL_COLS]);
 pub struct PanelKernel {
     name: &'static str,
     isa: Isa,
-    /// Values of an activation column stored together in the
-    /// [`crate::panel::ColBlock`]s it reads ([`crate::panel::pack_columns_by`]).
-    group: usize,
+    /// How the [`crate::panel::ColBlock`]s it reads store their codes
+    /// ([`crate::panel::pack_columns_by`]).
+    layout: ColLayout,
     /// # Safety
     /// The CPU must support `isa`; the tile built by [`Tile::new`] (which checks the lengths).
     pub(crate) f: TileFn,
@@ -235,20 +237,19 @@ impl PanelKernel {
     pub fn function(&self) -> TileFn {
         self.f
     }
-    /// Values of an activation column stored together in the columns it
-    /// reads: 4, or 8 (the i8mm tile).
-    pub fn group(&self) -> usize {
-        self.group
+    /// How the columns it reads store their codes.
+    pub fn layout(&self) -> ColLayout {
+        self.layout
     }
     /// Runs the tile after checking the CPU and the columns' layout
     /// ([`Tile::new`] checked the lengths).
     pub fn run(&self, tile: &Tile, out: &mut [f32; PANEL_ROWS * PANEL_COLS]) -> Result<()> {
         check_cpu(self.name, self.isa)?;
-        if tile.cols.group() != self.group {
-            return Err(Error::LengthMismatch {
-                what: "activation columns' group (values stored together)",
-                expected: self.group,
-                got: tile.cols.group(),
+        if tile.cols.layout() != self.layout {
+            return Err(Error::ColumnLayout {
+                kernel: self.name,
+                expected: self.layout,
+                got: tile.cols.layout(),
             });
         }
         // SAFETY: ISA checked above; the tile's lengths were checked by Tile::new.
@@ -727,20 +728,20 @@ pub fn panel_kernels() -> Vec<PanelKernel> {
     let mut v = vec![PanelKernel {
         name: "gemm_i8_q8x32_8x32_scalar",
         isa: Isa::Scalar,
-        group: 4,
+        layout: ColLayout::BY4,
         f: crate::panel::gemm_i8_q8x32_8x32,
     }];
     #[cfg(target_arch = "x86_64")]
     v.extend([
         PanelKernel {
             name: "gemm_i8_q8x32_8x32_avx2",
-            group: 4,
+            layout: ColLayout::BY4,
             isa: Isa::Avx2,
             f: crate::x86_avx2::panel::gemm_i8_q8x32_8x32,
         },
         PanelKernel {
             name: "gemm_i8_q8x32_8x32_avx512",
-            group: 4,
+            layout: ColLayout::BY4,
             isa: Isa::Avx512,
             f: crate::x86_avx512::panel::gemm_i8_q8x32_8x32,
         },
@@ -749,13 +750,19 @@ pub fn panel_kernels() -> Vec<PanelKernel> {
     v.extend([
         PanelKernel {
             name: "gemm_i8_q8x32_8x32_dotprod",
-            group: 4,
+            layout: ColLayout {
+                group: 4,
+                biased: false,
+            },
             isa: Isa::Dotprod,
             f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32,
         },
         PanelKernel {
             name: "gemm_i8_q8x32_8x32_i8mm",
-            group: 8,
+            layout: ColLayout {
+                group: 8,
+                biased: true,
+            },
             isa: Isa::I8mm,
             f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32_i8mm,
         },

@@ -1,13 +1,14 @@
 //! The panel tile's two-row pass ([`crate::panel`]), written once over a
-//! per-ISA primitive set ([`TilePrims`]): AVX2 (8 columns per vector,
-//! `vpmaddubsw`) and NEON dotprod (4 columns per vector, `sdot`) differ only
-//! in these primitives. A pass takes rows `r0`, `r0 + 1` against `V` vectors
+//! per-ISA primitive set ([`TilePrims`]): NEON dotprod (`sdot`) and i8mm
+//! (`usmmla`, two values of K's groups at once), 4 columns per vector, differ
+//! only in these primitives. A pass takes rows `r0`, `r0 + 1` against `V` vectors
 //! of columns: per four values of K it loads the columns' interleaved codes
 //! once for both rows and adds, per row, the exact `sum(code * a)`; the float
 //! steps are [`crate::panel::gemm_i8_q8x32_8x32`]'s fused multiply-adds in
 //! its order, so every instantiation equals the scalar tile bit for bit.
 //!
-//! The AVX-512 tile (8 rows at once, VNNI) has another shape and keeps its own body.
+//! The x86 tiles (AVX-512: 8 rows at once, VNNI; AVX2: the factored form)
+//! have other shapes and keep their own bodies.
 
 use crate::panel::{Shape, Tile, COLS, ROWS};
 
@@ -58,7 +59,8 @@ pub(crate) trait TilePrims {
     /// # Safety
     /// The ISA's features.
     unsafe fn zero_f() -> Self::F;
-    /// `LANES` columns' four codes at `p`, stored `+ 128`, as signed.
+    /// `LANES` columns' four codes at `p`, signed (the NEON dotprod tile's
+    /// columns are stored signed, `ColLayout { group: 4, biased: false }`).
     ///
     /// # Safety
     /// The ISA's features; `4 * LANES` readable bytes at `p`.

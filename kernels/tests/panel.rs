@@ -16,7 +16,7 @@ use llmkernel_kernels::cpu::CpuFeatures;
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::quantize_activations;
 use llmkernel_kernels::panel::{
-    self, pack_columns, pack_columns_by, PanelAct, Shape, Tile, Unpacked, COLS, ROWS,
+    self, pack_columns, pack_columns_by, ColLayout, PanelAct, Shape, Tile, Unpacked, COLS, ROWS,
 };
 use llmkernel_kernels::table::{panel_kernels, Config, Isa, Kernels};
 use llmkernel_kernels::testdata::{RandomBlock, Rng};
@@ -135,8 +135,14 @@ fn check_columns<B: Kernels + RandomBlock>(seed: u64) {
     for n in [1usize, 31, 45] {
         let x = r.activations(n * k);
         let acts = quantize_activations::<B>(&x, n, k, 1).unwrap();
-        for (c0, group) in (0..n).step_by(COLS).flat_map(|c0| [(c0, 4), (c0, 8)]) {
-            let cb = pack_columns_by(&acts, n, k, c0, shape, group);
+        let layouts = [4, 8]
+            .into_iter()
+            .flat_map(|group| [true, false].map(|biased| ColLayout { group, biased }));
+        for (c0, layout) in (0..n)
+            .step_by(COLS)
+            .flat_map(|c0| layouts.clone().map(move |l| (c0, l)))
+        {
+            let cb = pack_columns_by(&acts, n, k, c0, shape, layout);
             for c in 0..COLS {
                 let col = (c0 + c < n).then(|| &acts[(c0 + c) * per_col..][..per_col]);
                 for i in 0..k {
@@ -146,7 +152,7 @@ fn check_columns<B: Kernels + RandomBlock>(seed: u64) {
                     assert_eq!(
                         cb.code(c, i),
                         want,
-                        "{}: n {n}, group {group}, column {}, value {i}",
+                        "{}: n {n}, {layout:?}, column {}, value {i}",
                         B::FORMAT,
                         c0 + c
                     );
@@ -259,7 +265,7 @@ fn check_tiles<B: Kernels + RandomBlock>(
             let acts = quantize_activations::<B>(&x, n, k, 1).unwrap();
             for c0 in (0..n).step_by(COLS) {
                 // The columns as this kernel reads them (the scalar tile reads any layout).
-                let cb = pack_columns_by(&acts, n, k, c0, shape, kernel.group());
+                let cb = pack_columns_by(&acts, n, k, c0, shape, kernel.layout());
                 let tile = Tile::new(&u, 0, &cb);
                 let (mut want, mut got) = ([0f32; ROWS * COLS], [f32::NAN; ROWS * COLS]);
                 // SAFETY: the scalar tile has no requirement.
@@ -392,7 +398,7 @@ fn interleaved_groups_unpack_as_their_rows() {
 }
 
 #[test]
-fn a_tile_kernel_refuses_columns_of_another_layout() {
+fn a_tile_kernel_refuses_columns_in_another_layout() {
     let mut r = Rng::new(77);
     let shape = Shape::of::<BlockQ4K>();
     let k = shape.block;
@@ -405,15 +411,27 @@ fn a_tile_kernel_refuses_columns_of_another_layout() {
         .into_iter()
         .filter(|p| p.isa().supported(&CpuFeatures::get()))
     {
-        let other = if kernel.group() == 4 { 8 } else { 4 };
-        let cb = pack_columns_by(&acts, COLS, k, 0, shape, other);
-        let err = kernel.run(&Tile::new(&u, 0, &cb), &mut out).unwrap_err();
-        assert!(
-            err.to_string().contains("group"),
-            "{}: {err}",
-            kernel.name()
-        );
-        let cb = pack_columns_by(&acts, COLS, k, 0, shape, kernel.group());
+        let own = kernel.layout();
+        let others = [
+            ColLayout {
+                group: 12 - own.group,
+                ..own
+            },
+            ColLayout {
+                biased: !own.biased,
+                ..own
+            },
+        ];
+        for other in others {
+            let cb = pack_columns_by(&acts, COLS, k, 0, shape, other);
+            let err = kernel.run(&Tile::new(&u, 0, &cb), &mut out).unwrap_err();
+            assert!(
+                err.to_string().contains("reads activation columns"),
+                "{}: {err}",
+                kernel.name()
+            );
+        }
+        let cb = pack_columns_by(&acts, COLS, k, 0, shape, own);
         kernel.run(&Tile::new(&u, 0, &cb), &mut out).unwrap();
         checked += 1;
     }

@@ -4,8 +4,8 @@
 //! the per-sub-block float sums fit the 32 vector registers.
 //!
 //! Per four values of K: four 16-byte loads of the interleaved activations
-//! (`[column][4]`, stored `+128` as u8, taken back to signed with one `eor`
-//! each, shared by the two rows), then per row one `ld1r`-style broadcast of
+//! (`[column][4]`, stored signed for this tile: `ColLayout { group: 4,
+//! biased: false }`; shared by the two rows), then per row one `ld1r`-style broadcast of
 //! its four `i8` codes and four `sdot`: exactly `sum(code * a)`, which the
 //! scalar tile reaches from its correction instead. Mins: the columns' i16
 //! code-sum pairs times the row's i16 min pair (`smull`/`smull2`, pairwise
@@ -108,8 +108,9 @@ impl<const MM: bool> TilePrims for Neon<MM> {
     }
     #[inline(always)]
     unsafe fn load_a(p: *const u8) -> int8x16_t {
+        // (The dotprod tile's columns are stored signed: its layout.)
         // SAFETY: the caller guarantees 16 readable bytes and the features.
-        unsafe { vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p), vdupq_n_u8(0x80))) }
+        unsafe { vld1q_s8(p.cast()) }
     }
     #[inline(always)]
     unsafe fn splat_w<const U: bool>(w: i32) -> int8x16_t {
