@@ -168,11 +168,12 @@ def mca_cycles(insns, cpu):
     return int(m.group(1)) / ITER
 
 
-def regions(path):
+def regions(path, raw=None):
     """Our marked regions: name -> instruction lines (the first of equal
     names), or a string saying why the region cannot be estimated: a loop
     inside it (llvm-mca takes straight-line code), or its end not after its
-    beginning in the text."""
+    beginning in the text. `raw`, if given, gets every region's lines
+    whatever they hold."""
     out, cur, body = {}, None, []
     for line in open(path):
         m = re.search(r"LLVM-MCA-BEGIN (.*)$", line)
@@ -184,11 +185,35 @@ def regions(path):
         if "LLVM-MCA-END" in line and cur:
             inner = loops(body)
             out.setdefault(cur, body if not inner else "a loop inside the marked body")
+            if raw is not None:
+                raw.setdefault(cur, body)
             cur = None
             continue
         if cur:
             body.append(line)
     return out
+
+
+CPU_NOW = [None]
+
+
+def with_one_loop(body, op, total):
+    """Cycles per pass of a region that holds one loop: the straight-line
+    rest once, plus the loop's body times its trip count, found from `op`
+    (the multiply instruction): the region runs `total` of them, so the trip
+    count is (total - those outside the loop) / those in its body. None if
+    there is not exactly one loop or the count does not divide."""
+    ls = loops(body)
+    if len(ls) != 1:
+        return None
+    a, b = ls[0]
+    count = lambda lines: sum(1 for t in instructions(lines) if t.split()[0] == op)
+    inside, outside = count(body[a:b + 1]), count(body[:a] + body[b + 1:])
+    if inside == 0 or (total - outside) % inside != 0 or total < outside:
+        return None
+    trip = (total - outside) // inside
+    return mca_cycles(instructions(body[:a] + body[b + 1:]), CPU_NOW[0]) + trip * mca_cycles(
+        instructions(body[a:b + 1]), CPU_NOW[0])
 
 
 def functions(path):
@@ -289,7 +314,9 @@ def main():
     d = Path(sys.argv[1])
     results = []
     for cpu in CPUS:
-        regs = regions(d / f"ours-{cpu}.s")
+        raw = {}
+        regs = regions(d / f"ours-{cpu}.s", raw)
+        CPU_NOW[0] = cpu
         dot = functions(d / f"ggml-dot-{cpu}.s")
         rep = functions(d / f"ggml-repack-{cpu}.s")
         for fmt, kernel, isa, w, insns, calls in ours_rows(regs):
@@ -342,6 +369,16 @@ def main():
             if kv["mm"] and cpu != "neoverse-v1":
                 continue
             macs = 2 * 4 * kv["q"] * kv["v"] * kv["lanes"]
+            if isinstance(body, str) and not kv["mm"]:
+                # The dotprod tile's 8- and 64-group shapes keep their loop over
+                # groups: counted by its trip count, 2 rows x V `sdot` a group.
+                cyc = with_one_loop(raw[name], "sdot", 2 * kv["q"] * kv["v"])
+                if cyc is not None:
+                    results.append(dict(cpu=cpu, format=f"tile q={kv['q']} p={kv['p']}", side="llmkernel",
+                                        path="tile dotprod", cycles_per_256=cyc * 256 / macs,
+                                        per="256 weight x column products",
+                                        note="the loop over groups counted by its trip count"))
+                    continue
             if isinstance(body, str):
                 results.append(dict(cpu=cpu, format=f"tile q={kv['q']} p={kv['p']}", side="llmkernel",
                                     path="tile " + ("i8mm" if kv["mm"] else "dotprod"),
