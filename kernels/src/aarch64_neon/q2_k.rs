@@ -74,25 +74,30 @@ macro_rules! kernels {
         /// pairwise adds, times their four scales (`sc[t]`: sub-blocks `4t ..`).
         ///
         /// # Safety
-        /// The features of `$feat`.
-        #[inline]
-        #[target_feature(enable = $feat)]
+        /// The features of `$feat`: it is inlined into the kernels that have
+        /// them (as a `#[target_feature]` function it was called, not
+        /// inlined, in the baseline build and for two or more columns).
+        #[inline(always)]
         unsafe fn block_dot<const C: usize>(
             codes: &[[int8x16_t; 2]; 8],
             sc: &[int32x4_t; 4],
             a: &[&BlockQ8K; C],
         ) -> [int32x4_t; C] {
-            std::array::from_fn(|c| {
+            // (A loop, not `array::from_fn`: its closure was not inlined.)
+            // SAFETY (the vector operations): the caller's features.
+            let mut out = unsafe { [vdupq_n_s32(0); C] };
+            for (c, isum) in out.iter_mut().enumerate() {
                 // SAFETY: a[c].qs has 256 bytes; 16s + 16 <= 256.
                 let y = |s: usize| unsafe { vld1q_s8(a[c].qs.as_ptr().add(16 * s)) };
-                let dot = |s: usize| $dot(vdupq_n_s32(0), codes[s / 2][s % 2], y(s));
+                // SAFETY: the caller's features.
+                let dot = |s: usize| unsafe { $dot(vdupq_n_s32(0), codes[s / 2][s % 2], y(s)) };
                 let four = |t: usize| lane_sums4([dot(4 * t), dot(4 * t + 1), dot(4 * t + 2), dot(4 * t + 3)]);
-                let mut isum = vmulq_s32(four(0), sc[0]);
+                *isum = vmulq_s32(four(0), sc[0]);
                 for t in 1..4 {
-                    isum = vmlaq_s32(isum, four(t), sc[t]);
+                    *isum = vmlaq_s32(*isum, four(t), sc[t]);
                 }
-                isum
-            })
+            }
+            out
         }
 
         /// Q2_K: value `d * scale * q - dmin * min` (4-bit scale and min per
