@@ -19,8 +19,9 @@
 //!   (value = scale * code + min_scale * min).
 //! - **Activations** ([`ColBlock`], from the ggml-quantized Q8_K / Q8_0
 //!   blocks by [`pack_columns`]): [`COLS`] columns interleaved by four values
-//!   along K (`[k/4][column][4]`; by eight for the i8mm tile,
-//!   [`pack_columns_by`]), each code stored `+128` as a `u8`; per
+//!   along K (`[k/4][column][4]`), each code stored `+128` as a `u8` (or in
+//!   the layout another tile reads, [`ColLayout`]: signed for the NEON
+//!   dotprod tile, by eight for the i8mm tile); per
 //!   pair of min sub-blocks and column the two sums of the codes (i16 pair);
 //!   per activation block and column its scale.
 //!

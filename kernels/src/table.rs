@@ -750,19 +750,13 @@ pub fn panel_kernels() -> Vec<PanelKernel> {
     v.extend([
         PanelKernel {
             name: "gemm_i8_q8x32_8x32_dotprod",
-            layout: ColLayout {
-                group: 4,
-                biased: false,
-            },
+            layout: crate::aarch64_neon::panel::DOTPROD_LAYOUT,
             isa: Isa::Dotprod,
             f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32,
         },
         PanelKernel {
             name: "gemm_i8_q8x32_8x32_i8mm",
-            layout: ColLayout {
-                group: 8,
-                biased: true,
-            },
+            layout: crate::aarch64_neon::panel::I8MM_LAYOUT,
             isa: Isa::I8mm,
             f: crate::aarch64_neon::panel::gemm_i8_q8x32_8x32_i8mm,
         },

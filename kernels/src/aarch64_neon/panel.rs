@@ -27,7 +27,19 @@
 //! dotprod row kernels is for an ARM board to measure.
 
 use super::{sdot16, usmmla};
-use crate::panel::{Tile, COLS, ROWS};
+use crate::panel::{ColLayout, Tile, COLS, ROWS};
+
+/// The columns [`gemm_i8_q8x32_8x32`] reads: four values together, signed (`sdot`).
+pub(crate) const DOTPROD_LAYOUT: ColLayout = ColLayout {
+    group: 4,
+    biased: false,
+};
+/// The columns [`gemm_i8_q8x32_8x32_i8mm`] reads: eight values together,
+/// stored `+ 128` (`usmmla`'s unsigned operand).
+pub(crate) const I8MM_LAYOUT: ColLayout = ColLayout {
+    group: 8,
+    biased: true,
+};
 use crate::tile_pass::TilePrims;
 use std::arch::aarch64::*;
 
@@ -83,8 +95,16 @@ enum Neon<const MM: bool> {}
 impl<const MM: bool> TilePrims for Neon<MM> {
     const LANES: usize = 4;
     const MATRIX: bool = MM;
-    const BIASED: bool = MM;
-    const GROUP: usize = if MM { 8 } else { 4 };
+    const BIASED: bool = if MM {
+        I8MM_LAYOUT.biased
+    } else {
+        DOTPROD_LAYOUT.biased
+    };
+    const GROUP: usize = if MM {
+        I8MM_LAYOUT.group
+    } else {
+        DOTPROD_LAYOUT.group
+    };
     type I = int32x4_t;
     type F = float32x4_t;
     type A = int8x16_t;
