@@ -194,10 +194,7 @@ def regions(path, raw=None):
     return out
 
 
-CPU_NOW = [None]
-
-
-def with_one_loop(body, op, total):
+def with_one_loop(body, op, total, cpu):
     """Cycles per pass of a region that holds one loop: the straight-line
     rest once, plus the loop's body times its trip count, found from `op`
     (the multiply instruction): the region runs `total` of them, so the trip
@@ -212,8 +209,8 @@ def with_one_loop(body, op, total):
     if inside == 0 or (total - outside) % inside != 0 or total < outside:
         return None
     trip = (total - outside) // inside
-    return mca_cycles(instructions(body[:a] + body[b + 1:]), CPU_NOW[0]) + trip * mca_cycles(
-        instructions(body[a:b + 1]), CPU_NOW[0])
+    return mca_cycles(instructions(body[:a] + body[b + 1:]), cpu) + trip * mca_cycles(
+        instructions(body[a:b + 1]), cpu)
 
 
 def functions(path):
@@ -316,7 +313,6 @@ def main():
     for cpu in CPUS:
         raw = {}
         regs = regions(d / f"ours-{cpu}.s", raw)
-        CPU_NOW[0] = cpu
         dot = functions(d / f"ggml-dot-{cpu}.s")
         rep = functions(d / f"ggml-repack-{cpu}.s")
         for fmt, kernel, isa, w, insns, calls in ours_rows(regs):
@@ -372,7 +368,7 @@ def main():
             if isinstance(body, str) and not kv["mm"]:
                 # The dotprod tile's 8- and 64-group shapes keep their loop over
                 # groups: counted by its trip count, 2 rows x V `sdot` a group.
-                cyc = with_one_loop(raw[name], "sdot", 2 * kv["q"] * kv["v"])
+                cyc = with_one_loop(raw[name], "sdot", 2 * kv["q"] * kv["v"], cpu)
                 if cyc is not None:
                     results.append(dict(cpu=cpu, format=f"tile q={kv['q']} p={kv['p']}", side="llmkernel",
                                         path="tile dotprod", cycles_per_256=cyc * 256 / macs,

@@ -575,6 +575,8 @@ pub fn pack_columns_by<A: PanelAct>(
             let word = |q: &[i8]| {
                 u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]) ^ bias
             };
+            // Four values: one word a run, by the strided iterator (a loop
+            // over runs of either length packed 1.3x slower on x86).
             if group == 4 {
                 let words = b.codes[i * A::LEN / 4 * COLS + c..]
                     .iter_mut()

@@ -50,12 +50,7 @@ pub(crate) trait TilePrims {
     ///
     /// # Safety
     /// The ISA's features.
-    #[inline(always)]
-    unsafe fn splat_i(x: i32) -> Self::I {
-        let _ = x;
-        // SAFETY: the caller's features.
-        unsafe { Self::zero_i() }
-    }
+    unsafe fn splat_i(x: i32) -> Self::I;
     /// # Safety
     /// The ISA's features.
     unsafe fn zero_f() -> Self::F;

@@ -6,7 +6,7 @@
 //! lanes too, and both take one float step per block (`d` and `dmin` times
 //! the activation scale); the lanes are added once, at the end of the row.
 
-use super::{dot32, f16x4_to_f32, load32, sdot32};
+use super::{dot32, f16x4_to_f32, lane_sums4, load32, sdot32};
 use crate::formats::q4_k::scales_mins;
 use crate::formats::{BlockK4, BlockQ4K, BlockQ5K, BlockQ8K};
 use std::arch::aarch64::*;
@@ -84,9 +84,7 @@ macro_rules! kernels {
                     // Sub-block sums 0-3 and 4-7 as lanes (pairwise adds of
                     // the dot products' lanes), times the scales: the lanes
                     // of `isum` add up to the block's scaled sum.
-                    let half = |j: usize| {
-                        vpaddq_s32(vpaddq_s32(dot(j), dot(j + 1)), vpaddq_s32(dot(j + 2), dot(j + 3)))
-                    };
+                    let half = |j: usize| lane_sums4([dot(j), dot(j + 1), dot(j + 2), dot(j + 3)]);
                     let isum = vmlaq_s32(vmulq_s32(half(0), sc[0]), half(4), sc[1]);
                     // Sub-block j's activation sum is bsums[2j] + bsums[2j + 1];
                     // times the mins, as lanes.

@@ -75,7 +75,7 @@ macro_rules! kernels {
                     let dot = |s: usize| $dot(vdupq_n_s32(0), q[s], unsafe { vld1q_s8(a.qs.as_ptr().add(16 * s)) });
                     // Sub-block sums 4t..4t + 4 as lanes (pairwise adds of the
                     // dot products' lanes), times their scales.
-                    let four = |t: usize| lane_sums4([0, 1, 2, 3].map(|u| dot(4 * t + u)));
+                    let four = |t: usize| lane_sums4([dot(4 * t), dot(4 * t + 1), dot(4 * t + 2), dot(4 * t + 3)]);
                     let mut isum = vmulq_s32(four(0), sc[0]);
                     for t in 1..4 {
                         isum = vmlaq_s32(isum, four(t), sc[t]);
