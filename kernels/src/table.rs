@@ -600,6 +600,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_iq2_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq2_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xxs_q8_k_1x4, PANEL_ONLY),
+    (I8mm, "gemv_iq2_xxs_q8_k_2x4_i8mm", aarch64_neon::grid_mm::i8mm::gemv_iq2_xxs_q8_k_2x4_i8mm, PANEL_ONLY),
 ]);
 rows!(BlockIq2Xs, "gemv_iq2_xs_q8_k_1x1_scalar", lut: [BlockIq2Xsx64], dequant: dequantize_iq2_xs(auto),
 x86_64: [
@@ -609,6 +610,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_iq2_xs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq2_xs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_xs_q8_k_1x4, PANEL_ONLY),
+    (I8mm, "gemv_iq2_xs_q8_k_2x4_i8mm", aarch64_neon::grid_mm::i8mm::gemv_iq2_xs_q8_k_2x4_i8mm, PANEL_ONLY),
 ]);
 rows!(BlockIq2S, "gemv_iq2_s_q8_k_1x1_scalar", lut: [BlockIq2Sx64], dequant: dequantize_iq2_s(auto),
 x86_64: [
@@ -618,6 +620,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_iq2_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq2_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq2_s_q8_k_1x4, PANEL_ONLY),
+    (I8mm, "gemv_iq2_s_q8_k_2x4_i8mm", aarch64_neon::grid_mm::i8mm::gemv_iq2_s_q8_k_2x4_i8mm, PANEL_ONLY),
 ]);
 rows!(BlockIq3Xxs, "gemv_iq3_xxs_q8_k_1x1_scalar", lut: [BlockIq3Xxsx64], dequant: dequantize_iq3_xxs(auto),
 x86_64: [
@@ -627,6 +630,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_iq3_xxs_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq3_xxs_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_xxs_q8_k_1x4, PANEL_ONLY),
+    (I8mm, "gemv_iq3_xxs_q8_k_2x4_i8mm", aarch64_neon::grid_mm::i8mm::gemv_iq3_xxs_q8_k_2x4_i8mm, PANEL_ONLY),
 ]);
 rows!(BlockIq3S, "gemv_iq3_s_q8_k_1x1_scalar", lut: [BlockIq3Sx64], dequant: dequantize_iq3_s(auto),
 x86_64: [
@@ -636,6 +640,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_iq3_s_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_iq3_s_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_iq3_s_q8_k_1x4, PANEL_ONLY),
+    (I8mm, "gemv_iq3_s_q8_k_2x4_i8mm", aarch64_neon::grid_mm::i8mm::gemv_iq3_s_q8_k_2x4_i8mm, PANEL_ONLY),
 ]);
 rows!(BlockTq1_0, "gemv_tq1_0_q8_k_1x1_scalar", lut: [BlockTq1_0x64, BlockTq1_0Px64], dequant: dequantize_tq1_0(auto),
 x86_64: [
@@ -645,6 +650,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_tq1_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_tq1_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
+    (I8mm, "gemv_tq1_0_q8_k_2x4_i8mm", aarch64_neon::grid_mm::i8mm::gemv_tq1_0_q8_k_2x4_i8mm, PANEL_ONLY),
 ]);
 rows!(BlockTq2_0, "gemv_tq2_0_q8_k_1x1_scalar", lut: [BlockTq2_0x64, BlockTq2_0Px64], dequant: dequantize_tq2_0(auto),
 x86_64: [
@@ -654,6 +660,7 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_tq2_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq2_0_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_tq2_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq2_0_q8_k_1x4, PANEL_ONLY),
+    (I8mm, "gemv_tq2_0_q8_k_2x4_i8mm", aarch64_neon::grid_mm::i8mm::gemv_tq2_0_q8_k_2x4_i8mm, PANEL_ONLY),
 ]);
 rows!(BlockQ4_0S, "gemv_q4_0s_q8_0_1x1_scalar", x4: BlockQ4_0Sx4,
     dequant: dequantize_q4_0s,

@@ -6,6 +6,7 @@
 
 pub mod dequant;
 pub mod grid;
+pub mod grid_mm;
 pub mod iq4_xs;
 pub mod mm;
 pub mod panel;

@@ -79,8 +79,18 @@ pub trait GridBlock: super::WeightBlock<Act = BlockQ8K> {
 pub trait GridGroups: GridBlock {
     /// Group `g`'s grid bytes (eight magnitudes) and sign byte.
     fn group(&self, g: usize) -> (u64, u8);
-    /// The 16 scales (as [`GridBlock::int_form`]); returns the factor.
-    fn scales(&self, scales: &mut [i16; 16]) -> f32;
+    /// The 16 scales (as [`GridBlock::int_form`]).
+    fn int_scales(&self, scales: &mut [i16; 16]);
+    /// The block's f16 `d`, as bits.
+    fn d_bits(&self) -> u16;
+    /// The factor over `d`, a power of two (exact).
+    const D_FACTOR: f32;
+    /// The 16 scales; returns the factor, `d * D_FACTOR`.
+    #[inline(always)]
+    fn scales(&self, scales: &mut [i16; 16]) -> f32 {
+        self.int_scales(scales);
+        half::f16::from_bits(self.d_bits()).to_f32() * Self::D_FACTOR
+    }
 }
 
 /// [`GridBlock::int_form`] of an i-quant, from its groups.

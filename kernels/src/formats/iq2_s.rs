@@ -50,13 +50,18 @@ impl super::grid::GridGroups for BlockIq2S {
         let i = self.qs[g] as usize | ((self.qh[ib] as usize >> (2 * l)) & 3) << 8;
         (IQ2S_GRID[i], self.qs[QK_K / 8 + g])
     }
-    /// `d/8`, scales `2 * scale + 1`.
+    /// Scales `2 * scale + 1`.
     #[inline(always)]
-    fn scales(&self, scales: &mut [i16; 16]) -> f32 {
+    fn int_scales(&self, scales: &mut [i16; 16]) {
         for (ib, &s) in self.scales.iter().enumerate() {
             scales[2 * ib] = 2 * (s & 0x0F) as i16 + 1;
             scales[2 * ib + 1] = 2 * (s >> 4) as i16 + 1;
         }
-        self.d.to_f32() * 0.125
     }
+    #[inline(always)]
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+    /// The factor `d/8`.
+    const D_FACTOR: f32 = 0.125;
 }

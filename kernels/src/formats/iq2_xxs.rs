@@ -64,13 +64,18 @@ impl super::grid::GridGroups for BlockIq2Xxs {
             KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize],
         )
     }
-    /// `d/8`, scales `2 * scale + 1`.
+    /// Scales `2 * scale + 1`.
     #[inline(always)]
-    fn scales(&self, scales: &mut [i16; 16]) -> f32 {
+    fn int_scales(&self, scales: &mut [i16; 16]) {
         for ib in 0..QK_K / 32 {
             let s = 2 * (self.qs[4 * ib + 3] >> 12) as i16 + 1;
             scales[2 * ib..2 * ib + 2].fill(s);
         }
-        self.d.to_f32() * 0.125
     }
+    #[inline(always)]
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+    /// The factor `d/8`.
+    const D_FACTOR: f32 = 0.125;
 }

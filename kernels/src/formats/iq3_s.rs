@@ -60,13 +60,18 @@ impl super::grid::GridGroups for BlockIq3S {
             self.signs[g],
         )
     }
-    /// `d`, scales `1 + 2 * scale`.
+    /// Scales `1 + 2 * scale`.
     #[inline(always)]
-    fn scales(&self, scales: &mut [i16; 16]) -> f32 {
+    fn int_scales(&self, scales: &mut [i16; 16]) {
         for ib in 0..QK_K / 32 {
             let s = 1 + 2 * ((self.scales[ib / 2] >> (4 * (ib % 2))) & 0x0F) as i16;
             scales[2 * ib..2 * ib + 2].fill(s);
         }
-        self.d.to_f32()
     }
+    #[inline(always)]
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+    /// The factor `d`.
+    const D_FACTOR: f32 = 1.0;
 }

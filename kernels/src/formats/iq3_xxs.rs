@@ -67,13 +67,18 @@ impl super::grid::GridGroups for BlockIq3Xxs {
             KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize],
         )
     }
-    /// `d/4`, scales `2 * scale + 1`.
+    /// Scales `2 * scale + 1`.
     #[inline(always)]
-    fn scales(&self, scales: &mut [i16; 16]) -> f32 {
+    fn int_scales(&self, scales: &mut [i16; 16]) {
         for ib in 0..QK_K / 32 {
             let s = 2 * (self.qs[QK_K / 4 + 4 * ib + 3] >> 4) as i16 + 1;
             scales[2 * ib..2 * ib + 2].fill(s);
         }
-        self.d.to_f32() * 0.25
     }
+    #[inline(always)]
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+    /// The factor `d/4`.
+    const D_FACTOR: f32 = 0.25;
 }
