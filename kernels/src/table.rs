@@ -650,7 +650,6 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_tq1_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_tq1_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq1_0_q8_k_1x4, PANEL_ONLY),
-    (I8mm, "gemv_tq1_0_q8_k_2x4_i8mm", aarch64_neon::grid_mm::i8mm::gemv_tq1_0_q8_k_2x4_i8mm, PANEL_ONLY),
 ]);
 rows!(BlockTq2_0, "gemv_tq2_0_q8_k_1x1_scalar", lut: [BlockTq2_0x64, BlockTq2_0Px64], dequant: dequantize_tq2_0(auto),
 x86_64: [
@@ -660,7 +659,6 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_tq2_0_q8_k_1x4_neon", aarch64_neon::grid::neon::gemv_tq2_0_q8_k_1x4, PANEL_ONLY),
     (Dotprod, "gemv_tq2_0_q8_k_1x4_dotprod", aarch64_neon::grid::dotprod::gemv_tq2_0_q8_k_1x4, PANEL_ONLY),
-    (I8mm, "gemv_tq2_0_q8_k_2x4_i8mm", aarch64_neon::grid_mm::i8mm::gemv_tq2_0_q8_k_2x4_i8mm, PANEL_ONLY),
 ]);
 rows!(BlockQ4_0S, "gemv_q4_0s_q8_0_1x1_scalar", x4: BlockQ4_0Sx4,
     dequant: dequantize_q4_0s,

@@ -103,7 +103,7 @@ macro_rules! kernels {
         /// TQ1_0 (codes: minus the digits).
         #[inline]
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn cols_tq1_0<const C: usize>(row: &[BlockTq1_0], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        unsafe fn cols_tq1_0<const C: usize>(row: &[BlockTq1_0], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             // SAFETY: forwarded contract.
             unsafe { cols_ternary::<BlockTq1_0, C>(row, acts, out, -1, |b| (super::tq1_0_codes(b), super::super::f16_to_f32(b.d.to_bits()))) }
         }
@@ -111,7 +111,7 @@ macro_rules! kernels {
         /// TQ2_0 (codes: the fields).
         #[inline]
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn cols_tq2_0<const C: usize>(row: &[BlockTq2_0], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        unsafe fn cols_tq2_0<const C: usize>(row: &[BlockTq2_0], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             // SAFETY: forwarded contract.
             unsafe { cols_ternary::<BlockTq2_0, C>(row, acts, out, 1, |b| (super::tq2_0_codes(b), super::super::f16_to_f32(b.d.to_bits()))) }
         }
@@ -125,7 +125,7 @@ macro_rules! kernels {
 /// the activations' order (see the module).
 #[inline]
 #[target_feature(enable = "neon")]
-pub(super) fn tq1_0_codes(b: &BlockTq1_0) -> [int8x16_t; 16] {
+fn tq1_0_codes(b: &BlockTq1_0) -> [int8x16_t; 16] {
     const POW: [u8; 16] = [1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27];
     let (t1, t2, three) = (vdupq_n_u8(86), vdupq_n_u8(171), vdupq_n_u8(3));
     let neg = |x: uint8x16_t| vreinterpretq_s8_u8(vaddq_u8(vcgeq_u8(x, t1), vcgeq_u8(x, t2)));
@@ -158,7 +158,7 @@ pub(super) fn tq1_0_codes(b: &BlockTq1_0) -> [int8x16_t; 16] {
 /// TQ2_0's 256 values as 16 vectors of their 2-bit fields, in the activations' order.
 #[inline]
 #[target_feature(enable = "neon")]
-pub(super) fn tq2_0_codes(b: &BlockTq2_0) -> [int8x16_t; 16] {
+fn tq2_0_codes(b: &BlockTq2_0) -> [int8x16_t; 16] {
     let mask = vdupq_n_u8(3);
     let mut w = [vdupq_n_s8(0); 16];
     for h in 0..2 {
