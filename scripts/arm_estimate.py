@@ -78,12 +78,17 @@ GGML = {
         "q8_0": ("ggml_gemv_q8_0_4x4_q8_0", 128, None),
         "q4_k": ("ggml_gemv_q4_K_8x4_q8_K", 2048, 4),
         "q5_k": ("ggml_gemv_q5_K_8x4_q8_K", 2048, 4),
+        # eight rows x one block: two halves, each a loop of four sub-blocks
+        "q6_k": ("ggml_gemv_q6_K_8x4_q8_K", 2048, {"base": 2, 3: 4, "op": "sdot", "ops": 128}),
     },
     "repack i8mm": {
         "q4_0": ("ggml_gemv_q4_0_4x8_q8_0", 128, None),
         "q8_0": ("ggml_gemv_q8_0_4x8_q8_0", 128, None),
         "q4_k": ("ggml_gemv_q4_K_8x8_q8_K", 2048, 4),
         "q5_k": ("ggml_gemv_q5_K_8x8_q8_K", 2048, 4),
+        # ggml's choice on an i8mm CPU; `sdot` on eight rows x one block,
+        # a loop over two halves around one over four sub-blocks
+        "q6_k": ("ggml_gemv_q6_K_8x8_q8_K", 2048, {"base": 2, 3: 2, 4: 4, "op": "sdot", "ops": 128}),
     },
 }
 
@@ -92,21 +97,31 @@ GGML = {
 # weight x column products per iteration of the loop taken, nested trips.
 # Q8_0: four weight rows x four columns x one block per iteration; Q4_K:
 # eight rows x four columns x one block, with the inner loop of four
-# sub-blocks of 64. (ggml's Q4_0 GEMMs are inline assembly without the
-# labels this reads, and its Q6_K GEMM has two inner loops: not estimated.)
+# sub-blocks of 64; deeper nests by their loop tree ([`tree_cycles`]).
+# (ggml's Q4_0 GEMMs are inline assembly without the labels this reads:
+# not estimated.)
 GGML_GEMM = {
     "gemm dotprod": {
         "q8_0": ("ggml_gemm_q8_0_4x4_q8_0", 512, None),
         "q4_k": ("ggml_gemm_q4_K_8x4_q8_K", 8192, 4),
+        # eight rows x four columns x one block: four sub-blocks, eight reads each
+        "q5_k": ("ggml_gemm_q5_K_8x4_q8_K", 8192, {"base": 3, 4: 4, 5: 8, "op": "sdot", "ops": 512}),
+        # two halves, each four sub-blocks
+        "q6_k": ("ggml_gemm_q6_K_8x4_q8_K", 8192, {"base": 3, 4: 2, 5: 4, "op": "sdot", "ops": 512}),
+        # four rows x four columns x one block, straight-line
+        "iq4_nl": ("ggml_gemm_iq4_nl_4x4_q8_0", 512, {"base": 3, "op": "sdot", "ops": 32}),
     },
     "gemm i8mm": {
         "q8_0": ("ggml_gemm_q8_0_4x8_q8_0", 512, None),
         "q4_k": ("ggml_gemm_q4_K_8x8_q8_K", 8192, 4),
+        "q5_k": ("ggml_gemm_q5_K_8x8_q8_K", 8192, {"base": 3, 4: 4, 5: 4, "op": "smmla", "ops": 256}),
+        "q6_k": ("ggml_gemm_q6_K_8x8_q8_K", 8192, {"base": 3, 4: 2, 5: 4, "op": "smmla", "ops": 256}),
     },
 }
-# Our panel tile's shape per format (panel_tile_by_shape!): q, p.
-TILE_SHAPE = {"q4_0": (8, 0), "q8_0": (8, 0), "q4_k": (8, 4), "q6_k": (4, 0),
-              "iq4_xs": (8, 0), "q2_k": (64, 8), "q3_k": (64, 0)}
+# Our panel tile's shape per format (panel_tile_by_shape!): q, g, p.
+TILE_SHAPE = {"q4_0": (8, 1, 0), "q8_0": (8, 1, 0), "q4_k": (8, 8, 4), "q5_k": (8, 8, 4),
+              "q6_k": (4, 16, 0), "iq4_nl": (8, 1, 0), "iq4_xs": (8, 8, 0), "q2_k": (64, 1, 8),
+              "q3_k": (64, 1, 0)}
 
 # The roofline's boards: CPU model, clock (GHz), cores, peak DRAM bandwidth
 # (GB/s) and where the figures come from. Peak = transfers/s x bus bytes.
@@ -241,12 +256,76 @@ def loops(body):
     return found
 
 
+def loop_tree(body):
+    """The loops of a function from LLVM's comments on its basic blocks:
+    each block's innermost loop header (None outside loops), and per header
+    its parent header and depth."""
+    labels = [i for i, l in enumerate(body) if re.match(r"^\.LBB\w+:", l)]
+    blocks, parent, depth = [(0, labels[0] if labels else len(body), None)], {}, {}
+    for n, start in enumerate(labels):
+        end = labels[n + 1] if n + 1 < len(labels) else len(body)
+        name = re.match(r"^\.L(BB\w+):", body[start]).group(1)
+        text, j = body[start], start + 1
+        while j < end and body[j].strip().startswith("//"):
+            text, j = text + " " + body[j], j + 1
+        if m := re.search(r"Loop Header: Depth=(\d+)", text):
+            header, depth[name] = name, int(m.group(1))
+            ps = re.findall(r"Parent Loop (\w+) Depth=(\d+)", text)
+            parent[name] = max(ps, key=lambda p: int(p[1]))[0] if ps else None
+        else:
+            m = re.search(r"in Loop: Header=(\w+) Depth=", text)
+            header = m.group(1) if m else None
+        blocks.append((start, end, header))
+    return blocks, parent, depth
+
+
+def tree_cycles(body, spec, cpu):
+    """Cycles per iteration of a loop nest: the loop at depth `spec["base"]`
+    holding the most instructions, its own instructions once plus each child
+    loop's cycles times its trip count (`spec[depth]`, from the C source).
+    Checked: the multiplies (`spec["op"]`) counted through the trips must be
+    `spec["ops"]`."""
+    blocks, parent, depth = loop_tree(body)
+    own = {}
+    for s, e, h in blocks:
+        own.setdefault(h, []).extend(body[s:e])
+    children = lambda h: [c for c in depth if parent[c] == h]
+    size = lambda h: len(own.get(h, [])) + sum(size(c) for c in children(h))
+    base = [h for h in depth if depth[h] == spec["base"]]
+    if not base:
+        return None, f"no loop at depth {spec['base']}"
+    top = max(base, key=size)
+
+    def walk(h):
+        ins = instructions(own.get(h, []))
+        ops = sum(1 for t in ins if t.split()[0] == spec["op"])
+        cyc = mca_cycles(ins, cpu) if ins else 0.0
+        for c in children(h):
+            trip = spec.get(depth[c])
+            if trip is None:
+                raise ValueError(f"no trip count for depth {depth[c]}")
+            cc, co = walk(c)
+            cyc, ops = cyc + trip * cc, ops + trip * co
+        return cyc, ops
+
+    try:
+        cyc, ops = walk(top)
+    except ValueError as e:
+        return None, str(e)
+    if ops != spec["ops"]:
+        return None, f"{ops} {spec['op']} through the trip counts, not {spec['ops']}"
+    return cyc, None
+
+
 def ggml_cycles(fns, fn, nested, cpu):
     """Cycles per iteration of `fn`'s first innermost loop, or of its parent with
-    the inner loop counted `nested` times."""
+    the inner loop counted `nested` times (or, for a dict, of the loop nest
+    [`tree_cycles`] describes)."""
     body = fns.get(fn)
     if body is None:
         return None, f"{fn} not in the assembly"
+    if isinstance(nested, dict):
+        return tree_cycles(body, nested, cpu)
     ls = loops(body)
     inner = [(a, b) for (a, b) in ls if not any((c, d) != (a, b) and a <= c and d <= b for (c, d) in ls)]
     if not inner:
@@ -288,7 +367,7 @@ def ours_rows(regs):
         parts = name.split()
         kernel, isa = parts[0], parts[1] if len(parts) > 1 and "=" not in parts[1] else ""
         isa = "dotprod" if "dotprod" in isa else "neon"
-        if kernel == "tile.sub" or kv.get("c") != 1:
+        if kernel.startswith("tile.") or kv.get("c") != 1:
             continue
         if kernel in ("q8_0.cols", "q8_0.x4"):
             fmt = CODES.get(kv["codes"])
@@ -369,31 +448,34 @@ def main():
                 # weights per iteration: w (x 2 columns, both kernels)
                 results.append(dict(cpu=cpu, format=fmt, side="llmkernel", path=f"two columns {kernel}",
                                     cycles_per_256=cyc * 256 / kv["w"], per="256 weights x 2 columns"))
-        # The panel tile's sub-block loop: 2 rows x 4Q values x V*lanes columns.
+        # The panel tile's block: 2 rows x 4QG values x V*lanes columns.
         for name, body in regs.items():
-            if not name.startswith("tile.sub"):
+            if not name.startswith("tile.block"):
                 continue
             kv = keyvals(name)
             if kv["mm"] and cpu != "neoverse-v1":
                 continue
-            macs = 2 * 4 * kv["q"] * kv["v"] * kv["lanes"]
-            if isinstance(body, str) and not kv["mm"]:
-                # The dotprod tile's 8- and 64-group shapes keep their loop over
-                # groups: counted by its trip count, 2 rows x V `sdot` a group.
-                cyc = with_one_loop(raw[name], "sdot", 2 * kv["q"] * kv["v"], cpu)
+            macs = 2 * 4 * kv["q"] * kv["g"] * kv["v"] * kv["lanes"]
+            if isinstance(body, str) and name in raw:
+                # A block holding one loop (over its sub-blocks, or a long
+                # sub-block's groups): counted by its trip count, from the
+                # multiplies: `sdot` 16 products each, `usmmla` 32.
+                op, per = ("usmmla", 32) if kv["mm"] else ("sdot", 16)
+                cyc = with_one_loop(raw[name], op, macs // per, cpu)
                 if cyc is not None:
-                    results.append(dict(cpu=cpu, format=f"tile q={kv['q']} p={kv['p']}", side="llmkernel",
-                                        path="tile dotprod", cycles_per_256=cyc * 256 / macs,
+                    results.append(dict(cpu=cpu, format=f"tile q={kv['q']} g={kv['g']} p={kv['p']}", side="llmkernel",
+                                        path="tile " + ("i8mm" if kv["mm"] else "dotprod"),
+                                        cycles_per_256=cyc * 256 / macs,
                                         per="256 weight x column products",
-                                        note="the loop over groups counted by its trip count"))
+                                        note="its loop counted by its trip count"))
                     continue
             if isinstance(body, str):
-                results.append(dict(cpu=cpu, format=f"tile q={kv['q']} p={kv['p']}", side="llmkernel",
+                results.append(dict(cpu=cpu, format=f"tile q={kv['q']} g={kv['g']} p={kv['p']}", side="llmkernel",
                                     path="tile " + ("i8mm" if kv["mm"] else "dotprod"),
                                     cycles_per_256=None, note=body))
                 continue
             cyc = mca_cycles(instructions(body), cpu)
-            results.append(dict(cpu=cpu, format=f"tile q={kv['q']} p={kv['p']}", side="llmkernel",
+            results.append(dict(cpu=cpu, format=f"tile q={kv['q']} g={kv['g']} p={kv['p']}", side="llmkernel",
                                 path="tile " + ("i8mm" if kv["mm"] else "dotprod"),
                                 cycles_per_256=cyc * 256 / macs, per="256 weight x column products"))
     with open(d / "estimate.jsonl", "w") as f:
@@ -482,7 +564,7 @@ def report(results):
         f = lambda rs: " / ".join(f"{r['cycles_per_256']:.1f}" + (" (.sub)" if r["path"].endswith(".sub") else "")
                                   + (" (2 x 1 column)" if r["path"].startswith("2 x ") else "") for r in rs) or "-"
         print(f"| {fmt} | {f(d)} | {f(m)} | " + (f"{2 * g[0]['cycles_per_256']:.1f}" if g else "-") + " |")
-    print("\nPanel tile, sub-block loop: cycles per 256 weight x column products\n")
+    print("\nPanel tile, one block (its float steps, mins and activation scales included):\ncycles per 256 weight x column products\n")
     print("| shape | " + " | ".join(CPUS) + " |")
     print("|---|" + "---|" * len(CPUS))
     shapes = sorted({(r["format"], r["path"]) for r in results if r["format"].startswith("tile")})
@@ -493,16 +575,16 @@ def report(results):
             cells.append(f"{r[0]['cycles_per_256']:.2f}" if r and r[0]["cycles_per_256"] else "-")
         print(f"| {fmt} {path.split()[1]} | " + " | ".join(cells) + " |")
     print("\nBatch >= 16 against ggml's GEMMs on its repacked weights (cycles per 256")
-    print("weight x column products; ours: the tile's sub-block loop of the format's shape):\n")
+    print("weight x column products; ours: the tile's block loop for the format's shape):\n")
     print("| format | " + " | ".join(f"{c} ours dotprod / ggml" for c in CPUS) + " | neoverse-v1 ours i8mm / ggml i8mm |")
     print("|---|" + "---|" * (len(CPUS) + 1))
     for fmt in sorted({f for t in GGML_GEMM.values() for f in t}):
-        q, pp = TILE_SHAPE[fmt]
+        q, gg, pp = TILE_SHAPE[fmt]
         def get(cpu, fmt_key, path):
             r = [x for x in results if x["cpu"] == cpu and x["format"] == fmt_key and x["path"].startswith(path)]
             return f"{r[0]['cycles_per_256']:.2f}" if r and r[0]["cycles_per_256"] else "-"
-        cells = [f"{get(cpu, f'tile q={q} p={pp}', 'tile dotprod')} / {get(cpu, f'gemm {fmt}', 'gemm dotprod')}" for cpu in CPUS]
-        cells.append(f"{get('neoverse-v1', f'tile q={q} p={pp}', 'tile i8mm')} / {get('neoverse-v1', f'gemm {fmt}', 'gemm i8mm')}")
+        cells = [f"{get(cpu, f'tile q={q} g={gg} p={pp}', 'tile dotprod')} / {get(cpu, f'gemm {fmt}', 'gemm dotprod')}" for cpu in CPUS]
+        cells.append(f"{get('neoverse-v1', f'tile q={q} g={gg} p={pp}', 'tile i8mm')} / {get('neoverse-v1', f'gemm {fmt}', 'gemm i8mm')}")
         print(f"| {fmt} | " + " | ".join(cells) + " |")
 
 

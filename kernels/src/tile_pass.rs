@@ -179,18 +179,18 @@ unsafe fn pass<
     unsafe {
         let mut acc = [[T::zero_f(); V]; 2];
         for b in 0..nblk {
+            // Per block: 2 rows x 4QG values x V * LANES columns.
+            mca!(
+                begin["tile.block"],
+                mm = T::MATRIX as u32,
+                q = Q,
+                g = G,
+                p = P,
+                v = V,
+                lanes = T::LANES
+            );
             let mut sb = [[T::zero_f(); V]; 2];
             for g in b * G..(b + 1) * G {
-                // Per sub-block: 2 rows x 4Q values x V * LANES columns.
-                mca!(
-                    begin["tile.sub"],
-                    mm = T::MATRIX as u32,
-                    q = Q,
-                    g = G,
-                    p = P,
-                    v = V,
-                    lanes = T::LANES
-                );
                 let mut is = [[T::zero_i(); V]; 2];
                 if T::BIASED {
                     for (r, is) in is.iter_mut().enumerate() {
@@ -211,7 +211,6 @@ unsafe fn pass<
                         sb[v] = T::fma_i(sb[v], is[r][v], scale);
                     }
                 }
-                mca!(end);
             }
             if P > 0 {
                 let mut im = [[T::zero_i(); V]; 2];
@@ -241,6 +240,7 @@ unsafe fn pass<
                     acc[r][v] = T::fma(acc[r][v], sb[r][v], ad);
                 }
             }
+            mca!(end);
         }
         for r in 0..2 {
             for v in 0..V {
