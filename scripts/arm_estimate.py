@@ -119,9 +119,14 @@ GGML_GEMM = {
     },
 }
 # Our panel tile's shape per format (panel_tile_by_shape!): q, g, p.
-TILE_SHAPE = {"q4_0": (8, 1, 0), "q8_0": (8, 1, 0), "q4_k": (8, 8, 4), "q5_k": (8, 8, 4),
-              "q6_k": (4, 16, 0), "iq4_nl": (8, 1, 0), "iq4_xs": (8, 8, 0), "q2_k": (64, 1, 8),
-              "q3_k": (64, 1, 0)}
+TILE_SHAPE = {"q4_0": (8, 1, 0), "q5_0": (8, 1, 0), "q8_0": (8, 1, 0), "iq4_nl": (8, 1, 0),
+              "q2_k": (64, 1, 8), "q3_k": (64, 1, 0), "q4_k": (8, 8, 4), "q5_k": (8, 8, 4),
+              "q6_k": (4, 16, 0), "iq4_xs": (8, 8, 0), "iq2_xxs": (8, 8, 0), "iq2_xs": (4, 16, 0),
+              "iq2_s": (4, 16, 0), "iq3_xxs": (8, 8, 0), "iq3_s": (8, 8, 0), "tq1_0": (64, 1, 0),
+              "tq2_0": (64, 1, 0)}
+# The formats ggml repacks on ARM for its GEMMs (repack.cpp,
+# ggml_repack_get_optimal_repack_type); the others run its vec_dot per column.
+GGML_REPACKED = {"q4_0", "q8_0", "iq4_nl", "q4_k", "q5_k", "q6_k"}
 
 # The roofline's boards: CPU model, clock (GHz), cores, peak DRAM bandwidth
 # (GB/s) and where the figures come from. Peak = transfers/s x bus bytes.
@@ -228,6 +233,63 @@ def with_one_loop(body, op, total, cpu):
         instructions(body[a:b + 1]), cpu)
 
 
+def range_cycles(body, a, z, need, cpu, g):
+    """Cycles per iteration of the loop `body[a..=z]` (found by its backward
+    branch) that must run `need` = {instruction: count} per iteration: its
+    own instructions once, plus each loop directly inside it times its trip
+    count. A loop holding further loops is the sub-block loop, `g` trips; a
+    loop without is run as often as the counts still needed divide by its
+    own (the groups' multiplies, or the mins' `smull`). None where the counts
+    do not come out whole."""
+    ls = [(c, d) for (c, d) in loops(body) if a < c and d < z]
+    kids = [(c, d) for (c, d) in ls if not any((e, f) != (c, d) and e <= c and d <= f for (e, f) in ls)]
+    kids = sorted(set(kids))
+    inside = lambda i: any(c <= i <= d for c, d in kids)
+    own = [l for i, l in enumerate(body[a:z + 1], a) if not inside(i)]
+    count = lambda lines, op: sum(1 for t in instructions(lines) if t.split()[0].startswith(op))
+    left = {op: n - count(own, op) for op, n in need.items()}
+    cyc = mca_cycles(instructions(own), cpu)
+    for c, d in kids:
+        nested = any(a2 > c and b2 < d for (a2, b2) in loops(body))
+        if nested:
+            if g <= 1:
+                return None
+            sub = {op: left[op] // g for op in left if count(body[c:d + 1], op)}
+            inner = range_cycles(body, c, d, sub, cpu, 1)
+            if inner is None:
+                return None
+            cyc += g * inner
+            for op in sub:
+                left[op] -= g * sub[op]
+            continue
+        flat = {op: count(body[c:d + 1], op) for op in left}
+        ops = [op for op in left if flat[op]]
+        if not ops or left[ops[0]] % flat[ops[0]]:
+            return None
+        trip = left[ops[0]] // flat[ops[0]]
+        cyc += trip * mca_cycles(instructions(body[c:d + 1]), cpu)
+        for op in left:
+            left[op] -= trip * flat[op]
+    return cyc if all(v == 0 for v in left.values()) else None
+
+
+def block_loop_cycles(body, begin, kv, cpu):
+    """A tile block region our markers cannot bound (the compiler laid its
+    end before its beginning, or put more than one loop in it): the
+    smallest loop around the beginning marker that does the whole block's
+    multiplies and mins, priced by [`range_cycles`]."""
+    macs = 2 * 4 * kv["q"] * kv["g"] * kv["v"] * kv["lanes"]
+    op, per = ("usmmla", 32) if kv["mm"] else ("sdot", 16)
+    # the mins: two widening multiplies (or multiply-adds) per row, column
+    # vector and pair
+    need = {op: macs // per, ("smull", "smlal"): 4 * kv["v"] * kv["p"]}
+    for a, z in sorted((x for x in loops(body) if x[0] <= begin <= x[1]), key=lambda x: x[1] - x[0]):
+        cyc = range_cycles(body, a, z, need, cpu, kv["g"])
+        if cyc is not None:
+            return cyc
+    return None
+
+
 def functions(path):
     cur, body, out = None, [], {}
     for line in open(path):
@@ -260,11 +322,13 @@ def loop_tree(body):
     """The loops of a function from LLVM's comments on its basic blocks:
     each block's innermost loop header (None outside loops), and per header
     its parent header and depth."""
-    labels = [i for i, l in enumerate(body) if re.match(r"^\.LBB\w+:", l)]
+    # A block starts at a label, or at a fall-through block's `// %bb.N:` comment.
+    labels = [i for i, l in enumerate(body) if re.match(r"^(\.LBB\w+:|\s*// %bb\.\d+:)", l)]
     blocks, parent, depth = [(0, labels[0] if labels else len(body), None)], {}, {}
     for n, start in enumerate(labels):
         end = labels[n + 1] if n + 1 < len(labels) else len(body)
-        name = re.match(r"^\.L(BB\w+):", body[start]).group(1)
+        m = re.match(r"^\.L(BB\w+):", body[start])
+        name = m.group(1) if m else None
         text, j = body[start], start + 1
         while j < end and body[j].strip().startswith("//"):
             text, j = text + " " + body[j], j + 1
@@ -448,36 +512,29 @@ def main():
                 # weights per iteration: w (x 2 columns, both kernels)
                 results.append(dict(cpu=cpu, format=fmt, side="llmkernel", path=f"two columns {kernel}",
                                     cycles_per_256=cyc * 256 / kv["w"], per="256 weights x 2 columns"))
-        # The panel tile's block: 2 rows x 4QG values x V*lanes columns.
-        for name, body in regs.items():
-            if not name.startswith("tile.block"):
-                continue
-            kv = keyvals(name)
-            if kv["mm"] and cpu != "neoverse-v1":
-                continue
-            macs = 2 * 4 * kv["q"] * kv["g"] * kv["v"] * kv["lanes"]
-            if isinstance(body, str) and name in raw:
-                # A block holding one loop (over its sub-blocks, or a long
-                # sub-block's groups): counted by its trip count, from the
-                # multiplies: `sdot` 16 products each, `usmmla` 32.
-                op, per = ("usmmla", 32) if kv["mm"] else ("sdot", 16)
-                cyc = with_one_loop(raw[name], op, macs // per, cpu)
-                if cyc is not None:
-                    results.append(dict(cpu=cpu, format=f"tile q={kv['q']} g={kv['g']} p={kv['p']}", side="llmkernel",
-                                        path="tile " + ("i8mm" if kv["mm"] else "dotprod"),
-                                        cycles_per_256=cyc * 256 / macs,
-                                        per="256 weight x column products",
-                                        note="its loop counted by its trip count"))
+        # The panel tile's block: 2 rows x 4QG values x V*lanes columns, as
+        # the loop around its marked beginning ([`block_loop_cycles`]): the
+        # marked region itself can lose instructions the compiler moves
+        # across its markers, and some shapes lay its end first.
+        ours = functions(d / f"ours-{cpu}.s")
+        seen = set()
+        for fn, body in ours.items():
+            for i, line in enumerate(body):
+                m = re.search(r"LLVM-MCA-BEGIN (tile\.block.*)$", line)
+                if not m or m.group(1).strip() in seen:
                     continue
-            if isinstance(body, str):
+                name = m.group(1).strip()
+                seen.add(name)
+                kv = keyvals(name)
+                if kv["mm"] and cpu != "neoverse-v1":
+                    continue
+                macs = 2 * 4 * kv["q"] * kv["g"] * kv["v"] * kv["lanes"]
+                cyc = block_loop_cycles(body, i, kv, cpu)
                 results.append(dict(cpu=cpu, format=f"tile q={kv['q']} g={kv['g']} p={kv['p']}", side="llmkernel",
                                     path="tile " + ("i8mm" if kv["mm"] else "dotprod"),
-                                    cycles_per_256=None, note=body))
-                continue
-            cyc = mca_cycles(instructions(body), cpu)
-            results.append(dict(cpu=cpu, format=f"tile q={kv['q']} g={kv['g']} p={kv['p']}", side="llmkernel",
-                                path="tile " + ("i8mm" if kv["mm"] else "dotprod"),
-                                cycles_per_256=cyc * 256 / macs, per="256 weight x column products"))
+                                    cycles_per_256=None if cyc is None else cyc * 256 / macs,
+                                    per="256 weight x column products",
+                                    note=None if cyc is not None else "no loop around it does the block's multiplies"))
     with open(d / "estimate.jsonl", "w") as f:
         for r in results:
             f.write(json.dumps(r) + "\n")
@@ -574,19 +631,32 @@ def report(results):
             r = [x for x in results if x["cpu"] == cpu and x["format"] == fmt and x["path"] == path]
             cells.append(f"{r[0]['cycles_per_256']:.2f}" if r and r[0]["cycles_per_256"] else "-")
         print(f"| {fmt} {path.split()[1]} | " + " | ".join(cells) + " |")
-    print("\nBatch >= 16 against ggml's GEMMs on its repacked weights (cycles per 256")
-    print("weight x column products; ours: the tile's block loop for the format's shape):\n")
+    print("\nBatch >= 16 (cycles per 256 weight x column products; ours: the tile's block loop")
+    print("for the format's shape; ggml: its GEMM on repacked weights where it has one")
+    print("(`-` where not priced), else its vec_dot, one column at a time):\n")
     print("| format | " + " | ".join(f"{c} ours dotprod / ggml" for c in CPUS) + " | neoverse-v1 ours i8mm / ggml i8mm |")
     print("|---|" + "---|" * (len(CPUS) + 1))
-    for fmt in sorted({f for t in GGML_GEMM.values() for f in t}):
-        q, gg, pp = TILE_SHAPE[fmt]
-        def get(cpu, fmt_key, path):
-            r = [x for x in results if x["cpu"] == cpu and x["format"] == fmt_key and x["path"].startswith(path)]
-            return f"{r[0]['cycles_per_256']:.2f}" if r and r[0]["cycles_per_256"] else "-"
-        cells = [f"{get(cpu, f'tile q={q} g={gg} p={pp}', 'tile dotprod')} / {get(cpu, f'gemm {fmt}', 'gemm dotprod')}" for cpu in CPUS]
-        cells.append(f"{get('neoverse-v1', f'tile q={q} g={gg} p={pp}', 'tile i8mm')} / {get('neoverse-v1', f'gemm {fmt}', 'gemm i8mm')}")
-        print(f"| {fmt} | " + " | ".join(cells) + " |")
 
+    def get(cpu, fmt_key, path):
+        r = [x for x in results if x["cpu"] == cpu and x["format"] == fmt_key and x["path"].startswith(path)]
+        return f"{r[0]['cycles_per_256']:.2f}" if r and r[0]["cycles_per_256"] else "-"
+
+    for fmt in TILE_SHAPE:
+        q, gg, pp = TILE_SHAPE[fmt]
+        tile = f"tile q={q} g={gg} p={pp}"
+
+        def theirs(cpu, isa):
+            if fmt in GGML_REPACKED:
+                g = get(cpu, f"gemm {fmt}", f"gemm {isa}")
+                if g == "-" and isa == "i8mm":
+                    g = get(cpu, f"gemm {fmt}", "gemm dotprod")
+                    return g if g == "-" else g + " (dotprod)"
+                return g
+            v = get(cpu, fmt, "vec_dot")
+            return v if v == "-" else v + " (vec_dot)"
+        cells = [f"{get(cpu, tile, 'tile dotprod')} / {theirs(cpu, 'dotprod')}" for cpu in CPUS]
+        cells.append(f"{get('neoverse-v1', tile, 'tile i8mm')} / {theirs('neoverse-v1', 'i8mm')}")
+        print(f"| {fmt} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     main()

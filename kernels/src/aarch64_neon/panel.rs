@@ -109,8 +109,8 @@ impl<const MM: bool> TilePrims for Neon<MM> {
     type F = float32x4_t;
     type A = int8x16_t;
     type W = int8x16_t;
-    type S = int16x8_t;
-    type M = int16x8_t;
+    type S = int16x4x2_t;
+    type M = int16x4_t;
     #[inline(always)]
     unsafe fn zero_i() -> int32x4_t {
         // SAFETY: the caller's features.
@@ -185,24 +185,25 @@ impl<const MM: bool> TilePrims for Neon<MM> {
             }
         }
     }
+    /// The four columns' sum pairs, split by `ld2` into the pairs' first
+    /// sums and their second sums (a column per lane).
     #[inline(always)]
-    unsafe fn load_s(p: *const i32) -> int16x8_t {
+    unsafe fn load_s(p: *const i32) -> int16x4x2_t {
         // SAFETY: the caller guarantees 4 readable i32 and the features.
-        unsafe { vld1q_s16(p.cast()) }
+        unsafe { vld2_s16(p.cast()) }
     }
+    /// The row's min pair as lanes 0 and 1.
     #[inline(always)]
-    unsafe fn splat_m(m: i32) -> int16x8_t {
+    unsafe fn splat_m(m: i32) -> int16x4_t {
         // SAFETY: the caller's features.
-        unsafe { vreinterpretq_s16_s32(vdupq_n_s32(m)) }
+        unsafe { vreinterpret_s16_s32(vdup_n_s32(m)) }
     }
+    /// Two `smlal` by lane: each column's first sum times the first min,
+    /// its second sum times the second.
     #[inline(always)]
-    unsafe fn dot_mins(acc: int32x4_t, s: int16x8_t, m: int16x8_t) -> int32x4_t {
+    unsafe fn dot_mins(acc: int32x4_t, s: int16x4x2_t, m: int16x4_t) -> int32x4_t {
         // SAFETY: the caller's features.
-        unsafe {
-            let lo = vmull_s16(vget_low_s16(s), vget_low_s16(m));
-            let hi = vmull_high_s16(s, m);
-            vaddq_s32(acc, vpaddq_s32(lo, hi))
-        }
+        unsafe { vmlal_lane_s16::<1>(vmlal_lane_s16::<0>(acc, s.0, m), s.1, m) }
     }
     #[inline(always)]
     unsafe fn fma_i(acc: float32x4_t, x: int32x4_t, s: f32) -> float32x4_t {
