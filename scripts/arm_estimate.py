@@ -239,8 +239,8 @@ def range_cycles(body, a, z, need, cpu, g):
     own instructions once, plus each loop directly inside it times its trip
     count. A loop holding further loops is the sub-block loop, `g` trips; a
     loop without is run as often as the counts still needed divide by its
-    own (the groups' multiplies, or the mins' `smull`). None where the counts
-    do not come out whole."""
+    own (the groups' multiplies, or the mins' `smull`/`smlal`). None where
+    the counts do not come out whole, or a loop inside does none of them."""
     ls = [(c, d) for (c, d) in loops(body) if a < c and d < z]
     kids = [(c, d) for (c, d) in ls if not any((e, f) != (c, d) and e <= c and d <= f for (e, f) in ls)]
     kids = sorted(set(kids))
@@ -274,10 +274,11 @@ def range_cycles(body, a, z, need, cpu, g):
 
 
 def block_loop_cycles(body, begin, kv, cpu):
-    """A tile block region our markers cannot bound (the compiler laid its
-    end before its beginning, or put more than one loop in it): the
-    smallest loop around the beginning marker that does the whole block's
-    multiplies and mins, priced by [`range_cycles`]."""
+    """A panel tile's block, from its beginning marker: the smallest loop
+    around it that does the whole block's multiplies and mins, priced by
+    [`range_cycles`]. (The marked region itself can miss instructions the
+    compiler moved across the markers, and in some shapes its end is laid
+    out before its beginning.)"""
     macs = 2 * 4 * kv["q"] * kv["g"] * kv["v"] * kv["lanes"]
     op, per = ("usmmla", 32) if kv["mm"] else ("sdot", 16)
     # the mins: two widening multiplies (or multiply-adds) per row, column

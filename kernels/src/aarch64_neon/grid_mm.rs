@@ -6,12 +6,14 @@
 //! repeat it).
 //!
 //! Per 16 values: the two rows' codes, from their grid points and sign
-//! masks in registers (`(g ^ m) - m`), zipped into `smmla`'s row pairs once, then per column pair two loads, two zips and two `smmla`.
-//! Per scale sub-block ([`crate::formats::GridBlock::SUB`] values) one `mla` by the rows'
-//! scales `[s0, s0, s1, s1]`; per block one float step for the four dot
-//! products (lanes `[r0·c0, r0·c1, r1·c0, r1·c1]`). Exact integer sums, one
-//! float scaling per block, as the dotprod kernel ([`super::grid`]), which
-//! takes a single row, a single column and an odd count's last column.
+//! masks in registers (`(g ^ m) - m`), zipped into `smmla`'s row pairs
+//! once, then per column pair two loads, two zips and two `smmla`. Per
+//! scale sub-block ([`crate::formats::GridBlock::SUB`] values) one `mla` by
+//! the rows' scales `[s0, s0, s1, s1]`; per block one float step for the
+//! four dot products (lanes `[r0·c0, r0·c1, r1·c0, r1·c1]`). Exact integer
+//! sums, one float scaling per block, as the dotprod kernel
+//! ([`super::grid`]), which takes a single row, a single column and an odd
+//! count's last column.
 //!
 //! The ternary formats have none: their dotprod kernel unpacks in a few
 //! vector operations and already shares them across columns, and the zips
