@@ -186,10 +186,23 @@ unsafe fn scale_bytes(sc: &[u8; 8]) -> uint8x16_t {
     }
 }
 
-/// Half `h`'s factors of the even rows (0, 2, 4, 6) and the odd ones as i32
-/// lanes: one `tbl` each, whose out-of-range indices give the zero bytes.
+/// [`scale_bytes`] of two tiles' sub-block `sb`.
 #[inline(always)]
-unsafe fn scales(sb: uint8x16_t, h: usize) -> [int32x4_t; 2] {
+unsafe fn tiles_scale_bytes<T: TileNeon>(tiles: [&T; 2], sb: usize) -> [uint8x16_t; 2] {
+    // SAFETY: the caller's features.
+    unsafe {
+        [
+            scale_bytes(&tiles[0].sc()[sb]),
+            scale_bytes(&tiles[1].sc()[sb]),
+        ]
+    }
+}
+
+/// Half `h`'s factors of the even rows (0, 2, 4, 6) and the odd ones as i32
+/// lanes, from [`scale_bytes`]' `f`: one `tbl` each, whose out-of-range
+/// indices give the zero bytes.
+#[inline(always)]
+unsafe fn scales(f: uint8x16_t, h: usize) -> [int32x4_t; 2] {
     const fn idx(first: u8) -> [u8; 16] {
         let mut t = [0xFF; 16];
         let mut i = 0;
@@ -204,8 +217,8 @@ unsafe fn scales(sb: uint8x16_t, h: usize) -> [int32x4_t; 2] {
     unsafe {
         let [e, o] = IDX[h];
         [
-            vreinterpretq_s32_u8(vqtbl1q_u8(sb, vld1q_u8(e.as_ptr()))),
-            vreinterpretq_s32_u8(vqtbl1q_u8(sb, vld1q_u8(o.as_ptr()))),
+            vreinterpretq_s32_u8(vqtbl1q_u8(f, vld1q_u8(e.as_ptr()))),
+            vreinterpretq_s32_u8(vqtbl1q_u8(f, vld1q_u8(o.as_ptr()))),
         ]
     }
 }
@@ -364,10 +377,7 @@ unsafe fn add_half<X: PlanesX64<Tile: TileNeon>>(
         if scaled {
             let sc = match sc {
                 Some(sc) => sc,
-                None => [
-                    scale_bytes(&tiles[0].sc()[sb]),
-                    scale_bytes(&tiles[1].sc()[sb]),
-                ],
+                None => tiles_scale_bytes(tiles, sb),
             };
             for ((s, sc), acc) in s.iter().zip(sc).zip(acc.iter_mut()) {
                 let [te, to] = combine(s, t.fix[2 * sb + h]);
@@ -398,10 +408,7 @@ unsafe fn tile_isum2<X: PlanesX64<Tile: TileNeon>>(
             let five = <X::Tile as TileNeon>::NPAIRS == 2 && <X::Tile as TileNeon>::LONE_COEF != 0;
             let hoist = <X::Tile as Planes>::SCALED && !five;
             let sc = if hoist {
-                Some([
-                    scale_bytes(&tiles[0].sc()[sb]),
-                    scale_bytes(&tiles[1].sc()[sb]),
-                ])
+                Some(tiles_scale_bytes(tiles, sb))
             } else {
                 None
             };
