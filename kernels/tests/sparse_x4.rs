@@ -83,7 +83,8 @@ where
             );
             continue;
         }
-        for per_row in [1usize, 2, 7, 64] {
+        // 130 blocks: more than one run of the NEON kernels' activation sums.
+        for per_row in [1usize, 2, 7, 64, 130] {
             let k = 32 * per_row;
             let blocks = X::Row::random_vec(&mut r, 4 * per_row);
             let x4: Vec<X> = interleave(&blocks, 4, k).unwrap();
