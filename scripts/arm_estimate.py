@@ -444,6 +444,9 @@ def ours_rows(regs):
             fmt = kernel.split(".")[0]
         if fmt is None:
             continue
+        if kv.get("pf"):
+            # The build with software prefetch: priced apart (its own table).
+            isa += " prefetch"
         if isinstance(body, str):
             rows.append((fmt, kernel, isa, kv["w"], body, 0))
             continue
@@ -600,6 +603,26 @@ def report(results):
             cells.append(f"{f(o)} / {f(g)}")
         print(f"| {fmt} | " + " | ".join(cells) + " |")
     print("\nPeaks: " + "; ".join(f"{b[0]}: {b[4]} GB/s, {b[2]} GHz ({b[5]})" for b in BOARDS) + ".")
+    print("\nSoftware prefetch (`prfm pldl1keep` 8 KB ahead, per 64 bytes of each block): our")
+    print("one-column GEMV's cycles per 256 weights without / with it, at the loop's best ISA.")
+    print("llvm-mca has no memory model: this is only what the hints cost in issue slots. The")
+    print("gain (a core's stream kept going from DRAM) needs a board; the run-time rule turns")
+    print("prefetch off where every core is in-order (the Cortex-A55 board here).\n")
+    print("| format | " + " | ".join(CPUS) + " |")
+    print("|---|" + "---|" * len(CPUS))
+    for fmt in fmts:
+        cells = []
+        for cpu in CPUS:
+            rs = [r for r in results if r["cpu"] == cpu and r["format"] == fmt and r["side"] == "llmkernel"
+                  and r.get("cycles_per_256")]
+            pair = None
+            for r in sorted((r for r in rs if r["path"].endswith("dotprod")), key=lambda r: r["cycles_per_256"]):
+                w = [x for x in rs if x["path"] == r["path"] + " prefetch"]
+                if w:
+                    pair = (r["cycles_per_256"], w[0]["cycles_per_256"])
+                    break
+            cells.append("-" if pair is None else f"{pair[0]:.1f} / {pair[1]:.1f} ({100 * (pair[1] / pair[0] - 1):+.0f} %)")
+        print(f"| {fmt} | " + " | ".join(cells) + " |")
     print("\nTwo columns on the Neoverse-V1: cycles per 256 weights (both columns), our")
     print("dotprod row kernel against our i8mm 2-row kernel (`.sub`: its sub-block")
     print("body alone, the per-block unpack and float steps not counted):\n")

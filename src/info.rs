@@ -116,6 +116,12 @@ pub fn report() -> String {
         _ => "committed copy backend/src/ffi/bindings.rs (libclang not found at build time to check it)",
     };
     writeln!(s, "bindings:  {bindings}").unwrap();
+    writeln!(
+        s,
+        "prefetch:  {} (software prefetch in the GEMVs)",
+        llmkernel_kernels::cpu::prefetch().why
+    )
+    .unwrap();
     match Isa::ceiling() {
         Ok(ceiling) => writeln!(
             s,

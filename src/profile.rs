@@ -502,6 +502,7 @@ pub fn run(o: &Options) -> Result<Value, String> {
             .filter(|(_, on)| *on).map(|(n, _)| n.to_string()).collect::<Vec<_>>(),
         "llmkernel_isa": llmkernel_kernels::table::Isa::ceiling().map(|i| i.name()).unwrap_or("none"),
         "ggml_tier": crate::info::ggml_tier(),
+        "prefetch": llmkernel_kernels::cpu::prefetch().why,
         "commit": crate::info::llmkernel_commit(),
         "ggml": crate::ggml::version(),
         "bandwidth_gbps": bandwidth.gbps,

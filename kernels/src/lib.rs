@@ -9,6 +9,28 @@
 /// that per-row and per-column state lives in fixed-size arrays the compiler
 /// keeps in registers.
 macro_rules! row_kernel {
+    // One row; the one-column call takes the body's prefetching build
+    // (`PF = true`) where `crate::cpu::prefetch` says so (aarch64).
+    ($name:ident, $feat:literal, $w:ty, $act:ty, prefetch $body:ident, [$($c:literal),*]) => {
+        row_kernel!(@doc $name, $feat, $w, $act, |row, nrows, acts, out| {
+            debug_assert_eq!(nrows, 1);
+            match acts.len() {
+                1 if crate::cpu::prefetch().on => $body::<1, true>(row, acts, out),
+                $($c => $body::<$c, false>(row, acts, out),)*
+                _ => {}
+            }
+        });
+    };
+    ($name:ident, $feat:literal, $w:ty, $act:ty, prefetch $body:ident<$t:ty>, [$($c:literal),*]) => {
+        row_kernel!(@doc $name, $feat, $w, $act, |row, nrows, acts, out| {
+            debug_assert_eq!(nrows, 1);
+            match acts.len() {
+                1 if crate::cpu::prefetch().on => $body::<$t, 1, true>(row, acts, out),
+                $($c => $body::<$t, $c, false>(row, acts, out),)*
+                _ => {}
+            }
+        });
+    };
     ($name:ident, $feat:literal, $w:ty, $act:ty, $body:ident, [$($c:literal),*]) => {
         row_kernel!(@doc $name, $feat, $w, $act, |row, nrows, acts, out| {
             debug_assert_eq!(nrows, 1);

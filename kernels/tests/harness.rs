@@ -7,7 +7,7 @@
 //! integer block sums are exact, only float scaling and summation order may differ.
 
 use bytemuck::Zeroable;
-use llmkernel_kernels::cpu::CpuFeatures;
+use llmkernel_kernels::cpu::{set_prefetch, CpuFeatures};
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul, quantize_activations, QMatrix};
 use llmkernel_kernels::table::{Config, Isa, Kernels};
@@ -54,7 +54,9 @@ fn check_format<B: Kernels + RandomBlock>(seed: u64) -> (Vec<String>, Vec<String
             let x = r.activations(batch * k);
             let qm = QMatrix::new(&w, rows, k).unwrap();
             let acts = quantize_activations::<B>(&x, batch, k, 1).unwrap();
-            for threads in [1, 2, 3] {
+            // The aarch64 GEMVs with and without software prefetch.
+            for (threads, prefetch) in [(1, true), (2, false), (3, true)] {
+                set_prefetch(prefetch);
                 let mut y = vec![f32::NAN; batch * rows];
                 matmul(&qm, &x, batch, &mut y, &config, threads).unwrap();
                 for n in 0..batch {
@@ -66,7 +68,7 @@ fn check_format<B: Kernels + RandomBlock>(seed: u64) -> (Vec<String>, Vec<String
                         let got = y[n * rows + m];
                         assert!(
                             (got - want).abs() <= bound,
-                            "{} ({}): rows {rows}, k {k}, batch {batch}, threads {threads}: y[{n}][{m}] = {got:e}, reference {want:e}",
+                            "{} ({}): rows {rows}, k {k}, batch {batch}, threads {threads}, prefetch {prefetch}: y[{n}][{m}] = {got:e}, reference {want:e}",
                             kernel.name(),
                             kernel.isa()
                         );

@@ -19,7 +19,7 @@
 //!   1, 3 and 17 columns (the panel GEMM, its rows unpacked from the
 //!   layout), against `vec_dot`.
 
-use llmkernel_kernels::cpu::CpuFeatures;
+use llmkernel_kernels::cpu::{set_prefetch, CpuFeatures};
 use llmkernel_kernels::formats::lut::{deinterleave, groups, interleave, unslot, LutLayout, ROWS};
 use llmkernel_kernels::formats::planes_x64::{
     plane_bits, plane_weight, Plane4Tile, Plane5Tile, Planes, TernaryTile,
@@ -339,7 +339,10 @@ where
             let mut want = vec![0f32; ROWS * ng];
             X::gemv_ref(&x, ng, 0..per_row, &act, &mut want);
             let mut got = vec![0f32; ROWS * ng];
+            // The whole with software prefetch, the split without (aarch64).
+            set_prefetch(true);
             kernel.run(&x, ng, 0..per_row, &act, &mut got).unwrap();
+            set_prefetch(false);
             let mut split = vec![0f32; ROWS * ng];
             kernel
                 .run(&x, ng, 0..per_row / 2, &act, &mut split)

@@ -11,7 +11,7 @@
 //!   GEMM from 16 columns) against the scalar dot products, on rows that are
 //!   not a multiple of four, batches 1 to 33 and 1 to 3 threads.
 
-use llmkernel_kernels::cpu::CpuFeatures;
+use llmkernel_kernels::cpu::{set_prefetch, CpuFeatures};
 use llmkernel_kernels::formats::sparse_x4::{deinterleave, gemv_x4_ref, interleave, X4Block};
 use llmkernel_kernels::formats::*;
 use llmkernel_kernels::matmul::{matmul_x4_on, quantize_activations, Rayon, X4Matrix};
@@ -91,7 +91,11 @@ where
             let act = quantize_activations::<X::Row>(&r.activations(k), 1, k, 1).unwrap();
             let (mut want, mut got) = ([0f32; 4], [f32::NAN; 4]);
             gemv_x4_ref(&x4, &act, &mut want);
+            // With software prefetch here and without below (aarch64): the
+            // same bits either way.
+            set_prefetch(true);
             kernel.run(&x4, &act, &mut got).unwrap();
+            set_prefetch(false);
             // Several groups in one call give each group's result.
             let two: Vec<X> = x4.iter().chain(&x4).copied().collect();
             let mut got2 = [f32::NAN; 8];

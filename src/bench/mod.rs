@@ -116,9 +116,10 @@ impl Case {
             None => String::new(),
         };
         format!(
-            "{{\"format\":\"{}\",\"m\":{},\"k\":{},\"batch\":{},\"threads\":{},\"isa\":\"{}\",\"ggml_isa\":\"{}\",\"kernel\":\"{}\",\"ggml_buffer\":\"{}\",\"ggml_ms\":{:.6},\"ours_ms\":{:.6},\"speedup\":{:.4},\"gbps\":{:.3},\"bw_frac\":{:.4},\"gflops\":{:.3},\"nmse\":{:e}{sparse}}}",
+            "{{\"format\":\"{}\",\"m\":{},\"k\":{},\"batch\":{},\"threads\":{},\"isa\":\"{}\",\"ggml_isa\":\"{}\",\"kernel\":\"{}\",\"ggml_buffer\":\"{}\",\"ggml_ms\":{:.6},\"ours_ms\":{:.6},\"speedup\":{:.4},\"gbps\":{:.3},\"bw_frac\":{:.4},\"gflops\":{:.3},\"nmse\":{:e},\"prefetch\":{}{sparse}}}",
             self.format.dense(), self.m, self.k, self.batch, self.threads, self.isa, info::ggml_tier(), self.kernel, self.ggml_buffer,
-            self.ggml_ms, self.ours_ms, self.speedup(), self.gbps, self.bw_frac, self.gflops, self.nmse
+            self.ggml_ms, self.ours_ms, self.speedup(), self.gbps, self.bw_frac, self.gflops, self.nmse,
+            llmkernel_kernels::cpu::prefetch().on
         )
     }
 }
@@ -200,6 +201,10 @@ pub fn run(opts: &Options) -> Result<Vec<Case>, String> {
             }
         );
         println!("read bandwidth: {:.1} GB/s ({})", bw.gbps, bw.how);
+        println!(
+            "software prefetch in our GEMVs: {}",
+            llmkernel_kernels::cpu::prefetch().why
+        );
         println!(
             "batch 1 runs over weight copies totalling >= 4x the LLC (read from DRAM); medians of {} interleaved reps",
             opts.reps

@@ -31,12 +31,15 @@ macro_rules! kernels {
     ($feat:literal, $dot:path, $($name:ident: $block:ty),* $(,)?) => {
         #[inline]
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn cols<B: GridBlock, const C: usize>(row: &[B], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        pub(crate) unsafe fn cols<B: GridBlock, const C: usize, const PF: bool>(row: &[B], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             let mut acc = [vdupq_n_f32(0.0); C];
             let mut codes = [0i8; QK_K];
             let mut scales = [0i16; 16];
             for (i, b) in row.iter().enumerate() {
-                mca!(begin ["grid.cols ", $feat], ggml_type = <B as crate::formats::QuantBlock>::GGML_TYPE, c = C, w = 256);
+                mca!(begin ["grid.cols ", $feat], ggml_type = <B as crate::formats::QuantBlock>::GGML_TYPE, c = C, pf = PF as u32, w = 256);
+                if PF {
+                    crate::aarch64_neon::prefetch_ahead(b);
+                }
                 let factor = b.int_form(&mut codes, &mut scales);
                 // SAFETY: codes has 256 bytes; 16g + 16 <= 256.
                 let w: [int8x16_t; 16] =
@@ -58,14 +61,14 @@ macro_rules! kernels {
                 out[c] = vaddvq_f32(acc[c]);
             }
         }
-        $(row_kernel!($name, $feat, $block, BlockQ8K, cols<$block>, [1, 2, 3, 4]);)*
+        $(row_kernel!($name, $feat, $block, BlockQ8K, prefetch cols<$block>, [1, 2, 3, 4]);)*
 
         /// One ternary row against `C` columns: `codes(block)` gives 16
         /// vectors (values 16g..16g + 16) whose dot with `y`, times `sign`,
         /// is the block's sum of `(weight code + 1) * y`.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn cols_ternary<B: GridBlock, const C: usize>(
+        unsafe fn cols_ternary<B: GridBlock, const C: usize, const PF: bool>(
             row: &[B],
             acts: &[&[BlockQ8K]],
             out: &mut [f32],
@@ -74,7 +77,10 @@ macro_rules! kernels {
         ) {
             let mut acc = [0f32; C];
             for (i, b) in row.iter().enumerate() {
-                mca!(begin ["ternary.cols ", $feat], ggml_type = <B as crate::formats::QuantBlock>::GGML_TYPE, c = C, w = 256);
+                mca!(begin ["ternary.cols ", $feat], ggml_type = <B as crate::formats::QuantBlock>::GGML_TYPE, c = C, pf = PF as u32, w = 256);
+                if PF {
+                    crate::aarch64_neon::prefetch_ahead(b);
+                }
                 let (w, d) = codes(b);
                 for (c, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
@@ -103,21 +109,21 @@ macro_rules! kernels {
         /// TQ1_0 (codes: minus the digits).
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn cols_tq1_0<const C: usize>(row: &[BlockTq1_0], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        unsafe fn cols_tq1_0<const C: usize, const PF: bool>(row: &[BlockTq1_0], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             // SAFETY: forwarded contract.
-            unsafe { cols_ternary::<BlockTq1_0, C>(row, acts, out, -1, |b| (super::tq1_0_codes(b), super::super::f16_to_f32(b.d.to_bits()))) }
+            unsafe { cols_ternary::<BlockTq1_0, C, PF>(row, acts, out, -1, |b| (super::tq1_0_codes(b), super::super::f16_to_f32(b.d.to_bits()))) }
         }
 
         /// TQ2_0 (codes: the fields).
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn cols_tq2_0<const C: usize>(row: &[BlockTq2_0], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        unsafe fn cols_tq2_0<const C: usize, const PF: bool>(row: &[BlockTq2_0], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             // SAFETY: forwarded contract.
-            unsafe { cols_ternary::<BlockTq2_0, C>(row, acts, out, 1, |b| (super::tq2_0_codes(b), super::super::f16_to_f32(b.d.to_bits()))) }
+            unsafe { cols_ternary::<BlockTq2_0, C, PF>(row, acts, out, 1, |b| (super::tq2_0_codes(b), super::super::f16_to_f32(b.d.to_bits()))) }
         }
 
-        row_kernel!(gemv_tq1_0_q8_k_1x4, $feat, BlockTq1_0, BlockQ8K, cols_tq1_0, [1, 2, 3, 4]);
-        row_kernel!(gemv_tq2_0_q8_k_1x4, $feat, BlockTq2_0, BlockQ8K, cols_tq2_0, [1, 2, 3, 4]);
+        row_kernel!(gemv_tq1_0_q8_k_1x4, $feat, BlockTq1_0, BlockQ8K, prefetch cols_tq1_0, [1, 2, 3, 4]);
+        row_kernel!(gemv_tq2_0_q8_k_1x4, $feat, BlockTq2_0, BlockQ8K, prefetch cols_tq2_0, [1, 2, 3, 4]);
     };
 }
 

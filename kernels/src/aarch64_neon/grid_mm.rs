@@ -72,7 +72,12 @@ unsafe fn tile<B: GridGroups, const R: usize, const C: usize>(
         for r in 0..R {
             // SAFETY: forwarded contract; row r and its C outputs.
             unsafe {
-                dotprod::cols::<B, C>(&row[r * n..(r + 1) * n], acts, &mut out[r * C..(r + 1) * C])
+                let (row, out) = (&row[r * n..(r + 1) * n], &mut out[r * C..(r + 1) * C]);
+                if C == 1 && super::prefetch_on() {
+                    dotprod::cols::<B, 1, true>(row, acts, out)
+                } else {
+                    dotprod::cols::<B, C, false>(row, acts, out)
+                }
             };
         }
         return;
@@ -148,7 +153,7 @@ unsafe fn tile<B: GridGroups, const R: usize, const C: usize>(
         for r in 0..R {
             let mut o = [0f32];
             // SAFETY: forwarded contract; row r against the last column.
-            unsafe { dotprod::cols::<B, 1>(&row[r * n..(r + 1) * n], &acts[c..], &mut o) };
+            unsafe { dotprod::cols::<B, 1, false>(&row[r * n..(r + 1) * n], &acts[c..], &mut o) };
             out[r * C + c] = o[0];
         }
     }

@@ -38,10 +38,13 @@ macro_rules! kernels {
     ($feat:literal, $dot:path) => {
         #[inline]
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn cols<const C: usize>(row: &[BlockIq4Xs], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        pub(crate) unsafe fn cols<const C: usize, const PF: bool>(row: &[BlockIq4Xs], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             let mut acc = [vdupq_n_f32(0.0); C];
             for (i, b) in row.iter().enumerate() {
-                mca!(begin ["iq4_xs.cols ", $feat], c = C, w = 256);
+                mca!(begin ["iq4_xs.cols ", $feat], c = C, pf = PF as u32, w = 256);
+                if PF {
+                    crate::aarch64_neon::prefetch_ahead(b);
+                }
                 let s = scales_iq4_xs(b);
                 // SAFETY: NEON is enabled here.
                 let q = unsafe { unpack(b) };
@@ -69,7 +72,7 @@ macro_rules! kernels {
             $feat,
             BlockIq4Xs,
             BlockQ8K,
-            cols,
+            prefetch cols,
             [1, 2, 3, 4]
         );
     };

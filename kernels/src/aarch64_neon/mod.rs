@@ -21,6 +21,35 @@ pub mod q8_0_mm;
 
 use std::arch::aarch64::*;
 
+/// How far ahead of the block it reads a one-column GEMV asks for the
+/// weights (`prfm pldl1keep`), when [`crate::cpu::prefetch`] says so: the
+/// distance measured best on x86 (docs/BENCHMARKS.md), one DRAM page.
+pub(crate) const PREFETCH_AHEAD: usize = 8192;
+
+/// `prfm pldl1keep` of each 64 bytes of `block`'s size, [`PREFETCH_AHEAD`]
+/// bytes on (one per block at least).
+#[inline(always)]
+pub(crate) fn prefetch_ahead<T>(block: &T) {
+    let p = (block as *const T)
+        .cast::<u8>()
+        .wrapping_add(PREFETCH_AHEAD);
+    for off in (0..std::mem::size_of::<T>()).step_by(64) {
+        // SAFETY: a prefetch is a hint: it never faults and changes nothing
+        // the program sees, whatever the address (past the matrix's end it
+        // is simply wasted).
+        unsafe {
+            std::arch::asm!("prfm pldl1keep, [{p}]", p = in(reg) p.wrapping_add(off),
+                options(nostack, preserves_flags, readonly))
+        };
+    }
+}
+
+/// Whether this call's one-column GEMV takes its prefetching build.
+#[inline(always)]
+fn prefetch_on() -> bool {
+    crate::cpu::prefetch().on
+}
+
 /// An f16 (its bits) as f32, by `fcvtl`: base ARMv8 NEON, exact, NaN and
 /// subnormals as ggml's own conversion on ARM treats them. `half::f16::to_f32`
 /// checks for the fp16 extension at run time on every call and otherwise

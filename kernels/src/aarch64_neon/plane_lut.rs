@@ -442,6 +442,28 @@ pub(crate) unsafe fn gemv_planes_x64<X>(
 ) where
     X: PlanesX64<Tile: TileNeon>,
 {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if super::prefetch_on() {
+            planes_x64::<X, true>(x, ngroups, blocks, act, out)
+        } else {
+            planes_x64::<X, false>(x, ngroups, blocks, act, out)
+        }
+    }
+}
+
+/// [`gemv_planes_x64`], with or without software prefetch (`PF`).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn planes_x64<X, const PF: bool>(
+    x: &[X],
+    ngroups: usize,
+    blocks: Range<usize>,
+    act: &[BlockQ8K],
+    out: &mut [f32],
+) where
+    X: PlanesX64<Tile: TileNeon>,
+{
     let out = &mut out[..ROWS * ngroups];
     for b in blocks {
         let act = &act[b];
@@ -456,6 +478,10 @@ pub(crate) unsafe fn gemv_planes_x64<X>(
                 .chunks_exact(2)
                 .zip(out.chunks_exact_mut(2 * TILE))
             {
+                if PF {
+                    super::prefetch_ahead(&pair[0]);
+                    super::prefetch_ahead(&pair[1]);
+                }
                 // SAFETY: the kernel's features; tile.d() is 8 f16, out 16 f32.
                 unsafe {
                     let sums = tile_isum2::<X>([&pair[0], &pair[1]], &tables);

@@ -105,10 +105,13 @@ macro_rules! kernels {
         /// sums, in lanes, and both float steps per block.
         #[inline]
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn q2_cols<const C: usize>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        pub(crate) unsafe fn q2_cols<const C: usize, const PF: bool>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             let mut acc = [vdupq_n_f32(0.0); C];
             for (i, b) in row.iter().enumerate() {
-                mca!(begin ["q2_k.cols ", $feat], c = C, w = 256);
+                mca!(begin ["q2_k.cols ", $feat], c = C, pf = PF as u32, w = 256);
+                if PF {
+                    crate::aarch64_neon::prefetch_ahead(b);
+                }
                 // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                 let a: [&BlockQ8K; C] =
                     std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
@@ -137,10 +140,13 @@ macro_rules! kernels {
         /// of 4 taken off with the activations' 16-value sums.
         #[inline]
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn q3_cols<const C: usize>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        pub(crate) unsafe fn q3_cols<const C: usize, const PF: bool>(row: &[BlockQ3K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             let mut acc = [vdupq_n_f32(0.0); C];
             for (i, b) in row.iter().enumerate() {
-                mca!(begin ["q3_k.cols ", $feat], c = C, w = 256);
+                mca!(begin ["q3_k.cols ", $feat], c = C, pf = PF as u32, w = 256);
+                if PF {
+                    crate::aarch64_neon::prefetch_ahead(b);
+                }
                 // SAFETY: the caller guarantees every acts[c] has row.len() blocks.
                 let a: [&BlockQ8K; C] =
                     std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
@@ -173,7 +179,7 @@ macro_rules! kernels {
             $feat,
             BlockQ2K,
             BlockQ8K,
-            q2_cols,
+            prefetch q2_cols,
             [1, 2, 3, 4]
         );
         row_kernel!(
@@ -181,7 +187,7 @@ macro_rules! kernels {
             $feat,
             BlockQ3K,
             BlockQ8K,
-            q3_cols,
+            prefetch q3_cols,
             [1, 2, 3, 4]
         );
     };

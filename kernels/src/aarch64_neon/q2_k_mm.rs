@@ -88,7 +88,13 @@ impl PairBlock for BlockQ2K {
     #[inline(always)]
     unsafe fn one_row<const C: usize>(row: &[Self], acts: &[&[BlockQ8K]], out: &mut [f32]) {
         // SAFETY: forwarded contract.
-        unsafe { super::q2_k::dotprod::q2_cols::<C>(row, acts, out) }
+        unsafe {
+            if C == 1 && super::prefetch_on() {
+                super::q2_k::dotprod::q2_cols::<1, true>(row, acts, out)
+            } else {
+                super::q2_k::dotprod::q2_cols::<C, false>(row, acts, out)
+            }
+        }
     }
 }
 
@@ -123,7 +129,13 @@ impl PairBlock for BlockQ3K {
     #[inline(always)]
     unsafe fn one_row<const C: usize>(row: &[Self], acts: &[&[BlockQ8K]], out: &mut [f32]) {
         // SAFETY: forwarded contract.
-        unsafe { super::q2_k::dotprod::q3_cols::<C>(row, acts, out) }
+        unsafe {
+            if C == 1 && super::prefetch_on() {
+                super::q2_k::dotprod::q3_cols::<1, true>(row, acts, out)
+            } else {
+                super::q2_k::dotprod::q3_cols::<C, false>(row, acts, out)
+            }
+        }
     }
 }
 
@@ -154,7 +166,13 @@ impl PairBlock for BlockQ6K {
     #[inline(always)]
     unsafe fn one_row<const C: usize>(row: &[Self], acts: &[&[BlockQ8K]], out: &mut [f32]) {
         // SAFETY: forwarded contract.
-        unsafe { super::q6_k::dotprod::cols::<C>(row, acts, out) }
+        unsafe {
+            if C == 1 && super::prefetch_on() {
+                super::q6_k::dotprod::cols::<1, true>(row, acts, out)
+            } else {
+                super::q6_k::dotprod::cols::<C, false>(row, acts, out)
+            }
+        }
     }
 }
 

@@ -53,7 +53,7 @@ macro_rules! kernels {
     ($feat:literal, $dot:ident) => {
         #[inline]
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn cols<B: BlockK4, const C: usize>(
+        pub(crate) unsafe fn cols<B: BlockK4, const C: usize, const PF: bool>(
             row: &[B],
             acts: &[&[BlockQ8K]],
             out: &mut [f32],
@@ -62,7 +62,10 @@ macro_rules! kernels {
             // block's two added into one float vector with their two scales.
             let mut acc = [vdupq_n_f32(0.0); C];
             for (i, b) in row.iter().enumerate() {
-                mca!(begin ["q4_k.cols ", $feat], fifth = B::FIFTH_BIT as u32, c = C, w = 256);
+                mca!(begin ["q4_k.cols ", $feat], fifth = B::FIFTH_BIT as u32, c = C, pf = PF as u32, w = 256);
+                if PF {
+                    crate::aarch64_neon::prefetch_ahead(b);
+                }
                 // The eight scales as two i32 vectors (sub-blocks 0-3, 4-7),
                 // the eight mins as i16 lanes; `d` and `dmin` as lanes 0, 1.
                 // (The scales decode in scalar registers: in vector ones the
@@ -109,7 +112,7 @@ macro_rules! kernels {
             $feat,
             BlockQ4K,
             BlockQ8K,
-            cols<BlockQ4K>,
+            prefetch cols<BlockQ4K>,
             [1, 2, 3, 4]
         );
 
@@ -118,7 +121,7 @@ macro_rules! kernels {
             $feat,
             BlockQ5K,
             BlockQ8K,
-            cols<BlockQ5K>,
+            prefetch cols<BlockQ5K>,
             [1, 2, 3, 4]
         );
     };

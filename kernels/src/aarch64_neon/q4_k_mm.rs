@@ -81,7 +81,13 @@ macro_rules! pair_k4 {
             #[inline(always)]
             unsafe fn one_row<const C: usize>(row: &[Self], acts: &[&[BlockQ8K]], out: &mut [f32]) {
                 // SAFETY: forwarded contract.
-                unsafe { super::q4_k::dotprod::cols::<$block, C>(row, acts, out) }
+                unsafe {
+            if C == 1 && super::prefetch_on() {
+                super::q4_k::dotprod::cols::<$block, 1, true>(row, acts, out)
+            } else {
+                super::q4_k::dotprod::cols::<$block, C, false>(row, acts, out)
+            }
+        }
             }
         }
     )*};
@@ -115,7 +121,13 @@ impl PairBlock for BlockIq4Xs {
     #[inline(always)]
     unsafe fn one_row<const C: usize>(row: &[Self], acts: &[&[BlockQ8K]], out: &mut [f32]) {
         // SAFETY: forwarded contract.
-        unsafe { super::iq4_xs::dotprod::cols::<C>(row, acts, out) }
+        unsafe {
+            if C == 1 && super::prefetch_on() {
+                super::iq4_xs::dotprod::cols::<1, true>(row, acts, out)
+            } else {
+                super::iq4_xs::dotprod::cols::<C, false>(row, acts, out)
+            }
+        }
     }
 }
 

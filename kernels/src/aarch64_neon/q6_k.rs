@@ -61,10 +61,13 @@ macro_rules! kernels {
     ($feat:literal, $dot:path) => {
         #[inline]
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn cols<const C: usize>(row: &[BlockQ6K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
+        pub(crate) unsafe fn cols<const C: usize, const PF: bool>(row: &[BlockQ6K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
             let mut acc = [vdupq_n_f32(0.0); C];
             for (i, b) in row.iter().enumerate() {
-                mca!(begin ["q6_k.cols ", $feat], c = C, w = 256);
+                mca!(begin ["q6_k.cols ", $feat], c = C, pf = PF as u32, w = 256);
+                if PF {
+                    crate::aarch64_neon::prefetch_ahead(b);
+                }
                 // SAFETY: NEON is enabled here; scales has 16 bytes.
                 let (q, (sc16, sc)) = unsafe { (unpack6(b), widen_scales(vld1q_s8(b.scales.as_ptr()))) };
                 let d = f16_to_f32(b.d.to_bits());
@@ -98,7 +101,7 @@ macro_rules! kernels {
             $feat,
             BlockQ6K,
             BlockQ8K,
-            cols,
+            prefetch cols,
             [1, 2, 3, 4]
         );
     };

@@ -120,14 +120,17 @@ macro_rules! kernels {
     ($feat:literal, $dot:ident, offset: $offset:literal) => {
         #[inline]
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn cols<W: Block32, const C: usize>(
+        pub(crate) unsafe fn cols<W: Block32, const C: usize, const PF: bool>(
             row: &[W],
             acts: &[&[BlockQ8_0]],
             out: &mut [f32],
         ) {
             let mut acc = [vdupq_n_f32(0.0); C];
             for (i, b) in row.iter().enumerate() {
-                mca!(begin ["q8_0.cols ", $feat], codes = W::CODES as u32, c = C, w = 32);
+                mca!(begin ["q8_0.cols ", $feat], codes = W::CODES as u32, c = C, pf = PF as u32, w = 32);
+                if PF {
+                    crate::aarch64_neon::prefetch_ahead(b);
+                }
                 // SAFETY: NEON is enabled here.
                 let w = unsafe { codes(b) };
                 let dw = f16_to_f32(b.d_bits());
@@ -160,7 +163,7 @@ macro_rules! kernels {
         /// offset form 7 % slower on the Cortex-A55 model.)
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn gemv_x4<'a, X: 'a>(groups: &'a [X], act: &[BlockQ8_0], out: &mut [f32])
+        unsafe fn gemv_x4<'a, X: 'a, const PF: bool>(groups: &'a [X], act: &[BlockQ8_0], out: &mut [f32])
         where
             X4Row<'a, X>: Block32,
         {
@@ -181,7 +184,10 @@ macro_rules! kernels {
                     // SAFETY: out has 4 floats (chunks_exact_mut(4)).
                     let mut acc = if c0 == 0 { vdupq_n_f32(0.0) } else { unsafe { vld1q_f32(out.as_ptr()) } };
                     for ((b, a), &ys) in group[c0..].iter().zip(chunk).zip(&ysum) {
-                        mca!(begin ["q8_0.x4 ", $feat], codes = <X4Row<'a, X> as Block32>::CODES as u32, c = 1, w = 128);
+                        mca!(begin ["q8_0.x4 ", $feat], codes = <X4Row<'a, X> as Block32>::CODES as u32, c = 1, pf = PF as u32, w = 128);
+                        if PF {
+                            crate::aarch64_neon::prefetch_ahead(b);
+                        }
                         // SAFETY: qs is 32 bytes.
                         let y = unsafe { load32(a.qs.as_ptr()) };
                         let dots: [int32x4_t; 4] = std::array::from_fn(|r| {
@@ -215,7 +221,13 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe { gemv_x4(groups, act, out) }
+            unsafe {
+                if super::super::prefetch_on() {
+                    gemv_x4::<_, true>(groups, act, out)
+                } else {
+                    gemv_x4::<_, false>(groups, act, out)
+                }
+            }
         }
 
         /// Groups of four interleaved Q4_0 2:4 rows against one column.
@@ -229,7 +241,13 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe { gemv_x4(groups, act, out) }
+            unsafe {
+                if super::super::prefetch_on() {
+                    gemv_x4::<_, true>(groups, act, out)
+                } else {
+                    gemv_x4::<_, false>(groups, act, out)
+                }
+            }
         }
 
         /// Groups of four interleaved dense Q8_0 rows against one column.
@@ -243,7 +261,13 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe { gemv_x4(groups, act, out) }
+            unsafe {
+                if super::super::prefetch_on() {
+                    gemv_x4::<_, true>(groups, act, out)
+                } else {
+                    gemv_x4::<_, false>(groups, act, out)
+                }
+            }
         }
 
         /// Groups of four interleaved dense Q5_0 rows against one column.
@@ -257,7 +281,13 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe { gemv_x4(groups, act, out) }
+            unsafe {
+                if super::super::prefetch_on() {
+                    gemv_x4::<_, true>(groups, act, out)
+                } else {
+                    gemv_x4::<_, false>(groups, act, out)
+                }
+            }
         }
 
         /// Groups of four interleaved dense IQ4_NL rows against one column.
@@ -271,7 +301,13 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe { gemv_x4(groups, act, out) }
+            unsafe {
+                if super::super::prefetch_on() {
+                    gemv_x4::<_, true>(groups, act, out)
+                } else {
+                    gemv_x4::<_, false>(groups, act, out)
+                }
+            }
         }
 
         /// Groups of four interleaved dense Q4_0 rows against one column.
@@ -285,7 +321,13 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe { gemv_x4(groups, act, out) }
+            unsafe {
+                if super::super::prefetch_on() {
+                    gemv_x4::<_, true>(groups, act, out)
+                } else {
+                    gemv_x4::<_, false>(groups, act, out)
+                }
+            }
         }
 
         row_kernel!(
@@ -293,7 +335,7 @@ macro_rules! kernels {
             $feat,
             BlockQ8_0,
             BlockQ8_0,
-            cols<BlockQ8_0>,
+            prefetch cols<BlockQ8_0>,
             [1, 2, 3, 4]
         );
         row_kernel!(
@@ -301,7 +343,7 @@ macro_rules! kernels {
             $feat,
             BlockQ4_0,
             BlockQ8_0,
-            cols<BlockQ4_0>,
+            prefetch cols<BlockQ4_0>,
             [1, 2, 3, 4]
         );
         row_kernel!(
@@ -309,7 +351,7 @@ macro_rules! kernels {
             $feat,
             BlockQ5_0,
             BlockQ8_0,
-            cols<BlockQ5_0>,
+            prefetch cols<BlockQ5_0>,
             [1, 2, 3, 4]
         );
         row_kernel!(
@@ -317,7 +359,7 @@ macro_rules! kernels {
             $feat,
             BlockIq4Nl,
             BlockQ8_0,
-            cols<BlockIq4Nl>,
+            prefetch cols<BlockIq4Nl>,
             [1, 2, 3, 4]
         );
         row_kernel!(
@@ -325,7 +367,7 @@ macro_rules! kernels {
             $feat,
             BlockQ4_0S,
             BlockQ8_0,
-            cols<BlockQ4_0S>,
+            prefetch cols<BlockQ4_0S>,
             [1, 2, 3, 4]
         );
         row_kernel!(
@@ -333,7 +375,7 @@ macro_rules! kernels {
             $feat,
             BlockQ8_0S,
             BlockQ8_0,
-            cols<BlockQ8_0S>,
+            prefetch cols<BlockQ8_0S>,
             [1, 2, 3, 4]
         );
     };

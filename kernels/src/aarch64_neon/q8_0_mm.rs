@@ -46,7 +46,13 @@ macro_rules! pair32 {
             #[inline(always)]
             unsafe fn one_row<const C: usize>(row: &[Self], acts: &[&[BlockQ8_0]], out: &mut [f32]) {
                 // SAFETY: forwarded contract.
-                unsafe { dotprod::cols::<$block, C>(row, acts, out) }
+                unsafe {
+            if C == 1 && super::prefetch_on() {
+                dotprod::cols::<$block, 1, true>(row, acts, out)
+            } else {
+                dotprod::cols::<$block, C, false>(row, acts, out)
+            }
+        }
             }
         }
     )*};
