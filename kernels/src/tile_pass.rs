@@ -108,6 +108,26 @@ pub(crate) trait TilePrims {
     /// # Safety
     /// The ISA's features.
     unsafe fn fma_i(acc: Self::F, x: Self::I, s: f32) -> Self::F;
+    /// A scale sub-block's sums before its products: `corr` where
+    /// [`TilePrims::BIASED`] (else `corr` is 0), in the form
+    /// [`TilePrims::fma_sum`] reads. The default is the plain i32.
+    ///
+    /// # Safety
+    /// The ISA's features.
+    #[inline(always)]
+    unsafe fn sum_start(corr: i32) -> Self::I {
+        // SAFETY: forwarded contract.
+        unsafe { Self::splat_i(corr) }
+    }
+    /// `acc + f32(sum) * s`, fused, for sums begun by [`TilePrims::sum_start`].
+    ///
+    /// # Safety
+    /// The ISA's features.
+    #[inline(always)]
+    unsafe fn fma_sum(acc: Self::F, x: Self::I, s: f32) -> Self::F {
+        // SAFETY: forwarded contract.
+        unsafe { Self::fma_i(acc, x, s) }
+    }
     /// # Safety
     /// The ISA's features; `LANES` readable f32 at `p`.
     unsafe fn load_f(p: *const f32) -> Self::F;
@@ -191,12 +211,14 @@ unsafe fn pass<
             );
             let mut sb = [[T::zero_f(); V]; 2];
             for g in b * G..(b + 1) * G {
-                let mut is = [[T::zero_i(); V]; 2];
-                if T::BIASED {
-                    for (r, is) in is.iter_mut().enumerate() {
-                        *is = [T::splat_i(*t.corr.get_unchecked((r0 + r) * nsub + g)); V];
-                    }
-                }
+                let start = |r: usize| {
+                    T::sum_start(if T::BIASED {
+                        *t.corr.get_unchecked((r0 + r) * nsub + g)
+                    } else {
+                        0
+                    })
+                };
+                let mut is = [[start(0); V], [start(1); V]];
                 T::sub_dots::<Q, V, U>(
                     &mut is,
                     [
@@ -208,7 +230,7 @@ unsafe fn pass<
                 for (r, sb) in sb.iter_mut().enumerate() {
                     let scale = *t.scale.get_unchecked((r0 + r) * nsub + g);
                     for v in 0..V {
-                        sb[v] = T::fma_i(sb[v], is[r][v], scale);
+                        sb[v] = T::fma_sum(sb[v], is[r][v], scale);
                     }
                 }
             }

@@ -40,8 +40,27 @@ pub(crate) const I8MM_LAYOUT: ColLayout = ColLayout {
     group: 8,
     biased: true,
 };
+use crate::panel::Shape;
 use crate::tile_pass::TilePrims;
 use std::arch::aarch64::*;
+
+/// The bits of `1.5 * 2^23`: a scale sub-block's i32 sums start here, so
+/// that after the products each lane holds the bits of the float
+/// `1.5 * 2^23 + sum` (for `|sum| <= 2^22` the exponent stays that of `2^23`,
+/// whose unit is 1, or reaches exactly `2^24`), and one float subtraction
+/// gives `sum` exactly (the trick of converting through the mantissa).
+const SUM_BIAS: i32 = 0x4B40_0000;
+/// `1.5 * 2^23` ([`SUM_BIAS`] as a float).
+const SUM_BIAS_F: f32 = 12_582_912.0;
+
+/// Whether every scale sub-block's sum of a shape is within `2^22` in
+/// magnitude (`sub` codes of at most `max_code` times activations of at most
+/// 128), which [`SUM_BIAS`] needs; every format's shape is (Q3_K's, the
+/// largest, is exactly `2^22`), and the i8mm tile runs any other by the
+/// scalar tile.
+fn sums_fit(s: &Shape) -> bool {
+    s.sub * s.max_code as usize * 128 <= 1 << 22
+}
 
 /// # Safety
 /// The CPU must have NEON and dotprod; `t` built by [`Tile::new`].
@@ -57,6 +76,10 @@ pub unsafe fn gemm_i8_q8x32_8x32(t: &Tile, out: &mut [f32; ROWS * COLS]) {
 /// The CPU must have NEON, dotprod and i8mm; `t` built by [`Tile::new`].
 #[target_feature(enable = "neon,dotprod,i8mm")]
 pub unsafe fn gemm_i8_q8x32_8x32_i8mm(t: &Tile, out: &mut [f32; ROWS * COLS]) {
+    if !sums_fit(&t.shape) {
+        // SAFETY: forwarded contract (the scalar tile needs no features).
+        return unsafe { crate::panel::gemm_i8_q8x32_8x32(t, out) };
+    }
     // SAFETY: forwarded contract; each arm is for the tile's shape.
     unsafe { panel_tile_by_shape!(tile_mm, t, out) }
 }
@@ -210,6 +233,35 @@ impl<const MM: bool> TilePrims for Neon<MM> {
         // SAFETY: the caller's features.
         unsafe { vfmaq_f32(acc, vcvtq_f32_s32(x), vdupq_n_f32(s)) }
     }
+    /// With i8mm, the sums carried as the bits of `1.5 * 2^23 + sum`
+    /// ([`SUM_BIAS`]); with dotprod, plain.
+    #[inline(always)]
+    unsafe fn sum_start(corr: i32) -> int32x4_t {
+        // SAFETY: the caller's features.
+        unsafe {
+            vdupq_n_s32(if MM {
+                corr.wrapping_add(SUM_BIAS)
+            } else {
+                corr
+            })
+        }
+    }
+    /// With i8mm, the sum as a float by one subtraction: exact for
+    /// `|sum| <= 2^22` (checked per shape by [`sums_fit`]), as `scvtf` is,
+    /// which is two micro-ops on the Neoverse-V1 to the subtraction's one.
+    /// (The dotprod tile keeps `scvtf`: llvm-mca priced the subtraction 6-12 %
+    /// faster on the Neoverse-N1/V1 but up to 5 % slower on the Cortex-A55/A76.)
+    #[inline(always)]
+    unsafe fn fma_sum(acc: float32x4_t, x: int32x4_t, s: f32) -> float32x4_t {
+        // SAFETY: the caller's features.
+        unsafe {
+            if !MM {
+                return Self::fma_i(acc, x, s);
+            }
+            let x = vsubq_f32(vreinterpretq_f32_s32(x), vdupq_n_f32(SUM_BIAS_F));
+            vfmaq_f32(acc, x, vdupq_n_f32(s))
+        }
+    }
     #[inline(always)]
     unsafe fn load_f(p: *const f32) -> float32x4_t {
         // SAFETY: the caller guarantees 4 readable floats and the features.
@@ -224,5 +276,24 @@ impl<const MM: bool> TilePrims for Neon<MM> {
     unsafe fn store_f(p: *mut f32, v: float32x4_t) {
         // SAFETY: the caller guarantees 4 writable floats and the features.
         unsafe { vst1q_f32(p, v) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::formats::Format;
+    use crate::panel::Shape;
+
+    /// Every format's sub-block sums fit the i8mm tile's biased float form,
+    /// so none falls back to the scalar tile.
+    #[test]
+    fn every_format_sums_fit_the_bias() {
+        let fits = crate::each_format!(Format::WITH_KERNELS, |B, f, i| -> (Format, bool) {
+            (f, super::sums_fit(&Shape::of::<B>()))
+        });
+        assert_eq!(fits.len(), Format::WITH_KERNELS.len());
+        for (f, fit) in fits {
+            assert!(fit, "{f}: a sub-block's sum can pass 2^22");
+        }
     }
 }
