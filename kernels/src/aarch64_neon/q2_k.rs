@@ -41,6 +41,28 @@ pub(crate) fn q2_codes(b: &BlockQ2K) -> [[int8x16_t; 2]; 8] {
     low_codes(&b.qs).map(|q| q.map(|v| vreinterpretq_s8_u8(v)))
 }
 
+/// A Q2_K block's codes times their sub-block's 4-bit scale (at most
+/// `3 * 15 = 45`: the product fits a byte), laid out as [`low_codes`]. The
+/// 16 sub-blocks' dot products then add up in one accumulator: no sums per
+/// sub-block to start at zero, gather and scale.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn q2_scaled_codes(b: &BlockQ2K) -> [[int8x16_t; 2]; 8] {
+    // SAFETY: scales has 16 bytes.
+    let sc = vandq_u8(unsafe { vld1q_u8(b.scales.as_ptr()) }, vdupq_n_u8(0x0F));
+    let low = low_codes(&b.qs);
+    let mut out = [[vdupq_n_s8(0); 2]; 8];
+    // Sub-block 2 hs + half's scale by `dup` of its byte (a const lane).
+    macro_rules! scale {
+        ($($hs:literal $half:literal $lane:literal),*) => {$(
+            out[$hs][$half] = vreinterpretq_s8_u8(vmulq_u8(low[$hs][$half], vdupq_laneq_u8::<$lane>(sc)));
+        )*};
+    }
+    scale!(0 0 0, 0 1 1, 1 0 2, 1 1 3, 2 0 4, 2 1 5, 3 0 6, 3 1 7,
+           4 0 8, 4 1 9, 5 0 10, 5 1 11, 6 0 12, 6 1 13, 7 0 14, 7 1 15);
+    out
+}
+
 /// A Q3_K block's codes as `q + 4` (0..8), laid out as [`low_codes`].
 #[inline]
 #[target_feature(enable = "neon")]
@@ -67,7 +89,7 @@ pub(crate) fn q3_codes(b: &BlockQ3K) -> [[int8x16_t; 2]; 8] {
 
 /// The kernels for one feature set (`$feat`) and its 16-byte dot product (`$dot`).
 macro_rules! kernels {
-    ($feat:literal, $dot:ident) => {
+    ($feat:literal, $dot:ident, scaled_codes: $scaled:literal) => {
         /// `isum[c]` = the four lanes whose sum is `sum(scale[s] * sum(code * y))`
         /// over the 16 sub-blocks of column `c`: each sub-block's dot product,
         /// four sub-blocks' sums gathered into the lanes of one vector by
@@ -100,9 +122,42 @@ macro_rules! kernels {
             out
         }
 
+        /// `isum[c]` = the four lanes whose sum is `sum(code * y)` over the
+        /// block of column `c`, for codes that carry their scales
+        /// ([`q2_scaled_codes`]): four accumulators, one dot product per 16
+        /// values.
+        ///
+        /// # Safety
+        /// As [`block_dot`].
+        #[inline(always)]
+        unsafe fn scaled_dot<const C: usize>(codes: &[[int8x16_t; 2]; 8], a: &[&BlockQ8K; C]) -> [int32x4_t; C] {
+            // SAFETY (the vector operations): the caller's features.
+            let mut out = unsafe { [vdupq_n_s32(0); C] };
+            for (c, isum) in out.iter_mut().enumerate() {
+                // Four accumulators (sub-blocks 4t + u into u), so that no
+                // chain of dependent multiply-adds is longer than four.
+                // SAFETY: as above.
+                let mut s = unsafe { [vdupq_n_s32(0); 4] };
+                for (hs, pair) in codes.iter().enumerate() {
+                    for (half, w) in pair.iter().enumerate() {
+                        let u = (2 * hs + half) % 4;
+                        // SAFETY: a[c].qs has 256 bytes; 32hs + 16half + 16 <= 256; the caller's features.
+                        s[u] = unsafe { $dot(s[u], *w, vld1q_s8(a[c].qs.as_ptr().add(32 * hs + 16 * half))) };
+                    }
+                }
+                // SAFETY: the caller's features.
+                *isum = unsafe { vaddq_s32(vaddq_s32(s[0], s[1]), vaddq_s32(s[2], s[3])) };
+            }
+            out
+        }
+
         /// Q2_K: value `d * scale * q - dmin * min` (4-bit scale and min per
         /// sub-block of 16); the mins term from the activations' 16-value
-        /// sums, in lanes, and both float steps per block.
+        /// sums, in lanes, and both float steps per block. With dotprod the
+        /// codes carry their scales ([`q2_scaled_codes`]); the baseline
+        /// build keeps a sum per sub-block, gathered and scaled in lanes
+        /// (llvm-mca priced the scaled codes there 1.3-2x slower: its
+        /// `smull`/`sadalp` pairs then form long chains on one pipe).
         #[inline]
         #[target_feature(enable = $feat)]
         pub(crate) unsafe fn q2_cols<const C: usize, const PF: bool>(row: &[BlockQ2K], acts: &[&[BlockQ8K]], out: &mut [f32]) {
@@ -117,11 +172,16 @@ macro_rules! kernels {
                     std::array::from_fn(|c| unsafe { acts.get_unchecked(c).get_unchecked(i) });
                 // SAFETY: scales has 16 bytes.
                 let packed = unsafe { vld1q_u8(b.scales.as_ptr()) };
-                let (_, sc) = widen_scales(vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F))));
                 let (mins, _) = widen_scales(vreinterpretq_s8_u8(vshrq_n_u8::<4>(packed)));
-                let codes = q2_codes(b);
                 // SAFETY: the features of $feat are enabled here.
-                let isum = unsafe { block_dot(&codes, &sc, &a) };
+                let isum = unsafe {
+                    if $scaled {
+                        scaled_dot(&q2_scaled_codes(b), &a)
+                    } else {
+                        let (_, sc) = widen_scales(vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F))));
+                        block_dot(&q2_codes(b), &sc, &a)
+                    }
+                };
                 let dd = f16x4_to_f32(b.d.to_bits() as u64 | (b.dmin.to_bits() as u64) << 16);
                 for c in 0..C {
                     let msum = bsums_dot(&a[c].bsums, mins);
@@ -196,11 +256,11 @@ macro_rules! kernels {
 /// Baseline NEON.
 pub mod neon {
     use super::*;
-    kernels!("neon", dot16);
+    kernels!("neon", dot16, scaled_codes: false);
 }
 
 /// NEON + dotprod (`sdot`).
 pub mod dotprod {
     use super::*;
-    kernels!("neon,dotprod", sdot16);
+    kernels!("neon,dotprod", sdot16, scaled_codes: true);
 }
