@@ -50,17 +50,50 @@ pub(crate) fn q2_codes(b: &BlockQ2K) -> [[int8x16_t; 2]; 8] {
 pub(crate) fn q2_scaled_codes(b: &BlockQ2K) -> [[int8x16_t; 2]; 8] {
     // SAFETY: scales has 16 bytes.
     let sc = vandq_u8(unsafe { vld1q_u8(b.scales.as_ptr()) }, vdupq_n_u8(0x0F));
-    let low = low_codes(&b.qs);
-    let mut out = [[vdupq_n_s8(0); 2]; 8];
+    scale_codes(q2_codes(b), vreinterpretq_s8_u8(sc))
+}
+
+/// `codes` (laid out as [`low_codes`]) times their sub-block's byte of `sc`,
+/// which the caller guarantees fits an `i8`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn scale_codes(codes: [[int8x16_t; 2]; 8], sc: int8x16_t) -> [[int8x16_t; 2]; 8] {
+    let mut out = codes;
     // Sub-block 2 hs + half's scale by `dup` of its byte (a const lane).
     macro_rules! scale {
         ($($hs:literal $half:literal $lane:literal),*) => {$(
-            out[$hs][$half] = vreinterpretq_s8_u8(vmulq_u8(low[$hs][$half], vdupq_laneq_u8::<$lane>(sc)));
+            out[$hs][$half] = vmulq_s8(codes[$hs][$half], vdupq_laneq_s8::<$lane>(sc));
         )*};
     }
     scale!(0 0 0, 0 1 1, 1 0 2, 1 1 3, 2 0 4, 2 1 5, 3 0 6, 3 1 7,
            4 0 8, 4 1 9, 5 0 10, 5 1 11, 6 0 12, 6 1 13, 7 0 14, 7 1 15);
     out
+}
+
+/// A Q3_K block's codes `q` (-4..4) times minus their sub-block's 6-bit
+/// scale `s` (-32..32): `-q * s` is within -128..=124 (`q * s` would reach
+/// 128), laid out as [`low_codes`].
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn q3_scaled_codes(b: &BlockQ3K, sc: int8x16_t) -> [[int8x16_t; 2]; 8] {
+    // SAFETY: hmask has 32 bytes.
+    let hm = unsafe {
+        [
+            vld1q_u8(b.hmask.as_ptr()),
+            vld1q_u8(b.hmask.as_ptr().add(16)),
+        ]
+    };
+    let four = vdupq_n_u8(4);
+    let mut codes = [[vdupq_n_s8(0); 2]; 8];
+    for (hs, low) in low_codes(&b.qs).into_iter().enumerate() {
+        // q = low - 4 where bit hs of hmask[l] is clear, for value 32 hs + l.
+        let bit = vdupq_n_u8(1 << hs);
+        for half in 0..2 {
+            let off = vbicq_u8(four, vtstq_u8(hm[half], bit));
+            codes[hs][half] = vreinterpretq_s8_u8(vsubq_u8(low[half], off));
+        }
+    }
+    scale_codes(codes, vnegq_s8(sc))
 }
 
 /// A Q3_K block's codes as `q + 4` (0..8), laid out as [`low_codes`].
@@ -217,15 +250,24 @@ macro_rules! kernels {
                     vcreate_u32(w[0] as u64 | (w[1] as u64) << 32),
                     vcreate_u32(w[2] as u64 | (w[3] as u64) << 32),
                 );
-                let (sc16, sc) = widen_scales(vsubq_s8(vreinterpretq_s8_u32(words), vdupq_n_s8(32)));
-                let codes = q3_codes(b);
-                // SAFETY: the features of $feat are enabled here.
-                let isum = unsafe { block_dot(&codes, &sc, &a) };
+                let sc8 = vsubq_s8(vreinterpretq_s8_u32(words), vdupq_n_s8(32));
                 let d = f16_to_f32(b.d.to_bits());
-                for c in 0..C {
-                    let corr = bsums_dot(&a[c].bsums, sc16);
-                    let exact = vsubq_s32(isum[c], vshlq_n_s32::<2>(corr));
-                    acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(exact), d * a[c].d);
+                if $scaled {
+                    // Minus the exact sums ([`q3_scaled_codes`]), taken off.
+                    // SAFETY: the features of $feat are enabled here.
+                    let nsum = unsafe { scaled_dot(&q3_scaled_codes(b, sc8), &a) };
+                    for c in 0..C {
+                        acc[c] = vfmsq_n_f32(acc[c], vcvtq_f32_s32(nsum[c]), d * a[c].d);
+                    }
+                } else {
+                    let (sc16, sc) = widen_scales(sc8);
+                    // SAFETY: the features of $feat are enabled here.
+                    let isum = unsafe { block_dot(&q3_codes(b), &sc, &a) };
+                    for c in 0..C {
+                        let corr = bsums_dot(&a[c].bsums, sc16);
+                        let exact = vsubq_s32(isum[c], vshlq_n_s32::<2>(corr));
+                        acc[c] = vfmaq_n_f32(acc[c], vcvtq_f32_s32(exact), d * a[c].d);
+                    }
                 }
                 mca!(end);
             }
