@@ -76,30 +76,21 @@ fn scale_codes(codes: [[int8x16_t; 2]; 8], sc: int8x16_t) -> [[int8x16_t; 2]; 8]
 #[inline]
 #[target_feature(enable = "neon")]
 pub(crate) fn q3_scaled_codes(b: &BlockQ3K, sc: int8x16_t) -> [[int8x16_t; 2]; 8] {
-    // SAFETY: hmask has 32 bytes.
-    let hm = unsafe {
-        [
-            vld1q_u8(b.hmask.as_ptr()),
-            vld1q_u8(b.hmask.as_ptr().add(16)),
-        ]
-    };
-    let four = vdupq_n_u8(4);
-    let mut codes = [[vdupq_n_s8(0); 2]; 8];
-    for (hs, low) in low_codes(&b.qs).into_iter().enumerate() {
-        // q = low - 4 where bit hs of hmask[l] is clear, for value 32 hs + l.
-        let bit = vdupq_n_u8(1 << hs);
-        for half in 0..2 {
-            let off = vbicq_u8(four, vtstq_u8(hm[half], bit));
-            codes[hs][half] = vreinterpretq_s8_u8(vsubq_u8(low[half], off));
-        }
-    }
-    scale_codes(codes, vnegq_s8(sc))
+    scale_codes(q3_codes_as::<true>(b), vnegq_s8(sc))
 }
 
 /// A Q3_K block's codes as `q + 4` (0..8), laid out as [`low_codes`].
 #[inline]
 #[target_feature(enable = "neon")]
 pub(crate) fn q3_codes(b: &BlockQ3K) -> [[int8x16_t; 2]; 8] {
+    q3_codes_as::<false>(b)
+}
+
+/// A Q3_K block's codes, laid out as [`low_codes`]: `q` (-4..4) where
+/// `SIGNED`, else `q + 4` (0..8).
+#[inline]
+#[target_feature(enable = "neon")]
+fn q3_codes_as<const SIGNED: bool>(b: &BlockQ3K) -> [[int8x16_t; 2]; 8] {
     // SAFETY: hmask has 32 bytes.
     let hm = unsafe {
         [
@@ -110,11 +101,17 @@ pub(crate) fn q3_codes(b: &BlockQ3K) -> [[int8x16_t; 2]; 8] {
     let four = vdupq_n_u8(4);
     let mut codes = [[vdupq_n_s8(0); 2]; 8];
     for (hs, low) in low_codes(&b.qs).into_iter().enumerate() {
-        // q' = low + 4 * (bit hs of hmask[l]) for value 32 hs + l.
+        // For value 32 hs + l, bit hs of hmask[l] set: q = low, else
+        // q = low - 4.
         let bit = vdupq_n_u8(1 << hs);
         for half in 0..2 {
-            let high = vandq_u8(vtstq_u8(hm[half], bit), four);
-            codes[hs][half] = vreinterpretq_s8_u8(vaddq_u8(low[half], high));
+            let set = vtstq_u8(hm[half], bit);
+            let code = if SIGNED {
+                vsubq_u8(low[half], vbicq_u8(four, set))
+            } else {
+                vaddq_u8(low[half], vandq_u8(set, four))
+            };
+            codes[hs][half] = vreinterpretq_s8_u8(code);
         }
     }
     codes
