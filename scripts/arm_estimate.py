@@ -414,16 +414,14 @@ def ggml_cycles(fns, fn, nested, cpu):
 
 
 def two_col_format(kernel, kv):
-    """The format of a two-column region (`*.cols` at c=2, `*_mm.pair`, `*_mm.sub`)."""
+    """The format of a two-column region (`*.cols` at c=2, `*_mm.pair`)."""
     base = kernel.split(".")[0]
     if base in ("q8_0", "q8_0_mm"):
         return CODES.get(kv.get("codes"))
-    if base in ("q4_k", "q4_k_mm"):
+    if base == "q4_k":
         return "q5_k" if kv.get("fifth") else "q4_k"
     if base in ("grid_mm", "ternary", "grid"):
         return GGML_TYPE.get(kv.get("ggml_type"))
-    if base in ("q2_k_mm", "q4_k_mm") and "ggml_type" in kv:
-        return {10: "q2_k", 11: "q3_k", 12: "q4_k", 13: "q5_k", 14: "q6_k", 23: "iq4_xs"}.get(kv["ggml_type"])
     return base.removesuffix("_mm")
 
 
@@ -497,14 +495,12 @@ def main():
                                     cycles_per_256=None if cyc is None else cyc * 256 / macs,
                                     per="256 weight x column products", note=why))
         # Two columns: the dotprod row kernels at c=2 against the i8mm 2-row
-        # kernels (whole block bodies where straight-line, else their
-        # sub-block bodies alone, marked `.sub`: a lower bound for the block).
+        # kernels (whole block bodies; a region with one loop by its trip count).
         if cpu == "neoverse-v1":
             for name, body in regs.items():
                 kv = keyvals(name)
                 kernel = name.split()[0]
                 if not ((kernel.endswith("_mm.pair") and kv.get("c", 2) == 2 and kv.get("n", 2) == 2)
-                        or kernel.endswith("_mm.sub")
                         or (kv.get("c") == 2 and "dotprod" in name and ".cols" in kernel)):
                     continue
                 fmt = two_col_format(kernel, kv)
@@ -632,8 +628,7 @@ def report(results):
             cells.append("-" if pair is None else f"{pair[0]:.1f} / {pair[1]:.1f} ({100 * (pair[1] / pair[0] - 1):+.0f} %)")
         print(f"| {fmt} | " + " | ".join(cells) + " |")
     print("\nTwo columns on the Neoverse-V1: cycles per 256 weights (both columns), our")
-    print("dotprod row kernel against our i8mm 2-row kernel (`.sub`: its sub-block")
-    print("body alone, the per-block unpack and float steps not counted):\n")
+    print("dotprod row kernel against our i8mm 2-row kernel, whole block bodies:\n")
     print("| format | dotprod (1 row x 2 columns) | i8mm (2 rows x 2 columns) | ggml vec_dot x 2 |")
     print("|---|---|---|---|")
     two = [r for r in results if r["path"].startswith("two columns")]
@@ -650,7 +645,7 @@ def report(results):
         g = [r for r in results if r["cpu"] == "neoverse-v1" and r["format"] == fmt and r["side"] == "ggml"
              and r["path"].startswith("vec_dot") and r.get("cycles_per_256")
              and fmt not in ("q4_0", "q8_0")]  # these have an i8mm vec_dot of two columns, not estimated
-        f = lambda rs: " / ".join(f"{r['cycles_per_256']:.1f}" + (" (.sub)" if r["path"].endswith(".sub") else "")
+        f = lambda rs: " / ".join(f"{r['cycles_per_256']:.1f}"
                                   + (" (2 x 1 column)" if r["path"].startswith("2 x ") else "") for r in rs) or "-"
         print(f"| {fmt} | {f(d)} | {f(m)} | " + (f"{2 * g[0]['cycles_per_256']:.1f}" if g else "-") + " |")
     print("\nPanel tile, one block (its float steps, mins and activation scales included):\ncycles per 256 weight x column products\n")

@@ -496,7 +496,6 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q4_k_q8_k_1x4_neon", aarch64_neon::q4_k::neon::gemv_q4_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q4_k_q8_k_1x4_dotprod", aarch64_neon::q4_k::dotprod::gemv_q4_k_q8_k_1x4, ALL),
-    (I8mm, "gemv_q4_k_q8_k_2x4_i8mm", aarch64_neon::q4_k_mm::i8mm::gemv_q4_k_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ5K, "gemv_q5_k_q8_k_1x1_scalar", dequant: dequantize_q5_k(auto),
 x86_64: [
@@ -506,7 +505,6 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q5_k_q8_k_1x4_neon", aarch64_neon::q4_k::neon::gemv_q5_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q5_k_q8_k_1x4_dotprod", aarch64_neon::q4_k::dotprod::gemv_q5_k_q8_k_1x4, ALL),
-    (I8mm, "gemv_q5_k_q8_k_2x4_i8mm", aarch64_neon::q4_k_mm::i8mm::gemv_q5_k_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ6K, "gemv_q6_k_q8_k_1x1_scalar", dequant: dequantize_q6_k(auto),
 x86_64: [
@@ -516,7 +514,6 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q6_k_q8_k_1x4_neon", aarch64_neon::q6_k::neon::gemv_q6_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q6_k_q8_k_1x4_dotprod", aarch64_neon::q6_k::dotprod::gemv_q6_k_q8_k_1x4, ALL),
-    (I8mm, "gemv_q6_k_q8_k_2x4_i8mm", aarch64_neon::q2_k_mm::i8mm::gemv_q6_k_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ3K, "gemv_q3_k_q8_k_1x1_scalar", dequant: dequantize_q3_k,
 x86_64: [
@@ -526,7 +523,6 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q3_k_q8_k_1x4_neon", aarch64_neon::q2_k::neon::gemv_q3_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q3_k_q8_k_1x4_dotprod", aarch64_neon::q2_k::dotprod::gemv_q3_k_q8_k_1x4, ALL),
-    (I8mm, "gemv_q3_k_q8_k_2x4_i8mm", aarch64_neon::q2_k_mm::i8mm::gemv_q3_k_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ2K, "gemv_q2_k_q8_k_1x1_scalar", dequant: dequantize_q2_k,
 x86_64: [
@@ -536,7 +532,6 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_q2_k_q8_k_1x4_neon", aarch64_neon::q2_k::neon::gemv_q2_k_q8_k_1x4, ALL),
     (Dotprod, "gemv_q2_k_q8_k_1x4_dotprod", aarch64_neon::q2_k::dotprod::gemv_q2_k_q8_k_1x4, ALL),
-    (I8mm, "gemv_q2_k_q8_k_2x4_i8mm", aarch64_neon::q2_k_mm::i8mm::gemv_q2_k_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ4_0, "gemv_q4_0_q8_0_1x1_scalar", x4: BlockQ4_0x4,
     dequant: dequantize_q4_0,
@@ -579,7 +574,6 @@ x86_64: [
 aarch64: [
     (Neon, "gemv_iq4_xs_q8_k_1x4_neon", aarch64_neon::iq4_xs::neon::gemv_iq4_xs_q8_k_1x4, ALL),
     (Dotprod, "gemv_iq4_xs_q8_k_1x4_dotprod", aarch64_neon::iq4_xs::dotprod::gemv_iq4_xs_q8_k_1x4, ALL),
-    (I8mm, "gemv_iq4_xs_q8_k_2x4_i8mm", aarch64_neon::q4_k_mm::i8mm::gemv_iq4_xs_q8_k_2x4_i8mm, ALL),
 ]);
 rows!(BlockQ8_0, "gemv_q8_0_q8_0_1x1_scalar", x4: BlockQ8_0x4,
     dequant: dequantize_q8_0,

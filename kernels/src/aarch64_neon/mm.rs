@@ -1,6 +1,10 @@
 //! The i8mm (`smmla`) row kernels' shared tile: two weight rows against
 //! pairs of activation columns, for the small batches (2-15) below the panel
-//! GEMM. Each format supplies one block position's step ([`PairBlock`]); a
+//! GEMM, of the formats of 32-value blocks (Q4_0, Q5_0, Q8_0, IQ4_NL and the
+//! 2:4 forms). (The K-quants and IQ4_XS run their dotprod row kernels at
+//! those batches: their steps here, the unpack and float steps counted,
+//! priced 1.3-2.1x the dotprod kernel's cycles; docs/BENCHMARKS.md.) Each
+//! format supplies one block position's step ([`PairBlock`]); a
 //! single row, a single column, and the odd column of an odd count take the
 //! format's dotprod kernel, since one column gives `smmla` nothing to pair.
 //!
@@ -23,47 +27,6 @@ pub(crate) fn scales4(a: u16, b: u16, pairs: bool) -> float32x4_t {
     } else {
         a | b << 16 | a << 32 | b << 48
     })
-}
-
-/// `[a, a, b, b]` of two i32.
-#[inline]
-#[target_feature(enable = "neon")]
-pub(crate) fn pairs_i32(a: i32, b: i32) -> int32x4_t {
-    vcombine_s32(vdup_n_s32(a), vdup_n_s32(b))
-}
-
-/// `acc + isum · ([d0, d0, d1, d1] · [a0, a1, a0, a1])`: the float step of
-/// four dot products, the rows' f16 scales (bits) times the columns' f32 ones.
-#[inline]
-#[target_feature(enable = "neon")]
-pub(crate) fn fma_scaled(
-    acc: float32x4_t,
-    isum: int32x4_t,
-    d0: u16,
-    d1: u16,
-    a0: f32,
-    a1: f32,
-) -> float32x4_t {
-    let a = vset_lane_f32::<1>(a1, vdup_n_f32(a0));
-    let scale = vmulq_f32(scales4(d0, d1, true), vcombine_f32(a, a));
-    vfmaq_f32(acc, vcvtq_f32_s32(isum), scale)
-}
-
-/// `Σ_j o_r[j] · y_c[j]` for rows `r` and columns `c`, as the tile's lanes
-/// `[r0·c0, r0·c1, r1·c0, r1·c1]`: a format's mins or centring against the
-/// activations' sub-block sums, exact.
-#[inline]
-#[target_feature(enable = "neon")]
-pub(crate) fn cross<const N: usize>(o: [[i32; N]; 2], y: [[i32; N]; 2]) -> int32x4_t {
-    let f = |o: &[i32; N], y: &[i32; N]| -> i32 { o.iter().zip(y).map(|(o, y)| o * y).sum() };
-    let v = [
-        f(&o[0], &y[0]),
-        f(&o[0], &y[1]),
-        f(&o[1], &y[0]),
-        f(&o[1], &y[1]),
-    ];
-    // SAFETY: v has four i32.
-    unsafe { vld1q_s32(v.as_ptr()) }
 }
 
 /// `acc` plus the 2 x 2 sums of 16 values, rows `w0`, `w1` against columns

@@ -46,16 +46,6 @@ pub(crate) unsafe fn unpack6(b: &BlockQ6K) -> [int8x16_t; 16] {
     }
 }
 
-/// A block's 256 codes as signed bytes (`q - 32`), laid out as [`unpack6`].
-///
-/// # Safety
-/// NEON must be available.
-#[inline(always)]
-pub(crate) unsafe fn unpack(b: &BlockQ6K) -> [int8x16_t; 16] {
-    // SAFETY: NEON is available (caller).
-    unsafe { unpack6(b).map(|v| vsubq_s8(v, vdupq_n_s8(32))) }
-}
-
 /// The kernel for one feature set (`$feat`) and its 16-byte dot product (`$dot`).
 macro_rules! kernels {
     ($feat:literal, $dot:path) => {
