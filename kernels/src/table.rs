@@ -1050,11 +1050,13 @@ impl<B: Kernels> Config<B> {
             .rev()
             .find(|r| r.kernel.isa.admitted_under(ceiling))
             .unwrap_or(&rows[0]);
-        // The panel tile of the row kernel's own ISA (none for the scalar row
-        // kernel: the scalar tile would be no faster than it).
-        let panel = panel_kernels()
-            .into_iter()
-            .find(|p| p.isa == row.kernel.isa && p.isa != Isa::Scalar);
+        // The best panel tile admitted under the ceiling, whatever the row
+        // kernel's ISA (a format whose `smmla` GEMV did not pay keeps its
+        // dotprod row kernel at tier i8mm, and still gets the i8mm tile);
+        // none for the scalar row kernel, which the scalar tile would be no
+        // faster than.
+        let panel = best(&panel_kernels(), |p| p.isa, ceiling)
+            .filter(|p| p.isa != Isa::Scalar && row.kernel.isa != Isa::Scalar);
         let fill = [Isa::Avx512, Isa::Avx2]
             .into_iter()
             .find(|i| i.admitted_under(ceiling))

@@ -113,3 +113,27 @@ fn row_kernel_names_carry_tile_and_isa() {
         assert!(p.name().ends_with(&format!("_{}", p.isa())), "{}", p.name());
     }
 }
+
+/// Under every ceiling, every format's panel tile is the best one the table
+/// has at or below it, whatever ISA the format's row kernel is (a format whose
+/// row kernel stops at dotprod still gets the i8mm tile).
+#[test]
+fn every_format_gets_the_ceilings_best_panel_tile() {
+    for cap in Isa::ALL {
+        let best = panel_kernels()
+            .into_iter()
+            .filter(|p| p.isa() != Isa::Scalar && p.isa().admitted_under(cap))
+            .map(|p| p.isa())
+            .max();
+        let tiles = each_format!(
+            Format::WITH_KERNELS,
+            cap,
+            |B, f, i, cap: Isa| -> (Format, Option<Isa>) {
+                (f, Config::<B>::at(cap).panel().map(|p| p.isa()))
+            }
+        );
+        for (f, isa) in tiles {
+            assert_eq!(isa, best, "{f} under {cap}: panel tile");
+        }
+    }
+}
