@@ -48,6 +48,22 @@ fn prefetch_on() -> bool {
     crate::cpu::prefetch().on
 }
 
+/// The bits of `1.5 * 2^23`: i32 sums started here hold, after the products,
+/// the bits of the float `1.5 * 2^23 + sum` (for `|sum| <= 2^22` the exponent
+/// stays that of `2^23`, whose unit is 1, or reaches exactly `2^24`), and
+/// [`biased_sum_f32`] gives `sum` by one float subtraction, exactly (the
+/// conversion through the mantissa): one micro-op where `scvtf` is two on
+/// the Neoverse-V1.
+pub(crate) const SUM_BIAS: i32 = 0x4B40_0000;
+
+/// The sums of i32 lanes started at [`SUM_BIAS`], as floats, exactly for
+/// sums within `2^22` in magnitude.
+#[inline]
+#[target_feature(enable = "neon")]
+fn biased_sum_f32(x: int32x4_t) -> float32x4_t {
+    vsubq_f32(vreinterpretq_f32_s32(x), vdupq_n_f32(12_582_912.0))
+}
+
 /// An f16 (its bits) as f32, by `fcvtl`: base ARMv8 NEON, exact, NaN and
 /// subnormals as ggml's own conversion on ARM treats them. `half::f16::to_f32`
 /// checks for the fp16 extension at run time on every call and otherwise

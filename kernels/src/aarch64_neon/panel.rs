@@ -40,18 +40,10 @@ pub(crate) const I8MM_LAYOUT: ColLayout = ColLayout {
     group: 8,
     biased: true,
 };
+use super::{biased_sum_f32, SUM_BIAS};
 use crate::panel::Shape;
 use crate::tile_pass::TilePrims;
 use std::arch::aarch64::*;
-
-/// The bits of `1.5 * 2^23`: a scale sub-block's i32 sums start here, so
-/// that after the products each lane holds the bits of the float
-/// `1.5 * 2^23 + sum` (for `|sum| <= 2^22` the exponent stays that of `2^23`,
-/// whose unit is 1, or reaches exactly `2^24`), and one float subtraction
-/// gives `sum` exactly (the trick of converting through the mantissa).
-const SUM_BIAS: i32 = 0x4B40_0000;
-/// `1.5 * 2^23` ([`SUM_BIAS`] as a float).
-const SUM_BIAS_F: f32 = 12_582_912.0;
 
 /// Whether every scale sub-block's sum of a shape is within `2^22` in
 /// magnitude (`sub` codes of at most `max_code` times activations of at most
@@ -258,8 +250,7 @@ impl<const MM: bool> TilePrims for Neon<MM> {
             if !MM {
                 return Self::fma_i(acc, x, s);
             }
-            let x = vsubq_f32(vreinterpretq_f32_s32(x), vdupq_n_f32(SUM_BIAS_F));
-            vfmaq_f32(acc, x, vdupq_n_f32(s))
+            vfmaq_f32(acc, biased_sum_f32(x), vdupq_n_f32(s))
         }
     }
     #[inline(always)]

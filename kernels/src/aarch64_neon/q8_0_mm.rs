@@ -4,9 +4,9 @@
 //! `smmla`; one `fcvtl` per operand makes the four scale products, one
 //! multiply-add accumulates the four dot products.
 
-use super::load32;
 use super::mm::{scales4, smmla32, tile, PairBlock};
 use super::q8_0::{codes, dotprod};
+use super::{biased_sum_f32, load32, SUM_BIAS};
 use crate::formats::{
     Block32, BlockIq4Nl, BlockQ4_0, BlockQ4_0S, BlockQ5_0, BlockQ8_0, BlockQ8_0S,
 };
@@ -36,10 +36,12 @@ macro_rules! pair32 {
                 unsafe {
                     let (w0, w1) = (codes(b0), codes(b1));
                     let (y0, y1) = (load32(a0.qs.as_ptr()), load32(a1.qs.as_ptr()));
-                    let isum = smmla32(vdupq_n_s32(0), w0, w1, y0, y1);
+                    // The sums (at most 32 * 128 * 128 = 2^19) biased, for
+                    // one subtraction in place of `scvtf`.
+                    let isum = smmla32(vdupq_n_s32(SUM_BIAS), w0, w1, y0, y1);
                     let dw = scales4(b0.d_bits(), b1.d_bits(), true);
                     let da = scales4(a0.d.to_bits(), a1.d.to_bits(), false);
-                    *acc = vfmaq_f32(*acc, vcvtq_f32_s32(isum), vmulq_f32(dw, da));
+                    *acc = vfmaq_f32(*acc, biased_sum_f32(isum), vmulq_f32(dw, da));
                 }
                 mca!(end);
             }
