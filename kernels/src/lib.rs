@@ -10,12 +10,12 @@
 /// keeps in registers.
 macro_rules! row_kernel {
     // One row; the one-column call takes the body's prefetching build
-    // (`PF = true`) where `crate::cpu::prefetch` says so (aarch64).
+    // (`PF = true`) where `crate::cpu::prefetch` says so (aarch64 only).
     ($name:ident, $feat:literal, $w:ty, $act:ty, prefetch $body:ident, [$($c:literal),*]) => {
         row_kernel!(@doc $name, $feat, $w, $act, |row, nrows, acts, out| {
             debug_assert_eq!(nrows, 1);
             match acts.len() {
-                1 if crate::cpu::prefetch().on => $body::<1, true>(row, acts, out),
+                1 if crate::aarch64_neon::prefetch_on() => $body::<1, true>(row, acts, out),
                 $($c => $body::<$c, false>(row, acts, out),)*
                 _ => {}
             }
@@ -25,7 +25,7 @@ macro_rules! row_kernel {
         row_kernel!(@doc $name, $feat, $w, $act, |row, nrows, acts, out| {
             debug_assert_eq!(nrows, 1);
             match acts.len() {
-                1 if crate::cpu::prefetch().on => $body::<$t, 1, true>(row, acts, out),
+                1 if crate::aarch64_neon::prefetch_on() => $body::<$t, 1, true>(row, acts, out),
                 $($c => $body::<$t, $c, false>(row, acts, out),)*
                 _ => {}
             }

@@ -44,7 +44,7 @@ pub(crate) fn prefetch_ahead<T>(block: &T) {
 
 /// Whether this call's one-column GEMV takes its prefetching build.
 #[inline(always)]
-fn prefetch_on() -> bool {
+pub(crate) fn prefetch_on() -> bool {
     crate::cpu::prefetch().on
 }
 

@@ -163,7 +163,24 @@ macro_rules! kernels {
         /// offset form 7 % slower on the Cortex-A55 model.)
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn gemv_x4<'a, X: 'a, const PF: bool>(groups: &'a [X], act: &[BlockQ8_0], out: &mut [f32])
+        unsafe fn gemv_x4<'a, X: 'a>(groups: &'a [X], act: &[BlockQ8_0], out: &mut [f32])
+        where
+            X4Row<'a, X>: Block32,
+        {
+            // SAFETY: forwarded contract.
+            unsafe {
+                if super::super::prefetch_on() {
+                    gemv_x4_by::<X, true>(groups, act, out)
+                } else {
+                    gemv_x4_by::<X, false>(groups, act, out)
+                }
+            }
+        }
+
+        /// [`gemv_x4`], with or without software prefetch (`PF`).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn gemv_x4_by<'a, X: 'a, const PF: bool>(groups: &'a [X], act: &[BlockQ8_0], out: &mut [f32])
         where
             X4Row<'a, X>: Block32,
         {
@@ -221,13 +238,7 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe {
-                if super::super::prefetch_on() {
-                    gemv_x4::<_, true>(groups, act, out)
-                } else {
-                    gemv_x4::<_, false>(groups, act, out)
-                }
-            }
+            unsafe { gemv_x4(groups, act, out) }
         }
 
         /// Groups of four interleaved Q4_0 2:4 rows against one column.
@@ -241,13 +252,7 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe {
-                if super::super::prefetch_on() {
-                    gemv_x4::<_, true>(groups, act, out)
-                } else {
-                    gemv_x4::<_, false>(groups, act, out)
-                }
-            }
+            unsafe { gemv_x4(groups, act, out) }
         }
 
         /// Groups of four interleaved dense Q8_0 rows against one column.
@@ -261,13 +266,7 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe {
-                if super::super::prefetch_on() {
-                    gemv_x4::<_, true>(groups, act, out)
-                } else {
-                    gemv_x4::<_, false>(groups, act, out)
-                }
-            }
+            unsafe { gemv_x4(groups, act, out) }
         }
 
         /// Groups of four interleaved dense Q5_0 rows against one column.
@@ -281,13 +280,7 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe {
-                if super::super::prefetch_on() {
-                    gemv_x4::<_, true>(groups, act, out)
-                } else {
-                    gemv_x4::<_, false>(groups, act, out)
-                }
-            }
+            unsafe { gemv_x4(groups, act, out) }
         }
 
         /// Groups of four interleaved dense IQ4_NL rows against one column.
@@ -301,13 +294,7 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe {
-                if super::super::prefetch_on() {
-                    gemv_x4::<_, true>(groups, act, out)
-                } else {
-                    gemv_x4::<_, false>(groups, act, out)
-                }
-            }
+            unsafe { gemv_x4(groups, act, out) }
         }
 
         /// Groups of four interleaved dense Q4_0 rows against one column.
@@ -321,13 +308,7 @@ macro_rules! kernels {
             out: &mut [f32],
         ) {
             // SAFETY: forwarded contract.
-            unsafe {
-                if super::super::prefetch_on() {
-                    gemv_x4::<_, true>(groups, act, out)
-                } else {
-                    gemv_x4::<_, false>(groups, act, out)
-                }
-            }
+            unsafe { gemv_x4(groups, act, out) }
         }
 
         row_kernel!(
